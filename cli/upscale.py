@@ -1,0 +1,129 @@
+"""``srgan upscale``: local upscaling of files or folders, no server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upscale", help="upscale image files or folders locally",
+                       description="Upscale images with the default or a given model; no server needed.")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
+    p.add_argument("-o", "--output", type=Path, metavar="OUT",
+                   help="output file (one input) or folder; default: <name>_x<scale>.<ext> beside each input")
+    p.add_argument("--model", help="shipped model name or .onnx path (default: SRGAN_MODEL, else srresnet_x4)")
+    p.add_argument("--scale", type=int, help="output scale; resamples the model's result when it differs")
+    p.add_argument("--tile", type=int, help="tile size in input pixels, 0 = whole image (default 128)")
+    p.add_argument("--overlap", type=int, help="context pixels around each tile (default 16)")
+    p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"], help="output format (default: input's)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to their images (not recursive), in a stable order."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files.extend(sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS))
+        else:
+            files.append(item)
+    return files
+
+
+def output_path(src: Path, out: Path | None, single: bool, scale: int, ext: str) -> Path:
+    if out is not None and single and out.suffix and not out.is_dir():
+        return out
+    folder = out if out is not None else src.parent
+    return folder / f"{src.stem}_x{scale}{ext}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from model.engine import Upscaler
+    from model.errors import SRGANError
+    from model.images import extension_for, output_format, read_image, save_image, upscale_image
+    from model.locate import resolve_model
+
+    settings = get_settings()
+    tile = settings.tile if args.tile is None else args.tile
+    overlap = settings.overlap if args.overlap is None else args.overlap
+    if not 1 <= args.quality <= 100:
+        return _fail(f"--quality must be between 1 and 100, got {args.quality}")
+    files = collect_inputs(args.inputs)
+    if not files:
+        return _fail("no input images found")
+    try:
+        path = resolve_model(args.model or settings.model)
+        upscaler = Upscaler.from_file(
+            path, backend=args.backend or settings.backend, providers=settings.providers,
+            threads=settings.threads, tile=tile, overlap=overlap, tile_batch=settings.tile_batch,
+        )
+    except SRGANError as exc:
+        return _fail(str(exc))
+    scale = args.scale or upscaler.scale
+    single = len(files) == 1 and not args.inputs[0].is_dir()
+    if args.output is not None and not (single and args.output.suffix):
+        args.output.mkdir(parents=True, exist_ok=True)
+    show = not args.no_progress and sys.stderr.isatty()
+    failed = 0
+    for src in files:
+        try:
+            img = read_image(src, max_pixels=settings.max_input_pixels)
+            with _progress_bar(src.name, show) as progress:
+                hr = upscale_image(upscaler, img, progress=progress)
+            if scale != upscaler.scale:
+                hr = _resample(hr, img.width * scale, img.height * scale)
+            fmt = output_format(hr, args.format)
+            dst = output_path(src, args.output, single, scale, extension_for(fmt))
+            save_image(hr, dst, fmt, args.quality)
+            print(f"{src} -> {dst} ({hr.width}x{hr.height})")
+        except (SRGANError, OSError) as exc:
+            failed += 1
+            print(f"srgan: error: {src}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _resample(img, width: int, height: int):
+    from PIL import Image
+
+    info = dict(img.info)
+    out = img.resize((width, height), Image.Resampling.LANCZOS)
+    out.info.update(info)
+    return out
+
+
+def _fail(message: str) -> int:
+    print(f"srgan: error: {message}", file=sys.stderr)
+    return 2
+
+
+class _progress_bar:
+    """A tqdm bar over tiles when on a terminal; a no-op callback otherwise."""
+
+    def __init__(self, name: str, show: bool) -> None:
+        self.name, self.show, self.bar = name, show, None
+
+    def __enter__(self):
+        if not self.show:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=self.name, unit="tile", leave=False)
+
+        def update(done: int, total: int) -> None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,93 @@
+"""The ONNX contract: what an exported generator promises the engine.
+
+Written once here; ``training/`` stores it in every exported file's metadata
+(``export_onnx``) and the engine reads it back on load. A foreign file that
+lacks it is described by :func:`infer_contract` (layout from the input shape,
+scale from a probe run in the engine) or by explicit options.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+METADATA_KEY = "srgan_contract"
+"""Key of the ONNX ``metadata_props`` entry holding the contract as JSON."""
+
+CONTRACT_VERSION = 1
+
+Layout = Literal["NHWC", "NCHW"]
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """How to feed a generator and read its output.
+
+    Args:
+        scale: upscaling factor (output height = scale x input height).
+        input_name: name of the single image input.
+        output_name: name of the image output.
+        layout: ``NHWC`` or ``NCHW``, the same for input and output.
+        dtype: element type of input and output (``float32``).
+        value_range: pixel values of input and output, (low, high); the
+            generators of ``training/`` take and give 0..255.
+        channels: colour channels in and out (3, RGB order).
+        name, version: the model's identity, also kept in its card.
+        metrics: measured quality (e.g. ``{"set5_psnr_y": 30.1}``).
+    """
+
+    scale: int
+    input_name: str = "lr"
+    output_name: str = "hr"
+    layout: Layout = "NHWC"
+    dtype: str = "float32"
+    value_range: tuple[float, float] = (0.0, 255.0)
+    channels: int = 3
+    name: str = ""
+    version: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"layout must be NHWC or NCHW, got {self.layout!r}")
+        if self.dtype != "float32":
+            raise ValueError(f"only float32 models are supported, got {self.dtype!r}")
+        lo, hi = self.value_range
+        if not hi > lo:
+            raise ValueError(f"value_range must be (low, high) with high > low, got {self.value_range}")
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ``metadata_props`` entries that store this contract."""
+        body = asdict(self)
+        body["value_range"] = list(self.value_range)
+        body["contract_version"] = CONTRACT_VERSION
+        return {METADATA_KEY: json.dumps(body, sort_keys=True), "scale": str(self.scale)}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> ModelContract | None:
+        """The contract stored in ``props``, or None when the file has none."""
+        raw = props.get(METADATA_KEY)
+        if raw is None:
+            return None
+        body = json.loads(raw)
+        body.pop("contract_version", None)
+        body["value_range"] = tuple(body.get("value_range", (0.0, 255.0)))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in body.items() if k in known})
+
+    def with_identity(self, name: str, version: str, metrics: dict[str, float] | None = None) -> ModelContract:
+        return replace(self, name=name, version=version, metrics=dict(metrics or self.metrics))
+
+
+def infer_layout(input_shape: list[object]) -> Layout:
+    """Guess the layout of a 4-D image input from its (possibly symbolic) shape."""
+    if len(input_shape) != 4:
+        raise ValueError(f"expected a 4-D image input, got shape {input_shape}")
+    if input_shape[3] in (1, 3, 4):
+        return "NHWC"
+    if input_shape[1] in (1, 3, 4):
+        return "NCHW"
+    raise ValueError(f"cannot tell the layout of input shape {input_shape}; pass it explicitly")

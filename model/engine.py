@@ -1,0 +1,215 @@
+"""The upscaling engine: an ONNX generator run tile by tile with overlap blending.
+
+``Upscaler`` is small and stateless between calls: the backend and the
+contract come in, images go through ``upscale``. Output rows are accumulated
+in horizontal strips, so working memory is bounded by the tile and strip
+sizes, not by the image (only the finished uint8 result is image-sized; use
+``iter_strips`` to hand rows to an encoder without even that).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from model.backends import Backend, open_backend
+from model.contract import ModelContract, infer_layout
+from model.errors import Canceled, InferenceError, InvalidParameter, ModelError
+from model.tiling import TilePlan, axis_weights, iter_batches, validate_tiling
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done_tiles, total_tiles)`` after each batch of tiles."""
+
+PROBE_SIZE = 16
+
+
+class Upscaler:
+    """Tiled super-resolution with one model.
+
+    Args:
+        backend: a loaded model (see ``model.backends``).
+        contract: how to feed it; ``from_file`` reads it from the file.
+        tile: core tile size in input pixels; 0 runs the whole image at once.
+        overlap: context added on each interior side of a tile.
+        tile_batch: tiles per backend call.
+    """
+
+    def __init__(
+        self, backend: Backend, contract: ModelContract, *, tile: int = 128, overlap: int = 16, tile_batch: int = 1
+    ) -> None:
+        validate_tiling(tile, overlap)
+        if tile_batch < 1:
+            raise InvalidParameter(f"tile_batch must be >= 1, got {tile_batch}")
+        self.backend = backend
+        self.contract = contract
+        self.tile = tile
+        self.overlap = overlap
+        self.tile_batch = tile_batch
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        backend: str = "auto",
+        providers: list[str] | None = None,
+        threads: int = 0,
+        tile: int = 128,
+        overlap: int = 16,
+        tile_batch: int = 1,
+        scale: int | None = None,
+        layout: str | None = None,
+    ) -> Upscaler:
+        """Load an ONNX generator; its contract comes from its metadata, else is inferred.
+
+        ``scale`` and ``layout`` override what the file says or what a probe finds.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        engine = open_backend(path, backend=backend, providers=providers, threads=threads)
+        contract = ModelContract.from_metadata(engine.metadata)
+        if contract is None:
+            contract = ModelContract(
+                scale=scale or 1,
+                input_name=engine.input_name,
+                layout=layout or infer_layout(engine.input_shape),
+                name=path.stem,
+            )
+            if scale is None:
+                contract = _with_probed_scale(engine, contract)
+            log.info("%s has no srgan contract; inferred %s", path, contract)
+        elif scale is not None or layout is not None:
+            contract = ModelContract(**{**contract.__dict__, "scale": scale or contract.scale,
+                                        "layout": layout or contract.layout})
+        return cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch)
+
+    @property
+    def scale(self) -> int:
+        return self.contract.scale
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def upscale(
+        self,
+        lr_hwc_u8: np.ndarray,
+        *,
+        tile: int | None = None,
+        overlap: int | None = None,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Upscale an ``(H, W, 3)`` uint8 RGB image; returns ``(H*s, W*s, 3)`` uint8."""
+        h, w, c = _check_image(lr_hwc_u8)
+        s = self.scale
+        out = np.empty((h * s, w * s, c), np.uint8)
+        for y0, rows in self.iter_strips(lr_hwc_u8, tile=tile, overlap=overlap, progress=progress,
+                                         should_stop=should_stop):
+            out[y0 : y0 + rows.shape[0]] = rows
+        return out
+
+    def iter_strips(
+        self,
+        lr_hwc_u8: np.ndarray,
+        *,
+        tile: int | None = None,
+        overlap: int | None = None,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_output_row, rows_u8)`` top to bottom as rows are finished."""
+        h, w, c = _check_image(lr_hwc_u8)
+        tile = self.tile if tile is None else tile
+        overlap = self.overlap if overlap is None else overlap
+        plan = TilePlan.make(h, w, tile, overlap)
+        s = self.scale
+        col_weights = [axis_weights(sp, w, plan.r_cols, s, sp.window[0] * s, sp.window[1] * s) for sp in plan.cols]
+        done = 0
+        acc = np.zeros((0, w * s, c), np.float32)
+        wsum = np.zeros((0, w * s, 1), np.float32)
+        acc_top = 0  # output row of acc[0]
+        for j, row in enumerate(plan.rows):
+            if should_stop is not None and should_stop():
+                raise Canceled("canceled before the next tile")
+            top, bottom = row.window[0] * s, row.window[1] * s
+            # grow the strip down to this tile row's bottom
+            grow = bottom - (acc_top + acc.shape[0])
+            if grow > 0:
+                acc = np.concatenate([acc, np.zeros((grow, w * s, c), np.float32)])
+                wsum = np.concatenate([wsum, np.zeros((grow, w * s, 1), np.float32)])
+            # rows above acc_top are finished: this row's weight there is 0
+            r0 = max(top, acc_top)
+            wy = axis_weights(row, h, plan.r_rows, s, r0, bottom)[:, None, None]
+            windows = [lr_hwc_u8[row.window[0] : row.window[1], col.window[0] : col.window[1]] for col in plan.cols]
+            indices = list(range(len(plan.cols)))
+            for batch_idx in iter_batches(indices, self.tile_batch):
+                if should_stop is not None and should_stop() and done:
+                    raise Canceled("canceled before the next tile")
+                outs = self._run([windows[i] for i in batch_idx])
+                for i, hr in zip(batch_idx, outs):
+                    col = plan.cols[i]
+                    x0, x1 = col.window[0] * s, col.window[1] * s
+                    weight = wy * col_weights[i][None, :, None]
+                    acc[r0 - acc_top : bottom - acc_top, x0:x1] += hr[r0 - top :] * weight
+                    wsum[r0 - acc_top : bottom - acc_top, x0:x1] += weight
+                done += len(batch_idx)
+                if progress is not None:
+                    progress(done, plan.count)
+            finished = plan.finished_before(j) * s - acc_top
+            if finished > 0:
+                yield acc_top, _to_u8(acc[:finished] / np.maximum(wsum[:finished], 1e-12))
+                acc, wsum = acc[finished:].copy(), wsum[finished:].copy()
+                acc_top += finished
+
+    def _run(self, tiles_hwc_u8: list[np.ndarray]) -> np.ndarray:
+        """Run same-shaped uint8 tiles through the model; returns float (N, h*s, w*s, 3) in 0..255."""
+        ct = self.contract
+        lo, hi = ct.value_range
+        batch = np.stack(tiles_hwc_u8).astype(np.float32)
+        if (lo, hi) != (0.0, 255.0):
+            batch = batch * np.float32((hi - lo) / 255.0) + np.float32(lo)
+        if ct.layout == "NCHW":
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        out = self.backend.run(batch)
+        if ct.layout == "NCHW":
+            out = out.transpose(0, 2, 3, 1)
+        n, th, tw = batch.shape[0], tiles_hwc_u8[0].shape[0], tiles_hwc_u8[0].shape[1]
+        expected = (n, th * ct.scale, tw * ct.scale, ct.channels)
+        if out.shape != expected:
+            raise InferenceError(f"model returned shape {out.shape} for tiles {batch.shape}, expected {expected}")
+        if (lo, hi) != (0.0, 255.0):
+            out = (out - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        if not np.isfinite(out).all():
+            raise InferenceError("model returned NaN or infinite values")
+        return out
+
+
+def _check_image(img: np.ndarray) -> tuple[int, int, int]:
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise InvalidParameter(f"expected an (H, W, 3) uint8 RGB array, got {img.dtype} {img.shape}")
+    h, w, c = img.shape
+    if h == 0 or w == 0:
+        raise InvalidParameter(f"empty image {img.shape}")
+    return h, w, c
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _with_probed_scale(backend: Backend, contract: ModelContract) -> ModelContract:
+    """Find the scale of a model without metadata by running a small blank image."""
+    lo = contract.value_range[0]
+    shape = (1, PROBE_SIZE, PROBE_SIZE, 3) if contract.layout == "NHWC" else (1, 3, PROBE_SIZE, PROBE_SIZE)
+    out = backend.run(np.full(shape, lo, np.float32))
+    hw = out.shape[1:3] if contract.layout == "NHWC" else out.shape[2:4]
+    if hw[0] != hw[1] or hw[0] % PROBE_SIZE:
+        raise ModelError(f"cannot infer the scale: a {PROBE_SIZE}x{PROBE_SIZE} probe gave {tuple(out.shape)}")
+    return ModelContract(**{**contract.__dict__, "scale": hw[0] // PROBE_SIZE})

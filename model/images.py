@@ -1,0 +1,229 @@
+"""Image decode and encode around the engine: formats, limits, modes, alpha, metadata.
+
+- Formats are sniffed from the bytes (PNG, JPEG, WebP, BMP, TIFF); names and
+  content types are never trusted.
+- The pixel limit is checked on the header, before any pixel is decoded, so a
+  decompression bomb costs nothing.
+- EXIF orientation is applied on read; the ICC profile and the EXIF block
+  (orientation reset to 1) are carried to the output.
+- Modes: RGB stays RGB, L stays L; RGBA and LA keep their alpha, upscaled
+  separately by the model (a constant alpha is passed through untouched);
+  palette images are converted first (to RGBA when they have transparency);
+  16-bit images are reduced to 8 bits per channel.
+- Output PNG, JPEG or WebP. An image with alpha is never flattened into JPEG:
+  asking for it raises ``InvalidParameter``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, UnsupportedFormat
+
+INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+FORMAT_ALIASES = {"jpg": "jpeg"}
+SOURCE_FORMAT_KEY = "srgan_source_format"
+EXIF_ORIENTATION = 0x0112
+
+if TYPE_CHECKING:  # the engine is not needed to decode or encode
+    from model.engine import Progress, Upscaler
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says; no pixels were decoded to learn it."""
+
+    format: str
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.mode in ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _open(data: bytes | Path) -> Image.Image:
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else open(data, "rb")  # noqa: SIM115
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(source, formats=INPUT_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        source.close()
+        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        source.close()
+        raise UnsupportedFormat(
+            f"not an image in a supported format ({', '.join(f.lower() for f in INPUT_FORMATS)})"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        source.close()
+        raise InvalidImage(f"cannot read the image header: {exc}") from exc
+
+
+def probe_image(data: bytes | Path, *, max_pixels: int) -> ImageInfo:
+    """Sniff the format and size from the header; refuse too many pixels before decoding."""
+    with _open(data) as img:
+        info = ImageInfo(img.format or "", img.width, img.height, img.mode)
+    if info.width <= 0 or info.height <= 0:
+        raise InvalidImage(f"image has no pixels ({info.width}x{info.height})")
+    if info.pixels > max_pixels:
+        raise ImageTooLarge(
+            f"image is {info.width}x{info.height} = {info.pixels} pixels; the limit is {max_pixels}"
+        )
+    return info
+
+
+def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
+    """Decode an image: limits checked first, EXIF orientation applied, ICC/EXIF kept in ``info``."""
+    probe_image(data, max_pixels=max_pixels)
+    with _open(data) as img:
+        source_format = img.format
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InvalidImage(f"the image data is damaged or truncated: {exc}") from exc
+        exif = img.getexif()
+        oriented = ImageOps.exif_transpose(img)
+    if exif:
+        exif[EXIF_ORIENTATION] = 1
+        oriented.info["exif"] = exif.tobytes()
+    else:
+        oriented.info.pop("exif", None)
+    icc = img.info.get("icc_profile")
+    if icc:
+        oriented.info["icc_profile"] = icc
+    out = _normalise_mode(oriented)
+    out.info.update({k: v for k, v in oriented.info.items() if k in ("icc_profile", "exif")})
+    out.info[SOURCE_FORMAT_KEY] = source_format
+    return out
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    """One of L, LA, RGB, RGBA, 8 bits per channel."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    if mode == "P":
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if mode == "PA":
+        return img.convert("RGBA")
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(np.rint(arr * 255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if mode == "1":
+        return img.convert("L")
+    if mode == "La":
+        return img.convert("LA")
+    if mode == "RGBa":
+        return img.convert("RGBA")
+    if mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    raise UnsupportedFormat(f"image mode {mode} is not supported")
+
+
+def upscale_image(
+    upscaler: Upscaler,
+    img: Image.Image,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Image.Image:
+    """Upscale a decoded image, keeping its mode, alpha and metadata."""
+    img = _normalise_mode(img)
+    colour_mode = "L" if img.mode in ("L", "LA") else "RGB"
+    alpha = np.asarray(img.getchannel("A")) if img.mode in ("LA", "RGBA") else None
+    alpha_varies = alpha is not None and alpha.min() != alpha.max()
+    passes = 2 if alpha_varies else 1
+
+    def report(offset: int) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(offset * total + done, passes * total)
+
+    colour = np.asarray(img.convert("RGB"))
+    run = dict(tile=tile, overlap=overlap, should_stop=should_stop)
+    hr = Image.fromarray(upscaler.upscale(colour, progress=report(0), **run), "RGB")
+    if colour_mode == "L":
+        hr = hr.convert("L")
+    if alpha is not None:
+        if alpha_varies:
+            alpha_rgb = np.repeat(alpha[:, :, None], 3, axis=2)
+            hr_alpha = Image.fromarray(upscaler.upscale(alpha_rgb, progress=report(1), **run), "RGB").convert("L")
+        else:
+            hr_alpha = Image.new("L", hr.size, int(alpha.flat[0]))
+        hr.putalpha(hr_alpha)
+    for key in ("icc_profile", "exif", SOURCE_FORMAT_KEY):
+        if img.info.get(key):
+            hr.info[key] = img.info[key]
+    return hr
+
+
+def output_format(img: Image.Image, requested: str | None) -> str:
+    """The output format key (png, jpeg, webp): the request, else the input's family."""
+    if requested:
+        key = FORMAT_ALIASES.get(requested.lower(), requested.lower())
+        if key not in OUTPUT_FORMATS:
+            raise InvalidParameter(f"unknown output format {requested!r}; use png, jpeg or webp")
+        return key
+    source = str(img.info.get(SOURCE_FORMAT_KEY) or "PNG").upper()
+    if source == "JPEG" and img.mode in ("RGB", "L"):
+        return "jpeg"
+    if source == "WEBP":
+        return "webp"
+    return "png"
+
+
+def encode_image(img: Image.Image, fmt: str | None = None, quality: int = 95) -> tuple[bytes, str]:
+    """Encode to PNG, JPEG or WebP; returns the bytes and their media type.
+
+    ``quality`` (1..100) applies to JPEG and WebP; WebP at 100 is lossless.
+    """
+    key = output_format(img, fmt)
+    if not 1 <= quality <= 100:
+        raise InvalidParameter(f"quality must be between 1 and 100, got {quality}")
+    pil_format, media_type = OUTPUT_FORMATS[key]
+    if key == "jpeg" and img.mode in ("RGBA", "LA"):
+        raise InvalidParameter("JPEG cannot hold the alpha channel of this image; ask for png or webp")
+    options: dict[str, object] = {}
+    for meta in ("icc_profile", "exif"):
+        if img.info.get(meta):
+            options[meta] = img.info[meta]
+    if key == "jpeg":
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=False)
+    elif key == "webp":
+        options.update(quality=quality, lossless=quality >= 100, method=4)
+    else:
+        options.update(compress_level=6)
+    buf = io.BytesIO()
+    img.save(buf, format=pil_format, **options)
+    return buf.getvalue(), media_type
+
+
+def save_image(img: Image.Image, path: Path, fmt: str | None = None, quality: int = 95) -> None:
+    """Encode and write atomically (temporary file, then rename)."""
+    data, _ = encode_image(img, fmt, quality)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def extension_for(fmt: str) -> str:
+    return {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}[fmt]

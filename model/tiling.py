@@ -1,0 +1,126 @@
+"""Tile plans and blending weights: pure numpy, no model.
+
+An axis of length ``L`` is cut into ``n = ceil(L / tile)`` balanced *cores*
+(each at most ``tile`` long). Every core is run inside a *window* that adds
+``overlap`` pixels of context on each interior side. All windows of an axis
+have the same length (a window at the border is shifted inwards rather than
+clipped), so the tiles of a row can be batched through one session call.
+
+Blending: at each boundary ``c`` between two cores, the weight of the left
+tile ramps from 1 down to 0 across ``[c - r, c + r)`` while the right tile's
+ramps from 0 up to 1, with ``r = overlap / 2`` (in low-resolution pixels,
+evaluated at output pixel centres). Weights are flat 1 in a core and along the
+image border, and the weights of an axis form a partition of unity; a tile's
+2-D weight is the product of its row and column weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.errors import InvalidParameter
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile along one axis, in input pixels.
+
+    ``core`` is the part this tile owns; ``window`` is what is fed to the
+    model (core plus context); ``support`` is where its blending weight is
+    non-zero (core plus the ramps).
+    """
+
+    core: tuple[int, int]
+    window: tuple[int, int]
+    support: tuple[int, int]
+
+
+def validate_tiling(tile: int, overlap: int) -> None:
+    """Refuse settings that cannot give a correct blend."""
+    if tile < 0 or overlap < 0:
+        raise InvalidParameter(f"tile and overlap must be >= 0, got tile={tile}, overlap={overlap}")
+    if tile and overlap >= tile:
+        raise InvalidParameter(f"overlap ({overlap}) must be smaller than tile ({tile})")
+
+
+def plan_axis(length: int, tile: int, overlap: int) -> tuple[list[Span], float]:
+    """Cut one axis into spans; returns the spans and the ramp half-width ``r``.
+
+    ``tile=0`` (or a tile at least as long as the axis) gives a single span.
+    """
+    validate_tiling(tile, overlap)
+    if length <= 0:
+        raise InvalidParameter(f"image side must be > 0, got {length}")
+    if tile == 0 or tile >= length:
+        return [Span((0, length), (0, length), (0, length))], 0.0
+    n = math.ceil(length / tile)
+    bounds = [round(i * length / n) for i in range(n + 1)]
+    shortest = min(b - a for a, b in zip(bounds, bounds[1:]))
+    # Ramps of neighbouring boundaries must not cross: 2r <= shortest core.
+    r = min(overlap / 2, shortest / 2)
+    longest = max(b - a for a, b in zip(bounds, bounds[1:]))
+    size = min(length, longest + 2 * overlap)
+    spans = []
+    for a, b in zip(bounds, bounds[1:]):
+        start = min(max(a - overlap, 0), length - size)
+        lo = a - r if a > 0 else 0
+        hi = b + r if b < length else length
+        spans.append(Span((a, b), (start, start + size), (math.floor(lo), math.ceil(hi))))
+    return spans, r
+
+
+def _step_up(coords: np.ndarray, boundary: float, r: float) -> np.ndarray:
+    """0 before the ramp around ``boundary``, 1 after it, a linear ramp of width 2r between."""
+    if r <= 0:
+        return (coords >= boundary).astype(np.float32)
+    return np.clip((coords - (boundary - r)) / (2 * r), 0.0, 1.0).astype(np.float32)
+
+
+def axis_weights(span: Span, length: int, r: float, scale: int, lo: int, hi: int) -> np.ndarray:
+    """Blending weight of ``span`` at output pixels ``[lo, hi)`` (output coordinates).
+
+    The weight is ``up(core start) - up(core end)``: summed over all spans of
+    an axis the terms telescope to exactly 1 everywhere.
+    """
+    centres = (np.arange(lo, hi, dtype=np.float64) + 0.5) / scale
+    a, b = span.core
+    up_a = np.ones_like(centres, dtype=np.float32) if a == 0 else _step_up(centres, a, r)
+    up_b = np.zeros_like(centres, dtype=np.float32) if b == length else _step_up(centres, b, r)
+    return up_a - up_b
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles of a ``height x width`` image: ``rows x cols`` spans."""
+
+    height: int
+    width: int
+    rows: list[Span]
+    cols: list[Span]
+    r_rows: float
+    r_cols: float
+
+    @classmethod
+    def make(cls, height: int, width: int, tile: int, overlap: int) -> TilePlan:
+        rows, r_rows = plan_axis(height, tile, overlap)
+        cols, r_cols = plan_axis(width, tile, overlap)
+        return cls(height, width, rows, cols, r_rows, r_cols)
+
+    @property
+    def count(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def finished_before(self, row_index: int) -> int:
+        """Input rows that no tile row after ``row_index`` contributes to."""
+        if row_index + 1 >= len(self.rows):
+            return self.height
+        return self.rows[row_index + 1].support[0]
+
+
+def iter_batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,146 @@
+"""Tiny ONNX generators built in code, for tests that need a real model file fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from model.contract import ModelContract
+
+
+def _save(graph: onnx.GraphProto, path: Path, contract: ModelContract | None) -> Path:
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    if contract is not None:
+        for key, value in contract.to_metadata().items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+def make_nearest_model(
+    path: Path, scale: int = 4, *, layout: str = "NHWC", with_contract: bool = True, name: str = "nearest"
+) -> Path:
+    """An exact "generator": nearest-neighbour upscaling by ``scale`` (0..255 in and out).
+
+    Tiled and untiled outputs of this model are identical, which makes tiling
+    bugs show up as exact mismatches.
+    """
+    dims = ["n", "h", "w", 3] if layout == "NHWC" else ["n", 3, "h", "w"]
+    out_dims = ["n", "H", "W", 3] if layout == "NHWC" else ["n", 3, "H", "W"]
+    scales = [1.0, float(scale), float(scale), 1.0] if layout == "NHWC" else [1.0, 1.0, float(scale), float(scale)]
+    nodes = [helper.make_node("Resize", ["lr", "", "scales"], ["hr"], mode="nearest")]
+    graph = helper.make_graph(
+        nodes,
+        "nearest",
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("hr", TensorProto.FLOAT, out_dims)],
+        initializer=[numpy_helper.from_array(np.array(scales, np.float32), "scales")],
+    )
+    contract = ModelContract(scale=scale, layout=layout, name=name, version="1") if with_contract else None
+    return _save(graph, path, contract)
+
+
+def make_conv_model(path: Path, scale: int = 4, *, seed: int = 0, name: str = "tinyconv") -> Path:
+    """A small random conv net with a receptive field (3x3 conv, depth-to-space, 3x3 conv), NHWC 0..255.
+
+    Unlike the nearest model, tiles see context, so seams are possible; the
+    output is clipped to 0..255 like a real generator's.
+    """
+    rng = np.random.default_rng(seed)
+    feats = 3 * scale * scale
+    w1 = (rng.standard_normal((feats, 3, 3, 3)) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((3, 3, 3, 3)) * 0.2).astype(np.float32)
+    w2[:, :, 1, 1] += np.eye(3, dtype=np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["lr"], ["x"], perm=[0, 3, 1, 2]),
+        helper.make_node("Div", ["x", "k255"], ["xn"]),
+        helper.make_node("Conv", ["xn", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("DepthToSpace", ["c1"], ["d"], blocksize=scale, mode="DCR"),
+        helper.make_node("Conv", ["d", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c2"], ["s"]),
+        helper.make_node("Mul", ["s", "k255"], ["y"]),
+        helper.make_node("Transpose", ["y"], ["hr"], perm=[0, 2, 3, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["n", "h", "w", 3])],
+        [helper.make_tensor_value_info("hr", TensorProto.FLOAT, ["n", "H", "W", 3])],
+        initializer=[
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(np.array(255.0, np.float32), "k255"),
+        ],
+    )
+    return _save(graph, path, ModelContract(scale=scale, name=name, version="1"))
+
+
+def make_srresnet_model(
+    path: Path, scale: int = 4, *, blocks: int = 16, filters: int = 64, seed: int = 0, name: str = "srresnet-random"
+) -> Path:
+    """A random-weight generator of the SRResNet shape, as a folded-BN export looks.
+
+    NHWC 0..255 in and out (transposed to NCHW inside, like tf2onnx does): 9x9
+    head conv + PReLU, ``blocks`` residual blocks (conv-PReLU-conv, BN folded
+    into the convs), conv + global skip, one conv-depth-to-space-PReLU block
+    per factor of two, 9x9 tail conv, tanh, mapped back to 0..255.
+    """
+    if scale not in (2, 4, 8):
+        raise ValueError("scale must be 2, 4 or 8")
+    rng = np.random.default_rng(seed)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def conv(x: str, cin: int, cout: int, k: int, tag: str, gain: float = 1.0) -> str:
+        w = rng.standard_normal((cout, cin, k, k)) * gain * np.sqrt(2.0 / (cin * k * k))
+        b = rng.standard_normal(cout) * 0.01
+        nodes.append(helper.make_node("Conv", [x, const(f"{tag}.w", w), const(f"{tag}.b", b)], [tag],
+                                      pads=[k // 2] * 4))
+        return tag
+
+    def prelu(x: str, c: int, tag: str) -> str:
+        nodes.append(helper.make_node("PRelu", [x, const(f"{tag}.a", np.full((c, 1, 1), 0.25))], [tag]))
+        return tag
+
+    def add(a: str, b: str, tag: str) -> str:
+        nodes.append(helper.make_node("Add", [a, b], [tag]))
+        return tag
+
+    nodes.append(helper.make_node("Transpose", ["lr"], ["x_nchw"], perm=[0, 3, 1, 2]))
+    nodes.append(helper.make_node("Div", ["x_nchw", const("k255", 255.0)], ["x01"]))
+    head = prelu(conv("x01", 3, filters, 9, "head"), filters, "head_act")
+    x = head
+    for i in range(blocks):
+        y = prelu(conv(x, filters, filters, 3, f"b{i}.c1"), filters, f"b{i}.act")
+        y = conv(y, filters, filters, 3, f"b{i}.c2", gain=0.1)
+        x = add(x, y, f"b{i}.out")
+    x = add(head, conv(x, filters, filters, 3, "trunk", gain=0.1), "trunk_out")
+    for i in range(scale.bit_length() - 1):
+        x = conv(x, filters, filters * 4, 3, f"up{i}")
+        nodes.append(helper.make_node("DepthToSpace", [x], [f"up{i}.d2s"], blocksize=2, mode="DCR"))
+        x = prelu(f"up{i}.d2s", filters, f"up{i}.act")
+    x = conv(x, filters, 3, 9, "tail", gain=0.5)
+    nodes.append(helper.make_node("Tanh", [x], ["t"]))
+    nodes.append(helper.make_node("Add", ["t", const("one", 1.0)], ["t1"]))
+    nodes.append(helper.make_node("Mul", ["t1", const("k127", 127.5)], ["y"]))
+    nodes.append(helper.make_node("Transpose", ["y"], ["hr"], perm=[0, 2, 3, 1]))
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["n", "h", "w", 3])],
+        [helper.make_tensor_value_info("hr", TensorProto.FLOAT, ["n", "H", "W", 3])],
+        initializer=inits,
+    )
+    return _save(graph, path, ModelContract(scale=scale, name=name, version="1"))
