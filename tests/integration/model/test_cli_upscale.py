@@ -1,0 +1,115 @@
+"""``srgan upscale`` run as a user runs it: a subprocess on real files."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.utils.tiny_models import make_nearest_model
+
+pytestmark = pytest.mark.integration
+SRGAN = [sys.executable, "-m", "cli.main"]
+REPO = Path(__file__).resolve().parents[3]
+
+
+def srgan(*args, env=None, cwd=None):
+    return subprocess.run([*SRGAN, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})}, cwd=cwd or REPO)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_nearest_model(tmp_path_factory.mktemp("m") / "nearest_x4.onnx", scale=4)
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (20, 25), dtype=np.uint8)).save(folder / "b.jpg", quality=92)
+    Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8)).save(folder / "c.webp", lossless=True)
+    (folder / "broken.png").write_bytes(b"this is text, not a PNG")
+    return folder
+
+
+def test_folder_in_folder_out_with_one_bad_file(model, images, tmp_path):
+    out = tmp_path / "out"
+    res = srgan("upscale", images, "-o", out, "--model", model, "--tile", "16", "--overlap", "4")
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if line.startswith("srgan: error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0] and "not an image" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["a_x4.png", "b_x4.jpg", "c_x4.webp"]
+    a = Image.open(out / "a_x4.png")
+    assert a.size == (47 * 4, 33 * 4) and a.mode == "RGB"
+    assert Image.open(out / "b_x4.jpg").mode == "L"
+    c = Image.open(out / "c_x4.webp")
+    assert c.size == (40, 48) and c.mode == "RGBA"
+    src = np.asarray(Image.open(images / "c.webp")).repeat(4, 0).repeat(4, 1)
+    # colour went through lossy WebP (quality 95); alpha is stored losslessly
+    np.testing.assert_array_equal(np.asarray(c)[:, :, 3], src[:, :, 3])
+
+
+def test_single_file_to_named_output_in_another_format(model, images, tmp_path):
+    dst = tmp_path / "result.webp"
+    res = srgan("upscale", images / "a.png", "-o", dst, "--model", model, "--format", "webp", "--quality", "80")
+    assert res.returncode == 0, res.stderr
+    assert Image.open(dst).format == "WEBP" and Image.open(dst).size == (188, 132)
+
+
+def test_default_output_lands_beside_the_input(model, images):
+    res = srgan("upscale", images / "a.png", env={"SRGAN_MODEL": str(model)})
+    assert res.returncode == 0, res.stderr
+    assert (images / "a_x4.png").is_file()
+
+
+def test_alpha_to_jpeg_is_a_clear_error_and_other_files_still_done(model, images, tmp_path):
+    res = srgan("upscale", images / "c.webp", images / "a.png", "-o", tmp_path / "o", "--model", model,
+                "--format", "jpeg")
+    assert res.returncode == 1
+    assert "c.webp" in res.stderr and "alpha" in res.stderr
+    assert (tmp_path / "o" / "a_x4.jpg").is_file()
+
+
+def test_scale_option_resamples_the_result(model, images, tmp_path):
+    res = srgan("upscale", images / "a.png", "-o", tmp_path / "a2.png", "--model", model, "--scale", "2")
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "a2.png").size == (94, 66)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tile", "16", "--overlap", "16"], "overlap"),
+    (["--quality", "0"], "quality"),
+    (["--model", "does-not-exist.onnx"], "not found"),
+    (["--model", "no_such_model"], "unknown model"),
+])
+def test_bad_options_are_one_clear_error(model, images, tmp_path, args, message):
+    if "--model" not in args:
+        args = [*args, "--model", model]
+    res = srgan("upscale", images / "a.png", "-o", tmp_path / "x.png", *args)
+    assert res.returncode != 0
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_missing_input_file(model, tmp_path):
+    res = srgan("upscale", tmp_path / "nope.png", "--model", model)
+    assert res.returncode == 1 and "nope.png" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_upscale_never_imports_tensorflow(model, images, tmp_path):
+    code = (
+        "import sys\nfrom cli.main import main\n"
+        f"rc = main(['upscale', {str(images / 'a.png')!r}, '-o', {str(tmp_path / 'y.png')!r}, '--model', {str(model)!r}])\n"
+        "assert rc == 0\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'celery', 'fastapi') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
