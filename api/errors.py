@@ -1,0 +1,61 @@
+"""Every error the API answers is JSON ``{"error": {"code": ..., "message": ...}}`` with a fitting status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, ModelError, SRGANError, UnsupportedFormat
+
+
+class ApiError(Exception):
+    """An error answered as is: ``raise ApiError(404, "not_found", "no job ...")``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def status_for(exc: SRGANError) -> int:
+    """The HTTP status of a typed model error found while checking a request."""
+    if isinstance(exc, (UnsupportedFormat, InvalidImage)):
+        return 415
+    if isinstance(exc, (ImageTooLarge, InvalidParameter)):
+        return 422
+    if isinstance(exc, ModelError):
+        return 503
+    return 400
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "upload_too_large", 415: "unsupported_media_type",
+               422: "invalid_parameter", 429: "too_many_requests", 503: "unavailable"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(SRGANError)
+    async def _model_error(_: Request, exc: SRGANError) -> JSONResponse:
+        return error_response(status_for(exc), exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return error_response(422, "invalid_parameter", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))

@@ -1,0 +1,41 @@
+"""Check an uploaded image before it is queued: format, size, pixel limits, and that it is whole.
+
+``probe_image`` reads only the header (format sniffed from the bytes,
+decompression bombs refused before decoding). Then the file's structure is
+verified without decoding it at full size: PNG and WebP by their chunk
+checksums, JPEG by decoding at 1/8 scale (cheap, but reads every byte), so a
+truncated upload is refused here rather than failing later in a worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from model.errors import ImageTooLarge, InvalidImage, InvalidParameter
+from model.images import INPUT_FORMATS, ImageInfo, probe_image
+
+
+def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
+    info = probe_image(path, max_pixels=max_input_pixels)
+    try:
+        with Image.open(path, formats=INPUT_FORMATS) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+            else:
+                img.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
+    return info
+
+
+def check_output(info: ImageInfo, *, scale: int, max_output_pixels: int, fmt: str | None) -> None:
+    out_w, out_h = info.width * scale, info.height * scale
+    if out_w * out_h > max_output_pixels:
+        raise ImageTooLarge(
+            f"the result would be {out_w}x{out_h} = {out_w * out_h} pixels; the limit is {max_output_pixels}"
+        )
+    if fmt == "jpeg" and info.has_alpha:
+        raise InvalidParameter("JPEG cannot hold this image's transparency; ask for png or webp")

@@ -1,0 +1,44 @@
+"""``/healthz`` (the process answers), ``/readyz`` (it can do work), ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import ServicesDep
+from api.schemas import CheckOut, HealthOut, ReadyOut
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="Liveness")
+async def healthz() -> HealthOut:
+    return HealthOut()
+
+
+@router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
+def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready when Redis answers, the storage folder is writable and a worker has sent a fresh heartbeat."""
+    checks: dict[str, CheckOut] = {}
+    try:
+        services.store.redis.ping()
+        checks["redis"] = CheckOut(ok=True, detail="answers")
+        workers = services.store.live_workers(max_age_s=3 * services.settings.heartbeat_s)
+        checks["workers"] = CheckOut(ok=bool(workers), detail=f"{len(workers)} alive")
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["redis"] = CheckOut(ok=False, detail=str(exc))
+        checks["workers"] = CheckOut(ok=False, detail="unknown: Redis does not answer")
+    try:
+        services.storage.check_writable()
+        checks["storage"] = CheckOut(ok=True, detail="writable")
+    except OSError as exc:
+        checks["storage"] = CheckOut(ok=False, detail=str(exc))
+    ready = all(c.ok for c in checks.values())
+    body = ReadyOut(status="ready" if ready else "not_ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,19 @@
+"""``/v1/models``: what jobs can ask for."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, require_api_key
+from api.schemas import ErrorOut, ModelOut, ModelsOut
+from core.catalog import offered_models
+
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("", response_model=ModelsOut, responses={503: {"model": ErrorOut}}, summary="Offered models")
+async def list_models(settings: SettingsDep) -> ModelsOut:
+    models = await run_in_threadpool(offered_models, settings)
+    return ModelsOut(models=[ModelOut(name=m.name, version=m.version, scale=m.scale, active=m.active,
+                                      metrics=m.metrics) for m in models])

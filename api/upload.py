@@ -1,0 +1,174 @@
+"""Receive a ``multipart/form-data`` upload as a stream, with limits, straight into a file.
+
+Nothing is held in memory but small form fields: the image part is written to
+a temporary file in the storage folder as it arrives. A declared
+``Content-Length`` over the limit is refused before any byte is read; an
+undeclared (chunked) body is refused as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from api.errors import ApiError
+from core.storage import Storage
+
+FILE_FIELD = "file"
+MAX_FIELD_BYTES = 1024
+MAX_HEADER_BYTES = 8192
+ENVELOPE_BYTES = 64 * 1024
+"""Room for boundaries, part headers and small fields on top of the image's own limit."""
+
+
+@dataclass
+class Upload:
+    path: Path
+    filename: str
+    size: int
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "upload_too_large", f"the upload is larger than the limit of {limit} bytes")
+
+
+def safe_filename(name: str) -> str:
+    """The client's file name, reduced to something harmless to show and to reuse in a download name."""
+    base = re.split(r"[\\/]", name)[-1]
+    base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")
+    return base[:120] or "image"
+
+
+class _Receiver:
+    """python-multipart callbacks that route the file part to disk and keep small fields."""
+
+    def __init__(self, out: BinaryIO, *, allowed: set[str], max_file: int, max_parts: int) -> None:
+        self.out, self.allowed, self.max_file, self.max_parts = out, allowed, max_file, max_parts
+        self.fields: dict[str, str] = {}
+        self.unknown: list[str] = []
+        self.filename: str | None = None
+        self.file_size = 0
+        self.parts = 0
+        self._header_name = b""
+        self._header_value = b""
+        self._headers_bytes = 0
+        self._disposition = b""
+        self._name: str | None = None
+        self._is_file = False
+        self._value = bytearray()
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise ApiError(422, "too_many_fields", f"the form has more than {self.max_parts} parts")
+        self._disposition, self._headers_bytes, self._name, self._is_file = b"", 0, None, False
+        self._value = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._grow_headers(end - start)
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._grow_headers(end - start)
+        self._header_value += data[start:end]
+
+    def _grow_headers(self, n: int) -> None:
+        self._headers_bytes += n
+        if self._headers_bytes > MAX_HEADER_BYTES:
+            raise ApiError(400, "bad_multipart", "a form part's headers are too long")
+
+    def on_header_end(self) -> None:
+        if self._header_name.lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name, self._header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        if b"name" not in options:
+            raise ApiError(400, "bad_multipart", "a form part has no name")
+        name = options[b"name"].decode("utf-8", "replace")
+        if name not in self.allowed:
+            self.unknown.append(name)
+        if name in self.fields or (name == FILE_FIELD and self.filename is not None):
+            raise ApiError(422, "invalid_parameter", f"form field {name!r} is given more than once")
+        self._name = name
+        self._is_file = name == FILE_FIELD
+        if self._is_file:
+            self.filename = safe_filename(options.get(b"filename", b"image").decode("utf-8", "replace"))
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        n = end - start
+        if self._is_file:
+            self.file_size += n
+            if self.file_size > self.max_file:
+                raise too_large(self.max_file)
+            self.out.write(data[start:end])
+        else:
+            if len(self._value) + n > MAX_FIELD_BYTES:
+                raise ApiError(422, "invalid_parameter", f"form field {self._name!r} is too long")
+            self._value += data[start:end]
+
+    def on_part_end(self) -> None:
+        if self._name is not None and not self._is_file:
+            self.fields[self._name] = self._value.decode("utf-8", "replace").strip()
+
+
+async def receive_upload(
+    request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int
+) -> Upload:
+    """Stream the request's form into a file; raise ApiError (413/415/422/400) on anything wrong."""
+    ctype, params = parse_options_header(request.headers.get("content-type"))
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+        raise ApiError(415, "unsupported_media_type",
+                       "send the image as multipart/form-data with a 'file' part")
+    body_limit = max_bytes + ENVELOPE_BYTES
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        raise too_large(max_bytes)
+
+    path, out = storage.open_incoming()
+    receiver = _Receiver(out, allowed=allowed_fields | {FILE_FIELD}, max_file=max_bytes, max_parts=max_parts)
+    callbacks = {name: getattr(receiver, name) for name in (
+        "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
+        "on_header_end", "on_headers_finished")}
+    parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
+    received = 0
+    try:
+        with out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > body_limit:
+                    raise too_large(max_bytes)
+                parser.write(chunk)
+            parser.finalize()
+    except MultipartParseError as exc:
+        path.unlink(missing_ok=True)
+        raise ApiError(400, "bad_multipart", f"the multipart body is malformed: {exc}") from exc
+    except ClientDisconnect:
+        path.unlink(missing_ok=True)
+        raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if receiver.unknown:
+        path.unlink(missing_ok=True)
+        listed = ", ".join(sorted(receiver.allowed))
+        raise ApiError(422, "invalid_parameter",
+                       f"unknown form field {receiver.unknown[0][:40]!r}; accepted: {listed}")
+    if receiver.filename is None:
+        path.unlink(missing_ok=True)
+        raise ApiError(422, "invalid_parameter", "the form has no 'file' part with the image")
+    if receiver.file_size == 0:
+        path.unlink(missing_ok=True)
+        raise ApiError(415, "invalid_image", "the uploaded file is empty")
+    return Upload(path, receiver.filename, receiver.file_size, receiver.fields)

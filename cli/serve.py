@@ -1,0 +1,146 @@
+"""``srgan serve``: the HTTP API; with no Redis configured, a whole service in one command.
+
+With ``SRGAN_REDIS_URL`` unset it starts, beside the API, a private
+redis-server (data in ``<data_dir>/redis``) and worker processes, watches
+them (a worker that dies is restarted), and stops them all when it stops
+(Ctrl-C or SIGTERM). With ``SRGAN_REDIS_URL`` set (compose, production) it
+runs only the API and the workers are started separately (``srgan worker``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger("srgan.serve")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the HTTP API (and, with no Redis configured, Redis and a worker)",
+                       description="Run the web service. Without SRGAN_REDIS_URL it also starts an embedded "
+                                   "Redis and worker processes, so this one command gives a working service.")
+    p.add_argument("--host", help="address to listen on (default SRGAN_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default SRGAN_PORT, 8000)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes to start with the embedded Redis (default 1; 0 for none)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level of the API and workers (default info)")
+    p.set_defaults(func=run)
+
+
+class _Stop(Exception):
+    """Raised by our SIGTERM handler so the stack of started processes unwinds."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+class WorkerProcess:
+    """One ``celery worker`` child in its own process group, restarted if it dies while serving."""
+
+    RESTART_LIMIT = 5
+
+    def __init__(self, env: dict[str, str], loglevel: str, index: int) -> None:
+        from cli.worker import celery_argv
+
+        self.argv = [sys.executable, "-m", "celery", *celery_argv(loglevel=loglevel.upper(),
+                                                                   name=f"srgan-{os.getpid()}-{index}@%h")]
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="srgan-worker-watch", daemon=True)
+
+    def start(self) -> WorkerProcess:
+        from core.redis_server import die_with_parent
+
+        self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,  # noqa: S603
+                                        preexec_fn=die_with_parent, start_new_session=True)
+        if not self._watcher.is_alive():
+            self._watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            proc = self.process
+            if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+                if self.restarts >= self.RESTART_LIMIT:
+                    log.error("the worker keeps dying (exit %s); not restarting it again", proc.returncode)
+                    return
+                self.restarts += 1
+                log.warning("the worker exited with %s; restarting it (%d)", proc.returncode, self.restarts)
+                self._kill_group(proc)
+                self.start()
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Warm shutdown (the running job may finish), then kill whatever is left of the group."""
+        self._stopping.set()
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("the worker did not stop in %.0f s; killing it", timeout_s)
+        self._kill_group(proc)  # pool processes left behind, if any
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+    from core.redis_server import RedisServer
+    from core.settings import get_settings
+    from model.errors import ModelError
+    from model.locate import resolve_model
+
+    settings = get_settings()
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        model_path = resolve_model(settings.model)
+    except ModelError as exc:
+        print(f"srgan: error: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not settings.redis_url:
+                data_dir = Path(settings.data_dir).resolve()
+                redis_server = RedisServer(data_dir / "redis").start()
+                stack.callback(redis_server.stop)
+                settings = settings.model_copy(update={"redis_url": redis_server.url, "data_dir": data_dir})
+                env = {**os.environ, "SRGAN_REDIS_URL": redis_server.url, "SRGAN_DATA_DIR": str(data_dir)}
+                for index in range(max(0, args.workers)):
+                    stack.callback(WorkerProcess(env, args.log_level, index).start().stop)
+                log.info("embedded Redis at %s (data in %s), %d worker(s), model %s",
+                         redis_server.url, data_dir / "redis", args.workers, model_path)
+            app = create_app(settings)
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
+                                                   timeout_graceful_shutdown=10))
+            print(f"srgan: serving on http://{host}:{server.config.port} (Ctrl-C to stop)", file=sys.stderr,
+                  flush=True)
+            server.run()
+            return 0 if server.started else 1
+    except (_Stop, KeyboardInterrupt):
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,105 @@
+"""The served stack for end-to-end tests: `srgan serve` as a subprocess (embedded Redis + a worker + the API)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from core.redis_server import free_port
+from tests.utils.service import REPO
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    url: str
+    data_dir: Path
+    log_path: Path
+    seen_pids: set[int] = field(default_factory=set)
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            found = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        self.seen_pids.update(p.pid for p in found)
+        return found
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        if self.process.poll() is None:
+            self.descendants()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+    def leftovers(self) -> list[int]:
+        alive = []
+        for pid in self.seen_pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+
+def serve_env(data_dir: Path, model: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SRGAN_")}  # no SRGAN_REDIS_URL: embedded
+    env.update(SRGAN_DATA_DIR=str(data_dir), SRGAN_MODEL=str(model), SRGAN_BACKEND="onnxruntime",
+               SRGAN_THREADS="1", SRGAN_TILE="32", SRGAN_OVERLAP="4", SRGAN_HEARTBEAT_S="0.5",
+               SRGAN_DEBUG_TILE_DELAY_S="0.02")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    data_dir = tmp_path_factory.mktemp("served")
+    log_path = data_dir / "serve.log"
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO, env=serve_env(data_dir, tiny_model), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    stack = Served(process, f"http://127.0.0.1:{port}", data_dir, log_path)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"srgan serve exited with {process.returncode}:\n{stack.log_tail()}")
+            try:
+                if httpx.get(stack.url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"srgan serve was not ready in time:\n{stack.log_tail()}")
+            time.sleep(0.2)
+        stack.descendants()
+        yield stack
+    finally:
+        stack.stop()
+        for pid in stack.leftovers():  # never leave processes behind, even when a test failed
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass

@@ -1,0 +1,37 @@
+"""Form parameters of POST /v1/jobs and how jobs are shown."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from api.schemas import JobOut, JobRequest, download_name
+from core.jobs import Job
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_and_aliases():
+    assert JobRequest.model_validate({}).model_dump() == {"scale": None, "model": None, "format": None, "quality": 95}
+    parsed = JobRequest.model_validate({"scale": "2", "format": "JPG", "quality": "80", "model": "srresnet_x4:3"})
+    assert (parsed.scale, parsed.format, parsed.quality, parsed.model) == (2, "jpeg", 80, "srresnet_x4:3")
+    assert JobRequest.model_validate({"scale": " ", "format": ""}).scale is None
+
+
+@pytest.mark.parametrize("fields", [{"scale": "0"}, {"scale": "9"}, {"scale": "2.5"}, {"scale": "x"},
+                                    {"format": "gif"}, {"quality": "0"}, {"quality": "101"},
+                                    {"model": "../../etc/passwd.onnx"}, {"model": "/abs/path.onnx"}, {"other": "1"}])
+def test_bad_parameters(fields):
+    with pytest.raises(ValidationError):
+        JobRequest.model_validate(fields)
+
+
+def test_job_view_and_download_name():
+    job = Job(id="3f1b7e1c-0000-4000-8000-000000000000", status="succeeded", progress=1.0, created_at=1.7e9,
+              input={"filename": "holiday.photo.jpg", "width": 10, "height": 8, "format": "jpeg", "mode": "RGB"},
+              params={"scale": 4}, output={"width": 40, "height": 32, "ext": "jpg", "media_type": "image/jpeg"})
+    view = JobOut.from_job(job)
+    assert view.output.filename == download_name(job) == "holiday.photo_x4.jpg"
+    assert view.links.result.endswith("/result") and view.created_at.tzinfo is not None
+    running = Job(id=job.id, status="running", output={"width": 1, "height": 1})
+    assert JobOut.from_job(running).output is None, "no output is shown before success"

@@ -1,0 +1,111 @@
+"""The streaming multipart receiver, driven by an in-memory ASGI request (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.requests import Request
+
+from api.errors import ApiError
+from api.upload import receive_upload, safe_filename
+from core.storage import Storage
+
+pytestmark = pytest.mark.unit
+
+BOUNDARY = "XyZ"
+FIELDS = {"scale", "format", "quality", "model"}
+
+
+def part(name: str, body: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + body + b"\r\n"
+
+
+def body(*parts: bytes) -> bytes:
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def request(data: bytes, *, declare_length: bool = True, chunk: int = 1000,
+            content_type: str = f"multipart/form-data; boundary={BOUNDARY}") -> tuple[Request, list[int]]:
+    """A request whose body arrives in chunks; the list counts the chunks the app pulled."""
+    headers = [(b"content-type", content_type.encode())]
+    if declare_length:
+        headers.append((b"content-length", str(len(data)).encode()))
+    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)] or [b""]
+    pulled: list[int] = []
+
+    async def receive():
+        pulled.append(1)
+        piece = chunks[len(pulled) - 1]
+        return {"type": "http.request", "body": piece, "more_body": len(pulled) < len(chunks)}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "headers": headers, "query_string": b""}
+    return Request(scope, receive), pulled
+
+
+def receive(req: Request, storage: Storage, max_bytes: int = 10_000, max_parts: int = 8):
+    return asyncio.run(receive_upload(req, storage, allowed_fields=FIELDS, max_bytes=max_bytes, max_parts=max_parts))
+
+
+def test_file_goes_to_disk_and_fields_are_kept(tmp_path):
+    storage = Storage(tmp_path)
+    image = bytes(range(256)) * 20
+    req, _ = request(body(part("scale", b"4"), part("file", image, "../../cat photo.png"), part("format", b" webp ")))
+    upload = receive(req, storage)
+    assert upload.path.read_bytes() == image and upload.size == len(image)
+    assert upload.fields == {"scale": "4", "format": "webp"}
+    assert upload.filename == "cat photo.png"
+    assert upload.path.parent == storage.incoming_dir
+
+
+def test_declared_length_over_the_limit_is_refused_before_reading(tmp_path):
+    req, pulled = request(body(part("file", b"x" * 200_000, "a.png")))
+    with pytest.raises(ApiError) as err:
+        receive(req, Storage(tmp_path), max_bytes=1000)
+    assert err.value.status == 413 and pulled == []
+
+
+def test_undeclared_length_is_cut_off_as_soon_as_it_passes_the_limit(tmp_path):
+    storage = Storage(tmp_path)
+    req, pulled = request(body(part("file", b"x" * 500_000, "a.png")), declare_length=False, chunk=10_000)
+    with pytest.raises(ApiError) as err:
+        receive(req, storage, max_bytes=20_000)
+    assert err.value.status == 413
+    assert len(pulled) <= 3, "stopped reading right after the limit"
+    assert list(storage.incoming_dir.iterdir()) == [], "the partial file is removed"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (body(*[part(f"f{i}", b"1") for i in range(50)], part("file", b"img", "a.png")), 422, "too_many_fields"),
+        (body(part("file", b"img", "a.png"), part("colour", b"red")), 422, "invalid_parameter"),
+        (body(part("scale", b"4")), 422, "invalid_parameter"),
+        (body(part("file", b"", "a.png")), 415, "invalid_image"),
+        (body(part("file", b"a", "a.png"), part("file", b"b", "b.png")), 422, "invalid_parameter"),
+        (body(part("file", b"img", "a.png"), part("scale", b"9" * 5000)), 422, "invalid_parameter"),
+        (b"--XyZ\r\ngarbage without headers\r\n\r\n", 400, "bad_multipart"),
+    ],
+    ids=["too many parts", "unknown field", "no file", "empty file", "two files", "huge field", "garbage"],
+)
+def test_bad_forms(tmp_path, data, status, code):
+    storage = Storage(tmp_path)
+    req, _ = request(data)
+    with pytest.raises(ApiError) as err:
+        receive(req, storage)
+    assert (err.value.status, err.value.code) == (status, code)
+    assert list(storage.incoming_dir.iterdir()) == []
+
+
+def test_not_multipart_is_415(tmp_path):
+    req, _ = request(b"\x89PNG...", content_type="image/png")
+    with pytest.raises(ApiError) as err:
+        receive(req, Storage(tmp_path))
+    assert err.value.status == 415
+
+
+@pytest.mark.parametrize(("given", "safe"), [("C:\\Users\\me\\pic.jpg", "pic.jpg"), ("../../etc/passwd", "passwd"),
+                                             ("a<b>\"c\".png", "a_b__c_.png"), ("", "image"), ("...", "image")])
+def test_safe_filename(given, safe):
+    assert safe_filename(given) == safe

@@ -1,0 +1,142 @@
+"""docker-compose.yml and docker/ cannot drift from the code: Docker cannot run here, so this test reads
+them and checks services, commands, ports, volumes and environment against Settings and `srgan`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from cli.main import build_parser
+from core.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def dockerfile(service: dict) -> str:
+    return (REPO / service["build"]["context"] / service["build"]["dockerfile"]).read_text()
+
+
+def dockerfile_env(text: str) -> dict[str, str]:
+    """The ENV entries of a Dockerfile (``ENV A=1 \\`` continuation lines included)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    env: dict[str, str] = {}
+    for line in joined.splitlines():
+        if line.startswith("ENV "):
+            for token in shlex.split(line[4:]):
+                key, _, value = token.partition("=")
+                env[key] = value
+    return env
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in [k for k in os.environ if k.startswith("SRGAN_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)
+
+
+def test_the_services_are_there():
+    assert {"redis", "api", "worker", "flower"} <= set(SERVICES)
+    assert SERVICES["flower"].get("profiles") == ["flower"]
+    for name in ("redis", "api", "worker"):
+        assert SERVICES[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
+        assert "profiles" not in SERVICES[name]
+
+
+def test_redis_keeps_jobs_appendonly_and_never_evicts():
+    command = " ".join(SERVICES["redis"]["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_srgan_environment_names_settings_fields_and_parses(name, monkeypatch):
+    service = SERVICES[name]
+    env = {**dockerfile_env(dockerfile(service)), **env_of(service)}
+    fields = {f"SRGAN_{f.upper()}" for f in Settings.model_fields}
+    unknown = sorted(k for k in env if k.startswith("SRGAN_") and k not in fields)
+    assert not unknown, f"{name}: not settings: {unknown}"
+    settings = settings_from({k: v for k, v in env.items() if k.startswith("SRGAN_")}, monkeypatch)
+    url = urlparse(settings.redis_url)
+    assert url.hostname in SERVICES, "the Redis URL names a compose service"
+    assert (url.port or 6379) == 6379
+    assert settings.redis_url.startswith("redis://")
+
+
+@pytest.mark.parametrize(("name", "subcommand"), [("api", "serve"), ("worker", "worker")])
+def test_commands_are_srgan_subcommands(name, subcommand):
+    command = SERVICES[name]["command"]
+    assert command[0] in PYPROJECT["project"]["scripts"], "a console script of pyproject.toml"
+    assert PYPROJECT["project"]["scripts"][command[0]] == "cli.main:main"
+    args = build_parser().parse_args(command[1:])
+    assert args.command == subcommand
+    assert args.func.__module__ == f"cli.{subcommand}"
+    assert re.search(rf'CMD \["srgan", "{subcommand}"', dockerfile(SERVICES[name])), "the image runs the same"
+
+
+def test_api_port_matches_the_command_the_mapping_and_the_health_check():
+    api = SERVICES["api"]
+    port = build_parser().parse_args(api["command"][1:]).port
+    assert [str(p).split(":")[-1] for p in api["ports"]] == [str(port)]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(api["healthcheck"]["test"])
+    assert f"EXPOSE {port}" in dockerfile(api)
+
+
+def test_api_and_workers_share_the_data_volume():
+    api, worker = SERVICES["api"], SERVICES["worker"]
+    data_dir = env_of(api).get("SRGAN_DATA_DIR")
+    assert data_dir and env_of(worker).get("SRGAN_DATA_DIR") == data_dir
+    mounts = {name: {v.split(":")[1]: v.split(":")[0] for v in SERVICES[name]["volumes"]} for name in ("api", "worker")}
+    assert mounts["api"][data_dir] == mounts["worker"][data_dir] in COMPOSE["volumes"]
+    models_dir = env_of(api).get("SRGAN_MODELS_DIR")
+    assert models_dir and mounts["api"][models_dir] == mounts["worker"][models_dir] in COMPOSE["volumes"]
+
+
+def test_worker_reserves_a_gpu_and_scales():
+    worker = SERVICES["worker"]
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "container_name" not in worker and "ports" not in worker, "--scale worker=N needs neither"
+    assert "--name" in worker["command"] and "%h" in worker["command"][-1], "one node name per container"
+    hostname_in_check = worker["healthcheck"]["test"][-1]
+    assert worker["command"][-1].replace("%h", "$$HOSTNAME") in hostname_in_check
+
+
+def test_images_install_extras_that_exist():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    worker_file = dockerfile(SERVICES["worker"])
+    assert re.search(r"^FROM nvidia/cuda:\S+-cudnn-runtime-", worker_file, re.M)
+    assert 'pip install ".[gpu]"' in worker_file and "onnxruntime-gpu" in " ".join(extras["gpu"])
+    api_file = dockerfile(SERVICES["api"])
+    assert "pip install ." in api_file and "onnxruntime" not in api_file, "the API image needs no ONNX Runtime"
+    for name in ("api", "worker"):
+        text = dockerfile(SERVICES[name])
+        copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
+        packages = set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"])
+        assert {p.rstrip("*") for p in packages} <= copied, f"{name} image copies every package"
+
+
+def test_flower_uses_the_same_broker():
+    flower = " ".join(SERVICES["flower"]["command"])
+    assert f"--broker={env_of(SERVICES['api'])['SRGAN_REDIS_URL']}" in flower

@@ -1,0 +1,88 @@
+"""Job files: server-made names, atomic results, one result per job, and sweeping."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from core.cleanup import sweep_expired
+from core.jobs import new_job_id
+from core.storage import Storage
+
+pytestmark = pytest.mark.unit
+
+
+def test_names_are_made_by_the_server_and_only_from_job_ids(tmp_path):
+    storage = Storage(tmp_path)
+    job_id = new_job_id()
+    assert storage.input_path(job_id) == tmp_path / job_id / "input"
+    for bad in ("../etc", "x/../../y", "", "3F1B7E1C-0000-4000-8000-000000000000"):
+        with pytest.raises(ValueError):
+            storage.job_dir(bad)
+    with pytest.raises(ValueError):
+        storage.result_path(job_id, "png/../x")
+
+
+def test_upload_is_adopted_and_results_replace_each_other_atomically(tmp_path):
+    storage = Storage(tmp_path)
+    job_id = new_job_id()
+    incoming, fh = storage.open_incoming()
+    with fh:
+        fh.write(b"image bytes")
+    storage.adopt_input(job_id, incoming)
+    assert not incoming.exists() and storage.input_path(job_id).read_bytes() == b"image bytes"
+
+    storage.write_result(job_id, b"first", "png")
+    storage.write_result(job_id, b"second", "png")
+    storage.write_result(job_id, b"third", "webp")  # a redelivery asked for another format
+    assert sorted(p.name for p in (tmp_path / job_id).iterdir()) == ["input", "result.webp"]
+    assert storage.result_path(job_id, "webp").read_bytes() == b"third"
+
+
+def test_partial_files_of_a_killed_attempt_are_discarded(tmp_path):
+    storage = Storage(tmp_path)
+    job_id = new_job_id()
+    storage.job_dir(job_id).mkdir(parents=True)
+    (storage.job_dir(job_id) / ".result.abc.tmp").write_bytes(b"half")
+    storage.discard_partial(job_id)
+    assert list(storage.job_dir(job_id).iterdir()) == []
+
+
+class FakeStore:
+    """The two calls the sweeper makes, over a set of live ids."""
+
+    def __init__(self, live: set[str]) -> None:
+        self.live = live
+
+    def existing(self, ids):
+        return {i: i in self.live for i in ids}
+
+    def prune_state_sets(self) -> int:
+        return 0
+
+
+def test_sweep_removes_folders_without_a_record_after_the_grace_period(tmp_path):
+    storage = Storage(tmp_path).ensure()
+    live, expired, young = new_job_id(), new_job_id(), new_job_id()
+    for job_id in (live, expired, young):
+        storage.job_dir(job_id).mkdir()
+    old = time.time() - 3600
+    for job_id in (live, expired):
+        os.utime(storage.job_dir(job_id), (old, old))
+    stale_upload, fh = storage.open_incoming()
+    fh.close()
+    os.utime(stale_upload, (old, old))
+
+    report = sweep_expired(FakeStore({live}), storage, grace_s=600)
+    assert report.removed_jobs == 1 and report.removed_incoming == 1
+    assert storage.job_dir(live).exists() and storage.job_dir(young).exists()
+    assert not storage.job_dir(expired).exists() and not stale_upload.exists()
+
+
+def test_writable_check(tmp_path):
+    Storage(tmp_path / "new").check_writable()
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(OSError):
+        Storage(tmp_path / "a-file" / "jobs").check_writable()

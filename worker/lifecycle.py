@@ -1,0 +1,69 @@
+"""Worker process hooks: heartbeats for the API's readiness check, and loading the model early.
+
+The main worker process writes a heartbeat to Redis every ``heartbeat_s``
+(``/readyz`` needs one fresh heartbeat); each pool process starts loading
+the configured model as soon as it is forked, so the first job does not pay
+for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+log = logging.getLogger(__name__)
+
+_stop = threading.Event()
+_beat: threading.Thread | None = None
+
+
+def _heartbeat_loop(name: str) -> None:
+    from worker.tasks import upscale
+
+    interval = upscale.settings.heartbeat_s
+    while not _stop.is_set():
+        try:
+            upscale.store.heartbeat(name)
+        except Exception as exc:  # noqa: BLE001 - Redis may be away for a while; keep trying
+            log.warning("heartbeat failed: %s", exc)
+        _stop.wait(interval)
+
+
+@worker_ready.connect
+def start_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
+    global _beat
+    name = getattr(sender, "hostname", None) or "worker"
+    _stop.clear()
+    _beat = threading.Thread(target=_heartbeat_loop, args=(name,), name="srgan-heartbeat", daemon=True)
+    _beat.start()
+
+
+@worker_shutdown.connect
+def stop_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
+    _stop.set()
+    if _beat is not None:
+        _beat.join(timeout=2)
+    try:
+        from worker.tasks import upscale
+
+        upscale.store.worker_gone(getattr(sender, "hostname", None) or "worker")
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not remove the heartbeat: %s", exc)
+
+
+def _warm_up() -> None:
+    from worker.tasks import upscale
+
+    try:
+        engine = upscale.engines.get(None)
+        log.info("model ready: %s x%d on %s", engine.contract.name, engine.scale, engine.backend_name)
+    except Exception as exc:  # noqa: BLE001 - jobs will report it as their own error
+        log.error("could not load the model %r: %s", upscale.settings.model, exc)
+
+
+@worker_process_init.connect
+def warm_up(**_: object) -> None:
+    # worker_process_init must return within seconds; loading (CUDA especially) may take longer
+    threading.Thread(target=_warm_up, name="srgan-warm-up", daemon=True).start()

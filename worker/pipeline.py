@@ -1,0 +1,161 @@
+"""What a worker does with one job, as plain functions (the Celery task only calls :func:`process_job`).
+
+:func:`render` turns an input file into encoded result bytes and knows
+nothing of Redis; :func:`process_job` claims the job, runs ``render`` with
+progress and cancellation wired to the job record, writes the result
+atomically and records the outcome. Running it twice for the same job leaves
+one result: a finished job is left alone and the result's name is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.jobs import JobStore
+from core.settings import Settings
+from core.storage import Storage
+from model.errors import Canceled, ImageTooLarge, SRGANError
+from model.images import encode_image, read_image, upscale_image
+
+if TYPE_CHECKING:
+    from model.engine import Upscaler
+
+    from worker.engines import EngineCache
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+PROGRESS_EVERY_S = 0.1
+
+
+@dataclass
+class Rendered:
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    mode: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ext(self) -> str:
+        return EXTENSIONS[self.media_type]
+
+
+def render(
+    upscaler: Upscaler,
+    source: Path,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Rendered:
+    """Decode ``source``, upscale it, resample to the requested scale if it differs, encode.
+
+    Raises the typed errors of ``model.errors`` (``Canceled`` included).
+    """
+    t0 = time.perf_counter()
+    img = read_image(source, max_pixels=settings.max_input_pixels)
+    scale = int(params.get("scale") or upscaler.scale)
+    out_pixels = img.width * img.height * scale * scale
+    if out_pixels > settings.max_output_pixels:
+        raise ImageTooLarge(
+            f"the result would be {img.width * scale}x{img.height * scale} = {out_pixels} pixels; "
+            f"the limit is {settings.max_output_pixels}"
+        )
+    t1 = time.perf_counter()
+    hr = upscale_image(upscaler, img, progress=progress, should_stop=should_stop)
+    if scale != upscaler.scale:
+        from PIL import Image
+
+        info = dict(hr.info)
+        hr = hr.resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS)
+        hr.info.update(info)
+    t2 = time.perf_counter()
+    data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95))
+    t3 = time.perf_counter()
+    timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
+    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()})
+
+
+class _JobHooks:
+    """Progress and cancellation callbacks bound to one job record."""
+
+    def __init__(self, store: JobStore, job_id: str, delay_s: float) -> None:
+        self.store, self.job_id, self.delay_s = store, job_id, delay_s
+        self._last_write = 0.0
+
+    def progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last_write >= PROGRESS_EVERY_S:
+            self.store.update_running(self.job_id, progress=round(done / max(total, 1), 4))
+            self._last_write = now
+        if self.delay_s:
+            time.sleep(self.delay_s)
+
+    def should_stop(self) -> bool:
+        return self.store.should_stop(self.job_id)
+
+
+def process_job(
+    job_id: str,
+    *,
+    store: JobStore,
+    storage: Storage,
+    engines: EngineCache,
+    settings: Settings,
+    worker: str,
+    on_soft_timeout: type[BaseException] | None = None,
+) -> str:
+    """Run one delivery of ``job_id``; returns what happened (a status, or why nothing ran)."""
+    claim = store.start(job_id, worker=worker, max_attempts=settings.max_attempts)
+    if claim.outcome != "started":
+        log.info("job %s: %s (%s), nothing to do", job_id, claim.outcome, claim.status)
+        return claim.outcome
+    job = store.get(job_id)
+    if job is None:
+        return "missing"
+    hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s)
+    try:
+        storage.discard_partial(job_id)
+        upscaler = engines.get(job.params.get("model"))
+        contract = upscaler.contract
+        store.update_running(job_id, model={"name": contract.name, "version": contract.version,
+                                            "scale": upscaler.scale, "backend": upscaler.backend_name})
+        t0 = time.perf_counter()
+        result = render(upscaler, storage.input_path(job_id), job.params, settings,
+                        progress=hooks.progress, should_stop=hooks.should_stop)
+        storage.write_result(job_id, result.data, result.ext)
+        result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
+    except Canceled:
+        return _end(store, job_id, "canceled")
+    except FileNotFoundError as exc:
+        return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
+    except SRGANError as exc:
+        return _end(store, job_id, "failed", exc.code, exc.message)
+    except Exception as exc:
+        if on_soft_timeout is not None and isinstance(exc, on_soft_timeout):
+            return _end(store, job_id, "failed", "timeout",
+                        f"the job ran longer than {settings.soft_time_limit_s:g} s and was stopped")
+        log.exception("job %s failed unexpectedly", job_id)
+        return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
+    output = {"format": FORMATS[result.media_type], "width": result.width, "height": result.height, "mode": result.mode,
+              "media_type": result.media_type, "ext": result.ext, "bytes": len(result.data)}
+    outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings)
+    return "succeeded" if outcome == "ok" else outcome
+
+
+def _end(store: JobStore, job_id: str, status: str, code: str | None = None, message: str | None = None) -> str:
+    error = {"code": code, "message": message} if code else None
+    outcome = store.finish(job_id, status, error=error)  # type: ignore[arg-type]
+    if status == "failed":
+        log.warning("job %s failed: %s: %s", job_id, code, message)
+    return status if outcome == "ok" else outcome
+
