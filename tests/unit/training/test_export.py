@@ -1,0 +1,93 @@
+"""ONNX export: contract metadata, dynamic sizes, parity with Keras, card.json, the engine loads it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from model.contract import ModelContract
+
+pytestmark = pytest.mark.train
+
+
+def _fake_run(make_config, tmp_path, data, **arch):
+    """A run directory holding config.json, best.weights.h5 and best.json, as training leaves it."""
+    import keras
+
+    from training.arch import build_generator
+    from training.checkpoint import RunDir, write_json
+
+    config = make_config(tmp_path, data, **{f"generator.{k}": v for k, v in arch.items()})
+    run = RunDir(config.run_dir)
+    config.save(run.config)
+    keras.utils.set_random_seed(0)
+    gen = build_generator(**config.generator.model_dump())
+    # Push the weights away from the zero initialisation so parity is tested on a real signal.
+    for v in gen.trainable_variables:
+        v.assign(v + np.random.default_rng(1).normal(0, 0.05, v.shape).astype(np.float32))
+    gen.save_weights(str(run.best_weights))
+    write_json(run.best_info, {"step": 1234, "psnr_y": 20.0, "ssim_y": 0.5})
+    rows = [
+        {"step": 1000, "psnr_y": 19.0, "bicubic_psnr_y": 18.0},
+        {"step": 1234, "psnr_y": 20.0, "bicubic_psnr_y": 18.0},
+    ]
+    run.history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run, gen
+
+
+@pytest.mark.parametrize("global_skip", ["bicubic", "none"])
+def test_export_parity_contract_and_card(tmp_path, make_config, global_skip):
+    from model.engine import Upscaler
+    from training.export import export_generator
+
+    run, gen = _fake_run(make_config, tmp_path, tmp_path, scale=2, global_skip=global_skip)
+    out = tmp_path / "models" / "tiny" / "1" / "model.onnx"
+    card = export_generator(run.root, out, name="tiny", version="1")
+
+    proto = onnx.load(str(out))
+    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert contract is not None and contract.scale == 2 and (contract.name, contract.version) == ("tiny", "1")
+    assert [i.name for i in proto.graph.input] == ["lr"] and [o.name for o in proto.graph.output] == ["hr"]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "height", "width", 3]
+
+    assert card["parity"]["max_abs_diff"] < 0.5
+    saved = json.loads((out.parent / "card.json").read_text())
+    assert saved["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert saved["scale"] == 2 and saved["onnx"]["opset"] == 17
+    assert saved["architecture"]["blocks"] == 2 and saved["architecture"]["global_skip"] == global_skip
+    assert saved["training"]["steps"] == 1234 and saved["training"]["loss"] == "l1"
+    assert saved["training"]["validation_curve"] == [[1000, 19.0], [1234, 20.0]]
+    assert saved["training"]["validation_bicubic_psnr_y"] == 18.0
+
+    up = Upscaler.from_file(out, backend="onnxruntime", tile=0)
+    lr = np.random.default_rng(2).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    expected = np.clip(np.rint(np.asarray(gen(lr[None].astype(np.float32), training=False))[0]), 0, 255)
+    assert np.abs(up.upscale(lr).astype(int) - expected).max() <= 1
+
+
+def test_export_fails_and_leaves_nothing_when_parity_does_not_hold(tmp_path, make_config):
+    from training.export import ExportError, export_generator
+
+    run, _ = _fake_run(make_config, tmp_path, tmp_path, scale=4)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="differ"):
+        export_generator(run.root, out, tolerance=0.0)
+    assert not out.exists() and not (tmp_path / "card.json").exists()
+
+
+def test_export_weights_without_config_needs_the_architecture(tmp_path):
+    from training.arch import build_generator
+    from training.export import export_generator
+
+    weights = tmp_path / "w" / "g.weights.h5"
+    weights.parent.mkdir()
+    build_generator(scale=2, filters=8, blocks=1).save_weights(str(weights))
+    with pytest.raises(FileNotFoundError, match="--scale"):
+        export_generator(weights, tmp_path / "a.onnx")
+    card = export_generator(weights, tmp_path / "b.onnx", arch={"scale": 2, "filters": 8, "blocks": 1})
+    assert card["scale"] == 2 and card["name"] == "w"

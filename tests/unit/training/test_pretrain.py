@@ -1,0 +1,174 @@
+"""Pretraining: the loss falls on a fixed batch; runs checkpoint, resume exactly and keep their files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.train
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _fixed_batch():
+    """Two smooth 32x32 HR crops and their bicubic LR."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    hr = [
+        Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((32, 32), Image.BICUBIC)
+        for _ in range(2)
+    ]
+    lr = [img.resize((8, 8), Image.BICUBIC) for img in hr]
+    return np.stack(lr).astype(np.float32), np.stack(hr).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("loss", "global_skip", "ratio"),
+    [("mse", "bicubic", 0.6), ("l1", "bicubic", 0.9), ("mse", "none", 0.6), ("l1", "none", 0.7)],
+)
+def test_a_few_pretraining_steps_drive_the_loss_down_on_one_batch(tmp_path, make_config, loss, global_skip, ratio):
+    import keras
+    import tensorflow as tf
+
+    from training.pretrain import PretrainStage
+
+    keras.utils.set_random_seed(0)
+    overrides = {
+        "optim.loss": loss,
+        "optim.lr": 1e-3,
+        "optim.schedule": "constant",
+        "generator.global_skip": global_skip,
+    }
+    stage = PretrainStage(make_config(tmp_path, tmp_path, **overrides))
+    lr, hr = _fixed_batch()
+    step = tf.function(stage.train_step)
+    losses = [float(step(lr, hr)["loss"]) for _ in range(30)]
+    assert losses[-1] < ratio * losses[0], losses
+
+
+RESUME_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    import tensorflow as tf
+    from training.config import TrainConfig, merge
+    from training.trainer import RunExists, train
+
+    base = TrainConfig.load(Path(sys.argv[1]))
+    straight = merge(base, {"run_dir": sys.argv[2], "steps": 4})
+    split = merge(base, {"run_dir": sys.argv[3], "steps": 4})
+    train(straight)
+    first = train(split, stop_at=2)  # as if stopped (Ctrl-C, SIGTERM) after step 2
+    try:
+        train(split)
+        raise SystemExit("a second run in the same directory was not refused")
+    except RunExists:
+        pass
+    second = train(split, resume=True)
+
+    def variables(run):
+        reader = tf.train.load_checkpoint(str(Path(run) / "checkpoints"))
+        return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k}
+
+    a, b = variables(sys.argv[2]), variables(sys.argv[3])
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    worst = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
+    print(json.dumps({"n": len(a), "worst": worst, "first": first.step, "second": second.step,
+                      "keys": sorted(k for k in a if "optimizer" in k)[:3]}))
+    """
+)
+
+
+def test_resume_after_two_steps_matches_four_straight(tmp_path, image_folder, make_config):
+    config = make_config(tmp_path, image_folder, deterministic=True, seed=5, ckpt_every=1, keep=2)
+    config_file = tmp_path / "config.json"
+    config.save(config_file)
+    out = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(config_file), str(tmp_path / "straight"), str(tmp_path / "split")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["first"] == 2 and result["second"] == 4
+    assert result["keys"], "the optimiser state is not in the checkpoint"
+    assert result["worst"] < 1e-5, result
+
+    run = tmp_path / "split"
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-3.index", "ckpt-4.index"]
+    assert (run / "best.weights.h5").is_file()
+    best = json.loads((run / "best.json").read_text())
+    history = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [2, 4]
+    assert all(h["bicubic_psnr_y"] > 0 and len(h["per_image"]) == 2 for h in history)
+    assert best["psnr_y"] == max(h["psnr_y"] for h in history)
+    assert json.loads((run / "config.json").read_text())["steps"] == 4
+    assert list((run / "samples" / "step_00000004").glob("*.png"))
+    assert list((run / "samples" / "reference").glob("*_bicubic.png"))
+    assert list((run / "logs" / "train").iterdir()) and list((run / "logs" / "val").iterdir())
+
+
+def test_cli_pretrain_then_resume(tmp_path, image_folder):
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        "pretrain",
+        "--data",
+        str(image_folder),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+        "--blocks",
+        "1",
+        "--filters",
+        "8",
+        "--hr-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--log-every",
+        "1",
+        "--no-xla",
+    ]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "steps/s" in first.stderr and "validation step 2" in first.stderr
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "train",
+            "pretrain",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--resume",
+            "--steps",
+            "3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "step 3/3" in resumed.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["generator"]["blocks"] == 1 and saved["steps"] == 3

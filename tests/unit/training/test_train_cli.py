@@ -1,0 +1,127 @@
+"""The command line: registering imports nothing heavy; flags, files and saved runs make one config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.train
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from training.cli import register
+
+    parser = argparse.ArgumentParser(prog="srgan")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_registering_imports_no_tensorflow():
+    code = (
+        "import argparse, sys; from training.cli import register; "
+        "register(argparse.ArgumentParser().add_subparsers()); "
+        "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_subcommands_and_handlers():
+    parser = _parser()
+    for argv in (
+        ["train", "pretrain"],
+        ["train", "gan"],
+        ["export", "x", "-o", "y.onnx"],
+        ["eval", "--model", "m", "--data", "d"],
+    ):
+        assert callable(parser.parse_args(argv).func)
+
+
+def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
+    from training.cli import resolve_config
+
+    (tmp_path / "c.json").write_text(
+        json.dumps({"steps": 77, "optim": {"lr": 3e-4, "loss": "mse"}, "data.hr_size": 64})
+    )
+    args = _parser().parse_args(
+        [
+            "train",
+            "pretrain",
+            "--config",
+            str(tmp_path / "c.json"),
+            "--lr",
+            "1e-3",
+            "--no-flip",
+            "--jpeg-quality",
+            "60",
+            "90",
+            "--boundaries",
+            "10",
+            "20",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ]
+    )
+    config = resolve_config(args)
+    assert config.steps == 77 and config.optim.loss == "mse" and config.data.hr_size == 64
+    assert config.optim.lr == 1e-3 and config.data.flip is False
+    assert config.data.jpeg_quality == (60, 90) and config.optim.boundaries == [10, 20]
+    assert config.run_dir == tmp_path / "r" and config.generator.blocks == 16
+
+
+def test_resume_reads_the_saved_run(tmp_path):
+    from training.cli import resolve_config
+    from training.config import default_config, merge
+
+    merge(default_config("pretrain"), {"generator.blocks": 3, "steps": 10, "run_dir": str(tmp_path)}).save(
+        tmp_path / "config.json"
+    )
+    args = _parser().parse_args(["train", "pretrain", "--run-dir", str(tmp_path), "--resume", "--steps", "20"])
+    config = resolve_config(args)
+    assert config.generator.blocks == 3 and config.steps == 20
+    gan_args = _parser().parse_args(["train", "gan", "--run-dir", str(tmp_path), "--resume"])
+    with pytest.raises(ValueError, match="pretrain run"):
+        resolve_config(gan_args)
+
+
+def test_stage_defaults():
+    from training.config import default_config
+
+    pre, gan = default_config("pretrain"), default_config("gan")
+    assert pre.optim.schedule == "cosine" and pre.xla is False
+    assert gan.optim.loss == "mse" and gan.optim.lr == 1e-4 and gan.optim.schedule == "piecewise"
+    assert gan.optim.boundaries == [100_000] and gan.gan.adv_weight == 1e-3 and gan.gan.vgg_rescale == 12.75
+
+
+def test_print_config(capsys):
+    args = _parser().parse_args(["train", "gan", "--print-config", "--adv-weight", "0.01"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["gan"]["adv_weight"] == 0.01
+
+
+def test_bad_values_are_refused(capsys):
+    args = _parser().parse_args(["train", "pretrain", "--print-config", "--val-fraction", "1.5"])
+    assert args.func(args) == 2
+    assert "val_fraction" in capsys.readouterr().err
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch, tmp_path):
+    from training import trainer
+
+    assert trainer.resolve_precision("float32") == "float32"
+    assert trainer.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = trainer.Path
+    monkeypatch.setattr(trainer, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert trainer.resolve_precision("auto") == "mixed_bfloat16"
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert trainer.resolve_precision("auto") == "float32"

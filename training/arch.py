@@ -1,0 +1,191 @@
+"""SRResNet generator and SRGAN discriminator (Ledig et al. 2017) as Keras builders.
+
+The generator takes and gives float32 NHWC images in 0..255 (the ONNX
+contract of ``model/contract.py``): normalisation to [0, 1] and
+denormalisation from [-1, 1] are layers inside the graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers
+
+SCALES = (2, 4, 8)
+
+
+class DepthToSpace(layers.Layer):
+    """Sub-pixel shuffle: (N, H, W, C * b * b) -> (N, H * b, W * b, C)."""
+
+    def __init__(self, block_size: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, x):
+        return keras.ops.depth_to_space(x, self.block_size, data_format="channels_last")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+def _keys_cubic(t: float, a: float = -0.5) -> float:
+    t = abs(t)
+    if t <= 1:
+        return (a + 2) * t**3 - (a + 3) * t**2 + 1
+    if t < 2:
+        return a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a
+    return 0.0
+
+
+def bicubic_kernel(factor: int) -> np.ndarray:
+    """(5, 5, 3, 3 * factor**2) kernel: a conv with it, then depth-to-space, is bicubic upscaling.
+
+    Half-pixel centres and Keys a = -0.5: output pixel ``factor * i + p``
+    samples input position ``i + (p + 0.5) / factor - 0.5``.
+    """
+    taps = np.zeros((factor, 5))
+    for p in range(factor):
+        d = (p + 0.5) / factor - 0.5
+        for k in range(5):  # input offsets -2..2
+            taps[p, k] = _keys_cubic(k - 2 - d)
+    kernel = np.zeros((5, 5, 3, 3 * factor * factor), np.float32)
+    for py in range(factor):
+        for px in range(factor):
+            for c in range(3):
+                kernel[:, :, c, (py * factor + px) * 3 + c] = np.outer(taps[py], taps[px])
+    return kernel
+
+
+class BicubicUpscale(layers.Layer):
+    """Bicubic upscaling by an integer factor as a fixed convolution (exports to ONNX, compiles with XLA).
+
+    Matches ``tf.image.resize(x, size, "bicubic")`` (and Pillow's filter
+    before its uint8 rounding): taps outside the image are dropped and the
+    remaining weights renormalised.
+    """
+
+    def __init__(self, factor: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.factor = factor
+        self._kernel = bicubic_kernel(factor)
+
+    def call(self, x):
+        ops = keras.ops
+        kernel = ops.convert_to_tensor(self._kernel, dtype=x.dtype)
+        weighted = ops.conv(x, kernel, padding="same")
+        coverage = ops.conv(ops.ones_like(x), kernel, padding="same")  # sum of the in-image weights
+        return ops.depth_to_space(weighted / coverage, self.factor, data_format="channels_last")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "factor": self.factor}
+
+
+class Clip(layers.Layer):
+    """Clamp values to [low, high]."""
+
+    def __init__(self, low: float, high: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    def call(self, x):
+        return keras.ops.clip(x, self.low, self.high)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
+def _prelu(name: str) -> layers.Layer:
+    # One slope per channel, shared over height and width, as in the paper.
+    return layers.PReLU(shared_axes=[1, 2], name=name)
+
+
+def _residual_block(x, filters: int, momentum: float, zero_init: bool, name: str):
+    y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn1")(y)
+    y = _prelu(f"{name}_prelu")(y)
+    y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(y)
+    gamma = "zeros" if zero_init else "ones"
+    y = layers.BatchNormalization(momentum=momentum, gamma_initializer=gamma, name=f"{name}_bn2")(y)
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+def build_generator(
+    scale: int = 4,
+    filters: int = 64,
+    blocks: int = 16,
+    bn_momentum: float = 0.8,
+    zero_init_residual: bool = False,
+    global_skip: str = "none",
+) -> keras.Model:
+    """SRResNet.
+
+    Args:
+        scale: upscaling factor, 2, 4 or 8 (one sub-pixel block per factor of two).
+        filters: channels of the trunk (64 in the paper).
+        blocks: residual blocks (16 in the paper).
+        bn_momentum: batch-norm momentum (0.8 in the paper's TensorFlow tutorial).
+        zero_init_residual: start each residual block's last batch-norm gamma at
+            zero, so every block begins as the identity (trains faster; the
+            paper's network is ``False``).
+
+    Returns:
+        A model mapping (N, H, W, 3) float32 0..255 to (N, H*scale, W*scale, 3)
+        float32 0..255, with ``H`` and ``W`` free.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale}")
+    lr = keras.Input(shape=(None, None, 3), name="lr")
+    x = layers.Rescaling(1.0 / 255.0, name="normalize")(lr)
+    x = layers.Conv2D(filters, 9, padding="same", name="head_conv")(x)
+    head = x = _prelu("head_prelu")(x)
+    for i in range(blocks):
+        x = _residual_block(x, filters, bn_momentum, zero_init_residual, name=f"res{i}")
+    x = layers.Conv2D(filters, 3, padding="same", name="trunk_conv")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="trunk_bn")(x)
+    x = layers.Add(name="trunk_add")([head, x])
+    for i in range(int(math.log2(scale))):
+        x = layers.Conv2D(filters * 4, 3, padding="same", name=f"up{i}_conv")(x)
+        x = DepthToSpace(2, name=f"up{i}_shuffle")(x)
+        x = _prelu(f"up{i}_prelu")(x)
+    if global_skip == "none":
+        x = layers.Conv2D(3, 9, padding="same", activation="tanh", name="tail_conv")(x)
+        hr = layers.Rescaling(127.5, offset=127.5, dtype="float32", name="denormalize")(x)
+    elif global_skip == "bicubic":
+        x = layers.Conv2D(3, 9, padding="same", activation="tanh", kernel_initializer="zeros", name="tail_conv")(x)
+        residual = layers.Rescaling(127.5, dtype="float32", name="denormalize")(x)
+        base = BicubicUpscale(scale, dtype="float32", name="bicubic")(lr)
+        hr = layers.Add(dtype="float32", name="skip_add")([base, residual])
+        hr = Clip(0.0, 255.0, dtype="float32", name="clip")(hr)
+    else:
+        raise ValueError(f"global_skip must be 'none' or 'bicubic', got {global_skip!r}")
+    return keras.Model(lr, hr, name=f"srresnet_x{scale}")
+
+
+def build_discriminator(hr_size: int = 96, filters: int = 64, bn_momentum: float = 0.8) -> keras.Model:
+    """SRGAN discriminator.
+
+    Args:
+        hr_size: side of the square HR crops it judges (the dense head fixes it).
+        filters: channels of the first block; doubled every two blocks (64..512).
+        bn_momentum: batch-norm momentum of every block but the first.
+
+    Returns:
+        A model mapping (N, hr_size, hr_size, 3) float32 0..255 to (N, 1)
+        probabilities that the input is a real image.
+    """
+    image = keras.Input(shape=(hr_size, hr_size, 3), name="hr")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(image)
+    plan = [(filters, 1), (filters, 2), (filters * 2, 1), (filters * 2, 2)]
+    plan += [(filters * 4, 1), (filters * 4, 2), (filters * 8, 1), (filters * 8, 2)]
+    for i, (n, stride) in enumerate(plan):
+        x = layers.Conv2D(n, 3, strides=stride, padding="same", name=f"d{i}_conv")(x)
+        if i > 0:
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"d{i}_bn")(x)
+        x = layers.LeakyReLU(negative_slope=0.2, name=f"d{i}_lrelu")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(1024, name="fc")(x)
+    x = layers.LeakyReLU(negative_slope=0.2, name="fc_lrelu")(x)
+    prob = layers.Dense(1, activation="sigmoid", dtype="float32", name="prob")(x)
+    return keras.Model(image, prob, name="discriminator")

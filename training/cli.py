@@ -1,0 +1,223 @@
+"""``srgan train pretrain|gan``, ``srgan export`` and ``srgan eval``.
+
+:func:`register` adds the subcommands to the ``srgan`` parser. Importing this
+module imports neither TensorFlow nor ONNX Runtime; each handler imports
+what it needs when it runs (``eval`` never imports TensorFlow).
+
+Every field of :class:`training.config.TrainConfig` is a flag
+(``optim.warmup_steps`` is ``--warmup-steps``); a flag left out keeps the
+value of the saved run (``--resume``), of ``--config FILE.json``, or the
+stage's default, in that order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from training.config import TrainConfig, default_config, load_overrides_file, merge
+
+_SECTIONS = ("generator", "data", "optim", "gan")
+_TOP_SKIP = {"stage", *_SECTIONS}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` (``pretrain``, ``gan``), ``export`` and ``eval`` to ``subparsers``."""
+    train = subparsers.add_parser("train", help="train SRResNet (pretrain) or SRGAN (gan)")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="{pretrain,gan}")
+    for stage, text in (
+        ("pretrain", "SRResNet with a pixel loss; defaults tuned for fast convergence on a CPU"),
+        ("gan", "SRGAN from a pretrained generator: VGG54 content loss + 1e-3 adversarial loss"),
+    ):
+        p = stages.add_parser(
+            stage, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        p.add_argument("--config", type=Path, help="JSON file with any of the settings below (flags win)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
+        p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+        _add_config_flags(p, default_config(stage))
+        p.set_defaults(func=_handle_train, stage=stage)
+
+    export = subparsers.add_parser("export", help="export a trained generator to ONNX with a parity check")
+    export.add_argument(
+        "source", type=Path, metavar="CHECKPOINT_OR_WEIGHTS", help="run directory, checkpoint or .weights.h5"
+    )
+    export.add_argument(
+        "-o", "--output", type=Path, required=True, help="the .onnx file to write (card.json goes beside it)"
+    )
+    export.add_argument("--name", default=None, help="model name (default: the run directory's name)")
+    export.add_argument("--version", default=None, help="model version (default: the training step, e.g. step-50000)")
+    export.add_argument(
+        "--scale", type=int, choices=(2, 4, 8), help="architecture, when no config.json is beside the weights"
+    )
+    export.add_argument("--filters", type=int, help="architecture, when no config.json is beside the weights")
+    export.add_argument("--blocks", type=int, help="architecture, when no config.json is beside the weights")
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--eval-data", type=Path, help="measure PSNR/SSIM on this folder and store them as metrics")
+    export.add_argument("--tolerance", type=float, default=0.5, help="largest |ONNX - Keras| allowed on 0..255")
+    export.set_defaults(func=_handle_export)
+
+    ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop) of an ONNX model against bicubic")
+    ev.add_argument("--model", required=True, type=Path, help="the .onnx file")
+    ev.add_argument("--data", required=True, type=Path, help="folder of HR images (searched recursively)")
+    ev.add_argument("--scale", type=int, default=None, help="default: the model's scale")
+    ev.add_argument("--tile", type=int, default=0, help="engine tile size; 0 = whole image (the protocol)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ev.set_defaults(func=_handle_eval)
+
+
+# --- flags from the config models ------------------------------------------------
+
+
+def _fields():
+    """(dotted path, field) for every setting a flag can change."""
+    for name, field in TrainConfig.model_fields.items():
+        if name not in _TOP_SKIP:
+            yield name, field
+    for section in _SECTIONS:
+        model: type[BaseModel] = TrainConfig.model_fields[section].annotation
+        for name, field in model.model_fields.items():
+            yield f"{section}.{name}", field
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    body = defaults.model_dump(mode="json")
+    groups = {s: parser.add_argument_group(s) for s in ("run", *_SECTIONS)}
+    for dotted, field in _fields():
+        section, _, name = dotted.rpartition(".")
+        default = body[section][name] if section else body[name]
+        flag = "--" + name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": "cfg__" + dotted.replace(".", "__"), "default": None}
+        kwargs["help"] = f"{field.description or ''} (default: {default})".strip()
+        kwargs.update(_argparse_type(field.annotation))
+        if "metavar" not in kwargs and "choices" not in kwargs and "action" not in kwargs:
+            kwargs["metavar"] = name.upper()
+        groups[section or "run"].add_argument(flag, **kwargs)
+
+
+def _argparse_type(annotation) -> dict[str, Any]:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _argparse_type(args[0])
+    if origin is typing.Literal:
+        return {"choices": list(args), "type": type(args[0])}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is tuple:
+        return {"nargs": len(args), "type": args[0], "metavar": ("LOW", "HIGH")}
+    if origin is list:
+        return {"nargs": "+", "type": args[0]}
+    if annotation is Path:
+        return {"type": str, "metavar": "PATH"}
+    return {"type": annotation}
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        key[len("cfg__") :].replace("__", "."): value
+        for key, value in vars(args).items()
+        if key.startswith("cfg__") and value is not None
+    }
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the saved run (``--resume``), then ``--config``, then flags."""
+    overrides = load_overrides_file(args.config) if args.config else {}
+    overrides.update(_flag_overrides(args))
+    base = default_config(args.stage)
+    run_dir = Path(overrides.get("run_dir", base.run_dir))
+    saved = run_dir / "config.json"
+    if args.resume and saved.is_file():
+        base = TrainConfig.load(saved)
+        if base.stage != args.stage:
+            raise ValueError(f"{run_dir} is a {base.stage} run, not {args.stage}")
+    return merge(base, overrides)
+
+
+# --- handlers ------------------------------------------------------------------------
+
+
+def _setup_logging() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("training").setLevel(logging.INFO)
+
+
+def _handle_train(args: argparse.Namespace) -> int:
+    _setup_logging()
+    try:
+        config = resolve_config(args)
+    except (ValueError, KeyError, OSError) as exc:
+        print(f"srgan train: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    from training.losses import VggWeightsMissing
+    from training.trainer import RunExists, train
+
+    try:
+        result = train(config, resume=args.resume)
+    except (RunExists, VggWeightsMissing, FileNotFoundError, ValueError) as exc:
+        print(f"srgan train: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger(__name__).info(
+        "%s at step %d; best validation PSNR-Y %.3f dB; %s",
+        "stopped" if result.interrupted else "finished",
+        result.step,
+        result.best_psnr_y,
+        result.run_dir,
+    )
+    return 130 if result.interrupted else 0
+
+
+def _handle_export(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from training.export import ExportError, export_generator
+
+    try:
+        card = export_generator(
+            args.source,
+            args.output,
+            name=args.name,
+            version=args.version,
+            arch={k: v for k, v in {"scale": args.scale, "filters": args.filters, "blocks": args.blocks}.items() if v},
+            opset=args.opset,
+            tolerance=args.tolerance,
+            eval_data=args.eval_data,
+        )
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        print(f"srgan export: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {args.output} (parity max |diff| {card['parity']['max_abs_diff']:.4f}) "
+        f"and {args.output.parent / 'card.json'}"
+    )
+    return 0
+
+
+def _handle_eval(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_model, format_table
+
+    try:
+        report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"srgan eval: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        import json
+
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return 0

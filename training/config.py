@@ -1,0 +1,191 @@
+"""The typed configuration of a training run.
+
+One :class:`TrainConfig` holds everything a run needs. It comes from the
+stage's defaults (:func:`default_config`), then an optional JSON file
+(``--config``), then command-line flags; it is printed at the start and saved
+as ``config.json`` in the run directory, where ``--resume`` reads it back.
+No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Stage = Literal["pretrain", "gan"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GeneratorConfig(_Section):
+    """SRResNet shape (see ``training.arch.build_generator``)."""
+
+    scale: Literal[2, 4, 8] = Field(4, description="upscaling factor")
+    filters: int = Field(64, ge=1, description="trunk channels")
+    blocks: int = Field(16, ge=0, description="residual blocks")
+    bn_momentum: float = Field(0.8, gt=0, lt=1, description="batch-norm momentum")
+    zero_init_residual: bool = Field(
+        True, description="start each residual block's last batch-norm gamma at 0 (blocks begin as identity)"
+    )
+    global_skip: Literal["none", "bicubic"] = Field(
+        "bicubic", description="add a bicubic upscale of the input to the output (training starts at bicubic quality)"
+    )
+
+
+class DataConfig(_Section):
+    """Where the images come from and how crops are made."""
+
+    data: Path | None = Field(None, description="training images: a DIV2K folder or any folder of HR images")
+    format: Literal["auto", "folder", "div2k"] = Field("auto", description="how to read --data")
+    div2k_track: Literal["bicubic", "unknown", "mild", "difficult", "wild"] = Field(
+        "bicubic", description="DIV2K degradation track (LR read from disk)"
+    )
+    hr_size: int = Field(96, ge=8, description="side of the square HR training crops")
+    batch_size: int = Field(16, ge=1, description="crops per step")
+    flip: bool = Field(True, description="random horizontal flip")
+    rotate: bool = Field(True, description="random 90-degree rotation")
+    jpeg_noise: bool = Field(False, description="JPEG-compress the LR crop (off: evaluation uses clean bicubic LR)")
+    jpeg_quality: tuple[int, int] = Field((50, 95), description="JPEG quality range, low and high")
+    jpeg_prob: float = Field(0.5, ge=0, le=1, description="probability of JPEG noise on a crop")
+    cache: Literal["auto", "memory", "disk"] = Field(
+        "auto",
+        description="memory: decode every image once and keep it; disk: decode per crop; auto: memory when it fits",
+    )
+    cache_max_gb: float = Field(6.0, gt=0, description="largest decoded data set 'auto' keeps in memory")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of the folder held out for validation")
+    val_images: int = Field(16, ge=0, description="most validation images used")
+    val_max_side: int = Field(512, ge=16, description="validation HR images are centre-cropped to this side")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        lo, hi = self.jpeg_quality
+        if not 0 <= lo <= hi <= 100:
+            raise ValueError(f"jpeg_quality must be 0 <= low <= high <= 100, got {self.jpeg_quality}")
+        return self
+
+
+class OptimConfig(_Section):
+    """Optimiser, learning-rate schedule and pixel loss."""
+
+    loss: Literal["mse", "l1"] = Field("l1", description="pixel loss of pretraining")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate")
+    schedule: Literal["constant", "piecewise", "cosine"] = Field("cosine", description="learning-rate schedule")
+    boundaries: list[int] = Field([100_000], description="piecewise: steps where the rate is multiplied by decay")
+    decay: float = Field(0.1, gt=0, description="piecewise: factor at each boundary")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up from lr/100 (cosine only)")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine: final rate as a share of lr")
+    beta_1: float = Field(0.9, gt=0, lt=1)
+    beta_2: float = Field(0.999, gt=0, lt=1)
+    clipnorm: float | None = Field(None, gt=0, description="clip each gradient to this norm")
+
+
+class GanConfig(_Section):
+    """The adversarial stage."""
+
+    pretrained: Path | None = Field(
+        None, description="generator to start from: a run directory, checkpoint or .weights.h5 (required for gan)"
+    )
+    vgg_weights: Path | None = Field(None, description="VGG19 ImageNet weights (notop .h5); default: the Keras cache")
+    vgg_layer: str = Field("block5_conv4", description="VGG19 layer of the content loss")
+    vgg_rescale: float = Field(12.75, gt=0, description="VGG features are divided by this (VGG54 loss)")
+    adv_weight: float = Field(1e-3, ge=0, description="weight of the adversarial loss")
+    d_filters: int = Field(64, ge=1, description="discriminator channels of the first block")
+    d_lr: float | None = Field(None, gt=0, description="discriminator peak learning rate (default: lr)")
+
+
+class TrainConfig(_Section):
+    """A whole run. ``stage`` picks the loop; ``gan`` is used by the gan stage only."""
+
+    stage: Stage = "pretrain"
+    run_dir: Path = Field(Path("runs/srresnet_x4"), description="checkpoints, logs, samples, config.json")
+    steps: int = Field(50_000, ge=1, description="total training steps (the schedule ends here)")
+    seed: int = Field(0, description="seed of weights and crops")
+    xla: bool = Field(
+        False,
+        description="compile the train step with XLA (slower than oneDNN on the CPUs measured: bench/train_speed.py)",
+    )
+    deterministic: bool = Field(False, description="TensorFlow op determinism (slower)")
+    precision: Literal["auto", "float32", "mixed_bfloat16"] = Field(
+        "auto",
+        description="mixed_bfloat16: bfloat16 compute, float32 weights; auto: that on a CPU with bfloat16 "
+        "instructions (AVX512-BF16, AMX) and no GPU, else float32",
+    )
+    threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 = all cores")
+    log_every: int = Field(50, ge=1, description="steps between progress lines and TensorBoard scalars")
+    val_every: int = Field(500, ge=1, description="steps between validations (and best-weight saves)")
+    ckpt_every: int = Field(500, ge=1, description="steps between checkpoints")
+    keep: int = Field(3, ge=1, description="checkpoints kept")
+    samples: int = Field(4, ge=0, description="validation images saved as samples at each validation")
+    generator: GeneratorConfig = GeneratorConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    gan: GanConfig = GanConfig()
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.model_validate_json(Path(path).read_text())
+
+
+def default_config(stage: Stage) -> TrainConfig:
+    """The defaults of a stage.
+
+    ``pretrain`` is tuned to converge fast on a CPU (docs/training.md): L1
+    loss, Adam 2e-4 with warm-up and cosine decay, zero-initialised residual
+    blocks, a bicubic global skip, no XLA (slower than oneDNN here), mixed
+    bfloat16 where the CPU has instructions for it. ``gan``
+    follows the paper's tutorial: 1e-4, then 1e-5 after 100000 steps.
+    """
+    if stage == "pretrain":
+        return TrainConfig(stage="pretrain")
+    return TrainConfig(
+        stage="gan",
+        run_dir=Path("runs/srgan_x4"),
+        steps=200_000,
+        optim=OptimConfig(loss="mse", lr=1e-4, schedule="piecewise", boundaries=[100_000], decay=0.1),
+    )
+
+
+def merge(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``config`` with dotted-path ``overrides`` (``{"optim.lr": 1e-4}``) applied and validated."""
+    body = config.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        node = body
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        if leaf not in node:
+            raise KeyError(f"unknown setting {dotted!r}")
+        node[leaf] = value.as_posix() if isinstance(value, Path) else value
+    return TrainConfig.model_validate(body)
+
+
+def load_overrides_file(path: Path) -> dict[str, Any]:
+    """A JSON config file as dotted overrides (nested sections or dotted keys)."""
+    raw = json.loads(Path(path).read_text())
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and key in _SECTIONS:
+                walk(f"{dotted}.", value)
+            else:
+                flat[dotted] = value
+
+    walk("", raw)
+    return flat
+
+
+_SECTIONS = {"generator", "data", "optim", "gan"}

@@ -1,0 +1,283 @@
+"""Export a trained generator to ONNX under the contract of ``model/contract.py``.
+
+The file takes ``lr`` (N, H, W, 3) float32 0..255 and gives ``hr``
+(N, H*s, W*s, 3) float32 0..255, with batch, height and width dynamic; the
+contract (scale, name, version, metrics) is in its ``metadata_props``. A
+``card.json`` beside it records the architecture, the training run, the
+metrics, the opset and the file's sha256. The export fails, leaving no file,
+when ONNX Runtime and Keras disagree by more than ``tolerance`` on a random
+image, or when the engine of ``model/`` cannot run the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from model.contract import ModelContract
+from training.config import GeneratorConfig
+from training.sources import is_div2k
+
+log = logging.getLogger(__name__)
+
+PARITY_SHAPE = (2, 37, 45, 3)
+"""Random input of the parity check: a batch of two, odd sizes."""
+
+
+class ExportError(RuntimeError):
+    """The exported file does not behave like the Keras generator."""
+
+
+def keras_to_onnx(generator, opset: int = 17) -> onnx.ModelProto:
+    """The generator as an ONNX graph with input ``lr`` and output ``hr``, sizes dynamic."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, None, None, 3), tf.float32, name="lr"),)
+    fn = tf.function(lambda lr: generator(lr, training=False))
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    _rename_output(proto, "hr")
+    _name_dims(proto.graph.input[0], ["batch", "height", "width", 3])
+    _name_dims(proto.graph.output[0], ["batch", "out_height", "out_width", 3])
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _rename_output(proto: onnx.ModelProto, new: str) -> None:
+    old = proto.graph.output[0].name
+    if old == new:
+        return
+    for node in proto.graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+    proto.graph.output[0].name = new
+
+
+def _name_dims(value_info: onnx.ValueInfoProto, dims: list[str | int]) -> None:
+    for dim, want in zip(value_info.type.tensor_type.shape.dim, dims):
+        if isinstance(want, str):
+            dim.ClearField("dim_value")
+            dim.dim_param = want
+
+
+def set_contract(proto: onnx.ModelProto, contract: ModelContract) -> None:
+    """Store ``contract`` (replacing any earlier one) in the file's ``metadata_props``."""
+    entries = contract.to_metadata()
+    keep = [p for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in entries.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def parity_check(generator, path: Path, tolerance: float, seed: int = 0) -> float:
+    """Max |ONNX Runtime - Keras| on a random image; raises :class:`ExportError` above ``tolerance``."""
+    import onnxruntime as ort
+
+    lr = np.random.default_rng(seed).uniform(0, 255, PARITY_SHAPE).astype(np.float32)
+    expected = np.asarray(generator(lr, training=False))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["hr"], {"lr": lr})[0]
+    if got.shape != expected.shape:
+        raise ExportError(f"ONNX output shape {got.shape} differs from Keras {expected.shape}")
+    diff = float(np.max(np.abs(got - expected)))
+    if not diff < tolerance:
+        raise ExportError(f"ONNX and Keras differ by up to {diff:.4f} (tolerance {tolerance}) on 0..255")
+    return diff
+
+
+def engine_check(path: Path, scale: int) -> None:
+    """Run the file through ``model.engine.Upscaler``, tiled, as the workers will."""
+    from model.engine import Upscaler
+
+    up = Upscaler.from_file(path, backend="onnxruntime", tile=16, overlap=4)
+    if up.scale != scale:
+        raise ExportError(f"the engine reads scale {up.scale} from the file, expected {scale}")
+    lr = np.random.default_rng(1).integers(0, 256, (21, 35, 3), dtype=np.uint8)
+    out = up.upscale(lr)
+    if out.shape != (21 * scale, 35 * scale, 3):
+        raise ExportError(f"the engine returned {out.shape} for a 35x21 image at x{scale}")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_generator(
+    source: Path,
+    output: Path,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    arch: dict[str, int] | None = None,
+    opset: int = 17,
+    tolerance: float = 0.5,
+    eval_data: Path | None = None,
+    publish: str | None = None,
+) -> dict[str, Any]:
+    """Export the generator at ``source`` (run directory, checkpoint or weights) to ``output``.
+
+    Returns the card written to ``output.parent / "card.json"``. With
+    ``publish=NAME`` the file is then deployed to the model registry as
+    ``srgan deploy`` does (:func:`publish_export`).
+    """
+    from training.arch import build_generator
+    from training.checkpoint import find_generator, generator_config_of, load_generator_weights
+
+    src = find_generator(Path(source))
+    gen_cfg = generator_config_of(src, GeneratorConfig(**arch) if arch else None)
+    if arch:
+        gen_cfg = gen_cfg.model_copy(update=arch)
+    generator = build_generator(**gen_cfg.model_dump())
+    try:
+        load_generator_weights(generator, src)
+    except (ValueError, AssertionError) as exc:
+        raise ExportError(f"{src.weights} does not fit a generator {gen_cfg}: {exc}") from exc
+    steps = _training_steps(src)
+    run_name = _run_name(src)
+    contract = ModelContract(scale=gen_cfg.scale).with_identity(
+        name or run_name, version or (f"step-{steps}" if steps is not None else "1")
+    )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    proto = keras_to_onnx(generator, opset)
+    set_contract(proto, contract)
+    onnx.save(proto, str(output))
+    try:
+        diff = parity_check(generator, output, tolerance)
+        engine_check(output, gen_cfg.scale)
+        metrics: dict[str, float] = {}
+        if eval_data is not None:
+            from training.evaluate import evaluate_model
+
+            report = evaluate_model(output, eval_data, scale=gen_cfg.scale)
+            tag = re.sub(r"[^a-z0-9]+", "_", Path(eval_data).name.lower()).strip("_") or "eval"
+            metrics = {f"{tag}_psnr_y": report["mean_psnr_y"], f"{tag}_ssim_y": report["mean_ssim_y"]}
+            contract = contract.with_identity(contract.name, contract.version, metrics)
+            set_contract(proto, contract)
+            onnx.save(proto, str(output))
+    except Exception:
+        output.unlink(missing_ok=True)
+        raise
+    card = _card(contract, gen_cfg, src, steps, opset, output, diff, tolerance)
+    (output.parent / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    log.info("exported %s: parity max |diff| %.4f, sha256 %s", output, diff, card["sha256"])
+    if publish:
+        log.info("%s", publish_export(output, publish, card=card))
+    return card
+
+
+def publish_export(output: Path, name: str, *, card: dict[str, Any] | None = None, activate: bool = True) -> str:
+    """Deploy an exported file with its card to the registry of the settings (checked, then made active)
+    and tell the service's workers; returns what happened, for the user. Raises ``model.registry.DeployRefused``."""
+    from core.catalog import registry_of
+    from core.model_updates import announce_change
+    from core.settings import get_settings
+    from model.deploy import deploy_model
+
+    settings = get_settings()
+    card = card if card is not None else json.loads((Path(output).parent / "card.json").read_text())
+    published = deploy_model(
+        registry_of(settings), Path(output), name=name, card=card, activate=activate, source=f"srgan export: {output}"
+    )
+    told = announce_change(settings, name, published.version) if activate else "not activated"
+    return f"published {published.ref} to {settings.resolved_models_dir}; {told}"
+
+
+def _training_steps(src) -> int | None:
+    if src.kind == "checkpoint":
+        match = re.search(r"ckpt-(\d+)$", str(src.weights))
+        return int(match.group(1)) if match else None
+    info = src.weights.parent / "best.json"
+    if src.weights.name == "best.weights.h5" and info.is_file():
+        return int(json.loads(info.read_text())["step"])
+    return None
+
+
+def _run_name(src) -> str:
+    folder = src.weights.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    return folder.name or "srresnet"
+
+
+def _validation_history(src) -> dict[str, Any]:
+    """The run's validation curve ([step, PSNR-Y] pairs) and the bicubic baseline of its validation set."""
+    history = src.weights.parent / "validation.jsonl"
+    if src.weights.parent.name == "checkpoints":
+        history = src.weights.parent.parent / "validation.jsonl"
+    if not history.is_file():
+        return {}
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    by_step = {int(r["step"]): float(r["psnr_y"]) for r in rows}  # a resumed run may repeat a step
+    out: dict[str, Any] = {"validation_curve": [[step, by_step[step]] for step in sorted(by_step)]}
+    baselines = [r["bicubic_psnr_y"] for r in rows if "bicubic_psnr_y" in r]
+    if baselines:
+        out["validation_bicubic_psnr_y"] = baselines[-1]
+    return out
+
+
+def _card(contract, gen_cfg: GeneratorConfig, src, steps, opset, output, diff, tolerance) -> dict[str, Any]:
+    cfg = src.config
+    training: dict[str, Any] = {"source": str(src.weights), "steps": steps}
+    if cfg is not None:
+        fmt = cfg.data.format
+        if fmt == "auto" and cfg.data.data is not None:
+            fmt = "div2k" if is_div2k(cfg.data.data) else "folder"
+        loss = (
+            cfg.optim.loss
+            if cfg.stage == "pretrain"
+            else (f"vgg54 ({cfg.gan.vgg_layer} / {cfg.gan.vgg_rescale}) + {cfg.gan.adv_weight} x adversarial")
+        )
+        training.update(
+            stage=cfg.stage,
+            data=str(cfg.data.data),
+            data_format=fmt,
+            degradation=f"div2k {cfg.data.div2k_track}" if fmt == "div2k" else "bicubic (model.quality)",
+            hr_crop=cfg.data.hr_size,
+            batch_size=cfg.data.batch_size,
+            loss=loss,
+            optimizer={"name": "adam", "lr": cfg.optim.lr, "schedule": cfg.optim.schedule},
+            planned_steps=cfg.steps,
+        )
+    training.update(_validation_history(src))
+    return {
+        "name": contract.name,
+        "version": contract.version,
+        "scale": contract.scale,
+        "architecture": {"type": "SRResNet", **gen_cfg.model_dump()},
+        "training": training,
+        "metrics": contract.metrics,
+        "onnx": {
+            "file": output.name,
+            "opset": opset,
+            "input": {
+                "name": contract.input_name,
+                "layout": contract.layout,
+                "dtype": contract.dtype,
+                "value_range": list(contract.value_range),
+            },
+            "output": {
+                "name": contract.output_name,
+                "layout": contract.layout,
+                "dtype": contract.dtype,
+                "value_range": list(contract.value_range),
+            },
+        },
+        "contract": json.loads(contract.to_metadata()["srgan_contract"]),
+        "parity": {"max_abs_diff": diff, "tolerance": tolerance},
+        "sha256": sha256_of(output),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,75 @@
+"""Adversarial stage: SRGAN from a pretrained generator, VGG54 content loss plus adversarial loss."""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from training.arch import build_discriminator, build_generator
+from training.checkpoint import find_generator, load_generator_weights
+from training.config import TrainConfig
+from training.losses import build_feature_extractor, content_loss, discriminator_loss, generator_adversarial_loss
+from training.optim import build_adam
+
+log = logging.getLogger(__name__)
+
+
+class GanStage:
+    """Generator, discriminator, VGG19 features, both optimisers and one training step.
+
+    Args:
+        config: the run; ``config.gan.pretrained`` names the starting generator.
+        features: a prebuilt feature extractor (tests pass a ``weights=None``
+            VGG19); default: VGG19 ImageNet up to ``config.gan.vgg_layer``.
+    """
+
+    def __init__(self, config: TrainConfig, features: keras.Model | None = None) -> None:
+        self.config = config
+        gen, gan = config.generator, config.gan
+        self.generator = build_generator(**gen.model_dump())
+        self.discriminator = build_discriminator(config.data.hr_size, gan.d_filters, gen.bn_momentum)
+        if features is None:
+            features = build_feature_extractor(gan.vgg_weights, gan.vgg_layer)
+        self._content = content_loss(features, gan.vgg_rescale)
+        self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
+        self.d_optimizer = build_adam(config.optim, config.steps, peak=gan.d_lr, name="d_adam")
+
+    def trackables(self) -> dict[str, object]:
+        return {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "g_optimizer": self.g_optimizer,
+            "d_optimizer": self.d_optimizer,
+        }
+
+    def build(self) -> None:
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def initialize(self) -> None:
+        """Fresh run: load the pretrained generator."""
+        if self.config.gan.pretrained is None:
+            raise ValueError("the gan stage starts from a pretrained generator: pass --pretrained RUN_DIR|WEIGHTS")
+        source = find_generator(self.config.gan.pretrained)
+        load_generator_weights(self.generator, source)
+        log.info("generator initialised from %s", source.weights)
+
+    def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
+        return {"g": self.g_optimizer, "d": self.d_optimizer}
+
+    def train_step(self, lr, hr) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            sr = self.generator(lr, training=True)
+            real = self.discriminator(hr, training=True)
+            fake = self.discriminator(sr, training=True)
+            content = self._content(hr, sr)
+            adversarial = generator_adversarial_loss(fake)
+            g_loss = content + self.config.gan.adv_weight * adversarial
+            d_loss = discriminator_loss(real, fake)
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+        return {"g_loss": g_loss, "content": content, "adversarial": adversarial, "d_loss": d_loss}

@@ -1,0 +1,42 @@
+"""Pretraining stage: SRResNet with a pixel loss (MSE as in the paper, or L1)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from training.arch import build_generator
+from training.config import TrainConfig
+from training.losses import pixel_loss
+from training.optim import build_adam
+
+
+class PretrainStage:
+    """The generator, its optimiser and one training step."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.generator = build_generator(**config.generator.model_dump())
+        self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
+        self._loss = pixel_loss(config.optim.loss)
+
+    def trackables(self) -> dict[str, object]:
+        """What the checkpoint holds besides the step and the best PSNR."""
+        return {"generator": self.generator, "g_optimizer": self.g_optimizer}
+
+    def build(self) -> None:
+        """Create the optimiser's slots so a checkpoint can be restored into them."""
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    def initialize(self) -> None:
+        """Fresh run: nothing to load."""
+
+    def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
+        return {"g": self.g_optimizer}
+
+    def train_step(self, lr, hr) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            sr = self.generator(lr, training=True)
+            loss = self._loss(hr, sr)
+        variables = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}

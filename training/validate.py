@@ -1,0 +1,68 @@
+"""Validation during training: the quality protocol on the held-out images, with the Keras generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image
+
+from model.quality import bicubic_upscale, psnr_y, ssim_y
+from training.sources import Example
+
+
+@dataclass
+class Validation:
+    psnr_y: float
+    ssim_y: float
+    per_image: dict[str, float] = field(default_factory=dict)
+
+
+def super_resolve(generator: keras.Model, lr_hwc_u8: np.ndarray) -> np.ndarray:
+    """Inference-mode SR of one image, rounded to uint8 as the engine does."""
+    sr = generator(lr_hwc_u8[None].astype(np.float32), training=False)
+    return np.clip(np.rint(np.asarray(sr)[0]), 0, 255).astype(np.uint8)
+
+
+def validate(generator: keras.Model, examples: list[Example], scale: int) -> Validation:
+    """Mean PSNR and SSIM on Y with ``scale`` border pixels cropped (DESIGN.md's protocol)."""
+    psnrs, ssims, per_image = [], [], {}
+    for ex in examples:
+        sr = super_resolve(generator, ex.lr)
+        psnrs.append(psnr_y(sr, ex.hr, crop=scale))
+        ssims.append(ssim_y(sr, ex.hr, crop=scale))
+        per_image[ex.name] = round(psnrs[-1], 4)
+    if not psnrs:
+        return Validation(float("nan"), float("nan"))
+    return Validation(float(np.mean(psnrs)), float(np.mean(ssims)), per_image)
+
+
+def bicubic_baseline(examples: list[Example], scale: int) -> Validation:
+    """The same measurement for a bicubic upscale: the number a model has to beat."""
+    psnrs = [psnr_y(bicubic_upscale(ex.lr, scale), ex.hr, crop=scale) for ex in examples]
+    ssims = [ssim_y(bicubic_upscale(ex.lr, scale), ex.hr, crop=scale) for ex in examples]
+    if not psnrs:
+        return Validation(float("nan"), float("nan"))
+    return Validation(float(np.mean(psnrs)), float(np.mean(ssims)))
+
+
+def _file_name(name: str) -> str:
+    return Path(name).with_suffix(".png").as_posix().replace("/", "__")
+
+
+def save_samples(generator: keras.Model, examples: list[Example], folder: Path) -> None:
+    """SR of ``examples`` as PNGs in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ex in examples:
+        Image.fromarray(super_resolve(generator, ex.lr)).save(folder / _file_name(ex.name))
+
+
+def save_references(examples: list[Example], scale: int, folder: Path) -> None:
+    """HR and bicubic upscale of ``examples``, once per run, to compare samples with."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ex in examples:
+        stem = _file_name(ex.name)[: -len(".png")]
+        Image.fromarray(ex.hr).save(folder / f"{stem}_hr.png")
+        Image.fromarray(bicubic_upscale(ex.lr, scale)).save(folder / f"{stem}_bicubic.png")
