@@ -120,6 +120,12 @@ class TrainConfig(_Section):
     val_every: int = Field(500, ge=1, description="steps between validations (and best-weight saves)")
     ckpt_every: int = Field(500, ge=1, description="steps between checkpoints")
     keep: int = Field(3, ge=1, description="checkpoints kept")
+    init_weights: Path | None = Field(
+        None,
+        description="generator .weights.h5 a run with no checkpoint starts from (e.g. the shipped "
+        "model/weights/srresnet_x4.resume.weights.h5, to continue the default model on a new machine)",
+    )
+    init_step: int = Field(0, ge=0, description="training step init_weights were saved at: the schedule and crops go on from it")
     samples: int = Field(4, ge=0, description="validation images saved as samples at each validation")
     generator: GeneratorConfig = GeneratorConfig()
     data: DataConfig = DataConfig()

@@ -34,12 +34,43 @@ def build_schedule(cfg: OptimConfig, total_steps: int, peak: float | None = None
     )
 
 
+class ContinuedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``inner`` read ``offset`` steps later, with a fresh linear warm-up.
+
+    For a run seeded from bare generator weights saved at step ``offset``: the
+    optimiser counts from 0 again (its moments are new), the rate continues
+    where the original schedule was, and the warm-up lets Adam's moments
+    settle before the full rate applies.
+    """
+
+    def __init__(self, inner, offset: int, warmup: int) -> None:
+        self.inner, self.offset, self.warmup = inner, offset, warmup
+
+    def __call__(self, step):
+        import tensorflow as tf
+
+        step = tf.cast(step, tf.float32)
+        rate = self.inner(step + self.offset) if callable(self.inner) else tf.constant(self.inner, tf.float32)
+        ramp = tf.minimum(1.0, (step + 1.0) / float(max(self.warmup, 1)))
+        return tf.cast(rate, tf.float32) * ramp
+
+    def get_config(self) -> dict:
+        return {"offset": self.offset, "warmup": self.warmup}
+
+
 def build_adam(
-    cfg: OptimConfig, total_steps: int, peak: float | None = None, name: str = "adam"
+    cfg: OptimConfig, total_steps: int, peak: float | None = None, name: str = "adam", offset: int = 0
 ) -> keras.optimizers.Adam:
-    """Adam with the configured schedule, betas and clipping."""
+    """Adam with the configured schedule, betas and clipping.
+
+    ``offset``: the run was seeded from weights saved at that step (see
+    :class:`ContinuedSchedule`).
+    """
+    schedule = build_schedule(cfg, total_steps, peak)
+    if offset:
+        schedule = ContinuedSchedule(schedule, offset, cfg.warmup_steps)
     return keras.optimizers.Adam(
-        learning_rate=build_schedule(cfg, total_steps, peak),
+        learning_rate=schedule,
         beta_1=cfg.beta_1,
         beta_2=cfg.beta_2,
         clipnorm=cfg.clipnorm,

@@ -16,8 +16,9 @@ class PretrainStage:
 
     def __init__(self, config: TrainConfig) -> None:
         self.generator = build_generator(**config.generator.model_dump())
-        self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
+        self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam", offset=config.init_step)
         self._loss = pixel_loss(config.optim.loss)
+        self._init_weights = config.init_weights
 
     def trackables(self) -> dict[str, object]:
         """What the checkpoint holds besides the step and the best PSNR."""
@@ -28,7 +29,9 @@ class PretrainStage:
         self.g_optimizer.build(self.generator.trainable_variables)
 
     def initialize(self) -> None:
-        """Fresh run: nothing to load."""
+        """Fresh run: start from ``init_weights`` when given."""
+        if self._init_weights is not None:
+            self.generator.load_weights(str(self._init_weights))
 
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {"g": self.g_optimizer}

@@ -153,6 +153,9 @@ def _train(config: TrainConfig, resume: bool, features: keras.Model | None, stop
     restored = ckpt.restore_latest() if resume else None
     if restored is None:
         stage.initialize()
+        if config.init_weights is not None:
+            ckpt.step.assign(config.init_step)
+            log.info("seeded from %s at step %d", config.init_weights, config.init_step)
     config.save(run.config)
     log.info("configuration:\n%s", config.to_json())
     log.info("data: %s", data.description)

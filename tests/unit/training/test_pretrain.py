@@ -172,3 +172,35 @@ def test_cli_pretrain_then_resume(tmp_path, image_folder):
     assert "resumed from" in resumed.stderr and "step 3/3" in resumed.stderr
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["generator"]["blocks"] == 1 and saved["steps"] == 3
+
+
+def test_a_run_seeded_from_bare_weights_continues_at_their_step(tmp_path, image_folder, make_config):
+    """A new machine has only the shipped generator weights: the run goes on from their step."""
+    import numpy as np
+
+    from training.config import merge
+    from training.trainer import train
+
+    first = make_config(tmp_path / "a", image_folder, steps=2, **{"optim.schedule": "cosine"})
+    train(first)
+    weights = tmp_path / "a" / "run" / "best.weights.h5"
+    seeded = merge(first, {"run_dir": str(tmp_path / "b"), "steps": 40, "init_weights": str(weights),
+                           "init_step": 30, "val_every": 100, "ckpt_every": 100, "optim.warmup_steps": 4})
+    from training.pretrain import PretrainStage
+
+    stage = PretrainStage(seeded)
+    stage.build()
+    stage.initialize()
+    reference = PretrainStage(first)
+    reference.build()
+    reference.generator.load_weights(str(weights))
+    for a, b in zip(stage.generator.get_weights(), reference.generator.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # the rate continues the 40-step schedule at step 30, ramped over 4 fresh steps
+    inner = stage.g_optimizer.learning_rate
+    schedule = stage.g_optimizer._learning_rate
+    full = float(schedule.inner(30.0))
+    assert float(inner) == pytest.approx(full / 4, rel=1e-5)
+    result = train(seeded)
+    assert result.step == 40
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["init_step"] == 30
