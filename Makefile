@@ -37,7 +37,7 @@ test:
 
 test-fast:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
-	$(BIN)/python -m pytest -q -m "not train and not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e" --ignore=tests/unit/training
 
 lint:
 	$(BIN)/lint-imports

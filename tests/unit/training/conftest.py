@@ -11,8 +11,6 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-pytest.importorskip("tensorflow")
-
 
 def _write_images(
     folder: Path, count: int, size: tuple[int, int] = (64, 48), seed: int = 0, prefix: str = "img"
