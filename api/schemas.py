@@ -114,11 +114,18 @@ def download_name(job: Job) -> str:
 
 
 class ModelOut(BaseModel):
+    """One model version (the same fields as ``srgan models --json``)."""
+
     name: str
     version: str
+    ref: str = Field(description="name:version, what POST /v1/jobs takes as `model` to pin this version")
     scale: int | None
-    active: bool
-    metrics: dict[str, float] = Field(default_factory=dict)
+    active: bool = Field(description="the version a job naming only the model runs")
+    default: bool = Field(False, description="the version a job naming no model runs")
+    metrics: dict[str, float] = Field(default_factory=dict, description="measured quality (PSNR/SSIM on Y)")
+    source: Literal["registry", "file"] = "registry"
+    published_at: str | None = None
+    sha256: str | None = None
 
 
 class ModelsOut(BaseModel):

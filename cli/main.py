@@ -8,9 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import upscale
+from cli import deploy, upscale
 
-REGISTRARS = [upscale.register]
+REGISTRARS = [upscale.register, deploy.register]
 
 
 def _registrars() -> list:

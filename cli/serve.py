@@ -106,15 +106,16 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
+    from core.catalog import resolve_spec
+    from core.model_updates import EMBEDDED_URL_FILE
     from core.redis_server import RedisServer
     from core.settings import get_settings
     from model.errors import ModelError
-    from model.locate import resolve_model
 
     settings = get_settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        model_path = resolve_model(settings.model)
+        model_path = resolve_spec(settings, None).path
     except ModelError as exc:
         print(f"srgan: error: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
                 redis_server = RedisServer(data_dir / "redis").start()
                 stack.callback(redis_server.stop)
                 settings = settings.model_copy(update={"redis_url": redis_server.url, "data_dir": data_dir})
+                url_file = data_dir / EMBEDDED_URL_FILE  # so `srgan deploy` in another shell can tell the workers
+                url_file.write_text(redis_server.url + "\n")
+                stack.callback(url_file.unlink, missing_ok=True)
                 env = {**os.environ, "SRGAN_REDIS_URL": redis_server.url, "SRGAN_DATA_DIR": str(data_dir)}
                 for index in range(max(0, args.workers)):
                     stack.callback(WorkerProcess(env, args.log_level, index).start().stop)

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
                    help="output file (one input) or folder; default: <name>_x<scale>.<ext> beside each input")
-    p.add_argument("--model", help="shipped model name or .onnx path (default: SRGAN_MODEL, else srresnet_x4)")
+    p.add_argument("--model", help="registry model (name or name:version), shipped model name or .onnx path "
+                                  "(default: SRGAN_MODEL, else srresnet_x4)")
     p.add_argument("--scale", type=int, help="output scale; resamples the model's result when it differs")
     p.add_argument("--tile", type=int, help="tile size in input pixels, 0 = whole image (default 128)")
     p.add_argument("--overlap", type=int, help="context pixels around each tile (default 16)")
@@ -45,11 +46,11 @@ def output_path(src: Path, out: Path | None, single: bool, scale: int, ext: str)
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.catalog import resolve_spec
     from core.settings import get_settings
     from model.engine import Upscaler
     from model.errors import SRGANError
     from model.images import extension_for, output_format, read_image, save_image, upscale_image
-    from model.locate import resolve_model
 
     settings = get_settings()
     tile = settings.tile if args.tile is None else args.tile
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         return _fail("no input images found")
     try:
-        path = resolve_model(args.model or settings.model)
+        path = resolve_spec(settings, args.model, seed=False).path  # a local upscale writes no registry
         upscaler = Upscaler.from_file(
             path, backend=args.backend or settings.backend, providers=settings.providers,
             threads=settings.threads, tile=tile, overlap=overlap, tile_batch=settings.tile_batch,

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     tile: int = Field(128, ge=0, description="tile size in input pixels; 0 = whole image")
     overlap: int = Field(16, ge=0, description="context pixels on each interior tile side")
     tile_batch: int = Field(1, ge=1, description="tiles per session call")
+    model_refresh_s: float = Field(
+        30.0, gt=0, description="workers re-read the registry's active versions at least this often, even "
+        "when no change was announced on Redis"
+    )
 
     # --- input limits -----------------------------------------------------
     max_input_pixels: int = Field(16_000_000, ge=1, description="largest input image, width x height")

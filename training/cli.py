@@ -63,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--eval-data", type=Path, help="measure PSNR/SSIM on this folder and store them as metrics")
     export.add_argument("--tolerance", type=float, default=0.5, help="largest |ONNX - Keras| allowed on 0..255")
+    export.add_argument("--publish", metavar="NAME",
+                        help="then deploy the export to the model registry as NAME (checked, made active, workers told)")
     export.set_defaults(func=_handle_export)
 
     ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop) of an ONNX model against bicubic")
@@ -183,6 +185,7 @@ def _handle_train(args: argparse.Namespace) -> int:
 
 def _handle_export(args: argparse.Namespace) -> int:
     _setup_logging()
+    from model.registry import DeployRefused
     from training.export import ExportError, export_generator
 
     try:
@@ -195,8 +198,9 @@ def _handle_export(args: argparse.Namespace) -> int:
             opset=args.opset,
             tolerance=args.tolerance,
             eval_data=args.eval_data,
+            publish=args.publish,
         )
-    except (ExportError, FileNotFoundError, ValueError) as exc:
+    except (ExportError, DeployRefused, FileNotFoundError, ValueError) as exc:
         print(f"srgan export: {exc}", file=sys.stderr)
         return 1
     print(

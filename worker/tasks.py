@@ -42,7 +42,7 @@ class UpscaleTask(Task):
 
     @cached_property
     def engines(self) -> EngineCache:
-        return EngineCache(self.settings)
+        return EngineCache(self.settings, self.store.redis)
 
     @property
     def worker_name(self) -> str:

@@ -59,7 +59,9 @@ def _accept(services: Services, upload: Upload) -> Job:
         job_id,
         input={"filename": upload.filename, "format": info.format.lower(), "width": info.width,
                "height": info.height, "mode": info.mode, "bytes": upload.size},
-        params={"scale": scale, "model": model.ref, "format": params.format, "quality": params.quality},
+        # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
+        params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
+                "format": params.format, "quality": params.quality},
     )
     try:
         services.queue.send(job_id)

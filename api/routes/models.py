@@ -14,6 +14,6 @@ router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(r
 
 @router.get("", response_model=ModelsOut, responses={503: {"model": ErrorOut}}, summary="Offered models")
 async def list_models(settings: SettingsDep) -> ModelsOut:
+    """Every published version, which one of each model is active, and the default (`srgan models --json`)."""
     models = await run_in_threadpool(offered_models, settings)
-    return ModelsOut(models=[ModelOut(name=m.name, version=m.version, scale=m.scale, active=m.active,
-                                      metrics=m.metrics) for m in models])
+    return ModelsOut(models=[ModelOut(**m.to_json()) for m in models])

@@ -144,3 +144,16 @@ def make_srresnet_model(
         initializer=inits,
     )
     return _save(graph, path, ModelContract(scale=scale, name=name, version="1"))
+
+
+def with_declared_scale(src: Path, dst: Path, scale: int) -> Path:
+    """A copy of ``src`` whose contract claims ``scale`` (what the graph really does is unchanged)."""
+    proto = onnx.load(str(src))
+    old = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert old is not None, "the source has no contract"
+    entries = ModelContract(**{**old.__dict__, "scale": scale}).to_metadata()
+    for prop in proto.metadata_props:
+        if prop.key in entries:
+            prop.value = entries[prop.key]
+    onnx.save(proto, str(dst))
+    return Path(dst)

@@ -13,6 +13,7 @@ from api.queue import JobQueue
 from core.cleanup import sweep_expired
 from core.jobs import JobStore, job_key
 from core.storage import Storage
+from model.locate import shipped_models
 from tests.utils.service import image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -183,7 +184,10 @@ def test_wait_returns_as_soon_as_the_job_ends(client):
 
 def test_models_health_readiness_and_metrics(client):
     models = client.get("/v1/models").json()["models"]
-    assert models == [{"name": "nearest", "version": "1", "scale": 4, "active": True, "metrics": {}}]
+    assert models[0] == {"name": "nearest", "version": "1", "ref": "nearest:1", "scale": 4, "active": True,
+                         "default": True, "metrics": {}, "source": "file", "published_at": None, "sha256": None}
+    assert {m["name"] for m in models[1:]} == set(shipped_models()), "the registry holds the shipped models"
+    assert all(m["source"] == "registry" and not m["default"] for m in models[1:])
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text

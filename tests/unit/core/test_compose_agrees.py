@@ -56,8 +56,9 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
 
 
 def test_the_services_are_there():
-    assert {"redis", "api", "worker", "flower"} <= set(SERVICES)
+    assert {"redis", "api", "worker", "flower", "trainer"} <= set(SERVICES)
     assert SERVICES["flower"].get("profiles") == ["flower"]
+    assert SERVICES["trainer"].get("profiles") == ["trainer"], "plain `docker compose up` starts no trainer"
     for name in ("redis", "api", "worker"):
         assert SERVICES[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
         assert "profiles" not in SERVICES[name]
@@ -70,7 +71,7 @@ def test_redis_keeps_jobs_appendonly_and_never_evicts():
     assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
 
 
-@pytest.mark.parametrize("name", ["api", "worker"])
+@pytest.mark.parametrize("name", ["api", "worker", "trainer"])
 def test_srgan_environment_names_settings_fields_and_parses(name, monkeypatch):
     service = SERVICES[name]
     env = {**dockerfile_env(dockerfile(service)), **env_of(service)}
@@ -140,3 +141,42 @@ def test_images_install_extras_that_exist():
 def test_flower_uses_the_same_broker():
     flower = " ".join(SERVICES["flower"]["command"])
     assert f"--broker={env_of(SERVICES['api'])['SRGAN_REDIS_URL']}" in flower
+
+
+# --- the trainer profile (retrain and redeploy) ---------------------------------------
+DOCS = (REPO / "docs" / "service.md").read_text()
+
+
+def test_trainer_runs_srgan_and_shares_the_models_volume():
+    trainer = SERVICES["trainer"]
+    assert trainer["entrypoint"] == ["srgan"] and 'ENTRYPOINT ["srgan"]' in dockerfile(trainer)
+    assert build_parser().parse_args(trainer["command"]).command == "models"
+    models_dir = env_of(trainer)["SRGAN_MODELS_DIR"]
+    assert models_dir == env_of(SERVICES["api"])["SRGAN_MODELS_DIR"] == env_of(SERVICES["worker"])["SRGAN_MODELS_DIR"]
+    mounts = {}
+    for volume in trainer["volumes"]:
+        source, target = volume.removesuffix(":ro").rsplit(":", 1)  # sources may be ${VAR:-default}
+        mounts[target] = source
+    assert mounts[models_dir] == "models" in COMPOSE["volumes"], "the volume the API and workers read"
+    assert mounts["/runs"] in COMPOSE["volumes"], "checkpoints outlive the container"
+    assert "/datasets" in mounts
+
+
+def test_trainer_image_is_tensorflow_with_the_rest_of_the_train_extra():
+    text = dockerfile(SERVICES["trainer"])
+    assert re.search(r"^FROM tensorflow/tensorflow:\S+", text, re.M)
+    (install,) = re.findall(r'pip install "\.\[(\w+)\]"((?: "[^"]+")*)', text)
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert install[0] in extras
+    train = set(extras["train"])
+    for requirement in re.findall(r'"([^"]+)"', install[1]):
+        assert requirement in train, f"{requirement} is not the train extra's requirement"
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
+    assert {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]} <= copied
+
+
+def test_the_documented_retrain_sequence_parses():
+    prefix = "docker compose --profile trainer run --rm trainer "
+    lines = [line.strip() for line in DOCS.splitlines() if line.strip().startswith(prefix)]
+    commands = {build_parser().parse_args(shlex.split(line[len(prefix):].split(" #")[0])).command for line in lines}
+    assert {"train", "export", "deploy", "models", "rollback"} <= commands, commands

@@ -1,0 +1,76 @@
+"""Announcing a change of a model's active version on Redis, so workers load it for their next job.
+
+The registry's pointer files are the truth; Redis only says that they changed:
+
+    srgan:models:generation   counter, incremented by every change; a worker reads it before each job
+                              and re-reads the registry's pointers only when it moved
+    srgan:models:active       hash: model name -> active version (for people and dashboards)
+    srgan:models:changed      pub/sub channel: {"name", "version", "generation"} of each change
+
+``srgan deploy`` and ``srgan rollback`` announce through :func:`announce_change`. With
+no ``SRGAN_REDIS_URL`` they use the embedded Redis of a running ``srgan serve``
+(its URL is in ``<data_dir>/redis/url``). When no Redis answers, workers still
+notice within ``model_refresh_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import redis
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GENERATION = "srgan:models:generation"
+ACTIVE = "srgan:models:active"
+CHANNEL = "srgan:models:changed"
+EMBEDDED_URL_FILE = Path("redis") / "url"
+"""Where ``srgan serve`` leaves the URL of its embedded Redis, under ``data_dir``."""
+
+
+def announce(client: redis.Redis, name: str, version: str) -> int:
+    """Record and publish that ``name`` now runs ``version``; returns the new generation."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(ACTIVE, name, version)
+        pipe.incr(GENERATION)
+        _, generation = pipe.execute()
+    client.publish(CHANNEL, json.dumps({"name": name, "version": version, "generation": int(generation)}))
+    return int(generation)
+
+
+def generation(client: redis.Redis) -> int:
+    """The current generation (0 before any change)."""
+    return int(client.get(GENERATION) or 0)
+
+
+def service_redis_url(settings: Settings) -> str | None:
+    """``SRGAN_REDIS_URL``, else the embedded Redis of a ``srgan serve`` running on this data folder."""
+    if settings.redis_url:
+        return settings.redis_url
+    path = Path(settings.data_dir) / EMBEDDED_URL_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def announce_change(settings: Settings, name: str, version: str) -> str:
+    """Tell the workers; never raises. Returns a sentence for the user."""
+    url = service_redis_url(settings)
+    if not url:
+        return (f"no Redis configured (SRGAN_REDIS_URL) and no running `srgan serve` found; "
+                f"running workers pick the change up within {settings.model_refresh_s:g} s")
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        gen = announce(client, name, version)
+    except redis.RedisError as exc:
+        log.warning("could not announce %s:%s on %s: %s", name, version, url, exc)
+        return (f"could not reach Redis at {url} ({exc}); running workers pick the change up "
+                f"within {settings.model_refresh_s:g} s")
+    finally:
+        client.close()
+    return f"workers notified (generation {gen}): jobs for {name} that start from now on run {name}:{version}"

@@ -1,0 +1,78 @@
+"""The worker's engine cache: which version a job gets, and when it looks again (real tiny ONNX files)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.settings import Settings
+from model.deploy import deploy_model
+from model.registry import Registry
+from tests.utils.tiny_models import make_conv_model, make_nearest_model
+from worker.engines import EngineCache
+
+pytestmark = pytest.mark.unit
+
+
+class CountingRedis:
+    """The one Redis call the cache makes (``GET`` of the generation), counted."""
+
+    def __init__(self) -> None:
+        self.generation, self.reads = 0, 0
+
+    def get(self, key: str) -> str:
+        assert key == "srgan:models:generation"
+        self.reads += 1
+        return str(self.generation)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    registry = Registry(tmp_path / "models")
+    deploy_model(registry, make_nearest_model(tmp_path / "a.onnx"), name="sr", version="v1")
+    deploy_model(registry, make_conv_model(tmp_path / "b.onnx"), name="sr", version="v2", activate=False)
+    settings = Settings(_env_file=None, models_dir=registry.root, model="sr", backend="onnxruntime", threads=1,
+                        tile=32, overlap=4, model_refresh_s=3600)
+    client = CountingRedis()
+    return registry, EngineCache(settings, client), client
+
+
+def test_engine_is_named_by_the_registry_and_reused(setup):
+    registry, cache, client = setup
+    engine = cache.get(None)
+    assert (engine.contract.name, engine.contract.version) == ("sr", "v1"), "not the file's own 'nearest:1'"
+    assert cache.get("sr") is engine and cache.get("sr:v1") is engine
+    assert client.reads == 3, "one Redis read per job, nothing else"
+
+
+def test_a_new_active_version_is_used_once_the_generation_moves(setup):
+    registry, cache, client = setup
+    v1 = cache.get(None)
+    registry.activate("sr", "v2")
+    assert cache.get(None) is v1, "no announcement yet: the file system is not looked at"
+    client.generation += 1
+    v2 = cache.get(None)
+    assert v2.contract.version == "v2"
+    assert v1.contract.version == "v1", "an engine a running job holds is not changed"
+    assert cache.get("sr:v1") is v1, "the previous version stays loaded for a quick rollback"
+
+
+def test_without_redis_the_pointer_is_reread_after_model_refresh_s(setup):
+    registry, cache, _ = setup
+    cache = EngineCache(cache.settings.model_copy(update={"model_refresh_s": 0.01}), None)
+    assert cache.get(None).contract.version == "v1"
+    registry.activate("sr", "v2")
+    import time
+
+    time.sleep(0.02)
+    assert cache.get(None).contract.version == "v2"
+
+
+def test_least_recently_used_versions_are_dropped(setup, tmp_path):
+    registry, cache, client = setup
+    for i in range(3, 6):
+        deploy_model(registry, make_nearest_model(tmp_path / f"{i}.onnx"), name="sr", version=f"v{i}", activate=False)
+    first = cache.get("sr:v1")
+    for version in ("v2", "v3", "v4"):
+        cache.get(f"sr:{version}")
+    assert len(cache._engines) == cache.max_engines
+    assert cache.get("sr:v1") is not first, "v1 was dropped and is loaded again"
