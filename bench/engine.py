@@ -119,27 +119,42 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
         "seam_psnr_db": round(psnr(tiled, whole), 2),
     }
     row["engine_vs_matmul"] = round(row["tiled_gflops"] / ceiling, 3)
-    for tile, overlap in args.variants:
-        t, _ = timed(lambda: up.upscale(img, tile=tile, overlap=overlap), args.repeat)
-        row[f"tiled_{tile}_{overlap}_vs_whole"] = round(t_whole / t, 3)
+    for tile, overlap, batch in args.variants:
+        variant = Upscaler(up.backend, up.contract, tile=tile, overlap=overlap, tile_batch=batch)
+        t, out = timed(lambda: variant.upscale(img), args.repeat)
+        row[f"tiled_{tile}_{overlap}_b{batch}_vs_whole"] = round(t_whole / t, 3)
+        row[f"tiled_{tile}_{overlap}_b{batch}_seam_psnr_db"] = round(psnr(out, whole), 2)
     if not args.quick:
-        row["peak_rss_gb_2048"] = round(peak_rss_child(model, backend, 2048, d.tile, d.overlap), 2)
+        for tile, overlap in [(d.tile, d.overlap), *args.rss_variants]:
+            row[f"peak_rss_gb_2048_{tile}_{overlap}"] = round(peak_rss_child(model, backend, 2048, tile, overlap), 2)
     return row
+
+
+def _variant(text: str) -> tuple[int, int, int]:
+    parts = [int(x) for x in text.split(":")]
+    return (parts[0], parts[1], parts[2] if len(parts) > 2 else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, help="ONNX generator (default: a random-weight SRResNet x4)")
+    p.add_argument("--model", type=Path,
+                   help="ONNX generator (default: the shipped srresnet_x4, else a random-weight SRResNet x4)")
     p.add_argument("--backends", default="onnxruntime,openvino")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--variants", default="192:16,256:16,128:8", help="other tile:overlap pairs to time")
+    p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
+                   help="other tile:overlap[:batch] settings to time against the whole image")
+    p.add_argument("--rss-variants", default="", help="other tile:overlap settings whose 2048x2048 peak RSS to measure")
     args = p.parse_args(argv)
-    args.variants = [tuple(int(x) for x in v.split(":")) for v in args.variants.split(",") if v]
+    args.variants = [_variant(v) for v in args.variants.split(",") if v]
+    args.rss_variants = [tuple(int(x) for x in v.split(":")) for v in args.rss_variants.split(",") if v]
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
+        from model.locate import WEIGHTS_DIR
+
+        shipped = WEIGHTS_DIR / "srresnet_x4.onnx"
+        model = args.model or (shipped if shipped.is_file() else None)
         if model is None:
             from tests.utils.tiny_models import make_srresnet_model
 

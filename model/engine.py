@@ -164,7 +164,7 @@ class Upscaler:
                     progress(done, plan.count)
             finished = plan.finished_before(j) * s - acc_top
             if finished > 0:
-                yield acc_top, _to_u8(acc[:finished] / np.maximum(wsum[:finished], 1e-12))
+                yield acc_top, _normalise_u8(acc[:finished], wsum[:finished])
                 acc, wsum = acc[finished:].copy(), wsum[finished:].copy()
                 acc_top += finished
 
@@ -200,8 +200,13 @@ def _check_image(img: np.ndarray) -> tuple[int, int, int]:
     return h, w, c
 
 
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+def _normalise_u8(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+    """``acc / wsum`` rounded to uint8, computed in place in ``acc`` (no strip-sized temporaries)."""
+    np.maximum(wsum, 1e-12, out=wsum)
+    np.divide(acc, wsum, out=acc)
+    np.rint(acc, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8)
 
 
 def _with_probed_scale(backend: Backend, contract: ModelContract) -> ModelContract:

@@ -11,7 +11,6 @@ image, or when the engine of ``model/`` cannot run the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -23,6 +22,7 @@ import numpy as np
 import onnx
 
 from model.contract import ModelContract
+from model.registry import sha256_of
 from training.config import GeneratorConfig
 from training.sources import is_div2k
 
@@ -105,14 +105,6 @@ def engine_check(path: Path, scale: int) -> None:
     out = up.upscale(lr)
     if out.shape != (21 * scale, 35 * scale, 3):
         raise ExportError(f"the engine returned {out.shape} for a 35x21 image at x{scale}")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_generator(

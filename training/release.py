@@ -82,7 +82,8 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
 
 def release(run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path) -> dict[str, Any]:
     from training.config import TrainConfig
-    from training.export import export_generator, sha256_of
+    from model.registry import sha256_of
+    from training.export import export_generator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / f"{name}.onnx"
