@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="registry model (name or name:version), shipped model name or .onnx path "
                                   "(default: SRGAN_MODEL, else srresnet_x4)")
     p.add_argument("--scale", type=int, help="output scale; resamples the model's result when it differs")
-    p.add_argument("--tile", type=int, help="tile size in input pixels, 0 = whole image (default 128)")
-    p.add_argument("--overlap", type=int, help="context pixels around each tile (default 16)")
+    p.add_argument("--tile", type=int, help="tile size in input pixels, 0 = whole image (default 256, SRGAN_TILE)")
+    p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP)")
     p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"], help="output format (default: input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")

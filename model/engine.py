@@ -40,7 +40,7 @@ class Upscaler:
     """
 
     def __init__(
-        self, backend: Backend, contract: ModelContract, *, tile: int = 128, overlap: int = 16, tile_batch: int = 1
+        self, backend: Backend, contract: ModelContract, *, tile: int = 256, overlap: int = 8, tile_batch: int = 1
     ) -> None:
         validate_tiling(tile, overlap)
         if tile_batch < 1:
@@ -59,8 +59,8 @@ class Upscaler:
         backend: str = "auto",
         providers: list[str] | None = None,
         threads: int = 0,
-        tile: int = 128,
-        overlap: int = 16,
+        tile: int = 256,
+        overlap: int = 8,
         tile_batch: int = 1,
         scale: int | None = None,
         layout: str | None = None,
