@@ -21,7 +21,7 @@ def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
     info = probe_image(path, max_pixels=max_input_pixels)
     try:
         with Image.open(path, formats=INPUT_FORMATS) as img:
-            if img.format == "JPEG":
+            if img.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG of phone cameras
                 img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
             else:

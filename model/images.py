@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, UnsupportedFormat
 
-INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")  # JPEG includes MPO, the multi-picture JPEG of phone cameras
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 FORMAT_ALIASES = {"jpg": "jpeg"}
 SOURCE_FORMAT_KEY = "srgan_source_format"
@@ -107,9 +107,25 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
     icc = img.info.get("icc_profile")
     if icc:
         oriented.info["icc_profile"] = icc
+    if oriented.mode == "CMYK" and icc:
+        oriented = _cmyk_to_srgb(oriented, icc)
     out = _normalise_mode(oriented)
     out.info.update({k: v for k, v in oriented.info.items() if k in ("icc_profile", "exif")})
     out.info[SOURCE_FORMAT_KEY] = source_format
+    return out
+
+
+def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
+    """Colour-manage a CMYK image into sRGB: its CMYK profile cannot travel with RGB pixels."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.createProfile("sRGB")
+    try:
+        out = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError):
+        out = img.convert("RGB")
+    out.info.update({k: v for k, v in img.info.items() if k == "exif"})
+    out.info["icc_profile"] = ImageCms.ImageCmsProfile(srgb).tobytes()
     return out
 
 
@@ -184,7 +200,7 @@ def output_format(img: Image.Image, requested: str | None) -> str:
             raise InvalidParameter(f"unknown output format {requested!r}; use png, jpeg or webp")
         return key
     source = str(img.info.get(SOURCE_FORMAT_KEY) or "PNG").upper()
-    if source == "JPEG" and img.mode in ("RGB", "L"):
+    if source in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
         return "jpeg"
     if source == "WEBP":
         return "webp"

@@ -162,3 +162,20 @@ def test_sixteen_bit_grayscale_is_reduced_to_eight_bits(up):
     img = read_image(to_bytes(Image.fromarray(arr), "PNG"), max_pixels=LIMIT)
     assert img.mode == "L"
     np.testing.assert_array_equal(np.asarray(img), np.rint(arr / 257.0).astype(np.uint8))
+
+
+def test_phone_camera_mpo_jpeg_is_read_as_jpeg(rng):
+    first = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    second = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    data = to_bytes(first, "MPO", save_all=True, append_images=[second])
+    img = read_image(data, max_pixels=LIMIT)
+    assert img.size == (30, 20) and output_format(img, None) == "jpeg"
+
+
+def test_cmyk_with_profile_is_colour_managed_to_srgb(rng):
+    cmyk = Image.fromarray(rng.integers(0, 256, (12, 12, 4), dtype=np.uint8), "CMYK")
+    # any valid profile stands in for a CMYK one: what matters is that it is not passed on with RGB pixels
+    foreign = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    img = read_image(to_bytes(cmyk, "JPEG", icc_profile=foreign), max_pixels=LIMIT)
+    assert img.mode == "RGB"
+    assert img.info["icc_profile"] == srgb_icc()
