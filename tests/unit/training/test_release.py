@@ -1,0 +1,60 @@
+"""Shipping a run: the ONNX file, its card with bench metrics, the resume weights, the figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from model.contract import ModelContract
+from model.engine import Upscaler
+from model.registry import sha256_of
+
+pytestmark = pytest.mark.train
+
+
+def test_release_ships_model_card_metrics_and_resume_weights(tmp_path, image_folder, make_config, make_images):
+    from training.figures import plot_curve, read_curve, side_by_side
+    from training.release import release
+    from training.trainer import train
+
+    config = make_config(tmp_path, image_folder, steps=4, **{"generator.scale": 2})
+    train(config)
+    bench = tmp_path / "Bench5"
+    make_images(bench, 2, size=(40, 32), seed=9)
+    out = tmp_path / "weights"
+    card = release(tmp_path / "run", "tiny_x2", None, [bench], out)
+
+    model = out / "tiny_x2.onnx"
+    saved = json.loads((out / "tiny_x2.card.json").read_text())
+    assert saved == card and saved["sha256"] == sha256_of(model)
+    assert {"bench5_psnr_y", "bench5_ssim_y", "bench5_bicubic_psnr_y", "bench5_bicubic_ssim_y"} <= set(card["metrics"])
+    assert len(card["evaluation"]["Bench5"]["per_image"]) == 2
+    proto = onnx.load(str(model))
+    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert contract.metrics == card["metrics"] and contract.scale == 2
+    assert card["resume"]["step"] == 4 and (out / card["resume"]["file"]).is_file()
+    assert "--init-weights model/weights/tiny_x2.resume.weights.h5 --init-step 4" in card["resume"]["command"]
+    assert Upscaler.from_file(model, tile=0).upscale(np.zeros((8, 8, 3), np.uint8)).shape == (16, 16, 3)
+
+    steps, psnr, _ = read_curve(out / "tiny_x2.card.json")
+    assert steps == [2, 4] and len(psnr) == 2
+    assert Image.open(plot_curve(out / "tiny_x2.card.json", tmp_path / "curve.png")).size[0] > 400
+    figure = side_by_side(model, next(bench.iterdir()), (0, 0, 16, 16), tmp_path / "cmp.png")
+    assert Image.open(tmp_path / "cmp.png").size == (3 * 32 + 20, 32 + 22)
+    assert set(figure) >= {"psnr_y_bicubic", "psnr_y_model"}
+
+
+def test_wall_time_sums_progress_lines_and_skips_pauses():
+    from training.release import _hours_from_log
+
+    lines = [
+        "2026-11-25 21:00:00,000 INFO training.trainer: step 50/100 loss 1",
+        "2026-11-25 21:30:00,000 INFO training.trainer: step 100/100 loss 1",  # 30 min gap: a pause
+        "2026-11-25 21:36:00,000 INFO training.trainer: step 150/100 loss 1",
+        "not a progress line",
+    ]
+    assert _hours_from_log(lines) == pytest.approx(0.1)
