@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, ModelError, SRGANError, UnsupportedFormat
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -59,3 +64,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis(_: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("Redis error while answering a request: %s", exc)
+        return error_response(503, "unavailable", f"the job store does not answer: {exc}", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)  # Starlette re-raises it afterwards, so the server logs the traceback
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(500, "internal_error", "an unexpected error happened; see the server's log")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from model.errors import ImageTooLarge, InvalidImage, InvalidParameter
-from model.images import INPUT_FORMATS, ImageInfo, probe_image
+from model.errors import InvalidImage, InvalidParameter
+from model.images import INPUT_FORMATS, ImageInfo, check_output_pixels, probe_image
 
 
 def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
@@ -32,10 +32,6 @@ def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
 
 
 def check_output(info: ImageInfo, *, scale: int, max_output_pixels: int, fmt: str | None) -> None:
-    out_w, out_h = info.width * scale, info.height * scale
-    if out_w * out_h > max_output_pixels:
-        raise ImageTooLarge(
-            f"the result would be {out_w}x{out_h} = {out_w * out_h} pixels; the limit is {max_output_pixels}"
-        )
+    check_output_pixels(info.width, info.height, scale, max_output_pixels)
     if fmt == "jpeg" and info.has_alpha:
         raise InvalidParameter("JPEG cannot hold this image's transparency; ask for png or webp")

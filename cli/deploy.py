@@ -69,8 +69,9 @@ def run_deploy(args: argparse.Namespace) -> int:
     settings = _settings(args)
     seed_registry(settings)
     registry = registry_of(settings)
-    before = registry.active_version(args.name)
+    before = None
     try:
+        before = registry.active_version(args.name)
         card = read_card(args.card) if args.card else None
         published = deploy_model(registry, args.file, name=args.name, version=args.version, card=card,
                                  scale=args.scale, activate=args.activate)
@@ -95,8 +96,8 @@ def run_rollback(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     registry = registry_of(settings)
-    before = registry.active_version(args.name)
     try:
+        before = registry.active_version(args.name)
         now = registry.rollback(args.name, to=args.to)
     except ModelError as exc:
         return _fail("rollback", exc.message)

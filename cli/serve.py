@@ -88,6 +88,8 @@ class WorkerProcess:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Warm shutdown (the running job may finish), then kill whatever is left of the group."""
         self._stopping.set()
+        if self._watcher.is_alive() and self._watcher is not threading.current_thread():
+            self._watcher.join(5.0)  # a restart in progress finishes first, so its new process is stopped too
         proc = self.process
         if proc is None:
             return

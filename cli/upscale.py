@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from core.settings import get_settings
     from model.engine import Upscaler
     from model.errors import SRGANError
-    from model.images import extension_for, output_format, read_image, save_image, upscale_image
+    from model.images import extension_for, output_format, read_image, resample, save_image, upscale_image
 
     settings = get_settings()
     tile = settings.tile if args.tile is None else args.tile
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             with _progress_bar(src.name, show) as progress:
                 hr = upscale_image(upscaler, img, progress=progress)
             if scale != upscaler.scale:
-                hr = _resample(hr, img.width * scale, img.height * scale)
+                hr = resample(hr, img.width * scale, img.height * scale)
             fmt = output_format(hr, args.format)
             dst = output_path(src, args.output, single, scale, extension_for(fmt))
             save_image(hr, dst, fmt, args.quality)
@@ -89,15 +89,6 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"srgan: error: {src}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _resample(img, width: int, height: int):
-    from PIL import Image
-
-    info = dict(img.info)
-    out = img.resize((width, height), Image.Resampling.LANCZOS)
-    out.info.update(info)
-    return out
 
 
 def _fail(message: str) -> int:

@@ -256,6 +256,7 @@ class JobStore:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(job_key(job_id))
             pipe.srem(QUEUED_SET, job_id)
+            pipe.hincrby(STATS, "jobs_total:queued", -1)  # it was counted when created
             pipe.execute()
 
     def queued_count(self) -> int:

@@ -64,6 +64,7 @@ class RedisServer:
 
     def start(self, timeout_s: float = 15.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        requested = self.port
         for attempt in range(3):
             port = self.port or free_port()
             args = [
@@ -79,8 +80,8 @@ class RedisServer:
             if self._wait_ready(timeout_s):
                 return self
             self.stop()
-            if attempt == 2 or self.port is None:
-                break
+            if attempt == 2 or requested is not None:
+                break  # a port the caller chose is not swapped for another
             self.port = None  # the free port was taken meanwhile: pick another
         log = self.data_dir / "redis.log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""

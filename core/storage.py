@@ -96,13 +96,23 @@ class Storage:
             return
         for entry in os.scandir(self.root):
             if entry.is_dir() and is_job_id(entry.name):
-                yield entry.name, entry.stat().st_mtime
+                try:
+                    yield entry.name, entry.stat().st_mtime
+                except FileNotFoundError:  # removed meanwhile (another replica's sweep)
+                    continue
 
     def stale_incoming(self, older_than_s: float) -> list[Path]:
         if not self.incoming_dir.is_dir():
             return []
         cutoff = time.time() - older_than_s
-        return [p for p in self.incoming_dir.iterdir() if p.stat().st_mtime < cutoff]
+        stale = []
+        for path in self.incoming_dir.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    stale.append(path)
+            except FileNotFoundError:  # adopted by its job, or removed, since the listing
+                continue
+        return stale
 
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created, written and removed here."""

@@ -192,6 +192,22 @@ def upscale_image(
     return hr
 
 
+def check_output_pixels(width: int, height: int, scale: int, max_pixels: int) -> None:
+    """Refuse an upscale whose result would have more than ``max_pixels`` pixels."""
+    out_w, out_h = width * scale, height * scale
+    if out_w * out_h > max_pixels:
+        raise ImageTooLarge(f"the result would be {out_w}x{out_h} = {out_w * out_h} pixels; the limit is {max_pixels}")
+
+
+def resample(img: Image.Image, width: int, height: int) -> Image.Image:
+    """Lanczos resize to ``width x height`` keeping ``info`` (ICC, EXIF, source format)."""
+    if img.size == (width, height):
+        return img
+    out = img.resize((width, height), Image.Resampling.LANCZOS)
+    out.info.update(img.info)
+    return out
+
+
 def output_format(img: Image.Image, requested: str | None) -> str:
     """The output format key (png, jpeg, webp): the request, else the input's family."""
     if requested:

@@ -298,6 +298,7 @@ class Registry:
 
     def activate(self, name: str, version: str) -> ModelVersion:
         """Make ``name:version`` (already published) the active version."""
+        validate_name("name", name)
         with self._locked():
             self.get(name, version)
             self._set_active(name, version)
@@ -309,6 +310,7 @@ class Registry:
         Without history (e.g. the first version ever activated), the version
         published just before the active one is taken.
         """
+        validate_name("name", name)
         with self._locked():
             pointer = self._pointer(name)
             current = pointer.get("version")

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from core.jobs import JobStore
 from core.settings import Settings
 from core.storage import Storage
-from model.errors import Canceled, ImageTooLarge, SRGANError
-from model.images import encode_image, read_image, upscale_image
+from model.errors import Canceled, SRGANError
+from model.images import check_output_pixels, encode_image, read_image, resample, upscale_image
 
 if TYPE_CHECKING:
     from model.engine import Upscaler
@@ -64,20 +64,11 @@ def render(
     t0 = time.perf_counter()
     img = read_image(source, max_pixels=settings.max_input_pixels)
     scale = int(params.get("scale") or upscaler.scale)
-    out_pixels = img.width * img.height * scale * scale
-    if out_pixels > settings.max_output_pixels:
-        raise ImageTooLarge(
-            f"the result would be {img.width * scale}x{img.height * scale} = {out_pixels} pixels; "
-            f"the limit is {settings.max_output_pixels}"
-        )
+    check_output_pixels(img.width, img.height, scale, settings.max_output_pixels)
     t1 = time.perf_counter()
     hr = upscale_image(upscaler, img, progress=progress, should_stop=should_stop)
     if scale != upscaler.scale:
-        from PIL import Image
-
-        info = dict(hr.info)
-        hr = hr.resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS)
-        hr.info.update(info)
+        hr = resample(hr, img.width * scale, img.height * scale)
     t2 = time.perf_counter()
     data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95))
     t3 = time.perf_counter()
@@ -137,7 +128,10 @@ def process_job(
     except Canceled:
         return _end(store, job_id, "canceled")
     except FileNotFoundError as exc:
-        return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
+        if exc.filename is not None and Path(exc.filename) == storage.input_path(job_id):
+            return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
+        log.exception("job %s failed unexpectedly", job_id)  # e.g. a model file removed from the registry
+        return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
     except SRGANError as exc:
         return _end(store, job_id, "failed", exc.code, exc.message)
     except Exception as exc:

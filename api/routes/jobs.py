@@ -100,6 +100,7 @@ async def get_job(
         deadline = time.monotonic() + wait
         with services.events.watch(job.id) as changed:
             while True:
+                changed.clear()  # before reading: a change published while we read still wakes the wait below
                 latest = await run_in_threadpool(services.store.get, job.id)
                 if latest is None:
                     raise ApiError(404, "not_found", f"job {job.id} expired")
@@ -107,7 +108,6 @@ async def get_job(
                 remaining = deadline - time.monotonic()
                 if job.finished or remaining <= 0:
                     break
-                changed.clear()
                 try:  # woken by the job's next event; re-checked at least every second regardless
                     await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
                 except asyncio.TimeoutError:
