@@ -90,6 +90,17 @@ def test_state_sets_counters_and_pruning(store):
     assert int(after["jobs_total:queued"]) == int(before.get("jobs_total:queued", 0)) + 1
 
 
+def test_a_forgotten_job_is_not_counted_as_queued(store):
+    """A job whose task could not be sent is forgotten: no record, and the queued counter as it was."""
+    before_total = int(store.stats().get("jobs_total:queued", 0))
+    before_queued = store.queued_count()
+    job_id = new(store)
+    assert int(store.stats()["jobs_total:queued"]) == before_total + 1
+    store.forget(job_id)
+    assert store.get(job_id) is None and store.queued_count() == before_queued
+    assert int(store.stats()["jobs_total:queued"]) == before_total
+
+
 def test_heartbeats(store):
     store.heartbeat("w1@host")
     assert "w1@host" in store.live_workers(max_age_s=5)

@@ -86,3 +86,44 @@ def test_writable_check(tmp_path):
     (tmp_path / "a-file").write_bytes(b"")
     with pytest.raises(OSError):
         Storage(tmp_path / "a-file" / "jobs").check_writable()
+
+
+def test_job_dirs_skip_a_folder_removed_between_listing_and_stat(tmp_path, monkeypatch):
+    storage = Storage(tmp_path).ensure()
+    kept, vanished = new_job_id(), new_job_id()
+    for job_id in (kept, vanished):
+        storage.job_dir(job_id).mkdir()
+    real_scandir = os.scandir
+
+    def listed_then_removed(path):
+        entries = list(real_scandir(path))
+        for entry in entries:
+            entry.is_dir()  # what the listing saw (cached), as when the folder was still there
+        storage.job_dir(vanished).rmdir()  # another replica's sweep, right after the listing
+        return iter(entries)
+
+    monkeypatch.setattr("core.storage.os.scandir", listed_then_removed)
+    assert [job_id for job_id, _ in storage.job_dirs()] == [kept]
+
+
+def test_stale_incoming_skips_an_upload_gone_between_listing_and_stat(tmp_path):
+    storage = Storage(tmp_path).ensure()
+    uploads = []
+    for _ in range(2):
+        path, fh = storage.open_incoming()
+        fh.close()
+        old = time.time() - 3600
+        os.utime(path, (old, old))
+        uploads.append(path)
+    kept, adopted = uploads
+
+    class ListedThenAdopted(type(storage.incoming_dir)):
+        """The incoming folder, whose second upload is adopted by its job right after the listing."""
+
+        def iterdir(self):
+            listed = list(super().iterdir())
+            adopted.unlink()
+            return iter(listed)
+
+    storage.incoming_dir = ListedThenAdopted(storage.incoming_dir)
+    assert storage.stale_incoming(older_than_s=600) == [kept]

@@ -137,6 +137,33 @@ def test_bad_names_are_refused(registry, files):
             deploy_model(registry, files["nearest"], name=name)
 
 
+def files_outside(root, registry):
+    """Every file under ``root`` but outside the registry's folder."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and registry.root not in p.parents)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b"])
+@pytest.mark.parametrize("change", ["activate", "rollback"])
+def test_activate_and_rollback_refuse_bad_names_and_write_nothing_outside(registry, files, tmp_path, name, change):
+    deploy_model(registry, files["nearest"], name="sr", version="v1")
+    # What the escaping name would point at: a published-looking version beside the registry.
+    decoy = tmp_path / "x" / "v1"
+    decoy.mkdir(parents=True)
+    (decoy / "model.onnx").write_bytes(files["nearest"].read_bytes())
+    inside, outside = registry_state(registry), files_outside(tmp_path, registry)
+
+    with pytest.raises(DeployRefused, match="bad model name"):
+        if change == "activate":
+            registry.activate(name, "v1")
+        else:
+            registry.rollback(name, to="v1")
+
+    assert files_outside(tmp_path, registry) == outside, "nothing is written outside the models folder"
+    assert not (tmp_path / "x" / POINTER_FILE).exists()
+    assert registry_state(registry) == inside and not (registry.root / "a").exists()
+
+
 def test_pointer_is_replaced_atomically(registry, files, monkeypatch):
     deploy_model(registry, files["nearest"], name="sr", version="v1")
     deploy_model(registry, files["conv"], name="sr", version="v2", activate=False)

@@ -1,0 +1,84 @@
+"""``worker.pipeline.process_job`` with a fake job store: which error code a missing file gives."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from core.jobs import Claim, Job, new_job_id
+from core.settings import Settings
+from core.storage import Storage
+from model.engine import Upscaler
+from tests.utils.tiny_models import make_nearest_model
+from worker.pipeline import process_job
+
+pytestmark = pytest.mark.unit
+
+
+class FakeStore:
+    """The calls ``process_job`` makes, for one queued job; ``finish`` is recorded."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job = Job(id=job_id, status="queued", params={})
+        self.finished: list[tuple] = []
+
+    def start(self, job_id, *, worker, max_attempts):
+        self.job.status = "running"
+        return Claim("started", 1, "running")
+
+    def get(self, job_id):
+        return self.job
+
+    def update_running(self, job_id, **fields):
+        return True
+
+    def should_stop(self, job_id):
+        return False
+
+    def finish(self, job_id, status, **fields):
+        self.finished.append((job_id, status, fields))
+        return "ok"
+
+
+class Engines:
+    """An engine cache that gives ``upscaler``, or raises ``error``."""
+
+    def __init__(self, upscaler=None, error: BaseException | None = None) -> None:
+        self.upscaler, self.error = upscaler, error
+
+    def get(self, spec=None):
+        if self.error is not None:
+            raise self.error
+        return self.upscaler
+
+
+@pytest.fixture(scope="module")
+def upscaler(tmp_path_factory):
+    path = make_nearest_model(tmp_path_factory.mktemp("m") / "n.onnx")
+    return Upscaler.from_file(path, backend="onnxruntime", threads=1, tile=16, overlap=2)
+
+
+def run(tmp_path, engines) -> tuple[str, dict]:
+    job_id = new_job_id()
+    storage = Storage(tmp_path / "jobs").ensure()
+    store = FakeStore(job_id)
+    outcome = process_job(job_id, store=store, storage=storage, engines=engines,
+                          settings=Settings(_env_file=None), worker="w1")
+    ((finished_id, status, fields),) = store.finished
+    assert finished_id == job_id and status == outcome == "failed"
+    return outcome, fields["error"]
+
+
+def test_a_missing_model_file_is_an_internal_error_not_a_missing_upload(tmp_path):
+    model_file = tmp_path / "models" / "sr" / "v1" / "model.onnx"  # removed from the registry meanwhile
+    gone = FileNotFoundError(errno.ENOENT, "No such file or directory", str(model_file))
+    _, error = run(tmp_path, Engines(error=gone))
+    assert error["code"] == "internal_error"
+    assert "uploaded image" not in error["message"]
+
+
+def test_a_missing_upload_is_input_missing(tmp_path, upscaler):
+    _, error = run(tmp_path, Engines(upscaler))  # the job's input file was never written
+    assert error["code"] == "input_missing"
+    assert "input" in error["message"]
