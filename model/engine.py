@@ -136,8 +136,6 @@ class Upscaler:
         wsum = np.zeros((0, w * s, 1), np.float32)
         acc_top = 0  # output row of acc[0]
         for j, row in enumerate(plan.rows):
-            if should_stop is not None and should_stop():
-                raise Canceled("canceled before the next tile")
             top, bottom = row.window[0] * s, row.window[1] * s
             # grow the strip down to this tile row's bottom
             grow = bottom - (acc_top + acc.shape[0])
@@ -150,7 +148,7 @@ class Upscaler:
             windows = [lr_hwc_u8[row.window[0] : row.window[1], col.window[0] : col.window[1]] for col in plan.cols]
             indices = list(range(len(plan.cols)))
             for batch_idx in iter_batches(indices, self.tile_batch):
-                if should_stop is not None and should_stop() and done:
+                if should_stop is not None and should_stop():
                     raise Canceled("canceled before the next tile")
                 outs = self._run([windows[i] for i in batch_idx])
                 for i, hr in zip(batch_idx, outs):
