@@ -33,7 +33,7 @@ async function loadModels() {
     if (!response.ok) { $("model-info").textContent = await errorMessage(response); return; }
     const active = (await response.json()).models.find((m) => m.active);
     $("model-info").textContent = active
-      ? `Model: ${active.name}${active.version ? " v" + active.version : ""}, ×${active.scale ?? "?"}`
+      ? `Model: ${active.name}${active.version ? ":" + active.version : ""}, ×${active.scale ?? "?"}`
       : "No model is offered.";
   } catch (err) {
     $("model-info").textContent = `Cannot reach the server: ${err.message}`;
