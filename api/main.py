@@ -36,6 +36,12 @@ async def _sweep_forever(services: Services) -> None:
             await run_in_threadpool(sweep_expired, services.store, services.storage, grace_s=grace)
         except Exception as exc:  # noqa: BLE001 - try again next time
             log.warning("sweep of expired jobs failed: %s", exc)
+        try:
+            reaped = await run_in_threadpool(services.store.reap_lost, settings.resolved_worker_lost_s)
+            if reaped:
+                log.warning("failed %d job(s) whose worker was lost: %s", len(reaped), ", ".join(reaped))
+        except Exception as exc:  # noqa: BLE001 - try again next time
+            log.warning("reaping jobs of lost workers failed: %s", exc)
         await asyncio.sleep(settings.sweep_interval_s)
 
 

@@ -200,6 +200,29 @@ end
 return 'finished:' .. status
 """
 
+# KEYS[5] = workers' heartbeats; ARGV: id, now, max silence (s), error JSON, channel.
+# A running job is failed when its worker was last seen (its latest heartbeat, or the job's start,
+# whichever is later) more than ARGV[3] seconds ago. One script with _FINISH and _START: a worker
+# finishing (or a new delivery starting) the job at the same moment either comes first, and this
+# leaves the job alone, or comes second and finds it failed.
+_REAP = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then return 0 end
+local seen = tonumber(redis.call('HGET', KEYS[1], 'started_at')) or 0
+local worker = redis.call('HGET', KEYS[1], 'worker')
+if worker then
+  local beat = tonumber(redis.call('ZSCORE', KEYS[5], worker))
+  if beat and beat > seen then seen = beat end
+end
+if tonumber(ARGV[2]) - seen <= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'jobs_total:failed', 1)
+redis.call('PUBLISH', ARGV[5], 'failed')
+return 1
+"""
+
 # ARGV: field/value pairs; only while running (progress, model, timings of the current attempt)
 _UPDATE_RUNNING = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
@@ -218,6 +241,7 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
         self._update_running = client.register_script(_UPDATE_RUNNING)
+        self._reap = client.register_script(_REAP)
 
     def _keys(self, job_id: str) -> list[str]:
         return [job_key(job_id), QUEUED_SET, RUNNING_SET, STATS]
@@ -340,6 +364,28 @@ class JobStore:
             return list(pipe.execute()[1])
 
     # --- housekeeping ---------------------------------------------------------
+    def reap_lost(self, max_silence_s: float) -> list[str]:
+        """Fail running jobs whose worker has sent no heartbeat for over ``max_silence_s``; their ids.
+
+        Such a job was left ``running`` by a worker that died (or lost Redis) without its
+        message coming back. It ends ``failed`` with ``worker_lost``. Jobs of live workers
+        are untouched, and a worker finishing a job as it is reaped ends in one state:
+        whichever script runs first wins, and :meth:`finish` never revives a reaped job.
+        """
+        error = json.dumps({
+            "code": "worker_lost",
+            "message": f"the worker running this job sent no heartbeat for over {max_silence_s:g} s "
+            "and is presumed dead; the job was failed and is not retried",
+        })
+        reaped = []
+        for job_id in sorted(self.redis.smembers(RUNNING_SET)):
+            now = time.time()
+            if self._reap(keys=[*self._keys(job_id), WORKERS],
+                          args=[job_id, repr(now), repr(float(max_silence_s)), error, events_channel(job_id)]):
+                self._observe_durations(job_id, "failed", now)
+                reaped.append(job_id)
+        return reaped
+
     def existing(self, job_ids: Iterable[str]) -> dict[str, bool]:
         ids = list(job_ids)
         with self.redis.pipeline(transaction=False) as pipe:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         900.0, gt=0, description="unacknowledged jobs are redelivered after this; must exceed time_limit_s"
     )
     heartbeat_s: float = Field(5.0, gt=0, description="seconds between worker heartbeats (readiness)")
+    worker_lost_s: float | None = Field(
+        None, gt=0, description="the API fails a running job with `worker_lost` once its worker has sent no "
+        "heartbeat for this long; must exceed visibility_timeout_s (a dead worker's job is redelivered "
+        "first); default 2 x visibility_timeout_s"
+    )
     debug_tile_delay_s: float = Field(
         0.0, ge=0, description="testing aid: pause after each tile to widen failure windows; keep 0"
     )
@@ -79,6 +84,15 @@ class Settings(BaseSettings):
                 "time limits must satisfy soft_time_limit_s < time_limit_s < visibility_timeout_s, got "
                 f"{self.soft_time_limit_s} < {self.time_limit_s} < {self.visibility_timeout_s}"
             )
+        if self.worker_lost_s is not None and self.worker_lost_s <= self.visibility_timeout_s:
+            raise ValueError(
+                f"worker_lost_s ({self.worker_lost_s}) must exceed visibility_timeout_s ({self.visibility_timeout_s}), "
+                "so a dead worker's job is redelivered before it is failed"
+            )
+        if self.resolved_worker_lost_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"worker_lost_s ({self.resolved_worker_lost_s}) must exceed two heartbeats (heartbeat_s={self.heartbeat_s})"
+            )
         if self.environment == "production" and self.debug_tile_delay_s:
             raise ValueError("debug_tile_delay_s must be 0 in production")
         return self
@@ -86,6 +100,11 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def resolved_worker_lost_s(self) -> float:
+        """Seconds without a heartbeat after which a running job's worker counts as lost."""
+        return self.worker_lost_s if self.worker_lost_s is not None else 2 * self.visibility_timeout_s
 
     @property
     def resolved_storage_dir(self) -> Path:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redis import RedisError
+
 from core.jobs import JobStore
 from core.settings import Settings
 from core.storage import Storage
@@ -105,7 +107,10 @@ def process_job(
     worker: str,
     on_soft_timeout: type[BaseException] | None = None,
 ) -> str:
-    """Run one delivery of ``job_id``; returns what happened (a status, or why nothing ran)."""
+    """Run one delivery of ``job_id``; returns what happened (a status, or why nothing ran).
+
+    A ``redis.RedisError`` propagates wherever it happens (the Celery task retries the job).
+    """
     claim = store.start(job_id, worker=worker, max_attempts=settings.max_attempts)
     if claim.outcome != "started":
         log.info("job %s: %s (%s), nothing to do", job_id, claim.outcome, claim.status)
@@ -127,6 +132,8 @@ def process_job(
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
         return _end(store, job_id, "canceled")
+    except RedisError:
+        raise  # the job record is out of reach, not the job at fault: the task retries it
     except FileNotFoundError as exc:
         if exc.filename is not None and Path(exc.filename) == storage.input_path(job_id):
             return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")

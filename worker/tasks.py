@@ -10,6 +10,7 @@ import logging
 import socket
 from functools import cached_property
 
+import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
@@ -21,6 +22,11 @@ from worker.engines import EngineCache
 from worker.pipeline import process_job
 
 log = logging.getLogger(__name__)
+
+REDIS_RETRIES = 5
+"""Times a job is sent again when Redis failed under it (restarting, say) before it is given up."""
+REDIS_RETRY_BACKOFF_S = 2.0
+"""The first retry waits this long, each later one twice as long as the one before, at most 60 s."""
 
 
 class UpscaleTask(Task):
@@ -57,10 +63,38 @@ class UpscaleTask(Task):
             })
 
 
-@app.task(name=TASK_NAME, base=UpscaleTask, bind=True)
+@app.task(name=TASK_NAME, base=UpscaleTask, bind=True, max_retries=REDIS_RETRIES)
 def upscale(self: UpscaleTask, job_id: str) -> str:
-    """Upscale the image of job ``job_id``; returns what happened (for the worker's log)."""
-    return process_job(
-        job_id, store=self.store, storage=self.storage, engines=self.engines, settings=self.settings,
-        worker=self.worker_name, on_soft_timeout=SoftTimeLimitExceeded,
-    )
+    """Upscale the image of job ``job_id``; returns what happened (for the worker's log).
+
+    A Redis error (Redis restarting, say) would otherwise end the task with the job left
+    ``running``: the task is sent again a few times instead. A retry whose Redis error came
+    before the job was claimed counts no attempt; one that re-runs a started job counts one,
+    like any redelivery, so ``max_attempts`` still bounds the real re-runs. Once the retries
+    are used up the job is failed with ``store_unavailable`` if Redis answers by then.
+    """
+    try:
+        return process_job(
+            job_id, store=self.store, storage=self.storage, engines=self.engines, settings=self.settings,
+            worker=self.worker_name, on_soft_timeout=SoftTimeLimitExceeded,
+        )
+    except redis.RedisError as exc:
+        retries = self.request.retries
+        if retries >= REDIS_RETRIES:
+            log.error("job %s: Redis failed %d times, giving up: %s", job_id, retries + 1, exc)
+            _fail_if_possible(self.store, job_id, exc)
+            raise
+        countdown = min(60.0, REDIS_RETRY_BACKOFF_S * 2**retries)
+        log.warning("job %s: Redis failed (%s); retry %d of %d in %g s", job_id, exc, retries + 1,
+                    REDIS_RETRIES, countdown)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+def _fail_if_possible(store: JobStore, job_id: str, exc: redis.RedisError) -> None:
+    try:
+        store.finish(job_id, "failed", error={
+            "code": "store_unavailable",
+            "message": f"Redis failed under the job {REDIS_RETRIES + 1} times: {type(exc).__name__}: {exc}",
+        })
+    except redis.RedisError as again:
+        log.error("job %s may stay running: Redis still fails: %s", job_id, again)

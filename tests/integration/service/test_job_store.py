@@ -106,3 +106,71 @@ def test_heartbeats(store):
     assert "w1@host" in store.live_workers(max_age_s=5)
     store.worker_gone("w1@host")
     assert "w1@host" not in store.live_workers(max_age_s=5)
+
+
+# --- the reaper: running jobs of workers that stopped sending heartbeats -----------------------
+def started_by(store: JobStore, worker: str, *, beat_age_s: float | None) -> str:
+    """A running job of ``worker`` whose last heartbeat is ``beat_age_s`` old (None: no heartbeat entry)."""
+    job_id = new(store)
+    assert store.start(job_id, worker=worker, max_attempts=3).outcome == "started"
+    store.redis.hset(job_key(job_id), "started_at", repr(time.time() - 3600))  # started long ago
+    if beat_age_s is None:
+        store.redis.zrem("srgan:workers", worker)
+    else:
+        store.redis.zadd("srgan:workers", {worker: time.time() - beat_age_s})
+    return job_id
+
+
+def test_the_reaper_fails_a_running_job_whose_worker_stopped_beating(store):
+    before = int(store.stats().get("jobs_total:failed", 0))
+    stale = started_by(store, "dead@host", beat_age_s=120)
+    vanished = started_by(store, "gone@host", beat_age_s=None)  # its entry was pruned
+    with store.redis.pubsub() as events:
+        events.subscribe(f"srgan:events:{stale}")
+        events.get_message(timeout=1)  # the subscription's confirmation
+        reaped = store.reap_lost(max_silence_s=60)
+        message = events.get_message(timeout=1)
+    assert {stale, vanished} <= set(reaped)
+    for job_id in (stale, vanished):
+        job = store.get(job_id)
+        assert (job.status, job.error["code"]) == ("failed", "worker_lost"), job
+        assert "no heartbeat for over 60 s" in job.error["message"]
+        assert job.finished_at is not None and job_id not in store.redis.smembers("srgan:jobs:running")
+    assert message and message["data"] == "failed"
+    assert int(store.stats()["jobs_total:failed"]) == before + 2
+    assert stale not in store.reap_lost(max_silence_s=60), "reaped once"
+
+
+def test_the_reaper_leaves_jobs_of_live_workers_alone(store):
+    alive = started_by(store, "alive@host", beat_age_s=1)
+    just_started = new(store)  # its worker has no heartbeat entry yet, but it was seen starting the job
+    store.start(just_started, worker="fresh@host", max_attempts=3)
+    queued = new(store)
+    reaped = store.reap_lost(max_silence_s=60)
+    assert not {alive, just_started, queued} & set(reaped)
+    assert [store.get(j).status for j in (alive, just_started, queued)] == ["running", "running", "queued"]
+    assert store.update_running(alive, progress=0.5) and store.get(alive).error is None
+
+
+def test_a_redelivered_job_belongs_to_its_new_worker(store):
+    job_id = started_by(store, "dead@host", beat_age_s=600)
+    store.heartbeat("new@host")
+    assert store.start(job_id, worker="new@host", max_attempts=3).outcome == "started"
+    assert job_id not in store.reap_lost(max_silence_s=60)
+    assert store.get(job_id).status == "running"
+
+
+def test_the_first_of_reaper_and_finish_wins(store):
+    """Both are one script: a worker finishing after the reaper finds the job failed (and does not
+    bring it back); a reaper after the finish finds it finished."""
+    reaped = started_by(store, "dead@host", beat_age_s=600)
+    assert reaped in store.reap_lost(max_silence_s=60)
+    assert store.finish(reaped, "succeeded", output={"ext": "png"}) == "failed"
+    job = store.get(reaped)
+    assert (job.status, job.error["code"], job.output) == ("failed", "worker_lost", None)
+    assert store.start(reaped, worker="new@host", max_attempts=3).outcome == "finished", "never runs again"
+
+    finished = started_by(store, "dead@host", beat_age_s=600)
+    assert store.finish(finished, "succeeded", output={"ext": "png"}) == "ok"
+    assert finished not in store.reap_lost(max_silence_s=60)
+    assert store.get(finished).status == "succeeded" and store.get(finished).error is None

@@ -139,8 +139,19 @@ def test_images_install_extras_that_exist():
 
 
 def test_flower_uses_the_same_broker():
-    flower = " ".join(SERVICES["flower"]["command"])
-    assert f"--broker={env_of(SERVICES['api'])['SRGAN_REDIS_URL']}" in flower
+    """Flower reads the broker from CELERY_BROKER_URL, the YAML alias of the services' SRGAN_REDIS_URL;
+    a --broker in its command would override it."""
+    flower = SERVICES["flower"]
+    assert not any("broker" in part for part in flower["command"]), "no broker of its own in the command"
+    assert flower["command"][:2] == ["celery", "flower"]
+    broker = env_of(flower).get("CELERY_BROKER_URL")
+    assert broker, "Flower's broker comes from the environment"
+    for name in ("api", "worker", "trainer"):
+        assert broker == env_of(SERVICES[name])["SRGAN_REDIS_URL"], name
+    text = (REPO / "docker-compose.yml").read_text()
+    assert text.count("redis://") == 1, "one Redis URL in the file, which Flower's refers to"
+    assert re.search(r"^\s+CELERY_BROKER_URL: \*(\S+)", text, re.M).group(1) == re.search(
+        r"^\s+SRGAN_REDIS_URL: &(\S+) redis://", text, re.M).group(1), "an alias of the anchored URL"
 
 
 # --- the trainer profile (retrain and redeploy) ---------------------------------------

@@ -45,3 +45,13 @@ def test_visibility_timeout_must_exceed_the_hard_limit_which_exceeds_the_soft_on
 def test_the_test_delay_is_refused_in_production():
     with pytest.raises(ValidationError, match="debug_tile_delay_s"):
         Settings(_env_file=None, environment="production", debug_tile_delay_s=0.1)
+
+
+def test_a_worker_counts_as_lost_only_after_its_job_could_have_been_redelivered():
+    s = Settings(_env_file=None)
+    assert s.worker_lost_s is None and s.resolved_worker_lost_s == 2 * s.visibility_timeout_s
+    assert Settings(_env_file=None, worker_lost_s=1000).resolved_worker_lost_s == 1000
+    with pytest.raises(ValidationError, match="worker_lost_s .* must exceed visibility_timeout_s"):
+        Settings(_env_file=None, worker_lost_s=900)
+    with pytest.raises(ValidationError, match="two heartbeats"):
+        Settings(_env_file=None, heartbeat_s=1000)

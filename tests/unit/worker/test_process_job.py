@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 
 import pytest
+import redis
 
 from core.jobs import Claim, Job, new_job_id
 from core.settings import Settings
@@ -82,3 +83,32 @@ def test_a_missing_upload_is_input_missing(tmp_path, upscaler):
     _, error = run(tmp_path, Engines(upscaler))  # the job's input file was never written
     assert error["code"] == "input_missing"
     assert "input" in error["message"]
+
+
+class FlakyStore(FakeStore):
+    """Redis goes away under the job: ``update_running`` or ``finish`` raise a connection error."""
+
+    def __init__(self, job_id: str, fail: str) -> None:
+        super().__init__(job_id)
+        self.fail = fail
+
+    def update_running(self, job_id, **fields):
+        if self.fail == "update_running":
+            raise redis.exceptions.ConnectionError("Connection refused")
+        return True
+
+    def finish(self, job_id, status, **fields):
+        if self.fail == "finish":
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        return super().finish(job_id, status, **fields)
+
+
+@pytest.mark.parametrize("fail", ["update_running", "finish"])
+def test_a_redis_error_is_raised_for_the_task_to_retry_not_recorded_as_the_jobs_failure(tmp_path, upscaler, fail):
+    job_id = new_job_id()
+    storage = Storage(tmp_path / "jobs").ensure()
+    store = FlakyStore(job_id, fail)
+    with pytest.raises(redis.RedisError):
+        process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
+                    settings=Settings(_env_file=None), worker="w1")
+    assert store.finished == [], "not failed with internal_error"
