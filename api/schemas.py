@@ -22,6 +22,12 @@ class JobRequest(BaseModel):
                               description="model name or name:version; default: the active model")
     format: OutputFormat | None = Field(None, description="output format; default: the input's family")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
+    detail: float | None = Field(
+        None, ge=0, le=1,
+        description="for a GAN model with a detail base (srgan_x4): 0 = its PSNR model (faithful, smooth), "
+                    "1 = the GAN model (textured), between: their weights interpolated (rounded to 0.05); "
+                    "default: the model as it is",
+    )
 
     @field_validator("format", mode="before")
     @classmethod
@@ -31,7 +37,7 @@ class JobRequest(BaseModel):
             return {"jpg": "jpeg", "": None}.get(value, value)
         return value
 
-    @field_validator("scale", "model", mode="before")
+    @field_validator("scale", "model", "detail", mode="before")
     @classmethod
     def _blank_is_default(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -61,6 +67,9 @@ class ModelRefOut(BaseModel):
     version: str | None = None
     scale: int | None = None
     backend: str | None = None
+    detail: float | None = Field(None, description="the detail the job ran at (GAN models with a detail base)")
+    detail_base: str | None = Field(None, description="name:version of the PSNR model blended in for detail")
+    detail_target: str | None = Field(None, description="name:version of the GAN model blended for detail")
 
 
 class JobLinks(BaseModel):

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output file (one input) or folder; default: <name>_x<scale>.<ext> beside each input")
     p.add_argument("--model", help="registry model (name or name:version), shipped model name or .onnx path "
                                   "(default: SRGAN_MODEL, else srresnet_x4)")
+    p.add_argument("--detail", type=float, metavar="A",
+                   help="0..1, for a GAN model with a detail base (srgan_x4): 0 = its PSNR model (smooth, "
+                        "faithful), 1 = the GAN model (textured); between: weights interpolated (step 0.05)")
     p.add_argument("--scale", type=int, help="output scale; resamples the model's result when it differs")
     p.add_argument("--tile", type=int, help="tile size in input pixels, 0 = whole image (default 256, SRGAN_TILE)")
     p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP)")
@@ -46,9 +49,8 @@ def output_path(src: Path, out: Path | None, single: bool, scale: int, ext: str)
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.catalog import resolve_spec
     from core.settings import get_settings
-    from model.engine import Upscaler
+    from core.upscalers import build_upscaler, resolve_blend
     from model.errors import SRGANError
     from model.images import extension_for, output_format, read_image, resample, save_image, upscale_image
 
@@ -61,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         return _fail("no input images found")
     try:
-        path = resolve_spec(settings, args.model, seed=False).path  # a local upscale writes no registry
-        upscaler = Upscaler.from_file(
-            path, backend=args.backend or settings.backend, providers=settings.providers,
-            threads=settings.threads, tile=tile, overlap=overlap, tile_batch=settings.tile_batch,
-        )
+        blend = resolve_blend(settings, args.model, args.detail, seed=False)  # a local upscale writes no registry
+        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap)
     except SRGANError as exc:
         return _fail(str(exc))
     scale = args.scale or upscaler.scale
+    contract = upscaler.contract
+    provenance = {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
+                  **blend.describe()}
     single = len(files) == 1 and not args.inputs[0].is_dir()
     if args.output is not None and not (single and args.output.suffix):
         args.output.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 hr = resample(hr, img.width * scale, img.height * scale)
             fmt = output_format(hr, args.format)
             dst = output_path(src, args.output, single, scale, extension_for(fmt))
-            save_image(hr, dst, fmt, args.quality)
+            save_image(hr, dst, fmt, args.quality, provenance)
             print(f"{src} -> {dst} ({hr.width}x{hr.height})")
         except (SRGANError, OSError) as exc:
             failed += 1

@@ -24,7 +24,7 @@ from core.settings import Settings
 from model.contract import ModelContract
 from model.errors import InvalidParameter, ModelError
 from model.locate import WEIGHTS_DIR, resolve_model
-from model.registry import ModelVersion, Registry
+from model.registry import ModelVersion, Registry, find_card, read_card
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class ModelInfo:
     default: bool = False
     published_at: str | None = None
     sha256: str | None = None
+    detail_base: str | None = None
+    """The PSNR model this GAN model interpolates with for ``detail`` (None: no detail control)."""
 
     @property
     def ref(self) -> str:
@@ -51,13 +53,14 @@ class ModelInfo:
     @classmethod
     def from_version(cls, v: ModelVersion) -> ModelInfo:
         return cls(name=v.name, version=v.version, scale=v.scale, path=v.path, active=v.active, metrics=v.metrics,
-                   source="registry", published_at=v.published_at, sha256=v.card.get("sha256"))
+                   source="registry", published_at=v.published_at, sha256=v.card.get("sha256"),
+                   detail_base=v.detail_base)
 
     def to_json(self) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` show of one version."""
         return {"name": self.name, "version": self.version, "ref": self.ref, "scale": self.scale,
                 "active": self.active, "default": self.default, "metrics": self.metrics, "source": self.source,
-                "published_at": self.published_at, "sha256": self.sha256}
+                "published_at": self.published_at, "sha256": self.sha256, "detail_base": self.detail_base}
 
 
 _cache: dict[tuple[str, int, int], ModelInfo] = {}
@@ -77,12 +80,18 @@ def describe_model_file(path: Path) -> ModelInfo:
     except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
         raise ModelError(f"cannot read model file {path}: {exc}") from exc
     contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    card_path = find_card(path)
+    try:
+        card = read_card(card_path) if card_path else {}
+    except ModelError:
+        card = {}
     info = ModelInfo(
         name=(contract.name if contract and contract.name else path.stem),
         version=contract.version if contract else "",
         scale=contract.scale if contract else None,
         path=path,
         metrics=dict(contract.metrics) if contract else {},
+        detail_base=str(card["detail_base"]) if card.get("detail_base") else None,
     )
     with _lock:
         _cache[key] = info
@@ -157,6 +166,20 @@ def offered_models(settings: Settings) -> list[ModelInfo]:
     if default.source == "file":
         offered.insert(0, default)
     return [replace(m, default=m.name == default.name and m.active) for m in offered]
+
+
+def require_detail_base(info: ModelInfo) -> str:
+    """The model ``info`` interpolates with for ``detail`` (its card's ``detail_base``).
+
+    Raises:
+        InvalidParameter: ``info`` has no detail control.
+    """
+    if not info.detail_base:
+        raise InvalidParameter(
+            f"model {info.ref} has no detail control: detail needs a GAN model whose card names its PSNR "
+            f"model as detail_base (e.g. srgan_x4)"
+        )
+    return info.detail_base
 
 
 def select_model(settings: Settings, *, model: str | None, scale: int | None) -> ModelInfo:

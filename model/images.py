@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, UnsupportedFormat
 
@@ -223,10 +224,19 @@ def output_format(img: Image.Image, requested: str | None) -> str:
     return "png"
 
 
-def encode_image(img: Image.Image, fmt: str | None = None, quality: int = 95) -> tuple[bytes, str]:
+PROVENANCE_KEY = "srgan"
+"""PNG text chunk holding the result's provenance (JSON); JPEG and WebP carry it as the EXIF Software tag."""
+_EXIF_SOFTWARE = 0x0131
+
+
+def encode_image(
+    img: Image.Image, fmt: str | None = None, quality: int = 95, provenance: dict[str, object] | None = None
+) -> tuple[bytes, str]:
     """Encode to PNG, JPEG or WebP; returns the bytes and their media type.
 
     ``quality`` (1..100) applies to JPEG and WebP; WebP at 100 is lossless.
+    ``provenance`` (which model, which ``detail``) is stored in the file's
+    metadata: a PNG ``srgan`` text chunk, or the EXIF Software tag.
     """
     key = output_format(img, fmt)
     if not 1 <= quality <= 100:
@@ -238,6 +248,21 @@ def encode_image(img: Image.Image, fmt: str | None = None, quality: int = 95) ->
     for meta in ("icc_profile", "exif"):
         if img.info.get(meta):
             options[meta] = img.info[meta]
+    if provenance:
+        text = json.dumps(provenance, sort_keys=True, separators=(",", ":"))
+        if key == "png":
+            info = PngImagePlugin.PngInfo()
+            info.add_text(PROVENANCE_KEY, text)
+            options["pnginfo"] = info
+        else:
+            exif = Image.Exif()
+            if options.get("exif"):
+                try:
+                    exif.load(options["exif"])  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001 - unreadable EXIF: keep the provenance alone
+                    exif = Image.Exif()
+            exif[_EXIF_SOFTWARE] = f"{PROVENANCE_KEY} {text}"
+            options["exif"] = exif.tobytes()
     if key == "jpeg":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=False)
     elif key == "webp":
@@ -249,9 +274,11 @@ def encode_image(img: Image.Image, fmt: str | None = None, quality: int = 95) ->
     return buf.getvalue(), media_type
 
 
-def save_image(img: Image.Image, path: Path, fmt: str | None = None, quality: int = 95) -> None:
+def save_image(
+    img: Image.Image, path: Path, fmt: str | None = None, quality: int = 95, provenance: dict[str, object] | None = None
+) -> None:
     """Encode and write atomically (temporary file, then rename)."""
-    data, _ = encode_image(img, fmt, quality)
+    data, _ = encode_image(img, fmt, quality, provenance)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)

@@ -87,6 +87,12 @@ class ModelVersion:
         return (self.card.get("registry") or {}).get("published_at")
 
     @property
+    def detail_base(self) -> str | None:
+        """The PSNR model this one (a GAN fine-tune) interpolates with for ``detail`` (its card's ``detail_base``)."""
+        base = self.card.get("detail_base")
+        return str(base) if base else None
+
+    @property
     def seq(self) -> int:
         return int((self.card.get("registry") or {}).get("seq", 0))
 
@@ -275,6 +281,7 @@ class Registry:
                                         f"(or `srgan rollback {name} --to {version}` to make it active)")
             else:
                 version = self._default_version(card, checked.contract, taken)
+            self._check_detail_pair(file, name, card)
             new_card = self._card_for(name, version, card, checked, source or str(file))
             folder = self.root / name
             staging = folder / f".incoming-{uuid.uuid4().hex[:8]}"
@@ -295,6 +302,25 @@ class Registry:
             if activate:
                 self._set_active(name, version)
         return self.get(name, version)
+
+    def _check_detail_pair(self, file: Path, name: str, card: dict[str, Any]) -> None:
+        """A model whose card names a ``detail_base`` must interpolate with that model's active version."""
+        base = card.get("detail_base")
+        if not base:
+            return
+        base_name = str(base).partition(":")[0]
+        if base_name == name:
+            raise DeployRefused(f"{name} names itself as its detail_base")
+        if not self.has(base_name) or self.active_version(base_name) is None:
+            log.warning("%s names detail_base %s, which is not in the registry yet: detail is checked when used",
+                        name, base)
+            return
+        from model.interpolate import PairMismatch, check_pair
+
+        try:
+            check_pair(self.get(base_name).path, file)
+        except PairMismatch as exc:
+            raise DeployRefused(f"{name} cannot serve detail with {base}: {exc.message}") from None
 
     def activate(self, name: str, version: str) -> ModelVersion:
         """Make ``name:version`` (already published) the active version."""

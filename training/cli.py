@@ -67,11 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="then deploy the export to the model registry as NAME (checked, made active, workers told)")
     export.set_defaults(func=_handle_export)
 
-    ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop) of an ONNX model against bicubic")
+    ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop), NIQE and colour shift of an ONNX model "
+                                           "against bicubic")
     ev.add_argument("--model", required=True, type=Path, help="the .onnx file")
     ev.add_argument("--data", required=True, type=Path, help="folder of HR images (searched recursively)")
     ev.add_argument("--scale", type=int, default=None, help="default: the model's scale")
     ev.add_argument("--tile", type=int, default=0, help="engine tile size; 0 = whole image (the protocol)")
+    ev.add_argument("--detail", type=float, help="0..1: blend a GAN model with its detail base, as a job would")
+    ev.add_argument("--no-niqe", action="store_true", help="skip NIQE (faster)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.set_defaults(func=_handle_eval)
 
@@ -211,11 +214,13 @@ def _handle_export(args: argparse.Namespace) -> int:
 
 
 def _handle_eval(args: argparse.Namespace) -> int:
+    from model.errors import SRGANError
     from training.evaluate import evaluate_model, format_table
 
     try:
-        report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile)
-    except (FileNotFoundError, ValueError) as exc:
+        report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile, detail=args.detail,
+                                niqe=not args.no_niqe)
+    except (FileNotFoundError, ValueError, SRGANError) as exc:
         print(f"srgan eval: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -84,18 +84,46 @@ class OptimConfig(_Section):
     clipnorm: float | None = Field(None, gt=0, description="clip each gradient to this norm")
 
 
+RANDOM_VGG19_LAYERS = ["block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"]
+
+
 class GanConfig(_Section):
     """The adversarial stage."""
 
     pretrained: Path | None = Field(
         None, description="generator to start from: a run directory, checkpoint or .weights.h5 (required for gan)"
     )
+    perceptual: Literal["auto", "vgg54", "random-vgg19", "none"] = Field(
+        "auto",
+        description="content loss: vgg54 (VGG19 ImageNet features, the paper's), random-vgg19 (the generic "
+        "perceptual loss: untrained seeded VGG19, several layers; no download), none; auto: vgg54 when the "
+        "ImageNet weights are found, else random-vgg19 (resolved once, at the start of the run)",
+    )
+    perceptual_weight: float = Field(1.0, ge=0, description="weight of the content (perceptual) loss")
+    perceptual_seed: int = Field(0, description="random-vgg19: seed of its weights")
+    perceptual_layers: list[str] = Field(
+        RANDOM_VGG19_LAYERS, description="random-vgg19: layers compared (pre-activation outputs)"
+    )
+    pixel_weight: float = Field(0.0, ge=0, description="weight of a pixel loss term (ESRGAN uses 1e-2 with L1)")
+    pixel_loss: Literal["l1", "mse"] = Field("l1", description="the pixel loss term's kind")
     vgg_weights: Path | None = Field(None, description="VGG19 ImageNet weights (notop .h5); default: the Keras cache")
     vgg_layer: str = Field("block5_conv4", description="VGG19 layer of the content loss")
     vgg_rescale: float = Field(12.75, gt=0, description="VGG features are divided by this (VGG54 loss)")
     adv_weight: float = Field(1e-3, ge=0, description="weight of the adversarial loss")
     d_filters: int = Field(64, ge=1, description="discriminator channels of the first block")
     d_lr: float | None = Field(None, gt=0, description="discriminator peak learning rate (default: lr)")
+    max_psnr_drop: float = Field(
+        0.5,
+        ge=0,
+        description="checkpoint picking: the best weights are those of lowest validation NIQE among validations "
+        "whose PSNR-Y is at most this far below bicubic's",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> GanConfig:
+        if self.perceptual == "none" and self.pixel_weight == 0 and self.adv_weight == 0:
+            raise ValueError("the gan stage needs a loss: perceptual, pixel_weight or adv_weight")
+        return self
 
 
 class TrainConfig(_Section):

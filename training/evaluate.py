@@ -2,7 +2,10 @@
 
 For each HR image: crop to a multiple of the scale, LR = the protocol's
 bicubic downscale, SR = the engine of ``model/`` (whole image by default),
-PSNR and SSIM on Y with ``scale`` border pixels cropped. No TensorFlow.
+PSNR and SSIM on Y with ``scale`` border pixels cropped; NIQE (no reference,
+lower is more natural; ``model.niqe``) of the SR, of the bicubic upscale and
+of the HR itself; and the colour shift, the largest difference of an RGB
+channel's mean between SR and HR (0..255 levels). No TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from model.niqe import BLOCK as NIQE_BLOCK
+from model.niqe import niqe as niqe_score
 from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y, ssim_y
 from training.sources import list_images, read_rgb
 
@@ -21,11 +26,21 @@ PROTOCOL = (
 )
 
 
-def evaluate_model(model: Path, data: Path, *, scale: int | None = None, tile: int = 0) -> dict[str, Any]:
-    """Measure ``model`` on every image under ``data``; the report ``srgan eval --json`` prints."""
-    from model.engine import Upscaler
+def evaluate_model(
+    model: Path, data: Path, *, scale: int | None = None, tile: int = 0, detail: float | None = None,
+    niqe: bool = True,
+) -> dict[str, Any]:
+    """Measure ``model`` on every image under ``data``; the report ``srgan eval --json`` prints.
 
-    up = Upscaler.from_file(model, tile=tile, overlap=min(16, tile // 4) if tile else 0)
+    ``detail`` blends a GAN model with its detail base (its card's
+    ``detail_base``) as a job would; ``niqe=False`` skips the NIQE columns.
+    """
+    from core.settings import get_settings
+    from core.upscalers import build_upscaler, resolve_blend
+
+    settings = get_settings()
+    blend = resolve_blend(settings, str(model), detail, seed=False)
+    up = build_upscaler(settings, blend, tile=tile, overlap=min(16, tile // 4) if tile else 0)
     if scale is not None and scale != up.scale:
         raise ValueError(f"{model} upscales x{up.scale}, not x{scale}")
     s = up.scale
@@ -39,18 +54,22 @@ def evaluate_model(model: Path, data: Path, *, scale: int | None = None, tile: i
         lr = bicubic_downscale(hr, s)
         sr = up.upscale(lr)
         bicubic = bicubic_upscale(lr, s)
-        images.append(
-            {
-                "name": path.relative_to(data).as_posix(),
-                "width": hr.shape[1],
-                "height": hr.shape[0],
-                "psnr_y": psnr_y(sr, hr, crop=s),
-                "ssim_y": ssim_y(sr, hr, crop=s),
-                "bicubic_psnr_y": psnr_y(bicubic, hr, crop=s),
-                "bicubic_ssim_y": ssim_y(bicubic, hr, crop=s),
-            }
-        )
+        row = {
+            "name": path.relative_to(data).as_posix(),
+            "width": hr.shape[1],
+            "height": hr.shape[0],
+            "psnr_y": psnr_y(sr, hr, crop=s),
+            "ssim_y": ssim_y(sr, hr, crop=s),
+            "bicubic_psnr_y": psnr_y(bicubic, hr, crop=s),
+            "bicubic_ssim_y": ssim_y(bicubic, hr, crop=s),
+            "color_shift": color_shift(sr, hr),
+        }
+        if niqe and min(hr.shape[:2]) >= NIQE_BLOCK:
+            row.update(niqe=niqe_score(sr), bicubic_niqe=niqe_score(bicubic), hr_niqe=niqe_score(hr))
+        images.append(row)
     report: dict[str, Any] = {"model": str(model), "data": str(data), "scale": s, "protocol": PROTOCOL}
+    if detail is not None:
+        report["detail"] = blend.describe()
     report.update(_means(images))
     groups = {img["name"].split("/")[0] for img in images if "/" in img["name"]}
     if len(groups) > 1:
@@ -59,35 +78,64 @@ def evaluate_model(model: Path, data: Path, *, scale: int | None = None, tile: i
     return report
 
 
+def color_shift(sr: np.ndarray, hr: np.ndarray) -> float:
+    """Largest difference of a channel's mean between ``sr`` and ``hr`` (0..255 levels)."""
+    diff = sr.reshape(-1, 3).astype(np.float64).mean(axis=0) - hr.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    return float(np.abs(diff).max())
+
+
 def _means(images: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
     means = {k: float(np.mean([img[k] for img in images])) for k in keys}
-    return {
+    out = {
         "count": len(images),
         "mean_psnr_y": means["psnr_y"],
         "mean_ssim_y": means["ssim_y"],
         "bicubic_mean_psnr_y": means["bicubic_psnr_y"],
         "bicubic_mean_ssim_y": means["bicubic_ssim_y"],
+        "max_color_shift": max(img["color_shift"] for img in images),
     }
+    scored = [img for img in images if "niqe" in img]
+    if scored:
+        out.update(
+            niqe_count=len(scored),
+            mean_niqe=float(np.mean([img["niqe"] for img in scored])),
+            bicubic_mean_niqe=float(np.mean([img["bicubic_niqe"] for img in scored])),
+            hr_mean_niqe=float(np.mean([img["hr_niqe"] for img in scored])),
+        )
+    return out
 
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a table: one row per image, then the mean of each data set and of all."""
     width = max([len("image")] + [len(img["name"]) for img in report["images"]]) + 2
+    niqe = "mean_niqe" in report
     head = f"{'image':<{width}}{'size':>11}  {'PSNR-Y':>7} {'SSIM-Y':>7}   {'bicubic':>7} {'SSIM-Y':>7}"
+    if niqe:
+        head += f"   {'NIQE':>6} {'bicubic':>7} {'HR':>6}"
     lines = [f"{report['model']} x{report['scale']} on {report['data']}", head, "-" * len(head)]
     for img in report["images"]:
         size = f"{img['width']}x{img['height']}"
-        lines.append(
+        line = (
             f"{img['name']:<{width}}{size:>11}  {img['psnr_y']:7.3f} {img['ssim_y']:7.4f}"
             f"   {img['bicubic_psnr_y']:7.3f} {img['bicubic_ssim_y']:7.4f}"
         )
+        if niqe:
+            line += (f"   {img['niqe']:6.3f} {img['bicubic_niqe']:7.3f} {img['hr_niqe']:6.3f}" if "niqe" in img
+                     else f"   {'-':>6} {'-':>7} {'-':>6}")
+        lines.append(line)
     lines.append("-" * len(head))
     for label, means in [*report.get("datasets", {}).items(), ("all", report)]:
         title = f"mean {label} ({means['count']})"
-        lines.append(
+        line = (
             f"{title:<{width}}{'':>11}  {means['mean_psnr_y']:7.3f} {means['mean_ssim_y']:7.4f}"
             f"   {means['bicubic_mean_psnr_y']:7.3f} {means['bicubic_mean_ssim_y']:7.4f}"
         )
-    lines.append(f"protocol: {report['protocol']}")
+        if "mean_niqe" in means:
+            line += f"   {means['mean_niqe']:6.3f} {means['bicubic_mean_niqe']:7.3f} {means['hr_mean_niqe']:6.3f}"
+        lines.append(line)
+    lines.append(f"largest colour shift (channel mean, SR vs HR): {report['max_color_shift']:.2f} levels")
+    if "detail" in report:
+        lines.append(f"detail: {report['detail']}")
+    lines.append(f"protocol: {report['protocol']}; NIQE: Mittal et al. 2013, lower is more natural")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Adversarial stage: SRGAN from a pretrained generator, VGG54 content loss plus adversarial loss."""
+"""Adversarial stage: SRGAN from a pretrained generator, a perceptual content loss plus adversarial loss."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tensorflow as tf
 from training.arch import build_discriminator, build_generator
 from training.checkpoint import find_generator, load_generator_weights
 from training.config import TrainConfig
-from training.losses import build_feature_extractor, content_loss, discriminator_loss, generator_adversarial_loss
+from training.losses import build_content_loss, discriminator_loss, generator_adversarial_loss
 from training.optim import build_adam
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,8 @@ class GanStage:
 
     Args:
         config: the run; ``config.gan.pretrained`` names the starting generator.
-        features: a prebuilt feature extractor (tests pass a ``weights=None``
-            VGG19); default: VGG19 ImageNet up to ``config.gan.vgg_layer``.
+        features: a prebuilt feature network for the content loss (tests);
+            default: the one ``config.gan.perceptual`` names (resolved, not ``auto``).
     """
 
     def __init__(self, config: TrainConfig, features: keras.Model | None = None) -> None:
@@ -30,9 +30,7 @@ class GanStage:
         gen, gan = config.generator, config.gan
         self.generator = build_generator(**gen.model_dump())
         self.discriminator = build_discriminator(config.data.hr_size, gan.d_filters, gen.bn_momentum)
-        if features is None:
-            features = build_feature_extractor(gan.vgg_weights, gan.vgg_layer)
-        self._content = content_loss(features, gan.vgg_rescale)
+        self._content = build_content_loss(gan, features)
         self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
         self.d_optimizer = build_adam(config.optim, config.steps, peak=gan.d_lr, name="d_adam")
 
@@ -64,7 +62,7 @@ class GanStage:
             sr = self.generator(lr, training=True)
             real = self.discriminator(hr, training=True)
             fake = self.discriminator(sr, training=True)
-            content = self._content(hr, sr)
+            content = self._content(hr, sr) if self._content is not None else tf.constant(0.0)
             adversarial = generator_adversarial_loss(fake)
             g_loss = content + self.config.gan.adv_weight * adversarial
             d_loss = discriminator_loss(real, fake)

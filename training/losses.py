@@ -1,12 +1,38 @@
-"""Losses: pixel (pretraining), VGG54 content and adversarial (GAN stage), and the VGG19 loader."""
+"""Losses: pixel (pretraining); perceptual content and adversarial (GAN stage); the feature networks.
+
+Two perceptual (content) losses:
+
+- ``vgg54``: the SRGAN paper's loss, MSE of VGG19 ImageNet features at
+  ``block5_conv4`` divided by 12.75. Needs the ImageNet weights (Keras cache
+  or ``--vgg-weights``); never downloads.
+- ``random-vgg19``: the *generic perceptual loss* of Liu, Chen, Chen, Yin and
+  Shen (CVPR 2021, arXiv 2103.10571): the same VGG19 structure with random,
+  untrained weights (a fixed seed), compared at several depths. The paper's
+  finding is that the multi-level structure of a deep network, not its
+  trained weights, is what makes a perceptual loss work. Needs no download.
+  Our setup (docs/training.md): the pre-activation outputs of the last
+  convolution of each of the five blocks (``block1_conv2``, ``block2_conv2``,
+  ``block3_conv4``, ``block4_conv4``, ``block5_conv4``), He-normal weights
+  with fan-out (torchvision's VGG initialisation) and zero biases, input
+  scaled to 0..1 and normalised with the ImageNet mean and std; each layer's
+  squared error is divided by the mean squared feature of the target at that
+  layer (so every depth weighs the same, whatever the random scale), and the
+  layers are averaged.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import keras
 import tensorflow as tf
+
+from training.config import RANDOM_VGG19_LAYERS as _LAYERS
+from training.config import GanConfig
+
+log = logging.getLogger(__name__)
 
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FALLBACK_CACHE = Path("/tmp/.keras/models")
@@ -63,6 +89,69 @@ def build_feature_extractor(weights: Path | None, layer: str = "block5_conv4", r
     return features
 
 
+RANDOM_VGG19_LAYERS = tuple(_LAYERS)
+_VGG19_BLOCKS = (2, 2, 4, 4, 4)
+_VGG19_WIDTHS = (64, 128, 256, 512, 512)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RANDOM_VGG19_LAYERS) -> keras.Model:
+    """VGG19's convolutional structure with seeded random weights, frozen; outputs the pre-activation ``layers``.
+
+    Takes RGB 0..255. Weights: He normal, fan-out (torchvision's VGG
+    initialisation), zero biases; the same ``seed`` gives the same network on
+    every machine (a stateless initializer per layer).
+    """
+    wanted = list(layers)
+    known = [f"block{b + 1}_conv{i + 1}" for b, n in enumerate(_VGG19_BLOCKS) for i in range(n)]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown VGG19 layers {unknown or wanted}: choose from {known}")
+    inp = keras.Input((None, None, 3), name="rgb")
+    mean = tf.constant([255.0 * m for m in _IMAGENET_MEAN])
+    std = tf.constant([255.0 * s for s in _IMAGENET_STD])
+    x = keras.layers.Lambda(lambda t: (t - mean) / std, name="normalise")(inp)
+    outputs: dict[str, tf.Tensor] = {}
+    last = max(known.index(name) for name in wanted)
+    index, done = 0, False
+    for b, (convs, width) in enumerate(zip(_VGG19_BLOCKS, _VGG19_WIDTHS)):
+        for i in range(convs):
+            name = f"block{b + 1}_conv{i + 1}"
+            init = keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal", seed=seed * 1000 + index)
+            x = keras.layers.Conv2D(width, 3, padding="same", kernel_initializer=init, name=name)(x)
+            if name in wanted:
+                outputs[name] = x
+            done = index == last
+            if done:
+                break
+            x = keras.layers.ReLU(name=f"{name}_relu")(x)
+            index += 1
+        if done:
+            break
+        x = keras.layers.MaxPooling2D(2, name=f"block{b + 1}_pool")(x)
+    model = keras.Model(inp, [outputs[name] for name in wanted], name=f"random_vgg19_seed{seed}")
+    model.trainable = False
+    return model
+
+
+def random_perceptual_loss(features: keras.Model):
+    """Generic perceptual loss: per-layer squared error relative to the target's feature energy, averaged."""
+
+    def loss(hr, sr):
+        both = features(tf.concat([hr, sr], axis=0), training=False)
+        both = both if isinstance(both, (list, tuple)) else [both]
+        terms = []
+        for f in both:
+            f = tf.cast(f, tf.float32)
+            f_hr, f_sr = tf.split(f, 2, axis=0)
+            energy = tf.stop_gradient(tf.reduce_mean(tf.square(f_hr))) + 1e-6
+            terms.append(tf.reduce_mean(tf.square(f_sr - f_hr)) / energy)
+        return tf.add_n(terms) / len(terms)
+
+    return loss
+
+
 def content_loss(features: keras.Model, rescale: float = 12.75):
     """VGG54 loss: MSE of ``features`` of ``preprocess_input`` images, features divided by ``rescale``."""
     preprocess = keras.applications.vgg19.preprocess_input
@@ -71,6 +160,49 @@ def content_loss(features: keras.Model, rescale: float = 12.75):
         f_hr = tf.cast(features(preprocess(hr), training=False), tf.float32) / rescale
         f_sr = tf.cast(features(preprocess(sr), training=False), tf.float32) / rescale
         return tf.reduce_mean(tf.square(f_hr - f_sr))
+
+    return loss
+
+
+def resolve_perceptual(gan: GanConfig) -> str:
+    """``auto`` made concrete: ``vgg54`` when the ImageNet weights are found, else ``random-vgg19``.
+
+    An explicit ``vgg54`` without the weights raises :class:`VggWeightsMissing`.
+    """
+    if gan.perceptual == "vgg54":
+        vgg19_weights_path(gan.vgg_weights)
+        return "vgg54"
+    if gan.perceptual != "auto":
+        return gan.perceptual
+    try:
+        vgg19_weights_path(gan.vgg_weights)
+        return "vgg54"
+    except VggWeightsMissing as exc:
+        log.warning("%s Using the generic perceptual loss (random-vgg19) instead.", exc)
+        return "random-vgg19"
+
+
+def build_content_loss(gan: GanConfig, features: keras.Model | None = None):
+    """The content loss of ``gan.perceptual`` (resolved) plus the weighted pixel term; None when both are off.
+
+    ``features`` replaces the feature network (tests).
+    """
+    terms = []
+    if gan.perceptual == "vgg54":
+        net = features or build_feature_extractor(gan.vgg_weights, gan.vgg_layer)
+        terms.append((gan.perceptual_weight, content_loss(net, gan.vgg_rescale)))
+    elif gan.perceptual == "random-vgg19":
+        net = features or build_random_vgg19(gan.perceptual_seed, gan.perceptual_layers)
+        terms.append((gan.perceptual_weight, random_perceptual_loss(net)))
+    elif gan.perceptual == "auto":
+        raise ValueError("resolve perceptual='auto' first (resolve_perceptual)")
+    if gan.pixel_weight > 0:
+        terms.append((gan.pixel_weight, pixel_loss(gan.pixel_loss)))
+    if not terms:
+        return None
+
+    def loss(hr, sr):
+        return tf.add_n([w * fn(hr, sr) for w, fn in terms])
 
     return loss
 

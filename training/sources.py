@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,18 @@ class Example:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted."""
+    """Image files under ``folder`` (recursive, through symbolic links to folders), sorted.
+
+    Following links lets a folder of links combine data sets (e.g. ``train/`` and
+    ``train-extra/``) without copying them.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = []
+    for root, _dirs, files in os.walk(folder, followlinks=True):
+        found.extend(Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in found if p.is_file())
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ import tensorflow as tf
 from training.checkpoint import Checkpointer, RunDir, find_generator, write_json
 from training.config import TrainConfig
 from training.data import load_training_data, make_dataset
-from training.losses import vgg19_weights_path
+from training.losses import resolve_perceptual
 from training.optim import current_lr
 from training.validate import Validation, bicubic_baseline, save_references, save_samples, validate
 
@@ -128,7 +128,7 @@ def train(
 
     ``stop_at`` ends this call after that step with a checkpoint, as an
     interruption would (the schedule still runs to ``config.steps``).
-    ``features`` replaces the VGG19 feature extractor of the gan stage (tests).
+    ``features`` replaces the feature network of the gan stage's content loss (tests).
     """
     try:
         return _train(config, resume, features, stop_at)
@@ -142,8 +142,13 @@ def _train(config: TrainConfig, resume: bool, features: keras.Model | None, stop
         raise RunExists(f"{run.root} already holds a run: pass --resume to continue it, or another --run-dir")
     if not resume:
         config = adopt_pretrained_architecture(config)
-    if config.stage == "gan" and features is None:
-        vgg19_weights_path(config.gan.vgg_weights)  # fail before loading data when the weights are missing
+    if config.stage == "gan" and config.gan.perceptual == "auto":
+        # resolved once and saved, so a resumed run (on any machine) keeps its loss; fails before loading data
+        chosen = "vgg54" if features is not None else resolve_perceptual(config.gan)
+        config = config.model_copy(update={"gan": config.gan.model_copy(update={"perceptual": chosen})})
+        log.info("perceptual loss: %s (auto)", chosen)
+    elif config.stage == "gan" and features is None:
+        resolve_perceptual(config.gan)  # an explicit vgg54 without its weights fails here, before the data
     configure_tensorflow(config)
     scale = config.generator.scale
     data = load_training_data(config.data, scale)
@@ -230,12 +235,17 @@ def _log_progress(step, total, means, rate, optimizers, writer) -> None:
 
 def _validate(generator, data, step, ckpt, run, config, writer, baseline: Validation) -> Validation:
     scale = config.generator.scale
-    result = validate(generator, data.validation, scale)
-    improved = result.psnr_y > float(ckpt.best_psnr.numpy())
+    gan = config.stage == "gan"
+    result = validate(generator, data.validation, scale, niqe=gan)
+    score = selection_score(result, baseline, config)
+    improved = score > float(ckpt.best_psnr.numpy())
     if improved:
-        ckpt.best_psnr.assign(result.psnr_y)
+        ckpt.best_psnr.assign(score)
         generator.save_weights(str(run.best_weights))
-        write_json(run.best_info, {"step": step, "psnr_y": result.psnr_y, "ssim_y": result.ssim_y})
+        info = {"step": step, "psnr_y": result.psnr_y, "ssim_y": result.ssim_y}
+        if result.niqe is not None:
+            info["niqe"] = result.niqe
+        write_json(run.best_info, info)
     with run.history.open("a") as f:
         row = {
             "step": step,
@@ -245,22 +255,38 @@ def _validate(generator, data, step, ckpt, run, config, writer, baseline: Valida
             "bicubic_ssim_y": baseline.ssim_y,
             "per_image": result.per_image,
         }
+        if result.niqe is not None:
+            row["niqe"] = result.niqe
+            row["per_image_niqe"] = result.per_image_niqe
         f.write(json.dumps(row) + "\n")
     with writer.as_default(step=step):
         tf.summary.scalar("psnr_y", result.psnr_y)
         tf.summary.scalar("ssim_y", result.ssim_y)
+        if result.niqe is not None:
+            tf.summary.scalar("niqe", result.niqe)
     if config.samples:
         save_samples(generator, data.validation[: config.samples], run.samples / f"step_{step:08d}")
     best = float(ckpt.best_psnr.numpy())
     log.info(
-        "validation step %d: PSNR-Y %.3f dB  SSIM-Y %.4f  (best %.3f dB%s)",
+        "validation step %d: PSNR-Y %.3f dB  SSIM-Y %.4f%s  (best %s %.3f%s)",
         step,
         result.psnr_y,
         result.ssim_y,
+        f"  NIQE {result.niqe:.3f}" if result.niqe is not None else "",
+        "-NIQE" if gan else "PSNR-Y",
         best,
         ", saved best.weights.h5" if improved else "",
     )
     return result
+
+
+def selection_score(result: Validation, baseline: Validation, config: TrainConfig) -> float:
+    """What checkpoint picking maximises: PSNR-Y (pretrain); minus NIQE within the PSNR floor (gan)."""
+    if config.stage != "gan":
+        return result.psnr_y
+    if result.niqe is None or result.psnr_y < baseline.psnr_y - config.gan.max_psnr_drop:
+        return -math.inf
+    return -result.niqe
 
 
 def _duration(seconds: float) -> str:

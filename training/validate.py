@@ -9,6 +9,8 @@ import keras
 import numpy as np
 from PIL import Image
 
+from model.niqe import BLOCK as NIQE_BLOCK
+from model.niqe import niqe as niqe_score
 from model.quality import bicubic_upscale, psnr_y, ssim_y
 from training.sources import Example
 
@@ -18,6 +20,8 @@ class Validation:
     psnr_y: float
     ssim_y: float
     per_image: dict[str, float] = field(default_factory=dict)
+    niqe: float | None = None
+    per_image_niqe: dict[str, float] = field(default_factory=dict)
 
 
 def super_resolve(generator: keras.Model, lr_hwc_u8: np.ndarray) -> np.ndarray:
@@ -26,17 +30,23 @@ def super_resolve(generator: keras.Model, lr_hwc_u8: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(sr)[0]), 0, 255).astype(np.uint8)
 
 
-def validate(generator: keras.Model, examples: list[Example], scale: int) -> Validation:
-    """Mean PSNR and SSIM on Y with ``scale`` border pixels cropped (DESIGN.md's protocol)."""
-    psnrs, ssims, per_image = [], [], {}
+def validate(generator: keras.Model, examples: list[Example], scale: int, *, niqe: bool = False) -> Validation:
+    """Mean PSNR and SSIM on Y with ``scale`` border pixels cropped (DESIGN.md's protocol).
+
+    ``niqe``: also the mean NIQE of the outputs at least one 96x96 block big.
+    """
+    psnrs, ssims, per_image, niqes = [], [], {}, {}
     for ex in examples:
         sr = super_resolve(generator, ex.lr)
         psnrs.append(psnr_y(sr, ex.hr, crop=scale))
         ssims.append(ssim_y(sr, ex.hr, crop=scale))
         per_image[ex.name] = round(psnrs[-1], 4)
+        if niqe and min(sr.shape[:2]) >= NIQE_BLOCK:
+            niqes[ex.name] = round(niqe_score(sr), 4)
     if not psnrs:
         return Validation(float("nan"), float("nan"))
-    return Validation(float(np.mean(psnrs)), float(np.mean(ssims)), per_image)
+    mean_niqe = float(np.mean(list(niqes.values()))) if niqes else None
+    return Validation(float(np.mean(psnrs)), float(np.mean(ssims)), per_image, mean_niqe, niqes)
 
 
 def bicubic_baseline(examples: list[Example], scale: int) -> Validation:

@@ -23,14 +23,15 @@ import redis
 from core.catalog import ModelInfo, resolve_spec
 from core.model_updates import generation
 from core.settings import Settings
+from core.upscalers import Blend, build_upscaler, resolve_blend
 
 if TYPE_CHECKING:
     from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
 
-MAX_ENGINES = 3
-"""Loaded model versions kept per worker process (the least recently used is dropped)."""
+MAX_ENGINES = 4
+"""Loaded networks kept per worker process (model versions and detail blends; the least recently used goes)."""
 
 
 class EngineCache:
@@ -45,7 +46,7 @@ class EngineCache:
         self.settings = settings
         self.client = client
         self.max_engines = max_engines
-        self._engines: OrderedDict[tuple[str, int], Upscaler] = OrderedDict()
+        self._engines: OrderedDict[tuple, Upscaler] = OrderedDict()
         self._resolved: dict[str | None, ModelInfo] = {}
         self._generation: int | None = None
         self._checked_at = float("-inf")
@@ -77,28 +78,27 @@ class EngineCache:
             info = self._resolved[spec] = resolve_spec(self.settings, spec)
         return info
 
-    def get(self, spec: str | None = None) -> Upscaler:
-        """The engine for ``spec``'s current version, loaded on first use."""
+    def get(self, spec: str | None = None, detail: float | None = None) -> Upscaler:
+        """The engine for ``spec``'s current version (blended with its detail base at ``detail``), loaded once."""
+        return self.get_blend(spec, detail)[0]
+
+    def get_blend(self, spec: str | None = None, detail: float | None = None) -> tuple[Upscaler, Blend]:
+        """:meth:`get`, and what it resolved to (the record says which models and which detail ran)."""
         with self._lock:
-            info = self._resolve(spec)
-            key = (str(info.path), info.path.stat().st_mtime_ns)
+            blend = resolve_blend(self.settings, spec, detail, resolve=self._resolve)
+            parts = [blend.target] + ([blend.base] if blend.base is not None and blend.detail != 1.0 else [])
+            key = tuple((str(i.path), i.path.stat().st_mtime_ns) for i in parts) + (blend.detail,)
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)
-                return engine
-            from model.engine import Upscaler
-
-            s = self.settings
-            engine = Upscaler.from_file(
-                info.path, backend=s.backend, providers=s.providers, threads=s.threads,
-                tile=s.tile, overlap=s.overlap, tile_batch=s.tile_batch,
-            )
-            if info.source == "registry":  # the registry's name and version, whatever the file was exported as
-                engine.contract = engine.contract.with_identity(info.name, info.version, info.metrics)
-            for stale in [k for k in self._engines if k[0] == key[0]]:  # the same path, replaced on disk
-                del self._engines[stale]
+                return engine, blend
+            engine = build_upscaler(self.settings, blend)
+            current = dict(key[:-1])  # path -> mtime of the files this engine was built from
+            for stale in [k for k in self._engines if any(p in current and m != current[p] for p, m in k[:-1])]:
+                del self._engines[stale]  # built from a file since replaced on disk
             self._engines[key] = engine
             while len(self._engines) > self.max_engines:
                 self._engines.popitem(last=False)
-            log.info("loaded %s (%s, x%d) on %s", info.ref, info.path, engine.scale, engine.backend_name)
-            return engine
+            what = blend.target.ref + (f" at detail {blend.detail:.2f}" if blend.detail is not None else "")
+            log.info("loaded %s (%s, x%d) on %s", what, blend.target.path, engine.scale, engine.backend_name)
+            return engine, blend

@@ -58,10 +58,12 @@ def render(
     *,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Rendered:
     """Decode ``source``, upscale it, resample to the requested scale if it differs, encode.
 
-    Raises the typed errors of ``model.errors`` (``Canceled`` included).
+    ``provenance`` (model, detail) goes into the result's metadata. Raises the
+    typed errors of ``model.errors`` (``Canceled`` included).
     """
     t0 = time.perf_counter()
     img = read_image(source, max_pixels=settings.max_input_pixels)
@@ -72,7 +74,7 @@ def render(
     if scale != upscaler.scale:
         hr = resample(hr, img.width * scale, img.height * scale)
     t2 = time.perf_counter()
-    data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95))
+    data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95), provenance)
     t3 = time.perf_counter()
     timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
     return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()})
@@ -121,13 +123,16 @@ def process_job(
     hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s)
     try:
         storage.discard_partial(job_id)
-        upscaler = engines.get(job.params.get("model"))
+        upscaler, blend = engines.get_blend(job.params.get("model"), job.params.get("detail"))
         contract = upscaler.contract
         store.update_running(job_id, model={"name": contract.name, "version": contract.version,
-                                            "scale": upscaler.scale, "backend": upscaler.backend_name})
+                                            "scale": upscaler.scale, "backend": upscaler.backend_name,
+                                            **blend.describe()})
         t0 = time.perf_counter()
+        provenance = {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
+                      **blend.describe()}
         result = render(upscaler, storage.input_path(job_id), job.params, settings,
-                        progress=hooks.progress, should_stop=hooks.should_stop)
+                        progress=hooks.progress, should_stop=hooks.should_stop, provenance=provenance)
         storage.write_result(job_id, result.data, result.ext)
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:

@@ -16,7 +16,8 @@ from api.errors import ApiError
 from api.inspect import check_output, inspect_image
 from api.schemas import ErrorOut, JobOut, JobRequest, download_name
 from api.upload import Upload, receive_upload
-from core.catalog import select_model
+from core.catalog import require_detail_base, select_model
+from model.interpolate import round_detail
 from core.jobs import Job, new_job_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -51,6 +52,8 @@ def _accept(services: Services, upload: Upload) -> Job:
     params = _parse_params(upload.fields)
     info = inspect_image(upload.path, max_input_pixels=settings.max_input_pixels)
     model = select_model(settings, model=params.model, scale=params.scale)
+    if params.detail is not None:
+        select_model(settings, model=require_detail_base(model), scale=None)  # its PSNR model must be offered
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
     job_id = new_job_id()
@@ -61,7 +64,8 @@ def _accept(services: Services, upload: Upload) -> Job:
                "height": info.height, "mode": info.mode, "bytes": upload.size},
         # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
         params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
-                "format": params.format, "quality": params.quality},
+                "format": params.format, "quality": params.quality,
+                **({"detail": round_detail(params.detail)} if params.detail is not None else {})},
     )
     try:
         services.queue.send(job_id)

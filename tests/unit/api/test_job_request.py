@@ -12,7 +12,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_defaults_and_aliases():
-    assert JobRequest.model_validate({}).model_dump() == {"scale": None, "model": None, "format": None, "quality": 95}
+    assert JobRequest.model_validate({}).model_dump() == {"scale": None, "model": None, "format": None, "quality": 95,
+                                                          "detail": None}
+    assert JobRequest.model_validate({"detail": "0.25"}).detail == 0.25
+    assert JobRequest.model_validate({"detail": ""}).detail is None
     parsed = JobRequest.model_validate({"scale": "2", "format": "JPG", "quality": "80", "model": "srresnet_x4:3"})
     assert (parsed.scale, parsed.format, parsed.quality, parsed.model) == (2, "jpeg", 80, "srresnet_x4:3")
     assert JobRequest.model_validate({"scale": " ", "format": ""}).scale is None
@@ -20,6 +23,7 @@ def test_defaults_and_aliases():
 
 @pytest.mark.parametrize("fields", [{"scale": "0"}, {"scale": "9"}, {"scale": "2.5"}, {"scale": "x"},
                                     {"format": "gif"}, {"quality": "0"}, {"quality": "101"},
+                                    {"detail": "-0.1"}, {"detail": "1.5"}, {"detail": "nan"},
                                     {"model": "../../etc/passwd.onnx"}, {"model": "/abs/path.onnx"}, {"other": "1"}])
 def test_bad_parameters(fields):
     with pytest.raises(ValidationError):

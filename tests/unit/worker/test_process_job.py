@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -48,10 +50,17 @@ class Engines:
     def __init__(self, upscaler=None, error: BaseException | None = None) -> None:
         self.upscaler, self.error = upscaler, error
 
-    def get(self, spec=None):
+    def get(self, spec=None, detail=None):
         if self.error is not None:
             raise self.error
         return self.upscaler
+
+    def get_blend(self, spec=None, detail=None):
+        from core.catalog import ModelInfo
+        from core.upscalers import Blend
+
+        upscaler = self.get(spec, detail)
+        return upscaler, Blend(ModelInfo(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
 
 
 @pytest.fixture(scope="module")

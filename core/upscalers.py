@@ -1,0 +1,93 @@
+"""Building engines from settings: the one place a model (or a detail blend of two) becomes an ``Upscaler``.
+
+The worker's engine cache and ``srgan upscale`` both call :func:`build_upscaler`,
+so a job and a local run of the same model and ``detail`` run the same network
+with the same tiling. ONNX Runtime/OpenVINO are imported only when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.catalog import ModelInfo, require_detail_base, resolve_spec
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from model.engine import Upscaler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Blend:
+    """What a ``detail`` request runs: ``target`` (a GAN model) mixed with ``base`` (its PSNR model)."""
+
+    target: ModelInfo
+    base: ModelInfo | None = None
+    detail: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The job record's and the result's account of the blend (empty when no detail was asked)."""
+        if self.detail is None:
+            return {}
+        return {"detail": self.detail, "detail_base": self.base.ref if self.base else None,
+                "detail_target": self.target.ref}
+
+
+def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *, seed: bool = True,
+                  resolve: Callable[[str | None], ModelInfo] | None = None) -> Blend:
+    """The model ``spec`` names and, when ``detail`` is given, its detail base.
+
+    ``resolve`` maps a spec to a version (default: :func:`core.catalog.resolve_spec`;
+    the worker passes its cached resolver). Raises ``InvalidParameter`` for a
+    bad ``detail`` or a model without detail control, ``ModelError`` when the
+    base is missing.
+    """
+    from model.interpolate import round_detail
+
+    def default_resolve(s: str | None) -> ModelInfo:
+        return resolve_spec(settings, s, seed=seed)
+
+    resolve = resolve or default_resolve
+    target = resolve(spec)
+    if detail is None:
+        return Blend(target)
+    detail = round_detail(detail)
+    return Blend(target, resolve(require_detail_base(target)), detail)
+
+
+def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | None = None,
+                   overlap: int | None = None) -> Upscaler:
+    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap`` override them)."""
+    from model.engine import Upscaler
+
+    kwargs: dict[str, Any] = {
+        "backend": backend or settings.backend,
+        "providers": settings.providers,
+        "threads": settings.threads,
+        "tile": settings.tile if tile is None else tile,
+        "overlap": settings.overlap if overlap is None else overlap,
+        "tile_batch": settings.tile_batch,
+    }
+    info = blend.target
+    if blend.detail is None or blend.detail == 1.0 or blend.base is None:
+        engine = Upscaler.from_file(info.path, **kwargs)
+    else:
+        import onnx
+
+        from model.interpolate import interpolate_models
+
+        proto = interpolate_models(blend.base.path, info.path, blend.detail)
+        with tempfile.TemporaryDirectory(prefix="srgan-detail-") as tmp:
+            path = Path(tmp) / f"{info.name}-detail-{blend.detail:.2f}.onnx"
+            onnx.save(proto, str(path))
+            engine = Upscaler.from_file(path, **kwargs)  # both backends hold the network in memory once loaded
+        log.info("built %s at detail %.2f with %s", info.ref, blend.detail, blend.base.ref)
+    if info.source == "registry":  # the registry's name and version, whatever the file was exported as
+        engine.contract = engine.contract.with_identity(info.name, info.version, info.metrics)
+    return engine
