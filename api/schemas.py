@@ -135,6 +135,9 @@ class ModelOut(BaseModel):
     source: Literal["registry", "file"] = "registry"
     published_at: str | None = None
     sha256: str | None = None
+    detail_base: str | None = Field(
+        None, description="the PSNR model this GAN model blends with for `detail` (null: no detail control)"
+    )
 
 
 class ModelsOut(BaseModel):

@@ -27,17 +27,38 @@ async function errorMessage(response) {
   return `the server answered ${response.status} ${response.statusText}`;
 }
 
+let offered = []; // the active versions of /v1/models, in the picker's order
+
 async function loadModels() {
   try {
     const response = await fetch("/v1/models", { headers: headers() });
     if (!response.ok) { $("model-info").textContent = await errorMessage(response); return; }
-    const active = (await response.json()).models.find((m) => m.active);
+    const models = (await response.json()).models;
+    const active = models.find((m) => m.default) || models.find((m) => m.active);
     $("model-info").textContent = active
       ? `Model: ${active.name}${active.version ? ":" + active.version : ""}, ×${active.scale ?? "?"}`
       : "No model is offered.";
+    offered = models.filter((m) => m.active);
+    const picker = $("model");
+    picker.replaceChildren(...offered.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.name;
+      option.textContent = `${m.name} (×${m.scale ?? "?"}${m.detail_base ? ", detail" : ""})`;
+      option.selected = active && m.name === active.name;
+      return option;
+    }));
+    updateDetail();
   } catch (err) {
     $("model-info").textContent = `Cannot reach the server: ${err.message}`;
   }
+}
+
+function chosenModel() { return offered.find((m) => m.name === $("model").value); }
+
+function updateDetail() {
+  const model = chosenModel();
+  show("detail-row", Boolean(model && model.detail_base));
+  $("detail-value").textContent = Number($("detail").value).toFixed(2);
 }
 
 async function submit(file) {
@@ -47,7 +68,8 @@ async function submit(file) {
   $("status").textContent = `Uploading ${file.name}…`;
   const form = new FormData();
   form.append("file", file, file.name);
-  for (const name of ["scale", "format"]) if ($(name).value) form.append(name, $(name).value);
+  for (const name of ["scale", "format", "model"]) if ($(name).value) form.append(name, $(name).value);
+  if (!$("detail-row").hidden) form.append("detail", $("detail").value);
   if ($("quality").value && $("quality").value !== "95") form.append("quality", $("quality").value);
   let response;
   try {
@@ -94,9 +116,11 @@ async function showResult(state, job) {
   $("before").src = state.beforeUrl;
   $("download").href = afterUrl;
   $("download").download = job.output.filename;
+  const ran = job.model || {};
+  const detail = ran.detail !== null && ran.detail !== undefined ? `, detail ${ran.detail.toFixed(2)}` : "";
   $("result-info").textContent =
     `${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}, ` +
-    `${(blob.size / 1024).toFixed(0)} KiB`;
+    `${(blob.size / 1024).toFixed(0)} KiB, ${ran.name ?? "?"}${ran.version ? ":" + ran.version : ""}${detail}`;
   setSlider(50);
   show("result", true);
   $("status").textContent = "Done.";
@@ -129,5 +153,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("file").addEventListener("change", () => { if ($("file").files.length) submit($("file").files[0]); });
   $("slider").addEventListener("input", () => setSlider(Number($("slider").value)));
   $("cancel").addEventListener("click", cancel);
+  $("model").addEventListener("change", updateDetail);
+  $("detail").addEventListener("input", updateDetail);
   loadModels();
 });

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import pytest
 
 from core.redis_server import free_port
 from tests.utils.service import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 
 @dataclass
@@ -60,7 +65,7 @@ class Served:
         return alive
 
 
-def serve_env(data_dir: Path, model: Path) -> dict[str, str]:
+def serve_env(data_dir: Path, model: Path | str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SRGAN_")}  # no SRGAN_REDIS_URL: embedded
     env.update(SRGAN_DATA_DIR=str(data_dir), SRGAN_MODEL=str(model), SRGAN_BACKEND="onnxruntime",
                SRGAN_THREADS="1", SRGAN_TILE="32", SRGAN_OVERLAP="4", SRGAN_HEARTBEAT_S="0.5",
@@ -69,15 +74,15 @@ def serve_env(data_dir: Path, model: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    data_dir = tmp_path_factory.mktemp("served")
+@contextmanager
+def start_served(data_dir: Path, model: Path | str) -> Iterator[Served]:
+    """``srgan serve`` on a free port with ``data_dir`` and default ``model``, ready; stopped on exit."""
     log_path = data_dir / "serve.log"
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=serve_env(data_dir, tiny_model), stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO, env=serve_env(data_dir, model), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
     stack = Served(process, f"http://127.0.0.1:{port}", data_dir, log_path)
@@ -103,3 +108,23 @@ def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 psutil.Process(pid).kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with start_served(tmp_path_factory.mktemp("served"), tiny_model) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright import sync_api  # the dev extra
+
+    # a missing browser is a failure, not a skip: .ci/run installs Debian's chromium
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing (apt-get install chromium)"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

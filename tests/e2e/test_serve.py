@@ -6,7 +6,6 @@ The tests in this module share one served stack and run in order; the last one s
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import httpx
@@ -16,11 +15,6 @@ from PIL import Image
 from tests.utils.service import image_bytes, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
 
 def test_serve_starts_redis_a_worker_and_the_api(served):
     names = " ".join(" ".join(p.cmdline()) for p in served.descendants())
@@ -34,20 +28,6 @@ def test_serve_starts_redis_a_worker_and_the_api(served):
         assert result.headers["content-type"] == "image/jpeg"
         assert Image.open(io.BytesIO(result.content)).size == (132, 84)
     assert (served.data_dir / "redis").is_dir(), "the embedded Redis keeps its data in the data directory"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright import sync_api  # the dev extra
-
-    # a missing browser is a failure, not a skip: .ci/run installs Debian's chromium
-    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing (apt-get install chromium)"
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_web_page_upload_progress_compare_and_download(served, browser, tmp_path: Path):

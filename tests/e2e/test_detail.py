@@ -1,0 +1,99 @@
+"""The detail control end to end: a PSNR model and its GAN fine-tune in the registry of a served stack.
+
+``gan`` is a fine-tune of ``psnr`` (same graph, other weights; its card names
+``psnr`` as ``detail_base``). Jobs ask for ``detail``; the page shows a model
+picker and, for ``gan``, a detail slider.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.deploy import deploy_model
+from model.registry import Registry
+from tests.e2e.conftest import start_served
+from tests.utils.service import image_bytes, wait_for
+from tests.utils.tiny_models import make_conv_model
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def served_pair(tmp_path_factory):
+    files = tmp_path_factory.mktemp("pair")
+    data_dir = tmp_path_factory.mktemp("served-pair")
+    registry = Registry(data_dir / "models")
+    deploy_model(registry, make_conv_model(files / "psnr.onnx", seed=0, name="psnr"), name="psnr")
+    gan = make_conv_model(files / "gan.onnx", seed=1, name="gan")
+    (files / "gan.card.json").write_text(json.dumps({"detail_base": "psnr"}))
+    deploy_model(registry, gan, name="gan")
+    with start_served(data_dir, "psnr") as stack:
+        yield stack
+
+
+def _run(client: httpx.Client, upload: bytes, **fields) -> tuple[dict, Image.Image]:
+    response = client.post("/v1/jobs", files={"file": ("in.png", upload, "image/png")},
+                           data={k: str(v) for k, v in fields.items()})
+    assert response.status_code == 202, response.text
+    job = wait_for(client, response.headers["location"])
+    assert job["status"] == "succeeded", job
+    return job, Image.open(io.BytesIO(client.get(job["links"]["result"]).content))
+
+
+def test_detail_0_is_the_psnr_model_1_the_gan_model_and_the_record_says_so(served_pair):
+    upload = image_bytes(40, 30)
+    with httpx.Client(base_url=served_pair.url, timeout=60) as client:
+        models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert models["gan"]["detail_base"] == "psnr" and models["psnr"]["detail_base"] is None
+        _, psnr = _run(client, upload, model="psnr")
+        _, gan = _run(client, upload, model="gan")
+        job0, at0 = _run(client, upload, model="gan", detail=0)
+        job1, at1 = _run(client, upload, model="gan", detail=1)
+        job_half, half = _run(client, upload, model="gan", detail=0.52)
+    assert np.array_equal(np.asarray(at0), np.asarray(psnr))
+    assert np.array_equal(np.asarray(at1), np.asarray(gan))
+    assert not np.array_equal(np.asarray(half), np.asarray(psnr))
+    assert not np.array_equal(np.asarray(half), np.asarray(gan))
+    assert job0["model"]["detail"] == 0.0 and job0["model"]["detail_base"] == "psnr:1"
+    assert job_half["model"]["detail"] == 0.5 and job_half["params"]["detail"] == 0.5
+    assert job_half["model"]["detail_target"] == "gan:1"
+    provenance = json.loads(half.info["srgan"])
+    assert provenance == {"model": "gan:1", "detail": 0.5, "detail_base": "psnr:1", "detail_target": "gan:1"}
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"model": "psnr", "detail": "0.5"}, "no detail control"),
+    ({"model": "gan", "detail": "1.5"}, "detail"),
+])
+def test_detail_where_it_cannot_apply_is_refused(served_pair, fields, message):
+    with httpx.Client(base_url=served_pair.url, timeout=30) as client:
+        response = client.post("/v1/jobs", files={"file": ("in.png", image_bytes(20, 20), "image/png")}, data=fields)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_parameter"
+    assert message in response.json()["error"]["message"]
+
+
+def test_web_page_picker_and_detail_slider(served_pair, browser, tmp_path: Path):
+    picture = tmp_path / "p.png"
+    picture.write_bytes(image_bytes(24, 20))
+    page = browser.new_page()
+    page.goto(served_pair.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length >= 2")
+    assert page.is_hidden("#detail-row"), "psnr, the default, has no detail control"
+    page.select_option("#model", "gan")
+    assert page.is_visible("#detail-row")
+    page.fill("#detail", "0.25")
+    assert page.inner_text("#detail-value") == "0.25"
+    page.set_input_files("#file", str(picture))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert "gan:1, detail 0.25" in page.inner_text("#result-info")
+    page.select_option("#model", "psnr")
+    assert page.is_hidden("#detail-row")
+    page.close()
