@@ -164,11 +164,14 @@ def content_loss(features: keras.Model, rescale: float = 12.75):
     return loss
 
 
-def resolve_perceptual(gan: GanConfig) -> str:
+def resolve_perceptual(gan: GanConfig, features: keras.Model | None = None) -> str:
     """``auto`` made concrete: ``vgg54`` when the ImageNet weights are found, else ``random-vgg19``.
 
-    An explicit ``vgg54`` without the weights raises :class:`VggWeightsMissing`.
+    A given ``features`` network stands for the VGG19 of ``vgg54`` (tests). An
+    explicit ``vgg54`` without the weights raises :class:`VggWeightsMissing`.
     """
+    if features is not None and gan.perceptual in ("auto", "vgg54"):
+        return "vgg54"
     if gan.perceptual == "vgg54":
         vgg19_weights_path(gan.vgg_weights)
         return "vgg54"
@@ -183,19 +186,18 @@ def resolve_perceptual(gan: GanConfig) -> str:
 
 
 def build_content_loss(gan: GanConfig, features: keras.Model | None = None):
-    """The content loss of ``gan.perceptual`` (resolved) plus the weighted pixel term; None when both are off.
+    """The content loss of ``gan.perceptual`` plus the weighted pixel term; None when both are off.
 
     ``features`` replaces the feature network (tests).
     """
     terms = []
-    if gan.perceptual == "vgg54":
+    kind = resolve_perceptual(gan, features) if gan.perceptual == "auto" else gan.perceptual
+    if kind == "vgg54":
         net = features or build_feature_extractor(gan.vgg_weights, gan.vgg_layer)
         terms.append((gan.perceptual_weight, content_loss(net, gan.vgg_rescale)))
-    elif gan.perceptual == "random-vgg19":
+    elif kind == "random-vgg19":
         net = features or build_random_vgg19(gan.perceptual_seed, gan.perceptual_layers)
         terms.append((gan.perceptual_weight, random_perceptual_loss(net)))
-    elif gan.perceptual == "auto":
-        raise ValueError("resolve perceptual='auto' first (resolve_perceptual)")
     if gan.pixel_weight > 0:
         terms.append((gan.pixel_weight, pixel_loss(gan.pixel_loss)))
     if not terms:

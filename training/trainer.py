@@ -140,15 +140,15 @@ def _train(config: TrainConfig, resume: bool, features: keras.Model | None, stop
     run = RunDir(Path(config.run_dir))
     if run.config.exists() and not resume:
         raise RunExists(f"{run.root} already holds a run: pass --resume to continue it, or another --run-dir")
-    if not resume:
-        config = adopt_pretrained_architecture(config)
     if config.stage == "gan" and config.gan.perceptual == "auto":
         # resolved once and saved, so a resumed run (on any machine) keeps its loss; fails before loading data
-        chosen = "vgg54" if features is not None else resolve_perceptual(config.gan)
+        chosen = resolve_perceptual(config.gan, features)
         config = config.model_copy(update={"gan": config.gan.model_copy(update={"perceptual": chosen})})
         log.info("perceptual loss: %s (auto)", chosen)
     elif config.stage == "gan" and features is None:
         resolve_perceptual(config.gan)  # an explicit vgg54 without its weights fails here, before the data
+    if not resume:
+        config = adopt_pretrained_architecture(config)
     configure_tensorflow(config)
     scale = config.generator.scale
     data = load_training_data(config.data, scale)
