@@ -16,10 +16,12 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
+from api.middleware import install_middleware
 from api.queue import JobQueue
 from api.routes import health, jobs, models, web
 from core.cleanup import sweep_expired
 from core.jobs import JobStore, connect
+from core.limits import Limiter
 from core.settings import Settings, get_settings
 from core.storage import Storage
 
@@ -56,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
-        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events)
+        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
+                            limiter=Limiter(store.redis))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),
@@ -88,5 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (jobs, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    install_middleware(app, settings)
     app.add_middleware(RequestMetrics, registry=registry)
     return app
