@@ -27,6 +27,8 @@ class Services:
     queue: JobQueue
     events: JobEvents
     limiter: Limiter | None = None
+    redis_down_since: float | None = None
+    """``time.monotonic()`` when Redis stopped answering the API's pings; None while it answers."""
 
 
 def _services(request: Request) -> Services:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -47,6 +48,22 @@ async def _sweep_forever(services: Services) -> None:
         await asyncio.sleep(settings.sweep_interval_s)
 
 
+async def _watch_redis(services: Services) -> None:
+    """Ping Redis every few seconds; note since when it has not answered (``/healthz`` reads it)."""
+    interval = min(5.0, services.settings.dependency_grace_s / 4)
+    while True:
+        try:
+            await run_in_threadpool(services.store.redis.ping)
+            if services.redis_down_since is not None:
+                log.warning("Redis answers again after %.0f s", time.monotonic() - services.redis_down_since)
+            services.redis_down_since = None
+        except Exception as exc:  # noqa: BLE001 - any failure counts as down
+            if services.redis_down_since is None:
+                services.redis_down_since = time.monotonic()
+                log.warning("Redis does not answer: %s", exc)
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     registry = CollectorRegistry()
@@ -68,12 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.register(collector)
         await events.start()
         sweeper = asyncio.create_task(_sweep_forever(services), name="srgan-sweeper")
+        watcher = asyncio.create_task(_watch_redis(services), name="srgan-redis-watch")
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await events.stop()
             registry.unregister(collector)
             queue.close()

@@ -150,4 +150,5 @@ class ReadyOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "failing"] = "ok"
+    detail: str | None = None

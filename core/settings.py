@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         "[\"sr.example.com\"], \"*.example.com\" for subdomains; empty: the loopback names when bound to "
         "loopback, and `srgan serve` beyond loopback refuses to start without it (unless --insecure)"
     )
+    dependency_grace_s: float = Field(
+        60.0, gt=0, description="/healthz fails (503) once Redis has not answered for this long, so a supervisor "
+        "restarts the API; shorter outages only fail /readyz"
+    )
     host: str = Field("127.0.0.1", description="`srgan serve` address")
     port: int = Field(8000, ge=0, le=65535, description="`srgan serve` port")
 

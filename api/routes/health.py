@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -15,9 +16,18 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthOut, summary="Liveness")
-async def healthz() -> HealthOut:
-    return HealthOut()
+@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}}, summary="Liveness")
+async def healthz(request: Request) -> JSONResponse:
+    """``503`` once Redis has not answered for longer than ``dependency_grace_s``: restart me."""
+    services = getattr(request.app.state, "services", None)
+    since = services.redis_down_since if services is not None else None
+    if since is not None:
+        down_s = time.monotonic() - since
+        grace = services.settings.dependency_grace_s
+        if down_s > grace:
+            body = HealthOut(status="failing", detail=f"Redis has not answered for {down_s:.0f} s (grace {grace:g} s)")
+            return JSONResponse(body.model_dump(), status_code=503)
+    return JSONResponse(HealthOut().model_dump())
 
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
