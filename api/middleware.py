@@ -16,10 +16,14 @@ EXPOSED_HEADERS = ["Location", "Retry-After", "RateLimit-Limit", "RateLimit-Rema
 """Headers a cross-origin page may read (CORS), when ``cors_origins`` allows one."""
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+"""Always answered: a local health check uses them, and a rebinding page cannot send them as its Host."""
+
+
 def _host_allowed(host: str, patterns: list[str]) -> bool:
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     name = name.strip("[]").lower()
-    for pattern in patterns:
+    for pattern in [*patterns, *LOOPBACK_NAMES]:
         pattern = pattern.strip("[]").lower()
         if pattern == "*" or name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:])):
             return True
@@ -27,7 +31,7 @@ def _host_allowed(host: str, patterns: list[str]) -> bool:
 
 
 class HostAllowList:
-    """Answer ``400 invalid_host`` to a request whose ``Host`` is not listed (DNS rebinding)."""
+    """Answer ``400 invalid_host`` to a request whose ``Host`` is not listed (DNS rebinding) nor a loopback name."""
 
     def __init__(self, app: ASGIApp, hosts: list[str]) -> None:
         self.app, self.hosts = app, hosts

@@ -26,6 +26,13 @@ def hash_api_key(key: str) -> str:
     return _HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
+def check_key_name(name: object) -> str:
+    """An API key's name, or ValueError: it shows in logs and job records, so it is kept plain."""
+    if not isinstance(name, str) or not _KEY_NAME_RE.match(name) or name == ANONYMOUS:
+        raise ValueError(f"API key name {name!r}: 1-64 letters, digits, '_', '.', '-', and not {ANONYMOUS!r}")
+    return name
+
+
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
     if host.strip("[]").lower() == "localhost":
@@ -138,8 +145,7 @@ class Settings(BaseSettings):
             return value
         hashed: dict[str, str] = {}
         for name, key in value.items():
-            if not isinstance(name, str) or not _KEY_NAME_RE.match(name) or name == ANONYMOUS:
-                raise ValueError(f"API key name {name!r}: 1-64 letters, digits, '_', '.', '-', and not {ANONYMOUS!r}")
+            check_key_name(name)
             if not isinstance(key, str) or not key.strip():
                 raise ValueError(f"API key {name!r} is empty")
             hashed[name] = cls._as_hash(key.strip())

@@ -40,9 +40,9 @@ def test_listed_origins_get_cors_and_read_the_api_headers(tmp_path):
 
 def test_the_host_allow_list_refuses_other_host_names(tmp_path):
     client = client_for(tmp_path, allowed_hosts=["sr.example.com", "*.internal.example"])
-    for host in ("sr.example.com", "sr.example.com:8000", "api.internal.example"):
+    for host in ("sr.example.com", "sr.example.com:8000", "api.internal.example", "127.0.0.1:8000", "[::1]:80"):
         assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
-    for host in ("attacker.example", "127.0.0.1:8000", "example.com"):
+    for host in ("attacker.example", "10.0.0.3:8000", "example.com", "internal.example.evil"):
         refused = client.get("/healthz", headers={"Host": host})
         assert refused.status_code == 400, host
         assert refused.json()["error"]["code"] == "invalid_host"

@@ -40,3 +40,4 @@ def test_the_command_exits_before_starting_anything(monkeypatch, tmp_path, capsy
         get_settings.cache_clear()
     assert "refusing to serve on 0.0.0.0" in capsys.readouterr().err
     assert not (tmp_path / "redis").exists(), "no Redis was started"
+
