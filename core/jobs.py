@@ -13,6 +13,9 @@ Keys (all under ``srgan:``)::
     stats             hash of counters and histogram buckets for /metrics
     workers           sorted set: worker name -> last heartbeat (unix time)
     events:{id}       pub/sub channel: the new status of the job
+    owner:{name}:...  a key's jobs and its limits' state (``core.limits``, which admits new jobs)
+
+A record's ``owner`` is the name of the API key that made the job (never the key).
 """
 
 from __future__ import annotations
