@@ -44,6 +44,9 @@ class HostAllowList:
         if _host_allowed(host, self.hosts):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         body = json.dumps({"error": {"code": "invalid_host", "message":
                                      "this host name is not served here (SRGAN_ALLOWED_HOSTS)"}}).encode()
         await send({"type": "http.response.start", "status": 400, "headers": [

@@ -27,7 +27,7 @@ async def healthz(request: Request) -> JSONResponse:
         if down_s > grace:
             body = HealthOut(status="failing", detail=f"Redis has not answered for {down_s:.0f} s (grace {grace:g} s)")
             return JSONResponse(body.model_dump(), status_code=503)
-    return JSONResponse(HealthOut().model_dump())
+    return JSONResponse(HealthOut().model_dump(exclude_none=True))
 
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")

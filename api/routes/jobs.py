@@ -89,7 +89,9 @@ def _accept(services: Services, upload: Upload, caller: Caller) -> Job:
     except Exception as exc:
         services.store.forget(job_id, caller.name)
         services.storage.remove(job_id)
-        raise ApiError(503, "queue_unavailable", f"the job could not be queued: {exc}") from exc
+        log.warning("job %s could not be queued: %s", job_id, exc)  # the broker's address stays in the log
+        raise ApiError(503, "queue_unavailable",
+                       f"the job could not be queued ({type(exc).__name__}); try again") from exc
     log.info("job %s queued for %s (%dx%d)", job_id, caller.name, info.width, info.height)
     return job
 
