@@ -19,7 +19,7 @@ import redis
 
 from core.redis_server import RedisServer, find_redis_server
 from core.storage import Storage
-from tests.utils.service import REPO, LiveApi, image_bytes, wait_until
+from tests.utils.service import REPO, LiveApi, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -162,35 +162,45 @@ def test_srgan_serve_restarts_a_dead_redis_and_keeps_the_jobs(tiny_model, tmp_pa
     env = serve_env(tmp_path / "data", tiny_model)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", "0"], cwd=REPO, env=env,
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", "1"], cwd=REPO, env=env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
-    def answers() -> bool:
+    def ready() -> bool:
         try:
-            return httpx.get(url + "/healthz", timeout=2).status_code == 200
+            return httpx.get(url + "/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
+    def upscale(client: httpx.Client) -> dict:
+        made = client.post("/v1/jobs", files={"file": ("a.png", image_bytes(8, 8), "image/png")})
+        assert made.status_code == 202, made.text
+        return wait_for(client, made.headers["location"], timeout_s=60)
+
     try:
-        wait_until(answers, timeout_s=60, interval_s=0.2, what="srgan serve to start")
+        wait_until(ready, timeout_s=90, interval_s=0.2, what="srgan serve to be ready")
         with httpx.Client(base_url=url, timeout=30) as client:
-            made = client.post("/v1/jobs", files={"file": ("a.png", image_bytes(8, 8), "image/png")})
-            assert made.status_code == 202, made.text
+            before = upscale(client)
+            assert before["status"] == "succeeded", before
             url_file = tmp_path / "data" / "redis" / "url"
             assert stat.S_IMODE(url_file.stat().st_mode) == 0o600, "the URL holds the password"
             (redis_proc,) = redis_servers(process.pid)
             redis_proc.kill()
+            killed_at = time.monotonic()
             wait_until(lambda: [p for p in redis_servers(process.pid) if p.pid != redis_proc.pid],
                        timeout_s=20, what="a new redis-server")
-            job = wait_until(lambda: (r := client.get(made.headers["location"])).status_code == 200 and r,
-                             timeout_s=20, what="the job to be readable again")
-            assert job.json()["status"] == "queued", "the job survived the restart"
+            kept = wait_until(lambda: (r := client.get(f"/v1/jobs/{before['id']}")).status_code == 200 and r,
+                              timeout_s=20, what="the job to be readable again")
+            assert kept.json()["status"] == "succeeded", "the job record survived the restart"
+            after = upscale(client)
+            assert after["status"] == "succeeded", after
+            assert time.monotonic() - killed_at < 60, "the service works again within a minute"
         wait_until(lambda: "is back" in log_path.read_text(errors="replace"), timeout_s=10, what="the log line")
         log_text = log_path.read_text(errors="replace")
         assert "the embedded Redis exited" in log_text
+        password = url_file.read_text().split("@")[0].rsplit(":", 1)[-1]
         assert redis.Redis.from_url(url_file.read_text().strip()).ping()
-        assert url_file.read_text().split("@")[0].split(":")[-1] not in log_text, "the password is never logged"
+        assert password not in log_text, "the password is never logged"
     finally:
         process.send_signal(signal.SIGTERM)
         try:
