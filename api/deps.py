@@ -86,7 +86,7 @@ def require_api_key(request: Request, settings: SettingsDep) -> Caller:
             raise ApiError(403, "forbidden", "the API key is not valid")
         caller = Caller(name, digest.decode())
         _count_request(request, settings, caller)
-    request.state.caller = caller.name  # for logs (never the key)
+    request.state.caller = caller.name  # for logs and other middleware: the name, never the key
     return caller
 
 
