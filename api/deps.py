@@ -12,7 +12,8 @@ from api.errors import ApiError
 from api.events import JobEvents
 from api.queue import JobQueue
 from core.jobs import Job, JobStore, is_job_id
-from core.settings import Settings
+from core.limits import Limiter
+from core.settings import ANONYMOUS, Settings, hash_api_key
 from core.storage import Storage
 
 
@@ -25,6 +26,9 @@ class Services:
     storage: Storage
     queue: JobQueue
     events: JobEvents
+    limiter: Limiter | None = None
+    redis_down_since: float | None = None
+    """``time.monotonic()`` when Redis stopped answering the API's pings; None while it answers."""
 
 
 def _services(request: Request) -> Services:
@@ -41,24 +45,70 @@ def _settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """With ``api_keys`` set, ``/v1`` needs ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
+@dataclass(frozen=True)
+class Caller:
+    """Who makes the request: an API key's name and hash, or ``anonymous`` when authentication is off.
+
+    Jobs belong to the name; logs and job records carry the name, never the key.
+    """
+
+    name: str
+    key_hash: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.key_hash is None
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> Caller:
+    """Who calls; every ``/v1`` route depends on it.
+
+    With ``api_keys`` set, ``/v1`` needs ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``, and each
+    request counts against the key's ``rate_limit_per_minute`` (``429 rate_limited`` beyond it; the
+    ``RateLimit-*`` headers go on every answer, see ``api.middleware``).
+    """
     if not settings.api_keys:
+        caller = Caller(ANONYMOUS)
+    else:
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given:
+            raise ApiError(401, "unauthorized", "an API key is required (X-API-Key or Authorization: Bearer)",
+                           headers={"WWW-Authenticate": "Bearer"})
+        digest = hash_api_key(given).encode()
+        name = None
+        for key_name, key_hash in settings.api_keys.items():  # every entry compared: no early exit
+            if hmac.compare_digest(digest, key_hash.encode()):
+                name = key_name
+        if name is None:
+            raise ApiError(403, "forbidden", "the API key is not valid")
+        caller = Caller(name, digest.decode())
+        _count_request(request, settings, caller)
+    request.state.caller = caller.name  # for logs and other middleware: the name, never the key
+    return caller
+
+
+def _count_request(request: Request, settings: Settings, caller: Caller) -> None:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if not settings.rate_limit_per_minute or services is None or services.limiter is None:
         return
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    if not given:
-        raise ApiError(401, "unauthorized", "an API key is required (X-API-Key or Authorization: Bearer)",
-                       headers={"WWW-Authenticate": "Bearer"})
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys):
-        raise ApiError(403, "forbidden", "the API key is not valid")
+    decision = services.limiter.hit(caller.name, settings.rate_limit_per_minute)
+    request.state.rate_limit_headers = decision.headers()
+    if not decision.allowed:
+        raise ApiError(429, "rate_limited", f"API key {caller.name!r} made more than {decision.limit} requests in a "
+                       f"minute; retry in {decision.retry_after_s} s", headers=decision.headers())
 
 
-def _job(services: ServicesDep, job_id: Annotated[str, Path(description="the job's id (a UUID)")]) -> Job:
+CallerDep = Annotated[Caller, Depends(require_api_key)]
+
+
+def _job(services: ServicesDep, caller: CallerDep,
+         job_id: Annotated[str, Path(description="the job's id (a UUID)")]) -> Job:
+    """The caller's job: another key's job is ``404`` exactly as an unknown id."""
     job = services.store.get(job_id) if is_job_id(job_id) else None
-    if job is None:
+    if job is None or (job.owner or ANONYMOUS) != caller.name:
         raise ApiError(404, "not_found", f"no job {job_id[:64]!r}: unknown, or expired and deleted")
     return job
 

@@ -68,8 +68,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(redis.RedisError)
     async def _redis(_: Request, exc: redis.RedisError) -> JSONResponse:
         log.warning("Redis error while answering a request: %s", exc)
-        return error_response(503, "unavailable", f"the job store does not answer: {exc}", {"Retry-After": "5"})
+        # the error's kind only: its text names the internal Redis address
+        return error_response(503, "unavailable", f"the job store does not answer ({type(exc).__name__})",
+                              {"Retry-After": "5"})
 
     @app.exception_handler(Exception)  # Starlette re-raises it afterwards, so the server logs the traceback
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(500, "internal_error", "an unexpected error happened; see the server's log")
+        # answered by the outermost middleware, outside api.middleware: its header is set here
+        return error_response(500, "internal_error", "an unexpected error happened; see the server's log",
+                              {"X-Content-Type-Options": "nosniff"})

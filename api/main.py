@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -16,10 +17,12 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
+from api.middleware import install_middleware
 from api.queue import JobQueue
 from api.routes import health, jobs, models, web
 from core.cleanup import sweep_expired
 from core.jobs import JobStore, connect
+from core.limits import Limiter
 from core.settings import Settings, get_settings
 from core.storage import Storage
 
@@ -45,6 +48,22 @@ async def _sweep_forever(services: Services) -> None:
         await asyncio.sleep(settings.sweep_interval_s)
 
 
+async def _watch_redis(services: Services) -> None:
+    """Ping Redis every few seconds; note since when it has not answered (``/healthz`` reads it)."""
+    interval = min(5.0, services.settings.dependency_grace_s / 4)
+    while True:
+        try:
+            await run_in_threadpool(services.store.redis.ping)
+            if services.redis_down_since is not None:
+                log.warning("Redis answers again after %.0f s", time.monotonic() - services.redis_down_since)
+            services.redis_down_since = None
+        except Exception as exc:  # noqa: BLE001 - any failure counts as down
+            if services.redis_down_since is None:
+                services.redis_down_since = time.monotonic()
+                log.warning("Redis does not answer: %s", exc)
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     registry = CollectorRegistry()
@@ -56,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
-        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events)
+        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
+                            limiter=Limiter(store.redis))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),
@@ -65,12 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.register(collector)
         await events.start()
         sweeper = asyncio.create_task(_sweep_forever(services), name="srgan-sweeper")
+        watcher = asyncio.create_task(_watch_redis(services), name="srgan-redis-watch")
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await events.stop()
             registry.unregister(collector)
             queue.close()
@@ -88,5 +110,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (jobs, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    install_middleware(app, settings)
     app.add_middleware(RequestMetrics, registry=registry)
     return app

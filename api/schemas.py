@@ -87,6 +87,7 @@ class JobOut(BaseModel):
     expires_at: datetime | None = None
     attempts: int
     cancel_requested: bool = False
+    owner: str | None = Field(None, description="the name of the API key that made the job (never the key)")
     input: ImageOut | None = None
     output: ImageOut | None = None
     params: dict[str, object] = Field(default_factory=dict)
@@ -107,12 +108,18 @@ class JobOut(BaseModel):
         return cls(
             id=job.id, status=job.status, progress=min(max(job.progress, 0.0), 1.0),
             created_at=ts(job.created_at), started_at=ts(job.started_at), finished_at=ts(job.finished_at),
-            expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
+            expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested, owner=job.owner,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,
             model=ModelRefOut(**job.model) if job.model else None, timings=job.timings,
             error=ErrorBody(**job.error) if job.error else None,
             links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result"),
         )
+
+
+class JobListOut(BaseModel):
+    jobs: list[JobOut] = Field(description="the calling key's jobs, newest first")
+    limit: int
+    offset: int
 
 
 def download_name(job: Job) -> str:
@@ -155,4 +162,5 @@ class ReadyOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "failing"] = "ok"
+    detail: str | None = None

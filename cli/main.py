@@ -8,9 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import deploy, upscale
+from cli import deploy, key, upscale
 
-REGISTRARS = [upscale.register, deploy.register]
+REGISTRARS = [upscale.register, deploy.register, key.register]
 
 
 def _registrars() -> list:

@@ -1,9 +1,12 @@
 """``srgan serve``: the HTTP API; with no Redis configured, a whole service in one command.
 
 With ``SRGAN_REDIS_URL`` unset it starts, beside the API, a private
-redis-server (data in ``<data_dir>/redis``) and worker processes, watches
-them (a worker that dies is restarted), and stops them all when it stops
-(Ctrl-C or SIGTERM). With ``SRGAN_REDIS_URL`` set (compose, production) it
+redis-server (data in ``<data_dir>/redis``, locked down: see
+``core.redis_server``) and worker processes, watches them (a worker or the
+Redis that dies is restarted; Redis reloads its append-only file, so jobs are
+kept), and stops them all when it stops (Ctrl-C or SIGTERM). Bound beyond
+loopback it refuses to start without API keys and a host allow-list, unless
+``--insecure``. With ``SRGAN_REDIS_URL`` set (compose, production) it
 runs only the API and the workers are started separately (``srgan worker``).
 """
 
@@ -32,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="worker processes to start with the embedded Redis (default 1; 0 for none)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level of the API and workers (default info)")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve beyond loopback without API keys (SRGAN_API_KEYS) or a host allow-list "
+                        "(SRGAN_ALLOWED_HOSTS); refused otherwise")
     p.set_defaults(func=run)
 
 
@@ -104,6 +110,66 @@ class WorkerProcess:
             proc.wait(5)
 
 
+class RedisSupervisor:
+    """Restarts the embedded Redis when it dies (same port and password; its append-only file is reloaded)."""
+
+    def __init__(self, server, interval_s: float = 1.0) -> None:  # noqa: ANN001 - a core.redis_server.RedisServer
+        self.server = server
+        self.interval_s = interval_s
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="srgan-redis-watch", daemon=True)
+
+    def start(self) -> RedisSupervisor:
+        self._watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        backoff = self.interval_s
+        while not self._stopping.wait(backoff):
+            if self.server.alive():
+                backoff = self.interval_s
+                continue
+            code = self.server.process.returncode if self.server.process is not None else None
+            log.warning("the embedded Redis exited (%s); restarting it on %s", code, self.server.address)
+            try:
+                self.server.restart()
+            except Exception as exc:  # noqa: BLE001 - keep trying; /healthz fails after the grace period
+                backoff = min(backoff * 2, 30.0)
+                log.error("the embedded Redis did not restart: %s; trying again in %.0f s", exc, backoff)
+                continue
+            self.restarts += 1
+            backoff = self.interval_s
+            log.warning("the embedded Redis is back (restart %d)", self.restarts)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher.is_alive():
+            self._watcher.join(35.0)  # a restart in progress ends first, so the server it starts is stopped too
+
+
+def refuse_exposure(host: str, settings, insecure: bool) -> str | None:  # noqa: ANN001 - core.settings.Settings
+    """Why serving on ``host`` is refused (beyond loopback with no keys or no host allow-list), or None."""
+    from core.settings import is_loopback
+
+    if insecure or is_loopback(host):
+        return None
+    missing = [what for what, given in (("API keys (SRGAN_API_KEYS)", settings.api_keys),
+                                        ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts)) if not given]
+    if not missing:
+        return None
+    return (f"refusing to serve on {host}, beyond loopback, without {' or '.join(missing)}: anyone who reaches "
+            "the port could use the service. Set them (docs/service.md, \"Exposing the service\"), bind to "
+            "127.0.0.1, or pass --insecure")
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -123,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
+    refused = refuse_exposure(host, settings, args.insecure)
+    if refused:
+        print(f"srgan: error: {refused}", file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"host": host})
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         with contextlib.ExitStack() as stack:
@@ -130,15 +201,16 @@ def run(args: argparse.Namespace) -> int:
                 data_dir = Path(settings.data_dir).resolve()
                 redis_server = RedisServer(data_dir / "redis").start()
                 stack.callback(redis_server.stop)
+                stack.callback(RedisSupervisor(redis_server).start().stop)
                 settings = settings.model_copy(update={"redis_url": redis_server.url, "data_dir": data_dir})
                 url_file = data_dir / EMBEDDED_URL_FILE  # so `srgan deploy` in another shell can tell the workers
-                url_file.write_text(redis_server.url + "\n")
+                _write_private(url_file, redis_server.url + "\n")  # it holds the password
                 stack.callback(url_file.unlink, missing_ok=True)
                 env = {**os.environ, "SRGAN_REDIS_URL": redis_server.url, "SRGAN_DATA_DIR": str(data_dir)}
                 for index in range(max(0, args.workers)):
                     stack.callback(WorkerProcess(env, args.log_level, index).start().stop)
-                log.info("embedded Redis at %s (data in %s), %d worker(s), model %s",
-                         redis_server.url, data_dir / "redis", args.workers, model_path)
+                log.info("embedded Redis %s at %s (data in %s), %d worker(s), model %s", redis_server.binary.version,
+                         redis_server.address, data_dir / "redis", args.workers, model_path)
             app = create_app(settings)
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
                                                    timeout_graceful_shutdown=10))

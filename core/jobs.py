@@ -13,6 +13,9 @@ Keys (all under ``srgan:``)::
     stats             hash of counters and histogram buckets for /metrics
     workers           sorted set: worker name -> last heartbeat (unix time)
     events:{id}       pub/sub channel: the new status of the job
+    owner:{name}:...  a key's jobs and its limits' state (``core.limits``, which admits new jobs)
+
+A record's ``owner`` is the name of the API key that made the job (never the key).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
+
+from core.limits import JobLimits, admit_script, owner_jobs_key, owner_queued_key, pixels_key, refusal
+from core.settings import ANONYMOUS
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "succeeded", "failed", "canceled")
@@ -88,6 +94,8 @@ class Job:
     attempts: int = 0
     cancel_requested: bool = False
     worker: str | None = None
+    owner: str | None = None
+    """The name of the API key that made the job (``anonymous`` with authentication off)."""
     input: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] | None = None
@@ -117,6 +125,7 @@ class Job:
             attempts=int(raw.get("attempts") or 0),
             cancel_requested=raw.get("cancel") == "1",
             worker=raw.get("worker") or None,
+            owner=raw.get("owner") or None,
             input=parsed.get("input", {}),
             params=parsed.get("params", {}),
             model=parsed.get("model"),
@@ -242,13 +251,20 @@ class JobStore:
         self._cancel = client.register_script(_CANCEL)
         self._update_running = client.register_script(_UPDATE_RUNNING)
         self._reap = client.register_script(_REAP)
+        self._admit = admit_script(client)
 
     def _keys(self, job_id: str) -> list[str]:
         return [job_key(job_id), QUEUED_SET, RUNNING_SET, STATS]
 
     # --- API side ----------------------------------------------------------
-    def create(self, job_id: str, *, input: dict[str, Any], params: dict[str, Any]) -> Job:
-        """Store a new ``queued`` job that expires after ``ttl_s``."""
+    def create(self, job_id: str, *, input: dict[str, Any], params: dict[str, Any], owner: str = ANONYMOUS,
+               limits: JobLimits | None = None, pixels: int = 0) -> Job:
+        """Store a new ``queued`` job of ``owner`` that expires after ``ttl_s``.
+
+        With ``limits``, the global and the owner's limits are checked and the job stored in one
+        atomic step (``core.limits``); :class:`core.limits.Refused` says which limit refused it.
+        """
+        limits = limits or JobLimits(max_queued=2**62)
         now = time.time()
         record = {
             "status": "queued",
@@ -256,16 +272,33 @@ class JobStore:
             "created_at": repr(now),
             "expires_at": repr(now + self.ttl_s),
             "attempts": "0",
+            "owner": owner,
             "input": json.dumps(input),
             "params": json.dumps(params),
         }
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping=record)
-            pipe.expire(job_key(job_id), self.ttl_s)
-            pipe.sadd(QUEUED_SET, job_id)
-            pipe.hincrby(STATS, "jobs_total:queued", 1)
-            pipe.execute()
+        fields = [item for pair in record.items() for item in pair]
+        verdict, retry_ms, detail = self._admit(
+            keys=[job_key(job_id), QUEUED_SET, STATS, owner_queued_key(owner), owner_jobs_key(owner),
+                  pixels_key(owner)],
+            args=[job_id, limits.max_queued, limits.max_key_queued, limits.pixels_per_hour, pixels, self.ttl_s,
+                  job_key(""), *fields],
+        )
+        if verdict != "ok":
+            raise refusal(verdict, int(retry_ms), detail, limits, pixels)
         return Job.from_hash(job_id, record)
+
+    def jobs_of(self, owner: str, *, offset: int = 0, limit: int = 20) -> list[Job]:
+        """``owner``'s jobs, newest first (expired ones are skipped and dropped from the index)."""
+        index = owner_jobs_key(owner)
+        ids = self.redis.zrevrange(index, offset, offset + limit - 1)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(job_key(job_id))
+            raws = pipe.execute()
+        gone = [job_id for job_id, raw in zip(ids, raws) if not raw]
+        if gone:
+            self.redis.zrem(index, *gone)
+        return [Job.from_hash(job_id, raw) for job_id, raw in zip(ids, raws) if raw]
 
     def get(self, job_id: str) -> Job | None:
         raw = self.redis.hgetall(job_key(job_id))
@@ -275,11 +308,13 @@ class JobStore:
         """``canceled`` (was queued), ``cancel_requested`` (running), ``missing``, or ``finished:<status>``."""
         return self._cancel(keys=self._keys(job_id), args=[job_id, repr(time.time()), events_channel(job_id)])
 
-    def forget(self, job_id: str) -> None:
+    def forget(self, job_id: str, owner: str = ANONYMOUS) -> None:
         """Remove a record that was never queued (its task could not be sent)."""
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(job_key(job_id))
             pipe.srem(QUEUED_SET, job_id)
+            pipe.srem(owner_queued_key(owner), job_id)
+            pipe.zrem(owner_jobs_key(owner), job_id)
             pipe.hincrby(STATS, "jobs_total:queued", -1)  # it was counted when created
             pipe.execute()
 

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+ANONYMOUS = "anonymous"
+"""The caller's name when authentication is off (``api_keys`` empty)."""
+
+_HASH_PREFIX = "sha256:"
+_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def hash_api_key(key: str) -> str:
+    """The form an API key is stored and compared in: ``sha256:<64 hex digits>``."""
+    return _HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def check_key_name(name: object) -> str:
+    """An API key's name, or ValueError: it shows in logs and job records, so it is kept plain."""
+    if not isinstance(name, str) or not _KEY_NAME_RE.match(name) or name == ANONYMOUS:
+        raise ValueError(f"API key name {name!r}: 1-64 letters, digits, '_', '.', '-', and not {ANONYMOUS!r}")
+    return name
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -51,8 +84,35 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(24 * 3600, ge=1, description="seconds a job and its files are kept")
     max_queued_jobs: int = Field(1000, ge=1, description="queued jobs beyond which POST answers 429")
     sweep_interval_s: float = Field(300.0, gt=0, description="seconds between sweeps of expired jobs' files")
-    api_keys: list[str] = Field(
-        default_factory=list, description="accepted API keys (X-API-Key or Bearer); empty: no authentication"
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="API keys by name, each the key's hash `sha256:<hex>` (`srgan key NAME` makes one) or the key "
+        "itself: {\"alice\": \"sha256:...\"}; a JSON list of keys is taken too (named key-<8 hex digits of "
+        "the hash>). Jobs belong to the name. Empty: no authentication",
+    )
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="requests per minute each API key may make to /v1 (a burst of that many, refilled "
+        "evenly); 429 rate_limited beyond it; 0: no limit. Not applied with authentication off"
+    )
+    key_max_queued_jobs: int = Field(
+        100, ge=0, description="queued jobs each API key may have at once; 429 quota_exceeded beyond it; 0: no limit"
+    )
+    key_max_pixels_per_hour: int = Field(
+        0, ge=0, description="input pixels each API key may submit per hour (refilled evenly); 429 quota_exceeded "
+        "beyond it; 0: no limit"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser (CORS), e.g. "
+        "[\"https://app.example.com\"]; empty: no CORS headers at all"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header values the API answers (DNS-rebinding guard), e.g. "
+        "[\"sr.example.com\"], \"*.example.com\" for subdomains; empty: the loopback names when bound to "
+        "loopback, and `srgan serve` beyond loopback refuses to start without it (unless --insecure)"
+    )
+    dependency_grace_s: float = Field(
+        60.0, gt=0, description="/healthz fails (503) once Redis has not answered for this long, so a supervisor "
+        "restarts the API; shorter outages only fail /readyz"
     )
     host: str = Field("127.0.0.1", description="`srgan serve` address")
     port: int = Field(8000, ge=0, le=65535, description="`srgan serve` port")
@@ -74,6 +134,34 @@ class Settings(BaseSettings):
     debug_tile_delay_s: float = Field(
         0.0, ge=0, description="testing aid: pause after each tile to widen failure windows; keep 0"
     )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _hash_api_keys(cls, value: Any) -> Any:
+        """Keep only hashes: a plain key is hashed at once; a list gets names from the hashes."""
+        if isinstance(value, (list, tuple)):
+            value = {f"key-{cls._as_hash(k)[len(_HASH_PREFIX):][:8]}": k for k in value}
+        if not isinstance(value, dict):
+            return value
+        hashed: dict[str, str] = {}
+        for name, key in value.items():
+            check_key_name(name)
+            if not isinstance(key, str) or not key.strip():
+                raise ValueError(f"API key {name!r} is empty")
+            hashed[name] = cls._as_hash(key.strip())
+        dupes = {h for h in hashed.values() if list(hashed.values()).count(h) > 1}
+        if dupes:
+            names = sorted(n for n, h in hashed.items() if h in dupes)
+            raise ValueError(f"API keys {names} are the same key; give each name its own")
+        return hashed
+
+    @staticmethod
+    def _as_hash(key: str) -> str:
+        if key.startswith(_HASH_PREFIX):
+            if not _HASH_RE.match(key.lower()):
+                raise ValueError("an API key hash is 'sha256:' and 64 hex digits")
+            return key.lower()
+        return hash_api_key(key)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

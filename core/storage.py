@@ -1,6 +1,7 @@
 """Jobs' files: ``<root>/<job id>/input`` and ``<root>/<job id>/result.<ext>``, under names the server makes.
 
-Uploads are streamed into ``<root>/.incoming/`` and moved into their job's
+Folders are made 0700 and files 0600 (only the service's user reads uploads
+and results). Uploads are streamed into ``<root>/.incoming/`` and moved into their job's
 folder once accepted; results are written atomically (a temporary file in
 the same folder, fsync, rename), so a reader sees a whole file or none and a
 job written twice still has one result.
@@ -32,7 +33,8 @@ class Storage:
         self.incoming_dir = self.root / _INCOMING
 
     def ensure(self) -> Storage:
-        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.incoming_dir.mkdir(exist_ok=True, mode=0o700)
         return self
 
     def job_dir(self, job_id: str) -> Path:
@@ -58,7 +60,7 @@ class Storage:
     def adopt_input(self, job_id: str, incoming: Path) -> Path:
         """Move a received upload into its job's folder."""
         target = self.input_path(job_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.replace(incoming, target)
         return target
 

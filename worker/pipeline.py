@@ -120,6 +120,7 @@ def process_job(
     job = store.get(job_id)
     if job is None:
         return "missing"
+    log.info("job %s of %s: attempt %d", job_id, job.owner or "anonymous", claim.attempts)
     hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s)
     try:
         storage.discard_partial(job_id)

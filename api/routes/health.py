@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -9,12 +12,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import ServicesDep
 from api.schemas import CheckOut, HealthOut, ReadyOut
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthOut, summary="Liveness")
-async def healthz() -> HealthOut:
-    return HealthOut()
+@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}}, summary="Liveness")
+async def healthz(request: Request) -> JSONResponse:
+    """``503`` once Redis has not answered for longer than ``dependency_grace_s``: restart me."""
+    services = getattr(request.app.state, "services", None)
+    since = services.redis_down_since if services is not None else None
+    if since is not None:
+        down_s = time.monotonic() - since
+        grace = services.settings.dependency_grace_s
+        if down_s > grace:
+            body = HealthOut(status="failing", detail=f"Redis has not answered for {down_s:.0f} s (grace {grace:g} s)")
+            return JSONResponse(body.model_dump(), status_code=503)
+    return JSONResponse(HealthOut().model_dump(exclude_none=True))
 
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
@@ -27,13 +40,16 @@ def readyz(services: ServicesDep) -> JSONResponse:
         workers = services.store.live_workers(max_age_s=3 * services.settings.heartbeat_s)
         checks["workers"] = CheckOut(ok=bool(workers), detail=f"{len(workers)} alive")
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["redis"] = CheckOut(ok=False, detail=str(exc))
+        # the error's kind only: its text names the internal Redis address (and the log has it)
+        log.warning("readiness: Redis does not answer: %s", exc)
+        checks["redis"] = CheckOut(ok=False, detail=f"does not answer ({type(exc).__name__})")
         checks["workers"] = CheckOut(ok=False, detail="unknown: Redis does not answer")
     try:
         services.storage.check_writable()
         checks["storage"] = CheckOut(ok=True, detail="writable")
     except OSError as exc:
-        checks["storage"] = CheckOut(ok=False, detail=str(exc))
+        log.warning("readiness: the storage folder is not writable: %s", exc)
+        checks["storage"] = CheckOut(ok=False, detail=f"not writable ({exc.strerror or type(exc).__name__})")
     ready = all(c.ok for c in checks.values())
     body = ReadyOut(status="ready" if ready else "not_ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

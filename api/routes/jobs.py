@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Annotated
 
@@ -11,14 +12,17 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, Services, ServicesDep, require_api_key
+from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, require_api_key
 from api.errors import ApiError
 from api.inspect import check_output, inspect_image
-from api.schemas import ErrorOut, JobOut, JobRequest, download_name
+from api.schemas import ErrorOut, JobListOut, JobOut, JobRequest, download_name
 from api.upload import Upload, receive_upload
 from core.catalog import require_detail_base, select_model
 from model.interpolate import round_detail
 from core.jobs import Job, new_job_id
+from core.limits import JobLimits, Refused
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -46,7 +50,15 @@ def _parse_params(fields: dict[str, str]) -> JobRequest:
         raise ApiError(422, "invalid_parameter", message) from None
 
 
-def _accept(services: Services, upload: Upload) -> Job:
+def _limits(services: Services, caller: Caller) -> JobLimits:
+    settings = services.settings
+    if caller.anonymous:  # no keys, no per-key quotas; the global queue limit holds for everyone
+        return JobLimits(max_queued=settings.max_queued_jobs)
+    return JobLimits(max_queued=settings.max_queued_jobs, max_key_queued=settings.key_max_queued_jobs,
+                     pixels_per_hour=settings.key_max_pixels_per_hour)
+
+
+def _accept(services: Services, upload: Upload, caller: Caller) -> Job:
     """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
     settings = services.settings
     params = _parse_params(upload.fields)
@@ -58,40 +70,65 @@ def _accept(services: Services, upload: Upload) -> Job:
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
     job_id = new_job_id()
     services.storage.adopt_input(job_id, upload.path)
-    job = services.store.create(
-        job_id,
-        input={"filename": upload.filename, "format": info.format.lower(), "width": info.width,
-               "height": info.height, "mode": info.mode, "bytes": upload.size},
-        # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
-        params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
-                "format": params.format, "quality": params.quality,
-                **({"detail": round_detail(params.detail)} if params.detail is not None else {})},
-    )
+    try:  # admission (queue and quotas) and the record: one atomic step
+        job = services.store.create(
+            job_id,
+            input={"filename": upload.filename, "format": info.format.lower(), "width": info.width,
+                   "height": info.height, "mode": info.mode, "bytes": upload.size},
+            # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
+            params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
+                    "format": params.format, "quality": params.quality,
+                    **({"detail": round_detail(params.detail)} if params.detail is not None else {})},
+            owner=caller.name, limits=_limits(services, caller), pixels=info.width * info.height,
+        )
+    except Refused as exc:
+        services.storage.remove(job_id)
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+        raise ApiError(exc.status, exc.code, exc.message, headers=headers) from None
+    except BaseException:
+        services.storage.remove(job_id)
+        raise
     try:
         services.queue.send(job_id)
     except Exception as exc:
-        services.store.forget(job_id)
+        services.store.forget(job_id, caller.name)
         services.storage.remove(job_id)
-        raise ApiError(503, "queue_unavailable", f"the job could not be queued: {exc}") from exc
+        log.warning("job %s could not be queued: %s", job_id, exc)  # the broker's address stays in the log
+        raise ApiError(503, "queue_unavailable",
+                       f"the job could not be queued ({type(exc).__name__}); try again") from exc
+    log.info("job %s queued for %s (%dx%d)", job_id, caller.name, info.width, info.height)
     return job
 
 
 @router.post("", status_code=202, response_model=JobOut, responses=_ERRORS, openapi_extra=_UPLOAD_BODY,
              summary="Upload an image to upscale")
-async def create_job(request: Request, response: Response, services: ServicesDep) -> JobOut:
+async def create_job(request: Request, response: Response, services: ServicesDep, caller: CallerDep) -> JobOut:
     """Answers at once with the queued job; follow ``Location`` (``?wait=S`` to wait for the end)."""
     settings = services.settings
+    # a cheap early refusal before the upload is received; the atomic check is in the store's create
     if await run_in_threadpool(services.store.queued_count) >= settings.max_queued_jobs:
         raise ApiError(429, "queue_full", f"{settings.max_queued_jobs} jobs are already waiting; try again later",
                        headers={"Retry-After": "10"})
     upload = await receive_upload(request, services.storage, allowed_fields=set(JobRequest.model_fields),
                                   max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields)
     try:
-        job = await run_in_threadpool(_accept, services, upload)
+        job = await run_in_threadpool(_accept, services, upload, caller)
     finally:
         upload.discard()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.from_job(job)
+
+
+@router.get("", response_model=JobListOut, responses=_ERRORS, summary="Your jobs, newest first")
+def list_jobs(
+    services: ServicesDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000, description="jobs to skip (newest first)")] = 0,
+) -> JobListOut:
+    """The jobs of the calling API key (not yet expired); another key's jobs are never listed."""
+    jobs = services.store.jobs_of(caller.name, offset=offset, limit=limit)
+    return JobListOut(jobs=[JobOut.from_job(job) for job in jobs], limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")

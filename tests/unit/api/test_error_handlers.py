@@ -44,3 +44,9 @@ def test_a_redis_error_answers_503_unavailable_with_retry_after(client):
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
     assert int(response.headers["retry-after"]) > 0
+    assert "6379" not in response.text and "localhost" not in response.text, "no internal address in the answer"
+
+
+def test_every_answer_says_nosniff(client):
+    for path in ("/_test/bug", "/_test/redis-down", "/no-such-route", "/static/app.js", "/"):
+        assert client.get(path).headers["x-content-type-options"] == "nosniff", path

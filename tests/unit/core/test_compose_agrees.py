@@ -24,11 +24,30 @@ SERVICES = COMPOSE["services"]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
-def env_of(service: dict) -> dict[str, str]:
+EXAMPLE_DOTENV = {"SRGAN_API_KEYS": '{"alice": "sha256:' + "ab" * 32 + '"}'}
+"""What a user's .env holds at least (docs/service.md)."""
+
+
+def interpolate(value: str, dotenv: dict[str, str]) -> str:
+    """Compose's variable substitution: ${VAR}, ${VAR:-default}, ${VAR:?error} (raises), $$ -> $."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        given = dotenv.get(name, "")
+        if op == ":?" and not given:
+            raise LookupError(f"{name}: {arg}")
+        return given or (arg if op == ":-" else "")
+
+    value = re.sub(r"(?<!\$)\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
+    return value.replace("$$", "$")
+
+
+def env_of(service: dict, dotenv: dict[str, str] | None = None) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
+    dotenv = EXAMPLE_DOTENV if dotenv is None else dotenv
+    return {k: interpolate(str(v), dotenv) for k, v in env.items()}
 
 
 def dockerfile(service: dict) -> str:
@@ -94,6 +113,41 @@ def test_commands_are_srgan_subcommands(name, subcommand):
     assert args.command == subcommand
     assert args.func.__module__ == f"cli.{subcommand}"
     assert re.search(rf'CMD \["srgan", "{subcommand}"', dockerfile(SERVICES[name])), "the image runs the same"
+
+
+def test_the_api_needs_a_key_from_dotenv_and_then_may_serve_beyond_loopback(monkeypatch):
+    from cli.serve import refuse_exposure
+
+    api = SERVICES["api"]
+    with pytest.raises(LookupError, match="SRGAN_API_KEYS.*\\.env"):
+        env_of(api, dotenv={})
+    settings = settings_from({k: v for k, v in env_of(api).items() if k.startswith("SRGAN_")}, monkeypatch)
+    assert settings.api_keys == {"alice": "sha256:" + "ab" * 32} and settings.allowed_hosts
+    host = build_parser().parse_args(api["command"][1:]).host
+    assert refuse_exposure(host, settings, insecure=False) is None, "compose starts without --insecure"
+    assert "--insecure" not in api["command"]
+
+
+@pytest.mark.parametrize("name", ["api", "flower"])
+def test_ports_are_published_on_loopback_unless_dotenv_says_otherwise(name):
+    for mapping in SERVICES[name]["ports"]:
+        assert interpolate(mapping, {}).startswith("127.0.0.1:"), mapping
+        assert interpolate(mapping, {"SRGAN_PUBLISH_ADDR": "0.0.0.0"}).startswith("0.0.0.0:"), mapping
+
+
+def test_flower_never_starts_without_basic_auth(tmp_path):
+    import subprocess
+
+    flower = SERVICES["flower"]
+    assert env_of(flower, {})["FLOWER_BASIC_AUTH"] == ""
+    entrypoint = [interpolate(part, {}) for part in flower["entrypoint"]]
+    marker = tmp_path / "started"
+    probe = ["sh", "-c", f'echo "$FLOWER_BASIC_AUTH" > {marker}']  # stands in for `celery flower`
+    refused = subprocess.run([*entrypoint, *probe], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr and not marker.exists()
+    started = subprocess.run([*entrypoint, *probe], env={"PATH": os.environ["PATH"], "FLOWER_BASIC_AUTH": "u:p"})
+    assert started.returncode == 0 and marker.read_text().strip() == "u:p"
+    assert flower["command"][:2] == ["celery", "flower"]
 
 
 def test_api_port_matches_the_command_the_mapping_and_the_health_check():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.settings import Settings
+from core.settings import Settings, hash_api_key
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,8 @@ def test_environment_variables_set_fields(monkeypatch):
     monkeypatch.setenv("SRGAN_API_KEYS", '["a", "b"]')
     monkeypatch.setenv("SRGAN_STORAGE_DIR", "/srv/jobs")
     s = Settings(_env_file=None)
-    assert (s.redis_url, s.api_keys, s.resolved_storage_dir) == ("redis://r:6379/2", ["a", "b"], Path("/srv/jobs"))
+    assert (s.redis_url, s.resolved_storage_dir) == ("redis://r:6379/2", Path("/srv/jobs"))
+    assert sorted(s.api_keys.values()) == sorted([hash_api_key("a"), hash_api_key("b")]), "kept as hashes only"
 
 
 @pytest.mark.parametrize(
@@ -55,3 +56,31 @@ def test_a_worker_counts_as_lost_only_after_its_job_could_have_been_redelivered(
         Settings(_env_file=None, worker_lost_s=900)
     with pytest.raises(ValidationError, match="two heartbeats"):
         Settings(_env_file=None, heartbeat_s=1000)
+
+
+def test_api_keys_are_kept_as_hashes_under_their_names():
+    hashed = hash_api_key("k-bob")
+    s = Settings(_env_file=None, api_keys={"alice": "k-alice", "bob": hashed.upper().replace("SHA256:", "sha256:")})
+    assert s.api_keys == {"alice": hash_api_key("k-alice"), "bob": hashed}
+    assert "k-alice" not in s.model_dump_json(), "the plain key is not kept"
+    assert hashed.startswith("sha256:") and len(hashed) == 7 + 64
+
+
+def test_api_keys_from_the_environment_as_a_json_object(monkeypatch):
+    monkeypatch.setenv("SRGAN_API_KEYS", '{"alice": "%s"}' % hash_api_key("x"))
+    assert Settings(_env_file=None).api_keys == {"alice": hash_api_key("x")}
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"alice": "same", "bob": "same"}, "same key"),
+        ({"anonymous": "k"}, "API key name"),
+        ({"a b": "k"}, "API key name"),
+        ({"alice": "sha256:1234"}, "64 hex digits"),
+        ({"alice": " "}, "empty"),
+    ],
+)
+def test_bad_api_keys_are_refused(keys, message):
+    with pytest.raises(ValidationError, match=message):
+        Settings(_env_file=None, api_keys=keys)
