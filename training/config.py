@@ -41,6 +41,10 @@ class DataConfig(_Section):
     """Where the images come from and how crops are made."""
 
     data: Path | None = Field(None, description="training images: a DIV2K folder or any folder of HR images")
+    extra_data: list[Path] = Field(
+        [], description="more plain folders of HR images trained on with --data (e.g. ../shared/data/train-extra); "
+        "the images of all folders are split and sampled as one set"
+    )
     format: Literal["auto", "folder", "div2k"] = Field("auto", description="how to read --data")
     div2k_track: Literal["bicubic", "unknown", "mild", "difficult", "wild"] = Field(
         "bicubic", description="DIV2K degradation track (LR read from disk)"

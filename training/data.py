@@ -91,6 +91,21 @@ class TrainingData:
     description: str
 
 
+def combined_folder_pairs(data: Path, extra: list[Path]) -> list[Pair]:
+    """The images of ``data`` and every ``extra`` folder, named relative to their folder, sorted by name.
+
+    Sorting makes the set (and so the split and the crop stream) the same however the folders are given,
+    e.g. ``train/`` plus ``train-extra/`` or one folder of links to both.
+    """
+    pairs = [p for folder in [data, *extra] for p in folder_pairs(folder)]
+    seen: dict[str, Path] = {}
+    for p in pairs:
+        if p.name in seen:
+            raise ValueError(f"two training images are both named {p.name}: {seen[p.name]} and {p.hr_path}")
+        seen[p.name] = p.hr_path
+    return sorted(pairs, key=lambda p: p.name)
+
+
 def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
     """Read ``cfg.data`` (DIV2K or a plain folder), split off validation, cache what fits."""
     if cfg.data is None:
@@ -99,6 +114,8 @@ def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
     if fmt == "auto":
         fmt = "div2k" if is_div2k(cfg.data) else "folder"
     lr_min = cfg.hr_size // scale
+    if fmt == "div2k" and cfg.extra_data:
+        raise ValueError("--extra-data adds plain folders to a plain folder, not to a DIV2K folder")
     if fmt == "div2k":
         pairs = div2k_pairs(cfg.data, "train", scale, cfg.div2k_track)
         try:
@@ -106,7 +123,7 @@ def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
         except FileNotFoundError:
             pairs, val_pairs = split_holdout(pairs, cfg.val_fraction)
     else:
-        pairs, val_pairs = split_holdout(folder_pairs(cfg.data), cfg.val_fraction)
+        pairs, val_pairs = split_holdout(combined_folder_pairs(cfg.data, cfg.extra_data), cfg.val_fraction)
     validation = [centre_crop(decode_pair(p, scale), scale, cfg.val_max_side) for p in val_pairs[: cfg.val_images]]
 
     in_memory = fmt == "folder" or cfg.cache == "memory"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -14,6 +15,31 @@ from training.losses import build_content_loss, discriminator_loss, generator_ad
 from training.optim import build_adam
 
 log = logging.getLogger(__name__)
+
+
+class GanPair(keras.Model):
+    """Generator and discriminator together, so that one ``.weights.h5`` file holds both (resume weights)."""
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model) -> None:
+        super().__init__(name="srgan_pair")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.built = True  # both parts are built networks; the pair itself has no weights of its own
+
+    def call(self, inputs):  # pragma: no cover - never called; the pair only carries weights
+        return self.generator(inputs)
+
+
+def save_pair(generator: keras.Model, discriminator: keras.Model, path: Path) -> None:
+    """Both networks' weights in one ``.weights.h5`` file (what a GAN release ships to resume from)."""
+    GanPair(generator, discriminator).save_weights(str(path))
+
+
+def load_pair(generator: keras.Model, discriminator: keras.Model, path: Path) -> None:
+    """Load a :func:`save_pair` file into networks of the same shapes."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no GAN resume weights at {path}")
+    GanPair(generator, discriminator).load_weights(str(path))
 
 
 class GanStage:
@@ -47,7 +73,12 @@ class GanStage:
         self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def initialize(self) -> None:
-        """Fresh run: load the pretrained generator."""
+        """Fresh run: the generator and discriminator of ``init_weights`` (a released GAN's resume file,
+        to continue it on a new machine), else the pretrained generator and a new discriminator."""
+        if self.config.init_weights is not None:
+            load_pair(self.generator, self.discriminator, Path(self.config.init_weights))
+            log.info("generator and discriminator initialised from %s", self.config.init_weights)
+            return
         if self.config.gan.pretrained is None:
             raise ValueError("the gan stage starts from a pretrained generator: pass --pretrained RUN_DIR|WEIGHTS")
         source = find_generator(self.config.gan.pretrained)

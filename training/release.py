@@ -43,7 +43,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _bench_metrics(model: Path, folders: list[Path]) -> tuple[dict[str, float], dict[str, Any]]:
+_MEANS = ("mean_psnr_y", "mean_ssim_y", "bicubic_mean_psnr_y", "bicubic_mean_ssim_y", "mean_niqe",
+          "bicubic_mean_niqe", "hr_mean_niqe", "max_color_shift")
+
+
+def _bench_metrics(
+    model: Path, folders: list[Path], compare: list[Path] | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Means (``set5_psnr_y``, ``set14_niqe``...) and per-image results; ``compare`` models measured beside."""
     from training.evaluate import evaluate_model
 
     metrics: dict[str, float] = {}
@@ -51,22 +58,34 @@ def _bench_metrics(model: Path, folders: list[Path]) -> tuple[dict[str, float], 
     for folder in folders:
         report = evaluate_model(model, folder)
         tag = folder.name.lower()
-        for key in ("mean_psnr_y", "mean_ssim_y", "bicubic_mean_psnr_y", "bicubic_mean_ssim_y"):
-            metrics[f"{tag}_{key.replace('mean_', '')}"] = round(float(report[key]), 4)
+        for key in _MEANS:
+            if key in report:
+                metrics[f"{tag}_{key.replace('mean_', '')}"] = round(float(report[key]), 4)
         images = report["images"]
         details[folder.name] = {
             "images": len(images),
             "beats_bicubic_on_every_image": all(i["psnr_y"] > i["bicubic_psnr_y"] for i in images),
             "per_image": images,
         }
+        for other in compare or []:
+            theirs = evaluate_model(other, folder)
+            details[folder.name].setdefault("compare", {})[other.stem] = {
+                **{k: round(float(theirs[k]), 4) for k in _MEANS if k in theirs},
+                "per_image": [{k: i[k] for k in ("name", "psnr_y", "ssim_y", "niqe", "color_shift") if k in i}
+                              for i in theirs["images"]],
+            }
     return metrics, details
 
 
 def _save_resume_weights(run_dir: Path, dest: Path) -> int:
-    """The latest checkpoint's generator as a ``.weights.h5`` file; returns its step."""
+    """The latest checkpoint's networks as one ``.weights.h5`` file; returns its step.
+
+    A pretraining run saves its generator; a gan run its generator and
+    discriminator together (``training.gan.save_pair``).
+    """
     import tensorflow as tf
 
-    from training.arch import build_generator
+    from training.arch import build_discriminator, build_generator
     from training.config import TrainConfig
 
     config = TrainConfig.load(run_dir / "config.json")
@@ -75,12 +94,58 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
         raise SystemExit(f"no checkpoint in {run_dir / 'checkpoints'}")
     generator = build_generator(**config.generator.model_dump())
     step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(generator=generator, step=step).restore(latest).expect_partial()
-    generator.save_weights(str(dest))
+    if config.stage == "gan":
+        from training.gan import save_pair
+
+        discriminator = build_discriminator(config.data.hr_size, config.gan.d_filters, config.generator.bn_momentum)
+        tf.train.Checkpoint(generator=generator, discriminator=discriminator, step=step).restore(
+            latest).expect_partial()
+        save_pair(generator, discriminator, dest)
+    else:
+        tf.train.Checkpoint(generator=generator, step=step).restore(latest).expect_partial()
+        generator.save_weights(str(dest))
     return int(step.numpy())
 
 
-def release(run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path) -> dict[str, Any]:
+def resume_command(config, name: str, resume_file: str, step: int) -> str:
+    """The ``srgan train`` command that continues ``config``'s run on a new machine from the shipped file."""
+    from training.config import default_config
+
+    flags = _changed_flags(config.model_dump(mode="json"), default_config(config.stage).model_dump(mode="json"))
+    return " ".join([f"srgan train {config.stage}", f"--run-dir runs/{name}", *flags,
+                     f"--init-weights model/weights/{resume_file}", f"--init-step {step}", "--resume"])
+
+
+_NOT_CARRIED = {"run_dir", "init_weights", "init_step", "stage", "pretrained", "vgg_weights"}
+
+
+def _changed_flags(body: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """Flags for every setting of ``body`` that differs from ``defaults`` (what the run was started with)."""
+    flags: list[str] = []
+    for key, value in body.items():
+        if key in _NOT_CARRIED:
+            continue
+        if isinstance(value, dict):
+            flags.extend(_changed_flags(value, defaults.get(key, {})))
+            continue
+        if value == defaults.get(key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key == "data" and value:
+            value = f"../shared/data/{Path(value).name}" if "shared" in str(value) else value
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif isinstance(value, list):
+            flags.append(f"{flag} {' '.join(str(v) for v in value)}")
+        else:
+            flags.append(f"{flag} {value}")
+    return flags
+
+
+def release(
+    run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path, *,
+    compare: list[Path] | None = None, detail_base: str | None = None,
+) -> dict[str, Any]:
     from training.config import TrainConfig
     from model.registry import sha256_of
     from training.export import export_generator
@@ -90,7 +155,7 @@ def release(run_dir: Path, name: str, version: str | None, bench: list[Path], ou
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / f"{name}.onnx"
         card = export_generator(run_dir, staged, name=name, version=version)
-        metrics, details = _bench_metrics(staged, bench)
+        metrics, details = _bench_metrics(staged, bench, compare)
         proto = onnx.load(str(staged))
         contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
         contract = contract.with_identity(contract.name, contract.version, metrics)
@@ -119,11 +184,28 @@ def release(run_dir: Path, name: str, version: str | None, bench: list[Path], ou
     card["resume"] = {
         "file": resume_path.name,
         "step": resume_step,
-        "command": (
-            f"srgan train pretrain --data ../shared/data/train --run-dir runs/{name} --steps {config.steps} "
-            f"--init-weights model/weights/{resume_path.name} --init-step {resume_step} --resume"
-        ),
+        "holds": "generator and discriminator" if config.stage == "gan" else "generator",
+        "command": resume_command(config, name, resume_path.name, resume_step),
     }
+    if config.stage == "gan":
+        gan = config.gan
+        perceptual: dict[str, Any] = {"name": gan.perceptual, "weight": gan.perceptual_weight}
+        if gan.perceptual == "random-vgg19":
+            perceptual.update(seed=gan.perceptual_seed, layers=list(gan.perceptual_layers),
+                              paper="Liu et al., Generic Perceptual Loss, CVPR 2021 (arXiv 2103.10571)")
+        elif gan.perceptual == "vgg54":
+            perceptual.update(layer=gan.vgg_layer, rescale=gan.vgg_rescale, weights="VGG19 ImageNet")
+        card["training"]["losses"] = {
+            "perceptual": perceptual,
+            "pixel": {"kind": gan.pixel_loss, "weight": gan.pixel_weight},
+            "adversarial": {"weight": gan.adv_weight},
+        }
+        card["training"]["picked_by"] = (
+            f"lowest validation NIQE with PSNR-Y at most {gan.max_psnr_drop} dB under bicubic's (validation split "
+            "of the training folder)"
+        )
+    if detail_base:
+        card["detail_base"] = detail_base
     card["onnx"]["file"] = model_path.name
     card["sha256"] = sha256_of(model_path)
     (out_dir / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -165,8 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", help="default: step-<best step>")
     p.add_argument("--bench", type=Path, nargs="+", required=True, help="benchmark folders to measure (not to pick)")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--compare", type=Path, nargs="*", default=[], help="models measured beside it (.onnx)")
+    p.add_argument("--detail-base", help="the PSNR model this GAN model blends with for `detail` (e.g. srresnet_x4)")
     args = p.parse_args(argv)
-    card = release(args.run_dir, args.name, args.version, args.bench, args.out)
+    card = release(args.run_dir, args.name, args.version, args.bench, args.out, compare=args.compare,
+                   detail_base=args.detail_base)
     print(json.dumps({"version": card["version"], "metrics": card["metrics"], "resume": card["resume"]}, indent=2))
     return 0
 

@@ -58,3 +58,37 @@ def test_wall_time_sums_progress_lines_and_skips_pauses():
         "not a progress line",
     ]
     assert _hours_from_log(lines) == pytest.approx(0.1)
+
+
+def test_gan_resume_file_holds_generator_and_discriminator(tmp_path):
+    import numpy as np
+
+    from training.arch import build_discriminator, build_generator
+    from training.gan import load_pair, save_pair
+
+    g, d = build_generator(scale=4, filters=8, blocks=1), build_discriminator(32, 4, 0.8)
+    save_pair(g, d, tmp_path / "pair.weights.h5")
+    g2, d2 = build_generator(scale=4, filters=8, blocks=1), build_discriminator(32, 4, 0.8)
+    assert any(not np.array_equal(a, b) for a, b in zip(d.get_weights(), d2.get_weights()))
+    load_pair(g2, d2, tmp_path / "pair.weights.h5")
+    for a, b in zip(g.get_weights() + d.get_weights(), g2.get_weights() + d2.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_the_resume_command_carries_every_setting_the_run_changed(tmp_path):
+    from training.config import default_config, merge
+    from training.release import resume_command
+
+    config = merge(default_config("gan"), {
+        "data.data": "../shared/data/train", "data.extra_data": ["../shared/data/train-extra"],
+        "data.hr_size": 64, "data.batch_size": 8, "gan.perceptual": "random-vgg19", "gan.pixel_weight": 0.01,
+        "gan.pretrained": "model/weights/srresnet_x4.resume.weights.h5", "steps": 20000, "optim.boundaries": [10000],
+    })
+    command = resume_command(config, "srgan_x4", "srgan_x4.resume.weights.h5", 1234)
+    assert command.startswith("srgan train gan --run-dir runs/srgan_x4 ")
+    for flag in ("--data ../shared/data/train", "--extra-data ../shared/data/train-extra", "--hr-size 64",
+                 "--batch-size 8", "--perceptual random-vgg19", "--pixel-weight 0.01", "--steps 20000",
+                 "--boundaries 10000", "--init-weights model/weights/srgan_x4.resume.weights.h5",
+                 "--init-step 1234", "--resume"):
+        assert flag in command, flag
+    assert "--pretrained" not in command, "a resumed GAN starts from its own weights"
