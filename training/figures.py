@@ -1,14 +1,19 @@
-"""Figures for model cards and docs: the validation curve and a side-by-side crop.
+"""Figures for model cards and docs: the validation curve, side-by-side crops, the perception-distortion curve.
 
     python -m training.figures curve runs/srresnet_x4 -o docs/images/srresnet_x4_val_psnr.png
     python -m training.figures compare --model model/weights/srresnet_x4.onnx \
+        --model model/weights/srgan_x4.onnx \
         --image ../shared/data/bench/Set14/comic.png --box 80 40 200 160 -o docs/images/compare.png
+    python -m training.figures pd-curve --model model/weights/srgan_x4.onnx \
+        --data ../shared/data/bench/Set14 -o docs/images/srgan_x4_perception_distortion.png
 
 ``curve`` reads a run's ``validation.jsonl`` (or the ``validation_curve`` of
 a ``card.json``) and draws validation Y-PSNR against training steps, with
 the bicubic baseline when known. ``compare`` degrades a ground-truth image
 with the quality protocol's bicubic downscale, upscales it with bicubic and
-with the model, and puts the three crops side by side with their PSNR-Y.
+with each model, and puts the crops side by side with PSNR-Y and NIQE.
+``pd-curve`` measures a GAN model at several ``detail`` values and plots
+PSNR-Y against NIQE.
 No TensorFlow: matplotlib (the ``train`` extra) and Pillow only.
 """
 
@@ -70,30 +75,91 @@ def plot_curve(source: Path, out: Path, title: str | None = None, baseline: floa
     return out
 
 
-def side_by_side(model: Path, image: Path, box: tuple[int, int, int, int], out: Path, zoom: int = 2) -> dict:
-    """Bicubic | model | ground truth for the HR crop ``box`` (left, top, right, bottom)."""
-    from model.engine import Upscaler
+def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int], out: Path, zoom: int = 2,
+                 detail: float | None = None) -> dict:
+    """Bicubic | each model | ground truth for the HR crop ``box`` (left, top, right, bottom)."""
+    from core.settings import get_settings
+    from core.upscalers import build_upscaler, resolve_blend
+    from model.niqe import BLOCK as NIQE_BLOCK
+    from model.niqe import niqe
 
-    up = Upscaler.from_file(model)
-    scale = up.scale
-    hr = crop_to_multiple(np.asarray(Image.open(image).convert("RGB")), scale)
-    lr = bicubic_downscale(hr, scale)
-    panels = {"bicubic": bicubic_upscale(lr, scale), "model": up.upscale(lr), "ground truth": hr}
-    scores = {k: psnr_y(v, hr, crop=scale) for k, v in panels.items() if k != "ground truth"}
+    settings = get_settings()
+    panels: dict[str, np.ndarray] = {}
+    hr = lr = None
+    scale = 0
+    for model in models:
+        up = build_upscaler(settings, resolve_blend(settings, str(model), detail, seed=False), tile=0, overlap=0)
+        if hr is None:
+            scale = up.scale
+            hr = crop_to_multiple(np.asarray(Image.open(image).convert("RGB")), scale)
+            lr = bicubic_downscale(hr, scale)
+            panels["bicubic"] = bicubic_upscale(lr, scale)
+        name = Path(model).stem + (f" detail {detail:.2f}" if detail is not None else "")
+        panels[name] = up.upscale(lr)
+    assert hr is not None
+    panels["ground truth"] = hr
+    big = min(hr.shape[:2]) >= NIQE_BLOCK
+    scores = {k: (psnr_y(v, hr, crop=scale), niqe(v) if big else float("nan")) for k, v in panels.items()}
     left, top, right, bottom = box
     w, h = (right - left) * zoom, (bottom - top) * zoom
     label_h = 22
-    canvas = Image.new("RGB", (3 * w + 20, h + label_h), "white")
+    canvas = Image.new("RGB", (len(panels) * (w + 10) - 10, h + label_h), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (name, arr) in enumerate(panels.items()):
         crop = Image.fromarray(arr[top:bottom, left:right]).resize((w, h), Image.Resampling.NEAREST)
         x = i * (w + 10)
         canvas.paste(crop, (x, label_h))
-        text = name if name not in scores else f"{name}  {scores[name]:.2f} dB (whole image)"
+        psnr, nq = scores[name]
+        text = f"{name}  NIQE {nq:.2f}" if name == "ground truth" else f"{name}  {psnr:.2f} dB, NIQE {nq:.2f}"
         draw.text((x + 4, 4), text, fill="black")
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
-    return {"image": image.name, "scale": scale, **{f"psnr_y_{k}": round(v, 3) for k, v in scores.items()}}
+    return {"image": image.name, "scale": scale,
+            **{f"psnr_y_{k}": round(v[0], 3) for k, v in scores.items() if k != "ground truth"},
+            **({f"niqe_{k}": round(v[1], 3) for k, v in scores.items()} if big else {})}
+
+
+def perception_distortion(points: list[dict], out: Path, title: str | None = None) -> Path:
+    """PSNR-Y against NIQE, one labelled point per ``{"label", "psnr_y", "niqe"}`` (e.g. detail values)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    curve = [p for p in points if p.get("curve", True)]
+    ax.plot([p["niqe"] for p in curve], [p["psnr_y"] for p in curve], marker="o", label="detail 0 .. 1")
+    for p in points:
+        if not p.get("curve", True):
+            ax.scatter([p["niqe"]], [p["psnr_y"]], marker="s", color="gray")
+        ax.annotate(p["label"], (p["niqe"], p["psnr_y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("NIQE (lower is more natural)")
+    ax.set_ylabel("PSNR-Y (dB, higher is more faithful)")
+    ax.set_title(title or "Perception-distortion trade-off")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def detail_sweep(model: Path, data: Path, details: list[float]) -> list[dict]:
+    """``srgan eval`` of ``model`` at each detail: the points of :func:`perception_distortion`."""
+    from training.evaluate import evaluate_model
+
+    points = []
+    for d in details:
+        report = evaluate_model(model, data, detail=d)
+        points.append({"label": f"detail {d:.2f}", "detail": d, "psnr_y": report["mean_psnr_y"],
+                       "niqe": report["mean_niqe"], "ssim_y": report["mean_ssim_y"],
+                       "max_color_shift": report["max_color_shift"]})
+    points.append({"label": "bicubic", "psnr_y": report["bicubic_mean_psnr_y"], "niqe": report["bicubic_mean_niqe"],
+                   "curve": False})
+    points.append({"label": "HR", "psnr_y": max(p["psnr_y"] for p in points) + 0.5, "niqe": report["hr_mean_niqe"],
+                   "curve": False, "note": "HR's PSNR is infinite; drawn above the curve"})
+    return points
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,17 +171,31 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("-o", "--output", type=Path, required=True)
     c.add_argument("--title")
     c.add_argument("--baseline", type=float, help="bicubic validation PSNR-Y to draw")
-    s = sub.add_parser("compare", help="bicubic | model | ground truth crop")
-    s.add_argument("--model", type=Path, required=True)
+    s = sub.add_parser("compare", help="bicubic | model(s) | ground truth crop")
+    s.add_argument("--model", type=Path, action="append", required=True, help="repeat for several models")
+    s.add_argument("--detail", type=float, help="blend GAN models with their detail base at this value")
     s.add_argument("--image", type=Path, required=True, help="ground-truth HR image")
     s.add_argument("--box", type=int, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"), required=True)
     s.add_argument("--zoom", type=int, default=2)
     s.add_argument("-o", "--output", type=Path, required=True)
+    d = sub.add_parser("pd-curve", help="PSNR against NIQE over detail values (srgan eval at each)")
+    d.add_argument("--model", type=Path, required=True, help="a GAN model with a detail base")
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--details", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    d.add_argument("--json", type=Path, help="also write the points here")
+    d.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(argv)
     if args.what == "curve":
         print(plot_curve(args.source, args.output, args.title, args.baseline))
+    elif args.what == "pd-curve":
+        points = detail_sweep(args.model, args.data, args.details)
+        if args.json:
+            args.json.write_text(json.dumps(points, indent=2) + "\n")
+        print(json.dumps(points, indent=2))
+        print(perception_distortion(points, args.output, f"{args.model.stem} on {args.data.name}"))
     else:
-        print(json.dumps(side_by_side(args.model, args.image, tuple(args.box), args.output, args.zoom)))
+        print(json.dumps(side_by_side(args.model, args.image, tuple(args.box), args.output, args.zoom,
+                                      args.detail)))
     return 0
 
 

@@ -43,9 +43,9 @@ def test_release_ships_model_card_metrics_and_resume_weights(tmp_path, image_fol
     steps, psnr, _ = read_curve(out / "tiny_x2.card.json")
     assert steps == [2, 4] and len(psnr) == 2
     assert Image.open(plot_curve(out / "tiny_x2.card.json", tmp_path / "curve.png")).size[0] > 400
-    figure = side_by_side(model, next(bench.iterdir()), (0, 0, 16, 16), tmp_path / "cmp.png")
-    assert Image.open(tmp_path / "cmp.png").size == (3 * 32 + 20, 32 + 22)
-    assert set(figure) >= {"psnr_y_bicubic", "psnr_y_model"}
+    figure = side_by_side([model], next(bench.iterdir()), (0, 0, 16, 16), tmp_path / "cmp.png")
+    assert Image.open(tmp_path / "cmp.png").size == (3 * 32 + 20, 32 + 22), "bicubic | model | ground truth"
+    assert set(figure) >= {"psnr_y_bicubic", f"psnr_y_{model.stem}"}
 
 
 def test_wall_time_sums_progress_lines_and_skips_pauses():
