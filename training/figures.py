@@ -46,33 +46,46 @@ def read_curve(source: Path) -> tuple[list[int], list[float], float | None]:
     return steps, [by_step[s] for s in steps], (baseline_rows[-1] if baseline_rows else None)
 
 
-def plot_curve(source: Path, out: Path, title: str | None = None, baseline: float | None = None) -> Path:
+def _axes(size: tuple[float, float]):
+    """A matplotlib figure and axes drawn off-screen (the Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=size, dpi=120)
+
+
+def _save(fig, ax, out: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
+    """Label, grid, legend, save to ``out`` (folders made) and close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_curve(source: Path, out: Path, title: str | None = None, baseline: float | None = None) -> Path:
     steps, psnr, found = read_curve(source)
     if not steps:
         raise SystemExit(f"no validation points in {source}")
     baseline = baseline if baseline is not None else found
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = _axes((7, 4))
     ax.plot(steps, psnr, marker="o", markersize=3, label="model (validation split of train/)")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", label=f"bicubic {baseline:.2f} dB")
     best = int(np.argmax(psnr))
     ax.annotate(f"best {psnr[best]:.2f} dB @ {steps[best]}", (steps[best], psnr[best]),
                 textcoords="offset points", xytext=(-60, -18))
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation PSNR-Y (dB)")
-    ax.set_title(title or "Validation PSNR during training")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, out, title or "Validation PSNR during training", "training step",
+                 "validation PSNR-Y (dB)", "lower right")
 
 
 def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int], out: Path, zoom: int = 2,
@@ -121,28 +134,15 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
 
 def perception_distortion(points: list[dict], out: Path, title: str | None = None) -> Path:
     """PSNR-Y against NIQE, one labelled point per ``{"label", "psnr_y", "niqe"}`` (e.g. detail values)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    fig, ax = _axes((6, 4.5))
     curve = [p for p in points if p.get("curve", True)]
     ax.plot([p["niqe"] for p in curve], [p["psnr_y"] for p in curve], marker="o", label="detail 0 .. 1")
     for p in points:
         if not p.get("curve", True):
             ax.scatter([p["niqe"]], [p["psnr_y"]], marker="s", color="gray")
         ax.annotate(p["label"], (p["niqe"], p["psnr_y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("NIQE (lower is more natural)")
-    ax.set_ylabel("PSNR-Y (dB, higher is more faithful)")
-    ax.set_title(title or "Perception-distortion trade-off")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, out, title or "Perception-distortion trade-off", "NIQE (lower is more natural)",
+                 "PSNR-Y (dB, higher is more faithful)", "lower left")
 
 
 def detail_sweep(model: Path, data: Path, details: list[float]) -> list[dict]:
