@@ -413,9 +413,12 @@ class Registry:
         added: list[ModelVersion] = []
         if not Path(weights_dir).is_dir():
             return added
+        shipped = []
         for file in sorted(Path(weights_dir).glob("*.onnx")):
             found = find_card(file)
-            card = read_card(found) if found else {}
+            shipped.append((file, read_card(found) if found else {}))
+        shipped.sort(key=lambda item: bool(item[1].get("detail_base")))  # a detail base before its GAN model
+        for file, card in shipped:
             checked = light_check(file, card)
             contract = checked.contract
             version = str(card.get("version") or (contract.version if contract else "") or "1")

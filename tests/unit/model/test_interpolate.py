@@ -114,3 +114,19 @@ def test_the_worker_cache_builds_each_detail_once_and_the_cli_path_gives_the_sam
     assert np.array_equal(cache.get("gan", 0.0).upscale(image), cache.get("psnr").upscale(image))
     with pytest.raises(InvalidParameter, match="no detail control"):
         cache.get("psnr", 0.5)
+
+
+def test_shipped_pairs_are_seeded_base_first_and_checked(pair, tmp_path):
+    import shutil
+
+    base, target, other = pair
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    shutil.copy(target, shipped / "a_gan.onnx")  # sorts before its base by name
+    _card_with_base(shipped / "a_gan.onnx", "z_psnr")
+    shutil.copy(base, shipped / "z_psnr.onnx")
+    added = Registry(tmp_path / "good").seed(shipped)
+    assert [v.name for v in added] == ["z_psnr", "a_gan"]
+    shutil.copy(other, shipped / "z_psnr.onnx")  # a base of another architecture
+    with pytest.raises(DeployRefused, match="cannot serve detail with z_psnr"):
+        Registry(tmp_path / "bad").seed(shipped)
