@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,7 +12,9 @@ from fastapi import Depends, Path, Request
 from api.errors import ApiError
 from api.events import JobEvents
 from api.queue import JobQueue
+from core.idempotency import IdempotencyKeys
 from core.jobs import Job, JobStore, is_job_id
+from core.links import LinkSigner
 from core.settings import Settings
 from core.storage import Storage
 
@@ -25,6 +28,8 @@ class Services:
     storage: Storage
     queue: JobQueue
     events: JobEvents
+    links: LinkSigner
+    idempotency: IdempotencyKeys
 
 
 def _services(request: Request) -> Services:
@@ -45,15 +50,32 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
     """With ``api_keys`` set, ``/v1`` needs ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
     if not settings.api_keys:
         return
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
+    given = _given_key(request)
     if not given:
         raise ApiError(401, "unauthorized", "an API key is required (X-API-Key or Authorization: Bearer)",
                        headers={"WWW-Authenticate": "Bearer"})
     if not any(hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys):
         raise ApiError(403, "forbidden", "the API key is not valid")
+
+
+def _given_key(request: Request) -> str | None:
+    given = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return given or None
+
+
+def caller_id(request: Request, settings: SettingsDep) -> str:
+    """Who is asking, for what is kept per caller (idempotency keys, a job's ``owner``).
+
+    A hash of the API key (never the key itself), or ``anonymous`` while authentication is off.
+    """
+    given = _given_key(request) if settings.api_keys else None
+    return "key-" + hashlib.sha256(given.encode()).hexdigest()[:16] if given else "anonymous"
+
+
+CallerDep = Annotated[str, Depends(caller_id)]
 
 
 def _job(services: ServicesDep, job_id: Annotated[str, Path(description="the job's id (a UUID)")]) -> Job:

@@ -17,9 +17,11 @@ from api.errors import install_error_handlers
 from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
 from api.queue import JobQueue
-from api.routes import health, jobs, models, web
+from api.routes import health, jobs, links, models, web
 from core.cleanup import sweep_expired
+from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
+from core.links import LinkSigner, link_secret
 from core.settings import Settings, get_settings
 from core.storage import Storage
 
@@ -45,6 +47,19 @@ async def _sweep_forever(services: Services) -> None:
         await asyncio.sleep(settings.sweep_interval_s)
 
 
+DEADLINE_CHECK_S = 0.5
+
+
+async def _abort_overdue_forever(services: Services) -> None:
+    """Queued jobs whose deadline passed end ``aborted`` within about half a second of it."""
+    while True:
+        try:
+            await run_in_threadpool(services.store.abort_overdue)
+        except Exception as exc:  # noqa: BLE001 - try again next time
+            log.warning("aborting overdue jobs failed: %s", exc)
+        await asyncio.sleep(DEADLINE_CHECK_S)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     registry = CollectorRegistry()
@@ -56,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
-        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events)
+        signer = LinkSigner(await run_in_threadpool(link_secret, settings, store.redis), settings.link_ttl_s)
+        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
+                            signer, IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),
@@ -65,12 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.register(collector)
         await events.start()
         sweeper = asyncio.create_task(_sweep_forever(services), name="srgan-sweeper")
+        deadlines = asyncio.create_task(_abort_overdue_forever(services), name="srgan-deadlines")
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, deadlines):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await events.stop()
             registry.unregister(collector)
             queue.close()
@@ -85,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics_registry = registry
     install_error_handlers(app)
-    for module in (jobs, models, health, web):
+    for module in (jobs, links, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(RequestMetrics, registry=registry)

@@ -37,6 +37,27 @@ class JobRequest(BaseModel):
         return None if isinstance(value, str) and not value.strip() else value
 
 
+class JobOptions(BaseModel):
+    """The form fields of ``POST /v1/jobs`` about the job rather than the image: when it ends, who is told."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadline: str | None = Field(None, max_length=64, description="end the job if it has not finished by "
+                                 "then: a duration (90s, 5m, 1h) or an ISO 8601 time with a zone; not started "
+                                 "by then: `aborted`, running: `canceled` at its next tile (like Cancel-After)")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @classmethod
+    def split(cls, fields: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """``(image fields, job option fields)`` of a form."""
+        mine = {k: v for k, v in fields.items() if k in cls.model_fields}
+        return {k: v for k, v in fields.items() if k not in cls.model_fields}, mine
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -66,11 +87,17 @@ class ModelRefOut(BaseModel):
 class JobLinks(BaseModel):
     self: str
     result: str
+    events: str = Field(description="Server-Sent Events stream of the job's status and progress")
+    share: str | None = Field(None, description="a signed link to the result that needs no API key "
+                              "(succeeded jobs only); valid until share_expires_at")
+    share_expires_at: datetime | None = None
 
 
 class JobOut(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"] = Field(
+        description="`aborted`: its deadline passed before it started, it never ran; `canceled`: stopped by "
+        "DELETE, or by its deadline while running")
     progress: float = Field(ge=0, le=1)
     created_at: datetime
     started_at: datetime | None = None
@@ -84,10 +111,12 @@ class JobOut(BaseModel):
     model: ModelRefOut | None = None
     timings: dict[str, float] | None = None
     error: ErrorBody | None = None
+    deadline_at: datetime | None = None
     links: JobLinks
 
     @classmethod
-    def from_job(cls, job: Job, prefix: str = "/v1/jobs") -> JobOut:
+    def from_job(cls, job: Job, prefix: str = "/v1/jobs", share: tuple[str, int] | None = None) -> JobOut:
+        """``share``: the signed result link and its expiry, for a succeeded job."""
         def ts(value: float | None) -> datetime | None:
             return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
 
@@ -101,8 +130,11 @@ class JobOut(BaseModel):
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,
             model=ModelRefOut(**job.model) if job.model else None, timings=job.timings,
-            error=ErrorBody(**job.error) if job.error else None,
-            links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result"),
+            error=ErrorBody(**job.error) if job.error else None, deadline_at=ts(job.deadline_at),
+            links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result",
+                           events=f"{prefix}/{job.id}/events",
+                           share=share[0] if share and job.status == "succeeded" else None,
+                           share_expires_at=ts(share[1]) if share and job.status == "succeeded" else None),
         )
 
 

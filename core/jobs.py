@@ -12,7 +12,12 @@ Keys (all under ``srgan:``)::
     jobs:running      set of ids being worked on
     stats             hash of counters and histogram buckets for /metrics
     workers           sorted set: worker name -> last heartbeat (unix time)
-    events:{id}       pub/sub channel: the new status of the job
+    events:{id}       pub/sub channel: each change of the job, as the JSON event below
+    job:{id}:events   list: the job's last EVENT_LOG_MAX events (``Last-Event-ID`` resumes from it), same TTL
+    deadlines         sorted set: id -> deadline (unix time) of queued jobs that have one
+
+An event is ``{"seq": n, "type": "status"|"progress", "status": ..., "progress": 0..1, "at": unix time}``
+(plus ``error`` on a failed, canceled or aborted job); ``seq`` counts the job's events from 1, in order.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from typing import Any, Literal
 
 import redis
 
-Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
-STATUSES: tuple[Status, ...] = ("queued", "running", "succeeded", "failed", "canceled")
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+Status = Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"]
+STATUSES: tuple[Status, ...] = ("queued", "running", "succeeded", "failed", "canceled", "aborted")
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
+"""``aborted``: the job's deadline passed before it started, so it never ran (``canceled``: stopped by a
+cancel, or by its deadline while running)."""
 
 UPSCALE_TASK = "srgan.upscale"
 """Name of the Celery task that runs a job; the API sends it by this name."""
@@ -40,11 +47,14 @@ RUNNING_SET = PREFIX + "jobs:running"
 STATS = PREFIX + "stats"
 WORKERS = PREFIX + "workers"
 EVENTS_PATTERN = PREFIX + "events:*"
+DEADLINES = PREFIX + "deadlines"
+EVENT_LOG_MAX = 2000
+"""Events kept per job for ``Last-Event-ID``; progress is written at most every 0.1 s, so this is minutes."""
 
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, math.inf)
 """Upper bounds (seconds) of the job duration histograms kept in ``stats``."""
 
-_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings")
+_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "webhook_deliveries", "source")
 
 
 def job_key(job_id: str) -> str:
@@ -53,6 +63,10 @@ def job_key(job_id: str) -> str:
 
 def events_channel(job_id: str) -> str:
     return f"{PREFIX}events:{job_id}"
+
+
+def events_log_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:events"
 
 
 def new_job_id() -> str:
@@ -94,6 +108,17 @@ class Job:
     output: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     timings: dict[str, float] | None = None
+    deadline_at: float | None = None
+    webhook: dict[str, Any] | None = None
+    """``{"url": ..., "events": [...]}`` when the job has a webhook."""
+    webhook_deliveries: dict[str, Any] | None = None
+    """Per event type: ``{"id", "attempts", "last_status", "last_error", "delivered"}`` (written by the workers)."""
+    batch_id: str | None = None
+    owner: str | None = None
+    """Who made the job (``api.deps.caller_id``); idempotency keys are per owner."""
+    source: dict[str, Any] | None = None
+    """``{"url": ...}`` for an image fetched from a URL."""
+    seq: int = 0
 
     @property
     def finished(self) -> bool:
@@ -123,6 +148,13 @@ class Job:
             output=parsed.get("output"),
             error=parsed.get("error"),
             timings=parsed.get("timings"),
+            deadline_at=num("deadline_at"),
+            webhook=parsed.get("webhook"),
+            webhook_deliveries=parsed.get("webhook_deliveries"),
+            batch_id=raw.get("batch_id") or None,
+            owner=raw.get("owner") or None,
+            source=parsed.get("source"),
+            seq=int(raw.get("seq") or 0),
         )
 
 
@@ -130,23 +162,49 @@ class Job:
 class Claim:
     """What :meth:`JobStore.start` decided for one delivery of a job."""
 
-    outcome: Literal["started", "missing", "finished", "exhausted", "canceled"]
+    outcome: Literal["started", "missing", "finished", "exhausted", "canceled", "aborted"]
     attempts: int = 0
     status: str | None = None
 
 
 # --- scripts -------------------------------------------------------------
 # KEYS[1] = job hash, KEYS[2] = queued set, KEYS[3] = running set, KEYS[4] = stats
-# Each script publishes the new status on events:{id} (ARGV[1] = job id).
+# Each script records the change with emit(): the job's seq is counted up, the event appended to
+# job:{id}:events (trimmed, same TTL as the job) and published on events:{id} (ARGV[1] = job id).
 
-_START = """
+_EMIT = """
+local function emit(job, channel, kind)
+  local seq = redis.call('HINCRBY', job, 'seq', 1)
+  local f = redis.call('HMGET', job, 'status', 'progress', 'error')
+  local t = redis.call('TIME')
+  local event = {seq = seq, type = kind, status = f[1], progress = tonumber(f[2]) or 0,
+                 at = tonumber(t[1]) + tonumber(t[2]) / 1000000}
+  if f[3] and kind == 'status' then event['error'] = cjson.decode(f[3]) end
+  local payload = cjson.encode(event)
+  local log = job .. ':events'
+  redis.call('RPUSH', log, payload)
+  redis.call('LTRIM', log, -%d, -1)
+  local ttl = redis.call('PTTL', job)
+  if ttl > 0 then redis.call('PEXPIRE', log, ttl) end
+  redis.call('PUBLISH', channel, payload)
+end
+""" % EVENT_LOG_MAX
+
+# ARGV[7] = the deadline_exceeded error JSON: a job whose deadline passed ends aborted (never started)
+# or canceled (a redelivery of a job that was running).
+_START = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, ''} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return {'finished', 0, status} end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local final = nil
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   final = 'canceled'
+elseif deadline and tonumber(ARGV[2]) >= deadline then
+  if status == 'queued' then final = 'aborted' else final = 'canceled' end
+  redis.call('HSET', KEYS[1], 'error', ARGV[7])
+  redis.call('ZREM', KEYS[5], ARGV[1])
 elseif attempts > tonumber(ARGV[3]) then
   final = 'failed'
   redis.call('HSET', KEYS[1], 'error', ARGV[5])
@@ -156,20 +214,22 @@ if final then
   redis.call('SREM', KEYS[2], ARGV[1])
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
-  redis.call('PUBLISH', ARGV[6], final)
+  emit(KEYS[1], ARGV[6], 'status')
   if final == 'failed' then return {'exhausted', attempts, final} end
+  if final == 'aborted' then return {'aborted', attempts, final} end
   return {'canceled', attempts, final}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'worker', ARGV[4], 'progress', '0')
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
 if status == 'queued' then redis.call('HINCRBY', KEYS[4], 'jobs_total:running', 1) end
-redis.call('PUBLISH', ARGV[6], 'running')
+emit(KEYS[1], ARGV[6], 'status')
 return {'started', attempts, 'running'}
 """
 
 # ARGV: id, now, new status, channel, then field/value pairs to set
-_FINISH = """
+_FINISH = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return status end
@@ -179,19 +239,19 @@ for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. ARGV[3], 1)
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+emit(KEYS[1], ARGV[4], 'status')
 return 'ok'
 """
 
 # ARGV: id, now, channel
-_CANCEL = """
+_CANCEL = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'cancel', '1')
   redis.call('SREM', KEYS[2], ARGV[1])
   redis.call('HINCRBY', KEYS[4], 'jobs_total:canceled', 1)
-  redis.call('PUBLISH', ARGV[3], 'canceled')
+  emit(KEYS[1], ARGV[3], 'status')
   return 'canceled'
 elseif status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
@@ -205,7 +265,7 @@ return 'finished:' .. status
 # whichever is later) more than ARGV[3] seconds ago. One script with _FINISH and _START: a worker
 # finishing (or a new delivery starting) the job at the same moment either comes first, and this
 # leaves the job alone, or comes second and finds it failed.
-_REAP = """
+_REAP = _EMIT + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' then return 0 end
 local seen = tonumber(redis.call('HGET', KEYS[1], 'started_at')) or 0
@@ -219,13 +279,41 @@ redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error',
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'jobs_total:failed', 1)
-redis.call('PUBLISH', ARGV[5], 'failed')
+emit(KEYS[1], ARGV[5], 'status')
 return 1
 """
 
-# ARGV: field/value pairs; only while running (progress, model, timings of the current attempt)
-_UPDATE_RUNNING = """
+# KEYS[5] = deadlines; ARGV: id, now, error JSON, channel. A queued job past its deadline ends aborted;
+# any other job leaves the deadlines set (a running one is stopped by its worker's should_stop).
+_ABORT_OVERDUE = _EMIT + """
+local status = redis.call('HGET', KEYS[1], 'status')
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
+if status == 'queued' and deadline and deadline > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[5], ARGV[1])
+if status ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'aborted', 'finished_at', ARGV[2], 'error', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'jobs_total:aborted', 1)
+emit(KEYS[1], ARGV[4], 'status')
+return 1
+"""
+
+# ARGV: channel, then field/value pairs; only while running (progress, model, timings of the current
+# attempt). A change of progress is an event.
+_UPDATE_RUNNING = _EMIT + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local moved = false
+for i = 2, #ARGV, 2 do
+  if ARGV[i] == 'progress' and redis.call('HGET', KEYS[1], 'progress') ~= ARGV[i + 1] then moved = true end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if moved then emit(KEYS[1], ARGV[1], 'progress') end
+return 1
+"""
+
+# Set fields of a record that exists (never recreates an expired one); ARGV: field/value pairs
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
@@ -242,13 +330,20 @@ class JobStore:
         self._cancel = client.register_script(_CANCEL)
         self._update_running = client.register_script(_UPDATE_RUNNING)
         self._reap = client.register_script(_REAP)
+        self._abort_overdue = client.register_script(_ABORT_OVERDUE)
+        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
 
     def _keys(self, job_id: str) -> list[str]:
         return [job_key(job_id), QUEUED_SET, RUNNING_SET, STATS]
 
     # --- API side ----------------------------------------------------------
-    def create(self, job_id: str, *, input: dict[str, Any], params: dict[str, Any]) -> Job:
-        """Store a new ``queued`` job that expires after ``ttl_s``."""
+    def create(self, job_id: str, *, input: dict[str, Any], params: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> Job:
+        """Store a new ``queued`` job that expires after ``ttl_s``.
+
+        ``extra``: optional fields of :class:`Job` (``deadline_at``, ``webhook``, ``batch_id``, ``owner``,
+        ``source``); a ``deadline_at`` also enters the deadlines set, so the job is aborted in time.
+        """
         now = time.time()
         record = {
             "status": "queued",
@@ -259,13 +354,61 @@ class JobStore:
             "input": json.dumps(input),
             "params": json.dumps(params),
         }
+        for name, value in (extra or {}).items():
+            if value is not None:
+                record[name] = json.dumps(value) if name in _JSON_FIELDS else str(value)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(job_key(job_id), mapping=record)
             pipe.expire(job_key(job_id), self.ttl_s)
             pipe.sadd(QUEUED_SET, job_id)
             pipe.hincrby(STATS, "jobs_total:queued", 1)
+            if record.get("deadline_at"):
+                pipe.zadd(DEADLINES, {job_id: float(record["deadline_at"])})
             pipe.execute()
         return Job.from_hash(job_id, record)
+
+    def create_failed(self, job_id: str, *, input: dict[str, Any], error: dict[str, str],
+                      extra: dict[str, Any] | None = None) -> Job:
+        """Store a job that failed before it was queued (a bad file in a batch): it never runs."""
+        now = time.time()
+        record = {
+            "status": "failed", "progress": "0", "created_at": repr(now), "finished_at": repr(now),
+            "expires_at": repr(now + self.ttl_s), "attempts": "0", "input": json.dumps(input),
+            "params": json.dumps({}), "error": json.dumps(error), "seq": "0",
+        }
+        for name, value in (extra or {}).items():
+            if value is not None:
+                record[name] = json.dumps(value) if name in _JSON_FIELDS else str(value)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(job_key(job_id), mapping=record)
+            pipe.expire(job_key(job_id), self.ttl_s)
+            pipe.hincrby(STATS, "jobs_total:failed", 1)
+            pipe.execute()
+        return Job.from_hash(job_id, record)
+
+    def events_since(self, job_id: str, after_seq: int) -> list[dict[str, Any]]:
+        """The job's recorded events with ``seq > after_seq``, oldest first (at most ``EVENT_LOG_MAX``)."""
+        events = [json.loads(raw) for raw in self.redis.lrange(events_log_key(job_id), 0, -1)]
+        return [event for event in events if int(event["seq"]) > after_seq]
+
+    def set_fields(self, job_id: str, **fields: Any) -> bool:
+        """Set fields of an existing record (any status); False when it has expired."""
+        args: list[str] = []
+        for name, value in fields.items():
+            args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
+        return bool(self._set_if_exists(keys=[job_key(job_id)], args=args))
+
+    def abort_overdue(self, now: float | None = None) -> list[str]:
+        """End ``aborted`` every queued job whose deadline has passed; their ids."""
+        now = time.time() if now is None else now
+        error = json.dumps({"code": "deadline_exceeded",
+                            "message": "the job's deadline passed before a worker started it; it did not run"})
+        aborted = []
+        for job_id in self.redis.zrangebyscore(DEADLINES, "-inf", now):
+            if self._abort_overdue(keys=[*self._keys(job_id), DEADLINES],
+                                   args=[job_id, repr(now), error, events_channel(job_id)]):
+                aborted.append(job_id)
+        return aborted
 
     def get(self, job_id: str) -> Job | None:
         raw = self.redis.hgetall(job_key(job_id))
@@ -301,9 +444,10 @@ class JobStore:
                 "the image may crash or exhaust the engine, so it is not retried",
             }
         )
+        late = json.dumps({"code": "deadline_exceeded", "message": "the job's deadline passed before it could run"})
         outcome, attempts, status = self._start(
-            keys=self._keys(job_id),
-            args=[job_id, repr(time.time()), max_attempts, worker, error, events_channel(job_id)],
+            keys=[*self._keys(job_id), DEADLINES],
+            args=[job_id, repr(time.time()), max_attempts, worker, error, events_channel(job_id), late],
         )
         return Claim(outcome=outcome, attempts=int(attempts), status=status or None)
 
@@ -311,15 +455,18 @@ class JobStore:
         """Set fields of a running job (``progress``, ``model``, ...); False when it is not running."""
         if not fields:
             return True
-        args: list[str] = []
+        args: list[str] = [events_channel(job_id)]
         for name, value in fields.items():
             args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
         return bool(self._update_running(keys=[job_key(job_id)], args=args))
 
     def should_stop(self, job_id: str) -> bool:
-        """True when the running job was canceled, has expired, or is no longer ``running``."""
-        status, cancel = self.redis.hmget(job_key(job_id), "status", "cancel")
-        return status != "running" or cancel == "1"
+        """True when the running job was canceled, is past its deadline, has expired, or is no longer ``running``."""
+        status, cancel, deadline = self.redis.hmget(job_key(job_id), "status", "cancel", "deadline_at")
+        return status != "running" or cancel == "1" or (bool(deadline) and time.time() >= float(deadline))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.redis.hget(job_key(job_id), "cancel") == "1"
 
     def finish(self, job_id: str, status: Status, **fields: Any) -> str:
         """Move a queued or running job to a terminal ``status``; ``ok``, ``missing`` or its current status."""

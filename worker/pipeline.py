@@ -131,6 +131,9 @@ def process_job(
         storage.write_result(job_id, result.data, result.ext)
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
+        if job.deadline_at is not None and time.time() >= job.deadline_at and not store.cancel_requested(job_id):
+            return _end(store, job_id, "canceled", "deadline_exceeded",
+                        "the job's deadline passed while it was running; it was stopped at the next tile")
         return _end(store, job_id, "canceled")
     except RedisError:
         raise  # the job record is out of reach, not the job at fault: the task retries it

@@ -1,4 +1,8 @@
-"""``/v1/jobs``: submit an image, follow the job, fetch the result, cancel."""
+"""``/v1/jobs``: submit an image, follow the job, fetch the result, cancel.
+
+``POST`` honours ``Prefer: wait=N`` (answer when the job ends, or after N s), ``Idempotency-Key``
+(a retry gets the first request's job) and ``Cancel-After``/``deadline``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,19 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, Services, ServicesDep, require_api_key
+from api.deps import CallerDep, JobDep, Services, ServicesDep, require_api_key
 from api.errors import ApiError
 from api.inspect import check_output, inspect_image
-from api.schemas import ErrorOut, JobOut, JobRequest, download_name
+from api.options import parse_deadline, parse_prefer_wait
+from api.schemas import ErrorOut, JobOptions, JobOut, JobRequest, download_name
 from api.upload import Upload, receive_upload
 from core.catalog import select_model
+from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
 from core.jobs import Job, new_job_id
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -30,30 +36,109 @@ _UPLOAD_BODY = {
             "properties": {
                 "file": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP or TIFF"},
                 **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
+                **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields},
             },
         }}},
     }
 }
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+_CREATED = {
+    200: {"model": JobOut, "description": "an `Idempotency-Key` retry: the first request's job, which has ended "
+          "(`Idempotent-Replayed: true`)"},
+    201: {"model": JobOut, "description": "`Prefer: wait=N` and the job ended within N s: the finished job"},
+    202: {"model": JobOut, "description": "the job is queued or running; follow `Location` or `links.events`"},
+}
+_PREFER = Header(description="`wait=N`: hold the answer until the job ends or N seconds pass (at most "
+                 "max_wait_s, 60); the answer says `Preference-Applied: wait=N`")
+_IDEMPOTENCY_KEY = Header(max_length=MAX_KEY_LENGTH, description="any unique string (a UUID): a retry with the "
+                          "same key and the same upload, by the same API key within 24 h, returns the first "
+                          "request's job; the same key with another upload is 409 idempotency_conflict")
+_CANCEL_AFTER = Header(description="a duration (90s, 5m, 1h): a job not started by then ends `aborted` "
+                       "without running, one still running is canceled at its next tile")
 
 
-def _parse_params(fields: dict[str, str]) -> JobRequest:
+def share_link(request: Request, services: Services, job: Job) -> tuple[str, int] | None:
+    """The signed result link of a succeeded job, absolute (``public_url`` or the request's address)."""
+    if job.status != "succeeded":
+        return None
+    base = services.settings.public_url or str(request.base_url)
+    return services.links.sign(job.id, base=base)
+
+
+def job_out(request: Request, services: Services, job: Job) -> JobOut:
+    return JobOut.from_job(job, share=share_link(request, services, job))
+
+
+async def wait_for_end(services: Services, job: Job, seconds: float) -> Job:
+    """The job once it has finished, or as it is after ``seconds``; woken by its events, not polling."""
+    if job.finished or seconds <= 0:
+        return job
+    deadline = time.monotonic() + seconds
+    with services.events.watch(job.id) as changed:
+        while True:
+            changed.clear()  # before reading: a change published while we read still wakes the wait below
+            latest = await run_in_threadpool(services.store.get, job.id)
+            if latest is None:
+                raise ApiError(404, "not_found", f"job {job.id} expired")
+            job = latest
+            remaining = deadline - time.monotonic()
+            if job.finished or remaining <= 0:
+                return job
+            try:  # woken by the job's next event; re-checked at least every second regardless
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+
+def _parse_params(fields: dict[str, str]) -> tuple[JobRequest, JobOptions]:
+    image_fields, option_fields = JobOptions.split(fields)
     try:
-        return JobRequest.model_validate(fields)
+        return JobRequest.model_validate(image_fields), JobOptions.model_validate(option_fields)
     except ValidationError as exc:
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ApiError(422, "invalid_parameter", message) from None
 
 
-def _accept(services: Services, upload: Upload) -> Job:
+def _admit(services: Services, upload: Upload, *, owner: str, idempotency_key: str | None,
+           cancel_after: str | None) -> tuple[Job, bool]:
+    """The job for this request and whether it is a replay (an earlier request with the same key)."""
+    params, options = _parse_params(upload.fields)
+    try:
+        deadline_at = parse_deadline(cancel_after=cancel_after, deadline=options.deadline, now=time.time(),
+                                     longest_s=services.settings.job_ttl_s)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", f"deadline: {exc}") from None
+    extra = {"owner": owner, "deadline_at": deadline_at}
+    if not idempotency_key:
+        return _accept(services, upload, params, new_job_id(), extra), False
+    keys, job_id = services.idempotency, new_job_id()
+    fp = fingerprint([upload.path], {**upload.fields, "cancel-after": cancel_after or ""})
+    claim = keys.claim(owner, idempotency_key, fingerprint=fp, kind="job", new_id=job_id)
+    if claim.outcome == "conflict":
+        raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for another request "
+                       f"(job {claim.id}); use a new key for a new upload")
+    if claim.outcome == "replay":
+        earlier = services.store.get(claim.id)
+        if earlier is not None:
+            return earlier, True
+        if claim.age_s < PENDING_S:
+            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still being "
+                           "handled; retry in a moment", headers={"Retry-After": "1"})
+        keys.take_over(owner, idempotency_key, fingerprint=fp, kind="job", new_id=job_id)  # its job expired
+    try:
+        return _accept(services, upload, params, job_id, extra), False
+    except BaseException:
+        keys.release(owner, idempotency_key, job_id)
+        raise
+
+
+def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str, extra: dict) -> Job:
     """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
     settings = services.settings
-    params = _parse_params(upload.fields)
     info = inspect_image(upload.path, max_input_pixels=settings.max_input_pixels)
     model = select_model(settings, model=params.model, scale=params.scale)
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
-    job_id = new_job_id()
     services.storage.adopt_input(job_id, upload.path)
     job = services.store.create(
         job_id,
@@ -62,6 +147,7 @@ def _accept(services: Services, upload: Upload) -> Job:
         # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
         params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
                 "format": params.format, "quality": params.quality},
+        extra=extra,
     )
     try:
         services.queue.send(job_id)
@@ -72,53 +158,61 @@ def _accept(services: Services, upload: Upload) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=_ERRORS, openapi_extra=_UPLOAD_BODY,
-             summary="Upload an image to upscale")
-async def create_job(request: Request, response: Response, services: ServicesDep) -> JobOut:
-    """Answers at once with the queued job; follow ``Location`` (``?wait=S`` to wait for the end)."""
+@router.post("", status_code=202, response_model=JobOut, responses={**_CREATED, **_ERRORS},
+             openapi_extra=_UPLOAD_BODY, summary="Upload an image to upscale")
+async def create_job(
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    owner: CallerDep,
+    prefer: Annotated[str | None, _PREFER] = None,
+    idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
+    cancel_after: Annotated[str | None, _CANCEL_AFTER] = None,
+) -> JobOut:
+    """Answers at once with the queued job (202; follow ``Location``), or with ``Prefer: wait=N`` when the
+    job ends within N s (201 with the finished job)."""
     settings = services.settings
     if await run_in_threadpool(services.store.queued_count) >= settings.max_queued_jobs:
         raise ApiError(429, "queue_full", f"{settings.max_queued_jobs} jobs are already waiting; try again later",
                        headers={"Retry-After": "10"})
-    upload = await receive_upload(request, services.storage, allowed_fields=set(JobRequest.model_fields),
+    upload = await receive_upload(request, services.storage,
+                                  allowed_fields=set(JobRequest.model_fields) | set(JobOptions.model_fields),
                                   max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields)
     try:
-        job = await run_in_threadpool(_accept, services, upload)
+        job, replayed = await run_in_threadpool(_admit, services, upload, owner=owner,
+                                                idempotency_key=idempotency_key, cancel_after=cancel_after)
     finally:
         upload.discard()
+    wait = parse_prefer_wait(prefer, limit=settings.max_wait_s)
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait:g}"
+        job = await wait_for_end(services, job, wait)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.from_job(job)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.status_code = (200 if replayed else 201) if job.finished else 202
+    return job_out(request, services, job)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
 async def get_job(
+    request: Request,
     job: JobDep,
     services: ServicesDep,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to finish")] = 0,
 ) -> JobOut:
-    if wait and not job.finished:
-        deadline = time.monotonic() + wait
-        with services.events.watch(job.id) as changed:
-            while True:
-                changed.clear()  # before reading: a change published while we read still wakes the wait below
-                latest = await run_in_threadpool(services.store.get, job.id)
-                if latest is None:
-                    raise ApiError(404, "not_found", f"job {job.id} expired")
-                job = latest
-                remaining = deadline - time.monotonic()
-                if job.finished or remaining <= 0:
-                    break
-                try:  # woken by the job's next event; re-checked at least every second regardless
-                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
-                except asyncio.TimeoutError:
-                    pass
-    return JobOut.from_job(job)
+    return job_out(request, services, await wait_for_end(services, job, wait))
 
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
     **_ERRORS}, summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
+    return result_file(job, services)
+
+
+def result_file(job: Job, services: Services) -> FileResponse:
+    """The result of a succeeded job as a download; the 409/404 errors otherwise."""
     if job.status != "succeeded":
         if not job.finished:
             raise ApiError(409, "not_ready", f"job {job.id} is {job.status}; the result is not ready yet",
@@ -135,7 +229,7 @@ def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
 
 @router.delete("/{job_id}", response_model=JobOut, responses={202: {"model": JobOut}, **_ERRORS},
                summary="Cancel a queued or running job")
-def cancel_job(job: JobDep, services: ServicesDep, response: Response) -> JobOut:
+def cancel_job(request: Request, job: JobDep, services: ServicesDep, response: Response) -> JobOut:
     """A queued job ends ``canceled`` at once (200); a running one stops at its next tile (202)."""
     outcome = services.store.cancel(job.id)
     if outcome == "missing":
@@ -145,4 +239,4 @@ def cancel_job(job: JobDep, services: ServicesDep, response: Response) -> JobOut
     if outcome == "cancel_requested":
         response.status_code = 202
     latest = services.store.get(job.id) or job
-    return JobOut.from_job(latest)
+    return job_out(request, services, latest)

@@ -182,7 +182,7 @@ def wait_for(client: httpx.Client, location: str, *, timeout_s: float = 30.0) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = client.get(location, params={"wait": min(5.0, max(0.1, deadline - time.monotonic()))}).json()
-        if body["status"] in ("succeeded", "failed", "canceled"):
+        if body["status"] in ("succeeded", "failed", "canceled", "aborted"):
             return body
     raise AssertionError(f"job {location} did not finish in {timeout_s} s: {body}")
 
