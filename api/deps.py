@@ -17,6 +17,7 @@ from core.jobs import Job, JobStore, is_job_id
 from core.links import LinkSigner
 from core.settings import Settings
 from core.storage import Storage
+from core.webhooks import Notifier
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Services:
     events: JobEvents
     links: LinkSigner
     idempotency: IdempotencyKeys
+    notify: Notifier
 
 
 def _services(request: Request) -> Services:

@@ -17,13 +17,14 @@ from api.errors import install_error_handlers
 from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
 from api.queue import JobQueue
-from api.routes import health, jobs, links, models, web
+from api.routes import health, job_events, jobs, links, models, web
 from core.cleanup import sweep_expired
 from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.links import LinkSigner, link_secret
 from core.settings import Settings, get_settings
 from core.storage import Storage
+from core.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ async def _sweep_forever(services: Services) -> None:
             log.warning("sweep of expired jobs failed: %s", exc)
         try:
             reaped = await run_in_threadpool(services.store.reap_lost, settings.resolved_worker_lost_s)
+            for job_id in reaped:
+                await run_in_threadpool(services.notify, job_id, "completed")
             if reaped:
                 log.warning("failed %d job(s) whose worker was lost: %s", len(reaped), ", ".join(reaped))
         except Exception as exc:  # noqa: BLE001 - try again next time
@@ -54,7 +57,8 @@ async def _abort_overdue_forever(services: Services) -> None:
     """Queued jobs whose deadline passed end ``aborted`` within about half a second of it."""
     while True:
         try:
-            await run_in_threadpool(services.store.abort_overdue)
+            for job_id in await run_in_threadpool(services.store.abort_overdue):
+                await run_in_threadpool(services.notify, job_id, "completed")
         except Exception as exc:  # noqa: BLE001 - try again next time
             log.warning("aborting overdue jobs failed: %s", exc)
         await asyncio.sleep(DEADLINE_CHECK_S)
@@ -73,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events = JobEvents(settings.redis_url)
         signer = LinkSigner(await run_in_threadpool(link_secret, settings, store.redis), settings.link_ttl_s)
         services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
-                            signer, IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s))
+                            signer, IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
+                            Notifier(settings, store, queue.app.send_task))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),
@@ -104,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics_registry = registry
     install_error_handlers(app)
-    for module in (jobs, links, models, health, web):
+    for module in (jobs, job_events, links, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(RequestMetrics, registry=registry)

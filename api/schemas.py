@@ -45,6 +45,11 @@ class JobOptions(BaseModel):
     deadline: str | None = Field(None, max_length=64, description="end the job if it has not finished by "
                                  "then: a duration (90s, 5m, 1h) or an ISO 8601 time with a zone; not started "
                                  "by then: `aborted`, running: `canceled` at its next tile (like Cancel-After)")
+    webhook: str | None = Field(None, max_length=1000, description="http(s) URL the workers POST the job's events "
+                                "to (Standard Webhooks, signed); loopback and private addresses are refused "
+                                "unless SRGAN_OUTBOUND_ALLOW names them")
+    webhook_events: str | None = Field(None, max_length=100, description="comma-separated: `started`, `progress`, "
+                                       "`completed` (default `completed`: the job ended, whatever its status)")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -93,6 +98,21 @@ class JobLinks(BaseModel):
     share_expires_at: datetime | None = None
 
 
+class WebhookDeliveryOut(BaseModel):
+    id: str = Field(description="the message's webhook-id, the same on every retry")
+    state: Literal["pending", "retrying", "delivered", "failed", "refused"]
+    attempts: int
+    last_status: int | None = Field(None, description="HTTP status of the last attempt's answer")
+    last_error: str | None = None
+
+
+class WebhookOut(BaseModel):
+    url: str
+    events: list[str]
+    deliveries: dict[str, WebhookDeliveryOut] = Field(
+        default_factory=dict, description="the last message of each event sent so far")
+
+
 class JobOut(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"] = Field(
@@ -112,6 +132,7 @@ class JobOut(BaseModel):
     timings: dict[str, float] | None = None
     error: ErrorBody | None = None
     deadline_at: datetime | None = None
+    webhook: WebhookOut | None = None
     links: JobLinks
 
     @classmethod
@@ -131,6 +152,10 @@ class JobOut(BaseModel):
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,
             model=ModelRefOut(**job.model) if job.model else None, timings=job.timings,
             error=ErrorBody(**job.error) if job.error else None, deadline_at=ts(job.deadline_at),
+            webhook=WebhookOut(url=job.webhook["url"], events=job.webhook.get("events", []),
+                               deliveries={k: WebhookDeliveryOut.model_validate(v, strict=False)
+                                           for k, v in (job.webhook_deliveries or {}).items()})
+            if job.webhook else None,
             links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result",
                            events=f"{prefix}/{job.id}/events",
                            share=share[0] if share and job.status == "succeeded" else None,

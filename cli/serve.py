@@ -1,7 +1,8 @@
 """``srgan serve``: the HTTP API; with no Redis configured, a whole service in one command.
 
 With ``SRGAN_REDIS_URL`` unset it starts, beside the API, a private
-redis-server (data in ``<data_dir>/redis``) and worker processes, watches
+redis-server (data in ``<data_dir>/redis``), worker processes and a webhook
+delivery worker, watches
 them (a worker that dies is restarted), and stops them all when it stops
 (Ctrl-C or SIGTERM). With ``SRGAN_REDIS_URL`` set (compose, production) it
 runs only the API and the workers are started separately (``srgan worker``).
@@ -48,11 +49,12 @@ class WorkerProcess:
 
     RESTART_LIMIT = 5
 
-    def __init__(self, env: dict[str, str], loglevel: str, index: int) -> None:
+    def __init__(self, env: dict[str, str], loglevel: str, index: int, webhooks: bool = False) -> None:
         from cli.worker import celery_argv
 
-        self.argv = [sys.executable, "-m", "celery", *celery_argv(loglevel=loglevel.upper(),
-                                                                   name=f"srgan-{os.getpid()}-{index}@%h")]
+        name = f"srgan-{'webhooks' if webhooks else index}-{os.getpid()}@%h"
+        self.argv = [sys.executable, "-m", "celery", *celery_argv(loglevel=loglevel.upper(), name=name,
+                                                                   webhooks=webhooks)]
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -137,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
                 env = {**os.environ, "SRGAN_REDIS_URL": redis_server.url, "SRGAN_DATA_DIR": str(data_dir)}
                 for index in range(max(0, args.workers)):
                     stack.callback(WorkerProcess(env, args.log_level, index).start().stop)
+                if args.workers > 0:  # webhook deliveries: threads on their own queue, never behind a job
+                    stack.callback(WorkerProcess(env, args.log_level, 0, webhooks=True).start().stop)
                 log.info("embedded Redis at %s (data in %s), %d worker(s), model %s",
                          redis_server.url, data_dir / "redis", args.workers, model_path)
             app = create_app(settings)

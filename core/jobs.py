@@ -54,7 +54,10 @@ EVENT_LOG_MAX = 2000
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, math.inf)
 """Upper bounds (seconds) of the job duration histograms kept in ``stats``."""
 
-_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "webhook_deliveries", "source")
+_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "source")
+_DELIVERY_PREFIX = "webhook:"
+"""``webhook:<event>`` fields hold the last delivery of each webhook event (JSON), one field per event
+so deliveries running at once never overwrite each other's record."""
 
 
 def job_key(job_id: str) -> str:
@@ -112,7 +115,7 @@ class Job:
     webhook: dict[str, Any] | None = None
     """``{"url": ..., "events": [...]}`` when the job has a webhook."""
     webhook_deliveries: dict[str, Any] | None = None
-    """Per event type: ``{"id", "attempts", "last_status", "last_error", "delivered"}`` (written by the workers)."""
+    """Per event: its last message ``{"id", "attempts", "last_status", "last_error", "state", ...}`` (workers)."""
     batch_id: str | None = None
     owner: str | None = None
     """Who made the job (``api.deps.caller_id``); idempotency keys are per owner."""
@@ -150,7 +153,8 @@ class Job:
             timings=parsed.get("timings"),
             deadline_at=num("deadline_at"),
             webhook=parsed.get("webhook"),
-            webhook_deliveries=parsed.get("webhook_deliveries"),
+            webhook_deliveries={name[len(_DELIVERY_PREFIX):]: json.loads(value) for name, value in raw.items()
+                                if name.startswith(_DELIVERY_PREFIX)} or None,
             batch_id=raw.get("batch_id") or None,
             owner=raw.get("owner") or None,
             source=parsed.get("source"),
@@ -357,9 +361,11 @@ class JobStore:
         for name, value in (extra or {}).items():
             if value is not None:
                 record[name] = json.dumps(value) if name in _JSON_FIELDS else str(value)
+        record["seq"] = "1"
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(job_key(job_id), mapping=record)
             pipe.expire(job_key(job_id), self.ttl_s)
+            self._first_event(pipe, job_id, {"seq": 1, "type": "status", "status": "queued", "progress": 0, "at": now})
             pipe.sadd(QUEUED_SET, job_id)
             pipe.hincrby(STATS, "jobs_total:queued", 1)
             if record.get("deadline_at"):
@@ -374,7 +380,7 @@ class JobStore:
         record = {
             "status": "failed", "progress": "0", "created_at": repr(now), "finished_at": repr(now),
             "expires_at": repr(now + self.ttl_s), "attempts": "0", "input": json.dumps(input),
-            "params": json.dumps({}), "error": json.dumps(error), "seq": "0",
+            "params": json.dumps({}), "error": json.dumps(error), "seq": "1",
         }
         for name, value in (extra or {}).items():
             if value is not None:
@@ -382,20 +388,30 @@ class JobStore:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(job_key(job_id), mapping=record)
             pipe.expire(job_key(job_id), self.ttl_s)
+            self._first_event(pipe, job_id, {"seq": 1, "type": "status", "status": "failed", "progress": 0,
+                                             "at": now, "error": error})
             pipe.hincrby(STATS, "jobs_total:failed", 1)
             pipe.execute()
         return Job.from_hash(job_id, record)
+
+    def _first_event(self, pipe: redis.client.Pipeline, job_id: str, event: dict[str, Any]) -> None:
+        payload = json.dumps(event)
+        pipe.delete(events_log_key(job_id))
+        pipe.rpush(events_log_key(job_id), payload)
+        pipe.expire(events_log_key(job_id), self.ttl_s)
+        pipe.publish(events_channel(job_id), payload)
 
     def events_since(self, job_id: str, after_seq: int) -> list[dict[str, Any]]:
         """The job's recorded events with ``seq > after_seq``, oldest first (at most ``EVENT_LOG_MAX``)."""
         events = [json.loads(raw) for raw in self.redis.lrange(events_log_key(job_id), 0, -1)]
         return [event for event in events if int(event["seq"]) > after_seq]
 
-    def set_fields(self, job_id: str, **fields: Any) -> bool:
+    def set_fields(self, job_id: str, fields: dict[str, Any]) -> bool:
         """Set fields of an existing record (any status); False when it has expired."""
         args: list[str] = []
         for name, value in fields.items():
-            args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
+            args += [name, json.dumps(value) if name in _JSON_FIELDS or name.startswith(_DELIVERY_PREFIX)
+                     else str(value)]
         return bool(self._set_if_exists(keys=[job_key(job_id)], args=args))
 
     def abort_overdue(self, now: float | None = None) -> list[str]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import RedisError
 
-from core.jobs import JobStore
+from core.jobs import Job, JobStore
 from core.settings import Settings
 from core.storage import Storage
 from model.errors import Canceled, SRGANError
@@ -78,11 +78,15 @@ def render(
     return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()})
 
 
+Notify = Callable[[str, str], None]
+"""``notify(job_id, event)``: queue the job's webhook for ``started``, ``progress`` or ``completed``."""
+
+
 class _JobHooks:
     """Progress and cancellation callbacks bound to one job record."""
 
-    def __init__(self, store: JobStore, job_id: str, delay_s: float) -> None:
-        self.store, self.job_id, self.delay_s = store, job_id, delay_s
+    def __init__(self, store: JobStore, job_id: str, delay_s: float, on_progress: Callable[[], None] | None) -> None:
+        self.store, self.job_id, self.delay_s, self.on_progress = store, job_id, delay_s, on_progress
         self._last_write = 0.0
 
     def progress(self, done: int, total: int) -> None:
@@ -90,6 +94,8 @@ class _JobHooks:
         if done >= total or now - self._last_write >= PROGRESS_EVERY_S:
             self.store.update_running(self.job_id, progress=round(done / max(total, 1), 4))
             self._last_write = now
+            if self.on_progress is not None:
+                self.on_progress()
         if self.delay_s:
             time.sleep(self.delay_s)
 
@@ -106,19 +112,37 @@ def process_job(
     settings: Settings,
     worker: str,
     on_soft_timeout: type[BaseException] | None = None,
+    notify: Notify | None = None,
 ) -> str:
     """Run one delivery of ``job_id``; returns what happened (a status, or why nothing ran).
 
     A ``redis.RedisError`` propagates wherever it happens (the Celery task retries the job).
+    ``notify`` queues the job's webhooks (``started``, ``progress``, ``completed``).
     """
     claim = store.start(job_id, worker=worker, max_attempts=settings.max_attempts)
     if claim.outcome != "started":
         log.info("job %s: %s (%s), nothing to do", job_id, claim.outcome, claim.status)
+        if notify is not None and claim.outcome in ("exhausted", "canceled", "aborted"):
+            notify(job_id, "completed")
         return claim.outcome
     job = store.get(job_id)
     if job is None:
         return "missing"
-    hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s)
+    notify = notify if job.webhook else None
+    if notify is not None:
+        notify(job_id, "started")
+    outcome = _run(job, store=store, storage=storage, engines=engines, settings=settings,
+                   on_soft_timeout=on_soft_timeout, notify=notify)
+    if notify is not None and outcome in ("succeeded", "failed", "canceled"):
+        notify(job_id, "completed")
+    return outcome
+
+
+def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, settings: Settings,
+         on_soft_timeout: type[BaseException] | None, notify: Notify | None) -> str:
+    job_id = job.id
+    on_progress = (lambda: notify(job_id, "progress")) if notify is not None else None
+    hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s, on_progress)
     try:
         storage.discard_partial(job_id)
         upscaler = engines.get(job.params.get("model"))

@@ -21,6 +21,7 @@ from api.inspect import check_output, inspect_image
 from api.options import parse_deadline, parse_prefer_wait
 from api.schemas import ErrorOut, JobOptions, JobOut, JobRequest, download_name
 from api.upload import Upload, receive_upload
+from core import netguard, webhooks
 from core.catalog import select_model
 from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
 from core.jobs import Job, new_job_id
@@ -108,7 +109,7 @@ def _admit(services: Services, upload: Upload, *, owner: str, idempotency_key: s
                                      longest_s=services.settings.job_ttl_s)
     except ValueError as exc:
         raise ApiError(422, "invalid_parameter", f"deadline: {exc}") from None
-    extra = {"owner": owner, "deadline_at": deadline_at}
+    extra = {"owner": owner, "deadline_at": deadline_at, "webhook": _webhook(services, options)}
     if not idempotency_key:
         return _accept(services, upload, params, new_job_id(), extra), False
     keys, job_id = services.idempotency, new_job_id()
@@ -130,6 +131,25 @@ def _admit(services: Services, upload: Upload, *, owner: str, idempotency_key: s
     except BaseException:
         keys.release(owner, idempotency_key, job_id)
         raise
+
+
+def _webhook(services: Services, options: JobOptions) -> dict | None:
+    """The job's ``webhook`` record, checked: the server signs webhooks, the events exist, the address may be sent to."""
+    if not options.webhook:
+        if options.webhook_events:
+            raise ApiError(422, "invalid_parameter", "webhook_events needs a webhook URL")
+        return None
+    try:
+        webhooks.secret_key(services.settings)
+        events = webhooks.parse_events(options.webhook_events)
+    except webhooks.WebhookConfigError as exc:
+        code = "invalid_parameter" if "event" in str(exc) else "webhooks_disabled"
+        raise ApiError(422, code, str(exc)) from None
+    try:
+        netguard.check_url(options.webhook, netguard.Allow.parse(services.settings.outbound_allow))
+    except netguard.AddressRefused as exc:
+        raise ApiError(422, "webhook_refused", f"webhook: {exc}") from None
+    return {"url": options.webhook, "events": events}
 
 
 def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str, extra: dict) -> Job:
@@ -238,5 +258,7 @@ def cancel_job(request: Request, job: JobDep, services: ServicesDep, response: R
         raise ApiError(409, "job_finished", f"job {job.id} already {outcome.split(':')[-1]}; nothing to cancel")
     if outcome == "cancel_requested":
         response.status_code = 202
+    else:
+        services.notify(job.id, "completed")
     latest = services.store.get(job.id) or job
     return job_out(request, services, latest)
