@@ -45,6 +45,9 @@ class JobOptions(BaseModel):
     deadline: str | None = Field(None, max_length=64, description="end the job if it has not finished by "
                                  "then: a duration (90s, 5m, 1h) or an ISO 8601 time with a zone; not started "
                                  "by then: `aborted`, running: `canceled` at its next tile (like Cancel-After)")
+    url: str | None = Field(None, max_length=1000, description="instead of `file`: an http(s) URL of the image; "
+                            "the server fetches it with the limits of an upload (bytes, pixels, type), a "
+                            "timeout and re-checked redirects; loopback and private addresses are refused")
     webhook: str | None = Field(None, max_length=1000, description="http(s) URL the workers POST the job's events "
                                 "to (Standard Webhooks, signed); loopback and private addresses are refused "
                                 "unless SRGAN_OUTBOUND_ALLOW names them")
@@ -133,6 +136,8 @@ class JobOut(BaseModel):
     error: ErrorBody | None = None
     deadline_at: datetime | None = None
     webhook: WebhookOut | None = None
+    source: dict[str, str] | None = Field(None, description="`{\"url\": ...}` for an image fetched from a URL")
+    batch_id: str | None = None
     links: JobLinks
 
     @classmethod
@@ -156,6 +161,7 @@ class JobOut(BaseModel):
                                deliveries={k: WebhookDeliveryOut.model_validate(v, strict=False)
                                            for k, v in (job.webhook_deliveries or {}).items()})
             if job.webhook else None,
+            source=job.source, batch_id=job.batch_id,
             links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result",
                            events=f"{prefix}/{job.id}/events",
                            share=share[0] if share and job.status == "succeeded" else None,

@@ -124,9 +124,14 @@ class _Receiver:
 
 
 async def receive_upload(
-    request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int
+    request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int,
+    require_file: bool = True,
 ) -> Upload:
-    """Stream the request's form into a file; raise ApiError (413/415/422/400) on anything wrong."""
+    """Stream the request's form into a file; raise ApiError (413/415/422/400) on anything wrong.
+
+    ``require_file=False``: a form without a ``file`` part is fine (the image comes another way, a
+    ``url`` field); its Upload has ``size`` 0 and an empty ``filename``.
+    """
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "unsupported_media_type",
@@ -167,6 +172,8 @@ async def receive_upload(
                        f"unknown form field {receiver.unknown[0][:40]!r}; accepted: {listed}")
     if receiver.filename is None:
         path.unlink(missing_ok=True)
+        if not require_file:
+            return Upload(path, "", 0, receiver.fields)
         raise ApiError(422, "invalid_parameter", "the form has no 'file' part with the image")
     if receiver.file_size == 0:
         path.unlink(missing_ok=True)

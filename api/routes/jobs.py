@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CallerDep, JobDep, Services, ServicesDep, require_api_key
 from api.errors import ApiError
+from api.fetch import MAX_URL_LENGTH, fetch_upload
 from api.inspect import check_output, inspect_image
 from api.options import parse_deadline, parse_prefer_wait
 from api.schemas import ErrorOut, JobOptions, JobOut, JobRequest, download_name
@@ -33,9 +34,9 @@ _UPLOAD_BODY = {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
             "type": "object",
-            "required": ["file"],
             "properties": {
-                "file": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP or TIFF"},
+                "file": {"type": "string", "format": "binary",
+                         "description": "PNG, JPEG, WebP, BMP or TIFF (or give `url` instead)"},
                 **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
                 **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields},
             },
@@ -109,7 +110,8 @@ def _admit(services: Services, upload: Upload, *, owner: str, idempotency_key: s
                                      longest_s=services.settings.job_ttl_s)
     except ValueError as exc:
         raise ApiError(422, "invalid_parameter", f"deadline: {exc}") from None
-    extra = {"owner": owner, "deadline_at": deadline_at, "webhook": _webhook(services, options)}
+    extra = {"owner": owner, "deadline_at": deadline_at, "webhook": _webhook(services, options),
+             "source": {"url": options.url} if options.url else None}
     if not idempotency_key:
         return _accept(services, upload, params, new_job_id(), extra), False
     keys, job_id = services.idempotency, new_job_id()
@@ -131,6 +133,22 @@ def _admit(services: Services, upload: Upload, *, owner: str, idempotency_key: s
     except BaseException:
         keys.release(owner, idempotency_key, job_id)
         raise
+
+
+async def _image_from_url(services: Services, upload: Upload) -> Upload:
+    """The upload itself, or, for a form with ``url`` and no file, the image fetched from the URL."""
+    url = upload.fields.get("url", "").strip()
+    if upload.filename and url:
+        upload.discard()
+        raise ApiError(422, "invalid_parameter", "give the image as `file` or as `url`, not both")
+    if upload.filename:
+        return upload
+    upload.discard()
+    if not url:
+        raise ApiError(422, "invalid_parameter", "the form has no 'file' part with the image (nor a `url`)")
+    if len(url) > MAX_URL_LENGTH:
+        raise ApiError(422, "invalid_parameter", f"url is longer than {MAX_URL_LENGTH} characters")
+    return await run_in_threadpool(fetch_upload, url, services.storage, services.settings, upload.fields)
 
 
 def _webhook(services: Services, options: JobOptions) -> dict | None:
@@ -197,7 +215,9 @@ async def create_job(
                        headers={"Retry-After": "10"})
     upload = await receive_upload(request, services.storage,
                                   allowed_fields=set(JobRequest.model_fields) | set(JobOptions.model_fields),
-                                  max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields)
+                                  max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields,
+                                  require_file=False)
+    upload = await _image_from_url(services, upload)
     try:
         job, replayed = await run_in_threadpool(_admit, services, upload, owner=owner,
                                                 idempotency_key=idempotency_key, cancel_after=cancel_after)
