@@ -12,6 +12,7 @@ from fastapi import Depends, Path, Request
 from api.errors import ApiError
 from api.events import JobEvents
 from api.queue import JobQueue
+from core.batches import BatchStore
 from core.idempotency import IdempotencyKeys
 from core.jobs import Job, JobStore, is_job_id
 from core.links import LinkSigner
@@ -32,6 +33,7 @@ class Services:
     links: LinkSigner
     idempotency: IdempotencyKeys
     notify: Notifier
+    batches: BatchStore
 
 
 def _services(request: Request) -> Services:

@@ -17,8 +17,9 @@ from api.errors import install_error_handlers
 from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
 from api.queue import JobQueue
-from api.routes import health, job_events, jobs, links, models, web
+from api.routes import batches, health, job_events, jobs, links, models, web
 from core.cleanup import sweep_expired
+from core.batches import BatchStore
 from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.links import LinkSigner, link_secret
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         signer = LinkSigner(await run_in_threadpool(link_secret, settings, store.redis), settings.link_ttl_s)
         services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
                             signer, IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
-                            Notifier(settings, store, queue.app.send_task))
+                            Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),
@@ -109,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics_registry = registry
     install_error_handlers(app)
-    for module in (jobs, job_events, links, models, health, web):
+    for module in (jobs, job_events, batches, links, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(RequestMetrics, registry=registry)

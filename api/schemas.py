@@ -76,8 +76,8 @@ class ErrorOut(BaseModel):
 
 
 class ImageOut(BaseModel):
-    width: int
-    height: int
+    width: int | None = Field(None, description="absent only for a batch file that was not an image we read")
+    height: int | None = None
     format: str | None = None
     mode: str | None = None
     bytes: int | None = None
@@ -207,3 +207,19 @@ class ReadyOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class BatchLinks(BaseModel):
+    self: str
+    archive: str = Field(description="a zip of the results of the batch's succeeded jobs")
+
+
+class BatchOut(BaseModel):
+    id: str
+    status: Literal["running", "completed"] = Field(description="`completed` once every job has ended")
+    progress: float = Field(ge=0, le=1, description="mean over the jobs; an ended job counts as 1")
+    created_at: datetime
+    counts: dict[str, int] = Field(description="jobs per status")
+    jobs: list[JobOut] = Field(description="one per uploaded file, in upload order; a file that could not be "
+                               "read is a `failed` job with its error")
+    links: BatchLinks

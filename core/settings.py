@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(256_000_000, ge=1, description="largest output image, width x height")
     max_upload_bytes: int = Field(50 * 2**20, ge=1, description="largest accepted upload (413 beyond it)")
     max_form_fields: int = Field(16, ge=1, description="most multipart parts in one upload (422 beyond it)")
+    max_batch_files: int = Field(50, ge=1, description="most files in one batch (POST /v1/batches)")
+    max_batch_bytes: int = Field(200 * 2**20, ge=1, description="largest batch upload in all (413 beyond it)")
 
     # --- service: queue, jobs, storage -----------------------------------
     redis_url: str | None = Field(
