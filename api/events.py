@@ -69,13 +69,17 @@ class JobEvents:
                 event.set()
 
     @contextlib.contextmanager
-    def watch(self, job_id: str):
-        """``with events.watch(id) as changed: ... await changed.wait()``; set on the job's next change."""
+    def watch(self, job_id: str, *more: str):
+        """``with events.watch(id) as changed: ... await changed.wait()``; set on the next change of the job
+        (or of any of the jobs given)."""
         event = asyncio.Event()
-        self._waiters[job_id].add(event)
+        ids = {job_id, *more}
+        for one in ids:
+            self._waiters[one].add(event)
         try:
             yield event
         finally:
-            self._waiters[job_id].discard(event)
-            if not self._waiters[job_id]:
-                del self._waiters[job_id]
+            for one in ids:
+                self._waiters[one].discard(event)
+                if not self._waiters[one]:
+                    del self._waiters[one]

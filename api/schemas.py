@@ -212,6 +212,7 @@ class HealthOut(BaseModel):
 class BatchLinks(BaseModel):
     self: str
     archive: str = Field(description="a zip of the results of the batch's succeeded jobs")
+    events: str = Field(description="Server-Sent Events: the batch, then each change of its jobs")
 
 
 class BatchOut(BaseModel):

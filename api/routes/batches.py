@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -17,12 +19,13 @@ from api.batch_upload import discard_all, receive_batch
 from api.deps import CallerDep, Services, ServicesDep, require_api_key
 from api.errors import ApiError, status_for
 from api.options import parse_deadline
+from api.routes.job_events import KEEPALIVE_S, RETRY_MS
 from api.routes.jobs import _accept, _parse_params, _webhook, job_out
 from api.schemas import BatchLinks, BatchOut, ErrorOut, JobOptions, JobRequest, download_name
 from api.upload import Upload
 from core.batches import Batch, BatchState, is_batch_id, new_batch_id
 from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
-from core.jobs import new_job_id
+from core.jobs import TERMINAL, new_job_id
 from model.errors import ModelError, SRGANError
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[Depends(require_api_key)])
@@ -45,7 +48,7 @@ def batch_out(request: Request, services: Services, state: BatchState) -> BatchO
                     progress=round(state.progress, 4),
                     created_at=datetime.fromtimestamp(state.batch.created_at, timezone.utc),
                     counts=state.counts(), jobs=[job_out(request, services, job) for job in state.jobs],
-                    links=BatchLinks(self=prefix, archive=f"{prefix}/archive"))
+                    links=BatchLinks(self=prefix, archive=f"{prefix}/archive", events=f"{prefix}/events"))
 
 
 def _admit_batch(services: Services, files: list[Upload], fields: dict[str, str], *, owner: str,
@@ -149,6 +152,48 @@ BatchDep = Annotated[Batch, Depends(_batch)]
 @router.get("/{batch_id}", response_model=BatchOut, responses=_ERRORS, summary="A batch: its jobs and progress")
 def get_batch(request: Request, batch: BatchDep, services: ServicesDep) -> BatchOut:
     return batch_out(request, services, services.batches.state(batch))
+
+
+async def _batch_stream(request: Request, services: Services, batch: Batch) -> AsyncIterator[str]:
+    """A ``snapshot`` (the batch as GET shows it), then each job's events as ``job`` events until all ended."""
+    yield f"retry: {RETRY_MS}\n\n"
+    last = {job_id: 0 for job_id in batch.job_ids}
+    with services.events.watch(*batch.job_ids) as changed:
+        state = await run_in_threadpool(services.batches.state, batch)
+        for job in state.jobs:
+            last[job.id] = job.seq
+        snapshot = batch_out(request, services, state).model_dump_json()
+        yield f"event: snapshot\ndata: {snapshot}\n\n"
+        done = {job.id for job in state.jobs if job.finished} | (set(batch.job_ids) - {j.id for j in state.jobs})
+        while len(done) < len(batch.job_ids):
+            changed.clear()
+            pending = [job_id for job_id in batch.job_ids if job_id not in done]
+            news = await run_in_threadpool(lambda: {j: services.store.events_since(j, last[j]) for j in pending})
+            for job_id, events in news.items():
+                for event in events:
+                    last[job_id] = int(event["seq"])
+                    yield f"event: job\ndata: {json.dumps({'job_id': job_id, **event}, separators=(',', ':'))}\n\n"
+                    if event["type"] == "status" and event["status"] in TERMINAL:
+                        done.add(job_id)
+            if len(done) == len(batch.job_ids):
+                break
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"
+        final = batch_out(request, services, await run_in_threadpool(services.batches.state, batch))
+        yield f"event: snapshot\ndata: {final.model_dump_json()}\n\n"
+
+
+@router.get("/{batch_id}/events", response_class=StreamingResponse, summary="Live progress of a batch (SSE)",
+            responses={200: {"content": {"text/event-stream": {}}, "description": (
+                "`snapshot` events carry the whole batch (as GET shows it), first and last; in between, each "
+                "change of one of its jobs is a `job` event: the job's event (as on /v1/jobs/{id}/events) "
+                "with `job_id`. The stream ends once every job has ended; a reconnect starts with a new "
+                "snapshot.")}, **_ERRORS})
+async def batch_events(request: Request, batch: BatchDep, services: ServicesDep) -> StreamingResponse:
+    return StreamingResponse(_batch_stream(request, services, batch), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 class _Sink:

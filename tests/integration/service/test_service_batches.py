@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import uuid
 import zipfile
@@ -93,3 +94,28 @@ def test_limits_idempotency_and_unknown_batches(client, service):
     assert client.get("/v1/batches/nope/archive").status_code == 404
     two = client.post("/v1/jobs", files=[("file", ("a.png", image_bytes(4, 4))), ("file", ("b.png", image_bytes(4, 4)))])
     assert two.status_code == 422 and "/v1/batches" in two.json()["error"]["message"]
+
+
+def test_the_batch_event_stream_follows_every_job_to_its_end(client):
+    batch = post_batch(client, [("a.png", image_bytes(96, 96, seed=6)), ("bad.png", b"nope"),
+                                ("b.png", image_bytes(64, 64, seed=7))]).json()
+    events, current = [], {}
+    with client.stream("GET", batch["links"]["events"]) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line == "" and "data" in current:
+                events.append((current.get("event"), json.loads(current["data"])))
+                current = {}
+            elif line and not line.startswith(":"):
+                field, _, value = line.partition(":")
+                current[field] = value.strip()
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "snapshot" and kinds[-1] == "snapshot" and set(kinds[1:-1]) == {"job"}
+    assert [j["input"]["filename"] for j in events[0][1]["jobs"]] == ["a.png", "bad.png", "b.png"]
+    assert events[-1][1]["status"] == "completed" and events[-1][1]["progress"] == 1
+    good = [j["id"] for j in events[0][1]["jobs"] if j["status"] != "failed"]
+    for job_id in good:
+        mine = [e for kind, e in events if kind == "job" and e["job_id"] == job_id]
+        assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
+        assert mine[-1]["status"] == "succeeded"
+        assert any(e["type"] == "progress" for e in mine)
