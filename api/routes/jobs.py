@@ -152,7 +152,8 @@ async def _image_from_url(services: Services, upload: Upload) -> Upload:
 
 
 def _webhook(services: Services, options: JobOptions) -> dict | None:
-    """The job's ``webhook`` record, checked: the server signs webhooks, the events exist, the address may be sent to."""
+    """The job's ``webhook`` record, checked: the server signs webhooks, the events exist, the address is
+    one we may send to."""
     if not options.webhook:
         if options.webhook_events:
             raise ApiError(422, "invalid_parameter", "webhook_events needs a webhook URL")

@@ -70,14 +70,17 @@ def serve_env(data_dir: Path, model: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(request: pytest.FixtureRequest, tiny_model: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``srgan serve`` for the module; a module's ``SERVE_ENV`` dict adds to its environment."""
     data_dir = tmp_path_factory.mktemp("served")
     log_path = data_dir / "serve.log"
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=serve_env(data_dir, tiny_model), stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO, env={**serve_env(data_dir, tiny_model), **getattr(request.module, "SERVE_ENV", {})},
+            stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
     stack = Served(process, f"http://127.0.0.1:{port}", data_dir, log_path)

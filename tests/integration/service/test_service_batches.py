@@ -78,7 +78,8 @@ def test_progress_is_the_mean_of_the_jobs(client):
 
 
 def test_limits_idempotency_and_unknown_batches(client, service):
-    too_many = post_batch(client, [(f"{i}.png", image_bytes(4, 4)) for i in range(service.settings.max_batch_files + 1)])
+    limit = service.settings.max_batch_files
+    too_many = post_batch(client, [(f"{i}.png", image_bytes(4, 4)) for i in range(limit + 1)])
     assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "too_many_files"
     assert post_batch(client, [], scale=2).status_code == 422
     bad_param = post_batch(client, [("a.png", image_bytes(4, 4))], scale=99)
@@ -92,7 +93,8 @@ def test_limits_idempotency_and_unknown_batches(client, service):
     assert post_batch(client, files[:1], headers={"Idempotency-Key": key}).status_code == 409
     assert client.get(f"/v1/batches/{uuid.uuid4()}").status_code == 404
     assert client.get("/v1/batches/nope/archive").status_code == 404
-    two = client.post("/v1/jobs", files=[("file", ("a.png", image_bytes(4, 4))), ("file", ("b.png", image_bytes(4, 4)))])
+    two = client.post("/v1/jobs", files=[("file", ("a.png", image_bytes(4, 4))),
+                                         ("file", ("b.png", image_bytes(4, 4)))])
     assert two.status_code == 422 and "/v1/batches" in two.json()["error"]["message"]
 
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from core.netguard import Allow, AddressRefused, check_url, is_public
+from core.netguard import AddressRefused, Allow, check_url, is_public
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +34,8 @@ def test_refused(url):
 
 
 def test_the_allow_list_opens_named_hosts_addresses_and_networks():
-    assert check_url("http://127.0.0.1:9000/hook", Allow.parse(["127.0.0.1"])).address == ipaddress.ip_address("127.0.0.1")
+    loopback = check_url("http://127.0.0.1:9000/hook", Allow.parse(["127.0.0.1"]))
+    assert loopback.address == ipaddress.ip_address("127.0.0.1")
     assert check_url("http://10.1.2.3/", Allow.parse(["10.1.0.0/16"])).port == 80
     assert check_url("http://localhost:1/", Allow.parse(["localhost"])).host == "localhost"
     with pytest.raises(AddressRefused):
