@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import RedisError
 
+from core import webhooks
 from core.jobs import Job, JobStore
 from core.settings import Settings
 from core.storage import Storage
@@ -141,7 +142,8 @@ def process_job(
 def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, settings: Settings,
          on_soft_timeout: type[BaseException] | None, notify: Notify | None) -> str:
     job_id = job.id
-    on_progress = (lambda: notify(job_id, "progress")) if notify is not None else None
+    wants_progress = notify is not None and webhooks.wants(job, "progress")
+    on_progress = (lambda: notify(job_id, "progress")) if wants_progress else None
     hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s, on_progress)
     try:
         storage.discard_partial(job_id)

@@ -76,7 +76,7 @@ async def wait_for_end(services: Services, job: Job, seconds: float) -> Job:
     if job.finished or seconds <= 0:
         return job
     deadline = time.monotonic() + seconds
-    with services.events.watch(job.id) as changed:
+    with services.events.watch(job.id, status_only=True) as changed:
         while True:
             changed.clear()  # before reading: a change published while we read still wakes the wait below
             latest = await run_in_threadpool(services.store.get, job.id)
