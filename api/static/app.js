@@ -171,6 +171,7 @@ function showProgress(job) {
 
 function finish(state, job) {
   show("cancel", false);
+  renderHistory();
   showProgress(job);
   if (job.status === "succeeded") return showResult(job, state.file);
   if (job.status === "failed") return showError(`The job failed: ${job.error ? job.error.message : "unknown error"}`);
@@ -292,6 +293,7 @@ async function submitBatch(files) {
   } catch (err) {
     return showError(`Lost contact with the server: ${err.message}`);
   }
+  renderHistory();
 }
 
 function renderBatch(state, batch) {

@@ -147,3 +147,12 @@ def test_signed_links_download_without_a_key_until_they_expire(service, make_set
             wait_for(keyed, unfinished["links"]["self"])
     finally:
         api.stop()
+
+
+def test_a_refused_request_releases_its_key(client):
+    key = str(uuid.uuid4())
+    refused = submit(client, b"not an image", headers={"Idempotency-Key": key})
+    assert refused.status_code == 415
+    fixed = submit(client, image_bytes(8, 8, seed=21), headers={"Idempotency-Key": key})
+    assert fixed.status_code == 202, "the key was free again, not a conflict with the refused upload"
+    assert submit(client, image_bytes(8, 8, seed=21), headers={"Idempotency-Key": key}).json()["id"] == fixed.json()["id"]
