@@ -126,7 +126,7 @@ def run_remote(args: argparse.Namespace) -> int:
                     on_progress = (lambda p, bar=progress: bar(round(p * 1000), 1000)) if progress else None
                     job, data = client.upscale_job(src, progress=on_progress, scale=args.scale, model=args.model,
                                                    format=fmt, quality=args.quality if args.quality != 95 else None)
-                name = job["output"]["filename"]
+                name = Path(str(job["output"].get("filename") or "")).name or f"{src.stem}_sr"  # never a path
                 dst = args.output if single and args.output is not None and args.output.suffix else \
                     (args.output or src.parent) / name
                 dst.write_bytes(data)
