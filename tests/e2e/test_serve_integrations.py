@@ -64,3 +64,16 @@ def test_serve_streams_events_aborts_late_jobs_and_fetches_urls(served):
         batch = client.post("/v1/batches", files=[("file", ("a.png", image_bytes(8, 8), "image/png")),
                                                   ("file", ("b.png", b"nope", "image/png"))]).json()
         assert [j["status"] for j in batch["jobs"]][1] == "failed"
+
+
+def test_serve_answers_prefer_wait_keeps_idempotency_keys_and_signs_links(served):
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        data = image_bytes(10, 10, seed=8)
+        headers = {"Prefer": "wait=20", "Idempotency-Key": "serve-e2e-1"}
+        first = client.post("/v1/jobs", files={"file": ("p.png", data, "image/png")}, headers=headers)
+        assert first.status_code == 201 and first.headers["preference-applied"] == "wait=20"
+        again = client.post("/v1/jobs", files={"file": ("p.png", data, "image/png")}, headers=headers)
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        share = first.json()["links"]["share"]
+        assert httpx.get(share).status_code == 200
+        assert httpx.get(share.replace("signature=", "signature=0")).status_code == 403
