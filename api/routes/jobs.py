@@ -115,7 +115,8 @@ def _admit(services: Services, upload: Upload, *, owner: str, idempotency_key: s
     if not idempotency_key:
         return _accept(services, upload, params, new_job_id(), extra), False
     keys, job_id = services.idempotency, new_job_id()
-    fp = fingerprint([upload.path], {**upload.fields, "cancel-after": cancel_after or ""})
+    # a URL input is the URL, not what it gives today: a retry is the same request even if the image changed
+    fp = fingerprint([] if options.url else [upload.path], {**upload.fields, "cancel-after": cancel_after or ""})
     claim = keys.claim(owner, idempotency_key, fingerprint=fp, kind="job", new_id=job_id)
     if claim.outcome == "conflict":
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for another request "

@@ -68,6 +68,9 @@ def test_an_image_fetched_from_a_url_is_upscaled(allowed_api, files):
         assert c.get(done["links"]["result"]).headers["content-type"] == "image/png"
         hopped = post_form(c, url=files.url + "/hop")
         assert hopped.status_code == 202 and hopped.json()["input"]["width"] == 30
+        keyed = c.post("/v1/jobs", files={"url": (None, files.url + "/cat.png")}, headers={"Idempotency-Key": "u1"})
+        again = c.post("/v1/jobs", files={"url": (None, files.url + "/cat.png")}, headers={"Idempotency-Key": "u1"})
+        assert again.headers["idempotent-replayed"] == "true" and again.json()["id"] == keyed.json()["id"]
 
 
 def test_a_url_to_a_refused_address_is_never_requested(client, files):
