@@ -55,8 +55,9 @@ def test_one_image_follows_its_events_and_compares_smoothly(served, browser, tmp
 
     job_gets = [r for r in requests if r.startswith("GET ") and "/v1/jobs/" in r and "/result" not in r]
     assert any(r.endswith("/events") for r in job_gets), requests
-    # the history list reads the job once and the page once more at the end; polling every 300 ms would be ~8
-    assert len([r for r in job_gets if not r.endswith("/events")]) <= 2, f"polled: {job_gets}"
+    # the history list reads the job when it is made and when it ends, the page once at the end;
+    # polling every 300 ms through the job's 2+ s would be 8 or more
+    assert len([r for r in job_gets if not r.endswith("/events")]) <= 3, f"polled: {job_gets}"
     posts = [r for r in requests if r.startswith("POST ")]
     assert len(posts) == 1
 
