@@ -128,11 +128,13 @@ class Notifier:
 
     def __init__(self, settings: Settings, store: JobStore, send_task: Callable[..., object]) -> None:
         self.settings, self.store, self.send_task = settings, store, send_task
-        self._links = DeploymentLinks(settings, store.redis)
+        self._links: DeploymentLinks | None = None
         self._last_progress: dict[str, float] = {}
 
     @property
     def signer(self) -> LinkSigner:
+        if self._links is None:
+            self._links = DeploymentLinks(self.settings, self.store.redis)
         return self._links.signer
 
     def __call__(self, job_id: str, event: str) -> None:
