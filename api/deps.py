@@ -11,10 +11,14 @@ from fastapi import Depends, Path, Request
 from api.errors import ApiError
 from api.events import JobEvents
 from api.queue import JobQueue
+from core.batches import BatchStore
+from core.idempotency import IdempotencyKeys
 from core.jobs import Job, JobStore, is_job_id
 from core.limits import Limiter
+from core.links import DeploymentLinks
 from core.settings import ANONYMOUS, Settings, hash_api_key
 from core.storage import Storage
+from core.webhooks import Notifier
 
 
 @dataclass
@@ -26,6 +30,10 @@ class Services:
     storage: Storage
     queue: JobQueue
     events: JobEvents
+    links: DeploymentLinks
+    idempotency: IdempotencyKeys
+    notify: Notifier
+    batches: BatchStore
     limiter: Limiter | None = None
     redis_down_since: float | None = None
     """``time.monotonic()`` when Redis stopped answering the API's pings; None while it answers."""

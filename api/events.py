@@ -1,14 +1,16 @@
-"""Wake requests that wait for a job to finish (``GET /v1/jobs/{id}?wait=S``).
+"""Wake requests that wait for a job's changes (``?wait=S``, ``Prefer: wait``, event streams).
 
 One Redis pub/sub subscription per API process (``srgan:events:*``, published
-by every state change in ``core.jobs``) fans out to the waiting requests, so a
-client learns of a finished job at once without polling.
+by every change in ``core.jobs``) fans out to the waiting requests, so a
+client learns of a change at once without polling. A waiter that only cares
+about status changes (a long poll) is not woken by progress events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import defaultdict
 
@@ -20,10 +22,19 @@ log = logging.getLogger(__name__)
 _CHANNEL_PREFIX = PREFIX + "events:"
 
 
+def _is_status(data: object) -> bool:
+    """False for a progress event; anything else (a status event, an unreadable one) counts as a status change."""
+    try:
+        return json.loads(str(data)).get("type") != "progress"
+    except (ValueError, AttributeError):
+        return True
+
+
 class JobEvents:
     def __init__(self, url: str) -> None:
         self.url = url
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._status_waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -47,7 +58,7 @@ class JobEvents:
                     backoff = 0.1
                     async for message in pubsub.listen():
                         if message.get("type") == "pmessage":
-                            self._wake(str(message["channel"])[len(_CHANNEL_PREFIX):])
+                            self._wake(str(message["channel"])[len(_CHANNEL_PREFIX):], _is_status(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reconnect; waiters fall back to their timeout
@@ -59,23 +70,32 @@ class JobEvents:
             finally:
                 await client.aclose()
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, status: bool = True) -> None:
         for event in self._waiters.get(job_id, ()):
             event.set()
-
-    def _wake_all(self) -> None:
-        for events in self._waiters.values():
-            for event in events:
+        if status:
+            for event in self._status_waiters.get(job_id, ()):
                 event.set()
 
+    def _wake_all(self) -> None:
+        for waiters in (self._waiters, self._status_waiters):
+            for events in waiters.values():
+                for event in events:
+                    event.set()
+
     @contextlib.contextmanager
-    def watch(self, job_id: str):
-        """``with events.watch(id) as changed: ... await changed.wait()``; set on the job's next change."""
+    def watch(self, job_id: str, *more: str, status_only: bool = False):
+        """``with events.watch(id) as changed: ... await changed.wait()``; set on the next change of the job
+        (or of any of the jobs given); ``status_only``: on the next change of status, not of progress."""
         event = asyncio.Event()
-        self._waiters[job_id].add(event)
+        ids = {job_id, *more}
+        waiters = self._status_waiters if status_only else self._waiters
+        for one in ids:
+            waiters[one].add(event)
         try:
             yield event
         finally:
-            self._waiters[job_id].discard(event)
-            if not self._waiters[job_id]:
-                del self._waiters[job_id]
+            for one in ids:
+                waiters[one].discard(event)
+                if not waiters[one]:
+                    del waiters[one]

@@ -19,12 +19,16 @@ from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
 from api.middleware import install_middleware
 from api.queue import JobQueue
-from api.routes import health, jobs, models, web
+from api.routes import batches, health, job_events, jobs, links, models, web
+from core.batches import BatchStore
 from core.cleanup import sweep_expired
+from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.limits import Limiter
+from core.links import DeploymentLinks
 from core.settings import Settings, get_settings
 from core.storage import Storage
+from core.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ async def _sweep_forever(services: Services) -> None:
             log.warning("sweep of expired jobs failed: %s", exc)
         try:
             reaped = await run_in_threadpool(services.store.reap_lost, settings.resolved_worker_lost_s)
+            for job_id in reaped:
+                await run_in_threadpool(services.notify, job_id, "completed")
             if reaped:
                 log.warning("failed %d job(s) whose worker was lost: %s", len(reaped), ", ".join(reaped))
         except Exception as exc:  # noqa: BLE001 - try again next time
@@ -64,6 +70,20 @@ async def _watch_redis(services: Services) -> None:
         await asyncio.sleep(interval)
 
 
+DEADLINE_CHECK_S = 0.5
+
+
+async def _abort_overdue_forever(services: Services) -> None:
+    """Queued jobs whose deadline passed end ``aborted`` within about half a second of it."""
+    while True:
+        try:
+            for job_id in await run_in_threadpool(services.store.abort_overdue):
+                await run_in_threadpool(services.notify, job_id, "completed")
+        except Exception as exc:  # noqa: BLE001 - try again next time
+            log.warning("aborting overdue jobs failed: %s", exc)
+        await asyncio.sleep(DEADLINE_CHECK_S)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     registry = CollectorRegistry()
@@ -76,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
         services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
+                            DeploymentLinks(settings, store.redis), IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
+                            Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store),
                             limiter=Limiter(store.redis))
         app.state.services = services
         collector = JobsCollector(
@@ -86,10 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await events.start()
         sweeper = asyncio.create_task(_sweep_forever(services), name="srgan-sweeper")
         watcher = asyncio.create_task(_watch_redis(services), name="srgan-redis-watch")
+        deadlines = asyncio.create_task(_abort_overdue_forever(services), name="srgan-deadlines")
         try:
             yield
         finally:
-            for task in (sweeper, watcher):
+            for task in (sweeper, watcher, deadlines):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -107,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics_registry = registry
     install_error_handlers(app)
-    for module in (jobs, models, health, web):
+    for module in (jobs, job_events, batches, links, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     install_middleware(app, settings)

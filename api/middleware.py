@@ -12,8 +12,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.settings import Settings
 
 EXPOSED_HEADERS = ["Location", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset",
-                   "RateLimit-Policy", "Content-Disposition"]
+                   "RateLimit-Policy", "Content-Disposition", "Preference-Applied", "Idempotent-Replayed"]
 """Headers a cross-origin page may read (CORS), when ``cors_origins`` allows one."""
+
+ALLOWED_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "Prefer", "Cancel-After",
+                   "Last-Event-ID"]
+"""Request headers a cross-origin page may send (CORS): the key, and those of ``POST /v1/jobs`` and SSE."""
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -85,7 +89,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     """CORS only for listed origins; the host allow-list; headers on every answer (outermost)."""
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+                           allow_headers=ALLOWED_HEADERS,
                            expose_headers=EXPOSED_HEADERS, max_age=600)
     if settings.allowed_hosts:  # `srgan serve` beyond loopback refuses to start without it (unless --insecure)
         app.add_middleware(HostAllowList, hosts=settings.allowed_hosts)

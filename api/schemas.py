@@ -43,6 +43,35 @@ class JobRequest(BaseModel):
         return None if isinstance(value, str) and not value.strip() else value
 
 
+class JobOptions(BaseModel):
+    """The form fields of ``POST /v1/jobs`` about the job rather than the image: when it ends, who is told."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadline: str | None = Field(None, max_length=64, description="end the job if it has not finished by "
+                                 "then: a duration (90s, 5m, 1h) or an ISO 8601 time with a zone; not started "
+                                 "by then: `aborted`, running: `canceled` at its next tile (like Cancel-After)")
+    url: str | None = Field(None, max_length=1000, description="instead of `file`: an http(s) URL of the image; "
+                            "the server fetches it with the limits of an upload (bytes, pixels, type), a "
+                            "timeout and re-checked redirects; loopback and private addresses are refused")
+    webhook: str | None = Field(None, max_length=1000, description="http(s) URL the workers POST the job's events "
+                                "to (Standard Webhooks, signed); loopback and private addresses are refused "
+                                "unless SRGAN_OUTBOUND_ALLOW names them")
+    webhook_events: str | None = Field(None, max_length=100, description="comma-separated: `started`, `progress`, "
+                                       "`completed` (default `completed`: the job ended, whatever its status)")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @classmethod
+    def split(cls, fields: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """``(image fields, job option fields)`` of a form."""
+        mine = {k: v for k, v in fields.items() if k in cls.model_fields}
+        return {k: v for k, v in fields.items() if k not in cls.model_fields}, mine
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -53,8 +82,8 @@ class ErrorOut(BaseModel):
 
 
 class ImageOut(BaseModel):
-    width: int
-    height: int
+    width: int | None = Field(None, description="absent only for a batch file that was not an image we read")
+    height: int | None = None
     format: str | None = None
     mode: str | None = None
     bytes: int | None = None
@@ -75,11 +104,32 @@ class ModelRefOut(BaseModel):
 class JobLinks(BaseModel):
     self: str
     result: str
+    events: str = Field(description="Server-Sent Events stream of the job's status and progress")
+    share: str | None = Field(None, description="a signed link to the result that needs no API key "
+                              "(succeeded jobs only); valid until share_expires_at")
+    share_expires_at: datetime | None = None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str = Field(description="the message's webhook-id, the same on every retry")
+    state: Literal["pending", "retrying", "delivered", "failed", "refused"]
+    attempts: int
+    last_status: int | None = Field(None, description="HTTP status of the last attempt's answer")
+    last_error: str | None = None
+
+
+class WebhookOut(BaseModel):
+    url: str
+    events: list[str]
+    deliveries: dict[str, WebhookDeliveryOut] = Field(
+        default_factory=dict, description="the last message of each event sent so far")
 
 
 class JobOut(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"] = Field(
+        description="`aborted`: its deadline passed before it started, it never ran; `canceled`: stopped by "
+        "DELETE, or by its deadline while running")
     progress: float = Field(ge=0, le=1)
     created_at: datetime
     started_at: datetime | None = None
@@ -94,10 +144,15 @@ class JobOut(BaseModel):
     model: ModelRefOut | None = None
     timings: dict[str, float] | None = None
     error: ErrorBody | None = None
+    deadline_at: datetime | None = None
+    webhook: WebhookOut | None = None
+    source: dict[str, str] | None = Field(None, description="`{\"url\": ...}` for an image fetched from a URL")
+    batch_id: str | None = None
     links: JobLinks
 
     @classmethod
-    def from_job(cls, job: Job, prefix: str = "/v1/jobs") -> JobOut:
+    def from_job(cls, job: Job, prefix: str = "/v1/jobs", share: tuple[str, int] | None = None) -> JobOut:
+        """``share``: the signed result link and its expiry, for a succeeded job."""
         def ts(value: float | None) -> datetime | None:
             return datetime.fromtimestamp(value, timezone.utc) if value is not None else None
 
@@ -108,11 +163,20 @@ class JobOut(BaseModel):
         return cls(
             id=job.id, status=job.status, progress=min(max(job.progress, 0.0), 1.0),
             created_at=ts(job.created_at), started_at=ts(job.started_at), finished_at=ts(job.finished_at),
-            expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested, owner=job.owner,
+            expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
+            owner=job.owner,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,
             model=ModelRefOut(**job.model) if job.model else None, timings=job.timings,
-            error=ErrorBody(**job.error) if job.error else None,
-            links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result"),
+            error=ErrorBody(**job.error) if job.error else None, deadline_at=ts(job.deadline_at),
+            webhook=WebhookOut(url=job.webhook["url"], events=job.webhook.get("events", []),
+                               deliveries={k: WebhookDeliveryOut.model_validate(v, strict=False)
+                                           for k, v in (job.webhook_deliveries or {}).items()})
+            if job.webhook else None,
+            source=job.source, batch_id=job.batch_id,
+            links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result",
+                           events=f"{prefix}/{job.id}/events",
+                           share=share[0] if share and job.status == "succeeded" else None,
+                           share_expires_at=ts(share[1]) if share and job.status == "succeeded" else None),
         )
 
 
@@ -164,3 +228,20 @@ class ReadyOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "failing"] = "ok"
     detail: str | None = None
+
+
+class BatchLinks(BaseModel):
+    self: str
+    archive: str = Field(description="a zip of the results of the batch's succeeded jobs")
+    events: str = Field(description="Server-Sent Events: the batch, then each change of its jobs")
+
+
+class BatchOut(BaseModel):
+    id: str
+    status: Literal["running", "completed"] = Field(description="`completed` once every job has ended")
+    progress: float = Field(ge=0, le=1, description="mean over the jobs; an ended job counts as 1")
+    created_at: datetime
+    counts: dict[str, int] = Field(description="jobs per status")
+    jobs: list[JobOut] = Field(description="one per uploaded file, in upload order; a file that could not be "
+                               "read is a `failed` job with its error")
+    links: BatchLinks

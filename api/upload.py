@@ -100,7 +100,8 @@ class _Receiver:
         if name not in self.allowed:
             self.unknown.append(name)
         if name in self.fields or (name == FILE_FIELD and self.filename is not None):
-            raise ApiError(422, "invalid_parameter", f"form field {name!r} is given more than once")
+            hint = " (several images make a batch: POST /v1/batches)" if name == FILE_FIELD else ""
+            raise ApiError(422, "invalid_parameter", f"form field {name!r} is given more than once{hint}")
         self._name = name
         self._is_file = name == FILE_FIELD
         if self._is_file:
@@ -123,10 +124,31 @@ class _Receiver:
             self.fields[self._name] = self._value.decode("utf-8", "replace").strip()
 
 
+async def stream_form(request: Request, parser: MultipartParser, *, body_limit: int, max_bytes: int) -> None:
+    """Feed the request body to ``parser``: 413 past ``body_limit``, 400 for a malformed or interrupted body."""
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > body_limit:
+                raise too_large(max_bytes)
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise ApiError(400, "bad_multipart", f"the multipart body is malformed: {exc}") from exc
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
+
+
 async def receive_upload(
-    request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int
+    request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int,
+    require_file: bool = True,
 ) -> Upload:
-    """Stream the request's form into a file; raise ApiError (413/415/422/400) on anything wrong."""
+    """Stream the request's form into a file; raise ApiError (413/415/422/400) on anything wrong.
+
+    ``require_file=False``: a form without a ``file`` part is fine (the image comes another way, a
+    ``url`` field); its Upload has ``size`` 0 and an empty ``filename``.
+    """
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "unsupported_media_type",
@@ -142,21 +164,9 @@ async def receive_upload(
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
         "on_header_end", "on_headers_finished")}
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
-    received = 0
     try:
         with out:
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > body_limit:
-                    raise too_large(max_bytes)
-                parser.write(chunk)
-            parser.finalize()
-    except MultipartParseError as exc:
-        path.unlink(missing_ok=True)
-        raise ApiError(400, "bad_multipart", f"the multipart body is malformed: {exc}") from exc
-    except ClientDisconnect:
-        path.unlink(missing_ok=True)
-        raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
+            await stream_form(request, parser, body_limit=body_limit, max_bytes=max_bytes)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -167,6 +177,8 @@ async def receive_upload(
                        f"unknown form field {receiver.unknown[0][:40]!r}; accepted: {listed}")
     if receiver.filename is None:
         path.unlink(missing_ok=True)
+        if not require_file:
+            return Upload(path, "", 0, receiver.fields)
         raise ApiError(422, "invalid_parameter", "the form has no 'file' part with the image")
     if receiver.file_size == 0:
         path.unlink(missing_ok=True)

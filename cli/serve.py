@@ -2,11 +2,12 @@
 
 With ``SRGAN_REDIS_URL`` unset it starts, beside the API, a private
 redis-server (data in ``<data_dir>/redis``, locked down: see
-``core.redis_server``) and worker processes, watches them (a worker or the
-Redis that dies is restarted; Redis reloads its append-only file, so jobs are
-kept), and stops them all when it stops (Ctrl-C or SIGTERM). Bound beyond
-loopback it refuses to start without API keys and a host allow-list, unless
-``--insecure``. With ``SRGAN_REDIS_URL`` set (compose, production) it
+``core.redis_server``), worker processes and a webhook delivery worker,
+watches them (a worker or the Redis that dies is restarted; Redis reloads its
+append-only file, so jobs are kept), and stops them all when it stops (Ctrl-C
+or SIGTERM). Bound beyond loopback it refuses to start without API keys and a
+host allow-list, unless ``--insecure``. With ``SRGAN_REDIS_URL`` set (compose,
+production) it
 runs only the API and the workers are started separately (``srgan worker``).
 """
 
@@ -54,11 +55,12 @@ class WorkerProcess:
 
     RESTART_LIMIT = 5
 
-    def __init__(self, env: dict[str, str], loglevel: str, index: int) -> None:
+    def __init__(self, env: dict[str, str], loglevel: str, index: int, webhooks: bool = False) -> None:
         from cli.worker import celery_argv
 
-        self.argv = [sys.executable, "-m", "celery", *celery_argv(loglevel=loglevel.upper(),
-                                                                   name=f"srgan-{os.getpid()}-{index}@%h")]
+        name = f"srgan-{'webhooks' if webhooks else index}-{os.getpid()}@%h"
+        self.argv = [sys.executable, "-m", "celery", *celery_argv(loglevel=loglevel.upper(), name=name,
+                                                                   webhooks=webhooks)]
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -209,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
                 env = {**os.environ, "SRGAN_REDIS_URL": redis_server.url, "SRGAN_DATA_DIR": str(data_dir)}
                 for index in range(max(0, args.workers)):
                     stack.callback(WorkerProcess(env, args.log_level, index).start().stop)
+                if args.workers > 0:  # webhook deliveries: threads on their own queue, never behind a job
+                    stack.callback(WorkerProcess(env, args.log_level, 0, webhooks=True).start().stop)
                 log.info("embedded Redis %s at %s (data in %s), %d worker(s), model %s", redis_server.binary.version,
                          redis_server.address, data_dir / "redis", args.workers, model_path)
             app = create_app(settings)

@@ -1,4 +1,4 @@
-"""``srgan upscale``: local upscaling of files or folders, no server."""
+"""``srgan upscale``: upscaling of files or folders, locally (no server) or with ``--server URL`` on a service."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="upscale image files or folders locally",
-                       description="Upscale images with the default or a given model; no server needed.")
+    p = sub.add_parser("upscale", help="upscale image files or folders (locally, or on a service with --server)",
+                       description="Upscale images with the default or a given model; no server needed. With "
+                                   "--server URL the same files are upscaled by a running service instead.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
                    help="output file (one input) or folder; default: <name>_x<scale>.<ext> beside each input")
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--server", metavar="URL", help="upscale on this service (http://host:8000) instead of locally: "
+                                                  "upload, follow progress, download, retrying safely")
+    p.add_argument("--api-key", metavar="KEY", help="the service's API key (with --server)")
     p.set_defaults(func=run)
 
 
@@ -49,6 +53,10 @@ def output_path(src: Path, out: Path | None, single: bool, scale: int, ext: str)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.server:
+        return run_remote(args)
+    if args.api_key:
+        return _fail("--api-key goes with --server")
     from core.settings import get_settings
     from core.upscalers import build_upscaler, resolve_blend
     from model.errors import SRGANError
@@ -90,6 +98,48 @@ def run(args: argparse.Namespace) -> int:
         except (SRGANError, OSError) as exc:
             failed += 1
             print(f"srgan: error: {src}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    """The same files-and-folders command against a service (``cli.client``)."""
+    import httpx
+
+    from cli.client import Client, ClientError, JobFailed
+
+    for name in ("tile", "overlap", "backend"):
+        if getattr(args, name) is not None:
+            return _fail(f"--{name} applies to local upscaling only, not with --server")
+    if not 1 <= args.quality <= 100:
+        return _fail(f"--quality must be between 1 and 100, got {args.quality}")
+    files = collect_inputs(args.inputs)
+    if not files:
+        return _fail("no input images found")
+    single = len(files) == 1 and not args.inputs[0].is_dir()
+    if args.output is not None and not (single and args.output.suffix):
+        args.output.mkdir(parents=True, exist_ok=True)
+    show = not args.no_progress and sys.stderr.isatty()
+    fmt = {"jpg": "jpeg"}.get(args.format or "", args.format)
+    failed = 0
+    with Client(args.server, api_key=args.api_key) as client:
+        for src in files:
+            try:
+                with _progress_bar(src.name, show) as progress:
+                    on_progress = (lambda p, bar=progress: bar(round(p * 1000), 1000)) if progress else None
+                    job, data = client.upscale_job(src, progress=on_progress, scale=args.scale, model=args.model,
+                                                   detail=args.detail, format=fmt,
+                                                   quality=args.quality if args.quality != 95 else None)
+                name = Path(str(job["output"].get("filename") or "")).name or f"{src.stem}_sr"  # never a path
+                dst = args.output if single and args.output is not None and args.output.suffix else \
+                    (args.output or src.parent) / name
+                dst.write_bytes(data)
+                print(f"{src} -> {dst} ({job['output']['width']}x{job['output']['height']})")
+            except (ClientError, JobFailed, OSError) as exc:
+                failed += 1
+                print(f"srgan: error: {src}: {exc}", file=sys.stderr)
+            except httpx.HTTPError as exc:
+                print(f"srgan: error: cannot reach {args.server}: {exc}", file=sys.stderr)
+                return 2
     return 1 if failed else 0
 
 

@@ -15,14 +15,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                    "(default SRGAN_WORKER_CONCURRENCY, 1)")
     p.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
     p.add_argument("--name", help="node name (default srgan-<random>@<host>)")
+    p.add_argument("--webhooks", action="store_true",
+                   help="deliver webhooks instead of running jobs: the webhook queue, a pool of threads "
+                        "(--concurrency, default 8)")
     p.set_defaults(func=run)
 
 
-def celery_argv(*, concurrency: int | None = None, loglevel: str = "INFO", name: str | None = None) -> list[str]:
-    """Arguments after ``celery``: the worker of ``worker.celery_app`` on the configured queue."""
+WEBHOOK_THREADS = 8
+
+
+def celery_argv(*, concurrency: int | None = None, loglevel: str = "INFO", name: str | None = None,
+                webhooks: bool = False) -> list[str]:
+    """Arguments after ``celery``: the worker of ``worker.celery_app`` on the configured queue.
+
+    ``webhooks``: a worker that delivers webhook messages (its own queue, a thread pool) instead.
+    """
     from core.settings import get_settings
 
     settings = get_settings()
+    if webhooks:
+        return ["-A", "worker.celery_app", "worker", "--loglevel", loglevel,
+                "--queues", settings.webhook_queue, "--concurrency", str(concurrency or WEBHOOK_THREADS),
+                "--pool", "threads", "--hostname", name or f"srgan-webhooks-{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip", "--without-mingle"]
     return [
         "-A", "worker.celery_app", "worker",
         "--loglevel", loglevel,
@@ -43,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from celery.bin.celery import celery as celery_command
 
-    argv = celery_argv(concurrency=args.concurrency, loglevel=args.loglevel, name=args.name)
+    argv = celery_argv(concurrency=args.concurrency, loglevel=args.loglevel, name=args.name, webhooks=args.webhooks)
     try:
         celery_command.main(args=argv, prog_name="celery")
     except SystemExit as exc:

@@ -12,10 +12,15 @@ Keys (all under ``srgan:``)::
     jobs:running      set of ids being worked on
     stats             hash of counters and histogram buckets for /metrics
     workers           sorted set: worker name -> last heartbeat (unix time)
-    events:{id}       pub/sub channel: the new status of the job
+    events:{id}       pub/sub channel: each change of the job, as the JSON event below
+    job:{id}:events   list: the job's last EVENT_LOG_MAX events (``Last-Event-ID`` resumes from it), same TTL
+    deadlines         sorted set: id -> deadline (unix time) of queued jobs that have one
     owner:{name}:...  a key's jobs and its limits' state (``core.limits``, which admits new jobs)
 
 A record's ``owner`` is the name of the API key that made the job (never the key).
+
+An event is ``{"seq": n, "type": "status"|"progress", "status": ..., "progress": 0..1, "at": unix time}``
+(plus ``error`` on a failed, canceled or aborted job); ``seq`` counts the job's events from 1, in order.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ import redis
 from core.limits import JobLimits, admit_script, owner_jobs_key, owner_queued_key, pixels_key, refusal
 from core.settings import ANONYMOUS
 
-Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
-STATUSES: tuple[Status, ...] = ("queued", "running", "succeeded", "failed", "canceled")
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+Status = Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"]
+STATUSES: tuple[Status, ...] = ("queued", "running", "succeeded", "failed", "canceled", "aborted")
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
+"""``aborted``: the job's deadline passed before it started, so it never ran (``canceled``: stopped by a
+cancel, or by its deadline while running)."""
 
 UPSCALE_TASK = "srgan.upscale"
 """Name of the Celery task that runs a job; the API sends it by this name."""
@@ -46,11 +53,17 @@ RUNNING_SET = PREFIX + "jobs:running"
 STATS = PREFIX + "stats"
 WORKERS = PREFIX + "workers"
 EVENTS_PATTERN = PREFIX + "events:*"
+DEADLINES = PREFIX + "deadlines"
+EVENT_LOG_MAX = 2000
+"""Events kept per job for ``Last-Event-ID``; progress is written at most every 0.1 s, so this is minutes."""
 
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, math.inf)
 """Upper bounds (seconds) of the job duration histograms kept in ``stats``."""
 
-_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings")
+_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "source")
+_DELIVERY_PREFIX = "webhook:"
+"""``webhook:<event>`` fields hold the last delivery of each webhook event (JSON), one field per event
+so deliveries running at once never overwrite each other's record."""
 
 
 def job_key(job_id: str) -> str:
@@ -59,6 +72,10 @@ def job_key(job_id: str) -> str:
 
 def events_channel(job_id: str) -> str:
     return f"{PREFIX}events:{job_id}"
+
+
+def events_log_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:events"
 
 
 def new_job_id() -> str:
@@ -95,13 +112,23 @@ class Job:
     cancel_requested: bool = False
     worker: str | None = None
     owner: str | None = None
-    """The name of the API key that made the job (``anonymous`` with authentication off)."""
+    """The name of the API key that made the job (``anonymous`` with authentication off); its jobs,
+    batches and idempotency keys are the owner's alone."""
     input: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     timings: dict[str, float] | None = None
+    deadline_at: float | None = None
+    webhook: dict[str, Any] | None = None
+    """``{"url": ..., "events": [...]}`` when the job has a webhook."""
+    webhook_deliveries: dict[str, Any] | None = None
+    """Per event: its last message ``{"id", "attempts", "last_status", "last_error", "state", ...}`` (workers)."""
+    batch_id: str | None = None
+    source: dict[str, Any] | None = None
+    """``{"url": ...}`` for an image fetched from a URL."""
+    seq: int = 0
 
     @property
     def finished(self) -> bool:
@@ -132,6 +159,13 @@ class Job:
             output=parsed.get("output"),
             error=parsed.get("error"),
             timings=parsed.get("timings"),
+            deadline_at=num("deadline_at"),
+            webhook=parsed.get("webhook"),
+            webhook_deliveries={name[len(_DELIVERY_PREFIX):]: json.loads(value) for name, value in raw.items()
+                                if name.startswith(_DELIVERY_PREFIX)} or None,
+            batch_id=raw.get("batch_id") or None,
+            source=parsed.get("source"),
+            seq=int(raw.get("seq") or 0),
         )
 
 
@@ -139,23 +173,49 @@ class Job:
 class Claim:
     """What :meth:`JobStore.start` decided for one delivery of a job."""
 
-    outcome: Literal["started", "missing", "finished", "exhausted", "canceled"]
+    outcome: Literal["started", "missing", "finished", "exhausted", "canceled", "aborted"]
     attempts: int = 0
     status: str | None = None
 
 
 # --- scripts -------------------------------------------------------------
 # KEYS[1] = job hash, KEYS[2] = queued set, KEYS[3] = running set, KEYS[4] = stats
-# Each script publishes the new status on events:{id} (ARGV[1] = job id).
+# Each script records the change with emit(): the job's seq is counted up, the event appended to
+# job:{id}:events (trimmed, same TTL as the job) and published on events:{id} (ARGV[1] = job id).
 
-_START = """
+_EMIT = """
+local function emit(job, channel, kind)
+  local seq = redis.call('HINCRBY', job, 'seq', 1)
+  local f = redis.call('HMGET', job, 'status', 'progress', 'error')
+  local t = redis.call('TIME')
+  local event = {seq = seq, type = kind, status = f[1], progress = tonumber(f[2]) or 0,
+                 at = tonumber(t[1]) + tonumber(t[2]) / 1000000}
+  if f[3] and kind == 'status' then event['error'] = cjson.decode(f[3]) end
+  local payload = cjson.encode(event)
+  local log = job .. ':events'
+  redis.call('RPUSH', log, payload)
+  redis.call('LTRIM', log, -%d, -1)
+  local ttl = redis.call('PTTL', job)
+  if ttl > 0 then redis.call('PEXPIRE', log, ttl) end
+  redis.call('PUBLISH', channel, payload)
+end
+""" % EVENT_LOG_MAX
+
+# ARGV[7] = the deadline_exceeded error JSON: a job whose deadline passed ends aborted (never started)
+# or canceled (a redelivery of a job that was running).
+_START = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, ''} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return {'finished', 0, status} end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local final = nil
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   final = 'canceled'
+elseif deadline and tonumber(ARGV[2]) >= deadline then
+  if status == 'queued' then final = 'aborted' else final = 'canceled' end
+  redis.call('HSET', KEYS[1], 'error', ARGV[7])
+  redis.call('ZREM', KEYS[5], ARGV[1])
 elseif attempts > tonumber(ARGV[3]) then
   final = 'failed'
   redis.call('HSET', KEYS[1], 'error', ARGV[5])
@@ -165,20 +225,22 @@ if final then
   redis.call('SREM', KEYS[2], ARGV[1])
   redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
-  redis.call('PUBLISH', ARGV[6], final)
+  emit(KEYS[1], ARGV[6], 'status')
   if final == 'failed' then return {'exhausted', attempts, final} end
+  if final == 'aborted' then return {'aborted', attempts, final} end
   return {'canceled', attempts, final}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'worker', ARGV[4], 'progress', '0')
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
 if status == 'queued' then redis.call('HINCRBY', KEYS[4], 'jobs_total:running', 1) end
-redis.call('PUBLISH', ARGV[6], 'running')
+emit(KEYS[1], ARGV[6], 'status')
 return {'started', attempts, 'running'}
 """
 
 # ARGV: id, now, new status, channel, then field/value pairs to set
-_FINISH = """
+_FINISH = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return status end
@@ -188,19 +250,19 @@ for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. ARGV[3], 1)
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+emit(KEYS[1], ARGV[4], 'status')
 return 'ok'
 """
 
 # ARGV: id, now, channel
-_CANCEL = """
+_CANCEL = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'cancel', '1')
   redis.call('SREM', KEYS[2], ARGV[1])
   redis.call('HINCRBY', KEYS[4], 'jobs_total:canceled', 1)
-  redis.call('PUBLISH', ARGV[3], 'canceled')
+  emit(KEYS[1], ARGV[3], 'status')
   return 'canceled'
 elseif status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
@@ -214,7 +276,7 @@ return 'finished:' .. status
 # whichever is later) more than ARGV[3] seconds ago. One script with _FINISH and _START: a worker
 # finishing (or a new delivery starting) the job at the same moment either comes first, and this
 # leaves the job alone, or comes second and finds it failed.
-_REAP = """
+_REAP = _EMIT + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' then return 0 end
 local seen = tonumber(redis.call('HGET', KEYS[1], 'started_at')) or 0
@@ -228,13 +290,41 @@ redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error',
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'jobs_total:failed', 1)
-redis.call('PUBLISH', ARGV[5], 'failed')
+emit(KEYS[1], ARGV[5], 'status')
 return 1
 """
 
-# ARGV: field/value pairs; only while running (progress, model, timings of the current attempt)
-_UPDATE_RUNNING = """
+# KEYS[5] = deadlines; ARGV: id, now, error JSON, channel. A queued job past its deadline ends aborted;
+# any other job leaves the deadlines set (a running one is stopped by its worker's should_stop).
+_ABORT_OVERDUE = _EMIT + """
+local status = redis.call('HGET', KEYS[1], 'status')
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
+if status == 'queued' and deadline and deadline > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[5], ARGV[1])
+if status ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'aborted', 'finished_at', ARGV[2], 'error', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'jobs_total:aborted', 1)
+emit(KEYS[1], ARGV[4], 'status')
+return 1
+"""
+
+# ARGV: channel, then field/value pairs; only while running (progress, model, timings of the current
+# attempt). A change of progress is an event.
+_UPDATE_RUNNING = _EMIT + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local moved = false
+for i = 2, #ARGV, 2 do
+  if ARGV[i] == 'progress' and redis.call('HGET', KEYS[1], 'progress') ~= ARGV[i + 1] then moved = true end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if moved then emit(KEYS[1], ARGV[1], 'progress') end
+return 1
+"""
+
+# Set fields of a record that exists (never recreates an expired one); ARGV: field/value pairs
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
@@ -252,18 +342,24 @@ class JobStore:
         self._update_running = client.register_script(_UPDATE_RUNNING)
         self._reap = client.register_script(_REAP)
         self._admit = admit_script(client)
+        self._abort_overdue = client.register_script(_ABORT_OVERDUE)
+        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
 
     def _keys(self, job_id: str) -> list[str]:
         return [job_key(job_id), QUEUED_SET, RUNNING_SET, STATS]
 
     # --- API side ----------------------------------------------------------
     def create(self, job_id: str, *, input: dict[str, Any], params: dict[str, Any], owner: str = ANONYMOUS,
-               limits: JobLimits | None = None, pixels: int = 0) -> Job:
+               limits: JobLimits | None = None, pixels: int = 0, extra: dict[str, Any] | None = None) -> Job:
         """Store a new ``queued`` job of ``owner`` that expires after ``ttl_s``.
 
         With ``limits``, the global and the owner's limits are checked and the job stored in one
         atomic step (``core.limits``); :class:`core.limits.Refused` says which limit refused it.
+        ``extra``: optional fields of :class:`Job` (``deadline_at``, ``webhook``, ``batch_id``, ``source``);
+        a ``deadline_at`` also enters the deadlines set (in the same step), so the job is aborted in time.
         """
+        if extra and "owner" in extra:
+            raise ValueError("the owner is create()'s own argument, not an extra field")
         limits = limits or JobLimits(max_queued=2**62)
         now = time.time()
         record = {
@@ -276,16 +372,24 @@ class JobStore:
             "input": json.dumps(input),
             "params": json.dumps(params),
         }
+        record.update(self._extra_fields(extra))
+        record["seq"] = "1"
+        first = json.dumps({"seq": 1, "type": "status", "status": "queued", "progress": 0, "at": now})
         fields = [item for pair in record.items() for item in pair]
         verdict, retry_ms, detail = self._admit(
             keys=[job_key(job_id), QUEUED_SET, STATS, owner_queued_key(owner), owner_jobs_key(owner),
-                  pixels_key(owner)],
+                  pixels_key(owner), events_log_key(job_id), DEADLINES],
             args=[job_id, limits.max_queued, limits.max_key_queued, limits.pixels_per_hour, pixels, self.ttl_s,
-                  job_key(""), *fields],
+                  job_key(""), first, events_channel(job_id), record.get("deadline_at", ""), *fields],
         )
         if verdict != "ok":
             raise refusal(verdict, int(retry_ms), detail, limits, pixels)
         return Job.from_hash(job_id, record)
+
+    @staticmethod
+    def _extra_fields(extra: dict[str, Any] | None) -> dict[str, str]:
+        return {name: json.dumps(value) if name in _JSON_FIELDS else str(value)
+                for name, value in (extra or {}).items() if value is not None}
 
     def jobs_of(self, owner: str, *, offset: int = 0, limit: int = 20) -> list[Job]:
         """``owner``'s jobs, newest first (expired ones are skipped and dropped from the index)."""
@@ -299,6 +403,61 @@ class JobStore:
         if gone:
             self.redis.zrem(index, *gone)
         return [Job.from_hash(job_id, raw) for job_id, raw in zip(ids, raws) if raw]
+
+    def create_failed(self, job_id: str, *, input: dict[str, Any], error: dict[str, str], owner: str = ANONYMOUS,
+                      extra: dict[str, Any] | None = None) -> Job:
+        """Store a job of ``owner`` that failed before it was queued (a bad file in a batch): it never runs."""
+        if extra and "owner" in extra:
+            raise ValueError("the owner is create_failed()'s own argument, not an extra field")
+        now = time.time()
+        record = {
+            "status": "failed", "progress": "0", "created_at": repr(now), "finished_at": repr(now),
+            "expires_at": repr(now + self.ttl_s), "attempts": "0", "owner": owner, "input": json.dumps(input),
+            "params": json.dumps({}), "error": json.dumps(error), "seq": "1",
+        }
+        record.update(self._extra_fields(extra))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(job_key(job_id), mapping=record)
+            pipe.expire(job_key(job_id), self.ttl_s)
+            self._first_event(pipe, job_id, {"seq": 1, "type": "status", "status": "failed", "progress": 0,
+                                             "at": now, "error": error})
+            pipe.hincrby(STATS, "jobs_total:failed", 1)
+            pipe.zadd(owner_jobs_key(owner), {job_id: now})  # listed with the owner's other jobs
+            pipe.expire(owner_jobs_key(owner), self.ttl_s)
+            pipe.execute()
+        return Job.from_hash(job_id, record)
+
+    def _first_event(self, pipe: redis.client.Pipeline, job_id: str, event: dict[str, Any]) -> None:
+        payload = json.dumps(event)
+        pipe.delete(events_log_key(job_id))
+        pipe.rpush(events_log_key(job_id), payload)
+        pipe.expire(events_log_key(job_id), self.ttl_s)
+        pipe.publish(events_channel(job_id), payload)
+
+    def events_since(self, job_id: str, after_seq: int) -> list[dict[str, Any]]:
+        """The job's recorded events with ``seq > after_seq``, oldest first (at most ``EVENT_LOG_MAX``)."""
+        events = [json.loads(raw) for raw in self.redis.lrange(events_log_key(job_id), 0, -1)]
+        return [event for event in events if int(event["seq"]) > after_seq]
+
+    def set_fields(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Set fields of an existing record (any status); False when it has expired."""
+        args: list[str] = []
+        for name, value in fields.items():
+            args += [name, json.dumps(value) if name in _JSON_FIELDS or name.startswith(_DELIVERY_PREFIX)
+                     else str(value)]
+        return bool(self._set_if_exists(keys=[job_key(job_id)], args=args))
+
+    def abort_overdue(self, now: float | None = None) -> list[str]:
+        """End ``aborted`` every queued job whose deadline has passed; their ids."""
+        now = time.time() if now is None else now
+        error = json.dumps({"code": "deadline_exceeded",
+                            "message": "the job's deadline passed before a worker started it; it did not run"})
+        aborted = []
+        for job_id in self.redis.zrangebyscore(DEADLINES, "-inf", now):
+            if self._abort_overdue(keys=[*self._keys(job_id), DEADLINES],
+                                   args=[job_id, repr(now), error, events_channel(job_id)]):
+                aborted.append(job_id)
+        return aborted
 
     def get(self, job_id: str) -> Job | None:
         raw = self.redis.hgetall(job_key(job_id))
@@ -315,6 +474,8 @@ class JobStore:
             pipe.srem(QUEUED_SET, job_id)
             pipe.srem(owner_queued_key(owner), job_id)
             pipe.zrem(owner_jobs_key(owner), job_id)
+            pipe.zrem(DEADLINES, job_id)
+            pipe.delete(events_log_key(job_id))
             pipe.hincrby(STATS, "jobs_total:queued", -1)  # it was counted when created
             pipe.execute()
 
@@ -336,9 +497,10 @@ class JobStore:
                 "the image may crash or exhaust the engine, so it is not retried",
             }
         )
+        late = json.dumps({"code": "deadline_exceeded", "message": "the job's deadline passed before it could run"})
         outcome, attempts, status = self._start(
-            keys=self._keys(job_id),
-            args=[job_id, repr(time.time()), max_attempts, worker, error, events_channel(job_id)],
+            keys=[*self._keys(job_id), DEADLINES],
+            args=[job_id, repr(time.time()), max_attempts, worker, error, events_channel(job_id), late],
         )
         return Claim(outcome=outcome, attempts=int(attempts), status=status or None)
 
@@ -346,15 +508,18 @@ class JobStore:
         """Set fields of a running job (``progress``, ``model``, ...); False when it is not running."""
         if not fields:
             return True
-        args: list[str] = []
+        args: list[str] = [events_channel(job_id)]
         for name, value in fields.items():
             args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
         return bool(self._update_running(keys=[job_key(job_id)], args=args))
 
     def should_stop(self, job_id: str) -> bool:
-        """True when the running job was canceled, has expired, or is no longer ``running``."""
-        status, cancel = self.redis.hmget(job_key(job_id), "status", "cancel")
-        return status != "running" or cancel == "1"
+        """True when the running job was canceled, is past its deadline, has expired, or is no longer ``running``."""
+        status, cancel, deadline = self.redis.hmget(job_key(job_id), "status", "cancel", "deadline_at")
+        return status != "running" or cancel == "1" or (bool(deadline) and time.time() >= float(deadline))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.redis.hget(job_key(job_id), "cancel") == "1"
 
     def finish(self, job_id: str, status: Status, **fields: Any) -> str:
         """Move a queued or running job to a terminal ``status``; ``ok``, ``missing`` or its current status."""

@@ -78,9 +78,11 @@ return {r[1], limit, r[2], r[3], r[4]}
 """
 
 # Admission of a new job: every check, then every write, in one step.
-# KEYS: 1 job hash, 2 global queued set, 3 stats, 4 owner's queued set, 5 owner's jobs, 6 owner's pixel GCRA
+# KEYS: 1 job hash, 2 global queued set, 3 stats, 4 owner's queued set, 5 owner's jobs, 6 owner's pixel GCRA,
+#       7 the job's event log, 8 the deadlines sorted set
 # ARGV: 1 job id, 2 max queued (global), 3 max queued for the key (0: none), 4 pixels per hour (0: none),
-#       5 the job's input pixels, 6 ttl s, 7 job hash prefix, then the record's field/value pairs.
+#       5 the job's input pixels, 6 ttl s, 7 job hash prefix, 8 the job's first event (JSON), 9 its events
+#       channel, 10 its deadline (unix time; '' for none), then the record's field/value pairs.
 # Returns {verdict, retry_after_ms, detail}: 'ok' | 'queue_full' | 'key_queue_full' | 'pixels' | 'pixels_never'
 _ADMIT = _GCRA + """
 local now = now_ms()
@@ -113,8 +115,13 @@ local queued = redis.call('SCARD', KEYS[2])
 if queued >= tonumber(ARGV[2]) then return {'queue_full', 10000, tostring(queued)} end
 
 if pixel_tat then store_tat(KEYS[6], pixel_tat, now) end
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('DEL', KEYS[7])
+redis.call('RPUSH', KEYS[7], ARGV[8])
+redis.call('EXPIRE', KEYS[7], ttl)
+redis.call('PUBLISH', ARGV[9], ARGV[8])
+if ARGV[10] ~= '' then redis.call('ZADD', KEYS[8], tonumber(ARGV[10]), ARGV[1]) end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[3], 'jobs_total:queued', 1)
 if max_key_queued > 0 then

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(256_000_000, ge=1, description="largest output image, width x height")
     max_upload_bytes: int = Field(50 * 2**20, ge=1, description="largest accepted upload (413 beyond it)")
     max_form_fields: int = Field(16, ge=1, description="most multipart parts in one upload (422 beyond it)")
+    max_batch_files: int = Field(50, ge=1, description="most files in one batch (POST /v1/batches)")
+    max_batch_bytes: int = Field(200 * 2**20, ge=1, description="largest batch upload in all (413 beyond it)")
 
     # --- service: queue, jobs, storage -----------------------------------
     redis_url: str | None = Field(
@@ -114,6 +116,36 @@ class Settings(BaseSettings):
         60.0, gt=0, description="/healthz fails (503) once Redis has not answered for this long, so a supervisor "
         "restarts the API; shorter outages only fail /readyz"
     )
+    idempotency_ttl_s: int = Field(24 * 3600, ge=1, description="seconds an Idempotency-Key is remembered")
+    max_wait_s: float = Field(60.0, ge=0, le=600, description="longest `Prefer: wait=N` honoured on POST /v1/jobs")
+    public_url: str | None = Field(
+        None, description="the service's address as clients see it (https://sr.example.com); makes signed "
+        "links and webhook payloads absolute. Unset: the API uses the request's own address, workers relative links"
+    )
+    link_secret: SecretStr | None = Field(
+        None, description="key that signs shareable result links; unset: a random one kept in Redis "
+        "(srgan:link-secret), shared by every API replica and worker"
+    )
+    link_ttl_s: int = Field(3600, ge=1, description="lifetime of a signed result link")
+    webhook_secret: SecretStr | None = Field(
+        None, description="Standard Webhooks signing secret (whsec_<base64>); unset: jobs with a webhook are "
+        "refused (422 webhooks_disabled)"
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="connect and read timeout of one webhook delivery")
+    webhook_backoff_s: float = Field(5.0, gt=0, description="wait before the first webhook retry; doubles "
+                                     "each time, at most webhook_backoff_max_s")
+    webhook_backoff_max_s: float = Field(600.0, gt=0, description="longest wait between two webhook "
+                                         "retries (and at most half of visibility_timeout_s)")
+    webhook_retry_window_s: float = Field(3600.0, ge=0, description="a failing webhook is retried until this "
+                                          "long after its first try")
+    webhook_progress_every_s: float = Field(1.0, ge=0, description="at most one `progress` webhook this often")
+    webhook_queue: str = Field("srgan-webhooks", min_length=1, description="Celery queue of webhook deliveries")
+    outbound_allow: list[str] = Field(
+        default_factory=list, description="hosts or networks (CIDR) that webhooks and URL inputs may reach "
+        "although they are loopback, private or link-local (refused otherwise)"
+    )
+    fetch_timeout_s: float = Field(10.0, gt=0, description="connect and read timeout when fetching a `url` input")
+    fetch_max_redirects: int = Field(3, ge=0, description="redirects followed when fetching a `url` input")
     host: str = Field("127.0.0.1", description="`srgan serve` address")
     port: int = Field(8000, ge=0, le=65535, description="`srgan serve` port")
 

@@ -52,7 +52,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("srgan", include=["worker.tasks", "worker.lifecycle"])
+    app = Celery("srgan", include=["worker.tasks", "worker.webhooks", "worker.lifecycle"])
     app.conf.update(celery_config(settings))
     return app
 

@@ -31,9 +31,23 @@ def _heartbeat_loop(name: str) -> None:
         _stop.wait(interval)
 
 
+def _runs_jobs(consumer: object) -> bool:
+    """False for a worker that consumes only the webhook queue: it runs no jobs, so it sends no heartbeat."""
+    from worker.tasks import upscale
+
+    try:
+        queues = set(consumer.app.amqp.queues.consume_from or {})  # type: ignore[attr-defined]
+    except AttributeError:
+        return True
+    return not queues or upscale.settings.queue in queues
+
+
 @worker_ready.connect
 def start_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
     global _beat
+    if not _runs_jobs(sender):
+        log.info("webhook delivery worker: no heartbeat (it runs no jobs)")
+        return
     name = getattr(sender, "hostname", None) or "worker"
     _stop.clear()
     _beat = threading.Thread(target=_heartbeat_loop, args=(name,), name="srgan-heartbeat", daemon=True)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis import RedisError
 
-from core.jobs import JobStore
+from core import webhooks
+from core.jobs import Job, JobStore
 from core.settings import Settings
 from core.storage import Storage
 from model.errors import Canceled, SRGANError
@@ -80,11 +81,15 @@ def render(
     return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()})
 
 
+Notify = Callable[[str, str], None]
+"""``notify(job_id, event)``: queue the job's webhook for ``started``, ``progress`` or ``completed``."""
+
+
 class _JobHooks:
     """Progress and cancellation callbacks bound to one job record."""
 
-    def __init__(self, store: JobStore, job_id: str, delay_s: float) -> None:
-        self.store, self.job_id, self.delay_s = store, job_id, delay_s
+    def __init__(self, store: JobStore, job_id: str, delay_s: float, on_progress: Callable[[], None] | None) -> None:
+        self.store, self.job_id, self.delay_s, self.on_progress = store, job_id, delay_s, on_progress
         self._last_write = 0.0
 
     def progress(self, done: int, total: int) -> None:
@@ -92,6 +97,8 @@ class _JobHooks:
         if done >= total or now - self._last_write >= PROGRESS_EVERY_S:
             self.store.update_running(self.job_id, progress=round(done / max(total, 1), 4))
             self._last_write = now
+            if self.on_progress is not None:
+                self.on_progress()
         if self.delay_s:
             time.sleep(self.delay_s)
 
@@ -108,20 +115,39 @@ def process_job(
     settings: Settings,
     worker: str,
     on_soft_timeout: type[BaseException] | None = None,
+    notify: Notify | None = None,
 ) -> str:
     """Run one delivery of ``job_id``; returns what happened (a status, or why nothing ran).
 
     A ``redis.RedisError`` propagates wherever it happens (the Celery task retries the job).
+    ``notify`` queues the job's webhooks (``started``, ``progress``, ``completed``).
     """
     claim = store.start(job_id, worker=worker, max_attempts=settings.max_attempts)
     if claim.outcome != "started":
         log.info("job %s: %s (%s), nothing to do", job_id, claim.outcome, claim.status)
+        if notify is not None and claim.outcome in ("exhausted", "canceled", "aborted"):
+            notify(job_id, "completed")
         return claim.outcome
     job = store.get(job_id)
     if job is None:
         return "missing"
     log.info("job %s of %s: attempt %d", job_id, job.owner or "anonymous", claim.attempts)
-    hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s)
+    notify = notify if job.webhook else None
+    if notify is not None:
+        notify(job_id, "started")
+    outcome = _run(job, store=store, storage=storage, engines=engines, settings=settings,
+                   on_soft_timeout=on_soft_timeout, notify=notify)
+    if notify is not None and outcome in ("succeeded", "failed", "canceled"):
+        notify(job_id, "completed")
+    return outcome
+
+
+def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, settings: Settings,
+         on_soft_timeout: type[BaseException] | None, notify: Notify | None) -> str:
+    job_id = job.id
+    wants_progress = notify is not None and webhooks.wants(job, "progress")
+    on_progress = (lambda: notify(job_id, "progress")) if wants_progress else None
+    hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s, on_progress)
     try:
         storage.discard_partial(job_id)
         upscaler, blend = engines.get_blend(job.params.get("model"), job.params.get("detail"))
@@ -137,6 +163,9 @@ def process_job(
         storage.write_result(job_id, result.data, result.ext)
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
+        if job.deadline_at is not None and time.time() >= job.deadline_at and not store.cancel_requested(job_id):
+            return _end(store, job_id, "canceled", "deadline_exceeded",
+                        "the job's deadline passed while it was running; it was stopped at the next tile")
         return _end(store, job_id, "canceled")
     except RedisError:
         raise  # the job record is out of reach, not the job at fault: the task retries it

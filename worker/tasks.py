@@ -17,6 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from core.jobs import JobStore, connect
 from core.settings import Settings, get_settings
 from core.storage import Storage
+from core.webhooks import Notifier
 from worker.celery_app import TASK_NAME, app
 from worker.engines import EngineCache
 from worker.pipeline import process_job
@@ -47,6 +48,10 @@ class UpscaleTask(Task):
         return Storage(self.settings.resolved_storage_dir)
 
     @cached_property
+    def notifier(self) -> Notifier:
+        return Notifier(self.settings, self.store, app.send_task)
+
+    @cached_property
     def engines(self) -> EngineCache:
         return EngineCache(self.settings, self.store.redis)
 
@@ -57,10 +62,12 @@ class UpscaleTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
         """Runs in the worker's main process when the hard time limit killed the job's process."""
         if isinstance(exc, TimeLimitExceeded) and args:
-            self.store.finish(args[0], "failed", error={
+            outcome = self.store.finish(args[0], "failed", error={
                 "code": "timeout",
                 "message": f"the job ran longer than {self.settings.time_limit_s:g} s and its process was killed",
             })
+            if outcome == "ok":
+                self.notifier(args[0], "completed")
 
 
 @app.task(name=TASK_NAME, base=UpscaleTask, bind=True, max_retries=REDIS_RETRIES)
@@ -76,7 +83,7 @@ def upscale(self: UpscaleTask, job_id: str) -> str:
     try:
         return process_job(
             job_id, store=self.store, storage=self.storage, engines=self.engines, settings=self.settings,
-            worker=self.worker_name, on_soft_timeout=SoftTimeLimitExceeded,
+            worker=self.worker_name, on_soft_timeout=SoftTimeLimitExceeded, notify=self.notifier,
         )
     except redis.RedisError as exc:
         retries = self.request.retries
@@ -92,9 +99,11 @@ def upscale(self: UpscaleTask, job_id: str) -> str:
 
 def _fail_if_possible(store: JobStore, job_id: str, exc: redis.RedisError) -> None:
     try:
-        store.finish(job_id, "failed", error={
+        outcome = store.finish(job_id, "failed", error={
             "code": "store_unavailable",
             "message": f"Redis failed under the job {REDIS_RETRIES + 1} times: {type(exc).__name__}: {exc}",
         })
+        if outcome == "ok":
+            upscale.notifier(job_id, "completed")
     except redis.RedisError as again:
         log.error("job %s may stay running: Redis still fails: %s", job_id, again)

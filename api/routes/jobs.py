@@ -1,4 +1,8 @@
-"""``/v1/jobs``: submit an image, follow the job, fetch the result, cancel."""
+"""``/v1/jobs``: submit an image, follow the job, fetch the result, cancel.
+
+``POST`` honours ``Prefer: wait=N`` (answer when the job ends, or after N s), ``Idempotency-Key``
+(a retry gets the first request's job) and ``Cancel-After``/``deadline``.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,25 @@ import logging
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, require_api_key
 from api.errors import ApiError
+from api.fetch import MAX_URL_LENGTH, fetch_upload
 from api.inspect import check_output, inspect_image
-from api.schemas import ErrorOut, JobListOut, JobOut, JobRequest, download_name
+from api.options import parse_deadline, parse_prefer_wait
+from api.schemas import ErrorOut, JobListOut, JobOptions, JobOut, JobRequest, download_name
 from api.upload import Upload, receive_upload
-from core.catalog import require_detail_base, select_model
-from model.interpolate import round_detail
+from core import netguard, webhooks
+from core.catalog import ModelInfo, require_detail_base, select_model
+from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
+from core.settings import Settings
+from model.interpolate import round_detail
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +40,68 @@ _UPLOAD_BODY = {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
             "type": "object",
-            "required": ["file"],
             "properties": {
-                "file": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP or TIFF"},
+                "file": {"type": "string", "format": "binary",
+                         "description": "PNG, JPEG, WebP, BMP or TIFF (or give `url` instead)"},
                 **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
+                **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields},
             },
         }}},
     }
 }
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+_CREATED = {
+    200: {"model": JobOut, "description": "an `Idempotency-Key` retry: the first request's job, which has ended "
+          "(`Idempotent-Replayed: true`)"},
+    201: {"model": JobOut, "description": "`Prefer: wait=N` and the job ended within N s: the finished job"},
+    202: {"model": JobOut, "description": "the job is queued or running; follow `Location` or `links.events`"},
+}
+_PREFER = Header(description="`wait=N`: hold the answer until the job ends or N seconds pass (at most "
+                 "max_wait_s, 60); the answer says `Preference-Applied: wait=N`")
+_IDEMPOTENCY_KEY = Header(max_length=MAX_KEY_LENGTH, description="any unique string (a UUID): a retry with the "
+                          "same key and the same upload, by the same API key within 24 h, returns the first "
+                          "request's job; the same key with another upload is 409 idempotency_conflict")
+_CANCEL_AFTER = Header(description="a duration (90s, 5m, 1h): a job not started by then ends `aborted` "
+                       "without running, one still running is canceled at its next tile")
 
 
-def _parse_params(fields: dict[str, str]) -> JobRequest:
+def share_link(request: Request, services: Services, job: Job) -> tuple[str, int] | None:
+    """The signed result link of a succeeded job, absolute (``public_url`` or the request's address)."""
+    if job.status != "succeeded":
+        return None
+    base = services.settings.public_url or str(request.base_url)
+    return services.links.sign(job.id, base=base)
+
+
+def job_out(request: Request, services: Services, job: Job) -> JobOut:
+    return JobOut.from_job(job, share=share_link(request, services, job))
+
+
+async def wait_for_end(services: Services, job: Job, seconds: float) -> Job:
+    """The job once it has finished, or as it is after ``seconds``; woken by its events, not polling."""
+    if job.finished or seconds <= 0:
+        return job
+    deadline = time.monotonic() + seconds
+    with services.events.watch(job.id, status_only=True) as changed:
+        while True:
+            changed.clear()  # before reading: a change published while we read still wakes the wait below
+            latest = await run_in_threadpool(services.store.get, job.id)
+            if latest is None:
+                raise ApiError(404, "not_found", f"job {job.id} expired")
+            job = latest
+            remaining = deadline - time.monotonic()
+            if job.finished or remaining <= 0:
+                return job
+            try:  # woken by the job's next event; re-checked at least every second regardless
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+
+def _parse_params(fields: dict[str, str]) -> tuple[JobRequest, JobOptions]:
+    image_fields, option_fields = JobOptions.split(fields)
     try:
-        return JobRequest.model_validate(fields)
+        return JobRequest.model_validate(image_fields), JobOptions.model_validate(option_fields)
     except ValidationError as exc:
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ApiError(422, "invalid_parameter", message) from None
@@ -58,17 +115,94 @@ def _limits(services: Services, caller: Caller) -> JobLimits:
                      pixels_per_hour=settings.key_max_pixels_per_hour)
 
 
-def _accept(services: Services, upload: Upload, caller: Caller) -> Job:
-    """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
-    settings = services.settings
-    params = _parse_params(upload.fields)
-    info = inspect_image(upload.path, max_input_pixels=settings.max_input_pixels)
+
+def choose_model(settings: Settings, params: JobRequest) -> ModelInfo:
+    """The model a job with ``params`` runs; a ``detail`` needs a model with a detail base that is offered."""
     model = select_model(settings, model=params.model, scale=params.scale)
     if params.detail is not None:
         select_model(settings, model=require_detail_base(model), scale=None)  # its PSNR model must be offered
+    return model
+
+
+def _admit(services: Services, upload: Upload, *, caller: Caller, idempotency_key: str | None,
+           cancel_after: str | None) -> tuple[Job, bool]:
+    """The job for this request and whether it is a replay (an earlier request with the same key)."""
+    params, options = _parse_params(upload.fields)
+    try:
+        deadline_at = parse_deadline(cancel_after=cancel_after, deadline=options.deadline, now=time.time(),
+                                     longest_s=services.settings.job_ttl_s)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", f"deadline: {exc}") from None
+    extra = {"deadline_at": deadline_at, "webhook": _webhook(services, options),
+             "source": {"url": options.url} if options.url else None}
+    if not idempotency_key:
+        return _accept(services, upload, params, new_job_id(), caller, extra), False
+    keys, job_id = services.idempotency, new_job_id()
+    # a URL input is the URL, not what it gives today: a retry is the same request even if the image changed
+    fp = fingerprint([] if options.url else [upload.path], {**upload.fields, "cancel-after": cancel_after or ""})
+    claim = keys.claim(caller.name, idempotency_key, fingerprint=fp, kind="job", new_id=job_id)
+    if claim.outcome == "conflict":
+        raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for another request "
+                       f"(job {claim.id}); use a new key for a new upload")
+    if claim.outcome == "replay":
+        earlier = services.store.get(claim.id)
+        if earlier is not None:
+            return earlier, True
+        if claim.age_s < PENDING_S:
+            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still being "
+                           "handled; retry in a moment", headers={"Retry-After": "1"})
+        keys.take_over(caller.name, idempotency_key, fingerprint=fp, kind="job", new_id=job_id)  # its job expired
+    try:
+        return _accept(services, upload, params, job_id, caller, extra), False
+    except BaseException:
+        keys.release(caller.name, idempotency_key, job_id)
+        raise
+
+
+async def _image_from_url(services: Services, upload: Upload) -> Upload:
+    """The upload itself, or, for a form with ``url`` and no file, the image fetched from the URL."""
+    url = upload.fields.get("url", "").strip()
+    if upload.filename and url:
+        upload.discard()
+        raise ApiError(422, "invalid_parameter", "give the image as `file` or as `url`, not both")
+    if upload.filename:
+        return upload
+    upload.discard()
+    if not url:
+        raise ApiError(422, "invalid_parameter", "the form has no 'file' part with the image (nor a `url`)")
+    if len(url) > MAX_URL_LENGTH:
+        raise ApiError(422, "invalid_parameter", f"url is longer than {MAX_URL_LENGTH} characters")
+    return await run_in_threadpool(fetch_upload, url, services.storage, services.settings, upload.fields)
+
+
+def _webhook(services: Services, options: JobOptions) -> dict | None:
+    """The job's ``webhook`` record, checked: the server signs webhooks, the events exist, the address is
+    one we may send to."""
+    if not options.webhook:
+        if options.webhook_events:
+            raise ApiError(422, "invalid_parameter", "webhook_events needs a webhook URL")
+        return None
+    try:
+        webhooks.secret_key(services.settings)
+        events = webhooks.parse_events(options.webhook_events)
+    except webhooks.WebhookConfigError as exc:
+        code = "invalid_parameter" if "event" in str(exc) else "webhooks_disabled"
+        raise ApiError(422, code, str(exc)) from None
+    try:
+        netguard.check_url(options.webhook, netguard.Allow.parse(services.settings.outbound_allow))
+    except netguard.AddressRefused as exc:
+        raise ApiError(422, "webhook_refused", f"webhook: {exc}") from None
+    return {"url": options.webhook, "events": events}
+
+
+def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str, caller: Caller,
+            extra: dict) -> Job:
+    """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
+    settings = services.settings
+    info = inspect_image(upload.path, max_input_pixels=settings.max_input_pixels)
+    model = choose_model(settings, params)
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
-    job_id = new_job_id()
     services.storage.adopt_input(job_id, upload.path)
     try:  # admission (queue and quotas) and the record: one atomic step
         job = services.store.create(
@@ -79,7 +213,7 @@ def _accept(services: Services, upload: Upload, caller: Caller) -> Job:
             params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
                     "format": params.format, "quality": params.quality,
                     **({"detail": round_detail(params.detail)} if params.detail is not None else {})},
-            owner=caller.name, limits=_limits(services, caller), pixels=info.width * info.height,
+            owner=caller.name, limits=_limits(services, caller), pixels=info.width * info.height, extra=extra,
         )
     except Refused as exc:
         services.storage.remove(job_id)
@@ -100,27 +234,48 @@ def _accept(services: Services, upload: Upload, caller: Caller) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=_ERRORS, openapi_extra=_UPLOAD_BODY,
-             summary="Upload an image to upscale")
-async def create_job(request: Request, response: Response, services: ServicesDep, caller: CallerDep) -> JobOut:
-    """Answers at once with the queued job; follow ``Location`` (``?wait=S`` to wait for the end)."""
+@router.post("", status_code=202, response_model=JobOut, responses={**_CREATED, **_ERRORS},
+             openapi_extra=_UPLOAD_BODY, summary="Upload an image to upscale")
+async def create_job(
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    caller: CallerDep,
+    prefer: Annotated[str | None, _PREFER] = None,
+    idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
+    cancel_after: Annotated[str | None, _CANCEL_AFTER] = None,
+) -> JobOut:
+    """Answers at once with the queued job (202; follow ``Location``), or with ``Prefer: wait=N`` when the
+    job ends within N s (201 with the finished job)."""
     settings = services.settings
     # a cheap early refusal before the upload is received; the atomic check is in the store's create
     if await run_in_threadpool(services.store.queued_count) >= settings.max_queued_jobs:
         raise ApiError(429, "queue_full", f"{settings.max_queued_jobs} jobs are already waiting; try again later",
                        headers={"Retry-After": "10"})
-    upload = await receive_upload(request, services.storage, allowed_fields=set(JobRequest.model_fields),
-                                  max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields)
+    upload = await receive_upload(request, services.storage,
+                                  allowed_fields=set(JobRequest.model_fields) | set(JobOptions.model_fields),
+                                  max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields,
+                                  require_file=False)
+    upload = await _image_from_url(services, upload)
     try:
-        job = await run_in_threadpool(_accept, services, upload, caller)
+        job, replayed = await run_in_threadpool(_admit, services, upload, caller=caller,
+                                                idempotency_key=idempotency_key, cancel_after=cancel_after)
     finally:
         upload.discard()
+    wait = parse_prefer_wait(prefer, limit=settings.max_wait_s)
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait:g}"
+        job = await wait_for_end(services, job, wait)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.from_job(job)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.status_code = (200 if replayed else 201) if job.finished else 202
+    return job_out(request, services, job)
 
 
 @router.get("", response_model=JobListOut, responses=_ERRORS, summary="Your jobs, newest first")
 def list_jobs(
+    request: Request,
     services: ServicesDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
@@ -128,38 +283,28 @@ def list_jobs(
 ) -> JobListOut:
     """The jobs of the calling API key (not yet expired); another key's jobs are never listed."""
     jobs = services.store.jobs_of(caller.name, offset=offset, limit=limit)
-    return JobListOut(jobs=[JobOut.from_job(job) for job in jobs], limit=limit, offset=offset)
+    return JobListOut(jobs=[job_out(request, services, job) for job in jobs], limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
 async def get_job(
+    request: Request,
     job: JobDep,
     services: ServicesDep,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to finish")] = 0,
 ) -> JobOut:
-    if wait and not job.finished:
-        deadline = time.monotonic() + wait
-        with services.events.watch(job.id) as changed:
-            while True:
-                changed.clear()  # before reading: a change published while we read still wakes the wait below
-                latest = await run_in_threadpool(services.store.get, job.id)
-                if latest is None:
-                    raise ApiError(404, "not_found", f"job {job.id} expired")
-                job = latest
-                remaining = deadline - time.monotonic()
-                if job.finished or remaining <= 0:
-                    break
-                try:  # woken by the job's next event; re-checked at least every second regardless
-                    await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
-                except asyncio.TimeoutError:
-                    pass
-    return JobOut.from_job(job)
+    return job_out(request, services, await wait_for_end(services, job, wait))
 
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
     **_ERRORS}, summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
+    return result_file(job, services)
+
+
+def result_file(job: Job, services: Services) -> FileResponse:
+    """The result of a succeeded job as a download; the 409/404 errors otherwise."""
     if job.status != "succeeded":
         if not job.finished:
             raise ApiError(409, "not_ready", f"job {job.id} is {job.status}; the result is not ready yet",
@@ -176,7 +321,7 @@ def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
 
 @router.delete("/{job_id}", response_model=JobOut, responses={202: {"model": JobOut}, **_ERRORS},
                summary="Cancel a queued or running job")
-def cancel_job(job: JobDep, services: ServicesDep, response: Response) -> JobOut:
+def cancel_job(request: Request, job: JobDep, services: ServicesDep, response: Response) -> JobOut:
     """A queued job ends ``canceled`` at once (200); a running one stops at its next tile (202)."""
     outcome = services.store.cancel(job.id)
     if outcome == "missing":
@@ -185,5 +330,7 @@ def cancel_job(job: JobDep, services: ServicesDep, response: Response) -> JobOut
         raise ApiError(409, "job_finished", f"job {job.id} already {outcome.split(':')[-1]}; nothing to cancel")
     if outcome == "cancel_requested":
         response.status_code = 202
+    else:
+        services.notify(job.id, "completed")
     latest = services.store.get(job.id) or job
-    return JobOut.from_job(latest)
+    return job_out(request, services, latest)

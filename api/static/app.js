@@ -1,17 +1,27 @@
-// The web page: upload an image, follow the job, compare before/after, download. No build step.
+// The web page: upload images, follow their jobs live (Server-Sent Events), compare before/after, download.
+// No build step. One image is one job; several images (or a folder) are a batch.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const POLL_MS = 300;
-let current = null; // { url, beforeUrl, stopped }
+const PREFER_WAIT_S = 1; // a quick job comes back finished with the upload's answer
+const TERMINAL = new Set(["succeeded", "failed", "canceled", "aborted"]);
+const IMAGE_TYPES = /\.(png|jpe?g|webp|bmp|tiff?)$/i;
+const HISTORY_KEY = "srgan-history";
+const HISTORY_MAX = 50;
+let current = null; // { url, file, stopped, abort }
 
-function headers() {
+function headers(extra = {}) {
   const key = $("api-key").value.trim();
   if (key) localStorage.setItem("srgan-api-key", key);
-  return key ? { "X-API-Key": key } : {};
+  return key ? { "X-API-Key": key, ...extra } : { ...extra };
 }
 
 function show(id, visible) { $(id).hidden = !visible; }
+
+function newKey() {  // an Idempotency-Key; crypto.randomUUID exists only on https and localhost
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 function showError(message) {
   $("error").textContent = message;
@@ -61,59 +71,143 @@ function updateDetail() {
   $("detail-value").textContent = Number($("detail").value).toFixed(2);
 }
 
-async function submit(file) {
-  if (current) current.stopped = true;
-  show("error", false); show("result", false); show("job", true); show("cancel", false);
-  $("progress").value = 0;
-  $("status").textContent = `Uploading ${file.name}…`;
+// --- Server-Sent Events over fetch (EventSource cannot send the API key header) -----------------
+// Yields {event, id, data}; a dropped connection is resumed with Last-Event-ID until the server ends it.
+async function* events(url, state, resume = true) {
+  let lastId = null;
+  for (let attempt = 0; attempt < 5 && !state.stopped; attempt++) {
+    const controller = new AbortController();
+    state.abort = () => controller.abort();
+    let response;
+    try {
+      const extra = resume && lastId !== null ? { "Last-Event-ID": lastId } : {};
+      response = await fetch(url, { headers: headers(extra), signal: controller.signal });
+    } catch (err) {
+      if (state.stopped) return;
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+      continue;
+    }
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let event = { event: "message", id: null, data: [] };
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return; // the server ended the stream: everything has been sent
+        buffer += value;
+        let newline;
+        while ((newline = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, newline).replace(/\r$/, "");
+          buffer = buffer.slice(newline + 1);
+          if (line === "") {
+            if (event.data.length) {
+              if (event.id !== null) lastId = event.id;
+              yield { event: event.event, id: event.id, data: JSON.parse(event.data.join("\n")) };
+            }
+            event = { event: "message", id: null, data: [] };
+          } else if (!line.startsWith(":")) {
+            const colon = line.indexOf(":");
+            const field = colon < 0 ? line : line.slice(0, colon);
+            const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+            if (field === "data") event.data.push(text);
+            else if (field === "event") event.event = text;
+            else if (field === "id") event.id = text;
+          }
+        }
+      }
+    } catch (err) {
+      if (state.stopped) return;
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+    }
+  }
+}
+
+// --- one image -----------------------------------------------------------------------------------
+function formFor(files) {
   const form = new FormData();
-  form.append("file", file, file.name);
+  for (const file of files) form.append("file", file, file.name);
   for (const name of ["scale", "format", "model"]) if ($(name).value) form.append(name, $(name).value);
   if (!$("detail-row").hidden) form.append("detail", $("detail").value);
   if ($("quality").value && $("quality").value !== "95") form.append("quality", $("quality").value);
+  return form;
+}
+
+function stopCurrent() {
+  if (!current) return;
+  current.stopped = true;
+  if (current.abort) current.abort();
+}
+
+async function submit(files) {
+  files = files.filter((f) => IMAGE_TYPES.test(f.name) || files.length === 1);
+  if (!files.length) return showError("No images found in what was dropped.");
+  stopCurrent();
+  show("error", false); show("result", false); show("batch", false);
+  if (files.length > 1) return submitBatch(files);
+  const file = files[0];
+  show("job", true); show("cancel", false);
+  $("progress").value = 0;
+  $("status").textContent = `Uploading ${file.name}…`;
+  const state = { stopped: false, abort: null, file };
+  current = state;
   let response;
   try {
-    response = await fetch("/v1/jobs", { method: "POST", body: form, headers: headers() });
+    response = await fetch("/v1/jobs", {
+      method: "POST", body: formFor([file]),
+      headers: headers({ "Prefer": `wait=${PREFER_WAIT_S}`, "Idempotency-Key": newKey() }),
+    });
   } catch (err) {
     show("job", false);
     return showError(`Upload failed: ${err.message}`);
   }
   if (!response.ok) { show("job", false); return showError(await errorMessage(response)); }
-  const job = await response.json();
-  current = { url: job.links.self, beforeUrl: URL.createObjectURL(file), stopped: false };
-  show("cancel", true);
-  follow(current);
-}
-
-async function follow(state) {
-  while (!state.stopped) {
-    let job;
+  let job = await response.json();
+  remember(job.id, file.name, null);
+  state.url = job.links.self;
+  if (!TERMINAL.has(job.status)) {
+    show("cancel", true);
+    showProgress(job);
     try {
-      const response = await fetch(state.url, { headers: headers() });
-      if (!response.ok) return showError(await errorMessage(response));
-      job = await response.json();
+      for await (const { data } of events(job.links.events, state)) {
+        if (state.stopped) return;
+        showProgress(data);
+      }
     } catch (err) {
       return showError(`Lost contact with the server: ${err.message}`);
     }
-    $("progress").value = job.progress;
-    const pct = Math.round(job.progress * 100);
-    $("status").textContent = job.status === "running" ? `Upscaling… ${pct}%`
-      : job.status === "queued" ? "Waiting for a worker…" : `Job ${job.status}.`;
-    if (job.status === "succeeded") return showResult(state, job);
-    if (job.status === "failed") return showError(`The job failed: ${job.error ? job.error.message : "unknown error"}`);
-    if (job.status === "canceled") { show("cancel", false); return; }
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    if (state.stopped) return;
+    const latest = await fetch(state.url, { headers: headers() });
+    if (!latest.ok) return showError(await errorMessage(latest));
+    job = await latest.json();
   }
+  finish(state, job);
 }
 
-async function showResult(state, job) {
+function showProgress(job) {
+  $("progress").value = job.progress;
+  const pct = Math.round(job.progress * 100);
+  $("status").textContent = job.status === "running" ? `Upscaling… ${pct}%`
+    : job.status === "queued" ? "Waiting for a worker…" : `Job ${job.status}.`;
+}
+
+function finish(state, job) {
   show("cancel", false);
+  renderHistory();
+  showProgress(job);
+  if (job.status === "succeeded") return showResult(job, state.file);
+  if (job.status === "failed") return showError(`The job failed: ${job.error ? job.error.message : "unknown error"}`);
+  if (job.status === "aborted") return showError(`The job was not started before its deadline.`);
+}
+
+async function showResult(job, file) {
   const response = await fetch(job.links.result, { headers: headers() });
   if (!response.ok) return showError(await errorMessage(response));
   const blob = await response.blob();
   const afterUrl = URL.createObjectURL(blob);
-  $("after").src = afterUrl;
-  $("before").src = state.beforeUrl;
+  const after = $("after");
+  await new Promise((resolve, reject) => { after.onload = resolve; after.onerror = reject; after.src = afterUrl; });
+  await drawBefore(file, after.naturalWidth, after.naturalHeight);
   $("download").href = afterUrl;
   $("download").download = job.output.filename;
   const ran = job.model || {};
@@ -122,20 +216,236 @@ async function showResult(state, job) {
     `${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}, ` +
     `${(blob.size / 1024).toFixed(0)} KiB, ${ran.name ?? "?"}${ran.version ? ":" + ran.version : ""}${detail}`;
   setSlider(50);
+  setZoom(false);
   show("result", true);
   $("status").textContent = "Done.";
+}
+
+// The "before" is the original enlarged to the result's size with a smooth filter (not nearest-neighbour,
+// which would make the result look better than it is).
+async function drawBefore(file, width, height) {
+  const canvas = $("before");
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, width, height);
+  if (!file) return;
+  const bitmap = await createImageBitmap(file);
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, 0, 0, width, height);
+  bitmap.close();
 }
 
 function setSlider(value) {
   $("before-clip").style.clipPath = `inset(0 ${100 - value}% 0 0)`;
   $("divider").style.left = `${value}%`;
   $("slider").value = value;
+  $("split").value = value;
+}
+
+// --- zoom to 100% and pan ----------------------------------------------------------------------------
+function setZoom(on) {
+  const viewport = $("viewport");
+  viewport.classList.toggle("zoomed", on);
+  $("zoom").setAttribute("aria-pressed", String(on));
+  $("zoom").textContent = on ? "Fit to page" : "Zoom to 100%";
+  show("zoom-hint", on);
+  $("after").style.width = on ? `${$("after").naturalWidth}px` : "";
+  if (on) {  // start at the middle of the picture
+    viewport.scrollLeft = (viewport.scrollWidth - viewport.clientWidth) / 2;
+    viewport.scrollTop = (viewport.scrollHeight - viewport.clientHeight) / 2;
+  }
+}
+
+function enablePanning() {
+  const viewport = $("viewport");
+  let start = null;
+  viewport.addEventListener("pointerdown", (e) => {
+    if (!viewport.classList.contains("zoomed")) return;
+    start = { x: e.clientX, y: e.clientY, left: viewport.scrollLeft, top: viewport.scrollTop };
+    viewport.classList.add("panning");
+    viewport.setPointerCapture(e.pointerId);
+    e.preventDefault();
+  });
+  viewport.addEventListener("pointermove", (e) => {
+    if (!start) return;
+    viewport.scrollLeft = start.left - (e.clientX - start.x);
+    viewport.scrollTop = start.top - (e.clientY - start.y);
+  });
+  viewport.addEventListener("dragstart", (e) => e.preventDefault());  // an <img> would start a drag-and-drop
+  const end = () => { start = null; viewport.classList.remove("panning"); };
+  viewport.addEventListener("pointerup", end);
+  viewport.addEventListener("pointercancel", end);
 }
 
 async function cancel() {
-  if (!current) return;
+  if (!current || !current.url) return;
   const response = await fetch(current.url, { method: "DELETE", headers: headers() });
   if (!response.ok) showError(await errorMessage(response));
+}
+
+// --- batches -------------------------------------------------------------------------------------------
+async function submitBatch(files) {
+  show("job", true); show("cancel", false);
+  $("progress").value = 0;
+  $("status").textContent = `Uploading ${files.length} images…`;
+  const state = { stopped: false, abort: null, files };
+  current = state;
+  let response;
+  try {
+    response = await fetch("/v1/batches", {
+      method: "POST", body: formFor(files), headers: headers({ "Idempotency-Key": newKey() }),
+    });
+  } catch (err) {
+    show("job", false);
+    return showError(`Upload failed: ${err.message}`);
+  }
+  if (!response.ok) { show("job", false); return showError(await errorMessage(response)); }
+  const batch = await response.json();
+  show("job", false);
+  state.jobs = new Map();
+  batch.jobs.forEach((job, i) => { remember(job.id, files[i].name, batch.id); });
+  renderBatch(state, batch);
+  show("batch", true);
+  try {
+    for await (const { event, data } of events(batch.links.events, state, false)) {
+      if (state.stopped) return;
+      if (event === "snapshot") renderBatch(state, data);
+      else if (event === "job") updateRow(state, data.job_id, data);
+    }
+  } catch (err) {
+    return showError(`Lost contact with the server: ${err.message}`);
+  }
+  renderHistory();
+}
+
+function renderBatch(state, batch) {
+  state.batch = batch;
+  const body = $("batch-list").tBodies[0];
+  body.textContent = "";
+  batch.jobs.forEach((job, i) => {
+    const row = body.insertRow();
+    row.dataset.job = job.id;
+    row.insertCell().textContent = job.input ? job.input.filename : `file ${i + 1}`;
+    row.insertCell().className = "status";
+    const bar = document.createElement("progress");
+    bar.max = 1;
+    row.insertCell().append(bar);
+    const view = document.createElement("button");
+    view.type = "button";
+    view.textContent = "View";
+    view.hidden = true;
+    view.addEventListener("click", async () => {
+      const latest = await fetch(job.links.self, { headers: headers() });
+      if (latest.ok) showResult(await latest.json(), state.files[i]);
+    });
+    row.insertCell().append(view);
+    state.jobs.set(job.id, { index: i, progress: job.progress, status: job.status });
+    updateRow(state, job.id, job);
+  });
+}
+
+function updateRow(state, jobId, change) {
+  const row = [...$("batch-list").tBodies[0].rows].find((r) => r.dataset.job === jobId);
+  const entry = state.jobs.get(jobId);
+  if (!row || !entry) return;
+  entry.status = change.status;
+  entry.progress = change.progress;
+  const status = row.querySelector(".status");
+  status.textContent = change.status === "failed" && change.error ? `failed: ${change.error.message}` : change.status;
+  row.classList.toggle("failed", change.status === "failed");
+  row.querySelector("progress").value = TERMINAL.has(change.status) ? 1 : change.progress;
+  row.querySelector("button").hidden = change.status !== "succeeded";
+  const all = [...state.jobs.values()];
+  const done = all.filter((j) => TERMINAL.has(j.status));
+  const overall = all.reduce((sum, j) => sum + (TERMINAL.has(j.status) ? 1 : j.progress), 0) / all.length;
+  $("batch-progress").value = overall;
+  const ok = all.filter((j) => j.status === "succeeded").length;
+  $("batch-summary").textContent = `${done.length} of ${all.length} done` +
+    (done.length - ok ? `, ${done.length - ok} failed` : "");
+  $("archive").hidden = ok === 0;
+  $("archive").dataset.url = state.batch.links.archive;
+}
+
+async function downloadArchive(e) {
+  e.preventDefault();
+  const response = await fetch($("archive").dataset.url, { headers: headers() });
+  if (!response.ok) return showError(await errorMessage(response));
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = (response.headers.get("content-disposition") || "").match(/filename="([^"]+)"/)?.[1] || "batch.zip";
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+// --- history of the jobs made from this browser -------------------------------------------------------
+function history() {
+  try { return JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]"); } catch (_) { return []; }
+}
+
+function remember(id, name, batchId) {
+  const list = [{ id, name, batch: batchId, at: Date.now() }, ...history().filter((h) => h.id !== id)];
+  localStorage.setItem(HISTORY_KEY, JSON.stringify(list.slice(0, HISTORY_MAX)));
+  renderHistory();
+}
+
+async function renderHistory() {
+  const list = history();
+  show("history-section", list.length > 0);
+  const ul = $("history");
+  ul.textContent = "";
+  for (const entry of list) {
+    const li = document.createElement("li");
+    li.dataset.job = entry.id;
+    li.textContent = `${entry.name} · ${new Date(entry.at).toLocaleString()} · `;
+    const status = document.createElement("span");
+    status.className = "status";
+    status.textContent = "…";
+    li.append(status);
+    ul.append(li);
+  }
+  await Promise.all(list.map(async (entry) => {
+    const li = [...ul.children].find((el) => el.dataset.job === entry.id);
+    const status = li.querySelector(".status");
+    try {
+      const response = await fetch(`/v1/jobs/${entry.id}`, { headers: headers() });
+      if (response.status === 404) { status.textContent = "expired"; return; }
+      if (!response.ok) { status.textContent = "?"; return; }
+      const job = await response.json();
+      status.textContent = job.status;
+      li.classList.toggle("failed", job.status === "failed");
+      if (job.status === "succeeded" && job.links.share) {
+        const link = document.createElement("a");
+        link.href = job.links.share;  // signed: works without the API key, until it expires
+        link.textContent = " download";
+        link.download = job.output.filename;
+        li.append(link);
+      }
+    } catch (_) { status.textContent = "?"; }
+  }));
+}
+
+// --- dropping a folder ---------------------------------------------------------------------------------
+async function filesFromDrop(dataTransfer) {
+  const entries = [...dataTransfer.items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+  if (!entries.length) return [...dataTransfer.files];
+  const files = [];
+  async function walk(entry) {
+    if (entry.isFile) {
+      files.push(await new Promise((resolve, reject) => entry.file(resolve, reject)));
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const child of batch) await walk(child);
+      }
+    }
+  }
+  for (const entry of entries) await walk(entry);
+  return files.sort((a, b) => a.name.localeCompare(b.name));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -145,15 +455,23 @@ document.addEventListener("DOMContentLoaded", () => {
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
+  drop.addEventListener("drop", async (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files.length) submit(e.dataTransfer.files[0]);
+    const files = await filesFromDrop(e.dataTransfer);
+    if (files.length) submit(files);
   });
-  $("file").addEventListener("change", () => { if ($("file").files.length) submit($("file").files[0]); });
+  $("file").addEventListener("change", () => { if ($("file").files.length) submit([...$("file").files]); });
+  $("folder").addEventListener("change", () => { if ($("folder").files.length) submit([...$("folder").files]); });
   $("slider").addEventListener("input", () => setSlider(Number($("slider").value)));
+  $("split").addEventListener("input", () => setSlider(Number($("split").value)));
+  $("zoom").addEventListener("click", () => setZoom(!$("viewport").classList.contains("zoomed")));
   $("cancel").addEventListener("click", cancel);
   $("model").addEventListener("change", updateDetail);
   $("detail").addEventListener("input", updateDetail);
+  $("archive").addEventListener("click", downloadArchive);
+  $("clear-history").addEventListener("click", () => { localStorage.removeItem(HISTORY_KEY); renderHistory(); });
+  enablePanning();
   loadModels();
+  renderHistory();
 });

@@ -75,14 +75,15 @@ def serve_env(data_dir: Path, model: Path | str) -> dict[str, str]:
 
 
 @contextmanager
-def start_served(data_dir: Path, model: Path | str) -> Iterator[Served]:
-    """``srgan serve`` on a free port with ``data_dir`` and default ``model``, ready; stopped on exit."""
+def start_served(data_dir: Path, model: Path | str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``srgan serve`` on a free port with ``data_dir``, default ``model`` and ``env`` added to its
+    environment, ready; stopped on exit."""
     log_path = data_dir / "serve.log"
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=serve_env(data_dir, model), stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO, env={**serve_env(data_dir, model), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
     stack = Served(process, f"http://127.0.0.1:{port}", data_dir, log_path)
@@ -111,8 +112,11 @@ def start_served(data_dir: Path, model: Path | str) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with start_served(tmp_path_factory.mktemp("served"), tiny_model) as stack:
+def served(request: pytest.FixtureRequest, tiny_model: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``srgan serve`` for the module; a module's ``SERVE_ENV`` dict adds to its environment."""
+    with start_served(tmp_path_factory.mktemp("served"), tiny_model,
+                      getattr(request.module, "SERVE_ENV", None)) as stack:
         yield stack
 
 

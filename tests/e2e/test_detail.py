@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +21,7 @@ from PIL import Image
 from model.deploy import deploy_model
 from model.registry import Registry
 from tests.e2e.conftest import start_served
-from tests.utils.service import image_bytes, wait_for
+from tests.utils.service import REPO, image_bytes, wait_for
 from tests.utils.tiny_models import make_conv_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -78,6 +80,33 @@ def test_detail_where_it_cannot_apply_is_refused(served_pair, fields, message):
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_parameter"
     assert message in response.json()["error"]["message"]
+
+
+def test_a_batch_and_srgan_upscale_server_pass_detail_on(served_pair, tmp_path: Path):
+    upload = image_bytes(40, 30, seed=7)
+    with httpx.Client(base_url=served_pair.url, timeout=60) as client:
+        _, psnr = _run(client, upload, model="psnr")
+        made = client.post("/v1/batches", data={"model": "gan", "detail": "0"},
+                           files=[("file", ("a.png", upload, "image/png")), ("file", ("b.png", upload, "image/png"))])
+        assert made.status_code == 202, made.text
+        assert [job["params"]["detail"] for job in made.json()["jobs"]] == [0.0, 0.0]
+        for job in made.json()["jobs"]:
+            done = wait_for(client, job["links"]["self"])
+            assert done["status"] == "succeeded" and done["model"]["detail_base"] == "psnr:1", done
+            result = Image.open(io.BytesIO(client.get(done["links"]["result"]).content))
+            assert np.array_equal(np.asarray(result), np.asarray(psnr)), "detail 0 is the PSNR model"
+        refused = client.post("/v1/batches", data={"model": "psnr", "detail": "0.5"},
+                              files=[("file", ("a.png", upload, "image/png"))])
+        assert refused.status_code == 422 and "no detail control" in refused.json()["error"]["message"]
+
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    src.write_bytes(upload)
+    cli = subprocess.run([sys.executable, "-m", "cli.main", "upscale", "--server", served_pair.url, str(src),
+                          "-o", str(out), "--model", "gan", "--detail", "0"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(psnr)), "--detail 0 went to the server"
+    assert json.loads(Image.open(out).info["srgan"])["detail"] == 0.0
 
 
 def test_web_page_picker_and_detail_slider(served_pair, browser, tmp_path: Path):

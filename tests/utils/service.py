@@ -21,6 +21,7 @@ import numpy as np
 import psutil
 import redis
 from PIL import Image
+from pydantic import SecretStr
 
 from core.redis_server import die_with_parent, free_port
 from core.settings import Settings
@@ -35,24 +36,35 @@ def service_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None or value == getattr(defaults, name, object()):
             continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[f"SRGAN_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
 class WorkerProc:
-    """A real ``celery worker`` subprocess (prefork, one pool process) for ``settings``."""
+    """A real ``celery worker`` subprocess (prefork, one pool process) for ``settings``.
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    ``webhooks=True``: the webhook delivery worker instead (its queue, a pool of threads).
+    """
+
+    def __init__(self, settings: Settings, log_path: Path, *, webhooks: bool = False) -> None:
         self.settings = settings
-        self.name = f"test-{uuid.uuid4().hex[:8]}"
+        self.name = f"test-{'webhooks-' if webhooks else ''}{uuid.uuid4().hex[:8]}"
         self.log_path = log_path
+        self.webhooks = webhooks
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> WorkerProc:
-        argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                "--queues", self.settings.queue, "--concurrency", "1", "--pool", "prefork",
-                "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle"]
+        if self.webhooks:
+            argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                    "--queues", self.settings.webhook_queue, "--concurrency", "4", "--pool", "threads",
+                    "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle"]
+        else:
+            argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                    "--queues", self.settings.queue, "--concurrency", "1", "--pool", "prefork",
+                    "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle"]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(argv, env=service_env(self.settings), cwd=REPO, stdout=self._log,  # noqa: S603
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -63,6 +75,8 @@ class WorkerProc:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+                if self.webhooks and f"{self.name}@" in self.log_tail(100_000) and " ready." in self.log_tail(100_000):
+                    return self
                 if any(m.startswith(self.name + "@") for m in client.zrange("srgan:workers", 0, -1)):
                     return self
                 time.sleep(0.1)
@@ -182,7 +196,7 @@ def wait_for(client: httpx.Client, location: str, *, timeout_s: float = 30.0) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = client.get(location, params={"wait": min(5.0, max(0.1, deadline - time.monotonic()))}).json()
-        if body["status"] in ("succeeded", "failed", "canceled"):
+        if body["status"] in ("succeeded", "failed", "canceled", "aborted"):
             return body
     raise AssertionError(f"job {location} did not finish in {timeout_s} s: {body}")
 

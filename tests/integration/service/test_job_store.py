@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -136,7 +137,7 @@ def test_the_reaper_fails_a_running_job_whose_worker_stopped_beating(store):
         assert (job.status, job.error["code"]) == ("failed", "worker_lost"), job
         assert "no heartbeat for over 60 s" in job.error["message"]
         assert job.finished_at is not None and job_id not in store.redis.smembers("srgan:jobs:running")
-    assert message and message["data"] == "failed"
+    assert message and json.loads(message["data"])["status"] == "failed"
     assert int(store.stats()["jobs_total:failed"]) == before + 2
     assert stale not in store.reap_lost(max_silence_s=60), "reaped once"
 

@@ -194,3 +194,46 @@ def test_readyz_names_the_failed_check_without_the_redis_address(make_settings, 
             assert job.status_code == 503 and str(port) not in job.text
     finally:
         api.stop()
+
+
+def test_idempotency_keys_batches_and_event_streams_belong_to_the_key_too(keyed_api, service):
+    """Integration features scope by the key's name: another key's batch or job stream is 404 like an
+    unknown one, and the same Idempotency-Key used by two keys makes two jobs."""
+    upload = image_bytes(12, 10, seed=5)
+    with keyed_api.client(headers={"X-API-Key": ALICE}) as alice, keyed_api.client(headers={"X-API-Key": BOB}) as bob:
+        key = {"Idempotency-Key": f"same-{uuid.uuid4()}"}
+        first = alice.post("/v1/jobs", files={"file": ("a.png", upload, "image/png")}, headers=key)
+        again = alice.post("/v1/jobs", files={"file": ("a.png", upload, "image/png")}, headers=key)
+        other = bob.post("/v1/jobs", files={"file": ("a.png", upload, "image/png")}, headers=key)
+        assert first.status_code == 202 and again.headers.get("idempotent-replayed") == "true", again.text
+        assert again.json()["id"] == first.json()["id"]
+        assert other.status_code in (201, 202) and "idempotent-replayed" not in other.headers, other.text
+        assert other.json()["id"] != first.json()["id"] and other.json()["owner"] == "bob"
+        job = wait_for(alice, first.headers["location"])
+        assert job["status"] == "succeeded" and job["owner"] == "alice"
+
+        made = alice.post("/v1/batches", files=[("file", ("a.png", upload, "image/png")),
+                                                ("file", ("bad.png", b"not an image", "image/png"))])
+        assert made.status_code == 202, made.text
+        batch = made.json()
+        assert {j["owner"] for j in batch["jobs"]} == {"alice"}
+        for done in (wait_for(alice, j["links"]["self"]) for j in batch["jobs"]):
+            assert done["status"] in ("succeeded", "failed")
+        listed = [j["id"] for j in alice.get("/v1/jobs", params={"limit": 100}).json()["jobs"]]
+        assert all(j["id"] in listed for j in batch["jobs"]), "a batch's jobs, the failed one too, are listed"
+        assert alice.get(batch["links"]["self"]).status_code == 200
+        with alice.stream("GET", job["links"]["events"]) as stream:
+            assert stream.status_code == 200 and "event: status" in stream.read().decode()
+
+        unknown = str(uuid.uuid4())
+        for theirs, nobody in ((batch["links"]["self"], f"/v1/batches/{unknown}"),
+                               (batch["links"]["events"], f"/v1/batches/{unknown}/events"),
+                               (batch["links"]["archive"], f"/v1/batches/{unknown}/archive"),
+                               (job["links"]["events"], f"/v1/jobs/{unknown}/events")):
+            answers = [bob.get(theirs), bob.get(nobody)]
+            assert [a.status_code for a in answers] == [404, 404], (theirs, answers[0].text)
+            assert answers[0].json()["error"]["code"] == answers[1].json()["error"]["code"] == "not_found"
+        with service.client() as anonymous:
+            assert anonymous.get(batch["links"]["self"]).status_code == 404
+        # a signed link is the owner's to hand out: it works without any key
+        assert httpx.get(job["links"]["share"], timeout=10).status_code == 200

@@ -31,9 +31,14 @@ def test_listed_origins_get_cors_and_read_the_api_headers(tmp_path):
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "x-api-key" in preflight.headers["access-control-allow-headers"].lower()
+    asked = "idempotency-key, prefer, cancel-after, last-event-id"
+    integrations = client.options("/v1/jobs", headers={**PREFLIGHT, "Access-Control-Request-Headers": asked})
+    assert integrations.status_code == 200, integrations.text
+    allowed = {h.strip() for h in integrations.headers["access-control-allow-headers"].lower().split(",")}
+    assert {"idempotency-key", "prefer", "cancel-after", "last-event-id"} <= allowed
     simple = client.get("/healthz", headers={"Origin": "https://app.example.com"})
-    exposed = simple.headers["access-control-expose-headers"].lower()
-    assert {"location", "retry-after", "ratelimit-remaining"} <= {h.strip() for h in exposed.split(",")}
+    exposed = {h.strip() for h in simple.headers["access-control-expose-headers"].lower().split(",")}
+    assert {"location", "retry-after", "ratelimit-remaining", "preference-applied", "idempotent-replayed"} <= exposed
     other = client.get("/healthz", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
 

@@ -121,3 +121,32 @@ def test_a_redis_error_is_raised_for_the_task_to_retry_not_recorded_as_the_jobs_
         process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
                     settings=Settings(_env_file=None), worker="w1")
     assert store.finished == [], "not failed with internal_error"
+
+
+@pytest.mark.parametrize(("events", "expected"), [
+    (["completed"], ["started", "completed"]),  # `started` is asked of the notifier, which drops unwanted events
+    (["started", "progress", "completed"], ["started", "progress", "completed"]),
+])
+def test_webhook_events_are_queued_in_order(tmp_path, upscaler, events, expected):
+    from tests.utils.service import image_bytes
+
+    job_id = new_job_id()
+    storage = Storage(tmp_path / "jobs").ensure()
+    storage.input_path(job_id).parent.mkdir(parents=True)
+    storage.input_path(job_id).write_bytes(image_bytes(48, 48))
+    store = FakeStore(job_id)
+    store.job.webhook = {"url": "https://example.com/hook", "events": events}
+    told: list[str] = []
+    outcome = process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
+                          settings=Settings(_env_file=None), worker="w1", notify=lambda _, event: told.append(event))
+    assert outcome == "succeeded"
+    assert [e for i, e in enumerate(told) if i == 0 or e != told[i - 1]] == expected, told
+
+
+def test_no_webhook_no_notifications(tmp_path, upscaler):
+    job_id = new_job_id()
+    storage = Storage(tmp_path / "jobs").ensure()
+    told: list[str] = []
+    process_job(job_id, store=FakeStore(job_id), storage=storage, engines=Engines(upscaler),
+                settings=Settings(_env_file=None), worker="w1", notify=lambda _, event: told.append(event))
+    assert told == []

@@ -1,0 +1,272 @@
+"""``/v1/batches``: several images in one request, one job each, followed and downloaded together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.batch_upload import discard_all, receive_batch
+from api.deps import Caller, CallerDep, Services, ServicesDep, require_api_key
+from api.errors import ApiError, status_for
+from api.options import parse_deadline
+from api.routes.job_events import KEEPALIVE_S, RETRY_MS
+from api.routes.jobs import _accept, _parse_params, _webhook, choose_model, job_out
+from api.schemas import BatchLinks, BatchOut, ErrorOut, JobOptions, JobRequest, download_name
+from api.upload import Upload
+from core.batches import Batch, BatchState, is_batch_id, new_batch_id
+from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
+from core.jobs import TERMINAL, new_job_id
+from core.settings import ANONYMOUS
+from model.errors import ModelError, SRGANError
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[Depends(require_api_key)])
+
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "the images, one `file` part each (at most max_batch_files)"},
+        **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
+        **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields
+           if name != "url"},
+    }}}}}}
+
+
+def batch_out(request: Request, services: Services, state: BatchState) -> BatchOut:
+    prefix = f"/v1/batches/{state.batch.id}"
+    return BatchOut(id=state.batch.id, status="completed" if state.finished else "running",
+                    progress=round(state.progress, 4),
+                    created_at=datetime.fromtimestamp(state.batch.created_at, timezone.utc),
+                    counts=state.counts(), jobs=[job_out(request, services, job) for job in state.jobs],
+                    links=BatchLinks(self=prefix, archive=f"{prefix}/archive", events=f"{prefix}/events"))
+
+
+def _admit_batch(services: Services, files: list[Upload], fields: dict[str, str], *, caller: Caller,
+                 idempotency_key: str | None, cancel_after: str | None) -> tuple[Batch, bool]:
+    params, options = _parse_params(fields)
+    if options.url:
+        raise ApiError(422, "invalid_parameter", "a batch takes `file` parts; `url` is for single jobs")
+    choose_model(services.settings, params)  # the model and detail are the whole request's, checked once
+    try:
+        deadline_at = parse_deadline(cancel_after=cancel_after, deadline=options.deadline, now=time.time(),
+                                     longest_s=services.settings.job_ttl_s)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", f"deadline: {exc}") from None
+    batch_id = new_batch_id()
+    keys = services.idempotency
+    if idempotency_key:
+        fp = fingerprint([f.path for f in files], {**fields, "cancel-after": cancel_after or ""})
+        claim = keys.claim(caller.name, idempotency_key, fingerprint=fp, kind="batch", new_id=batch_id)
+        if claim.outcome == "conflict":
+            raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for another request; "
+                           "use a new key for a new upload")
+        if claim.outcome == "replay":
+            earlier = services.batches.get(claim.id)
+            if earlier is not None:
+                return earlier, True
+            if claim.age_s < PENDING_S:
+                raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still "
+                               "being handled; retry in a moment", headers={"Retry-After": "1"})
+            keys.take_over(caller.name, idempotency_key, fingerprint=fp, kind="batch", new_id=batch_id)
+    try:
+        extra = {"deadline_at": deadline_at, "webhook": _webhook(services, options), "batch_id": batch_id}
+        job_ids: list[str] = []
+        for upload in files:
+            job_ids.append(_job_for_file(services, upload, params, caller, extra, first=not job_ids))
+        return services.batches.create(batch_id, job_ids, owner=caller.name), False
+    except BaseException:
+        if idempotency_key:
+            keys.release(caller.name, idempotency_key, batch_id)
+        raise
+
+
+def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller: Caller, extra: dict, *,
+                  first: bool) -> str:
+    """Queue the file's job; a file that cannot be read becomes a ``failed`` job with the error it got.
+
+    A refusal by the queue or the key's quotas (429) refuses the whole request at the first file (nothing
+    of the batch exists yet); later in the batch it fails that file's job with the refusal's code.
+    """
+    job_id = new_job_id()
+    try:
+        _accept(services, upload, params, job_id, caller, extra)
+    except ModelError:
+        raise  # the same for every file: the request's fault, not this file's
+    except (SRGANError, ApiError) as exc:
+        status = exc.status if isinstance(exc, ApiError) else status_for(exc)
+        if status == 503 or (status == 429 and first):
+            raise
+        code = exc.code
+        services.store.create_failed(job_id, input={"filename": upload.filename, "bytes": upload.size},
+                                     error={"code": code, "message": exc.message}, owner=caller.name,
+                                     extra=extra)
+    return job_id
+
+
+@router.post("", status_code=202, response_model=BatchOut, responses={
+    200: {"model": BatchOut, "description": "an `Idempotency-Key` retry: the first request's batch"}, **_ERRORS},
+    openapi_extra=_BODY, summary="Upload several images, one job each")
+async def create_batch(
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    caller: CallerDep,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY_LENGTH, description="as on POST /v1/jobs")] = None,
+    cancel_after: Annotated[str | None, Header(description="as on POST /v1/jobs, for every job")] = None,
+) -> BatchOut:
+    """Each `file` part becomes a job with the same parameters; a file that is not an image we read is a
+    `failed` job in the list (the others still run). `Location` is the batch."""
+    settings = services.settings
+    queued = await run_in_threadpool(services.store.queued_count)
+    if queued >= settings.max_queued_jobs:
+        raise ApiError(429, "queue_full", f"{settings.max_queued_jobs} jobs are already waiting; try again later",
+                       headers={"Retry-After": "10"})
+    files, fields = await receive_batch(
+        request, services.storage, allowed_fields=set(JobRequest.model_fields) | set(JobOptions.model_fields),
+        max_bytes=settings.max_upload_bytes, max_total_bytes=settings.max_batch_bytes,
+        max_parts=settings.max_batch_files + settings.max_form_fields, max_files=settings.max_batch_files)
+    try:
+        batch, replayed = await run_in_threadpool(_admit_batch, services, files, fields, caller=caller,
+                                                  idempotency_key=idempotency_key, cancel_after=cancel_after)
+    finally:
+        discard_all(files)
+    response.headers["Location"] = f"/v1/batches/{batch.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+        response.status_code = 200
+    return batch_out(request, services, await run_in_threadpool(services.batches.state, batch))
+
+
+def _batch(services: ServicesDep, caller: CallerDep,
+           batch_id: Annotated[str, Path(description="the batch's id")]) -> Batch:
+    """The caller's batch: another key's batch is ``404`` exactly as an unknown id."""
+    batch = services.batches.get(batch_id) if is_batch_id(batch_id) else None
+    if batch is None or (batch.owner or ANONYMOUS) != caller.name:
+        raise ApiError(404, "not_found", f"no batch {batch_id[:64]!r}: unknown, or expired and deleted")
+    return batch
+
+
+BatchDep = Annotated[Batch, Depends(_batch)]
+
+
+@router.get("/{batch_id}", response_model=BatchOut, responses=_ERRORS, summary="A batch: its jobs and progress")
+def get_batch(request: Request, batch: BatchDep, services: ServicesDep) -> BatchOut:
+    return batch_out(request, services, services.batches.state(batch))
+
+
+async def _batch_stream(request: Request, services: Services, batch: Batch) -> AsyncIterator[str]:
+    """A ``snapshot`` (the batch as GET shows it), then each job's events as ``job`` events until all ended."""
+    yield f"retry: {RETRY_MS}\n\n"
+    last = {job_id: 0 for job_id in batch.job_ids}
+    with services.events.watch(*batch.job_ids) as changed:
+        state = await run_in_threadpool(services.batches.state, batch)
+        for job in state.jobs:
+            last[job.id] = job.seq
+        snapshot = batch_out(request, services, state).model_dump_json()
+        yield f"event: snapshot\ndata: {snapshot}\n\n"
+        done = {job.id for job in state.jobs if job.finished} | (set(batch.job_ids) - {j.id for j in state.jobs})
+        while len(done) < len(batch.job_ids):
+            changed.clear()
+            pending = [job_id for job_id in batch.job_ids if job_id not in done]
+            news = await run_in_threadpool(lambda: {j: services.store.events_since(j, last[j]) for j in pending})
+            for job_id, events in news.items():
+                for event in events:
+                    last[job_id] = int(event["seq"])
+                    yield f"event: job\ndata: {json.dumps({'job_id': job_id, **event}, separators=(',', ':'))}\n\n"
+                    if event["type"] == "status" and event["status"] in TERMINAL:
+                        done.add(job_id)
+            if len(done) == len(batch.job_ids):
+                break
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"
+        final = batch_out(request, services, await run_in_threadpool(services.batches.state, batch))
+        yield f"event: snapshot\ndata: {final.model_dump_json()}\n\n"
+
+
+@router.get("/{batch_id}/events", response_class=StreamingResponse, summary="Live progress of a batch (SSE)",
+            responses={200: {"content": {"text/event-stream": {}}, "description": (
+                "`snapshot` events carry the whole batch (as GET shows it), first and last; in between, each "
+                "change of one of its jobs is a `job` event: the job's event (as on /v1/jobs/{id}/events) "
+                "with `job_id`. The stream ends once every job has ended; a reconnect starts with a new "
+                "snapshot.")}, **_ERRORS})
+async def batch_events(request: Request, batch: BatchDep, services: ServicesDep) -> StreamingResponse:
+    return StreamingResponse(_batch_stream(request, services, batch), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class _Sink:
+    """A write-only file that hands what was written to a generator (zipfile streams into it)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        self.offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
+
+
+def _unique(name: str, used: set[str]) -> str:
+    stem, dot, ext = name.rpartition(".")
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{stem} ({n}).{ext}" if dot else f"{name} ({n})"
+    used.add(candidate)
+    return candidate
+
+
+def _zip_results(services: Services, state: BatchState) -> Iterator[bytes]:
+    sink, used = _Sink(), set()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+        for job in state.jobs:
+            if job.status != "succeeded":
+                continue
+            path = services.storage.result_path(job.id, str((job.output or {}).get("ext", "png")))
+            if not path.is_file():
+                continue
+            with path.open("rb") as src, archive.open(_unique(re.sub(r"[/\\]", "_", download_name(job)), used),
+                                                      "w") as dst:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(block)
+                    yield sink.take()
+            yield sink.take()
+    yield sink.take()
+
+
+@router.get("/{batch_id}/archive", response_class=StreamingResponse, summary="A zip of the batch's results",
+            responses={200: {"content": {"application/zip": {}}, "description": "the results of the succeeded "
+                                                                                 "jobs, under their download names"},
+                       **_ERRORS})
+def get_archive(batch: BatchDep, services: ServicesDep) -> StreamingResponse:
+    """Streams the results finished so far (ask again once `status` is `completed` for all of them);
+    `409 nothing_ready` while no job has succeeded yet."""
+    state = services.batches.state(batch)
+    if not any(job.status == "succeeded" for job in state.jobs):
+        raise ApiError(409, "nothing_ready", "no job of this batch has a result yet", headers={"Retry-After": "1"})
+    return StreamingResponse(_zip_results(services, state), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="batch-{batch.id[:8]}.zip"'})

@@ -1,0 +1,38 @@
+"""``GET /v1/links/{id}``: a job's result through a signed, expiring link; no API key needed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+
+from api.deps import ServicesDep
+from api.errors import ApiError
+from api.routes.jobs import result_file
+from api.schemas import ErrorOut
+from core.jobs import is_job_id
+
+router = APIRouter(prefix="/v1/links", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_class=FileResponse, summary="A result through a signed link", responses={
+    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
+    **{code: {"model": ErrorOut} for code in (403, 404, 409)}})
+def shared_result(
+    services: ServicesDep,
+    job_id: Annotated[str, Path(description="the job's id")],
+    expires: Annotated[int, Query(description="unix time the link stops working")],
+    signature: Annotated[str, Query(max_length=128, description="HMAC-SHA256 over `{id}.{expires}`")],
+) -> FileResponse:
+    """The link is ``links.share`` of a succeeded job; ``403 link_invalid`` when the id, expiry or signature
+    was changed, ``403 link_expired`` after its expiry."""
+    verdict = services.links.check(job_id, expires, signature)
+    if verdict == "invalid":
+        raise ApiError(403, "link_invalid", "the link's signature does not match; it was changed or is not ours")
+    if verdict == "expired":
+        raise ApiError(403, "link_expired", "the link has expired; ask the API for the job again for a new one")
+    job = services.store.get(job_id) if is_job_id(job_id) else None
+    if job is None:
+        raise ApiError(404, "not_found", f"job {job_id[:64]} has expired and its result is deleted")
+    return result_file(job, services)
