@@ -3,9 +3,9 @@
 ESRGAN (Wang et al. 2018, section 3.4): with theta = (1 - a) * theta_psnr + a *
 theta_gan, ``a`` moves smoothly from the faithful, smooth PSNR network (0) to
 the textured GAN network (1), without the noise of blending output images.
-Both files must have the same topology: the same operators in the same order
-and initialisers of the same shapes, paired by position in the graph (names
-differ between exports). :func:`check_pair` says why a pair does not match;
+Both files must have the same topology: the same operators and initialisers
+of the same shapes, paired by name (two exports by the same code) or else by
+position in graph order. :func:`check_pair` says why a pair does not match;
 the registry runs it when a model that names a ``detail_base`` is deployed.
 onnx and numpy only.
 """
@@ -58,21 +58,38 @@ def _contract(proto: onnx.ModelProto) -> ModelContract | None:
     return ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
 
 
-def _weights(proto: onnx.ModelProto) -> list[tuple[str, onnx.TensorProto]]:
-    """(``node_index:op_type``, initialiser) in graph order: the pairing key of two exports."""
+def _structure(proto: onnx.ModelProto) -> dict[tuple[str, int], onnx.TensorProto]:
+    """Each weight keyed by where it is read, independently of names and operator order.
+
+    A node's signature hashes its operator, attributes and, for each input,
+    the signature of the node producing it (or the shape of a weight, or "a
+    graph input"): two exports of one architecture give the same signatures
+    even when the exporter numbered its folded constants or ordered its
+    operators differently. A weight's key is (signature of its first reader,
+    input slot).
+    """
+    import hashlib
+
     inits = {t.name: t for t in proto.graph.initializer}
-    seen: set[str] = set()
-    out = []
-    for i, node in enumerate(proto.graph.node):
+    produced: dict[str, str] = {}
+    keyed: dict[tuple[str, int], onnx.TensorProto] = {}
+    for node in proto.graph.node:  # ONNX lists nodes in topological order
+        parts = [node.op_type, node.domain]
+        parts += sorted(f"{a.name}={onnx.helper.get_attribute_value(a)!r}" for a in node.attribute)
         for name in node.input:
-            if name in inits and name not in seen:
-                seen.add(name)
-                out.append((f"{i}:{node.op_type}", inits[name]))
-    return out
-
-
-def _structure(proto: onnx.ModelProto) -> list[str]:
-    return [node.op_type for node in proto.graph.node]
+            if name in produced:
+                parts.append(produced[name])
+            elif name in inits:
+                parts.append(f"w{list(inits[name].dims)}/{inits[name].data_type}")
+            else:
+                parts.append("in" if name else "")
+        signature = hashlib.sha1("|".join(parts).encode()).hexdigest()
+        for slot, name in enumerate(node.input):
+            if name in inits:
+                keyed.setdefault((signature, slot), inits[name])
+        for k, name in enumerate(node.output):
+            produced[name] = f"{signature}:{k}"
+    return keyed
 
 
 def _pair(base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target_name: str):
@@ -84,24 +101,15 @@ def _pair(base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target
                 raise PairMismatch(
                     f"{target_name} and {base_name} differ in {attr}: {getattr(ct, attr)} vs {getattr(cb, attr)}"
                 )
-    sb, st = _structure(base), _structure(target)
-    if sb != st:
-        at = next((i for i, (a, b) in enumerate(zip(sb, st)) if a != b), min(len(sb), len(st)))
+    wb, wt = _structure(base), _structure(target)
+    if set(wb) != set(wt):
+        missing = len(set(wt) - set(wb))
         raise PairMismatch(
-            f"{target_name} and {base_name} are different networks ({len(st)} vs {len(sb)} operators; "
-            f"first difference at operator {at}): detail needs a GAN fine-tune of the same architecture"
+            f"{target_name} and {base_name} are different networks ({len(target.graph.node)} vs "
+            f"{len(base.graph.node)} operators; {missing} of {len(wt)} weights have no counterpart): "
+            f"detail needs a GAN fine-tune of the same architecture"
         )
-    wb, wt = _weights(base), _weights(target)
-    if len(wb) != len(wt):
-        raise PairMismatch(f"{target_name} has {len(wt)} weight tensors, {base_name} has {len(wb)}")
-    pairs = []
-    for (kb, tb), (kt, tt) in zip(wb, wt):
-        if kb != kt or list(tb.dims) != list(tt.dims) or tb.data_type != tt.data_type:
-            raise PairMismatch(
-                f"weights differ at {kt}: {target_name} has {list(tt.dims)}, {base_name} has {list(tb.dims)}"
-            )
-        pairs.append((tb, tt))
-    return pairs
+    return [(wb[key], wt[key]) for key in wt]
 
 
 def check_pair(base: Path, target: Path) -> None:
