@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"], help="output format (default: input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
+                   help="arithmetic precision (default auto, SRGAN_PRECISION): auto = bf16 on a CPU with AMX or "
+                        "AVX512-BF16, f16 on a GPU, else f32, each kept only when it matches f32 on a probe image")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail("no input images found")
     try:
         blend = resolve_blend(settings, args.model, args.detail, seed=False)  # a local upscale writes no registry
-        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap)
+        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap,
+                                  precision=args.precision)
     except SRGANError as exc:
         return _fail(str(exc))
     scale = args.scale or upscaler.scale

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         None, description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
     )
     threads: int = Field(0, ge=0, description="inference threads; 0 = one per physical core")
+    precision: Literal["auto", "f32", "bf16", "f16"] = Field(
+        "auto", description="arithmetic precision: auto = the fastest the device runs natively (bf16 on a CPU with "
+        "AMX or AVX512-BF16 under OpenVINO, f16 on a GPU), kept only when it matches float32 on a probe image "
+        "(>= 50 dB), else f32; f32, bf16 (OpenVINO), f16 force one"
+    )
     # 256/8 meets every engine goal at once on a 2-core CPU with OpenVINO (bench/engine.py, README):
     # tiled >= 0.9x whole-image throughput, seams > 100 dB, 2048x2048 input in 1.24 GB.
     tile: int = Field(256, ge=0, description="tile size in input pixels; 0 = whole image")

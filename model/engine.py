@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.backends import Backend, open_backend
+from model.backends import Backend, native_precision, open_backend
 from model.contract import ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError
 from model.tiling import TilePlan, axis_weights, iter_batches, validate_tiling
@@ -26,6 +26,17 @@ Progress = Callable[[int, int], None]
 """Called as ``progress(done_tiles, total_tiles)`` after each batch of tiles."""
 
 PROBE_SIZE = 16
+CHECK_SIZE = 48
+"""Side of the probe image a reduced precision is checked on against float32 at load."""
+CHECK_MIN_PSNR_DB = 50.0
+"""RGB PSNR against float32 a reduced precision must reach on the probe image (``auto``)."""
+BLANK_RANGE = 1.0
+"""A tile output whose values span less than this (0..255 scale) is blank..."""
+BLANK_INPUT_RANGE = 8.0
+"""...when its input spans at least this much: such a tile is re-run in float32."""
+
+BackendFactory = Callable[[str], Backend]
+"""Loads the engine's network again at a given precision (the float32 re-run of a bad tile)."""
 
 
 class Upscaler:
@@ -37,10 +48,15 @@ class Upscaler:
         tile: core tile size in input pixels; 0 runs the whole image at once.
         overlap: context added on each interior side of a tile.
         tile_batch: tiles per backend call.
+        reload: loads the same network at another precision; with it, a tile whose
+            reduced-precision output has NaN or is blank (its input is not) is
+            re-run in float32.
+        precision_note: how the precision was chosen (``auto``'s check), for records.
     """
 
     def __init__(
-        self, backend: Backend, contract: ModelContract, *, tile: int = 256, overlap: int = 8, tile_batch: int = 1
+        self, backend: Backend, contract: ModelContract, *, tile: int = 256, overlap: int = 8, tile_batch: int = 1,
+        reload: BackendFactory | None = None, precision_note: str | None = None,
     ) -> None:
         validate_tiling(tile, overlap)
         if tile_batch < 1:
@@ -50,6 +66,11 @@ class Upscaler:
         self.tile = tile
         self.overlap = overlap
         self.tile_batch = tile_batch
+        self.reload = reload
+        self.precision_note = precision_note
+        self._f32: Backend | None = None
+        self.f32_reruns = 0
+        """Tiles re-run in float32 since this engine was loaded."""
 
     @classmethod
     def from_file(
@@ -64,15 +85,36 @@ class Upscaler:
         tile_batch: int = 1,
         scale: int | None = None,
         layout: str | None = None,
+        precision: str = "f32",
+        reload: BackendFactory | None = None,
     ) -> Upscaler:
         """Load an ONNX generator; its contract comes from its metadata, else is inferred.
 
         ``scale`` and ``layout`` override what the file says or what a probe finds.
+        ``precision``: ``f32``, ``bf16``, ``f16``, or ``auto`` (the fastest the device
+        runs natively, kept only when it passes :func:`check_precision` on a probe
+        image, else float32). ``reload`` loads the network again at a precision
+        (default: from ``path``; pass one when ``path`` will not outlive the engine).
         """
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
-        engine = open_backend(path, backend=backend, providers=providers, threads=threads)
+
+        def reload_from_path(p: str) -> Backend:
+            return open_backend(path, backend=backend, providers=providers, threads=threads, precision=p)
+
+        reload = reload or reload_from_path
+        note = None
+        if precision == "auto":
+            engine = reload("f32")
+            candidate = native_precision(engine.name)
+            if candidate != "f32":
+                engine, note = _checked(engine, reload(candidate), candidate)
+            else:
+                note = f"auto: {engine.name} runs f32 natively"
+            log.info("%s: %s", path.name, note)
+        else:
+            engine = reload(precision)
         contract = ModelContract.from_metadata(engine.metadata)
         if contract is None:
             contract = ModelContract(
@@ -87,11 +129,17 @@ class Upscaler:
         elif scale is not None or layout is not None:
             contract = ModelContract(**{**contract.__dict__, "scale": scale or contract.scale,
                                         "layout": layout or contract.layout})
-        return cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch)
+        return cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch, reload=reload,
+                   precision_note=note)
 
     @property
     def scale(self) -> int:
         return self.contract.scale
+
+    @property
+    def precision(self) -> str:
+        """What the backend computes in: ``f32``, ``bf16`` or ``f16``."""
+        return getattr(self.backend, "precision", "f32")
 
     @property
     def backend_name(self) -> str:
@@ -167,7 +215,25 @@ class Upscaler:
                 acc_top += finished
 
     def _run(self, tiles_hwc_u8: list[np.ndarray]) -> np.ndarray:
-        """Run same-shaped uint8 tiles through the model; returns float (N, h*s, w*s, 3) in 0..255."""
+        """Run same-shaped uint8 tiles through the model; returns float (N, h*s, w*s, 3) in 0..255.
+
+        At a reduced precision, tiles whose output has NaN/inf or is blank while
+        their input is not are run again in float32.
+        """
+        if self.precision == "f32" or self.reload is None:
+            return self._run_on(self.backend, tiles_hwc_u8, check_finite=True)
+        out = self._run_on(self.backend, tiles_hwc_u8, check_finite=False)
+        bad = [i for i, (lr, hr) in enumerate(zip(tiles_hwc_u8, out)) if _bad_tile(lr, hr)]
+        if bad:
+            if self._f32 is None:
+                self._f32 = self.reload("f32")
+            log.warning("%d tile(s) of %s came out NaN or blank in %s: re-run in f32",
+                        len(bad), self.contract.name, self.precision)
+            out[bad] = self._run_on(self._f32, [tiles_hwc_u8[i] for i in bad], check_finite=True)
+            self.f32_reruns += len(bad)
+        return out
+
+    def _run_on(self, backend: Backend, tiles_hwc_u8: list[np.ndarray], *, check_finite: bool) -> np.ndarray:
         ct = self.contract
         lo, hi = ct.value_range
         batch = np.stack(tiles_hwc_u8).astype(np.float32)
@@ -175,7 +241,7 @@ class Upscaler:
             batch = batch * np.float32((hi - lo) / 255.0) + np.float32(lo)
         if ct.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        out = self.backend.run(batch)
+        out = backend.run(batch)
         if ct.layout == "NCHW":
             out = out.transpose(0, 2, 3, 1)
         n, th, tw = batch.shape[0], tiles_hwc_u8[0].shape[0], tiles_hwc_u8[0].shape[1]
@@ -184,9 +250,58 @@ class Upscaler:
             raise InferenceError(f"model returned shape {out.shape} for tiles {batch.shape}, expected {expected}")
         if (lo, hi) != (0.0, 255.0):
             out = (out - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-        if not np.isfinite(out).all():
+        if check_finite and not np.isfinite(out).all():
             raise InferenceError("model returned NaN or infinite values")
         return out
+
+
+def _bad_tile(lr: np.ndarray, hr: np.ndarray) -> bool:
+    """NaN/inf in the output, or a blank output for an input that is not blank."""
+    if not np.isfinite(hr).all():
+        return True
+    return float(np.ptp(hr)) < BLANK_RANGE and float(np.ptp(lr)) >= BLANK_INPUT_RANGE
+
+
+def probe_image(size: int = CHECK_SIZE) -> np.ndarray:
+    """A deterministic ``size x size`` RGB test card: gradients, stripes, an edge, mild noise."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    r = 255 * x
+    g = 127.5 + 100 * np.sin(2 * np.pi * 5 * x) * np.cos(2 * np.pi * 3 * y)
+    b = np.where(x + y > 1.0, 220.0, 35.0) + 30 * y
+    noise = np.random.default_rng(0).normal(0, 6, (size, size, 3))
+    return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
+
+
+def rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two images on the 0..255 scale (inf when identical, nan when either has NaN)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def check_precision(reference: Backend, candidate: Backend, contract: ModelContract | None = None) -> float:
+    """RGB PSNR of ``candidate``'s output against ``reference``'s (float32) on :func:`probe_image`; nan on NaN."""
+    contract = contract or ModelContract.from_metadata(reference.metadata)
+    if contract is None:
+        contract = ModelContract(scale=1, input_name=reference.input_name, layout=infer_layout(reference.input_shape))
+        contract = _with_probed_scale(reference, contract)
+    img = probe_image()
+    ref = Upscaler(reference, contract, tile=0)._run_on(reference, [img], check_finite=True)[0]
+    got = Upscaler(candidate, contract, tile=0)._run_on(candidate, [img], check_finite=False)[0]
+    if not np.isfinite(got).all():
+        return float("nan")
+    return rgb_psnr(np.clip(ref, 0, 255), np.clip(got, 0, 255))
+
+
+def _checked(reference: Backend, candidate: Backend, precision: str) -> tuple[Backend, str]:
+    """``candidate`` when it passes the check against ``reference``, else ``reference``; and why."""
+    if candidate.precision == reference.precision:
+        return reference, f"auto: {precision} runs as {candidate.precision} on {candidate.name}"
+    db = check_precision(reference, candidate)
+    if db >= CHECK_MIN_PSNR_DB:
+        return candidate, f"auto: {candidate.precision} ({db:.1f} dB against f32 on the probe image)"
+    log.warning("%s on %s failed the check (%.1f dB against f32, needs %.0f): running f32",
+                precision, candidate.name, db, CHECK_MIN_PSNR_DB)
+    return reference, f"auto: {precision} failed the check ({db:.1f} dB against f32); f32"
 
 
 def _check_image(img: np.ndarray) -> tuple[int, int, int]:
