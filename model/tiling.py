@@ -51,6 +51,13 @@ def plan_axis(length: int, tile: int, overlap: int) -> tuple[list[Span], float]:
     """Cut one axis into spans; returns the spans and the ramp half-width ``r``.
 
     ``tile=0`` (or a tile at least as long as the axis) gives a single span.
+    Otherwise ``n = ceil(length / tile)`` windows of one size ``w`` are spread
+    evenly from border to border, with ``w`` the smallest size that leaves at
+    least ``2 * overlap`` pixels between neighbours: a border window needs
+    context on one side only, so its core is longer than an interior one, and
+    the windows recompute ``2 * overlap * (n - 1)`` pixels in all (not
+    ``2 * overlap * n``). Windows are at most ``tile + 2 * overlap`` long.
+    Each core boundary lies in the middle of its two windows' overlap.
     """
     validate_tiling(tile, overlap)
     if length <= 0:
@@ -58,15 +65,17 @@ def plan_axis(length: int, tile: int, overlap: int) -> tuple[list[Span], float]:
     if tile == 0 or tile >= length:
         return [Span((0, length), (0, length), (0, length))], 0.0
     n = math.ceil(length / tile)
-    bounds = [round(i * length / n) for i in range(n + 1)]
+    size = math.ceil((length + 2 * overlap * (n - 1)) / n)
+    if size >= length:
+        return [Span((0, length), (0, length), (0, length))], 0.0
+    starts = [round(i * (length - size) / (n - 1)) for i in range(n)]
+    # neighbours overlap by size - step >= 2 * overlap (size - 2 * overlap is an integer >= the mean step)
+    bounds = [0] + [s + (prev + size - s) // 2 for prev, s in zip(starts, starts[1:])] + [length]
     shortest = min(b - a for a, b in zip(bounds, bounds[1:]))
     # Ramps of neighbouring boundaries must not cross: 2r <= shortest core.
     r = min(overlap / 2, shortest / 2)
-    longest = max(b - a for a, b in zip(bounds, bounds[1:]))
-    size = min(length, longest + 2 * overlap)
     spans = []
-    for a, b in zip(bounds, bounds[1:]):
-        start = min(max(a - overlap, 0), length - size)
+    for start, a, b in zip(starts, bounds, bounds[1:]):
         lo = a - r if a > 0 else 0
         hi = b + r if b < length else length
         spans.append(Span((a, b), (start, start + size), (math.floor(lo), math.ceil(hi))))
