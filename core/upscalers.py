@@ -61,7 +61,7 @@ def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *,
     return Blend(target, resolve(require_detail_base(target)), detail)
 
 
-def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | None = None,
+def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | str | None = None,
                    overlap: int | None = None, precision: str | None = None) -> Upscaler:
     """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
     override them)."""
@@ -76,6 +76,7 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
         "overlap": settings.overlap if overlap is None else overlap,
         "tile_batch": settings.tile_batch,
         "precision": precision or settings.precision,
+        "memory_budget": int(settings.memory_budget) if settings.memory_budget else None,
     }
     info = blend.target
     if blend.detail is None or blend.detail == 1.0 or blend.base is None:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from model.errors import InferenceError, ModelError
+from model.errors import InferenceError, ModelError, OutOfMemory
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,27 @@ class Backend(Protocol):
     input_shape: list[object]
     metadata: dict[str, str]
 
+    working_bytes_per_output_pixel: int
+    """Peak working memory of one inference per output pixel (what ``tile="auto"`` sizes tiles by)."""
+
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+# Peak RSS growth of a whole-image run per output pixel, measured with the shipped
+# 64-filter SRResNet x4 (64..256 px inputs, bench/README.md): OpenVINO ~620 B,
+# ONNX Runtime ~1.1 kB (its arena off). Rounded up a little.
+OPENVINO_BYTES_PER_OUTPUT_PIXEL = 640
+ORT_BYTES_PER_OUTPUT_PIXEL = 1152
+_OOM_MARKERS = ("bad_alloc", "bad allocation", "out of memory", "failed to allocate", "cannot allocate", "alloc_failed",
+                "cudaerrormemoryallocation", "memoryerror")
+
+
+def inference_error(runtime: str, batch: np.ndarray, exc: BaseException) -> InferenceError:
+    """The typed error for a failed run: ``OutOfMemory`` when the runtime ran out of memory."""
+    text = f"{runtime} failed on a batch of shape {batch.shape}: {exc}"
+    if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in _OOM_MARKERS):
+        return OutOfMemory(text)
+    return InferenceError(text)
 
 
 def default_threads() -> int:
@@ -70,6 +90,31 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+MEMORY_BUDGET_FRACTION = 0.25
+MEMORY_BUDGET_CAP = 2**30
+"""The default tile memory budget: a quarter of the available memory, at most 1 GiB. Beyond ~260-pixel
+tiles throughput does not grow (bench/README.md) and the cap keeps a 2048x2048 input under 1.5 GB."""
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_memory_budget() -> int:
+    """Bytes of working memory ``tile="auto"`` may use: min(1 GiB, a quarter of the available memory)."""
+    avail = available_memory()
+    return MEMORY_BUDGET_CAP if avail is None else max(64 * 2**20, min(MEMORY_BUDGET_CAP,
+                                                                        int(avail * MEMORY_BUDGET_FRACTION)))
 
 
 def openvino_capabilities(device: str = "CPU") -> list[str]:
@@ -173,13 +218,14 @@ class OrtBackend:
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.name = f"onnxruntime:{got[0]}"
         self.precision = precision
+        self.working_bytes_per_output_pixel = ORT_BYTES_PER_OUTPUT_PIXEL
         log.info("loaded %s on %s (threads=%d, %s)", path, got, opts.intra_op_num_threads, precision)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         try:
             return self._session.run(None, {self.input_name: batch})[0]
         except Exception as exc:
-            raise InferenceError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {exc}") from exc
+            raise inference_error("ONNX Runtime", batch, exc) from exc
 
 
 class OpenVinoBackend:
@@ -212,6 +258,7 @@ class OpenVinoBackend:
         proto = onnx.load(str(path), load_external_data=False)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.name = f"openvino:{device}"
+        self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL
         hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
         got = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
         self.precision = _OV_PRECISIONS.get(got, got)
@@ -225,7 +272,7 @@ class OpenVinoBackend:
             request.infer({0: batch})
             return request.get_output_tensor(0).data.copy()
         except Exception as exc:
-            raise InferenceError(f"OpenVINO failed on a batch of shape {batch.shape}: {exc}") from exc
+            raise inference_error("OpenVINO", batch, exc) from exc
 
 
 def openvino_available() -> bool:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.backends import Backend, native_precision, open_backend
+from model.backends import Backend, default_memory_budget, native_precision, open_backend
 from model.contract import ModelContract, infer_layout
-from model.errors import Canceled, InferenceError, InvalidParameter, ModelError
-from model.tiling import TilePlan, axis_weights, iter_batches, validate_tiling
+from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
+from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tile, iter_batches, validate_tiling
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,12 @@ class Upscaler:
     Args:
         backend: a loaded model (see ``model.backends``).
         contract: how to feed it; ``from_file`` reads it from the file.
-        tile: core tile size in input pixels; 0 runs the whole image at once.
+        tile: core tile size in input pixels; 0 runs the whole image at once; ``"auto"``
+            the largest tile whose working memory fits ``memory_budget`` (per image).
         overlap: context added on each interior side of a tile.
         tile_batch: tiles per backend call.
+        memory_budget: bytes of working memory for ``tile="auto"`` (default
+            ``model.backends.default_memory_budget()``).
         reload: loads the same network at another precision; with it, a tile whose
             reduced-precision output has NaN or is blank (its input is not) is
             re-run in float32.
@@ -55,15 +58,21 @@ class Upscaler:
     """
 
     def __init__(
-        self, backend: Backend, contract: ModelContract, *, tile: int = 256, overlap: int = 8, tile_batch: int = 1,
-        reload: BackendFactory | None = None, precision_note: str | None = None,
+        self, backend: Backend, contract: ModelContract, *, tile: int | str = "auto", overlap: int = 8,
+        tile_batch: int = 1, reload: BackendFactory | None = None, precision_note: str | None = None,
+        memory_budget: int | None = None,
     ) -> None:
-        validate_tiling(tile, overlap)
+        _validate_tile(tile, overlap)
         if tile_batch < 1:
             raise InvalidParameter(f"tile_batch must be >= 1, got {tile_batch}")
+        if memory_budget is not None and memory_budget <= 0:
+            raise InvalidParameter(f"memory_budget must be > 0 bytes, got {memory_budget}")
         self.backend = backend
         self.contract = contract
         self.tile = tile
+        self.memory_budget = memory_budget
+        self.oom_splits = 0
+        """Tiles re-split after an out-of-memory error since this engine was loaded."""
         self.overlap = overlap
         self.tile_batch = tile_batch
         self.reload = reload
@@ -80,13 +89,14 @@ class Upscaler:
         backend: str = "auto",
         providers: list[str] | None = None,
         threads: int = 0,
-        tile: int = 256,
+        tile: int | str = "auto",
         overlap: int = 8,
         tile_batch: int = 1,
         scale: int | None = None,
         layout: str | None = None,
         precision: str = "f32",
         reload: BackendFactory | None = None,
+        memory_budget: int | None = None,
     ) -> Upscaler:
         """Load an ONNX generator; its contract comes from its metadata, else is inferred.
 
@@ -130,7 +140,7 @@ class Upscaler:
             contract = ModelContract(**{**contract.__dict__, "scale": scale or contract.scale,
                                         "layout": layout or contract.layout})
         return cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch, reload=reload,
-                   precision_note=note)
+                   precision_note=note, memory_budget=memory_budget)
 
     @property
     def scale(self) -> int:
@@ -145,11 +155,21 @@ class Upscaler:
     def backend_name(self) -> str:
         return self.backend.name
 
+    def tile_for(self, height: int, width: int, tile: int | str | None = None, overlap: int | None = None) -> int:
+        """The tile size a ``height x width`` image runs with (``auto`` resolved against the memory budget)."""
+        tile = self.tile if tile is None else tile
+        if tile != "auto":
+            return int(tile)
+        overlap = self.overlap if overlap is None else overlap
+        budget = self.memory_budget or default_memory_budget()
+        per_px = getattr(self.backend, "working_bytes_per_output_pixel", 1024)
+        return choose_tile(height, width, self.scale, overlap, budget, per_px, self.tile_batch)
+
     def upscale(
         self,
         lr_hwc_u8: np.ndarray,
         *,
-        tile: int | None = None,
+        tile: int | str | None = None,
         overlap: int | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -167,15 +187,15 @@ class Upscaler:
         self,
         lr_hwc_u8: np.ndarray,
         *,
-        tile: int | None = None,
+        tile: int | str | None = None,
         overlap: int | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_output_row, rows_u8)`` top to bottom as rows are finished."""
         h, w, c = _check_image(lr_hwc_u8)
-        tile = self.tile if tile is None else tile
         overlap = self.overlap if overlap is None else overlap
+        tile = self.tile_for(h, w, tile, overlap)
         plan = TilePlan.make(h, w, tile, overlap)
         s = self.scale
         col_weights = [axis_weights(sp, w, plan.r_cols, s, sp.window[0] * s, sp.window[1] * s) for sp in plan.cols]
@@ -198,7 +218,7 @@ class Upscaler:
             for batch_idx in iter_batches(indices, self.tile_batch):
                 if should_stop is not None and should_stop():
                     raise Canceled("canceled before the next tile")
-                outs = self._run([windows[i] for i in batch_idx])
+                outs = self._infer([windows[i] for i in batch_idx], overlap)
                 for i, hr in zip(batch_idx, outs):
                     col = plan.cols[i]
                     x0, x1 = col.window[0] * s, col.window[1] * s
@@ -213,6 +233,28 @@ class Upscaler:
                 yield acc_top, _normalise_u8(acc[:finished], wsum[:finished])
                 acc, wsum = acc[finished:].copy(), wsum[finished:].copy()
                 acc_top += finished
+
+    def _infer(self, tiles_hwc_u8: list[np.ndarray], overlap: int) -> np.ndarray:
+        """:meth:`_run`, re-splitting on an out-of-memory error: a batch tile by tile, a tile into
+        smaller tiles (down to ``MIN_AUTO_TILE``) blended as usual."""
+        try:
+            return self._run(tiles_hwc_u8)
+        except OutOfMemory as exc:
+            if len(tiles_hwc_u8) > 1:
+                log.warning("%s; running the batch's %d tiles one by one", exc.message, len(tiles_hwc_u8))
+                return np.concatenate([self._infer([t], overlap) for t in tiles_hwc_u8])
+            th, tw = tiles_hwc_u8[0].shape[:2]
+            half = (max(th, tw) + 1) // 2
+            if half < MIN_AUTO_TILE or half <= overlap:
+                raise
+            log.warning("%s; re-splitting the %dx%d tile into %d-pixel tiles", exc.message, tw, th, half)
+            self.oom_splits += 1
+            sub = Upscaler(self.backend, self.contract, tile=half, overlap=overlap, reload=self.reload)
+            sub._f32 = self._f32
+            out = sub.upscale(tiles_hwc_u8[0]).astype(np.float32)[None]
+            self.oom_splits += sub.oom_splits
+            self.f32_reruns += sub.f32_reruns
+            return out
 
     def _run(self, tiles_hwc_u8: list[np.ndarray]) -> np.ndarray:
         """Run same-shaped uint8 tiles through the model; returns float (N, h*s, w*s, 3) in 0..255.
@@ -302,6 +344,15 @@ def _checked(reference: Backend, candidate: Backend, precision: str) -> tuple[Ba
     log.warning("%s on %s failed the check (%.1f dB against f32, needs %.0f): running f32",
                 precision, candidate.name, db, CHECK_MIN_PSNR_DB)
     return reference, f"auto: {precision} failed the check ({db:.1f} dB against f32); f32"
+
+
+def _validate_tile(tile: int | str, overlap: int) -> None:
+    if tile == "auto":
+        validate_tiling(0, overlap)
+    elif isinstance(tile, int) and not isinstance(tile, bool):
+        validate_tiling(tile, overlap)
+    else:
+        raise InvalidParameter(f"tile must be an integer >= 0 or 'auto', got {tile!r}")
 
 
 def _check_image(img: np.ndarray) -> tuple[int, int, int]:

@@ -82,6 +82,32 @@ def plan_axis(length: int, tile: int, overlap: int) -> tuple[list[Span], float]:
     return spans, r
 
 
+MIN_AUTO_TILE = 32
+"""The smallest tile ``auto`` picks (and re-splitting after an out-of-memory error goes down to)."""
+STRIP_BYTES_PER_OUTPUT_PIXEL = 32
+"""The output strip being blended: float32 RGB sums and weights (16 B per output pixel), twice while it grows."""
+
+
+def tile_memory(window_h: int, window_w: int, image_w: int, scale: int, bytes_per_output_pixel: int,
+                batch: int = 1) -> int:
+    """Working bytes of running ``batch`` windows of ``window_h x window_w`` over an image ``image_w`` wide."""
+    model = batch * window_h * window_w * scale * scale * bytes_per_output_pixel
+    strip = window_h * scale * image_w * scale * STRIP_BYTES_PER_OUTPUT_PIXEL
+    return model + strip
+
+
+def choose_tile(height: int, width: int, scale: int, overlap: int, budget: int, bytes_per_output_pixel: int,
+                batch: int = 1) -> int:
+    """The largest tile whose working memory (:func:`tile_memory`) fits ``budget``; 0 (whole image) when
+    the whole image fits; never below ``MIN_AUTO_TILE``."""
+    if tile_memory(height, width, width, scale, bytes_per_output_pixel, batch) <= budget:
+        return 0
+    a = batch * scale * scale * bytes_per_output_pixel  # window side x: a*x^2 + b*x <= budget
+    b = scale * width * scale * STRIP_BYTES_PER_OUTPUT_PIXEL
+    side = int((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a))
+    return max(MIN_AUTO_TILE, side - 2 * overlap, overlap + 1)
+
+
 def _step_up(coords: np.ndarray, boundary: float, r: float) -> np.ndarray:
     """0 before the ramp around ``boundary``, 1 after it, a linear ramp of width 2r between."""
     if r <= 0:
