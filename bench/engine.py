@@ -97,7 +97,7 @@ def test_image(size: int) -> np.ndarray:
 
 def peak_rss_child(model: Path, backend: str, size: int, tile: int | str, overlap: int,
                    precision: str = "f32") -> float:
-    """Peak RSS in GB of a fresh process that upscales a size x size input."""
+    """Peak RSS in GB (VmHWM) of a fresh process that upscales a size x size input."""
     code = (
         "import resource, numpy as np\n"
         "from bench.engine import test_image\n"
@@ -105,7 +105,8 @@ def peak_rss_child(model: Path, backend: str, size: int, tile: int | str, overla
         f"up = Upscaler.from_file({str(model)!r}, backend={backend!r}, tile={tile!r}, overlap={overlap}, "
         f"precision={precision!r})\n"
         f"out = up.upscale(test_image({size}))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: the latter carries the parent's peak over fork and exec
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(res.stdout.strip().splitlines()[-1]) / 1024**2
