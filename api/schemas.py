@@ -96,6 +96,8 @@ class ModelRefOut(BaseModel):
     version: str | None = None
     scale: int | None = None
     backend: str | None = None
+    precision: str | None = Field(None, description="the arithmetic precision the job ran in: f32, bf16 or f16 "
+                                  "(SRGAN_PRECISION; tiles that came out NaN or blank were re-run in f32)")
     detail: float | None = Field(None, description="the detail the job ran at (GAN models with a detail base)")
     detail_base: str | None = Field(None, description="name:version of the PSNR model blended in for detail")
     detail_target: str | None = Field(None, description="name:version of the GAN model blended for detail")
@@ -209,10 +211,16 @@ class ModelOut(BaseModel):
     detail_base: str | None = Field(
         None, description="the PSNR model this GAN model blends with for `detail` (null: no detail control)"
     )
+    precision: str | None = Field(
+        None, description="the arithmetic precision (f32, bf16, f16) a worker last loaded this version in; "
+        "null: no worker has loaded it yet. Each job's record says what it ran in (model.precision)"
+    )
+    precision_note: str | None = Field(None, description="how that precision was chosen (`auto`'s check)")
 
 
 class ModelsOut(BaseModel):
     models: list[ModelOut]
+    precision: str = Field("auto", description="the configured precision (SRGAN_PRECISION): auto, f32, bf16, f16")
 
 
 class CheckOut(BaseModel):

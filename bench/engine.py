@@ -1,11 +1,21 @@
-"""Engine benchmark: throughput vs the machine's matmul ceiling, tiling cost, seams, memory.
+"""Engine benchmark: precisions, tiling cost, seams, memory; optionally backends against the matmul ceiling.
 
 Run from the repository root: ``python -m bench.engine [--model FILE.onnx] [--quick]``.
 Everything is measured in one run on one machine, so the ratios are
 comparable even when absolute numbers drift; each timing is the median of
-``--repeat`` runs.
+``--repeat`` runs, and the runs being compared alternate (A B A B ...) so a
+load that comes and goes (a training run on the same cores) hits both alike.
 
-Prints, per backend:
+Prints at the defaults (the settings' backend, tile, overlap, precision):
+- the CPU model and its flags that matter (AVX512, AVX512-BF16, AMX), OpenVINO's
+  capabilities, and which precision ``auto`` chose (and why);
+- per precision (f32, bf16, f16): throughput ratio to float32 (whole
+  ``--precision-size`` image), RGB PSNR against float32, Set5 Y-PSNR and its
+  cost against float32 (``--set5``, measurement only);
+- tiled (defaults) vs whole-image throughput and seam PSNR on a ``--size`` input;
+- peak RSS of a fresh process upscaling a 2048x2048 input at the defaults.
+
+With ``--backends onnxruntime,openvino``, also per backend:
 - output megapixels/s and achieved GFLOP/s of the engine (SRResNet x4 does
   about 4.44 MFLOP per input pixel) on a 512x512 input, whole and tiled;
 - numpy float32 matmul GFLOP/s (the ceiling) and the ratio;
@@ -85,30 +95,126 @@ def test_image(size: int) -> np.ndarray:
         return np.ascontiguousarray(small.repeat(8, 0).repeat(8, 1)[:size, :size])
 
 
-def peak_rss_child(model: Path, backend: str, size: int, tile: int, overlap: int) -> float:
-    """Peak RSS in GB of a fresh process that upscales a size x size input."""
+def peak_rss_child(model: Path, backend: str, size: int, tile: int | str, overlap: int,
+                   precision: str = "f32") -> float:
+    """Peak RSS in GB (VmHWM) of a fresh process that upscales a size x size input."""
     code = (
         "import resource, numpy as np\n"
         "from bench.engine import test_image\n"
         "from model.engine import Upscaler\n"
-        f"up = Upscaler.from_file({str(model)!r}, backend={backend!r}, tile={tile}, overlap={overlap})\n"
+        f"up = Upscaler.from_file({str(model)!r}, backend={backend!r}, tile={tile!r}, overlap={overlap}, "
+        f"precision={precision!r})\n"
         f"out = up.upscale(test_image({size}))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: the latter carries the parent's peak over fork and exec
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(res.stdout.strip().splitlines()[-1]) / 1024**2
+
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bench"
+PRECISION_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "amx_fp16")
+
+
+def cpu_report() -> dict:
+    from model.backends import cpu_flags, cpu_model, openvino_capabilities
+
+    flags = cpu_flags()
+    return {"cpu": cpu_model(), "flags": {f: f in flags for f in PRECISION_FLAGS},
+            "openvino_capabilities": openvino_capabilities()}
+
+
+def alternate(fns: dict[str, object], repeat: int) -> dict[str, tuple[float, object]]:
+    """Median seconds and last output of each function, run in turns (one warm-up each first)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    outs: dict[str, object] = {}
+    for k, fn in fns.items():
+        outs[k] = fn()
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            outs[k] = fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: (statistics.median(v), outs[k]) for k, v in times.items()}
+
+
+def set5_psnr(up: Upscaler, data: Path) -> float | None:
+    """Mean Y-PSNR (border of ``scale`` cropped) of ``up`` on the images under ``data``; None without them."""
+    from PIL import Image
+
+    from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
+
+    paths = sorted(p for p in data.glob("*.png")) if data.is_dir() else []
+    if not paths:
+        return None
+    values = []
+    for path in paths:
+        hr = crop_to_multiple(np.asarray(Image.open(path).convert("RGB")), up.scale)
+        values.append(psnr_y(up.upscale(bicubic_downscale(hr, up.scale), tile=0), hr, crop=up.scale))
+    return float(np.mean(values))
+
+
+def bench_defaults(model: Path, args) -> dict:
+    """The report at the settings' defaults: precisions, auto's choice, tiling, 2048x2048 memory."""
+    d = Settings()
+    backend = args.backend or d.backend
+    auto = Upscaler.from_file(model, backend=backend, precision="auto", tile=d.tile, overlap=d.overlap,
+                              tile_batch=d.tile_batch)
+    report: dict = {**cpu_report(), "backend": auto.backend_name, "auto": auto.precision,
+                    "auto_note": auto.precision_note, "defaults": {"tile": d.tile, "overlap": d.overlap,
+                                                                  "tile_batch": d.tile_batch,
+                                                                  "precision": d.precision}}
+    engines = {}
+    for precision in args.precisions.split(","):
+        try:
+            engines[precision] = Upscaler.from_file(model, backend=backend, precision=precision, tile=0)
+        except Exception as exc:  # noqa: BLE001 - reported
+            report.setdefault("errors", {})[precision] = str(exc)
+    small = test_image(args.precision_size)
+    runs = alternate({p: (lambda e=e: e.upscale(small, tile=0)) for p, e in engines.items()}, args.repeat)
+    f32_s, f32_out = runs.get("f32", (None, None))
+    rows = []
+    set5 = DATA / "Set5" if args.set5 is None else args.set5
+    f32_set5 = set5_psnr(engines["f32"], set5) if "f32" in engines and not args.quick else None
+    for p, (secs, out) in runs.items():
+        e = engines[p]
+        row = {"asked": p, "runs": e.precision, "seconds": round(secs, 3)}
+        if f32_s:
+            row["throughput_vs_f32"] = round(f32_s / secs, 3)
+            row["psnr_vs_f32_db"] = round(psnr(out, f32_out), 2)
+        if f32_set5 is not None:
+            v = f32_set5 if p == "f32" else set5_psnr(e, set5)
+            row["set5_psnr_y"] = round(v, 4)
+            row["set5_cost_db"] = round(f32_set5 - v, 4)
+        rows.append(row)
+    report["precisions"] = rows
+    report["precision_input"] = f"{args.precision_size}x{args.precision_size}, whole image"
+
+    img = test_image(args.size)
+    tile_used = auto.tile_for(args.size, args.size)
+    tiling = alternate({"whole": lambda: auto.upscale(img, tile=0), "tiled": lambda: auto.upscale(img)}, args.repeat)
+    report["tiling"] = {"input": f"{args.size}x{args.size}", "tile": tile_used, "overlap": d.overlap,
+                        "precision": auto.precision,
+                        "tiled_vs_whole": round(tiling["whole"][0] / tiling["tiled"][0], 3),
+                        "seam_psnr_db": round(psnr(tiling["tiled"][1], tiling["whole"][1]), 2)}
+    if not args.quick:
+        report["tiling"]["tile_2048"] = auto.tile_for(2048, 2048)
+        report["tiling"]["peak_rss_gb_2048"] = round(peak_rss_child(model, backend, 2048, d.tile, d.overlap,
+                                                                    d.precision), 2)
+    return report
 
 
 def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: float) -> dict:
     d = Settings()
     img = test_image(args.size)
     px = img.shape[0] * img.shape[1]
-    up = Upscaler.from_file(model, backend=backend, tile=d.tile, overlap=d.overlap, tile_batch=d.tile_batch)
+    up = Upscaler.from_file(model, backend=backend, tile=d.tile, overlap=d.overlap, tile_batch=d.tile_batch,
+                            precision=d.precision)
     t_whole, whole = timed(lambda: up.upscale(img, tile=0), args.repeat)
     t_tiled, tiled = timed(lambda: up.upscale(img), args.repeat)
     row = {
         "backend": up.backend_name,
-        "tile": d.tile,
+        "tile": up.tile_for(img.shape[0], img.shape[1]),
         "overlap": d.overlap,
         "whole_s": round(t_whole, 3),
         "tiled_s": round(t_tiled, 3),
@@ -139,10 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path,
                    help="ONNX generator (default: the shipped srresnet_x4, else a random-weight SRResNet x4)")
-    p.add_argument("--backends", default="onnxruntime,openvino")
+    p.add_argument("--backend", help="backend of the default report (default: SRGAN_BACKEND)")
+    p.add_argument("--precisions", default="f32,bf16,f16", help="precisions to compare (f32 first)")
+    p.add_argument("--precision-size", type=int, default=256, help="input side for the precision comparison")
+    p.add_argument("--set5", type=Path, help="Set5 folder (default: ../shared/data/bench/Set5; skipped without it)")
+    p.add_argument("--backends", default="", help="also compare these backends (e.g. onnxruntime,openvino) "
+                                                   "against the matmul ceiling, with --variants")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run")
+    p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run and Set5")
     p.add_argument("--json", action="store_true")
     p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
                    help="other tile:overlap[:batch] settings to time against the whole image")
@@ -161,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             model = make_srresnet_model(Path(tmp) / "srresnet_x4.onnx", scale=4)
         flops_px = srresnet_flops_per_input_pixel()
         ceiling = matmul_gflops()
+        defaults = bench_defaults(model, args)
         rows = []
-        for backend in args.backends.split(","):
+        for backend in [b for b in args.backends.split(",") if b]:
             if backend == "openvino" and not openvino_available():
                 print("openvino is not installed; skipped (pip install '.[openvino]')", file=sys.stderr)
                 continue
@@ -173,13 +285,33 @@ def main(argv: list[str] | None = None) -> int:
         "flops_per_input_pixel": flops_px,
         "matmul_gflops_before_after": [round(ceiling, 1), round(ceiling_after, 1)],
         "peak_rss_gb_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+        "defaults": defaults,
         "backends": rows,
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"input {report['input']}, {flops_px / 1e6:.2f} MFLOP per input pixel")
-    print(f"numpy float32 matmul: {ceiling:.1f} GFLOP/s (after: {ceiling_after:.1f})")
+    print(f"CPU: {defaults['cpu']}; " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in defaults["flags"].items()))
+    print(f"OpenVINO capabilities: {', '.join(defaults['openvino_capabilities']) or '-'}")
+    print(f"numpy float32 matmul: {ceiling:.1f} GFLOP/s (after: {ceiling_after:.1f}); the ratios below are "
+          "measured within this run, runs alternating")
+    print(f"backend {defaults['backend']}; defaults {defaults['defaults']}")
+    print(f"auto chose: {defaults['auto']} ({defaults['auto_note']})")
+    print(f"\nprecisions ({defaults['precision_input']}):")
+    print(f"  {'asked':6s} {'runs':5s} {'seconds':>8s} {'vs f32':>7s} {'PSNR vs f32':>12s} {'Set5 Y-PSNR':>12s} "
+          f"{'Set5 cost':>10s}")
+    for r in defaults["precisions"]:
+        print(f"  {r['asked']:6s} {r['runs']:5s} {r['seconds']:8.2f} {r.get('throughput_vs_f32', '-'):>7} "
+              f"{r.get('psnr_vs_f32_db', '-'):>12} {r.get('set5_psnr_y', '-'):>12} {r.get('set5_cost_db', '-'):>10}")
+    for p, err in defaults.get("errors", {}).items():
+        print(f"  {p}: not run: {err}")
+    t = defaults["tiling"]
+    print(f"\ntiling at the defaults ({t['input']}, tile {t['tile']}, overlap {t['overlap']}, {t['precision']}): "
+          f"tiled/whole {t['tiled_vs_whole']}, seam PSNR {t['seam_psnr_db']} dB")
+    if "peak_rss_gb_2048" in t:
+        print(f"2048x2048 at the defaults (tile {t['tile_2048']}): peak RSS {t['peak_rss_gb_2048']} GB")
+    if rows:
+        print(f"\ninput {report['input']}, {flops_px / 1e6:.2f} MFLOP per input pixel")
     for row in rows:
         print(f"\n[{row['backend']}] tile {row['tile']} overlap {row['overlap']}")
         for key, value in row.items():

@@ -107,29 +107,42 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from core.catalog import offered_models
+    from core.catalog import models_listing
+    from core.model_updates import service_engines
     from model.errors import ModelError
 
     settings = _settings(args)
     try:
-        models = offered_models(settings)
+        listing = models_listing(settings, service_engines(settings))
     except ModelError as exc:
-        models = []
+        listing = {"models": [], "precision": settings.precision}
         if args.json:
             return _fail("models", exc.message)
         print(f"no models: {exc.message}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"models": [m.to_json() for m in models]}, indent=2))
+        print(json.dumps(listing, indent=2))
         return 0
-    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", "QUALITY", "PUBLISHED")]
-    for m in models:
-        quality = ", ".join(f"{k} {v:.4g}" for k, v in m.metrics.items()) or "-"
-        active = "active" + (", default" if m.default else "") if m.active else ""
-        if m.source == "file":
+    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", "PRECISION", "QUALITY", "PUBLISHED")]
+    for m in listing["models"]:
+        quality = ", ".join(f"{k} {v:.4g}" for k, v in m["metrics"].items()) or "-"
+        active = "active" + (", default" if m["default"] else "") if m["active"] else ""
+        if m["source"] == "file":
             active += " (file, not in the registry)"
-        rows.append((m.name, m.version or "-", active, f"x{m.scale}" if m.scale else "?", quality,
-                     m.published_at or "-"))
+        rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
+                     m["precision"] or "-", quality, m["published_at"] or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(f"\nprecision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
     return 0
+
+
+def _auto_here() -> str:
+    """What ``auto`` picks on this machine's CPU (a GPU worker picks f16)."""
+    from model.backends import BF16_CPU_FLAGS, cpu_flags, cpu_model, native_precision, openvino_available
+
+    flags = cpu_flags()
+    has = [f for f in BF16_CPU_FLAGS if f in flags]
+    backend = "openvino:CPU" if openvino_available() else "onnxruntime:CPUExecutionProvider"
+    return (f"auto on this machine's CPU, {cpu_model()}: {native_precision(backend)} with {backend.split(':')[0]}; "
+            f"bfloat16 units: {', '.join(has) or 'none'}")

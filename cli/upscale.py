@@ -22,16 +22,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="0..1, for a GAN model with a detail base (srgan_x4): 0 = its PSNR model (smooth, "
                         "faithful), 1 = the GAN model (textured); between: weights interpolated (step 0.05)")
     p.add_argument("--scale", type=int, help="output scale; resamples the model's result when it differs")
-    p.add_argument("--tile", type=int, help="tile size in input pixels, 0 = whole image (default 256, SRGAN_TILE)")
+    p.add_argument("--tile", type=_tile, help="tile size in input pixels, 0 = whole image, auto = the largest that "
+                                             "fits SRGAN_MEMORY_BUDGET (default auto, SRGAN_TILE)")
     p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP)")
     p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"], help="output format (default: input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
+                   help="arithmetic precision (default auto, SRGAN_PRECISION): auto = bf16 on a CPU with AMX or "
+                        "AVX512-BF16, f16 on a GPU, else f32, each kept only when it matches f32 on a probe image")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--server", metavar="URL", help="upscale on this service (http://host:8000) instead of locally: "
                                                   "upload, follow progress, download, retrying safely")
     p.add_argument("--api-key", metavar="KEY", help="the service's API key (with --server)")
     p.set_defaults(func=run)
+
+
+def _tile(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text!r}")
+    return value
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -72,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail("no input images found")
     try:
         blend = resolve_blend(settings, args.model, args.detail, seed=False)  # a local upscale writes no registry
-        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap)
+        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap,
+                                  precision=args.precision)
     except SRGANError as exc:
         return _fail(str(exc))
     scale = args.scale or upscaler.scale

@@ -209,3 +209,15 @@ def select_model(settings: Settings, *, model: str | None, scale: int | None) ->
         if native:
             return native[0]
     return default
+
+
+def models_listing(settings: Settings, engines: dict[str, dict]) -> dict[str, Any]:
+    """What ``GET /v1/models`` and ``srgan models --json`` answer: :func:`offered_models`, each with the
+    precision a worker last loaded it in (``engines``, from ``core.model_updates.loaded_engines``), and the
+    configured precision. Raises ModelError when there is no model."""
+    models = []
+    for m in offered_models(settings):
+        engine = engines.get(m.ref) or {}
+        models.append({**m.to_json(), "precision": engine.get("precision"),
+                       "precision_note": engine.get("precision_note")})
+    return {"models": models, "precision": settings.precision}

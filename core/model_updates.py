@@ -6,6 +6,8 @@ The registry's pointer files are the truth; Redis only says that they changed:
                               and re-reads the registry's pointers only when it moved
     srgan:models:active       hash: model name -> active version (for people and dashboards)
     srgan:models:changed      pub/sub channel: {"name", "version", "generation"} of each change
+    srgan:models:engines      hash: name:version -> JSON {"precision", "precision_note", "backend", "at"} of
+                              the engine a worker last loaded for it (``GET /v1/models`` shows it)
 
 ``srgan deploy`` and ``srgan rollback`` announce through :func:`announce_change`. With
 no ``SRGAN_REDIS_URL`` they use the embedded Redis of a running ``srgan serve``
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 GENERATION = "srgan:models:generation"
 ACTIVE = "srgan:models:active"
 CHANNEL = "srgan:models:changed"
+ENGINES = "srgan:models:engines"
 EMBEDDED_URL_FILE = Path("redis") / "url"
 """Where ``srgan serve`` leaves the URL of its embedded Redis, under ``data_dir``."""
 
@@ -45,6 +48,37 @@ def announce(client: redis.Redis, name: str, version: str) -> int:
 def generation(client: redis.Redis) -> int:
     """The current generation (0 before any change)."""
     return int(client.get(GENERATION) or 0)
+
+
+def record_engine(client: redis.Redis, ref: str, engine: dict) -> None:
+    """Note what a worker loaded ``ref`` (name:version) as: precision, how it was chosen, backend."""
+    client.hset(ENGINES, ref, json.dumps(engine))
+
+
+def loaded_engines(client: redis.Redis) -> dict[str, dict]:
+    """name:version -> what a worker last loaded it as (see :func:`record_engine`)."""
+    out = {}
+    for ref, raw in client.hgetall(ENGINES).items():
+        try:
+            out[ref.decode() if isinstance(ref, bytes) else ref] = json.loads(raw)
+        except ValueError:
+            continue
+    return out
+
+
+def service_engines(settings: Settings) -> dict[str, dict]:
+    """:func:`loaded_engines` of the service's Redis (see :func:`service_redis_url`); empty when none answers."""
+    url = service_redis_url(settings)
+    if not url:
+        return {}
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        return loaded_engines(client)
+    except redis.RedisError as exc:
+        log.warning("cannot read the loaded engines from %s: %s", url, exc)
+        return {}
+    finally:
+        client.close()
 
 
 def service_redis_url(settings: Settings) -> str | None:

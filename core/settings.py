@@ -7,9 +7,9 @@ import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,9 +59,22 @@ class Settings(BaseSettings):
         None, description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
     )
     threads: int = Field(0, ge=0, description="inference threads; 0 = one per physical core")
-    # 256/8 meets every engine goal at once on a 2-core CPU with OpenVINO (bench/engine.py, README):
-    # tiled >= 0.9x whole-image throughput, seams > 100 dB, 2048x2048 input in 1.24 GB.
-    tile: int = Field(256, ge=0, description="tile size in input pixels; 0 = whole image")
+    precision: Literal["auto", "f32", "bf16", "f16"] = Field(
+        "auto", description="arithmetic precision: auto = the fastest the device runs natively (bf16 on a CPU with "
+        "AMX or AVX512-BF16 under OpenVINO, f16 on a GPU), kept only when it matches float32 on a probe image "
+        "(>= 50 dB), else f32; f32, bf16 (OpenVINO), f16 force one"
+    )
+    # auto/8 with the default budget: tiles of ~260 px for a 2048x2048 input, peak RSS under 1.5 GB,
+    # seams > 50 dB (bench/engine.py, bench/README.md).
+    tile: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="tile size in input pixels; 0 = whole image; auto = the largest tile whose working "
+        "memory fits memory_budget (the whole image when it fits)"
+    )
+    memory_budget: ByteSize | None = Field(
+        None, description="working memory tile=auto sizes tiles by, in bytes or with a unit (\"800MB\", "
+        "\"2GiB\"); default: a quarter of the available memory, at most 1 GiB. A tile that still runs out of "
+        "memory is split and retried"
+    )
     overlap: int = Field(8, ge=0, description="context pixels on each interior tile side")
     tile_batch: int = Field(1, ge=1, description="tiles per session call")
     model_refresh_s: float = Field(
@@ -197,7 +210,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.tile and self.overlap >= self.tile:
+        if isinstance(self.tile, int) and self.tile and self.overlap >= self.tile:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than tile ({self.tile})")
         if not self.soft_time_limit_s < self.time_limit_s < self.visibility_timeout_s:
             raise ValueError(

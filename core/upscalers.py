@@ -61,9 +61,11 @@ def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *,
     return Blend(target, resolve(require_detail_base(target)), detail)
 
 
-def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | None = None,
-                   overlap: int | None = None) -> Upscaler:
-    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap`` override them)."""
+def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | str | None = None,
+                   overlap: int | None = None, precision: str | None = None) -> Upscaler:
+    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
+    override them)."""
+    from model.backends import open_backend
     from model.engine import Upscaler
 
     kwargs: dict[str, Any] = {
@@ -73,6 +75,8 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
         "tile": settings.tile if tile is None else tile,
         "overlap": settings.overlap if overlap is None else overlap,
         "tile_batch": settings.tile_batch,
+        "precision": precision or settings.precision,
+        "memory_budget": int(settings.memory_budget) if settings.memory_budget else None,
     }
     info = blend.target
     if blend.detail is None or blend.detail == 1.0 or blend.base is None:
@@ -83,10 +87,22 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
         from model.interpolate import interpolate_models
 
         proto = interpolate_models(blend.base.path, info.path, blend.detail)
+        name = f"{info.name}-detail-{blend.detail:.2f}.onnx"
+
+        def reload(at: str):
+            """The blend again at precision ``at`` (a float32 re-run of a bad tile), from the proto kept here."""
+            with tempfile.TemporaryDirectory(prefix="srgan-detail-") as tmp:
+                onnx.save(proto, str(Path(tmp) / name))
+                return open_backend(Path(tmp) / name, backend=kwargs["backend"], providers=kwargs["providers"],
+                                    threads=kwargs["threads"], precision=at)
+
         with tempfile.TemporaryDirectory(prefix="srgan-detail-") as tmp:
-            path = Path(tmp) / f"{info.name}-detail-{blend.detail:.2f}.onnx"
+            path = Path(tmp) / name
             onnx.save(proto, str(path))
-            engine = Upscaler.from_file(path, **kwargs)  # both backends hold the network in memory once loaded
+            # both backends hold the network in memory once loaded
+            engine = Upscaler.from_file(path, **kwargs, reload=reload)
+        if engine.precision == "f32":
+            engine.reload = None  # no tile to re-run in float32: let the proto go
         log.info("built %s at detail %.2f with %s", info.ref, blend.detail, blend.base.ref)
     if info.source == "registry":  # the registry's name and version, whatever the file was exported as
         engine.contract = engine.contract.with_identity(info.name, info.version, info.metrics)

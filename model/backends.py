@@ -14,22 +14,50 @@ from typing import Protocol
 
 import numpy as np
 
-from model.errors import InferenceError, ModelError
+from model.errors import InferenceError, ModelError, OutOfMemory
 
 log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 PROVIDER_PREFERENCE = (*GPU_PROVIDERS, "CPUExecutionProvider")
 
+PRECISIONS = ("f32", "bf16", "f16")
+"""Arithmetic precisions a backend can be asked for (``auto`` is resolved in ``model.engine``)."""
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+"""/proc/cpuinfo flags of CPUs that run bfloat16 natively (AMX tiles or AVX512-BF16 dot products)."""
+_OV_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
 
 class Backend(Protocol):
     name: str
     """e.g. ``onnxruntime:CPUExecutionProvider`` or ``openvino:CPU``."""
+    precision: str
+    """The precision it actually computes in (``f32``, ``bf16``, ``f16``): what the runtime reports."""
     input_name: str
     input_shape: list[object]
     metadata: dict[str, str]
 
+    working_bytes_per_output_pixel: int
+    """Peak working memory of one inference per output pixel (what ``tile="auto"`` sizes tiles by)."""
+
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+# Peak RSS growth of a whole-image run per output pixel, measured with the shipped
+# 64-filter SRResNet x4 (64..256 px inputs, bench/README.md): OpenVINO ~620 B,
+# ONNX Runtime ~1.1 kB (its arena off). Rounded up a little.
+OPENVINO_BYTES_PER_OUTPUT_PIXEL = 640
+ORT_BYTES_PER_OUTPUT_PIXEL = 1152
+_OOM_MARKERS = ("bad_alloc", "bad allocation", "out of memory", "failed to allocate", "cannot allocate", "alloc_failed",
+                "cudaerrormemoryallocation", "memoryerror")
+
+
+def inference_error(runtime: str, batch: np.ndarray, exc: BaseException) -> InferenceError:
+    """The typed error for a failed run: ``OutOfMemory`` when the runtime ran out of memory."""
+    text = f"{runtime} failed on a batch of shape {batch.shape}: {exc}"
+    if isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in _OOM_MARKERS):
+        return OutOfMemory(text)
+    return InferenceError(text)
 
 
 def default_threads() -> int:
@@ -40,11 +68,116 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class OrtBackend:
-    """ONNX Runtime. Providers: the given list, else TensorRT, CUDA, then CPU, whichever exist."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
 
-    def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0) -> None:
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``unknown`` where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+MEMORY_BUDGET_FRACTION = 0.25
+MEMORY_BUDGET_CAP = 2**30
+"""The default tile memory budget: a quarter of the available memory, at most 1 GiB. Beyond ~260-pixel
+tiles throughput does not grow (bench/README.md) and the cap keeps a 2048x2048 input under 1.5 GB."""
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_memory_budget() -> int:
+    """Bytes of working memory ``tile="auto"`` may use: min(1 GiB, a quarter of the available memory)."""
+    avail = available_memory()
+    return MEMORY_BUDGET_CAP if avail is None else max(64 * 2**20, min(MEMORY_BUDGET_CAP,
+                                                                        int(avail * MEMORY_BUDGET_FRACTION)))
+
+
+def openvino_capabilities(device: str = "CPU") -> list[str]:
+    """OpenVINO's OPTIMIZATION_CAPABILITIES for ``device`` (e.g. ``FP32``, ``BF16``, ``INT8``); empty without it."""
+    try:
+        import openvino as ov
+
+        return list(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # not installed, or no such device
+        return []
+
+
+def native_precision(backend_name: str, *, flags: set[str] | None = None,
+                     capabilities: list[str] | None = None) -> str:
+    """The fastest precision ``backend_name`` (a loaded backend's ``name``) runs natively.
+
+    OpenVINO on a CPU: ``bf16`` when the CPU has AMX or AVX512-BF16 (``/proc/cpuinfo``)
+    and OpenVINO lists ``BF16`` among its capabilities, else ``f32`` (a CPU without
+    them emulates bfloat16, slower than float32; float16 was slower than float32
+    even on AMX CPUs). ONNX Runtime: ``f16`` on a GPU provider, else ``f32``.
+    """
+    runtime, _, device = backend_name.partition(":")
+    if runtime == "openvino":
+        if device != "CPU":
+            return "f16"
+        flags = cpu_flags() if flags is None else flags
+        caps = openvino_capabilities(device) if capabilities is None else capabilities
+        return "bf16" if any(f in flags for f in BF16_CPU_FLAGS) and "BF16" in caps else "f32"
+    return "f16" if device in GPU_PROVIDERS else "f32"
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
+
+
+def float16_model(path: Path) -> bytes:
+    """``path`` converted to float16 inside, float32 at its input and output (ONNX Runtime's converter)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        proto = onnx.load(str(path))
+        return convert_float_to_float16(proto, keep_io_types=True).SerializeToString()
+    except Exception as exc:
+        raise ModelError(f"cannot convert {path} to float16: {exc}") from exc
+
+
+class OrtBackend:
+    """ONNX Runtime. Providers: the given list, else TensorRT, CUDA, then CPU, whichever exist.
+
+    ``precision="f16"``: TensorRT builds float16 engines from the float32 model
+    (``trt_fp16_enable``); other providers run a float16 conversion of the model.
+    ``bf16`` is OpenVINO's.
+    """
+
+    def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0,
+                 precision: str = "f32") -> None:
         import onnxruntime as ort
+
+        _check_precision(precision)
+        if precision == "bf16":
+            raise ModelError("bf16 is not offered with ONNX Runtime: use the openvino backend, or f16/f32")
 
         available = ort.get_available_providers()
         if providers:
@@ -63,8 +196,15 @@ class OrtBackend:
         # whole 512x512 image peaks at 3.3 GB instead of 7.6 GB (bench/engine.py).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
+        model: str | bytes = str(path)
+        provider_args: list = list(chosen)
+        if precision == "f16":
+            if chosen and chosen[0] == "TensorrtExecutionProvider":
+                provider_args[0] = ("TensorrtExecutionProvider", {"trt_fp16_enable": True})
+            else:
+                model = float16_model(path)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+            self._session = ort.InferenceSession(model, sess_options=opts, providers=provider_args)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
         got = self._session.get_providers()
@@ -77,26 +217,34 @@ class OrtBackend:
         self.input_shape = list(inp[0].shape)
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.name = f"onnxruntime:{got[0]}"
-        log.info("loaded %s on %s (threads=%d)", path, got, opts.intra_op_num_threads)
+        self.precision = precision
+        self.working_bytes_per_output_pixel = ORT_BYTES_PER_OUTPUT_PIXEL
+        log.info("loaded %s on %s (threads=%d, %s)", path, got, opts.intra_op_num_threads, precision)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         try:
             return self._session.run(None, {self.input_name: batch})[0]
         except Exception as exc:
-            raise InferenceError(f"ONNX Runtime failed on a batch of shape {batch.shape}: {exc}") from exc
+            raise inference_error("ONNX Runtime", batch, exc) from exc
 
 
 class OpenVinoBackend:
-    """OpenVINO on the CPU, reading the same ONNX file; float32 precision is forced."""
+    """OpenVINO on the CPU, reading the same ONNX file, at the precision asked for (INFERENCE_PRECISION_HINT).
 
-    def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU") -> None:
+    A device that lacks the precision may run another one (OpenVINO on a CPU
+    without float16 units runs ``f16`` in float32): ``precision`` is what the
+    compiled model reports, not what was asked.
+    """
+
+    def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32") -> None:
         import onnx
         import openvino as ov
 
+        _check_precision(precision)
         core = ov.Core()
         try:
             model = core.read_model(str(path))
-            config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+            config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             self._compiled = core.compile_model(model, device, config)
@@ -110,7 +258,13 @@ class OpenVinoBackend:
         proto = onnx.load(str(path), load_external_data=False)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.name = f"openvino:{device}"
-        log.info("loaded %s with OpenVINO on %s", path, device)
+        self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL
+        hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
+        got = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
+        self.precision = _OV_PRECISIONS.get(got, got)
+        if self.precision != precision:
+            log.warning("asked OpenVINO on %s for %s; it runs %s", device, precision, self.precision)
+        log.info("loaded %s with OpenVINO on %s (%s)", path, device, self.precision)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         try:
@@ -118,7 +272,7 @@ class OpenVinoBackend:
             request.infer({0: batch})
             return request.get_output_tensor(0).data.copy()
         except Exception as exc:
-            raise InferenceError(f"OpenVINO failed on a batch of shape {batch.shape}: {exc}") from exc
+            raise inference_error("OpenVINO", batch, exc) from exc
 
 
 def openvino_available() -> bool:
@@ -138,9 +292,10 @@ def gpu_available() -> bool:
 
 
 def open_backend(
-    path: Path, *, backend: str = "auto", providers: list[str] | None = None, threads: int = 0
+    path: Path, *, backend: str = "auto", providers: list[str] | None = None, threads: int = 0,
+    precision: str = "f32",
 ) -> Backend:
-    """Load ``path`` with the chosen backend.
+    """Load ``path`` with the chosen backend at ``precision`` (``f32``, ``bf16``, ``f16``).
 
     ``auto``: ONNX Runtime when providers are given or a GPU provider exists,
     else OpenVINO when it is installed (faster on this class of CPU, see
@@ -149,7 +304,7 @@ def open_backend(
     if backend == "auto":
         backend = "onnxruntime" if providers or gpu_available() or not openvino_available() else "openvino"
     if backend == "openvino":
-        return OpenVinoBackend(path, threads=threads)
+        return OpenVinoBackend(path, threads=threads, precision=precision)
     if backend == "onnxruntime":
-        return OrtBackend(path, providers=providers, threads=threads)
+        return OrtBackend(path, providers=providers, threads=threads, precision=precision)
     raise ModelError(f"unknown backend {backend!r}: use auto, onnxruntime or openvino")

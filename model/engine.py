@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.backends import Backend, open_backend
+from model.backends import Backend, default_memory_budget, native_precision, open_backend
 from model.contract import ModelContract, infer_layout
-from model.errors import Canceled, InferenceError, InvalidParameter, ModelError
-from model.tiling import TilePlan, axis_weights, iter_batches, validate_tiling
+from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
+from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tile, iter_batches, validate_tiling
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,17 @@ Progress = Callable[[int, int], None]
 """Called as ``progress(done_tiles, total_tiles)`` after each batch of tiles."""
 
 PROBE_SIZE = 16
+CHECK_SIZE = 48
+"""Side of the probe image a reduced precision is checked on against float32 at load."""
+CHECK_MIN_PSNR_DB = 50.0
+"""RGB PSNR against float32 a reduced precision must reach on the probe image (``auto``)."""
+BLANK_RANGE = 1.0
+"""A tile output whose values span less than this (0..255 scale) is blank..."""
+BLANK_INPUT_RANGE = 8.0
+"""...when its input spans at least this much: such a tile is re-run in float32."""
+
+BackendFactory = Callable[[str], Backend]
+"""Loads the engine's network again at a given precision (the float32 re-run of a bad tile)."""
 
 
 class Upscaler:
@@ -34,22 +45,41 @@ class Upscaler:
     Args:
         backend: a loaded model (see ``model.backends``).
         contract: how to feed it; ``from_file`` reads it from the file.
-        tile: core tile size in input pixels; 0 runs the whole image at once.
+        tile: core tile size in input pixels; 0 runs the whole image at once; ``"auto"``
+            the largest tile whose working memory fits ``memory_budget`` (per image).
         overlap: context added on each interior side of a tile.
         tile_batch: tiles per backend call.
+        memory_budget: bytes of working memory for ``tile="auto"`` (default
+            ``model.backends.default_memory_budget()``).
+        reload: loads the same network at another precision; with it, a tile whose
+            reduced-precision output has NaN or is blank (its input is not) is
+            re-run in float32.
+        precision_note: how the precision was chosen (``auto``'s check), for records.
     """
 
     def __init__(
-        self, backend: Backend, contract: ModelContract, *, tile: int = 256, overlap: int = 8, tile_batch: int = 1
+        self, backend: Backend, contract: ModelContract, *, tile: int | str = "auto", overlap: int = 8,
+        tile_batch: int = 1, reload: BackendFactory | None = None, precision_note: str | None = None,
+        memory_budget: int | None = None,
     ) -> None:
-        validate_tiling(tile, overlap)
+        _validate_tile(tile, overlap)
         if tile_batch < 1:
             raise InvalidParameter(f"tile_batch must be >= 1, got {tile_batch}")
+        if memory_budget is not None and memory_budget <= 0:
+            raise InvalidParameter(f"memory_budget must be > 0 bytes, got {memory_budget}")
         self.backend = backend
         self.contract = contract
         self.tile = tile
+        self.memory_budget = memory_budget
+        self.oom_splits = 0
+        """Tiles re-split after an out-of-memory error since this engine was loaded."""
         self.overlap = overlap
         self.tile_batch = tile_batch
+        self.reload = reload
+        self.precision_note = precision_note
+        self._f32: Backend | None = None
+        self.f32_reruns = 0
+        """Tiles re-run in float32 since this engine was loaded."""
 
     @classmethod
     def from_file(
@@ -59,20 +89,42 @@ class Upscaler:
         backend: str = "auto",
         providers: list[str] | None = None,
         threads: int = 0,
-        tile: int = 256,
+        tile: int | str = "auto",
         overlap: int = 8,
         tile_batch: int = 1,
         scale: int | None = None,
         layout: str | None = None,
+        precision: str = "f32",
+        reload: BackendFactory | None = None,
+        memory_budget: int | None = None,
     ) -> Upscaler:
         """Load an ONNX generator; its contract comes from its metadata, else is inferred.
 
         ``scale`` and ``layout`` override what the file says or what a probe finds.
+        ``precision``: ``f32``, ``bf16``, ``f16``, or ``auto`` (the fastest the device
+        runs natively, kept only when it passes :func:`check_precision` on a probe
+        image, else float32). ``reload`` loads the network again at a precision
+        (default: from ``path``; pass one when ``path`` will not outlive the engine).
         """
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
-        engine = open_backend(path, backend=backend, providers=providers, threads=threads)
+
+        def reload_from_path(p: str) -> Backend:
+            return open_backend(path, backend=backend, providers=providers, threads=threads, precision=p)
+
+        reload = reload or reload_from_path
+        note = None
+        if precision == "auto":
+            engine = reload("f32")
+            candidate = native_precision(engine.name)
+            if candidate != "f32":
+                engine, note = _checked(engine, reload(candidate), candidate)
+            else:
+                note = f"auto: {engine.name} runs f32 natively"
+            log.info("%s: %s", path.name, note)
+        else:
+            engine = reload(precision)
         contract = ModelContract.from_metadata(engine.metadata)
         if contract is None:
             contract = ModelContract(
@@ -87,21 +139,37 @@ class Upscaler:
         elif scale is not None or layout is not None:
             contract = ModelContract(**{**contract.__dict__, "scale": scale or contract.scale,
                                         "layout": layout or contract.layout})
-        return cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch)
+        return cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch, reload=reload,
+                   precision_note=note, memory_budget=memory_budget)
 
     @property
     def scale(self) -> int:
         return self.contract.scale
 
     @property
+    def precision(self) -> str:
+        """What the backend computes in: ``f32``, ``bf16`` or ``f16``."""
+        return getattr(self.backend, "precision", "f32")
+
+    @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    def tile_for(self, height: int, width: int, tile: int | str | None = None, overlap: int | None = None) -> int:
+        """The tile size a ``height x width`` image runs with (``auto`` resolved against the memory budget)."""
+        tile = self.tile if tile is None else tile
+        if tile != "auto":
+            return int(tile)
+        overlap = self.overlap if overlap is None else overlap
+        budget = self.memory_budget or default_memory_budget()
+        per_px = getattr(self.backend, "working_bytes_per_output_pixel", 1024)
+        return choose_tile(height, width, self.scale, overlap, budget, per_px, self.tile_batch)
 
     def upscale(
         self,
         lr_hwc_u8: np.ndarray,
         *,
-        tile: int | None = None,
+        tile: int | str | None = None,
         overlap: int | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -119,15 +187,15 @@ class Upscaler:
         self,
         lr_hwc_u8: np.ndarray,
         *,
-        tile: int | None = None,
+        tile: int | str | None = None,
         overlap: int | None = None,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_output_row, rows_u8)`` top to bottom as rows are finished."""
         h, w, c = _check_image(lr_hwc_u8)
-        tile = self.tile if tile is None else tile
         overlap = self.overlap if overlap is None else overlap
+        tile = self.tile_for(h, w, tile, overlap)
         plan = TilePlan.make(h, w, tile, overlap)
         s = self.scale
         col_weights = [axis_weights(sp, w, plan.r_cols, s, sp.window[0] * s, sp.window[1] * s) for sp in plan.cols]
@@ -150,7 +218,7 @@ class Upscaler:
             for batch_idx in iter_batches(indices, self.tile_batch):
                 if should_stop is not None and should_stop():
                     raise Canceled("canceled before the next tile")
-                outs = self._run([windows[i] for i in batch_idx])
+                outs = self._infer([windows[i] for i in batch_idx], overlap)
                 for i, hr in zip(batch_idx, outs):
                     col = plan.cols[i]
                     x0, x1 = col.window[0] * s, col.window[1] * s
@@ -166,8 +234,48 @@ class Upscaler:
                 acc, wsum = acc[finished:].copy(), wsum[finished:].copy()
                 acc_top += finished
 
+    def _infer(self, tiles_hwc_u8: list[np.ndarray], overlap: int) -> np.ndarray:
+        """:meth:`_run`, re-splitting on an out-of-memory error: a batch tile by tile, a tile into
+        smaller tiles (down to ``MIN_AUTO_TILE``) blended as usual."""
+        try:
+            return self._run(tiles_hwc_u8)
+        except OutOfMemory as exc:
+            if len(tiles_hwc_u8) > 1:
+                log.warning("%s; running the batch's %d tiles one by one", exc.message, len(tiles_hwc_u8))
+                return np.concatenate([self._infer([t], overlap) for t in tiles_hwc_u8])
+            th, tw = tiles_hwc_u8[0].shape[:2]
+            half = (max(th, tw) + 1) // 2
+            if half < MIN_AUTO_TILE or half <= overlap:
+                raise
+            log.warning("%s; re-splitting the %dx%d tile into %d-pixel tiles", exc.message, tw, th, half)
+            self.oom_splits += 1
+            sub = Upscaler(self.backend, self.contract, tile=half, overlap=overlap, reload=self.reload)
+            sub._f32 = self._f32
+            out = sub.upscale(tiles_hwc_u8[0]).astype(np.float32)[None]
+            self.oom_splits += sub.oom_splits
+            self.f32_reruns += sub.f32_reruns
+            return out
+
     def _run(self, tiles_hwc_u8: list[np.ndarray]) -> np.ndarray:
-        """Run same-shaped uint8 tiles through the model; returns float (N, h*s, w*s, 3) in 0..255."""
+        """Run same-shaped uint8 tiles through the model; returns float (N, h*s, w*s, 3) in 0..255.
+
+        At a reduced precision, tiles whose output has NaN/inf or is blank while
+        their input is not are run again in float32.
+        """
+        if self.precision == "f32" or self.reload is None:
+            return self._run_on(self.backend, tiles_hwc_u8, check_finite=True)
+        out = self._run_on(self.backend, tiles_hwc_u8, check_finite=False)
+        bad = [i for i, (lr, hr) in enumerate(zip(tiles_hwc_u8, out)) if _bad_tile(lr, hr)]
+        if bad:
+            if self._f32 is None:
+                self._f32 = self.reload("f32")
+            log.warning("%d tile(s) of %s came out NaN or blank in %s: re-run in f32",
+                        len(bad), self.contract.name, self.precision)
+            out[bad] = self._run_on(self._f32, [tiles_hwc_u8[i] for i in bad], check_finite=True)
+            self.f32_reruns += len(bad)
+        return out
+
+    def _run_on(self, backend: Backend, tiles_hwc_u8: list[np.ndarray], *, check_finite: bool) -> np.ndarray:
         ct = self.contract
         lo, hi = ct.value_range
         batch = np.stack(tiles_hwc_u8).astype(np.float32)
@@ -175,7 +283,7 @@ class Upscaler:
             batch = batch * np.float32((hi - lo) / 255.0) + np.float32(lo)
         if ct.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        out = self.backend.run(batch)
+        out = backend.run(batch)
         if ct.layout == "NCHW":
             out = out.transpose(0, 2, 3, 1)
         n, th, tw = batch.shape[0], tiles_hwc_u8[0].shape[0], tiles_hwc_u8[0].shape[1]
@@ -184,9 +292,67 @@ class Upscaler:
             raise InferenceError(f"model returned shape {out.shape} for tiles {batch.shape}, expected {expected}")
         if (lo, hi) != (0.0, 255.0):
             out = (out - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-        if not np.isfinite(out).all():
+        if check_finite and not np.isfinite(out).all():
             raise InferenceError("model returned NaN or infinite values")
         return out
+
+
+def _bad_tile(lr: np.ndarray, hr: np.ndarray) -> bool:
+    """NaN/inf in the output, or a blank output for an input that is not blank."""
+    if not np.isfinite(hr).all():
+        return True
+    return float(np.ptp(hr)) < BLANK_RANGE and float(np.ptp(lr)) >= BLANK_INPUT_RANGE
+
+
+def probe_image(size: int = CHECK_SIZE) -> np.ndarray:
+    """A deterministic ``size x size`` RGB test card: gradients, stripes, an edge, mild noise."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    r = 255 * x
+    g = 127.5 + 100 * np.sin(2 * np.pi * 5 * x) * np.cos(2 * np.pi * 3 * y)
+    b = np.where(x + y > 1.0, 220.0, 35.0) + 30 * y
+    noise = np.random.default_rng(0).normal(0, 6, (size, size, 3))
+    return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
+
+
+def rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two images on the 0..255 scale (inf when identical, nan when either has NaN)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def check_precision(reference: Backend, candidate: Backend, contract: ModelContract | None = None) -> float:
+    """RGB PSNR of ``candidate``'s output against ``reference``'s (float32) on :func:`probe_image`; nan on NaN."""
+    contract = contract or ModelContract.from_metadata(reference.metadata)
+    if contract is None:
+        contract = ModelContract(scale=1, input_name=reference.input_name, layout=infer_layout(reference.input_shape))
+        contract = _with_probed_scale(reference, contract)
+    img = probe_image()
+    ref = Upscaler(reference, contract, tile=0)._run_on(reference, [img], check_finite=True)[0]
+    got = Upscaler(candidate, contract, tile=0)._run_on(candidate, [img], check_finite=False)[0]
+    if not np.isfinite(got).all():
+        return float("nan")
+    return rgb_psnr(np.clip(ref, 0, 255), np.clip(got, 0, 255))
+
+
+def _checked(reference: Backend, candidate: Backend, precision: str) -> tuple[Backend, str]:
+    """``candidate`` when it passes the check against ``reference``, else ``reference``; and why."""
+    if candidate.precision == reference.precision:
+        return reference, f"auto: {precision} runs as {candidate.precision} on {candidate.name}"
+    db = check_precision(reference, candidate)
+    if db >= CHECK_MIN_PSNR_DB:
+        return candidate, f"auto: {candidate.precision} ({db:.1f} dB against f32 on the probe image)"
+    log.warning("%s on %s failed the check (%.1f dB against f32, needs %.0f): running f32",
+                precision, candidate.name, db, CHECK_MIN_PSNR_DB)
+    return reference, f"auto: {precision} failed the check ({db:.1f} dB against f32); f32"
+
+
+def _validate_tile(tile: int | str, overlap: int) -> None:
+    if tile == "auto":
+        validate_tiling(0, overlap)
+    elif isinstance(tile, int) and not isinstance(tile, bool):
+        validate_tiling(tile, overlap)
+    else:
+        raise InvalidParameter(f"tile must be an integer >= 0 or 'auto', got {tile!r}")
 
 
 def _check_image(img: np.ndarray) -> tuple[int, int, int]:

@@ -49,6 +49,12 @@ class InferenceError(SRGANError):
     code = "inference_failed"
 
 
+class OutOfMemory(InferenceError):
+    """The runtime could not allocate memory for a batch of tiles (the engine re-splits and retries it)."""
+
+    code = "out_of_memory"
+
+
 class Canceled(SRGANError):
     """The caller asked to stop (``should_stop()`` returned True) between tiles."""
 

@@ -51,6 +51,13 @@ def plan_axis(length: int, tile: int, overlap: int) -> tuple[list[Span], float]:
     """Cut one axis into spans; returns the spans and the ramp half-width ``r``.
 
     ``tile=0`` (or a tile at least as long as the axis) gives a single span.
+    Otherwise ``n = ceil(length / tile)`` windows of one size ``w`` are spread
+    evenly from border to border, with ``w`` the smallest size that leaves at
+    least ``2 * overlap`` pixels between neighbours: a border window needs
+    context on one side only, so its core is longer than an interior one, and
+    the windows recompute ``2 * overlap * (n - 1)`` pixels in all (not
+    ``2 * overlap * n``). Windows are at most ``tile + 2 * overlap`` long.
+    Each core boundary lies in the middle of its two windows' overlap.
     """
     validate_tiling(tile, overlap)
     if length <= 0:
@@ -58,19 +65,47 @@ def plan_axis(length: int, tile: int, overlap: int) -> tuple[list[Span], float]:
     if tile == 0 or tile >= length:
         return [Span((0, length), (0, length), (0, length))], 0.0
     n = math.ceil(length / tile)
-    bounds = [round(i * length / n) for i in range(n + 1)]
+    size = math.ceil((length + 2 * overlap * (n - 1)) / n)
+    if size >= length:
+        return [Span((0, length), (0, length), (0, length))], 0.0
+    starts = [round(i * (length - size) / (n - 1)) for i in range(n)]
+    # neighbours overlap by size - step >= 2 * overlap (size - 2 * overlap is an integer >= the mean step)
+    bounds = [0] + [s + (prev + size - s) // 2 for prev, s in zip(starts, starts[1:])] + [length]
     shortest = min(b - a for a, b in zip(bounds, bounds[1:]))
     # Ramps of neighbouring boundaries must not cross: 2r <= shortest core.
     r = min(overlap / 2, shortest / 2)
-    longest = max(b - a for a, b in zip(bounds, bounds[1:]))
-    size = min(length, longest + 2 * overlap)
     spans = []
-    for a, b in zip(bounds, bounds[1:]):
-        start = min(max(a - overlap, 0), length - size)
+    for start, a, b in zip(starts, bounds, bounds[1:]):
         lo = a - r if a > 0 else 0
         hi = b + r if b < length else length
         spans.append(Span((a, b), (start, start + size), (math.floor(lo), math.ceil(hi))))
     return spans, r
+
+
+MIN_AUTO_TILE = 32
+"""The smallest tile ``auto`` picks (and re-splitting after an out-of-memory error goes down to)."""
+STRIP_BYTES_PER_OUTPUT_PIXEL = 32
+"""The output strip being blended: float32 RGB sums and weights (16 B per output pixel), twice while it grows."""
+
+
+def tile_memory(window_h: int, window_w: int, image_w: int, scale: int, bytes_per_output_pixel: int,
+                batch: int = 1) -> int:
+    """Working bytes of running ``batch`` windows of ``window_h x window_w`` over an image ``image_w`` wide."""
+    model = batch * window_h * window_w * scale * scale * bytes_per_output_pixel
+    strip = window_h * scale * image_w * scale * STRIP_BYTES_PER_OUTPUT_PIXEL
+    return model + strip
+
+
+def choose_tile(height: int, width: int, scale: int, overlap: int, budget: int, bytes_per_output_pixel: int,
+                batch: int = 1) -> int:
+    """The largest tile whose working memory (:func:`tile_memory`) fits ``budget``; 0 (whole image) when
+    the whole image fits; never below ``MIN_AUTO_TILE``."""
+    if tile_memory(height, width, width, scale, bytes_per_output_pixel, batch) <= budget:
+        return 0
+    a = batch * scale * scale * bytes_per_output_pixel  # window side x: a*x^2 + b*x <= budget
+    b = scale * width * scale * STRIP_BYTES_PER_OUTPUT_PIXEL
+    side = int((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a))
+    return max(MIN_AUTO_TILE, side - 2 * overlap, overlap + 1)
 
 
 def _step_up(coords: np.ndarray, boundary: float, r: float) -> np.ndarray:

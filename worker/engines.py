@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from core.catalog import ModelInfo, resolve_spec
-from core.model_updates import generation
+from core.model_updates import generation, record_engine
 from core.settings import Settings
 from core.upscalers import Blend, build_upscaler, resolve_blend
 
@@ -100,5 +100,13 @@ class EngineCache:
             while len(self._engines) > self.max_engines:
                 self._engines.popitem(last=False)
             what = blend.target.ref + (f" at detail {blend.detail:.2f}" if blend.detail is not None else "")
-            log.info("loaded %s (%s, x%d) on %s", what, blend.target.path, engine.scale, engine.backend_name)
+            log.info("loaded %s (%s, x%d) on %s in %s (%s)", what, blend.target.path, engine.scale,
+                     engine.backend_name, engine.precision, engine.precision_note or "as configured")
+            if self.client is not None and blend.detail is None:
+                try:
+                    record_engine(self.client, blend.target.ref, {
+                        "precision": engine.precision, "precision_note": engine.precision_note,
+                        "backend": engine.backend_name, "at": round(time.time(), 3)})
+                except redis.RedisError as exc:
+                    log.warning("cannot record the engine of %s on Redis: %s", blend.target.ref, exc)
             return engine, blend

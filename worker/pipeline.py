@@ -154,7 +154,7 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
         contract = upscaler.contract
         store.update_running(job_id, model={"name": contract.name, "version": contract.version,
                                             "scale": upscaler.scale, "backend": upscaler.backend_name,
-                                            **blend.describe()})
+                                            "precision": upscaler.precision, **blend.describe()})
         t0 = time.perf_counter()
         provenance = {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
                       **blend.describe()}

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, require_api_key
+from api.deps import ServicesDep, SettingsDep, require_api_key
 from api.schemas import ErrorOut, ModelOut, ModelsOut
-from core.catalog import offered_models
+from core.catalog import models_listing
+from core.model_updates import loaded_engines
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_api_key)])
 
 
 @router.get("", response_model=ModelsOut, responses={503: {"model": ErrorOut}}, summary="Offered models")
-async def list_models(settings: SettingsDep) -> ModelsOut:
-    """Every published version, which one of each model is active, and the default (`srgan models --json`)."""
-    models = await run_in_threadpool(offered_models, settings)
-    return ModelsOut(models=[ModelOut(**m.to_json()) for m in models])
+async def list_models(settings: SettingsDep, services: ServicesDep) -> ModelsOut:
+    """Every published version, which one of each model is active, the default, and the precision workers
+    loaded each in (`srgan models --json`)."""
+    try:
+        engines = await run_in_threadpool(loaded_engines, services.store.redis)
+    except redis.RedisError as exc:  # the listing itself comes from the registry: still answer
+        log.warning("cannot read the loaded engines from Redis: %s", exc)
+        engines = {}
+    listing = await run_in_threadpool(models_listing, settings, engines)
+    return ModelsOut(models=[ModelOut(**m) for m in listing["models"]], precision=listing["precision"])

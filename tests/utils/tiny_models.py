@@ -157,3 +157,34 @@ def with_declared_scale(src: Path, dst: Path, scale: int) -> Path:
             prop.value = entries[prop.key]
     onnx.save(proto, str(dst))
     return Path(dst)
+
+
+
+def make_low_precision_fragile_model(path: Path, failure: str, *, name: str = "fragile") -> Path:
+    """An x1 identity "generator" that float32 computes exactly and bfloat16 ruins.
+
+    The image is shifted by a huge constant before a 1x1 identity convolution
+    (whose input OpenVINO rounds to bfloat16's 8-bit mantissa) and shifted back:
+
+    - ``blank``: ``conv(x + 65536) - 65536``: bfloat16 rounds every ``x < 256`` away (a black output);
+    - ``nan``: ``x + (conv(a) - a)`` with ``a = x/1000 + 3.4e38``: bfloat16 rounds ``a`` up to inf
+      in the convolution, so the output is NaN (float32 gives ``x``).
+    """
+    big = {"blank": 65536.0, "nan": 3.4e38}[failure]
+    inits = [numpy_helper.from_array(np.array(big, np.float32), "big"),
+             numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "w"),
+             numpy_helper.from_array(np.array(1e-3, np.float32), "k")]
+    conv = [helper.make_node("Transpose", ["a"], ["t"], perm=[0, 3, 1, 2]), helper.make_node("Conv", ["t", "w"], ["c"]),
+            helper.make_node("Transpose", ["c"], ["d"], perm=[0, 2, 3, 1])]
+    if failure == "blank":
+        nodes = [helper.make_node("Add", ["lr", "big"], ["a"]), *conv, helper.make_node("Sub", ["d", "big"], ["hr"])]
+    else:
+        nodes = [helper.make_node("Mul", ["lr", "k"], ["s"]), helper.make_node("Add", ["s", "big"], ["a"]), *conv,
+                 helper.make_node("Sub", ["d", "a"], ["z"]), helper.make_node("Add", ["lr", "z"], ["hr"])]
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["n", "h", "w", 3])],
+        [helper.make_tensor_value_info("hr", TensorProto.FLOAT, ["n", "h", "w", 3])],
+        initializer=inits,
+    )
+    return _save(graph, path, ModelContract(scale=1, layout="NHWC", name=name, version="1"))

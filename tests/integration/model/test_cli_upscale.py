@@ -113,3 +113,24 @@ def test_upscale_never_imports_tensorflow(model, images, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_precision_flag_runs_bf16_and_rescues_a_ruined_tile_in_float32(tmp_path):
+    """``--precision bf16`` reaches OpenVINO; a model bfloat16 blanks still gives the float32 result."""
+    from tests.utils.tiny_models import make_low_precision_fragile_model
+
+    fragile = make_low_precision_fragile_model(tmp_path / "fragile.onnx", "blank")
+    src = tmp_path / "in.png"
+    pixels = np.random.default_rng(3).integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(src)
+    dst = tmp_path / "out.png"
+    res = srgan("-v", "upscale", src, "-o", dst, "--model", fragile, "--backend", "openvino",
+                "--precision", "bf16", "--tile", "16", "--overlap", "4")
+    assert res.returncode == 0, res.stderr
+    assert "re-run in f32" in res.stderr
+    assert np.abs(np.asarray(Image.open(dst)).astype(int) - pixels).max() <= 1
+
+
+def test_unknown_precision_is_refused(model, images, tmp_path):
+    res = srgan("upscale", images / "a.png", "-o", tmp_path / "x.png", "--model", model, "--precision", "int4")
+    assert res.returncode == 2 and "invalid choice: 'int4'" in res.stderr

@@ -183,10 +183,15 @@ def test_wait_returns_as_soon_as_the_job_ends(client):
 
 
 def test_models_health_readiness_and_metrics(client):
-    models = client.get("/v1/models").json()["models"]
+    job = wait_for(client, submit(client, image_bytes(8, 8)).headers["location"])
+    assert job["model"]["precision"] == "f32", "auto on a CPU without bfloat16 units, recorded with the job"
+    listing = client.get("/v1/models").json()
+    models = listing["models"]
+    assert listing["precision"] == "auto"
     assert models[0] == {"name": "nearest", "version": "1", "ref": "nearest:1", "scale": 4, "active": True,
                          "default": True, "metrics": {}, "source": "file", "published_at": None, "sha256": None,
-                         "detail_base": None}
+                         "detail_base": None, "precision": "f32",
+                         "precision_note": "auto: onnxruntime:CPUExecutionProvider runs f32 natively"}
     assert {m["name"] for m in models[1:]} == set(shipped_models()), "the registry holds the shipped models"
     assert all(m["source"] == "registry" and not m["default"] for m in models[1:])
     assert client.get("/healthz").json() == {"status": "ok"}

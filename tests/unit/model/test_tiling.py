@@ -30,17 +30,30 @@ def test_spans_cover_axis_with_equal_windows_and_enough_context(length, tile, ov
     assert all(a.core[1] == b.core[0] for a, b in zip(spans, spans[1:]))
     assert len({s.window[1] - s.window[0] for s in spans}) == 1
     for s in spans:
-        assert s.core[1] - s.core[0] <= max(tile, 1) or tile >= length
+        assert s.window[1] - s.window[0] <= tile + 2 * overlap or tile >= length  # the memory bound
+        assert s.core[1] > s.core[0]
         assert 0 <= s.window[0] <= max(0, s.core[0] - overlap)
         assert s.window[1] >= min(length, s.core[1] + overlap)
 
 
+@pytest.mark.parametrize("length,tile,overlap", [(512, 256, 8), (2048, 256, 8), (1000, 96, 24), (257, 128, 16),
+                                                 (131, 50, 7)])
+def test_windows_recompute_only_the_overlaps_between_neighbours(length, tile, overlap):
+    """n windows cost at most length + 2*overlap*(n-1) pixels, plus rounding (one pixel per window)."""
+    spans, _ = plan_axis(length, tile, overlap)
+    n = len(spans)
+    assert n == -(-length // tile)
+    assert sum(s.window[1] - s.window[0] for s in spans) <= length + 2 * overlap * (n - 1) + n
+    assert spans[0].window[0] == 0 and spans[-1].window[1] == length
+
+
 def test_weights_are_flat_in_core_and_at_image_border():
     spans, r = plan_axis(300, 100, 20)
+    assert [s.core for s in spans] == [(0, 106), (106, 193), (193, 300)] and r == 10
     first = axis_weights(spans[0], 300, r, 1, 0, 300)
-    assert (first[:90] == 1).all()  # image border and core: flat 1
+    assert (first[:96] == 1).all()  # image border and core: flat 1
     middle = axis_weights(spans[1], 300, r, 1, 0, 300)
-    assert (middle[110:190] == 1).all() and middle[95] < 1 and middle[80] == 0
+    assert (middle[116:183] == 1).all() and middle[101] < 1 and middle[95] == 0
 
 
 def test_tile_zero_or_larger_than_image_is_one_tile():

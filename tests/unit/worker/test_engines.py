@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.settings import Settings
@@ -14,15 +16,20 @@ pytestmark = pytest.mark.unit
 
 
 class CountingRedis:
-    """The one Redis call the cache makes (``GET`` of the generation), counted."""
+    """The Redis calls the cache makes: ``GET`` of the generation per job (counted), ``HSET`` of a loaded engine."""
 
     def __init__(self) -> None:
         self.generation, self.reads = 0, 0
+        self.engines: dict[str, dict] = {}
 
     def get(self, key: str) -> str:
         assert key == "srgan:models:generation"
         self.reads += 1
         return str(self.generation)
+
+    def hset(self, key: str, field: str, value: str) -> None:
+        assert key == "srgan:models:engines"
+        self.engines[field] = json.loads(value)
 
 
 @pytest.fixture
@@ -42,6 +49,9 @@ def test_engine_is_named_by_the_registry_and_reused(setup):
     assert (engine.contract.name, engine.contract.version) == ("sr", "v1"), "not the file's own 'nearest:1'"
     assert cache.get("sr") is engine and cache.get("sr:v1") is engine
     assert client.reads == 3, "one Redis read per job, nothing else"
+    assert client.engines == {"sr:v1": {"precision": "f32", "backend": "onnxruntime:CPUExecutionProvider",
+                                        "precision_note": "auto: onnxruntime:CPUExecutionProvider runs f32 natively",
+                                        "at": client.engines["sr:v1"]["at"]}}, "loaded once, recorded once"
 
 
 def test_a_new_active_version_is_used_once_the_generation_moves(setup):
