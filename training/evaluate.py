@@ -40,7 +40,8 @@ def evaluate_model(
 
     settings = get_settings()
     blend = resolve_blend(settings, str(model), detail, seed=False)
-    up = build_upscaler(settings, blend, tile=tile, overlap=min(16, tile // 4) if tile else 0)
+    # the protocol measures the model itself: float32, whatever SRGAN_PRECISION says
+    up = build_upscaler(settings, blend, tile=tile, overlap=min(16, tile // 4) if tile else 0, precision="f32")
     if scale is not None and scale != up.scale:
         raise ValueError(f"{model} upscales x{up.scale}, not x{scale}")
     s = up.scale

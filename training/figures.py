@@ -101,7 +101,8 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
     hr = lr = None
     scale = 0
     for model in models:
-        up = build_upscaler(settings, resolve_blend(settings, str(model), detail, seed=False), tile=0, overlap=0)
+        up = build_upscaler(settings, resolve_blend(settings, str(model), detail, seed=False), tile=0, overlap=0,
+                            precision="f32")
         if hr is None:
             scale = up.scale
             hr = crop_to_multiple(np.asarray(Image.open(image).convert("RGB")), scale)
