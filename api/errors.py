@@ -10,7 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, ModelError, SRGANError, UnsupportedFormat
+from model.errors import (
+    ImageTooLarge,
+    InvalidImage,
+    InvalidParameter,
+    ModelError,
+    MultiFrame,
+    SRGANError,
+    UnsupportedFormat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +35,7 @@ def status_for(exc: SRGANError) -> int:
     """The HTTP status of a typed model error found while checking a request."""
     if isinstance(exc, (UnsupportedFormat, InvalidImage)):
         return 415
-    if isinstance(exc, (ImageTooLarge, InvalidParameter)):
+    if isinstance(exc, (ImageTooLarge, InvalidParameter, MultiFrame)):
         return 422
     if isinstance(exc, ModelError):
         return 503

@@ -3,10 +3,12 @@ and the API and the worker stay healthy after all of them."""
 
 from __future__ import annotations
 
+import io
 import os
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.utils.service import flat_image_bytes, image_bytes, png_header_only, wait_for
 
@@ -30,12 +32,44 @@ def _truncated_jpeg() -> bytes:
     return whole[: len(whole) // 2]
 
 
+def _truncated(fmt: str) -> bytes:
+    whole = image_bytes(64, 64, fmt=fmt)
+    return whole[: len(whole) * 9 // 10]
+
+
+def _jpeg_last_tenth_zeroed() -> bytes:
+    whole = image_bytes(64, 64, fmt="JPEG")
+    n = len(whole) // 10
+    return whole[:-n] + b"\0" * n
+
+
+def _frames(fmt: str) -> bytes:
+    first, second = (Image.open(io.BytesIO(image_bytes(16, 16, seed=s))) for s in (1, 2))
+    buf = io.BytesIO()
+    first.save(buf, fmt, save_all=True, append_images=[second])
+    return buf.getvalue()
+
+
+def _palette_with_trns() -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(16, 16))).quantize(8).save(buf, "PNG", transparency=0)
+    return buf.getvalue()
+
+
 CORPUS = [
     # (case, file bytes, form fields, status, error code)
     ("zero bytes", b"", {}, 415, "invalid_image"),
     ("text named .png", b"hello, I am not an image\n" * 10, {}, 415, "unsupported_format"),
     ("truncated PNG", _truncated_png(), {}, 415, "invalid_image"),
     ("truncated JPEG", _truncated_jpeg(), {}, 415, "invalid_image"),
+    ("JPEG with its last tenth zeroed", _jpeg_last_tenth_zeroed(), {}, 415, "invalid_image"),
+    ("truncated TIFF", _truncated("TIFF"), {}, 415, "invalid_image"),
+    ("truncated BMP", _truncated("BMP"), {}, 415, "invalid_image"),
+    ("truncated WebP", _truncated("WEBP"), {}, 415, "invalid_image"),
+    ("APNG", _frames("PNG"), {}, 422, "multi_frame"),
+    ("animated WebP", _frames("WEBP"), {}, 422, "multi_frame"),
+    ("multi-page TIFF", _frames("TIFF"), {}, 422, "multi_frame"),
+    ("JPEG asked for a palette PNG with tRNS", _palette_with_trns(), {"format": "jpeg"}, 422, "invalid_parameter"),
     ("PNG header declaring 50000x50000", png_header_only(50000, 50000), {}, 422, "image_too_large"),
     ("result over max_output_pixels", flat_image_bytes(400, 400), {}, 422, "image_too_large"),
     ("scale 0", image_bytes(8, 8), {"scale": "0"}, 422, "invalid_parameter"),

@@ -71,6 +71,19 @@ def test_modes_and_formats_are_kept_or_converted(client, mode, fmt, fields, medi
     assert (out.size, out.mode) == ((96, 80), out_mode)
 
 
+def test_rgb_png_with_a_trns_colour_key_keeps_its_transparency(client):
+    src = Image.open(io.BytesIO(image_bytes(10, 8, seed=3)))
+    key = src.getpixel((2, 3))
+    buf = io.BytesIO()
+    src.save(buf, "PNG", transparency=key)
+    done = wait_for(client, submit(client, buf.getvalue()).headers["location"])
+    assert done["status"] == "succeeded", done
+    out = Image.open(io.BytesIO(client.get(done["links"]["result"]).content))
+    assert out.mode == "RGBA"
+    keyed = np.all(np.asarray(src) == np.asarray(key), axis=2).repeat(4, 0).repeat(4, 1)
+    np.testing.assert_array_equal(np.asarray(out.getchannel("A")) == 0, keyed)
+
+
 def test_requested_scale_resamples_the_model_output(client):
     response = submit(client, image_bytes(20, 10), scale=2)
     done = wait_for(client, response.headers["location"])
