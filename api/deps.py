@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from api.errors import ApiError
 from api.events import JobEvents
@@ -54,6 +56,27 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
                        headers={"WWW-Authenticate": "Bearer"})
     if not any(hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys):
         raise ApiError(403, "forbidden", "the API key is not valid")
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Refuse query parameters the route does not declare (``?scale=4`` on a POST is not a form field)."""
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        accepted = ", ".join(sorted(known)) or "none"
+        raise ApiError(422, "invalid_parameter",
+                       f"unknown query parameter {unknown[0][:40]!r}; accepted here: {accepted}"
+                       + (" (the job's options are form fields of the multipart body)" if request.method == "POST" else ""))
 
 
 def _job(services: ServicesDep, job_id: Annotated[str, Path(description="the job's id (a UUID)")]) -> Job:

@@ -83,6 +83,8 @@ class JobOut(BaseModel):
     params: dict[str, object] = Field(default_factory=dict)
     model: ModelRefOut | None = None
     timings: dict[str, float] | None = None
+    warnings: list[str] = Field(default_factory=list, description="what was dropped or changed, e.g. "
+                                "EXIF metadata that could not be written back")
     error: ErrorBody | None = None
     links: JobLinks
 
@@ -100,7 +102,7 @@ class JobOut(BaseModel):
             created_at=ts(job.created_at), started_at=ts(job.started_at), finished_at=ts(job.finished_at),
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,
-            model=ModelRefOut(**job.model) if job.model else None, timings=job.timings,
+            model=ModelRefOut(**job.model) if job.model else None, timings=job.timings, warnings=job.warnings,
             error=ErrorBody(**job.error) if job.error else None,
             links=JobLinks(self=f"{prefix}/{job.id}", result=f"{prefix}/{job.id}/result"),
         )

@@ -59,6 +59,7 @@ class _Receiver:
         self.filename: str | None = None
         self.file_size = 0
         self.parts = 0
+        self.ended = False
         self._header_name = b""
         self._header_value = b""
         self._headers_bytes = 0
@@ -122,6 +123,9 @@ class _Receiver:
         if self._name is not None and not self._is_file:
             self.fields[self._name] = self._value.decode("utf-8", "replace").strip()
 
+    def on_end(self) -> None:
+        self.ended = True
+
 
 async def receive_upload(
     request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int
@@ -140,7 +144,7 @@ async def receive_upload(
     receiver = _Receiver(out, allowed=allowed_fields | {FILE_FIELD}, max_file=max_bytes, max_parts=max_parts)
     callbacks = {name: getattr(receiver, name) for name in (
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
-        "on_header_end", "on_headers_finished")}
+        "on_header_end", "on_headers_finished", "on_end")}
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     received = 0
     try:
@@ -151,6 +155,9 @@ async def receive_upload(
                     raise too_large(max_bytes)
                 parser.write(chunk)
             parser.finalize()
+        if not receiver.ended:
+            raise ApiError(400, "bad_multipart", "the multipart body ends without its closing boundary "
+                           "(the upload was cut short, or the client did not finish the form)")
     except MultipartParseError as exc:
         path.unlink(missing_ok=True)
         raise ApiError(400, "bad_multipart", f"the multipart body is malformed: {exc}") from exc

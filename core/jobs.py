@@ -44,7 +44,7 @@ EVENTS_PATTERN = PREFIX + "events:*"
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, math.inf)
 """Upper bounds (seconds) of the job duration histograms kept in ``stats``."""
 
-_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings")
+_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "warnings")
 
 
 def job_key(job_id: str) -> str:
@@ -94,6 +94,8 @@ class Job:
     output: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     timings: dict[str, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What was dropped or changed on the way (e.g. EXIF that could not be written back)."""
 
     @property
     def finished(self) -> bool:
@@ -123,6 +125,7 @@ class Job:
             output=parsed.get("output"),
             error=parsed.get("error"),
             timings=parsed.get("timings"),
+            warnings=parsed.get("warnings") or [],
         )
 
 

@@ -10,7 +10,8 @@
   damaged (JPEG strictly, where libjpeg's warnings count as errors, at 1/8
   scale), in time and memory bounded by the pixel limit.
 - EXIF orientation is applied on read; the ICC profile and the EXIF block
-  (orientation reset to 1) are carried to the output.
+  (orientation reset to 1) are carried to the output. EXIF that cannot be
+  read or written back is dropped with a warning in ``info[WARNINGS_KEY]``.
 - Modes: RGB stays RGB, L stays L; RGBA and LA keep their alpha, upscaled
   separately by the model (a constant alpha is passed through untouched);
   palette images are converted first (to RGBA when they have transparency),
@@ -38,6 +39,8 @@ INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")  # JPEG includes MPO, the
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 FORMAT_ALIASES = {"jpg": "jpeg"}
 SOURCE_FORMAT_KEY = "srgan_source_format"
+WARNINGS_KEY = "srgan_warnings"
+"""``info`` key of a decoded image: what was dropped or changed on reading (a list of sentences)."""
 EXIF_ORIENTATION = 0x0112
 TIFF_SUBFILE_TYPE = 254
 """NewSubfileType; bit 0 marks a reduced-resolution page (a thumbnail), not a page of its own."""
@@ -175,13 +178,7 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
             img.load()
         except Exception as exc:  # noqa: BLE001 - a malformed file breaks Pillow's decoders in many ways
             raise InvalidImage(f"the image data is damaged or truncated: {exc}") from exc
-        exif = img.getexif()
-        oriented = ImageOps.exif_transpose(img)
-    if exif:
-        exif[EXIF_ORIENTATION] = 1
-        oriented.info["exif"] = exif.tobytes()
-    else:
-        oriented.info.pop("exif", None)
+        oriented, notes = _apply_exif(img)
     icc = img.info.get("icc_profile")
     if icc:
         oriented.info["icc_profile"] = icc
@@ -190,7 +187,34 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
     out = _normalise_mode(oriented)
     out.info.update({k: v for k, v in oriented.info.items() if k in ("icc_profile", "exif")})
     out.info[SOURCE_FORMAT_KEY] = source_format
+    if notes:
+        out.info[WARNINGS_KEY] = notes
     return out
+
+
+def _apply_exif(img: Image.Image) -> tuple[Image.Image, list[str]]:
+    """The image turned by its EXIF orientation, with the EXIF block to carry (orientation reset to 1).
+
+    EXIF that Pillow cannot read or write back is dropped, with a warning for
+    the job record, rather than failing the image: metadata is not the picture.
+    """
+    try:
+        exif = img.getexif()
+        oriented = ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - malformed EXIF breaks Pillow's parser in many ways
+        oriented = img.copy()
+        oriented.info.pop("exif", None)
+        return oriented, [f"the EXIF metadata cannot be read and was dropped (orientation not applied): {exc}"]
+    if not exif:
+        oriented.info.pop("exif", None)
+        return oriented, []
+    try:
+        exif[EXIF_ORIENTATION] = 1
+        oriented.info["exif"] = exif.tobytes()
+    except Exception as exc:  # noqa: BLE001 - a tag Pillow read but cannot write back
+        oriented.info.pop("exif", None)
+        return oriented, [f"the EXIF metadata cannot be written back and was dropped: {exc}"]
+    return oriented, []
 
 
 def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:

@@ -22,7 +22,7 @@ from core.jobs import JobStore
 from core.settings import Settings
 from core.storage import Storage
 from model.errors import Canceled, SRGANError
-from model.images import check_output_pixels, encode_image, read_image, resample, upscale_image
+from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_image, resample, upscale_image
 
 if TYPE_CHECKING:
     from model.engine import Upscaler
@@ -44,6 +44,7 @@ class Rendered:
     height: int
     mode: str
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ext(self) -> str:
@@ -75,7 +76,8 @@ def render(
     data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95))
     t3 = time.perf_counter()
     timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
-    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()})
+    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
+                    list(img.info.get(WARNINGS_KEY, [])))
 
 
 class _JobHooks:
@@ -149,7 +151,10 @@ def process_job(
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
     output = {"format": FORMATS[result.media_type], "width": result.width, "height": result.height, "mode": result.mode,
               "media_type": result.media_type, "ext": result.ext, "bytes": len(result.data)}
-    outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings)
+    for warning in result.warnings:
+        log.warning("job %s: %s", job_id, warning)
+    outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings,
+                           warnings=result.warnings or None)
     return "succeeded" if outcome == "ok" else outcome
 
 

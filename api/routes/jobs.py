@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, Services, ServicesDep, require_api_key
+from api.deps import JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
 from api.inspect import check_output, inspect_image
 from api.schemas import ErrorOut, JobOut, JobRequest, download_name
@@ -19,7 +19,7 @@ from api.upload import Upload, receive_upload
 from core.catalog import select_model
 from core.jobs import Job, new_job_id
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
 _UPLOAD_BODY = {
     "requestBody": {

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, require_api_key
+from api.deps import SettingsDep, reject_unknown_query, require_api_key
 from api.schemas import ErrorOut, ModelOut, ModelsOut
 from core.catalog import offered_models
 
-router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
 
 @router.get("", response_model=ModelsOut, responses={503: {"model": ErrorOut}}, summary="Offered models")

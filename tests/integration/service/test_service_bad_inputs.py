@@ -134,8 +134,10 @@ def test_thousands_of_fields_are_refused(client):
         (b"--x\r\nContent-Disposition: form-data; name=\"scale\"\r\n\r\n4\r\n--x--\r\n",
          "multipart/form-data; boundary=x", 422, "invalid_parameter"),
         (b"--x\r\nthis is not a part header at all\r\n\r\n", "multipart/form-data; boundary=x", 400, "bad_multipart"),
+        (b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n" + image_bytes(8, 8)
+         + b"\r\n", "multipart/form-data; boundary=x", 400, "bad_multipart"),
     ],
-    ids=["not multipart", "no file part", "malformed multipart"],
+    ids=["not multipart", "no file part", "malformed multipart", "no closing boundary"],
 )
 def test_malformed_requests(client, content, content_type, status, code):
     response = client.post("/v1/jobs", content=content, headers={"Content-Type": content_type})
@@ -153,3 +155,30 @@ def test_service_is_healthy_after_the_corpus(client, service):
     assert service.worker.alive() and service.worker.pid == worker_pid
     leftovers = list((service.storage_dir / ".incoming").iterdir())
     assert leftovers == [], "refused uploads leave no files"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query"),
+    [
+        ("POST", "/v1/jobs", {"scale": "99", "model": "nope"}),
+        ("GET", "/v1/jobs/{id}", {"colour": "red"}),
+        ("GET", "/v1/jobs/{id}/result", {"format": "png"}),
+        ("DELETE", "/v1/jobs/{id}", {"force": "1"}),
+        ("GET", "/v1/models", {"name": "x"}),
+    ],
+)
+def test_unknown_query_parameters_are_refused(client, service, method, path, query):
+    job_id = "00000000-0000-4000-8000-000000000000"  # the query is checked before the job is looked up
+    before = service.redis.hget("srgan:stats", "jobs_total:queued")
+    files = {"file": ("x.png", image_bytes(8, 8), "image/png")} if method == "POST" else None
+    response = client.request(method, path.format(id=job_id), params=query, files=files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_parameter" and "unknown query parameter" in error["message"], error
+    assert service.redis.hget("srgan:stats", "jobs_total:queued") == before
+
+
+def test_declared_query_parameters_still_work(client):
+    response = post(client, image_bytes(8, 8))
+    assert response.status_code == 202
+    assert client.get(response.headers["location"], params={"wait": "0"}).status_code == 200

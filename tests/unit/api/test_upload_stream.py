@@ -109,3 +109,22 @@ def test_not_multipart_is_415(tmp_path):
                                              ("a<b>\"c\".png", "a_b__c_.png"), ("", "image"), ("...", "image")])
 def test_safe_filename(given, safe):
     assert safe_filename(given) == safe
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        body(part("file", b"img", "a.png"))[: -len(f"--{BOUNDARY}--\r\n")],  # no closing boundary at all
+        body(part("file", b"img" * 100, "a.png"))[:150],  # cut inside the file's data
+        body(part("file", b"img", "a.png"))[:-4],  # cut inside the closing boundary
+    ],
+    ids=["no closing boundary", "cut in the data", "cut in the boundary"],
+)
+def test_a_body_without_its_closing_boundary_is_bad_multipart(tmp_path, data):
+    storage = Storage(tmp_path)
+    req, _ = request(data)
+    with pytest.raises(ApiError) as err:
+        receive(req, storage)
+    assert (err.value.status, err.value.code) == (400, "bad_multipart")
+    assert "closing boundary" in err.value.message
+    assert list(storage.incoming_dir.iterdir()) == []

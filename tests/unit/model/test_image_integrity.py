@@ -148,3 +148,29 @@ def test_colour_key_trns_becomes_alpha(mode):
     keyed = np.all(np.asarray(img).reshape(64, 96, -1) == np.reshape(key, (1, 1, -1)), axis=2)
     assert alpha[5, 5] == 0
     np.testing.assert_array_equal(alpha == 0, keyed)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_exif_that_cannot_be_written_back_is_dropped_with_a_warning(fmt):
+    from model.images import WARNINGS_KEY, encode_image
+    from tests.utils.service import exif_make_as_rational
+
+    exif = exif_make_as_rational()
+    data = to_bytes(photo(), fmt, exif=(b"Exif\0\0" if fmt == "JPEG" else b"") + exif)
+    img = read_image(data, max_pixels=LIMIT)
+    assert "exif" not in img.info
+    (warning,) = img.info[WARNINGS_KEY]
+    assert "EXIF" in warning and "dropped" in warning
+    encode_image(img, fmt.lower())  # the output is written without it
+
+
+def test_good_exif_is_carried_without_warnings():
+    from model.images import WARNINGS_KEY
+
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    img = read_image(to_bytes(photo(), "JPEG", exif=exif.tobytes()), max_pixels=LIMIT)
+    carried = Image.Exif()
+    carried.load(img.info["exif"])
+    assert carried[0x010F] == "Canon"
+    assert WARNINGS_KEY not in img.info
