@@ -3,12 +3,18 @@
 Nothing is held in memory but small form fields: the image part is written to
 a temporary file in the storage folder as it arrives. A declared
 ``Content-Length`` over the limit is refused before any byte is read; an
-undeclared (chunked) body is refused as soon as it passes the limit.
+undeclared (chunked) body is refused as soon as it passes the limit. A client
+that stalls (nothing for ``idle_timeout_s``) or trickles (on average under
+``min_rate`` bytes/s once ``grace_s`` has passed) is cut with ``408``, so slow
+connections cannot hold temp files and sockets open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -40,6 +46,43 @@ class Upload:
 
 def too_large(limit: int) -> ApiError:
     return ApiError(413, "upload_too_large", f"the upload is larger than the limit of {limit} bytes")
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How slow an upload may be: see ``Settings.upload_idle_timeout_s`` and its neighbours."""
+
+    idle_timeout_s: float = 30.0
+    min_rate: int = 4096
+    grace_s: float = 10.0
+
+
+def _too_slow(message: str) -> ApiError:
+    return ApiError(408, "upload_timeout", message, headers={"Connection": "close"})
+
+
+async def _paced(chunks: AsyncIterator[bytes], pace: Pace) -> AsyncIterator[bytes]:
+    """``chunks`` as they come, cut with 408 when the client stalls or trickles."""
+    start = time.monotonic()
+    received = 0
+    while True:
+        waited = time.monotonic() - start
+        wait = pace.idle_timeout_s
+        if pace.min_rate:  # the moment the average rate would fall below the minimum
+            wait = min(wait, max(0.0, pace.grace_s + received / pace.min_rate - waited))
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout=wait)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            elapsed = time.monotonic() - start
+            if wait >= pace.idle_timeout_s:
+                raise _too_slow(f"the upload sent nothing for {pace.idle_timeout_s:g} s "
+                                f"({received} bytes in {elapsed:.0f} s); it was cut") from None
+            raise _too_slow(f"the upload is too slow: {received} bytes in {elapsed:.0f} s, under the minimum of "
+                            f"{pace.min_rate} bytes/s; it was cut") from None
+        received += len(chunk)
+        yield chunk
 
 
 def safe_filename(name: str) -> str:
@@ -128,9 +171,10 @@ class _Receiver:
 
 
 async def receive_upload(
-    request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int
+    request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int,
+    pace: Pace | None = None,
 ) -> Upload:
-    """Stream the request's form into a file; raise ApiError (413/415/422/400) on anything wrong."""
+    """Stream the request's form into a file; raise ApiError (413/415/422/400/408) on anything wrong."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "unsupported_media_type",
@@ -149,7 +193,7 @@ async def receive_upload(
     received = 0
     try:
         with out:
-            async for chunk in request.stream():
+            async for chunk in _paced(request.stream(), pace or Pace()):
                 received += len(chunk)
                 if received > body_limit:
                     raise too_large(max_bytes)

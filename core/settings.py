@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(256_000_000, ge=1, description="largest output image, width x height")
     max_upload_bytes: int = Field(50 * 2**20, ge=1, description="largest accepted upload (413 beyond it)")
     max_form_fields: int = Field(16, ge=1, description="most multipart parts in one upload (422 beyond it)")
+    upload_idle_timeout_s: float = Field(
+        30.0, gt=0, description="an upload that sends nothing for this long is cut with 408 (its temp file removed)"
+    )
+    upload_min_rate_bytes_s: int = Field(
+        4096, ge=0, description="an upload slower than this on average, once upload_rate_grace_s has passed, is "
+        "cut with 408; 0 = no minimum rate"
+    )
+    upload_rate_grace_s: float = Field(10.0, ge=0, description="seconds an upload may take before its rate counts")
 
     # --- service: queue, jobs, storage -----------------------------------
     redis_url: str | None = Field(

@@ -15,7 +15,7 @@ from api.deps import JobDep, Services, ServicesDep, reject_unknown_query, requir
 from api.errors import ApiError
 from api.inspect import check_output, inspect_image
 from api.schemas import ErrorOut, JobOut, JobRequest, download_name
-from api.upload import Upload, receive_upload
+from api.upload import Pace, Upload, receive_upload
 from core.catalog import select_model
 from core.jobs import Job, new_job_id
 
@@ -80,8 +80,9 @@ async def create_job(request: Request, response: Response, services: ServicesDep
     if await run_in_threadpool(services.store.queued_count) >= settings.max_queued_jobs:
         raise ApiError(429, "queue_full", f"{settings.max_queued_jobs} jobs are already waiting; try again later",
                        headers={"Retry-After": "10"})
+    pace = Pace(settings.upload_idle_timeout_s, settings.upload_min_rate_bytes_s, settings.upload_rate_grace_s)
     upload = await receive_upload(request, services.storage, allowed_fields=set(JobRequest.model_fields),
-                                  max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields)
+                                  max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields, pace=pace)
     try:
         job = await run_in_threadpool(_accept, services, upload)
     finally:
