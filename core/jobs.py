@@ -171,18 +171,25 @@ redis.call('PUBLISH', ARGV[6], 'running')
 return {'started', attempts, 'running'}
 """
 
-# ARGV: id, now, new status, channel, then field/value pairs to set
+# ARGV: id, now, new status, channel, then field/value pairs to set.
+# A job whose cancel was requested ends 'canceled' whatever the worker reports (its fields are not
+# set): the cancel came before the result was committed, and the DELETE that set the flag said so.
 _FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return status end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[2])
-if ARGV[3] == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1') end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local final = ARGV[3]
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then final = 'canceled' end
+redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[2])
+if final == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1') end
+if final == ARGV[3] then
+  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. ARGV[3], 1)
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
+redis.call('PUBLISH', ARGV[4], final)
+if final ~= ARGV[3] then return 'canceled' end
 return 'ok'
 """
 
@@ -218,11 +225,20 @@ if worker then
   if beat and beat > seen then seen = beat end
 end
 if tonumber(ARGV[2]) - seen <= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then  -- its cancel was requested: that is how it ends
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
+  redis.call('HINCRBY', KEYS[4], 'jobs_total:canceled', 1)
+  redis.call('PUBLISH', ARGV[5], 'canceled')
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 2
+else
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+  redis.call('HINCRBY', KEYS[4], 'jobs_total:failed', 1)
+  redis.call('PUBLISH', ARGV[5], 'failed')
+end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'jobs_total:failed', 1)
-redis.call('PUBLISH', ARGV[5], 'failed')
 return 1
 """
 
@@ -275,7 +291,11 @@ class JobStore:
         return Job.from_hash(job_id, raw) if raw else None
 
     def cancel(self, job_id: str) -> str:
-        """``canceled`` (was queued), ``cancel_requested`` (running), ``missing``, or ``finished:<status>``."""
+        """``canceled`` (was queued), ``cancel_requested`` (running), ``missing``, or ``finished:<status>``.
+
+        After ``cancel_requested`` the job can only end ``canceled`` (see :meth:`finish`): its result
+        had not been committed, and never will be.
+        """
         return self._cancel(keys=self._keys(job_id), args=[job_id, repr(time.time()), events_channel(job_id)])
 
     def forget(self, job_id: str) -> None:
@@ -325,7 +345,12 @@ class JobStore:
         return status != "running" or cancel == "1"
 
     def finish(self, job_id: str, status: Status, **fields: Any) -> str:
-        """Move a queued or running job to a terminal ``status``; ``ok``, ``missing`` or its current status."""
+        """Move a queued or running job to a terminal ``status``.
+
+        Returns ``ok``; ``canceled`` when a cancel had been requested (the job ends
+        ``canceled`` instead, its ``fields`` unset: a result must then be discarded);
+        ``missing``; or the status the job had already reached.
+        """
         assert status in TERMINAL, status
         now = time.time()
         args: list[Any] = [job_id, repr(now), status, events_channel(job_id)]
@@ -335,6 +360,8 @@ class JobStore:
         result = self._finish(keys=self._keys(job_id), args=args)
         if result == "ok":
             self._observe_durations(job_id, status, now)
+        elif result == "canceled" and status != "canceled":
+            self._observe_durations(job_id, "canceled", now)
         return result
 
     def _observe_durations(self, job_id: str, status: str, now: float) -> None:
@@ -383,9 +410,10 @@ class JobStore:
         reaped = []
         for job_id in sorted(self.redis.smembers(RUNNING_SET)):
             now = time.time()
-            if self._reap(keys=[*self._keys(job_id), WORKERS],
-                          args=[job_id, repr(now), repr(float(max_silence_s)), error, events_channel(job_id)]):
-                self._observe_durations(job_id, "failed", now)
+            reaped_as = self._reap(keys=[*self._keys(job_id), WORKERS],
+                                   args=[job_id, repr(now), repr(float(max_silence_s)), error, events_channel(job_id)])
+            if reaped_as:
+                self._observe_durations(job_id, "canceled" if reaped_as == 2 else "failed", now)
                 reaped.append(job_id)
         return reaped
 

@@ -141,12 +141,12 @@ def process_job(
             return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
         log.exception("job %s failed unexpectedly", job_id)  # e.g. a model file removed from the registry
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
-    except SRGANError as exc:
-        return _end(store, job_id, "failed", exc.code, exc.message)
     except Exception as exc:
-        if on_soft_timeout is not None and isinstance(exc, on_soft_timeout):
-            return _end(store, job_id, "failed", "timeout",
+        if on_soft_timeout is not None and _caused_by(exc, on_soft_timeout):  # raised wherever the signal hit:
+            return _end(store, job_id, "failed", "timeout",  # a backend or decoder may have wrapped it
                         f"the job ran longer than {settings.soft_time_limit_s:g} s and was stopped")
+        if isinstance(exc, SRGANError):
+            return _end(store, job_id, "failed", exc.code, exc.message)
         log.exception("job %s failed unexpectedly", job_id)
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
     output = {"format": FORMATS[result.media_type], "width": result.width, "height": result.height, "mode": result.mode,
@@ -155,7 +155,20 @@ def process_job(
         log.warning("job %s: %s", job_id, warning)
     outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings,
                            warnings=result.warnings or None)
+    if outcome == "canceled":  # canceled after the last tile: the result is not committed
+        storage.discard_result(job_id)
     return "succeeded" if outcome == "ok" else outcome
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _end(store: JobStore, job_id: str, status: str, code: str | None = None, message: str | None = None) -> str:

@@ -137,12 +137,16 @@ def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
 @router.delete("/{job_id}", response_model=JobOut, responses={202: {"model": JobOut}, **_ERRORS},
                summary="Cancel a queued or running job")
 def cancel_job(job: JobDep, services: ServicesDep, response: Response) -> JobOut:
-    """A queued job ends ``canceled`` at once (200); a running one stops at its next tile (202)."""
+    """A queued job ends ``canceled`` at once (200). A running one (202) stops before its next tile and
+    ends ``canceled``: its result was not committed and never will be. A finished one is 409: a job that
+    ``succeeded`` had committed its result before the cancel arrived."""
     outcome = services.store.cancel(job.id)
     if outcome == "missing":
         raise ApiError(404, "not_found", f"job {job.id} expired")
     if outcome not in ("canceled", "cancel_requested"):
-        raise ApiError(409, "job_finished", f"job {job.id} already {outcome.split(':')[-1]}; nothing to cancel")
+        status = outcome.split(":")[-1]
+        why = "; its result was committed before the cancel arrived" if status == "succeeded" else ""
+        raise ApiError(409, "job_finished", f"job {job.id} already {status}{why}; nothing to cancel")
     if outcome == "cancel_requested":
         response.status_code = 202
     latest = services.store.get(job.id) or job
