@@ -16,6 +16,7 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
+from api.openapi import install_openapi
 from api.queue import JobQueue
 from api.routes import health, jobs, models, web
 from core.cleanup import sweep_expired
@@ -81,10 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Upload an image, poll the job, download the upscaled result.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_openapi, with assets from the app instead of a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics_registry = registry
     install_error_handlers(app)
+    install_openapi(app, keys_required=bool(settings.api_keys))
     for module in (jobs, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")

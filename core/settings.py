@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         900.0, gt=0, description="unacknowledged jobs are redelivered after this; must exceed time_limit_s"
     )
     heartbeat_s: float = Field(5.0, gt=0, description="seconds between worker heartbeats (readiness)")
+    cost_limit_factor: float = Field(
+        1.0, ge=0, description="POST answers 422 too_expensive when a job's estimated engine time (its pixels over "
+        "the fastest worker's measured throughput) exceeds this times soft_time_limit_s; 0 = no estimate"
+    )
+    throughput_max_age_s: float = Field(
+        86400.0, gt=0, description="a worker's throughput measurement older than this is not used for estimates"
+    )
     worker_lost_s: float | None = Field(
         None, gt=0, description="the API fails a running job with `worker_lost` once its worker has sent no "
         "heartbeat for this long; must exceed visibility_timeout_s (a dead worker's job is redelivered "

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis import RedisError
 
-from core.jobs import JobStore
+from core import throughput
+from core.jobs import Job, JobStore
 from core.settings import Settings
 from core.storage import Storage
 from model.errors import Canceled, SRGANError
@@ -149,6 +150,7 @@ def process_job(
             return _end(store, job_id, "failed", exc.code, exc.message)
         log.exception("job %s failed unexpectedly", job_id)
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
+    _record_throughput(store, engines, job, result)
     output = {"format": FORMATS[result.media_type], "width": result.width, "height": result.height, "mode": result.mode,
               "media_type": result.media_type, "ext": result.ext, "bytes": len(result.data)}
     for warning in result.warnings:
@@ -158,6 +160,17 @@ def process_job(
     if outcome == "canceled":  # canceled after the last tile: the result is not committed
         storage.discard_result(job_id)
     return "succeeded" if outcome == "ok" else outcome
+
+
+def _record_throughput(store: JobStore, engines: EngineCache, job: Job, result: Rendered) -> None:
+    """Publish this process's engine speed for the job's model (what the API's cost estimate uses)."""
+    pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
+    try:
+        name = engines.resolve(job.params.get("model")).name
+        throughput.record(store.redis, name, pixels * throughput.passes_for(result.mode in ("RGBA", "LA")),
+                          result.timings.get("engine_s", 0.0))
+    except Exception as exc:  # noqa: BLE001 - a figure for estimates is not worth failing or retrying a job
+        log.warning("job %s: could not record the engine's throughput: %s", job.id, exc)
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

@@ -14,10 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
 from api.inspect import check_output, inspect_image
-from api.schemas import ErrorOut, JobOut, JobRequest, download_name
+from api.openapi import AUTH, error_responses
+from api.schemas import JobOut, JobRequest, download_name
 from api.upload import Pace, Upload, receive_upload
+from core import throughput
 from core.catalog import select_model
 from core.jobs import Job, new_job_id
+from model.images import ImageInfo
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
@@ -34,7 +37,8 @@ _UPLOAD_BODY = {
         }}},
     }
 }
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+_LOCATION = {"Location": {"description": "the job's URL, `/v1/jobs/{id}`", "schema": {"type": "string"}}}
+_JOB_ERRORS = error_responses(*AUTH, "not_found")
 
 
 def _parse_params(fields: dict[str, str]) -> JobRequest:
@@ -45,6 +49,23 @@ def _parse_params(fields: dict[str, str]) -> JobRequest:
         raise ApiError(422, "invalid_parameter", message) from None
 
 
+def check_cost(services: Services, info: ImageInfo, model: str) -> None:
+    """Refuse a job whose estimated engine time cannot fit in the soft time limit (422 too_expensive)."""
+    settings = services.settings
+    if not settings.cost_limit_factor:
+        return
+    px_s = throughput.fastest(services.store.redis, model, max_age_s=settings.throughput_max_age_s)
+    if px_s is None:
+        return  # no worker has measured this model yet
+    estimate = throughput.estimate_engine_s(info.pixels, throughput.passes_for(info.has_alpha), px_s)
+    allowed = settings.cost_limit_factor * settings.soft_time_limit_s
+    if estimate > allowed:
+        raise ApiError(422, "too_expensive",
+                       f"this {info.width}x{info.height} image would take about {estimate:.0f} s of engine time "
+                       f"with {model} (the fastest worker runs {px_s:.0f} input pixels/s), over the time limit of "
+                       f"{allowed:g} s; send a smaller image, or ask the operator to raise SRGAN_SOFT_TIME_LIMIT_S")
+
+
 def _accept(services: Services, upload: Upload) -> Job:
     """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
     settings = services.settings
@@ -53,6 +74,7 @@ def _accept(services: Services, upload: Upload) -> Job:
     model = select_model(settings, model=params.model, scale=params.scale)
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
+    check_cost(services, info, model.name)
     job_id = new_job_id()
     services.storage.adopt_input(job_id, upload.path)
     job = services.store.create(
@@ -72,8 +94,11 @@ def _accept(services: Services, upload: Upload) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=_ERRORS, openapi_extra=_UPLOAD_BODY,
-             summary="Upload an image to upscale")
+@router.post("", status_code=202, response_model=JobOut, openapi_extra=_UPLOAD_BODY, summary="Upload an image to upscale",
+             responses={202: {"headers": _LOCATION}, **error_responses(
+                 *AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
+                 "unsupported_media_type", "unsupported_format", "invalid_image", "too_many_fields", "image_too_large",
+                 "multi_frame", "too_expensive", "queue_full", "quota_exceeded", "queue_unavailable", "model_error")})
 async def create_job(request: Request, response: Response, services: ServicesDep) -> JobOut:
     """Answers at once with the queued job; follow ``Location`` (``?wait=S`` to wait for the end)."""
     settings = services.settings
@@ -91,7 +116,7 @@ async def create_job(request: Request, response: Response, services: ServicesDep
     return JobOut.from_job(job)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
+@router.get("/{job_id}", response_model=JobOut, responses=_JOB_ERRORS, summary="A job's status and progress")
 async def get_job(
     job: JobDep,
     services: ServicesDep,
@@ -118,7 +143,7 @@ async def get_job(
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
-    **_ERRORS}, summary="The upscaled image")
+    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled")}, summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
     if job.status != "succeeded":
         if not job.finished:
@@ -134,7 +159,9 @@ def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
                         content_disposition_type="attachment")
 
 
-@router.delete("/{job_id}", response_model=JobOut, responses={202: {"model": JobOut}, **_ERRORS},
+@router.delete("/{job_id}", response_model=JobOut,
+               responses={202: {"model": JobOut, "description": "a running job will end `canceled`"},
+                          **error_responses(*AUTH, "not_found", "job_finished")},
                summary="Cancel a queued or running job")
 def cancel_job(job: JobDep, services: ServicesDep, response: Response) -> JobOut:
     """A queued job ends ``canceled`` at once (200). A running one (202) stops before its next tile and

@@ -67,7 +67,7 @@ def test_a_soft_time_limit_inside_the_model_run_is_timeout(module_redis, make_se
     model = make_srresnet_model(tmp_path / "srresnet.onnx", blocks=16, filters=64)
     settings = make_settings(module_redis, queue="timeout", model=str(model), tile=0, overlap=0,
                              debug_tile_delay_s=0, soft_time_limit_s=1.0, time_limit_s=20.0,
-                             visibility_timeout_s=25.0)
+                             visibility_timeout_s=25.0, cost_limit_factor=0)  # no up-front refusal
     with stack(settings, tmp_path / "worker.log") as client:
         job = wait_for(client, submit(client, image_bytes(128, 128)), timeout_s=60)
         assert job["status"] == "failed", job
