@@ -331,7 +331,8 @@ def output_format(img: Image.Image, requested: str | None) -> str:
 def encode_image(img: Image.Image, fmt: str | None = None, quality: int = 95) -> tuple[bytes, str]:
     """Encode to PNG, JPEG or WebP; returns the bytes and their media type.
 
-    ``quality`` (1..100) applies to JPEG and WebP; WebP at 100 is lossless.
+    ``quality`` (1..100) applies to JPEG and WebP; WebP at 100 is lossless. EXIF the format cannot
+    take (over JPEG's 64 KB segment, say) is dropped with a warning in ``img.info[WARNINGS_KEY]``.
     """
     key = output_format(img, fmt)
     if not 1 <= quality <= 100:
@@ -350,7 +351,16 @@ def encode_image(img: Image.Image, fmt: str | None = None, quality: int = 95) ->
     else:
         options.update(compress_level=6)
     buf = io.BytesIO()
-    img.save(buf, format=pil_format, **options)
+    try:
+        img.save(buf, format=pil_format, **options)
+    except Exception as exc:  # noqa: BLE001 - e.g. EXIF over JPEG's 64 KB segment; retried without it below
+        if "exif" not in options:
+            raise
+        del options["exif"]
+        buf = io.BytesIO()
+        img.save(buf, format=pil_format, **options)
+        img.info.setdefault(WARNINGS_KEY, []).append(
+            f"the EXIF metadata could not be written to {key.upper()} and was dropped: {exc}")
     return buf.getvalue(), media_type
 
 

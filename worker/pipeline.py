@@ -78,7 +78,7 @@ def render(
     t3 = time.perf_counter()
     timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
     return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
-                    list(img.info.get(WARNINGS_KEY, [])))
+                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])])
 
 
 class _JobHooks:

@@ -174,3 +174,16 @@ def test_good_exif_is_carried_without_warnings():
     carried.load(img.info["exif"])
     assert carried[0x010F] == "Canon"
     assert WARNINGS_KEY not in img.info
+
+
+def test_exif_too_long_for_jpeg_is_dropped_from_the_jpeg_with_a_warning():
+    from model.images import WARNINGS_KEY, encode_image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x927C] = b"m" * 70_000  # a 70 KB maker note: PNG holds it, a JPEG segment cannot
+    img = read_image(to_bytes(photo(), "PNG", exif=exif.tobytes()), max_pixels=LIMIT)
+    data, media_type = encode_image(img, "jpeg")
+    assert media_type == "image/jpeg" and Image.open(io.BytesIO(data)).size == (96, 64)
+    (warning,) = img.info[WARNINGS_KEY]
+    assert "EXIF" in warning and "JPEG" in warning
+    encode_image(img, "png")  # PNG still carries it
