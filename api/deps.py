@@ -74,9 +74,9 @@ def reject_unknown_query(request: Request) -> None:
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         accepted = ", ".join(sorted(known)) or "none"
+        hint = " (the job's options are form fields of the multipart body)" if request.method == "POST" else ""
         raise ApiError(422, "invalid_parameter",
-                       f"unknown query parameter {unknown[0][:40]!r}; accepted here: {accepted}"
-                       + (" (the job's options are form fields of the multipart body)" if request.method == "POST" else ""))
+                       f"unknown query parameter {unknown[0][:40]!r}; accepted here: {accepted}{hint}")
 
 
 def _job(services: ServicesDep, job_id: Annotated[str, Path(description="the job's id (a UUID)")]) -> Job:

@@ -143,7 +143,8 @@ WHOLE = {"png": ("PNG", {}), "jpeg": ("JPEG", {"quality": 90}), "webp": ("WEBP",
 
 
 def whole_files() -> dict[str, bytes]:
-    return {f"whole {name}": encode(photo(48, 40, i), fmt, **opts) for i, (name, (fmt, opts)) in enumerate(WHOLE.items())}
+    return {f"whole {name}": encode(photo(48, 40, i), fmt, **opts)
+            for i, (name, (fmt, opts)) in enumerate(WHOLE.items())}
 
 
 def bad_files() -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -241,8 +242,9 @@ def run_corpus(tmp: Path, env: dict[str, str], mutated: int, seed: int) -> dict:
                 if response.status_code >= 500:
                     outcome = "5xx"
                 elif response.status_code != 202:
-                    ok_shape = response.headers.get("content-type", "").startswith("application/json")
-                    outcome = "clean 4xx" if ok_shape and response.json().get("error", {}).get("code") else "unclear 4xx"
+                    is_json = response.headers.get("content-type", "").startswith("application/json")
+                    clean = is_json and response.json().get("error", {}).get("code")
+                    outcome = "clean 4xx" if clean else "unclear 4xx"
                 else:
                     job = finish(client, response.headers["location"])
                     code = (job.get("error") or {}).get("code")

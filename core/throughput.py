@@ -56,7 +56,10 @@ def record(client: redis.Redis, model: str, pixels: int, seconds: float, *, sour
 
 
 def fastest(client: redis.Redis, model: str, *, max_age_s: float) -> float | None:
-    """The highest pixels/s any worker process measured for ``model`` in the last ``max_age_s``; stale ones are dropped."""
+    """The highest pixels/s any worker process measured for ``model`` in the last ``max_age_s``.
+
+    Stale and unreadable entries are dropped on the way.
+    """
     now = time.time()
     best: float | None = None
     stale: list[str] = []

@@ -22,7 +22,8 @@ from core.catalog import select_model
 from core.jobs import Job, new_job_id
 from model.images import ImageInfo
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
+                   dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -94,8 +95,8 @@ def _accept(services: Services, upload: Upload) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobOut, openapi_extra=_UPLOAD_BODY, summary="Upload an image to upscale",
-             responses={202: {"headers": _LOCATION}, **error_responses(
+@router.post("", status_code=202, response_model=JobOut, openapi_extra=_UPLOAD_BODY,
+             summary="Upload an image to upscale", responses={202: {"headers": _LOCATION}, **error_responses(
                  *AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
                  "unsupported_media_type", "unsupported_format", "invalid_image", "too_many_fields", "image_too_large",
                  "multi_frame", "too_expensive", "queue_full", "quota_exceeded", "queue_unavailable", "model_error")})

@@ -10,7 +10,8 @@ from api.openapi import AUTH, error_responses
 from api.schemas import ModelOut, ModelsOut
 from core.catalog import offered_models
 
-router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
+router = APIRouter(prefix="/v1/models", tags=["models"],
+                   dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
 
 @router.get("", response_model=ModelsOut, responses=error_responses(*AUTH, "model_error"), summary="Offered models")

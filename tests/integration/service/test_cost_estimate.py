@@ -42,7 +42,8 @@ def test_a_job_over_the_time_limit_is_refused_with_the_estimate(redis_db, make_s
     client_redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     with stack(settings, tmp_path / "worker.log") as client:
         # the worker measures its model when it loads it
-        measured = wait_until(lambda: measurements(client_redis, "srresnet-random"), timeout_s=60, what="a throughput figure")
+        measured = wait_until(lambda: measurements(client_redis, "srresnet-random"), timeout_s=60,
+                              what="a throughput figure")
         (px_s,) = measured.values()
         assert px_s > 0
 

@@ -72,7 +72,8 @@ def test_a_requested_cancel_ends_canceled_whatever_the_worker_reports(store, rep
     job_id = new(store)
     store.start(job_id, worker="w", max_attempts=3)
     assert store.cancel(job_id) == "cancel_requested"
-    fields = {"output": {"ext": "png"}} if reported == "succeeded" else {"error": {"code": "x", "message": "y"}}
+    error = {"code": "x", "message": "m"}
+    fields = {"output": {"ext": "png"}} if reported == "succeeded" else {"error": error}
     assert store.finish(job_id, reported, **fields) == "canceled"
     job = store.get(job_id)
     assert (job.status, job.output, job.error) == ("canceled", None, None)
