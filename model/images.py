@@ -131,7 +131,7 @@ def probe_image(data: bytes | Path, *, max_pixels: int) -> ImageInfo:
         frames = _frame_count(img)
     if frames > 1:
         kind = {"PNG": "an animated PNG (APNG)", "WEBP": "an animated WebP", "TIFF": "a multi-page TIFF"}
-        raise MultiFrame(f"the upload is {kind.get(info.format, 'a multi-frame image')}; "
+        raise MultiFrame(f"the image is {kind.get(info.format, 'a multi-frame image')}; "
                          "send a single image (one frame or page)")
     return info
 
