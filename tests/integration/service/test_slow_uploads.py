@@ -10,7 +10,7 @@ import pytest
 
 from tests.utils.service import LiveApi, image_bytes, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(60)]
 
 BOUNDARY = "sl0w"
 
