@@ -37,7 +37,7 @@ _ERRORS = error_responses(*AUTH, "not_found")
 _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
                  "description": "the images, one `file` part each (at most max_batch_files)"},
         **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
         **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields

@@ -69,8 +69,9 @@ async def stream_events(services: Services, job: Job, after: int) -> AsyncIterat
 async def job_events(
     job: JobDep,
     services: ServicesDep,
-    last_event_id: Annotated[str | None, Header(description="resume after this event (`seq`); "
-                                                "EventSource sends it when it reconnects")] = None,
+    # typed str, not str | None: the document then says "digits", not "digits or null" (a header is never null)
+    last_event_id: Annotated[str, Header(pattern=r"^\s*[0-9]{1,18}\s*$", description="resume after this "
+                                         "event (`seq`); EventSource sends it when it reconnects")] = None,  # type: ignore[assignment]
 ) -> StreamingResponse:
     after = 0
     if last_event_id:

@@ -165,6 +165,12 @@ def test_service_is_healthy_after_the_corpus(client, service):
         ("GET", "/v1/jobs/{id}/result", {"format": "png"}),
         ("DELETE", "/v1/jobs/{id}", {"force": "1"}),
         ("GET", "/v1/models", {"name": "x"}),
+        ("GET", "/v1/jobs", {"limit": "5", "page": "2"}),
+        ("GET", "/v1/jobs/{id}/events", {"after": "3"}),
+        ("POST", "/v1/batches", {"scale": "2"}),
+        ("GET", "/v1/batches/{id}", {"wait": "1"}),
+        ("GET", "/v1/batches/{id}/archive", {"format": "tar"}),
+        ("GET", "/v1/links/{id}", {"expires": "1", "signature": "x", "download": "1"}),
     ],
 )
 def test_unknown_query_parameters_are_refused(client, service, method, path, query):
@@ -182,3 +188,8 @@ def test_declared_query_parameters_still_work(client):
     response = post(client, image_bytes(8, 8))
     assert response.status_code == 202
     assert client.get(response.headers["location"], params={"wait": "0"}).status_code == 200
+    listed = client.get("/v1/jobs", params={"limit": "1", "offset": "0"})
+    assert listed.status_code == 200 and len(listed.json()["jobs"]) == 1
+    done = wait_for(client, response.headers["location"])
+    share = done["links"]["share"]  # ?expires=&signature= are the route's own parameters
+    assert done["status"] == "succeeded" and client.get(share).status_code == 200

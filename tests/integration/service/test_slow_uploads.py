@@ -25,17 +25,17 @@ def strict_api(service, make_settings):
     api.stop()
 
 
-def head(port: int, length: int) -> bytes:
-    return (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+def head(port: int, length: int, path: str = "/v1/jobs") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n"
             f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n").encode()
 
 
-def trickle(port: int, results: list, *, every_s: float, stop: threading.Event) -> None:
+def trickle(port: int, results: list, *, every_s: float, stop: threading.Event, path: str = "/v1/jobs") -> None:
     """Send a byte every ``every_s`` until the server answers; record the status line and when."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head(port, 100_000))
+        sock.sendall(head(port, 100_000, path))
         sock.settimeout(every_s)
         while not stop.is_set():
             try:
@@ -75,3 +75,16 @@ def test_many_slow_uploads_are_cut_and_leave_no_files(strict_api, service, every
     with strict_api.client() as client:  # a normal upload still goes through
         response = client.post("/v1/jobs", files={"file": ("a.png", image_bytes(8, 8), "image/png")})
         assert response.status_code == 202, response.text
+
+
+def test_a_slow_batch_upload_is_cut_too(strict_api, service):
+    results: list = []
+    stop = threading.Event()
+    try:
+        trickle(strict_api.port, results, every_s=5.0, stop=stop, path="/v1/batches")
+    finally:
+        stop.set()
+    [(status, seconds, body)] = results
+    assert status == "HTTP/1.1 408 Request Timeout" and b"upload_timeout" in body, body
+    assert seconds < 6
+    assert list((service.storage_dir / ".incoming").iterdir()) == [], "no temp file is left"
