@@ -162,6 +162,8 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
                       **blend.describe()}
         result = render(upscaler, storage.input_path(job_id), job.params, settings,
                         progress=hooks.progress, should_stop=hooks.should_stop, provenance=provenance)
+        if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
+            raise Canceled("canceled after the last tile, before the result was committed")
         storage.write_result(job_id, result.data, result.ext)
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
@@ -191,7 +193,7 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
         log.warning("job %s: %s", job_id, warning)
     outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings,
                            warnings=result.warnings or None)
-    if outcome == "canceled":  # canceled after the last tile: the result is not committed
+    if outcome == "canceled":  # canceled as the result was being written: it is not committed
         storage.discard_result(job_id)
     return "succeeded" if outcome == "ok" else outcome
 
