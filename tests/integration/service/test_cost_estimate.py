@@ -15,6 +15,20 @@ from tests.utils.tiny_models import make_srresnet_model
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
+@pytest.fixture(scope="module")
+def module_db(redis_db) -> str:
+    """One database for the module (the session's Redis has 15); each test flushes it first."""
+    return redis_db()
+
+
+def fresh(url: str) -> str:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
 @contextlib.contextmanager
 def stack(settings, log_path):
     api = LiveApi(settings).start()
@@ -32,11 +46,11 @@ def measurements(service_redis, model: str) -> dict[str, float]:
     return {k: json.loads(v)["px_s"] for k, v in raw.items() if k.startswith(model + "|")}
 
 
-def test_a_job_over_the_time_limit_is_refused_with_the_estimate(redis_db, make_settings, tmp_path):
+def test_a_job_over_the_time_limit_is_refused_with_the_estimate(module_db, make_settings, tmp_path):
     import redis
 
     model = make_srresnet_model(tmp_path / "slow.onnx", blocks=8, filters=32)  # ~10-20k px/s here, one thread
-    settings = make_settings(redis_db(), model=str(model), debug_tile_delay_s=0, soft_time_limit_s=5.0,
+    settings = make_settings(fresh(module_db), model=str(model), debug_tile_delay_s=0, soft_time_limit_s=5.0,
                              time_limit_s=20.0, visibility_timeout_s=25.0, max_input_pixels=4_000_000,
                              max_output_pixels=64_000_000)
     client_redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -64,9 +78,9 @@ def test_a_job_over_the_time_limit_is_refused_with_the_estimate(redis_db, make_s
     client_redis.close()
 
 
-def test_no_refusal_without_a_measurement(redis_db, make_settings, tmp_path):
+def test_no_refusal_without_a_measurement(module_db, make_settings, tmp_path):
     # no worker has measured anything: the estimate is unknown, so nothing is refused
-    settings = make_settings(redis_db(), soft_time_limit_s=0.5, time_limit_s=5.0, visibility_timeout_s=6.0)
+    settings = make_settings(fresh(module_db), soft_time_limit_s=0.5, time_limit_s=5.0, visibility_timeout_s=6.0)
     api = LiveApi(settings).start()
     try:
         with api.client() as client:
