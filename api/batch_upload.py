@@ -8,7 +8,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from api.errors import ApiError
-from api.upload import ENVELOPE_BYTES, FILE_FIELD, Upload, _Receiver, stream_form, too_large
+from api.upload import ENVELOPE_BYTES, FILE_FIELD, Pace, Upload, _Receiver, stream_form, too_large
 from core.storage import Storage
 
 
@@ -44,8 +44,9 @@ class _BatchReceiver(_Receiver):
 
 
 async def receive_batch(request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int,
-                        max_total_bytes: int, max_parts: int, max_files: int) -> tuple[list[Upload], dict[str, str]]:
-    """The uploaded files (in order) and the form's other fields; ApiError (400/413/415/422) otherwise."""
+                        max_total_bytes: int, max_parts: int, max_files: int,
+                        pace: Pace | None = None) -> tuple[list[Upload], dict[str, str]]:
+    """The uploaded files (in order) and the form's other fields; ApiError (400/408/413/415/422) otherwise."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "unsupported_media_type", "send the images as multipart/form-data with 'file' parts")
@@ -57,10 +58,10 @@ async def receive_batch(request: Request, storage: Storage, *, allowed_fields: s
                               max_parts=max_parts, max_files=max_files)
     callbacks = {name: getattr(receiver, name) for name in (
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
-        "on_header_end", "on_headers_finished")}
+        "on_header_end", "on_headers_finished", "on_end")}
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
-        await stream_form(request, parser, body_limit=body_limit, max_bytes=max_total_bytes)
+        await stream_form(request, parser, receiver, body_limit=body_limit, max_bytes=max_total_bytes, pace=pace)
     except BaseException:
         receiver.discard()
         raise

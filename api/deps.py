@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from api.errors import ApiError
 from api.events import JobEvents
@@ -107,6 +109,27 @@ def _count_request(request: Request, settings: Settings, caller: Caller) -> None
     if not decision.allowed:
         raise ApiError(429, "rate_limited", f"API key {caller.name!r} made more than {decision.limit} requests in a "
                        f"minute; retry in {decision.retry_after_s} s", headers=decision.headers())
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Refuse query parameters the route does not declare (``?scale=4`` on a POST is not a form field)."""
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        accepted = ", ".join(sorted(known)) or "none"
+        hint = " (the job's options are form fields of the multipart body)" if request.method == "POST" else ""
+        raise ApiError(422, "invalid_parameter",
+                       f"unknown query parameter {unknown[0][:40]!r}; accepted here: {accepted}{hint}")
 
 
 CallerDep = Annotated[Caller, Depends(require_api_key)]

@@ -9,8 +9,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, ModelError, SRGANError, UnsupportedFormat
+from model.errors import (
+    ImageTooLarge,
+    InvalidImage,
+    InvalidParameter,
+    ModelError,
+    MultiFrame,
+    SRGANError,
+    UnsupportedFormat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +36,7 @@ def status_for(exc: SRGANError) -> int:
     """The HTTP status of a typed model error found while checking a request."""
     if isinstance(exc, (UnsupportedFormat, InvalidImage)):
         return 415
-    if isinstance(exc, (ImageTooLarge, InvalidParameter)):
+    if isinstance(exc, (ImageTooLarge, InvalidParameter, MultiFrame)):
         return 422
     if isinstance(exc, ModelError):
         return 503
@@ -41,6 +50,19 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "upload_too_large", 415: "unsupported_media_type",
                422: "invalid_parameter", 429: "too_many_requests", 503: "unavailable"}
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app fully matches on the request's path (routers included)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -61,8 +83,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_parameter", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
+        # Starlette's Allow names the methods of the first route on the path only
+        if exc.status_code == 405 and (allowed := allowed_methods(request)):
+            return error_response(405, code, f"{request.method} is not allowed here; allowed: {', '.join(allowed)}",
+                                  {"Allow": ", ".join(allowed)})
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(redis.RedisError)

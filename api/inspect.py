@@ -1,33 +1,24 @@
-"""Check an uploaded image before it is queued: format, size, pixel limits, and that it is whole.
+"""Check an uploaded image before it is queued: format, size, pixel limits, frames, and that it is whole.
 
 ``probe_image`` reads only the header (format sniffed from the bytes,
-decompression bombs refused before decoding). Then the file's structure is
-verified without decoding it at full size: PNG and WebP by their chunk
-checksums, JPEG by decoding at 1/8 scale (cheap, but reads every byte), so a
-truncated upload is refused here rather than failing later in a worker.
+decompression bombs refused before decoding, animations and multi-page files
+refused). Then ``check_intact`` decodes the file once to prove it whole
+(JPEG strictly at 1/8 scale; PNG by its chunk checksums and a decode; WebP,
+BMP and TIFF by a decode), bounded in time and memory by the pixel limit, so a
+truncated or damaged upload is refused here rather than failing later in a worker.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
-from model.errors import InvalidImage, InvalidParameter
-from model.images import INPUT_FORMATS, ImageInfo, check_output_pixels, probe_image
+from model.errors import InvalidParameter
+from model.images import ImageInfo, check_intact, check_output_pixels, probe_image
 
 
 def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
     info = probe_image(path, max_pixels=max_input_pixels)
-    try:
-        with Image.open(path, formats=INPUT_FORMATS) as img:
-            if img.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG of phone cameras
-                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-                img.load()
-            else:
-                img.verify()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
+    check_intact(path, info.format)
     return info
 
 

@@ -18,6 +18,7 @@ from api.errors import install_error_handlers
 from api.events import JobEvents
 from api.metrics import JobsCollector, RequestMetrics
 from api.middleware import install_middleware
+from api.openapi import install_openapi
 from api.queue import JobQueue
 from api.routes import batches, health, job_events, jobs, links, models, web
 from core.batches import BatchStore
@@ -126,10 +127,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Upload an image, poll the job, download the upscaled result.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_openapi, with assets from the app instead of a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics_registry = registry
     install_error_handlers(app)
+    install_openapi(app, keys_required=bool(settings.api_keys))
     for module in (jobs, job_events, batches, links, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")

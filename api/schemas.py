@@ -145,6 +145,8 @@ class JobOut(BaseModel):
     params: dict[str, object] = Field(default_factory=dict)
     model: ModelRefOut | None = None
     timings: dict[str, float] | None = None
+    warnings: list[str] = Field(default_factory=list, description="what was dropped or changed, e.g. "
+                                "EXIF metadata that could not be written back")
     error: ErrorBody | None = None
     deadline_at: datetime | None = None
     webhook: WebhookOut | None = None
@@ -168,7 +170,7 @@ class JobOut(BaseModel):
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
             owner=job.owner,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,
-            model=ModelRefOut(**job.model) if job.model else None, timings=job.timings,
+            model=ModelRefOut(**job.model) if job.model else None, timings=job.timings, warnings=job.warnings,
             error=ErrorBody(**job.error) if job.error else None, deadline_at=ts(job.deadline_at),
             webhook=WebhookOut(url=job.webhook["url"], events=job.webhook.get("events", []),
                                deliveries={k: WebhookDeliveryOut.model_validate(v, strict=False)

@@ -3,12 +3,18 @@
 Nothing is held in memory but small form fields: the image part is written to
 a temporary file in the storage folder as it arrives. A declared
 ``Content-Length`` over the limit is refused before any byte is read; an
-undeclared (chunked) body is refused as soon as it passes the limit.
+undeclared (chunked) body is refused as soon as it passes the limit. A client
+that stalls (nothing for ``idle_timeout_s``) or trickles (on average under
+``min_rate`` bytes/s once ``grace_s`` has passed) is cut with ``408``, so slow
+connections cannot hold temp files and sockets open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,6 +24,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError
+from core.settings import Settings
 from core.storage import Storage
 
 FILE_FIELD = "file"
@@ -42,6 +49,47 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "upload_too_large", f"the upload is larger than the limit of {limit} bytes")
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How slow an upload may be: see ``Settings.upload_idle_timeout_s`` and its neighbours."""
+
+    idle_timeout_s: float = 30.0
+    min_rate: int = 4096
+    grace_s: float = 10.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Pace:
+        return cls(settings.upload_idle_timeout_s, settings.upload_min_rate_bytes_s, settings.upload_rate_grace_s)
+
+
+def _too_slow(message: str) -> ApiError:
+    return ApiError(408, "upload_timeout", message, headers={"Connection": "close"})
+
+
+async def _paced(chunks: AsyncIterator[bytes], pace: Pace) -> AsyncIterator[bytes]:
+    """``chunks`` as they come, cut with 408 when the client stalls or trickles."""
+    start = time.monotonic()
+    received = 0
+    while True:
+        waited = time.monotonic() - start
+        wait = pace.idle_timeout_s
+        if pace.min_rate:  # the moment the average rate would fall below the minimum
+            wait = min(wait, max(0.0, pace.grace_s + received / pace.min_rate - waited))
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout=wait)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            elapsed = time.monotonic() - start
+            if wait >= pace.idle_timeout_s:
+                raise _too_slow(f"the upload sent nothing for {pace.idle_timeout_s:g} s "
+                                f"({received} bytes in {elapsed:.0f} s); it was cut") from None
+            raise _too_slow(f"the upload is too slow: {received} bytes in {elapsed:.0f} s, under the minimum of "
+                            f"{pace.min_rate} bytes/s; it was cut") from None
+        received += len(chunk)
+        yield chunk
+
+
 def safe_filename(name: str) -> str:
     """The client's file name, reduced to something harmless to show and to reuse in a download name."""
     base = re.split(r"[\\/]", name)[-1]
@@ -59,6 +107,7 @@ class _Receiver:
         self.filename: str | None = None
         self.file_size = 0
         self.parts = 0
+        self.ended = False
         self._header_name = b""
         self._header_value = b""
         self._headers_bytes = 0
@@ -123,12 +172,17 @@ class _Receiver:
         if self._name is not None and not self._is_file:
             self.fields[self._name] = self._value.decode("utf-8", "replace").strip()
 
+    def on_end(self) -> None:
+        self.ended = True
 
-async def stream_form(request: Request, parser: MultipartParser, *, body_limit: int, max_bytes: int) -> None:
-    """Feed the request body to ``parser``: 413 past ``body_limit``, 400 for a malformed or interrupted body."""
+
+async def stream_form(request: Request, parser: MultipartParser, receiver: _Receiver, *, body_limit: int,
+                      max_bytes: int, pace: Pace | None = None) -> None:
+    """Feed the request body to ``parser``: 413 past ``body_limit``, 408 when the client stalls or trickles
+    (``pace``), 400 for a malformed, unfinished (no closing boundary) or interrupted body."""
     received = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in _paced(request.stream(), pace or Pace()):
             received += len(chunk)
             if received > body_limit:
                 raise too_large(max_bytes)
@@ -138,13 +192,16 @@ async def stream_form(request: Request, parser: MultipartParser, *, body_limit: 
         raise ApiError(400, "bad_multipart", f"the multipart body is malformed: {exc}") from exc
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
+    if not receiver.ended:
+        raise ApiError(400, "bad_multipart", "the multipart body ends without its closing boundary "
+                       "(the upload was cut short, or the client did not finish the form)")
 
 
 async def receive_upload(
     request: Request, storage: Storage, *, allowed_fields: set[str], max_bytes: int, max_parts: int,
-    require_file: bool = True,
+    require_file: bool = True, pace: Pace | None = None,
 ) -> Upload:
-    """Stream the request's form into a file; raise ApiError (413/415/422/400) on anything wrong.
+    """Stream the request's form into a file; raise ApiError (413/415/422/400/408) on anything wrong.
 
     ``require_file=False``: a form without a ``file`` part is fine (the image comes another way, a
     ``url`` field); its Upload has ``size`` 0 and an empty ``filename``.
@@ -162,11 +219,11 @@ async def receive_upload(
     receiver = _Receiver(out, allowed=allowed_fields | {FILE_FIELD}, max_file=max_bytes, max_parts=max_parts)
     callbacks = {name: getattr(receiver, name) for name in (
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
-        "on_header_end", "on_headers_finished")}
+        "on_header_end", "on_headers_finished", "on_end")}
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
         with out:
-            await stream_form(request, parser, body_limit=body_limit, max_bytes=max_bytes)
+            await stream_form(request, parser, receiver, body_limit=body_limit, max_bytes=max_bytes, pace=pace)
     except BaseException:
         path.unlink(missing_ok=True)
         raise

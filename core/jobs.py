@@ -60,7 +60,7 @@ EVENT_LOG_MAX = 2000
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, math.inf)
 """Upper bounds (seconds) of the job duration histograms kept in ``stats``."""
 
-_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "source")
+_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "source", "warnings")
 _DELIVERY_PREFIX = "webhook:"
 """``webhook:<event>`` fields hold the last delivery of each webhook event (JSON), one field per event
 so deliveries running at once never overwrite each other's record."""
@@ -129,6 +129,8 @@ class Job:
     source: dict[str, Any] | None = None
     """``{"url": ...}`` for an image fetched from a URL."""
     seq: int = 0
+    warnings: list[str] = field(default_factory=list)
+    """What was dropped or changed on the way (e.g. EXIF that could not be written back)."""
 
     @property
     def finished(self) -> bool:
@@ -166,6 +168,7 @@ class Job:
             batch_id=raw.get("batch_id") or None,
             source=parsed.get("source"),
             seq=int(raw.get("seq") or 0),
+            warnings=parsed.get("warnings") or [],
         )
 
 
@@ -239,18 +242,25 @@ emit(KEYS[1], ARGV[6], 'status')
 return {'started', attempts, 'running'}
 """
 
-# ARGV: id, now, new status, channel, then field/value pairs to set
+# ARGV: id, now, new status, channel, then field/value pairs to set.
+# A job whose cancel was requested ends 'canceled' whatever the worker reports (its fields are not
+# set): the cancel came before the result was committed, and the DELETE that set the flag said so.
 _FINISH = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return status end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[2])
-if ARGV[3] == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1') end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local final = ARGV[3]
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then final = 'canceled' end
+redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[2])
+if final == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1') end
+if final == ARGV[3] then
+  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. ARGV[3], 1)
+redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
 emit(KEYS[1], ARGV[4], 'status')
+if final ~= ARGV[3] then return 'canceled' end
 return 'ok'
 """
 
@@ -286,11 +296,18 @@ if worker then
   if beat and beat > seen then seen = beat end
 end
 if tonumber(ARGV[2]) - seen <= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+local final = 'failed'
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then  -- its cancel was requested: that is how it ends
+  final = 'canceled'
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'jobs_total:failed', 1)
+redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
 emit(KEYS[1], ARGV[5], 'status')
+if final == 'canceled' then return 2 end
 return 1
 """
 
@@ -464,7 +481,11 @@ class JobStore:
         return Job.from_hash(job_id, raw) if raw else None
 
     def cancel(self, job_id: str) -> str:
-        """``canceled`` (was queued), ``cancel_requested`` (running), ``missing``, or ``finished:<status>``."""
+        """``canceled`` (was queued), ``cancel_requested`` (running), ``missing``, or ``finished:<status>``.
+
+        After ``cancel_requested`` the job can only end ``canceled`` (see :meth:`finish`): its result
+        had not been committed, and never will be.
+        """
         return self._cancel(keys=self._keys(job_id), args=[job_id, repr(time.time()), events_channel(job_id)])
 
     def forget(self, job_id: str, owner: str = ANONYMOUS) -> None:
@@ -522,7 +543,12 @@ class JobStore:
         return self.redis.hget(job_key(job_id), "cancel") == "1"
 
     def finish(self, job_id: str, status: Status, **fields: Any) -> str:
-        """Move a queued or running job to a terminal ``status``; ``ok``, ``missing`` or its current status."""
+        """Move a queued or running job to a terminal ``status``.
+
+        Returns ``ok``; ``canceled`` when a cancel had been requested (the job ends
+        ``canceled`` instead, its ``fields`` unset: a result must then be discarded);
+        ``missing``; or the status the job had already reached.
+        """
         assert status in TERMINAL, status
         now = time.time()
         args: list[Any] = [job_id, repr(now), status, events_channel(job_id)]
@@ -532,6 +558,8 @@ class JobStore:
         result = self._finish(keys=self._keys(job_id), args=args)
         if result == "ok":
             self._observe_durations(job_id, status, now)
+        elif result == "canceled" and status != "canceled":
+            self._observe_durations(job_id, "canceled", now)
         return result
 
     def _observe_durations(self, job_id: str, status: str, now: float) -> None:
@@ -580,9 +608,10 @@ class JobStore:
         reaped = []
         for job_id in sorted(self.redis.smembers(RUNNING_SET)):
             now = time.time()
-            if self._reap(keys=[*self._keys(job_id), WORKERS],
-                          args=[job_id, repr(now), repr(float(max_silence_s)), error, events_channel(job_id)]):
-                self._observe_durations(job_id, "failed", now)
+            reaped_as = self._reap(keys=[*self._keys(job_id), WORKERS],
+                                   args=[job_id, repr(now), repr(float(max_silence_s)), error, events_channel(job_id)])
+            if reaped_as:
+                self._observe_durations(job_id, "canceled" if reaped_as == 2 else "failed", now)
                 reaped.append(job_id)
         return reaped
 

@@ -50,7 +50,8 @@ class LinkSigner:
     def check(self, job_id: str, expires: int, signature: str,
               now: float | None = None) -> Literal["ok", "invalid", "expired"]:
         """``invalid`` for a signature that does not match (a changed id or expiry too), then ``expired``."""
-        if not hmac.compare_digest(self.signature(job_id, expires), signature.lower()):
+        given = signature.lower().encode("utf-8", "replace")  # bytes: any text is a wrong signature, not an error
+        if not hmac.compare_digest(self.signature(job_id, expires).encode(), given):
             return "invalid"
         if (time.time() if now is None else now) >= expires:
             return "expired"

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     max_form_fields: int = Field(16, ge=1, description="most multipart parts in one upload (422 beyond it)")
     max_batch_files: int = Field(50, ge=1, description="most files in one batch (POST /v1/batches)")
     max_batch_bytes: int = Field(200 * 2**20, ge=1, description="largest batch upload in all (413 beyond it)")
+    upload_idle_timeout_s: float = Field(
+        30.0, gt=0, description="an upload that sends nothing for this long is cut with 408 (its temp file removed)"
+    )
+    upload_min_rate_bytes_s: int = Field(
+        4096, ge=0, description="an upload slower than this on average, once upload_rate_grace_s has passed, is "
+        "cut with 408; 0 = no minimum rate"
+    )
+    upload_rate_grace_s: float = Field(10.0, ge=0, description="seconds an upload may take before its rate counts")
 
     # --- service: queue, jobs, storage -----------------------------------
     redis_url: str | None = Field(
@@ -171,6 +179,13 @@ class Settings(BaseSettings):
         900.0, gt=0, description="unacknowledged jobs are redelivered after this; must exceed time_limit_s"
     )
     heartbeat_s: float = Field(5.0, gt=0, description="seconds between worker heartbeats (readiness)")
+    cost_limit_factor: float = Field(
+        1.0, ge=0, description="POST answers 422 too_expensive when a job's estimated engine time (its pixels over "
+        "the fastest worker's measured throughput) exceeds this times soft_time_limit_s; 0 = no estimate"
+    )
+    throughput_max_age_s: float = Field(
+        86400.0, gt=0, description="a worker's throughput measurement older than this is not used for estimates"
+    )
     worker_lost_s: float | None = Field(
         None, gt=0, description="the API fails a running job with `worker_lost` once its worker has sent no "
         "heartbeat for this long; must exceed visibility_timeout_s (a dead worker's job is redelivered "

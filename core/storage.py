@@ -83,6 +83,11 @@ class Storage:
                 other.unlink(missing_ok=True)
         return target
 
+    def discard_result(self, job_id: str) -> None:
+        """Remove the job's result (written, then not committed because the job was canceled)."""
+        for path in self.job_dir(job_id).glob(f"{RESULT_STEM}.*"):
+            path.unlink(missing_ok=True)
+
     def discard_partial(self, job_id: str) -> None:
         """Remove temporary files a killed attempt left in the job's folder."""
         for tmp in self.job_dir(job_id).glob(f"*{_TMP_SUFFIX}"):

@@ -8,6 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+COPY requirements/api.lock requirements/
+RUN pip install --require-hashes -r requirements/api.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY cli ./cli
@@ -15,7 +17,7 @@ COPY core ./core
 COPY model ./model
 COPY training ./training
 COPY worker ./worker
-RUN pip install . \
+RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 srgan \
     && mkdir -p /data /models && chown srgan:srgan /data /models
 

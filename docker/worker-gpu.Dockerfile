@@ -16,6 +16,8 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 
 WORKDIR /app
+COPY requirements/worker-gpu.lock requirements/
+RUN pip install --require-hashes -r requirements/worker-gpu.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY cli ./cli
@@ -23,7 +25,7 @@ COPY core ./core
 COPY model ./model
 COPY training ./training
 COPY worker ./worker
-RUN pip install ".[gpu]" \
+RUN pip install --no-deps ".[gpu]" \
     && useradd --create-home --uid 10001 srgan \
     && mkdir -p /data /models && chown srgan:srgan /data /models
 

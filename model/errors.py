@@ -25,6 +25,12 @@ class UnsupportedFormat(InvalidImage):
     code = "unsupported_format"
 
 
+class MultiFrame(SRGANError):
+    """An animation or a multi-page file: only single images are upscaled, none is cut to its first frame."""
+
+    code = "multi_frame"
+
+
 class ImageTooLarge(SRGANError):
     """The image (or its upscaled result) has more pixels than allowed; nothing was decoded."""
 

@@ -3,12 +3,19 @@
 - Formats are sniffed from the bytes (PNG, JPEG, WebP, BMP, TIFF); names and
   content types are never trusted.
 - The pixel limit is checked on the header, before any pixel is decoded, so a
-  decompression bomb costs nothing.
+  decompression bomb costs nothing. Animations and multi-page files (APNG,
+  animated WebP, TIFF with several full-size pages) are refused with
+  ``MultiFrame``: keeping only the first frame would be a silent loss.
+- ``check_intact`` decodes the whole file to prove it is not truncated or
+  damaged (JPEG strictly, where libjpeg's warnings count as errors, at 1/8
+  scale), in time and memory bounded by the pixel limit.
 - EXIF orientation is applied on read; the ICC profile and the EXIF block
-  (orientation reset to 1) are carried to the output.
+  (orientation reset to 1) are carried to the output. EXIF that cannot be
+  read or written back is dropped with a warning in ``info[WARNINGS_KEY]``.
 - Modes: RGB stays RGB, L stays L; RGBA and LA keep their alpha, upscaled
   separately by the model (a constant alpha is passed through untouched);
-  palette images are converted first (to RGBA when they have transparency);
+  palette images are converted first (to RGBA when they have transparency),
+  and an RGB or L image with a ``tRNS`` colour key gets a real alpha channel;
   16-bit images are reduced to 8 bits per channel.
 - Output PNG, JPEG or WebP. An image with alpha is never flattened into JPEG:
   asking for it raises ``InvalidParameter``.
@@ -27,13 +34,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
-from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, UnsupportedFormat
+from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, MultiFrame, UnsupportedFormat
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")  # JPEG includes MPO, the multi-picture JPEG of phone cameras
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 FORMAT_ALIASES = {"jpg": "jpeg"}
 SOURCE_FORMAT_KEY = "srgan_source_format"
+WARNINGS_KEY = "srgan_warnings"
+"""``info`` key of a decoded image: what was dropped or changed on reading (a list of sentences)."""
 EXIF_ORIENTATION = 0x0112
+TIFF_SUBFILE_TYPE = 254
+"""NewSubfileType; bit 0 marks a reduced-resolution page (a thumbnail), not a page of its own."""
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: the multi-picture JPEG of phone cameras; its first picture is the photo
 
 if TYPE_CHECKING:  # the engine is not needed to decode or encode
     from model.engine import Progress, Upscaler
@@ -47,6 +59,8 @@ class ImageInfo:
     width: int
     height: int
     mode: str
+    transparency: bool = False
+    """A ``tRNS``-style colour key or palette transparency (the mode itself has no alpha)."""
 
     @property
     def pixels(self) -> int:
@@ -54,7 +68,7 @@ class ImageInfo:
 
     @property
     def has_alpha(self) -> bool:
-        return self.mode in ("RGBA", "LA", "PA", "RGBa", "La")
+        return self.mode in ("RGBA", "LA", "PA", "RGBa", "La") or self.transparency
 
 
 def _open(data: bytes | Path) -> Image.Image:
@@ -76,35 +90,96 @@ def _open(data: bytes | Path) -> Image.Image:
         raise InvalidImage(f"cannot read the image header: {exc}") from exc
 
 
+def _has_transparency(img: Image.Image) -> bool:
+    key = img.info.get("transparency")
+    if key is None:
+        return False
+    if img.mode == "P" and isinstance(key, (bytes, bytearray)):
+        return any(a < 255 for a in key)  # per-entry alpha; all 255 is opaque
+    return True
+
+
+def _frame_count(img: Image.Image) -> int:
+    """Frames or pages that would be lost by keeping the first; at most 2 are counted (bounded time)."""
+    if img.format in JPEG_FORMATS:
+        return 1
+    try:
+        if img.format != "TIFF":
+            return int(getattr(img, "n_frames", 1))
+        pages = 0
+        for index in range(int(getattr(img, "n_frames", 1))):
+            img.seek(index)
+            if not int(img.tag_v2.get(TIFF_SUBFILE_TYPE, 0)) & 1:
+                pages += 1
+                if pages > 1:
+                    break
+        img.seek(0)
+        return pages
+    except Exception as exc:  # noqa: BLE001 - a malformed file breaks Pillow's parsers in many ways
+        raise InvalidImage(f"cannot read the image's frames: {exc}") from exc
+
+
 def probe_image(data: bytes | Path, *, max_pixels: int) -> ImageInfo:
-    """Sniff the format and size from the header; refuse too many pixels before decoding."""
+    """Sniff the format and size from the header; refuse too many pixels, and animations, before decoding."""
     with _open(data) as img:
-        info = ImageInfo(img.format or "", img.width, img.height, img.mode)
-    if info.width <= 0 or info.height <= 0:
-        raise InvalidImage(f"image has no pixels ({info.width}x{info.height})")
-    if info.pixels > max_pixels:
-        raise ImageTooLarge(
-            f"image is {info.width}x{info.height} = {info.pixels} pixels; the limit is {max_pixels}"
-        )
+        info = ImageInfo(img.format or "", img.width, img.height, img.mode, _has_transparency(img))
+        if info.width <= 0 or info.height <= 0:
+            raise InvalidImage(f"image has no pixels ({info.width}x{info.height})")
+        if info.pixels > max_pixels:
+            raise ImageTooLarge(
+                f"image is {info.width}x{info.height} = {info.pixels} pixels; the limit is {max_pixels}"
+            )
+        frames = _frame_count(img)
+    if frames > 1:
+        kind = {"PNG": "an animated PNG (APNG)", "WEBP": "an animated WebP", "TIFF": "a multi-page TIFF"}
+        raise MultiFrame(f"the image is {kind.get(info.format, 'a multi-frame image')}; "
+                         "send a single image (one frame or page)")
     return info
+
+
+def check_intact(data: bytes | Path, fmt: str) -> None:
+    """Decode the whole file and raise ``InvalidImage`` if it is truncated or damaged.
+
+    JPEG is decoded by libjpeg-turbo at 1/8 scale with warnings as errors (every
+    entropy-coded byte is still read, so a cut or zeroed tail is found; Pillow
+    would fill it with grey). The others are decoded by Pillow, which fails on
+    truncated data and bad checksums. Time and memory are bounded by the pixel
+    limit ``probe_image`` has already checked.
+    """
+    if fmt in JPEG_FORMATS:
+        import simplejpeg
+
+        raw = data if isinstance(data, (bytes, bytearray, memoryview)) else Path(data).read_bytes()
+        try:
+            simplejpeg.decode_jpeg(bytes(raw), colorspace="RGB", min_factor=8, strict=True)
+        except ValueError as exc:
+            raise InvalidImage(f"the JPEG data is damaged or truncated: {exc}") from exc
+        return
+    with _open(data) as img:
+        try:
+            if fmt == "PNG":
+                img.verify()  # chunk checksums (CRC) and the IEND chunk; the image must be reopened after it
+        except Exception as exc:  # noqa: BLE001 - a malformed file breaks Pillow's parsers in many ways
+            raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
+    with _open(data) as img:
+        try:
+            img.load()
+        except Exception as exc:  # noqa: BLE001 - a malformed file breaks Pillow's decoders in many ways
+            raise InvalidImage(f"the image data is damaged or truncated: {exc}") from exc
 
 
 def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
     """Decode an image: limits checked first, EXIF orientation applied, ICC/EXIF kept in ``info``."""
-    probe_image(data, max_pixels=max_pixels)
+    info = probe_image(data, max_pixels=max_pixels)
+    if info.format in JPEG_FORMATS:
+        check_intact(data, info.format)  # Pillow decodes a damaged JPEG without a word
     with _open(data) as img:
         source_format = img.format
         try:
             img.load()
-        except (OSError, SyntaxError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a malformed file breaks Pillow's decoders in many ways
             raise InvalidImage(f"the image data is damaged or truncated: {exc}") from exc
-        exif = img.getexif()
-        oriented = ImageOps.exif_transpose(img)
-    if exif:
-        exif[EXIF_ORIENTATION] = 1
-        oriented.info["exif"] = exif.tobytes()
-    else:
-        oriented.info.pop("exif", None)
+        oriented, notes = _apply_exif(img)
     icc = img.info.get("icc_profile")
     if icc:
         oriented.info["icc_profile"] = icc
@@ -113,7 +188,34 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
     out = _normalise_mode(oriented)
     out.info.update({k: v for k, v in oriented.info.items() if k in ("icc_profile", "exif")})
     out.info[SOURCE_FORMAT_KEY] = source_format
+    if notes:
+        out.info[WARNINGS_KEY] = notes
     return out
+
+
+def _apply_exif(img: Image.Image) -> tuple[Image.Image, list[str]]:
+    """The image turned by its EXIF orientation, with the EXIF block to carry (orientation reset to 1).
+
+    EXIF that Pillow cannot read or write back is dropped, with a warning for
+    the job record, rather than failing the image: metadata is not the picture.
+    """
+    try:
+        exif = img.getexif()
+        oriented = ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - malformed EXIF breaks Pillow's parser in many ways
+        oriented = img.copy()
+        oriented.info.pop("exif", None)
+        return oriented, [f"the EXIF metadata cannot be read and was dropped (orientation not applied): {exc}"]
+    if not exif:
+        oriented.info.pop("exif", None)
+        return oriented, []
+    try:
+        exif[EXIF_ORIENTATION] = 1
+        oriented.info["exif"] = exif.tobytes()
+    except Exception as exc:  # noqa: BLE001 - a tag Pillow read but cannot write back
+        oriented.info.pop("exif", None)
+        return oriented, [f"the EXIF metadata cannot be written back and was dropped: {exc}"]
+    return oriented, []
 
 
 def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
@@ -133,6 +235,9 @@ def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
 def _normalise_mode(img: Image.Image) -> Image.Image:
     """One of L, LA, RGB, RGBA, 8 bits per channel."""
     mode = img.mode
+    if mode in ("L", "RGB") and img.info.get("transparency") is not None:  # a tRNS colour key
+        rgba = img.convert("RGBA")  # Pillow applies the key here (not in L -> LA)
+        return rgba if mode == "RGB" else rgba.convert("LA")
     if mode in ("L", "LA", "RGB", "RGBA"):
         return img
     if mode == "P":
@@ -236,7 +341,9 @@ def encode_image(
 
     ``quality`` (1..100) applies to JPEG and WebP; WebP at 100 is lossless.
     ``provenance`` (which model, which ``detail``) is stored in the file's
-    metadata: a PNG ``srgan`` text chunk, or the EXIF Software tag.
+    metadata: a PNG ``srgan`` text chunk, or the EXIF Software tag. EXIF the format
+    cannot take (over JPEG's 64 KB segment, say) is dropped, the provenance kept,
+    with a warning in ``img.info[WARNINGS_KEY]``.
     """
     key = output_format(img, fmt)
     if not 1 <= quality <= 100:
@@ -248,6 +355,7 @@ def encode_image(
     for meta in ("icc_profile", "exif"):
         if img.info.get(meta):
             options[meta] = img.info[meta]
+    provenance_only: bytes | None = None  # the EXIF to fall back on when the source's cannot be written
     if provenance:
         text = json.dumps(provenance, sort_keys=True, separators=(",", ":"))
         if key == "png":
@@ -263,6 +371,9 @@ def encode_image(
                     exif = Image.Exif()
             exif[_EXIF_SOFTWARE] = f"{PROVENANCE_KEY} {text}"
             options["exif"] = exif.tobytes()
+            alone = Image.Exif()
+            alone[_EXIF_SOFTWARE] = f"{PROVENANCE_KEY} {text}"
+            provenance_only = alone.tobytes()
     if key == "jpeg":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=False)
     elif key == "webp":
@@ -270,7 +381,19 @@ def encode_image(
     else:
         options.update(compress_level=6)
     buf = io.BytesIO()
-    img.save(buf, format=pil_format, **options)
+    try:
+        img.save(buf, format=pil_format, **options)
+    except Exception as exc:  # noqa: BLE001 - e.g. EXIF over JPEG's 64 KB segment; retried without it below
+        if "exif" not in options or options["exif"] == provenance_only:
+            raise
+        if provenance_only is not None:
+            options["exif"] = provenance_only
+        else:
+            del options["exif"]
+        buf = io.BytesIO()
+        img.save(buf, format=pil_format, **options)
+        img.info.setdefault(WARNINGS_KEY, []).append(
+            f"the EXIF metadata could not be written to {key.upper()} and was dropped: {exc}")
     return buf.getvalue(), media_type
 
 

@@ -67,6 +67,10 @@ def stop_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
         log.warning("could not remove the heartbeat: %s", exc)
 
 
+PROBE_SIDE = 128
+"""The warm-up runs the model once on a PROBE_SIDE x PROBE_SIDE image to measure its throughput."""
+
+
 def _warm_up() -> None:
     from worker.tasks import upscale
 
@@ -75,6 +79,27 @@ def _warm_up() -> None:
         log.info("model ready: %s x%d on %s", engine.contract.name, engine.scale, engine.backend_name)
     except Exception as exc:  # noqa: BLE001 - jobs will report it as their own error
         log.error("could not load the model %r: %s", upscale.settings.model, exc)
+        return
+    try:
+        _measure(upscale.store.redis, upscale.engines.resolve(None).name, engine)
+    except Exception as exc:  # noqa: BLE001 - the API then has no estimate until the first job
+        log.warning("could not measure the model's throughput: %s", exc)
+
+
+def _measure(client, model: str, engine) -> None:  # noqa: ANN001 - a Redis client and an Upscaler
+    """Time one probe run through the engine and publish it (see ``core.throughput``)."""
+    import time
+
+    import numpy as np
+
+    from core import throughput
+
+    probe = np.random.default_rng(0).integers(0, 256, (PROBE_SIDE, PROBE_SIDE, 3), dtype=np.uint8)
+    started = time.perf_counter()
+    engine.upscale(probe)
+    seconds = time.perf_counter() - started
+    px_s = throughput.record(client, model, PROBE_SIDE * PROBE_SIDE, seconds)
+    log.info("throughput of %s: %.0f input pixels/s", model, px_s or 0)
 
 
 @worker_process_init.connect

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from redis import RedisError
 
-from core import webhooks
+from core import throughput, webhooks
 from core.jobs import Job, JobStore
 from core.settings import Settings
 from core.storage import Storage
 from model.errors import Canceled, SRGANError
-from model.images import check_output_pixels, encode_image, read_image, resample, upscale_image
+from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_image, resample, upscale_image
 
 if TYPE_CHECKING:
     from model.engine import Upscaler
@@ -45,6 +45,7 @@ class Rendered:
     height: int
     mode: str
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ext(self) -> str:
@@ -78,7 +79,8 @@ def render(
     data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95), provenance)
     t3 = time.perf_counter()
     timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
-    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()})
+    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
+                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])])
 
 
 Notify = Callable[[str, str], None]
@@ -160,6 +162,8 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
                       **blend.describe()}
         result = render(upscaler, storage.input_path(job_id), job.params, settings,
                         progress=hooks.progress, should_stop=hooks.should_stop, provenance=provenance)
+        if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
+            raise Canceled("canceled after the last tile, before the result was committed")
         storage.write_result(job_id, result.data, result.ext)
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
@@ -174,18 +178,46 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
             return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
         log.exception("job %s failed unexpectedly", job_id)  # e.g. a model file removed from the registry
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
-    except SRGANError as exc:
-        return _end(store, job_id, "failed", exc.code, exc.message)
     except Exception as exc:
-        if on_soft_timeout is not None and isinstance(exc, on_soft_timeout):
-            return _end(store, job_id, "failed", "timeout",
+        if on_soft_timeout is not None and _caused_by(exc, on_soft_timeout):  # raised wherever the signal hit:
+            return _end(store, job_id, "failed", "timeout",  # a backend or decoder may have wrapped it
                         f"the job ran longer than {settings.soft_time_limit_s:g} s and was stopped")
+        if isinstance(exc, SRGANError):
+            return _end(store, job_id, "failed", exc.code, exc.message)
         log.exception("job %s failed unexpectedly", job_id)
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
+    _record_throughput(store, engines, job, result)
     output = {"format": FORMATS[result.media_type], "width": result.width, "height": result.height, "mode": result.mode,
               "media_type": result.media_type, "ext": result.ext, "bytes": len(result.data)}
-    outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings)
+    for warning in result.warnings:
+        log.warning("job %s: %s", job_id, warning)
+    outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings,
+                           warnings=result.warnings or None)
+    if outcome == "canceled":  # canceled as the result was being written: it is not committed
+        storage.discard_result(job_id)
     return "succeeded" if outcome == "ok" else outcome
+
+
+def _record_throughput(store: JobStore, engines: EngineCache, job: Job, result: Rendered) -> None:
+    """Publish this process's engine speed for the job's model (what the API's cost estimate uses)."""
+    pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
+    try:
+        name = engines.resolve(job.params.get("model")).name
+        throughput.record(store.redis, name, pixels * throughput.passes_for(result.mode in ("RGBA", "LA")),
+                          result.timings.get("engine_s", 0.0))
+    except Exception as exc:  # noqa: BLE001 - a figure for estimates is not worth failing or retrying a job
+        log.warning("job %s: could not record the engine's throughput: %s", job.id, exc)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _end(store: JobStore, job_id: str, status: str, code: str | None = None, message: str | None = None) -> str:

@@ -16,26 +16,28 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.batch_upload import discard_all, receive_batch
-from api.deps import Caller, CallerDep, Services, ServicesDep, require_api_key
+from api.deps import Caller, CallerDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError, status_for
 from api.options import parse_deadline
 from api.routes.job_events import KEEPALIVE_S, RETRY_MS
 from api.routes.jobs import _accept, _parse_params, _webhook, choose_model, job_out
-from api.schemas import BatchLinks, BatchOut, ErrorOut, JobOptions, JobRequest, download_name
-from api.upload import Upload
+from api.openapi import AUTH, error_responses
+from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_name
+from api.upload import Pace, Upload
 from core.batches import Batch, BatchState, is_batch_id, new_batch_id
 from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
 from core.jobs import TERMINAL, new_job_id
 from core.settings import ANONYMOUS
 from model.errors import ModelError, SRGANError
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/batches", tags=["batches"],
+                   dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+_ERRORS = error_responses(*AUTH, "not_found")
 _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
                  "description": "the images, one `file` part each (at most max_batch_files)"},
         **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
         **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields
@@ -115,7 +117,12 @@ def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller
 
 
 @router.post("", status_code=202, response_model=BatchOut, responses={
-    200: {"model": BatchOut, "description": "an `Idempotency-Key` retry: the first request's batch"}, **_ERRORS},
+    200: {"model": BatchOut, "description": "an `Idempotency-Key` retry: the first request's batch"},
+    202: {"headers": {"Location": {"description": "the batch's URL, `/v1/batches/{id}`", "schema": {"type": "string"}}}},
+    **error_responses(*AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
+                      "unsupported_media_type", "too_many_fields", "too_many_files", "idempotency_conflict",
+                      "idempotency_in_progress", "webhook_refused", "webhooks_disabled", "queue_full",
+                      "quota_exceeded", "queue_unavailable", "model_error")},
     openapi_extra=_BODY, summary="Upload several images, one job each")
 async def create_batch(
     request: Request,
@@ -135,7 +142,8 @@ async def create_batch(
     files, fields = await receive_batch(
         request, services.storage, allowed_fields=set(JobRequest.model_fields) | set(JobOptions.model_fields),
         max_bytes=settings.max_upload_bytes, max_total_bytes=settings.max_batch_bytes,
-        max_parts=settings.max_batch_files + settings.max_form_fields, max_files=settings.max_batch_files)
+        max_parts=settings.max_batch_files + settings.max_form_fields, max_files=settings.max_batch_files,
+        pace=Pace.of(settings))
     try:
         batch, replayed = await run_in_threadpool(_admit_batch, services, files, fields, caller=caller,
                                                   idempotency_key=idempotency_key, cancel_after=cancel_after)
@@ -261,7 +269,7 @@ def _zip_results(services: Services, state: BatchState) -> Iterator[bytes]:
 @router.get("/{batch_id}/archive", response_class=StreamingResponse, summary="A zip of the batch's results",
             responses={200: {"content": {"application/zip": {}}, "description": "the results of the succeeded "
                                                                                  "jobs, under their download names"},
-                       **_ERRORS})
+                       **error_responses(*AUTH, "not_found", "nothing_ready")})
 def get_archive(batch: BatchDep, services: ServicesDep) -> StreamingResponse:
     """Streams the results finished so far (ask again once `status` is `completed` for all of them);
     `409 nothing_ready` while no job has succeeded yet."""

@@ -17,12 +17,13 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, Services, ServicesDep, require_api_key
+from api.deps import JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
-from api.schemas import ErrorOut
+from api.openapi import AUTH, error_responses
 from core.jobs import TERMINAL, Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
+                   dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
@@ -64,12 +65,13 @@ async def stream_events(services: Services, job: Job, after: int) -> AsyncIterat
                     "`status` or `progress`, and `data` = JSON `{seq, type, status, progress, at}` (`at`: unix "
                     "time of the change; `error` on failed, canceled and aborted jobs). The stream ends after "
                     "the final status.")},
-                **{code: {"model": ErrorOut} for code in (401, 403, 404, 422)}})
+                **error_responses(*AUTH, "not_found")})
 async def job_events(
     job: JobDep,
     services: ServicesDep,
-    last_event_id: Annotated[str | None, Header(description="resume after this event (`seq`); "
-                                                "EventSource sends it when it reconnects")] = None,
+    # typed str, not str | None: the document then says "digits", not "digits or null" (a header is never null)
+    last_event_id: Annotated[str, Header(pattern=r"^\s*[0-9]{1,18}\s*$", description="resume after this "
+                                         "event (`seq`); EventSource sends it when it reconnects")] = None,  # type: ignore[assignment]
 ) -> StreamingResponse:
     after = 0
     if last_event_id:

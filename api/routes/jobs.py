@@ -16,24 +16,27 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, require_api_key
+from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
 from api.fetch import MAX_URL_LENGTH, fetch_upload
 from api.inspect import check_output, inspect_image
+from api.openapi import AUTH, error_responses
 from api.options import parse_deadline, parse_prefer_wait
-from api.schemas import ErrorOut, JobListOut, JobOptions, JobOut, JobRequest, download_name
-from api.upload import Upload, receive_upload
-from core import netguard, webhooks
+from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_name
+from api.upload import Pace, Upload, receive_upload
+from core import netguard, throughput, webhooks
 from core.catalog import ModelInfo, require_detail_base, select_model
 from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
 from core.settings import Settings
+from model.images import ImageInfo
 from model.interpolate import round_detail
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
+                   dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -49,12 +52,14 @@ _UPLOAD_BODY = {
         }}},
     }
 }
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+_LOCATION = {"Location": {"description": "the job's URL, `/v1/jobs/{id}`", "schema": {"type": "string"}}}
+_JOB_ERRORS = error_responses(*AUTH, "not_found")
 _CREATED = {
     200: {"model": JobOut, "description": "an `Idempotency-Key` retry: the first request's job, which has ended "
           "(`Idempotent-Replayed: true`)"},
     201: {"model": JobOut, "description": "`Prefer: wait=N` and the job ended within N s: the finished job"},
-    202: {"model": JobOut, "description": "the job is queued or running; follow `Location` or `links.events`"},
+    202: {"model": JobOut, "description": "the job is queued or running; follow `Location` or `links.events`",
+          "headers": _LOCATION},
 }
 _PREFER = Header(description="`wait=N`: hold the answer until the job ends or N seconds pass (at most "
                  "max_wait_s, 60); the answer says `Preference-Applied: wait=N`")
@@ -195,6 +200,23 @@ def _webhook(services: Services, options: JobOptions) -> dict | None:
     return {"url": options.webhook, "events": events}
 
 
+def check_cost(services: Services, info: ImageInfo, model: str) -> None:
+    """Refuse a job whose estimated engine time cannot fit in the soft time limit (422 too_expensive)."""
+    settings = services.settings
+    if not settings.cost_limit_factor:
+        return
+    px_s = throughput.fastest(services.store.redis, model, max_age_s=settings.throughput_max_age_s)
+    if px_s is None:
+        return  # no worker has measured this model yet
+    estimate = throughput.estimate_engine_s(info.pixels, throughput.passes_for(info.has_alpha), px_s)
+    allowed = settings.cost_limit_factor * settings.soft_time_limit_s
+    if estimate > allowed:
+        raise ApiError(422, "too_expensive",
+                       f"this {info.width}x{info.height} image would take about {estimate:.0f} s of engine time "
+                       f"with {model} (the fastest worker runs {px_s:.0f} input pixels/s), over the time limit of "
+                       f"{allowed:g} s; send a smaller image, or ask the operator to raise SRGAN_SOFT_TIME_LIMIT_S")
+
+
 def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str, caller: Caller,
             extra: dict) -> Job:
     """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
@@ -203,6 +225,7 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
     model = choose_model(settings, params)
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
+    check_cost(services, info, model.name)
     services.storage.adopt_input(job_id, upload.path)
     try:  # admission (queue and quotas) and the record: one atomic step
         job = services.store.create(
@@ -234,8 +257,13 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
     return job
 
 
-@router.post("", status_code=202, response_model=JobOut, responses={**_CREATED, **_ERRORS},
-             openapi_extra=_UPLOAD_BODY, summary="Upload an image to upscale")
+@router.post("", status_code=202, response_model=JobOut, openapi_extra=_UPLOAD_BODY,
+             summary="Upload an image to upscale", responses={**_CREATED, **error_responses(
+                 *AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
+                 "unsupported_media_type", "unsupported_format", "invalid_image", "too_many_fields", "image_too_large",
+                 "multi_frame", "too_expensive", "idempotency_conflict", "idempotency_in_progress", "url_refused",
+                 "url_fetch_failed", "webhook_refused", "webhooks_disabled", "queue_full", "quota_exceeded",
+                 "queue_unavailable", "model_error")})
 async def create_job(
     request: Request,
     response: Response,
@@ -255,7 +283,7 @@ async def create_job(
     upload = await receive_upload(request, services.storage,
                                   allowed_fields=set(JobRequest.model_fields) | set(JobOptions.model_fields),
                                   max_bytes=settings.max_upload_bytes, max_parts=settings.max_form_fields,
-                                  require_file=False)
+                                  require_file=False, pace=Pace.of(settings))
     upload = await _image_from_url(services, upload)
     try:
         job, replayed = await run_in_threadpool(_admit, services, upload, caller=caller,
@@ -273,7 +301,7 @@ async def create_job(
     return job_out(request, services, job)
 
 
-@router.get("", response_model=JobListOut, responses=_ERRORS, summary="Your jobs, newest first")
+@router.get("", response_model=JobListOut, responses=error_responses(*AUTH), summary="Your jobs, newest first")
 def list_jobs(
     request: Request,
     services: ServicesDep,
@@ -286,7 +314,7 @@ def list_jobs(
     return JobListOut(jobs=[job_out(request, services, job) for job in jobs], limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
+@router.get("/{job_id}", response_model=JobOut, responses=_JOB_ERRORS, summary="A job's status and progress")
 async def get_job(
     request: Request,
     job: JobDep,
@@ -298,7 +326,7 @@ async def get_job(
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
-    **_ERRORS}, summary="The upscaled image")
+    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted")}, summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
     return result_file(job, services)
 
@@ -319,15 +347,21 @@ def result_file(job: Job, services: Services) -> FileResponse:
                         content_disposition_type="attachment")
 
 
-@router.delete("/{job_id}", response_model=JobOut, responses={202: {"model": JobOut}, **_ERRORS},
+@router.delete("/{job_id}", response_model=JobOut,
+               responses={202: {"model": JobOut, "description": "a running job will end `canceled`"},
+                          **error_responses(*AUTH, "not_found", "job_finished")},
                summary="Cancel a queued or running job")
 def cancel_job(request: Request, job: JobDep, services: ServicesDep, response: Response) -> JobOut:
-    """A queued job ends ``canceled`` at once (200); a running one stops at its next tile (202)."""
+    """A queued job ends ``canceled`` at once (200). A running one (202) stops before its next tile and
+    ends ``canceled``: its result was not committed and never will be. A finished one is 409: a job that
+    ``succeeded`` had committed its result before the cancel arrived."""
     outcome = services.store.cancel(job.id)
     if outcome == "missing":
         raise ApiError(404, "not_found", f"job {job.id} expired")
     if outcome not in ("canceled", "cancel_requested"):
-        raise ApiError(409, "job_finished", f"job {job.id} already {outcome.split(':')[-1]}; nothing to cancel")
+        status = outcome.split(":")[-1]
+        why = "; its result was committed before the cancel arrived" if status == "succeeded" else ""
+        raise ApiError(409, "job_finished", f"job {job.id} already {status}{why}; nothing to cancel")
     if outcome == "cancel_requested":
         response.status_code = 202
     else:

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse
 
-from api.deps import ServicesDep
+from api.deps import ServicesDep, reject_unknown_query
 from api.errors import ApiError
 from api.routes.jobs import result_file
-from api.schemas import ErrorOut
+from api.openapi import error_responses
 from core.jobs import is_job_id
 
-router = APIRouter(prefix="/v1/links", tags=["jobs"])
+router = APIRouter(prefix="/v1/links", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 
 
 @router.get("/{job_id}", response_class=FileResponse, summary="A result through a signed link", responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
-    **{code: {"model": ErrorOut} for code in (403, 404, 409)}})
+    **error_responses("link_invalid", "link_expired", "not_found", "not_ready", "job_failed", "job_canceled",
+                      "job_aborted")})
 def shared_result(
     services: ServicesDep,
     job_id: Annotated[str, Path(description="the job's id")],

@@ -8,17 +8,19 @@ import redis
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServicesDep, SettingsDep, require_api_key
-from api.schemas import ErrorOut, ModelOut, ModelsOut
+from api.deps import ServicesDep, SettingsDep, reject_unknown_query, require_api_key
+from api.openapi import AUTH, error_responses
+from api.schemas import ModelOut, ModelsOut
 from core.catalog import models_listing
 from core.model_updates import loaded_engines
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/models", tags=["models"],
+                   dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
 
 
-@router.get("", response_model=ModelsOut, responses={503: {"model": ErrorOut}}, summary="Offered models")
+@router.get("", response_model=ModelsOut, responses=error_responses(*AUTH, "model_error"), summary="Offered models")
 async def list_models(settings: SettingsDep, services: ServicesDep) -> ModelsOut:
     """Every published version, which one of each model is active, the default, and the precision workers
     loaded each in (`srgan models --json`)."""

@@ -68,6 +68,36 @@ def test_cancel_queued_running_finished_missing(store):
     assert store.cancel(new_job_id()) == "missing"
 
 
+@pytest.mark.parametrize("reported", ["succeeded", "failed"])
+def test_a_requested_cancel_ends_canceled_whatever_the_worker_reports(store, reported):
+    job_id = new(store)
+    store.start(job_id, worker="w", max_attempts=3)
+    assert store.cancel(job_id) == "cancel_requested"
+    error = {"code": "x", "message": "m"}
+    fields = {"output": {"ext": "png"}} if reported == "succeeded" else {"error": error}
+    assert store.finish(job_id, reported, **fields) == "canceled"
+    job = store.get(job_id)
+    assert (job.status, job.output, job.error) == ("canceled", None, None)
+    assert store.cancel(job_id) == "finished:canceled"
+
+
+def test_a_cancel_after_the_result_was_committed_is_too_late(store):
+    job_id = new(store)
+    store.start(job_id, worker="w", max_attempts=3)
+    assert store.finish(job_id, "succeeded", output={"ext": "png"}) == "ok"
+    assert store.cancel(job_id) == "finished:succeeded"
+    assert store.get(job_id).status == "succeeded"
+
+
+def test_the_reaper_ends_a_job_whose_cancel_was_requested_canceled(store):
+    job_id = new(store)
+    store.start(job_id, worker="gone-worker", max_attempts=3)
+    store.cancel(job_id)
+    store.redis.hset(job_key(job_id), "started_at", repr(time.time() - 100))
+    assert job_id in store.reap_lost(max_silence_s=10)
+    assert store.get(job_id).status == "canceled"
+
+
 def test_writes_never_bring_an_expired_record_back(store):
     job_id = new(store)
     store.start(job_id, worker="w", max_attempts=3)

@@ -3,10 +3,12 @@ and the API and the worker stay healthy after all of them."""
 
 from __future__ import annotations
 
+import io
 import os
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.utils.service import flat_image_bytes, image_bytes, png_header_only, wait_for
 
@@ -30,12 +32,44 @@ def _truncated_jpeg() -> bytes:
     return whole[: len(whole) // 2]
 
 
+def _truncated(fmt: str) -> bytes:
+    whole = image_bytes(64, 64, fmt=fmt)
+    return whole[: len(whole) * 9 // 10]
+
+
+def _jpeg_last_tenth_zeroed() -> bytes:
+    whole = image_bytes(64, 64, fmt="JPEG")
+    n = len(whole) // 10
+    return whole[:-n] + b"\0" * n
+
+
+def _frames(fmt: str) -> bytes:
+    first, second = (Image.open(io.BytesIO(image_bytes(16, 16, seed=s))) for s in (1, 2))
+    buf = io.BytesIO()
+    first.save(buf, fmt, save_all=True, append_images=[second])
+    return buf.getvalue()
+
+
+def _palette_with_trns() -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(16, 16))).quantize(8).save(buf, "PNG", transparency=0)
+    return buf.getvalue()
+
+
 CORPUS = [
     # (case, file bytes, form fields, status, error code)
     ("zero bytes", b"", {}, 415, "invalid_image"),
     ("text named .png", b"hello, I am not an image\n" * 10, {}, 415, "unsupported_format"),
     ("truncated PNG", _truncated_png(), {}, 415, "invalid_image"),
     ("truncated JPEG", _truncated_jpeg(), {}, 415, "invalid_image"),
+    ("JPEG with its last tenth zeroed", _jpeg_last_tenth_zeroed(), {}, 415, "invalid_image"),
+    ("truncated TIFF", _truncated("TIFF"), {}, 415, "invalid_image"),
+    ("truncated BMP", _truncated("BMP"), {}, 415, "invalid_image"),
+    ("truncated WebP", _truncated("WEBP"), {}, 415, "invalid_image"),
+    ("APNG", _frames("PNG"), {}, 422, "multi_frame"),
+    ("animated WebP", _frames("WEBP"), {}, 422, "multi_frame"),
+    ("multi-page TIFF", _frames("TIFF"), {}, 422, "multi_frame"),
+    ("JPEG asked for a palette PNG with tRNS", _palette_with_trns(), {"format": "jpeg"}, 422, "invalid_parameter"),
     ("PNG header declaring 50000x50000", png_header_only(50000, 50000), {}, 422, "image_too_large"),
     ("result over max_output_pixels", flat_image_bytes(400, 400), {}, 422, "image_too_large"),
     ("scale 0", image_bytes(8, 8), {"scale": "0"}, 422, "invalid_parameter"),
@@ -100,8 +134,10 @@ def test_thousands_of_fields_are_refused(client):
         (b"--x\r\nContent-Disposition: form-data; name=\"scale\"\r\n\r\n4\r\n--x--\r\n",
          "multipart/form-data; boundary=x", 422, "invalid_parameter"),
         (b"--x\r\nthis is not a part header at all\r\n\r\n", "multipart/form-data; boundary=x", 400, "bad_multipart"),
+        (b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n" + image_bytes(8, 8)
+         + b"\r\n", "multipart/form-data; boundary=x", 400, "bad_multipart"),
     ],
-    ids=["not multipart", "no file part", "malformed multipart"],
+    ids=["not multipart", "no file part", "malformed multipart", "no closing boundary"],
 )
 def test_malformed_requests(client, content, content_type, status, code):
     response = client.post("/v1/jobs", content=content, headers={"Content-Type": content_type})
@@ -119,3 +155,41 @@ def test_service_is_healthy_after_the_corpus(client, service):
     assert service.worker.alive() and service.worker.pid == worker_pid
     leftovers = list((service.storage_dir / ".incoming").iterdir())
     assert leftovers == [], "refused uploads leave no files"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query"),
+    [
+        ("POST", "/v1/jobs", {"scale": "99", "model": "nope"}),
+        ("GET", "/v1/jobs/{id}", {"colour": "red"}),
+        ("GET", "/v1/jobs/{id}/result", {"format": "png"}),
+        ("DELETE", "/v1/jobs/{id}", {"force": "1"}),
+        ("GET", "/v1/models", {"name": "x"}),
+        ("GET", "/v1/jobs", {"limit": "5", "page": "2"}),
+        ("GET", "/v1/jobs/{id}/events", {"after": "3"}),
+        ("POST", "/v1/batches", {"scale": "2"}),
+        ("GET", "/v1/batches/{id}", {"wait": "1"}),
+        ("GET", "/v1/batches/{id}/archive", {"format": "tar"}),
+        ("GET", "/v1/links/{id}", {"expires": "1", "signature": "x", "download": "1"}),
+    ],
+)
+def test_unknown_query_parameters_are_refused(client, service, method, path, query):
+    job_id = "00000000-0000-4000-8000-000000000000"  # the query is checked before the job is looked up
+    before = service.redis.hget("srgan:stats", "jobs_total:queued")
+    files = {"file": ("x.png", image_bytes(8, 8), "image/png")} if method == "POST" else None
+    response = client.request(method, path.format(id=job_id), params=query, files=files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_parameter" and "unknown query parameter" in error["message"], error
+    assert service.redis.hget("srgan:stats", "jobs_total:queued") == before
+
+
+def test_declared_query_parameters_still_work(client):
+    response = post(client, image_bytes(8, 8))
+    assert response.status_code == 202
+    assert client.get(response.headers["location"], params={"wait": "0"}).status_code == 200
+    listed = client.get("/v1/jobs", params={"limit": "1", "offset": "0"})
+    assert listed.status_code == 200 and len(listed.json()["jobs"]) == 1
+    done = wait_for(client, response.headers["location"])
+    share = done["links"]["share"]  # ?expires=&signature= are the route's own parameters
+    assert done["status"] == "succeeded" and client.get(share).status_code == 200

@@ -121,3 +121,30 @@ def test_the_batch_event_stream_follows_every_job_to_its_end(client):
         assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
         assert mine[-1]["status"] == "succeeded"
         assert any(e["type"] == "progress" for e in mine)
+
+
+def _frames() -> bytes:
+    first, second = (Image.open(io.BytesIO(image_bytes(16, 16, seed=s))) for s in (1, 2))
+    buf = io.BytesIO()
+    first.save(buf, "PNG", save_all=True, append_images=[second])
+    return buf.getvalue()
+
+
+def test_batch_files_get_the_upload_integrity_and_frame_checks(client):
+    whole = image_bytes(64, 64, fmt="JPEG", seed=4)
+    files = [("cut.jpg", whole[: len(whole) * 9 // 10]), ("anim.png", _frames()), ("ok.png", image_bytes(8, 8))]
+    response = post_batch(client, files)
+    assert response.status_code == 202, response.text
+    jobs = {job["input"]["filename"]: job for job in response.json()["jobs"]}
+    assert jobs["cut.jpg"]["status"] == "failed" and jobs["cut.jpg"]["error"]["code"] == "invalid_image"
+    assert jobs["anim.png"]["status"] == "failed" and jobs["anim.png"]["error"]["code"] == "multi_frame"
+    assert jobs["ok.png"]["status"] in ("queued", "running", "succeeded")
+
+
+def test_a_batch_without_its_closing_boundary_is_refused(client, service):
+    body = (b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+            + image_bytes(8, 8) + b"\r\n")
+    response = client.post("/v1/batches", content=body, headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_multipart", response.text
+    assert "closing boundary" in response.json()["error"]["message"]
+    assert list((service.storage_dir / ".incoming").iterdir()) == [], "its files are removed"

@@ -14,7 +14,7 @@ from core.cleanup import sweep_expired
 from core.jobs import JobStore, job_key
 from core.storage import Storage
 from model.locate import shipped_models
-from tests.utils.service import image_bytes, wait_for, wait_until
+from tests.utils.service import exif_make_as_rational, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -69,6 +69,28 @@ def test_modes_and_formats_are_kept_or_converted(client, mode, fmt, fields, medi
     assert result.headers["content-type"] == media_type
     out = Image.open(io.BytesIO(result.content))
     assert (out.size, out.mode) == ((96, 80), out_mode)
+
+
+def test_rgb_png_with_a_trns_colour_key_keeps_its_transparency(client):
+    src = Image.open(io.BytesIO(image_bytes(10, 8, seed=3)))
+    key = src.getpixel((2, 3))
+    buf = io.BytesIO()
+    src.save(buf, "PNG", transparency=key)
+    done = wait_for(client, submit(client, buf.getvalue()).headers["location"])
+    assert done["status"] == "succeeded", done
+    out = Image.open(io.BytesIO(client.get(done["links"]["result"]).content))
+    assert out.mode == "RGBA"
+    keyed = np.all(np.asarray(src) == np.asarray(key), axis=2).repeat(4, 0).repeat(4, 1)
+    np.testing.assert_array_equal(np.asarray(out.getchannel("A")) == 0, keyed)
+
+
+def test_exif_that_cannot_be_written_back_is_dropped_with_a_warning(client):
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(10, 8))).save(buf, "PNG", exif=exif_make_as_rational())
+    done = wait_for(client, submit(client, buf.getvalue()).headers["location"])
+    assert done["status"] == "succeeded", done
+    assert len(done["warnings"]) == 1 and "EXIF" in done["warnings"][0], done
+    assert "exif" not in Image.open(io.BytesIO(client.get(done["links"]["result"]).content)).info
 
 
 def test_requested_scale_resamples_the_model_output(client):

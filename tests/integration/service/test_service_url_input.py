@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import pytest
+from PIL import Image
 
 from tests.utils.receiver import Receiver, Reply
 from tests.utils.service import LiveApi, image_bytes, wait_for
@@ -12,6 +14,14 @@ from tests.utils.service import LiveApi, image_bytes, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 PNG = image_bytes(30, 20, seed=9)
+JPEG = image_bytes(64, 64, fmt="JPEG", seed=9)
+
+
+def _apng() -> bytes:
+    first, second = (Image.open(io.BytesIO(image_bytes(16, 16, seed=s))) for s in (1, 2))
+    buf = io.BytesIO()
+    first.save(buf, "PNG", save_all=True, append_images=[second])
+    return buf.getvalue()
 
 
 def serve(request):
@@ -22,6 +32,10 @@ def serve(request):
         return Reply(200, b"hello, not an image", {"Content-Type": "image/png"})
     if path == "/big.png":
         return Reply(200, b"\x00" * (300 * 1024))
+    if path == "/cut.jpg":
+        return Reply(200, JPEG[: len(JPEG) * 9 // 10], {"Content-Type": "image/jpeg"})
+    if path == "/anim.png":
+        return Reply(200, _apng(), {"Content-Type": "image/png"})
     if path == "/slow.png":
         return Reply(200, PNG, delay_s=2.5)
     if path == "/hop":
@@ -97,6 +111,8 @@ def test_redirects_are_checked_again_and_limited(allowed_api, files):
 @pytest.mark.parametrize(("path", "status", "code"), [
     ("/big.png", 413, "upload_too_large"),
     ("/text", 415, None),
+    ("/cut.jpg", 415, "invalid_image"),  # the upload's integrity check: a cut JPEG is refused, not a grey job
+    ("/anim.png", 422, "multi_frame"),
     ("/missing.png", 422, "url_fetch_failed"),
     ("/slow.png", 422, "url_fetch_failed"),
 ])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from starlette.requests import Request
 
 from api.errors import ApiError
-from api.upload import receive_upload, safe_filename
+from api.upload import Pace, receive_upload, safe_filename
 from core.storage import Storage
 
 pytestmark = pytest.mark.unit
@@ -109,3 +110,75 @@ def test_not_multipart_is_415(tmp_path):
                                              ("a<b>\"c\".png", "a_b__c_.png"), ("", "image"), ("...", "image")])
 def test_safe_filename(given, safe):
     assert safe_filename(given) == safe
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        body(part("file", b"img", "a.png"))[: -len(f"--{BOUNDARY}--\r\n")],  # no closing boundary at all
+        body(part("file", b"img" * 100, "a.png"))[:150],  # cut inside the file's data
+        body(part("file", b"img", "a.png"))[:-4],  # cut inside the closing boundary
+    ],
+    ids=["no closing boundary", "cut in the data", "cut in the boundary"],
+)
+def test_a_body_without_its_closing_boundary_is_bad_multipart(tmp_path, data):
+    storage = Storage(tmp_path)
+    req, _ = request(data)
+    with pytest.raises(ApiError) as err:
+        receive(req, storage)
+    assert (err.value.status, err.value.code) == (400, "bad_multipart")
+    assert "closing boundary" in err.value.message
+    assert list(storage.incoming_dir.iterdir()) == []
+
+
+def slow_request(data: bytes, delays: list[float]) -> Request:
+    """A request whose body arrives in ``len(delays)`` pieces, each after its delay."""
+    size = -(-len(data) // len(delays))
+    pieces = [data[i * size:(i + 1) * size] for i in range(len(delays))]
+    sent: list[int] = []
+
+    async def receive():
+        index = len(sent)
+        sent.append(1)
+        await asyncio.sleep(delays[index])
+        return {"type": "http.request", "body": pieces[index], "more_body": index < len(pieces) - 1}
+
+    headers = [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]
+    return Request({"type": "http", "method": "POST", "path": "/v1/jobs", "headers": headers, "query_string": b""},
+                   receive)
+
+
+def receive_paced(req: Request, storage: Storage, pace: Pace):
+    return asyncio.run(receive_upload(req, storage, allowed_fields=FIELDS, max_bytes=10**6, max_parts=8, pace=pace))
+
+
+def test_an_idle_upload_is_cut_with_408_and_its_file_removed(tmp_path):
+    storage = Storage(tmp_path)
+    data = body(part("file", b"x" * 3000, "a.png"))
+    started = time.monotonic()
+    with pytest.raises(ApiError) as err:
+        receive_paced(slow_request(data, [0, 0, 5.0, 0]), storage, Pace(idle_timeout_s=0.3, min_rate=0, grace_s=0))
+    assert (err.value.status, err.value.code) == (408, "upload_timeout")
+    assert "sent nothing" in err.value.message
+    assert time.monotonic() - started < 2, "cut at the idle timeout, not when the client finally sends"
+    assert list(storage.incoming_dir.iterdir()) == []
+
+
+def test_a_trickling_upload_is_cut_with_408_once_under_the_minimum_rate(tmp_path):
+    storage = Storage(tmp_path)
+    data = body(part("file", b"x" * 1000, "a.png"))  # ~1.1 KB in 20 pieces of ~55 bytes every 0.1 s: ~550 B/s
+    pace = Pace(idle_timeout_s=10, min_rate=2000, grace_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as err:
+        receive_paced(slow_request(data, [0.1] * 20), storage, pace)
+    assert (err.value.status, err.value.code) == (408, "upload_timeout")
+    assert "too slow" in err.value.message
+    assert time.monotonic() - started < 1.5
+    assert list(storage.incoming_dir.iterdir()) == []
+
+
+def test_an_upload_at_a_good_pace_with_pauses_passes(tmp_path):
+    data = body(part("file", b"x" * 50_000, "a.png"))
+    pace = Pace(idle_timeout_s=0.5, min_rate=10_000, grace_s=0.5)
+    upload = receive_paced(slow_request(data, [0.2, 0.3, 0.2, 0.1]), Storage(tmp_path), pace)
+    assert upload.size == 50_000

@@ -182,9 +182,15 @@ def test_images_install_extras_that_exist():
     extras = PYPROJECT["project"]["optional-dependencies"]
     worker_file = dockerfile(SERVICES["worker"])
     assert re.search(r"^FROM nvidia/cuda:\S+-cudnn-runtime-", worker_file, re.M)
-    assert 'pip install ".[gpu]"' in worker_file and "onnxruntime-gpu" in " ".join(extras["gpu"])
+    assert 'pip install --no-deps ".[gpu]"' in worker_file and "onnxruntime-gpu" in " ".join(extras["gpu"])
     api_file = dockerfile(SERVICES["api"])
-    assert "pip install ." in api_file and "onnxruntime" not in api_file, "the API image needs no ONNX Runtime"
+    assert "pip install --no-deps ." in api_file and "onnxruntime" not in api_file, "the API image needs no ONNX Runtime"
+    # the dependencies come from the lock files, hashes required
+    assert "pip install --require-hashes -r requirements/worker-gpu.lock" in worker_file
+    assert "pip install --require-hashes -r requirements/api.lock" in api_file
+    api_lock = (REPO / "requirements" / "api.lock").read_text()
+    assert "\nonnxruntime" not in api_lock and "--hash=sha256:" in api_lock
+    assert "\nonnxruntime-gpu==" in (REPO / "requirements" / "worker-gpu.lock").read_text()
     for name in ("api", "worker"):
         text = dockerfile(SERVICES[name])
         copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))

@@ -39,6 +39,9 @@ class FakeStore:
     def should_stop(self, job_id):
         return False
 
+    def cancel_requested(self, job_id):
+        return False
+
     def finish(self, job_id, status, **fields):
         self.finished.append((job_id, status, fields))
         return "ok"

@@ -1,0 +1,63 @@
+"""Dependency floors stay above known advisories, and the lock files agree with pyproject.toml."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+LOCKS = {"api": [], "worker-gpu": ["gpu"], "ci": ["cpu", "openvino", "train", "dev"]}
+
+# package -> first version without the advisory (what a floor must reach)
+ADVISORY_FLOORS = {
+    "starlette": "0.49.1",  # CVE-2025-62727, Range-header DoS in FileResponse
+    "python-multipart": "0.0.18",  # CVE-2024-53981
+    "pillow": "11.3",  # CVE-2025-48379
+    "h11": "0.16",  # CVE-2025-43859
+    "tqdm": "4.66.3",  # CVE-2024-34062
+    "onnx": "1.17",  # CVE-2024-5187
+}
+
+
+def requirements(extras: list[str]) -> list[Requirement]:
+    listed = PYPROJECT["project"]["dependencies"] + [
+        r for extra in extras for r in PYPROJECT["project"]["optional-dependencies"][extra]]
+    return [Requirement(r) for r in listed]
+
+
+def locked(name: str) -> dict[str, Version]:
+    text = (REPO / "requirements" / f"{name}.lock").read_text()
+    return {m[1].lower(): Version(m[2]) for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==(\S+)", text, re.M)}
+
+
+def floor(req: Requirement) -> Version | None:
+    floors = [Version(s.version) for s in req.specifier if s.operator in (">=", "==", "~=")]
+    return max(floors) if floors else None
+
+
+@pytest.mark.parametrize(("package", "fixed"), ADVISORY_FLOORS.items())
+def test_floors_exclude_versions_with_known_advisories(package, fixed):
+    (req,) = [r for r in requirements([]) if r.name.lower() == package]
+    assert floor(req) is not None and floor(req) >= Version(fixed), f"{req} admits versions below {fixed}"
+
+
+@pytest.mark.parametrize(("lock", "extras"), LOCKS.items())
+def test_lock_files_satisfy_pyproject(lock, extras):
+    pins = locked(lock)
+    env = {"python_version": "3.10" if lock == "worker-gpu" else "3.11", "platform_machine": "x86_64",
+           "sys_platform": "linux", "platform_system": "Linux"}
+    for req in requirements(extras):
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        name = req.name.lower()
+        assert name in pins, f"{lock}.lock lacks {req.name}: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{lock}.lock pins {name}=={pins[name]}, outside {req}: run `make lock`")
