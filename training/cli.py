@@ -176,12 +176,10 @@ def _handle_train(args: argparse.Namespace) -> int:
     except (RunExists, VggWeightsMissing, FileNotFoundError, ValueError) as exc:
         print(f"srgan train: {exc}", file=sys.stderr)
         return 2
+    best = (f"best validation NIQE {-result.best_psnr_y:.3f} (within the PSNR floor)" if config.stage == "gan"
+            else f"best validation PSNR-Y {result.best_psnr_y:.3f} dB")
     logging.getLogger(__name__).info(
-        "%s at step %d; best validation PSNR-Y %.3f dB; %s",
-        "stopped" if result.interrupted else "finished",
-        result.step,
-        result.best_psnr_y,
-        result.run_dir,
+        "%s at step %d; %s; %s", "stopped" if result.interrupted else "finished", result.step, best, result.run_dir
     )
     return 130 if result.interrupted else 0
 
