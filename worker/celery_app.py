@@ -11,9 +11,12 @@ failed instead of run (see ``core.jobs.JobStore.start``).
 
 from __future__ import annotations
 
-from celery import Celery
+from functools import cached_property
+
+from celery import Celery, Task
 
 from core.jobs import UPSCALE_TASK as TASK_NAME
+from core.jobs import JobStore, connect
 from core.settings import Settings, get_settings
 
 __all__ = ["TASK_NAME", "app", "celery_config", "make_celery"]
@@ -58,3 +61,17 @@ def make_celery(settings: Settings) -> Celery:
 
 
 app = make_celery(get_settings())
+
+
+class ServiceTask(Task):
+    """Base of the service's tasks: the settings and the job store, made once per worker process."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        return get_settings()
+
+    @cached_property
+    def store(self) -> JobStore:
+        if not self.settings.redis_url:
+            raise RuntimeError("SRGAN_REDIS_URL is not set")
+        return JobStore(connect(self.settings.redis_url), ttl_s=self.settings.job_ttl_s)

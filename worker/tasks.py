@@ -11,14 +11,12 @@ import socket
 from functools import cached_property
 
 import redis
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from core.jobs import JobStore, connect
-from core.settings import Settings, get_settings
+from core.jobs import JobStore
 from core.storage import Storage
 from core.webhooks import Notifier
-from worker.celery_app import TASK_NAME, app
+from worker.celery_app import TASK_NAME, ServiceTask, app
 from worker.engines import EngineCache
 from worker.pipeline import process_job
 
@@ -30,18 +28,8 @@ REDIS_RETRY_BACKOFF_S = 2.0
 """The first retry waits this long, each later one twice as long as the one before, at most 60 s."""
 
 
-class UpscaleTask(Task):
+class UpscaleTask(ServiceTask):
     """Holds what one worker process reuses across jobs."""
-
-    @cached_property
-    def settings(self) -> Settings:
-        return get_settings()
-
-    @cached_property
-    def store(self) -> JobStore:
-        if not self.settings.redis_url:
-            raise RuntimeError("SRGAN_REDIS_URL is not set")
-        return JobStore(connect(self.settings.redis_url), ttl_s=self.settings.job_ttl_s)
 
     @cached_property
     def storage(self) -> Storage:

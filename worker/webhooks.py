@@ -15,29 +15,17 @@ import time
 from functools import cached_property
 
 import httpx
-from celery import Task
 
 from core import netguard, webhooks
-from core.jobs import JobStore, connect
-from core.settings import Settings, get_settings
-from worker.celery_app import app
+from core.settings import Settings
+from worker.celery_app import ServiceTask, app
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 300
 
 
-class WebhookTask(Task):
-    @cached_property
-    def settings(self) -> Settings:
-        return get_settings()
-
-    @cached_property
-    def store(self) -> JobStore:
-        if not self.settings.redis_url:
-            raise RuntimeError("SRGAN_REDIS_URL is not set")
-        return JobStore(connect(self.settings.redis_url), ttl_s=self.settings.job_ttl_s)
-
+class WebhookTask(ServiceTask):
     @cached_property
     def http(self) -> httpx.Client:
         timeout = self.settings.webhook_timeout_s
