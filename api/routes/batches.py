@@ -25,7 +25,8 @@ from api.openapi import AUTH, error_responses
 from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_name
 from api.upload import Pace, Upload
 from core.batches import Batch, BatchState, is_batch_id, new_batch_id
-from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
+from api.idempotent import claim_or_replay
+from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import TERMINAL, new_job_id
 from core.settings import ANONYMOUS
 from model.errors import ModelError, SRGANError
@@ -69,18 +70,10 @@ def _admit_batch(services: Services, files: list[Upload], fields: dict[str, str]
     keys = services.idempotency
     if idempotency_key:
         fp = fingerprint([f.path for f in files], {**fields, "cancel-after": cancel_after or ""})
-        claim = keys.claim(caller.name, idempotency_key, fingerprint=fp, kind="batch", new_id=batch_id)
-        if claim.outcome == "conflict":
-            raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for another request; "
-                           "use a new key for a new upload")
-        if claim.outcome == "replay":
-            earlier = services.batches.get(claim.id)
-            if earlier is not None:
-                return earlier, True
-            if claim.age_s < PENDING_S:
-                raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still "
-                               "being handled; retry in a moment", headers={"Retry-After": "1"})
-            keys.take_over(caller.name, idempotency_key, fingerprint=fp, kind="batch", new_id=batch_id)
+        earlier = claim_or_replay(keys, caller.name, idempotency_key, fingerprint=fp, kind="batch",
+                                  new_id=batch_id, lookup=services.batches.get)
+        if earlier is not None:
+            return earlier, True
     try:
         extra = {"deadline_at": deadline_at, "webhook": _webhook(services, options), "batch_id": batch_id}
         job_ids: list[str] = []

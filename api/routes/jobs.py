@@ -26,7 +26,8 @@ from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_nam
 from api.upload import Pace, Upload, receive_upload
 from core import netguard, throughput, webhooks
 from core.catalog import ModelInfo, require_detail_base, select_model
-from core.idempotency import MAX_KEY_LENGTH, PENDING_S, fingerprint
+from api.idempotent import claim_or_replay
+from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
 from core.settings import Settings
@@ -145,18 +146,10 @@ def _admit(services: Services, upload: Upload, *, caller: Caller, idempotency_ke
     keys, job_id = services.idempotency, new_job_id()
     # a URL input is the URL, not what it gives today: a retry is the same request even if the image changed
     fp = fingerprint([] if options.url else [upload.path], {**upload.fields, "cancel-after": cancel_after or ""})
-    claim = keys.claim(caller.name, idempotency_key, fingerprint=fp, kind="job", new_id=job_id)
-    if claim.outcome == "conflict":
-        raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used for another request "
-                       f"(job {claim.id}); use a new key for a new upload")
-    if claim.outcome == "replay":
-        earlier = services.store.get(claim.id)
-        if earlier is not None:
-            return earlier, True
-        if claim.age_s < PENDING_S:
-            raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still being "
-                           "handled; retry in a moment", headers={"Retry-After": "1"})
-        keys.take_over(caller.name, idempotency_key, fingerprint=fp, kind="job", new_id=job_id)  # its job expired
+    earlier = claim_or_replay(keys, caller.name, idempotency_key, fingerprint=fp, kind="job", new_id=job_id,
+                              lookup=services.store.get)
+    if earlier is not None:
+        return earlier, True
     try:
         return _accept(services, upload, params, job_id, caller, extra), False
     except BaseException:

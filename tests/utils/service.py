@@ -163,6 +163,19 @@ class LiveApi:
 
 
 # --- images -----------------------------------------------------------------
+@contextlib.contextmanager
+def api_and_worker(settings: Settings, log_path: Path):
+    """A live API and one worker process on ``settings``; yields an HTTP client of the API."""
+    api = LiveApi(settings).start()
+    worker = WorkerProc(settings, log_path).start()
+    try:
+        with api.client() as client:
+            yield client
+    finally:
+        worker.stop()
+        api.stop()
+
+
 def image_bytes(width: int, height: int, mode: str = "RGB", fmt: str = "PNG", seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]

@@ -3,11 +3,10 @@ already committed (and the answer says which); a soft time limit is ``timeout`` 
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 
-from tests.utils.service import LiveApi, WorkerProc, image_bytes, wait_for, wait_until
+from tests.utils.service import api_and_worker, image_bytes, wait_for, wait_until
 from tests.utils.tiny_models import make_srresnet_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -16,18 +15,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120
 @pytest.fixture(scope="module")
 def module_redis(redis_db):
     return redis_db()  # one database; each stack below has its own queue
-
-
-@contextlib.contextmanager
-def stack(settings, log_path):
-    api = LiveApi(settings).start()
-    worker = WorkerProc(settings, log_path).start()
-    try:
-        with api.client() as client:
-            yield client
-    finally:
-        worker.stop()
-        api.stop()
 
 
 def submit(client, data):
@@ -39,7 +26,7 @@ def submit(client, data):
 def test_cancel_of_a_running_one_tile_job_ends_canceled_and_leaves_no_result(module_redis, make_settings, tmp_path):
     # one tile (16x16 < tile 32), then a long pause after it: the cancel lands after the engine's last check
     settings = make_settings(module_redis, queue="cancel", debug_tile_delay_s=2.0)
-    with stack(settings, tmp_path / "worker.log") as client:
+    with api_and_worker(settings, tmp_path / "worker.log") as client:
         location = submit(client, image_bytes(16, 16))
         wait_until(lambda: client.get(location).json()["progress"] == 1, what="the only tile to be done")
         answer = client.delete(location)
@@ -68,7 +55,7 @@ def test_a_soft_time_limit_inside_the_model_run_is_timeout(module_redis, make_se
     settings = make_settings(module_redis, queue="timeout", model=str(model), tile=0, overlap=0,
                              debug_tile_delay_s=0, soft_time_limit_s=1.0, time_limit_s=20.0,
                              visibility_timeout_s=25.0, cost_limit_factor=0)  # no up-front refusal
-    with stack(settings, tmp_path / "worker.log") as client:
+    with api_and_worker(settings, tmp_path / "worker.log") as client:
         job = wait_for(client, submit(client, image_bytes(128, 128)), timeout_s=60)
         assert job["status"] == "failed", job
         assert job["error"]["code"] == "timeout", job["error"]

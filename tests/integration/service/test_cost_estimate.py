@@ -3,13 +3,12 @@ throughput a real worker measured and published."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
 
 from core.throughput import KEY
-from tests.utils.service import LiveApi, WorkerProc, image_bytes, wait_for, wait_until
+from tests.utils.service import LiveApi, api_and_worker, image_bytes, wait_for, wait_until
 from tests.utils.tiny_models import make_srresnet_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -29,18 +28,6 @@ def fresh(url: str) -> str:
     return url
 
 
-@contextlib.contextmanager
-def stack(settings, log_path):
-    api = LiveApi(settings).start()
-    worker = WorkerProc(settings, log_path).start()
-    try:
-        with api.client() as client:
-            yield client
-    finally:
-        worker.stop()
-        api.stop()
-
-
 def measurements(service_redis, model: str) -> dict[str, float]:
     raw = service_redis.hgetall(KEY)
     return {k: json.loads(v)["px_s"] for k, v in raw.items() if k.startswith(model + "|")}
@@ -54,7 +41,7 @@ def test_a_job_over_the_time_limit_is_refused_with_the_estimate(module_db, make_
                              time_limit_s=20.0, visibility_timeout_s=25.0, max_input_pixels=4_000_000,
                              max_output_pixels=64_000_000)
     client_redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    with stack(settings, tmp_path / "worker.log") as client:
+    with api_and_worker(settings, tmp_path / "worker.log") as client:
         # the worker measures its model when it loads it
         measured = wait_until(lambda: measurements(client_redis, "srresnet-random"), timeout_s=60,
                               what="a throughput figure")
