@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.dependencies.models import Dependant
@@ -132,16 +132,22 @@ def reject_unknown_query(request: Request) -> None:
                        f"unknown query parameter {unknown[0][:40]!r}; accepted here: {accepted}{hint}")
 
 
+T = TypeVar("T")
+
 CallerDep = Annotated[Caller, Depends(require_api_key)]
+
+
+def owned(record: T | None, caller: Caller, kind: str, record_id: str) -> T:
+    """``record`` when ``caller`` made it; ``404`` otherwise, exactly as for an unknown id."""
+    if record is None or (getattr(record, "owner", None) or ANONYMOUS) != caller.name:
+        raise ApiError(404, "not_found", f"no {kind} {record_id[:64]!r}: unknown, or expired and deleted")
+    return record
 
 
 def _job(services: ServicesDep, caller: CallerDep,
          job_id: Annotated[str, Path(description="the job's id (a UUID)")]) -> Job:
     """The caller's job: another key's job is ``404`` exactly as an unknown id."""
-    job = services.store.get(job_id) if is_job_id(job_id) else None
-    if job is None or (job.owner or ANONYMOUS) != caller.name:
-        raise ApiError(404, "not_found", f"no job {job_id[:64]!r}: unknown, or expired and deleted")
-    return job
+    return owned(services.store.get(job_id) if is_job_id(job_id) else None, caller, "job", job_id)
 
 
 JobDep = Annotated[Job, Depends(_job)]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,8 +83,6 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
     if blend.detail is None or blend.detail == 1.0 or blend.base is None:
         engine = Upscaler.from_file(info.path, **kwargs)
     else:
-        import onnx
-
         from model.interpolate import interpolate_models
 
         proto = interpolate_models(blend.base.path, info.path, blend.detail)
@@ -91,15 +90,11 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
 
         def reload(at: str):
             """The blend again at precision ``at`` (a float32 re-run of a bad tile), from the proto kept here."""
-            with tempfile.TemporaryDirectory(prefix="srgan-detail-") as tmp:
-                onnx.save(proto, str(Path(tmp) / name))
-                return open_backend(Path(tmp) / name, backend=kwargs["backend"], providers=kwargs["providers"],
+            with _as_file(proto, name) as path:
+                return open_backend(path, backend=kwargs["backend"], providers=kwargs["providers"],
                                     threads=kwargs["threads"], precision=at)
 
-        with tempfile.TemporaryDirectory(prefix="srgan-detail-") as tmp:
-            path = Path(tmp) / name
-            onnx.save(proto, str(path))
-            # both backends hold the network in memory once loaded
+        with _as_file(proto, name) as path:  # both backends hold the network in memory once loaded
             engine = Upscaler.from_file(path, **kwargs, reload=reload)
         if engine.precision == "f32":
             engine.reload = None  # no tile to re-run in float32: let the proto go
@@ -107,3 +102,14 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
     if info.source == "registry":  # the registry's name and version, whatever the file was exported as
         engine.contract = engine.contract.with_identity(info.name, info.version, info.metrics)
     return engine
+
+
+@contextmanager
+def _as_file(proto, name: str) -> Iterator[Path]:
+    """``proto`` saved as ``name`` in a temporary folder, for a backend to load; removed afterwards."""
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="srgan-detail-") as tmp:
+        path = Path(tmp) / name
+        onnx.save(proto, str(path))
+        yield path

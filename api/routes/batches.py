@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.batch_upload import discard_all, receive_batch
-from api.deps import Caller, CallerDep, Services, ServicesDep, reject_unknown_query, require_api_key
+from api.deps import Caller, CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
 from api.errors import ApiError, status_for
 from api.options import parse_deadline
 from api.routes.job_events import KEEPALIVE_S, RETRY_MS
@@ -28,7 +28,6 @@ from core.batches import Batch, BatchState, is_batch_id, new_batch_id
 from api.idempotent import claim_or_replay
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import TERMINAL, new_job_id
-from core.settings import ANONYMOUS
 from model.errors import ModelError, SRGANError
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"],
@@ -152,10 +151,7 @@ async def create_batch(
 def _batch(services: ServicesDep, caller: CallerDep,
            batch_id: Annotated[str, Path(description="the batch's id")]) -> Batch:
     """The caller's batch: another key's batch is ``404`` exactly as an unknown id."""
-    batch = services.batches.get(batch_id) if is_batch_id(batch_id) else None
-    if batch is None or (batch.owner or ANONYMOUS) != caller.name:
-        raise ApiError(404, "not_found", f"no batch {batch_id[:64]!r}: unknown, or expired and deleted")
-    return batch
+    return owned(services.batches.get(batch_id) if is_batch_id(batch_id) else None, caller, "batch", batch_id)
 
 
 BatchDep = Annotated[Batch, Depends(_batch)]
