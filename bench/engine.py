@@ -204,6 +204,28 @@ def bench_defaults(model: Path, args) -> dict:
     return report
 
 
+def bench_rewrite(model: Path, backend: str, precisions: list[str], size: int, repeat: int) -> list[dict]:
+    """Per precision: the file as it is against its exact rewrite (``model.graph``), whole ``size`` image,
+    alternating; speed-up and largest difference (0..255)."""
+    from model.backends import open_backend
+    from model.contract import ModelContract
+
+    img = test_image(size)
+    rows = []
+    for precision in precisions:
+        engines = {}
+        for rewrite in (False, True):
+            b = open_backend(model, backend=backend, precision=precision, rewrite=rewrite)
+            contract = ModelContract.from_metadata(b.metadata) or ModelContract(scale=4, input_name=b.input_name)
+            engines["rewritten" if rewrite else "file"] = Upscaler(b, contract, tile=0)
+        runs = alternate({k: (lambda e=e: e._run([img])) for k, e in engines.items()}, repeat)
+        diff = float(np.abs(runs["rewritten"][1] - runs["file"][1]).max())
+        rows.append({"precision": engines["file"].precision, "file_s": round(runs["file"][0], 3),
+                     "rewritten_s": round(runs["rewritten"][0], 3),
+                     "speedup": round(runs["file"][0] / runs["rewritten"][0], 3), "max_abs_diff": round(diff, 5)})
+    return rows
+
+
 def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: float) -> dict:
     d = Settings()
     img = test_image(args.size)
@@ -254,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run and Set5")
+    p.add_argument("--rewrite", default="f32,bf16",
+                   help="precisions at which to time the file against its exact graph rewrite (model.graph); "
+                        "empty: skip")
     p.add_argument("--json", action="store_true")
     p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
                    help="other tile:overlap[:batch] settings to time against the whole image")
@@ -273,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         flops_px = srresnet_flops_per_input_pixel()
         ceiling = matmul_gflops()
         defaults = bench_defaults(model, args)
+        if args.rewrite:
+            defaults["rewrite"] = bench_rewrite(model, args.backend or Settings().backend,
+                                                [p for p in args.rewrite.split(",") if p],
+                                                args.precision_size, args.repeat)
         rows = []
         for backend in [b for b in args.backends.split(",") if b]:
             if backend == "openvino" and not openvino_available():
@@ -305,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('psnr_vs_f32_db', '-'):>12} {r.get('set5_psnr_y', '-'):>12} {r.get('set5_cost_db', '-'):>10}")
     for p, err in defaults.get("errors", {}).items():
         print(f"  {p}: not run: {err}")
+    for r in defaults.get("rewrite", []):
+        print(f"  graph rewrite at {r['precision']}: file {r['file_s']:.2f} s, rewritten {r['rewritten_s']:.2f} s, "
+              f"speed-up {r['speedup']}, largest difference {r['max_abs_diff']} (0..255)")
     t = defaults["tiling"]
     print(f"\ntiling at the defaults ({t['input']}, tile {t['tile']}, overlap {t['overlap']}, {t['precision']}): "
           f"tiled/whole {t['tiled_vs_whole']}, seam PSNR {t['seam_psnr_db']} dB")

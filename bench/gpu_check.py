@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_tflops_fp32_fp16": peaks, "providers": {}, "runs": []}
     print(f"GPU: {name}\nONNX Runtime {ort.__version__}, available providers: {report['available']}")
     print(f"dense peak (fp32, fp16 tensor) TFLOP/s: {peaks if peaks else 'unknown for this name'}")
+    from model.backends import device_memory_budget, gpu_free_memory
+
+    free = gpu_free_memory()
+    report["gpu_free_bytes"] = free
+    report["tile_auto_budget_bytes"] = device_memory_budget("onnxruntime:CUDAExecutionProvider", free=free)
+    print(f"free GPU memory {free} B; tile=auto budget for the network {report['tile_auto_budget_bytes']} B")
     usable = []
     for provider in args.providers.split(","):
         why = try_provider(model, provider) if provider in report["available"] else "not in this build"
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"provider": provider, "precision": precision, "size": size, "tile": tile,
                        "seconds": round(secs, 4), "gflops": round(gflops, 1),
                        "out_mpx_per_s": round(out.shape[0] * out.shape[1] / secs / 1e6, 2),
-                       "f32_reruns": up.f32_reruns}
+                       "f32_reruns": up.f32_reruns, "auto_tile": up.tile_for(size, size, "auto")}
                 if peaks:
                     row["vs_peak"] = round(gflops / 1e3 / (peaks[0] if precision == "f32" else peaks[1]), 4)
                 if size == sizes[0] and cpu_ref is not None:

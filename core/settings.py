@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     )
     memory_budget: ByteSize | None = Field(
         None, description="working memory tile=auto sizes tiles by, in bytes or with a unit (\"800MB\", "
-        "\"2GiB\"); default: a quarter of the available memory, at most 1 GiB. A tile that still runs out of "
+        "\"2GiB\"); default: a quarter of the available memory, at most 1 GiB; on a GPU, half its free memory "
+        "(nvidia-smi) for the network, the output strips within the host default. A tile that still runs out of "
         "memory is split and retried"
     )
     overlap: int = Field(8, ge=0, description="context pixels on each interior tile side")

@@ -117,6 +117,61 @@ def default_memory_budget() -> int:
                                                                         int(avail * MEMORY_BUDGET_FRACTION)))
 
 
+GPU_MEMORY_BUDGET_FRACTION = 0.5
+"""The default tile memory budget on a GPU: half its free memory (the rest for the runtime's own buffers,
+kernels' workspaces and other processes on the same GPU)."""
+
+
+def is_gpu_backend(backend_name: str) -> bool:
+    """Whether a loaded backend (its ``name``) runs on a GPU: ONNX Runtime's CUDA/TensorRT, OpenVINO's GPU."""
+    runtime, _, device = backend_name.partition(":")
+    return device in GPU_PROVIDERS if runtime == "onnxruntime" else runtime == "openvino" and device.startswith("GPU")
+
+
+def visible_gpu(env: dict[str, str] | None = None) -> str:
+    """The GPU a CUDA process uses first, as ``nvidia-smi --id`` takes it: the first entry of
+    ``CUDA_VISIBLE_DEVICES`` (an index or a ``GPU-...`` UUID), else ``0``."""
+    env = dict(os.environ) if env is None else env
+    first = env.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return first or "0"
+
+
+def parse_free_mib(text: str) -> int | None:
+    """Bytes from the first line of ``nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits``."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            try:
+                return int(float(line)) * 2**20
+            except ValueError:
+                return None
+    return None
+
+
+def gpu_free_memory(gpu: str | None = None) -> int | None:
+    """Free memory of ``gpu`` (default :func:`visible_gpu`) in bytes, from ``nvidia-smi``; None without it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        res = subprocess.run(["nvidia-smi", f"--id={gpu or visible_gpu()}", "--query-gpu=memory.free",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_free_mib(res.stdout) if res.returncode == 0 else None
+
+
+def device_memory_budget(backend_name: str, *, free: int | None = None) -> int | None:
+    """Bytes the network's working memory may take on the backend's GPU (``GPU_MEMORY_BUDGET_FRACTION`` of its
+    free memory, ``free`` or :func:`gpu_free_memory`); None on a CPU or when the free memory is unknown."""
+    if not is_gpu_backend(backend_name):
+        return None
+    free = gpu_free_memory() if free is None else free
+    return None if not free else max(64 * 2**20, int(free * GPU_MEMORY_BUDGET_FRACTION))
+
+
 def openvino_capabilities(device: str = "CPU") -> list[str]:
     """OpenVINO's OPTIMIZATION_CAPABILITIES for ``device`` (e.g. ``FP32``, ``BF16``, ``INT8``); empty without it."""
     try:
@@ -151,13 +206,32 @@ def _check_precision(precision: str) -> None:
         raise ModelError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
 
 
+def rewritten_model(path: Path) -> bytes | None:
+    """``path`` with the exact rewrites of ``model.graph`` applied, or None when none applies (load the file)."""
+    import onnx
+
+    from model.graph import subpixel_tail
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
+    try:
+        return proto.SerializeToString() if subpixel_tail(proto) else None
+    except Exception as exc:  # a graph the rewrite did not foresee: run it as it is
+        log.warning("%s: graph rewrite skipped: %s", path, exc)
+        return None
+
+
 def float16_model(path: Path) -> bytes:
-    """``path`` converted to float16 inside, float32 at its input and output (ONNX Runtime's converter)."""
+    """``path`` (rewritten, see :func:`rewritten_model`) converted to float16 inside, float32 at its input and
+    output (ONNX Runtime's converter)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     try:
-        proto = onnx.load(str(path))
+        rewritten = rewritten_model(path)
+        proto = onnx.load(str(path)) if rewritten is None else onnx.load_from_string(rewritten)
         return convert_float_to_float16(proto, keep_io_types=True).SerializeToString()
     except Exception as exc:
         raise ModelError(f"cannot convert {path} to float16: {exc}") from exc
@@ -172,7 +246,7 @@ class OrtBackend:
     """
 
     def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0,
-                 precision: str = "f32") -> None:
+                 precision: str = "f32", rewrite: bool = True) -> None:
         import onnxruntime as ort
 
         _check_precision(precision)
@@ -196,7 +270,7 @@ class OrtBackend:
         # whole 512x512 image peaks at 3.3 GB instead of 7.6 GB (bench/engine.py).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
-        model: str | bytes = str(path)
+        model: str | bytes = (rewrite and rewritten_model(path)) or str(path)
         provider_args: list = list(chosen)
         if precision == "f16":
             if chosen and chosen[0] == "TensorrtExecutionProvider":
@@ -236,14 +310,16 @@ class OpenVinoBackend:
     compiled model reports, not what was asked.
     """
 
-    def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32") -> None:
+    def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32",
+                 rewrite: bool = True) -> None:
         import onnx
         import openvino as ov
 
         _check_precision(precision)
         core = ov.Core()
         try:
-            model = core.read_model(str(path))
+            rewritten = rewritten_model(path) if rewrite else None
+            model = core.read_model(str(path) if rewritten is None else rewritten)
             config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
@@ -293,9 +369,12 @@ def gpu_available() -> bool:
 
 def open_backend(
     path: Path, *, backend: str = "auto", providers: list[str] | None = None, threads: int = 0,
-    precision: str = "f32",
+    precision: str = "f32", rewrite: bool = True,
 ) -> Backend:
     """Load ``path`` with the chosen backend at ``precision`` (``f32``, ``bf16``, ``f16``).
+
+    ``rewrite``: apply the exact graph rewrites of ``model.graph`` (faster, same function; see
+    :func:`rewritten_model`).
 
     ``auto``: ONNX Runtime when providers are given or a GPU provider exists,
     else OpenVINO when it is installed (faster on this class of CPU, see
@@ -304,7 +383,7 @@ def open_backend(
     if backend == "auto":
         backend = "onnxruntime" if providers or gpu_available() or not openvino_available() else "openvino"
     if backend == "openvino":
-        return OpenVinoBackend(path, threads=threads, precision=precision)
+        return OpenVinoBackend(path, threads=threads, precision=precision, rewrite=rewrite)
     if backend == "onnxruntime":
-        return OrtBackend(path, providers=providers, threads=threads, precision=precision)
+        return OrtBackend(path, providers=providers, threads=threads, precision=precision, rewrite=rewrite)
     raise ModelError(f"unknown backend {backend!r}: use auto, onnxruntime or openvino")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.backends import Backend, default_memory_budget, native_precision, open_backend
+from model.backends import Backend, default_memory_budget, device_memory_budget, native_precision, open_backend
 from model.contract import ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
 from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tile, iter_batches, validate_tiling
@@ -50,7 +50,9 @@ class Upscaler:
         overlap: context added on each interior side of a tile.
         tile_batch: tiles per backend call.
         memory_budget: bytes of working memory for ``tile="auto"`` (default
-            ``model.backends.default_memory_budget()``).
+            ``model.backends.default_memory_budget()``; on a GPU the network's budget there,
+            default ``model.backends.device_memory_budget()``, the output strips staying
+            within the host default).
         reload: loads the same network at another precision; with it, a tile whose
             reduced-precision output has NaN or is blank (its input is not) is
             re-run in float32.
@@ -161,9 +163,13 @@ class Upscaler:
         if tile != "auto":
             return int(tile)
         overlap = self.overlap if overlap is None else overlap
-        budget = self.memory_budget or default_memory_budget()
         per_px = getattr(self.backend, "working_bytes_per_output_pixel", 1024)
-        return choose_tile(height, width, self.scale, overlap, budget, per_px, self.tile_batch)
+        host = default_memory_budget()
+        device = device_memory_budget(self.backend.name)
+        if device is not None:  # the network on a GPU: its budget there, the output strip's in host memory
+            return choose_tile(height, width, self.scale, overlap, self.memory_budget or device, per_px,
+                               self.tile_batch, strip_budget=host)
+        return choose_tile(height, width, self.scale, overlap, self.memory_budget or host, per_px, self.tile_batch)
 
     def upscale(
         self,

@@ -97,14 +97,23 @@ def tile_memory(window_h: int, window_w: int, image_w: int, scale: int, bytes_pe
 
 
 def choose_tile(height: int, width: int, scale: int, overlap: int, budget: int, bytes_per_output_pixel: int,
-                batch: int = 1) -> int:
+                batch: int = 1, strip_budget: int | None = None) -> int:
     """The largest tile whose working memory (:func:`tile_memory`) fits ``budget``; 0 (whole image) when
-    the whole image fits; never below ``MIN_AUTO_TILE``."""
-    if tile_memory(height, width, width, scale, bytes_per_output_pixel, batch) <= budget:
-        return 0
-    a = batch * scale * scale * bytes_per_output_pixel  # window side x: a*x^2 + b*x <= budget
+    the whole image fits; never below ``MIN_AUTO_TILE``.
+
+    ``strip_budget``: the network runs elsewhere (a GPU): ``budget`` is then the device's, for the
+    network's working memory alone, and the output strip (host memory) must fit ``strip_budget``.
+    """
+    a = batch * scale * scale * bytes_per_output_pixel  # window side x: a*x^2 (+ b*x) <= budget
     b = scale * width * scale * STRIP_BYTES_PER_OUTPUT_PIXEL
-    side = int((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a))
+    if strip_budget is None:
+        if tile_memory(height, width, width, scale, bytes_per_output_pixel, batch) <= budget:
+            return 0
+        side = int((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a))
+    else:
+        if a * height * width <= budget and b * height <= strip_budget:
+            return 0
+        side = min(int(math.sqrt(budget / a)), strip_budget // b)
     return max(MIN_AUTO_TILE, side - 2 * overlap, overlap + 1)
 
 

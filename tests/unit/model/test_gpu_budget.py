@@ -1,0 +1,80 @@
+"""``tile="auto"`` on a GPU: the network's budget is half the GPU's free memory, the output strips stay in host
+memory within the host budget. Arithmetic only (no GPU here); ``bench/gpu_check.sh`` runs it on one."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from model.backends import (
+    GPU_MEMORY_BUDGET_FRACTION,
+    device_memory_budget,
+    gpu_free_memory,
+    is_gpu_backend,
+    parse_free_mib,
+    visible_gpu,
+)
+from model.tiling import MIN_AUTO_TILE, STRIP_BYTES_PER_OUTPUT_PIXEL, choose_tile, tile_memory
+
+
+def test_gpu_backends_are_recognised_by_name() -> None:
+    assert is_gpu_backend("onnxruntime:CUDAExecutionProvider")
+    assert is_gpu_backend("onnxruntime:TensorrtExecutionProvider")
+    assert is_gpu_backend("openvino:GPU.0")
+    assert not is_gpu_backend("onnxruntime:CPUExecutionProvider")
+    assert not is_gpu_backend("openvino:CPU")
+
+
+def test_visible_gpu_follows_cuda_visible_devices() -> None:
+    assert visible_gpu({}) == "0"
+    assert visible_gpu({"CUDA_VISIBLE_DEVICES": "3,1"}) == "3"
+    assert visible_gpu({"CUDA_VISIBLE_DEVICES": "GPU-8a1e,GPU-77"}) == "GPU-8a1e"
+    assert visible_gpu({"CUDA_VISIBLE_DEVICES": ""}) == "0"
+
+
+def test_nvidia_smi_free_memory_is_read_in_mib() -> None:
+    assert parse_free_mib("80614\n") == 80614 * 2**20
+    assert parse_free_mib("\n  1024 \n2048\n") == 1024 * 2**20
+    assert parse_free_mib("[N/A]\n") is None
+    assert parse_free_mib("") is None
+
+
+def test_device_budget_is_half_the_free_gpu_memory() -> None:
+    free = 40 * 2**30
+    assert device_memory_budget("onnxruntime:CUDAExecutionProvider", free=free) == int(free * 0.5)
+    assert GPU_MEMORY_BUDGET_FRACTION == 0.5
+    assert device_memory_budget("onnxruntime:CUDAExecutionProvider", free=2**20) == 64 * 2**20  # floor
+    assert device_memory_budget("onnxruntime:CPUExecutionProvider", free=free) is None  # a CPU: host rule
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU is here")
+def test_without_nvidia_smi_the_free_gpu_memory_is_unknown() -> None:
+    assert gpu_free_memory() is None
+    assert device_memory_budget("onnxruntime:CUDAExecutionProvider") is None
+
+
+def test_gpu_tile_fits_the_device_budget_and_the_host_strip_budget() -> None:
+    per_px, scale, overlap = 1152, 4, 8
+    device, host = 20 * 2**30, 2**30
+    tile = choose_tile(4096, 4096, scale, overlap, device, per_px, strip_budget=host)
+    side = tile + 2 * overlap
+    # the network's memory of one window fits the device budget, the next size up does not
+    net = lambda x: x * x * scale * scale * per_px  # noqa: E731
+    strip = lambda x: x * scale * 4096 * scale * STRIP_BYTES_PER_OUTPUT_PIXEL  # noqa: E731
+    assert net(side) <= device and strip(side) <= host
+    assert net(side + 1) > device or strip(side + 1) > host
+    # far larger than the CPU's tile under the host budget alone (~1 GiB for network and strip together)
+    assert tile > 2 * choose_tile(4096, 4096, scale, overlap, host, per_px)
+    # a 2048x2048 image whose network fits 20 GiB runs whole when its output strip fits the host too
+    assert choose_tile(1024, 1024, scale, overlap, device, per_px, strip_budget=host) == 0
+    assert choose_tile(1024, 1024, scale, overlap, device, per_px, strip_budget=host // 4) > 0
+    # a GPU with little free memory still gets a workable tile
+    assert choose_tile(4096, 4096, scale, overlap, 2**20, per_px, strip_budget=host) == MIN_AUTO_TILE
+
+
+def test_host_rule_unchanged_without_a_strip_budget() -> None:
+    per_px, scale, overlap, budget = 640, 4, 8, 2**30
+    tile = choose_tile(2048, 2048, scale, overlap, budget, per_px)
+    side = tile + 2 * overlap
+    assert tile_memory(side, side, 2048, scale, per_px) <= budget < tile_memory(side + 1, side + 1, 2048, scale, per_px)
