@@ -48,6 +48,11 @@ class Backend(Protocol):
 # ONNX Runtime ~1.1 kB (its arena off). Rounded up a little.
 OPENVINO_BYTES_PER_OUTPUT_PIXEL = 640
 ORT_BYTES_PER_OUTPUT_PIXEL = 1152
+# OpenVINO by (16-bit activations, graph rewritten by model.graph): the slope of peak RSS growth between
+# 96x96 and 160x160 inputs (AMD EPYC, AVX512-BF16; bench/README.md): f32 587 B, f32 rewritten 433 B,
+# bf16 324 B, bf16 rewritten 234 B. Rounded up a little.
+OPENVINO_BYTES_PER_OUTPUT_PIXEL_BY = {(False, False): OPENVINO_BYTES_PER_OUTPUT_PIXEL, (False, True): 480,
+                                      (True, False): 352, (True, True): 256}
 _OOM_MARKERS = ("bad_alloc", "bad allocation", "out of memory", "failed to allocate", "cannot allocate", "alloc_failed",
                 "cudaerrormemoryallocation", "memoryerror")
 
@@ -334,10 +339,12 @@ class OpenVinoBackend:
         proto = onnx.load(str(path), load_external_data=False)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.name = f"openvino:{device}"
-        self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL
         hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
         got = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
         self.precision = _OV_PRECISIONS.get(got, got)
+        self.rewritten = rewritten is not None
+        self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL_BY[(self.precision != "f32",
+                                                                                  self.rewritten)]
         if self.precision != precision:
             log.warning("asked OpenVINO on %s for %s; it runs %s", device, precision, self.precision)
         log.info("loaded %s with OpenVINO on %s (%s)", path, device, self.precision)

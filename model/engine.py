@@ -18,7 +18,7 @@ import numpy as np
 from model.backends import Backend, default_memory_budget, device_memory_budget, native_precision, open_backend
 from model.contract import ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
-from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tile, iter_batches, validate_tiling
+from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tiles, iter_batches, validate_tiling
 
 log = logging.getLogger(__name__)
 
@@ -157,19 +157,21 @@ class Upscaler:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def tile_for(self, height: int, width: int, tile: int | str | None = None, overlap: int | None = None) -> int:
-        """The tile size a ``height x width`` image runs with (``auto`` resolved against the memory budget)."""
+    def tile_for(self, height: int, width: int, tile: int | str | None = None,
+                 overlap: int | None = None) -> tuple[int, int]:
+        """``(tile_h, tile_w)`` a ``height x width`` image runs with (``auto`` resolved against the memory
+        budget, :func:`model.tiling.choose_tiles`); ``(0, 0)`` runs it whole."""
         tile = self.tile if tile is None else tile
         if tile != "auto":
-            return int(tile)
+            return int(tile), int(tile)
         overlap = self.overlap if overlap is None else overlap
         per_px = getattr(self.backend, "working_bytes_per_output_pixel", 1024)
         host = default_memory_budget()
         device = device_memory_budget(self.backend.name)
         if device is not None:  # the network on a GPU: its budget there, the output strip's in host memory
-            return choose_tile(height, width, self.scale, overlap, self.memory_budget or device, per_px,
-                               self.tile_batch, strip_budget=host)
-        return choose_tile(height, width, self.scale, overlap, self.memory_budget or host, per_px, self.tile_batch)
+            return choose_tiles(height, width, self.scale, overlap, self.memory_budget or device, per_px,
+                                self.tile_batch, strip_budget=host)
+        return choose_tiles(height, width, self.scale, overlap, self.memory_budget or host, per_px, self.tile_batch)
 
     def upscale(
         self,
@@ -201,8 +203,7 @@ class Upscaler:
         """Yield ``(first_output_row, rows_u8)`` top to bottom as rows are finished."""
         h, w, c = _check_image(lr_hwc_u8)
         overlap = self.overlap if overlap is None else overlap
-        tile = self.tile_for(h, w, tile, overlap)
-        plan = TilePlan.make(h, w, tile, overlap)
+        plan = TilePlan.make(h, w, self.tile_for(h, w, tile, overlap), overlap)
         s = self.scale
         col_weights = [axis_weights(sp, w, plan.r_cols, s, sp.window[0] * s, sp.window[1] * s) for sp in plan.cols]
         done = 0

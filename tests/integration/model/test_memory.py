@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from model.locate import WEIGHTS_DIR
-from model.tiling import MIN_AUTO_TILE, choose_tile, tile_memory
+from model.tiling import MIN_AUTO_TILE, TilePlan, axis_windows, choose_tiles, tile_memory
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
@@ -54,17 +54,36 @@ def test_a_tile_that_runs_out_of_memory_is_split_and_retried(backend):
         assert report["psnr"] >= 50
 
 
-def test_choose_tile_is_the_largest_that_fits():
+def _plan_memory(h: int, w: int, tiles: tuple[int, int], scale: int, overlap: int, per_px: int, batch: int = 1) -> int:
+    (_, wh), (_, ww) = axis_windows(h, tiles[0], overlap), axis_windows(w, tiles[1], overlap)
+    return tile_memory(wh, ww, w, scale, per_px, batch)
+
+
+def _plan_pixels(h: int, w: int, tiles: tuple[int, int], overlap: int) -> int:
+    (nh, wh), (nw, ww) = axis_windows(h, tiles[0], overlap), axis_windows(w, tiles[1], overlap)
+    return nh * wh * nw * ww
+
+
+def test_choose_tiles_runs_the_fewest_pixels_that_fit():
     per_px, scale, overlap = 640, 4, 8
     budget = 2**30
-    assert choose_tile(200, 300, scale, overlap, budget, per_px) == 0, "a small image runs whole"
-    tile = choose_tile(2048, 2048, scale, overlap, budget, per_px)
-    side = tile + 2 * overlap
-    assert tile_memory(side, side, 2048, scale, per_px) <= budget < tile_memory(side + 1, side + 1, 2048, scale, per_px)
-    assert 200 < tile < 300
+    assert choose_tiles(200, 300, scale, overlap, budget, per_px) == (0, 0), "a small image runs whole"
+    tiles = choose_tiles(2048, 2048, scale, overlap, budget, per_px)
+    assert _plan_memory(2048, 2048, tiles, scale, overlap, per_px) <= budget
+    assert all(MIN_AUTO_TILE <= t < 2048 for t in tiles)
+    # no plan with as few or fewer windows along either axis fits with fewer pixels: exhaustive over squares
+    # and strips
+    best = _plan_pixels(2048, 2048, tiles, overlap)
+    for th in range(MIN_AUTO_TILE, 2049, 7):
+        for tw in range(MIN_AUTO_TILE, 2049, 7):
+            if _plan_memory(2048, 2048, (th, tw), scale, overlap, per_px) <= budget:
+                assert _plan_pixels(2048, 2048, (th, tw), overlap) >= best
+    # a 512x512 image that does not fit whole runs as two strips (3% recomputed), not 2x2 tiles (6%)
+    strips = choose_tiles(512, 512, scale, overlap, 2**30, 256)  # OpenVINO bf16, graph rewritten
+    assert TilePlan.make(512, 512, strips, overlap).count == 2
     # batches of tiles share the budget; a tiny budget still gives a workable tile
-    assert choose_tile(2048, 2048, scale, overlap, budget, per_px, batch=4) < tile
-    assert choose_tile(2048, 2048, scale, overlap, 10**6, per_px) == MIN_AUTO_TILE
+    assert _plan_pixels(2048, 2048, choose_tiles(2048, 2048, scale, overlap, budget, per_px, batch=4), overlap) > best
+    assert choose_tiles(2048, 2048, scale, overlap, 10**6, per_px) == (MIN_AUTO_TILE, MIN_AUTO_TILE)
 
 
 def test_auto_tile_follows_the_budget(tmp_path):
@@ -74,8 +93,8 @@ def test_auto_tile_follows_the_budget(tmp_path):
     up = Upscaler.from_file(make_nearest_model(tmp_path / "n.onnx", scale=4), backend="onnxruntime",
                             memory_budget=64 * 2**20)
     assert up.tile == "auto"
-    assert up.tile_for(40, 40) == 0
-    tile = up.tile_for(400, 400)
-    assert MIN_AUTO_TILE <= tile < 400
+    assert up.tile_for(40, 40) == (0, 0)
+    tiles = up.tile_for(400, 400)
+    assert tiles != (0, 0) and all(t == 0 or MIN_AUTO_TILE <= t < 400 for t in tiles)
     img = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
     np.testing.assert_array_equal(up.upscale(img), img.repeat(4, 0).repeat(4, 1))  # exact through any tiling

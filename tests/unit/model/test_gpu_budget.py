@@ -15,7 +15,7 @@ from model.backends import (
     parse_free_mib,
     visible_gpu,
 )
-from model.tiling import MIN_AUTO_TILE, STRIP_BYTES_PER_OUTPUT_PIXEL, choose_tile, tile_memory
+from model.tiling import MIN_AUTO_TILE, STRIP_BYTES_PER_OUTPUT_PIXEL, axis_windows, choose_tiles
 
 
 def test_gpu_backends_are_recognised_by_name() -> None:
@@ -54,27 +54,19 @@ def test_without_nvidia_smi_the_free_gpu_memory_is_unknown() -> None:
     assert device_memory_budget("onnxruntime:CUDAExecutionProvider") is None
 
 
-def test_gpu_tile_fits_the_device_budget_and_the_host_strip_budget() -> None:
+def test_gpu_tiles_fit_the_device_budget_and_the_host_strip_budget() -> None:
     per_px, scale, overlap = 1152, 4, 8
     device, host = 20 * 2**30, 2**30
-    tile = choose_tile(4096, 4096, scale, overlap, device, per_px, strip_budget=host)
-    side = tile + 2 * overlap
-    # the network's memory of one window fits the device budget, the next size up does not
-    net = lambda x: x * x * scale * scale * per_px  # noqa: E731
-    strip = lambda x: x * scale * 4096 * scale * STRIP_BYTES_PER_OUTPUT_PIXEL  # noqa: E731
-    assert net(side) <= device and strip(side) <= host
-    assert net(side + 1) > device or strip(side + 1) > host
-    # far larger than the CPU's tile under the host budget alone (~1 GiB for network and strip together)
-    assert tile > 2 * choose_tile(4096, 4096, scale, overlap, host, per_px)
-    # a 2048x2048 image whose network fits 20 GiB runs whole when its output strip fits the host too
-    assert choose_tile(1024, 1024, scale, overlap, device, per_px, strip_budget=host) == 0
-    assert choose_tile(1024, 1024, scale, overlap, device, per_px, strip_budget=host // 4) > 0
+    tiles = choose_tiles(4096, 4096, scale, overlap, device, per_px, strip_budget=host)
+    (nh, wh), (nw, ww) = axis_windows(4096, tiles[0], overlap), axis_windows(4096, tiles[1], overlap)
+    # the network's memory of one window fits the device budget; the output strip fits the host budget
+    assert wh * ww * scale * scale * per_px <= device
+    assert wh * scale * 4096 * scale * STRIP_BYTES_PER_OUTPUT_PIXEL <= host
+    # far fewer windows than the CPU's plan under the host budget alone (~1 GiB for network and strip together)
+    (ch, _), (cw, _) = (axis_windows(4096, t, overlap) for t in choose_tiles(4096, 4096, scale, overlap, host, per_px))
+    assert nh * nw * 4 <= ch * cw
+    # a 1024x1024 image whose network fits 20 GiB runs whole when its output strip fits the host too
+    assert choose_tiles(1024, 1024, scale, overlap, device, per_px, strip_budget=host) == (0, 0)
+    assert choose_tiles(1024, 1024, scale, overlap, device, per_px, strip_budget=host // 4) != (0, 0)
     # a GPU with little free memory still gets a workable tile
-    assert choose_tile(4096, 4096, scale, overlap, 2**20, per_px, strip_budget=host) == MIN_AUTO_TILE
-
-
-def test_host_rule_unchanged_without_a_strip_budget() -> None:
-    per_px, scale, overlap, budget = 640, 4, 8, 2**30
-    tile = choose_tile(2048, 2048, scale, overlap, budget, per_px)
-    side = tile + 2 * overlap
-    assert tile_memory(side, side, 2048, scale, per_px) <= budget < tile_memory(side + 1, side + 1, 2048, scale, per_px)
+    assert choose_tiles(4096, 4096, scale, overlap, 2**20, per_px, strip_budget=host) == (MIN_AUTO_TILE,) * 2
