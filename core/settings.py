@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     # auto/8 with the default budget: tiles of ~260 px for a 2048x2048 input, peak RSS under 1.5 GB,
     # seams > 50 dB (bench/engine.py, bench/README.md).
     tile: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
-        "auto", description="tile size in input pixels; 0 = whole image; auto = the largest tile whose working "
-        "memory fits memory_budget (the whole image when it fits)"
+        "auto", description="tile size in input pixels; 0 = whole image; auto = the tile plan that runs the "
+        "fewest pixels (tiles not necessarily square) whose working memory fits memory_budget (the whole image "
+        "when it fits)"
     )
     memory_budget: ByteSize | None = Field(
         None, description="working memory tile=auto sizes tiles by, in bytes or with a unit (\"800MB\", "

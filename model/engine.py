@@ -230,7 +230,9 @@ class Upscaler:
                     col = plan.cols[i]
                     x0, x1 = col.window[0] * s, col.window[1] * s
                     weight = wy * col_weights[i][None, :, None]
-                    acc[r0 - acc_top : bottom - acc_top, x0:x1] += hr[r0 - top :] * weight
+                    tile_out = hr[r0 - top :]
+                    np.multiply(tile_out, weight, out=tile_out)  # in place: no tile-sized temporary
+                    acc[r0 - acc_top : bottom - acc_top, x0:x1] += tile_out
                     wsum[r0 - acc_top : bottom - acc_top, x0:x1] += weight
                 done += len(batch_idx)
                 if progress is not None:
