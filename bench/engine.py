@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -205,24 +206,31 @@ def bench_defaults(model: Path, args) -> dict:
 
 
 def bench_rewrite(model: Path, backend: str, precisions: list[str], size: int, repeat: int) -> list[dict]:
-    """Per precision: the file as it is against its exact rewrite (``model.graph``), whole ``size`` image,
-    alternating; speed-up and largest difference (0..255)."""
+    """Per precision, the file as it is and its exact rewrite (``model.graph``), all in one alternation on a
+    whole ``size`` image: seconds, speed-up of the rewrite, throughput against the float32 file (the engine
+    before the rewrite and ``auto``), and the largest difference between file and rewrite (0..255)."""
     from model.backends import open_backend
     from model.contract import ModelContract
 
     img = test_image(size)
-    rows = []
+    engines = {}
     for precision in precisions:
-        engines = {}
         for rewrite in (False, True):
             b = open_backend(model, backend=backend, precision=precision, rewrite=rewrite)
             contract = ModelContract.from_metadata(b.metadata) or ModelContract(scale=4, input_name=b.input_name)
-            engines["rewritten" if rewrite else "file"] = Upscaler(b, contract, tile=0)
-        runs = alternate({k: (lambda e=e: e._run([img])) for k, e in engines.items()}, repeat)
-        diff = float(np.abs(runs["rewritten"][1] - runs["file"][1]).max())
-        rows.append({"precision": engines["file"].precision, "file_s": round(runs["file"][0], 3),
-                     "rewritten_s": round(runs["rewritten"][0], 3),
-                     "speedup": round(runs["file"][0] / runs["rewritten"][0], 3), "max_abs_diff": round(diff, 5)})
+            engines[(precision, rewrite)] = Upscaler(b, contract, tile=0)
+    runs = alternate({k: (lambda e=e: e._run([img])) for k, e in engines.items()}, repeat)
+    base = runs.get(("f32", False), (None, None))[0]
+    rows = []
+    for precision in precisions:
+        (t_file, out_file), (t_new, out_new) = runs[(precision, False)], runs[(precision, True)]
+        row = {"precision": engines[(precision, False)].precision, "file_s": round(t_file, 3),
+               "rewritten_s": round(t_new, 3), "speedup": round(t_file / t_new, 3),
+               "max_abs_diff": round(float(np.abs(out_new - out_file).max()), 5)}
+        if base:
+            row["file_vs_f32_file"] = round(base / t_file, 3)
+            row["rewritten_vs_f32_file"] = round(base / t_new, 3)
+        rows.append(row)
     return rows
 
 
@@ -296,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
             model = make_srresnet_model(Path(tmp) / "srresnet_x4.onnx", scale=4)
         flops_px = srresnet_flops_per_input_pixel()
+        load_before = os.getloadavg()
         ceiling = matmul_gflops()
         defaults = bench_defaults(model, args)
         if args.rewrite:
@@ -309,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append(bench_backend(model, backend, args, ceiling, flops_px))
         ceiling_after = matmul_gflops()
+        load_after = os.getloadavg()
     report = {
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "input": f"{args.size}x{args.size}",
         "flops_per_input_pixel": flops_px,
         "matmul_gflops_before_after": [round(ceiling, 1), round(ceiling_after, 1)],
@@ -324,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"OpenVINO capabilities: {', '.join(defaults['openvino_capabilities']) or '-'}")
     print(f"numpy float32 matmul: {ceiling:.1f} GFLOP/s (after: {ceiling_after:.1f}); the ratios below are "
           "measured within this run, runs alternating")
+    print(f"load average (1 min) before/after: {report['load_average_before_after']} on {os.cpu_count()} CPUs")
     print(f"backend {defaults['backend']}; defaults {defaults['defaults']}")
     print(f"auto chose: {defaults['auto']} ({defaults['auto_note']})")
     print(f"\nprecisions ({defaults['precision_input']}):")
@@ -336,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {p}: not run: {err}")
     for r in defaults.get("rewrite", []):
         print(f"  graph rewrite at {r['precision']}: file {r['file_s']:.2f} s, rewritten {r['rewritten_s']:.2f} s, "
-              f"speed-up {r['speedup']}, largest difference {r['max_abs_diff']} (0..255)")
+              f"speed-up {r['speedup']}, largest difference {r['max_abs_diff']} (0..255); against the f32 file: "
+              f"file {r.get('file_vs_f32_file', '-')}, rewritten {r.get('rewritten_vs_f32_file', '-')}")
     t = defaults["tiling"]
     print(f"\ntiling at the defaults ({t['input']}, tile {t['tile']}, overlap {t['overlap']}, {t['precision']}): "
           f"tiled/whole {t['tiled_vs_whole']}, seam PSNR {t['seam_psnr_db']} dB")
