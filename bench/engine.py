@@ -213,20 +213,20 @@ def bench_rewrite(model: Path, backend: str, precisions: list[str], size: int, r
     from model.contract import ModelContract
 
     img = test_image(size)
-    engines = {}
+    engines: dict[str, Upscaler] = {}
     for precision in precisions:
         for rewrite in (False, True):
             b = open_backend(model, backend=backend, precision=precision, rewrite=rewrite)
             contract = ModelContract.from_metadata(b.metadata) or ModelContract(scale=4, input_name=b.input_name)
-            engines[(precision, rewrite)] = Upscaler(b, contract, tile=0)
+            engines[f"{precision}/{'rewritten' if rewrite else 'file'}"] = Upscaler(b, contract, tile=0)
     runs = alternate({k: (lambda e=e: e._run([img])) for k, e in engines.items()}, repeat)
-    base = runs.get(("f32", False), (None, None))[0]
+    base = runs["f32/file"][0] if "f32/file" in runs else None
     rows = []
     for precision in precisions:
-        (t_file, out_file), (t_new, out_new) = runs[(precision, False)], runs[(precision, True)]
-        row = {"precision": engines[(precision, False)].precision, "file_s": round(t_file, 3),
-               "rewritten_s": round(t_new, 3), "speedup": round(t_file / t_new, 3),
-               "max_abs_diff": round(float(np.abs(out_new - out_file).max()), 5)}
+        (t_file, out_file), (t_new, out_new) = runs[f"{precision}/file"], runs[f"{precision}/rewritten"]
+        diff = float(np.abs(np.asarray(out_new) - np.asarray(out_file)).max())
+        row = {"precision": engines[f"{precision}/file"].precision, "file_s": round(t_file, 3),
+               "rewritten_s": round(t_new, 3), "speedup": round(t_file / t_new, 3), "max_abs_diff": round(diff, 5)}
         if base:
             row["file_vs_f32_file"] = round(base / t_file, 3)
             row["rewritten_vs_f32_file"] = round(base / t_new, 3)

@@ -275,7 +275,8 @@ class OrtBackend:
         # whole 512x512 image peaks at 3.3 GB instead of 7.6 GB (bench/engine.py).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
-        model: str | bytes = (rewrite and rewritten_model(path)) or str(path)
+        rewritten = rewritten_model(path) if rewrite else None
+        model: str | bytes = str(path) if rewritten is None else rewritten
         provider_args: list = list(chosen)
         if precision == "f16":
             if chosen and chosen[0] == "TensorrtExecutionProvider":
