@@ -106,8 +106,9 @@ def choose_tiles(height: int, width: int, scale: int, overlap: int, budget: int,
                  batch: int = 1, strip_budget: int | None = None) -> tuple[int, int]:
     """``(tile_h, tile_w)`` of the plan that runs the fewest pixels (the image plus the recomputed overlaps)
     while its working memory (:func:`tile_memory`) fits ``budget``; ``(0, 0)`` runs the whole image; sides
-    never below ``MIN_AUTO_TILE``. Tiles need not be square: a 512x512 input whose whole image does not
-    fit runs as two full-width strips (3% recomputed) rather than 2x2 tiles (6%) when the strips fit.
+    never below ``MIN_AUTO_TILE``; between plans that run as many pixels, the fewer tiles, then the less
+    memory. Tiles need not be square: a 512x512 input whose whole image does not fit runs as two
+    full-width windows of 264x512 (3% recomputed) rather than 2x2 of 264x264 (6%) when they fit.
 
     ``strip_budget``: the network runs elsewhere (a GPU): ``budget`` is then the device's, for the
     network's working memory alone, and the output strip (host memory) must fit ``strip_budget``.
@@ -119,11 +120,12 @@ def choose_tiles(height: int, width: int, scale: int, overlap: int, budget: int,
         strip = tile_memory(window_h, 0, width, scale, 0)
         return net + strip <= budget if strip_budget is None else net <= budget and strip <= strip_budget
 
-    best: tuple[tuple[int, int], tuple[int, int]] | None = None
+    best: tuple[tuple[int, int, int], tuple[int, int]] | None = None
     for tile_h, (n_h, window_h) in _axis_candidates(height, overlap, smallest):
         for tile_w, (n_w, window_w) in _axis_candidates(width, overlap, smallest):
             if fits(window_h, window_w):  # the fewest columns that fit: the least recomputed for these rows
-                key = (n_h * window_h * n_w * window_w, n_h * n_w)
+                memory = tile_memory(window_h, window_w, width, scale, bytes_per_output_pixel, batch)
+                key = (n_h * window_h * n_w * window_w, n_h * n_w, memory)
                 if best is None or key < best[0]:
                     best = (key, (tile_h, tile_w))
                 break

@@ -37,3 +37,23 @@ def test_backends_agree(srresnet_path):
     ort = Upscaler.from_file(srresnet_path, backend="onnxruntime", tile=0).upscale(photo)
     ov = Upscaler.from_file(srresnet_path, backend="openvino", tile=0).upscale(photo)
     assert psnr(ort, ov) >= 50.0
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_rectangular_auto_plan_blends_like_the_whole_image(srresnet_path, backend):
+    from model.tiling import TilePlan, choose_tiles
+
+    photo = training_photo(3)[:131, :257]
+    probe = Upscaler.from_file(srresnet_path, backend=backend, tile=0)
+    per_px = probe.backend.working_bytes_per_output_pixel
+    # the smallest budget (in 1 MiB steps) whose plan has tiles of two different sides
+    budget = next(b * 2**20 for b in range(16, 2048)
+                  if len(set(choose_tiles(131, 257, 4, 8, b * 2**20, per_px))) == 2)
+    up = Upscaler(probe.backend, probe.contract, tile="auto", overlap=8, memory_budget=budget)
+    tiles = up.tile_for(131, 257)
+    plan = TilePlan.make(131, 257, tiles, 8)
+    assert tiles[0] != tiles[1] and plan.count > 1
+    whole = up.upscale(photo, tile=0)
+    tiled = up.upscale(photo)
+    assert tiled.shape == whole.shape
+    assert psnr(tiled, whole) >= 50.0
