@@ -227,7 +227,7 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
     row["engine_vs_matmul"] = round(row["tiled_gflops"] / ceiling, 3)
     for tile, overlap, batch in args.variants:
         variant = Upscaler(up.backend, up.contract, tile=tile, overlap=overlap, tile_batch=batch)
-        t, out = timed(lambda: variant.upscale(img), args.repeat)
+        t, out = timed(lambda v=variant: v.upscale(img), args.repeat)
         row[f"tiled_{tile}_{overlap}_b{batch}_vs_whole"] = round(t_whole / t, 3)
         row[f"tiled_{tile}_{overlap}_b{batch}_seam_psnr_db"] = round(psnr(out, whole), 2)
     if not args.quick:

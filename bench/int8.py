@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, c in compiled.items():
         rows[name] = {"set5": round(evaluate(c, DATA / "Set5"), 4), "set14": round(evaluate(c, DATA / "Set14"), 4),
                       "throughput_vs_f32": round(times["f32"][0] / times[name][0], 3)}
-    for name, row in rows.items():
+    for row in rows.values():
         row["set5_cost_db"] = round(rows["f32"]["set5"] - row["set5"], 4)
         row["set14_cost_db"] = round(rows["f32"]["set14"] - row["set14"], 4)
     print(json.dumps({"kept_in_float": keep, "calibration_crops": args.crops, "variants": rows}, indent=2))

@@ -156,8 +156,9 @@ def refuse_exposure(host: str, settings, insecure: bool) -> str | None:  # noqa:
 
     if insecure or is_loopback(host):
         return None
-    missing = [what for what, given in (("API keys (SRGAN_API_KEYS)", settings.api_keys),
-                                        ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts)) if not given]
+    required = (("API keys (SRGAN_API_KEYS)", settings.api_keys),
+                ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts))
+    missing = [what for what, given in required if not given]
     if not missing:
         return None
     return (f"refusing to serve on {host}, beyond loopback, without {' or '.join(missing)}: anyone who reaches "

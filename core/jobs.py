@@ -202,7 +202,7 @@ local function emit(job, channel, kind)
   if ttl > 0 then redis.call('PEXPIRE', log, ttl) end
   redis.call('PUBLISH', channel, payload)
 end
-""" % EVENT_LOG_MAX
+""" % EVENT_LOG_MAX  # noqa: UP031 - the Lua tables' braces rule out str.format and f-strings
 
 # ARGV[7] = the deadline_exceeded error JSON: a job whose deadline passed ends aborted (never started)
 # or canceled (a redelivery of a job that was running).

@@ -379,7 +379,9 @@ class Registry:
         numbers = [int(v) for v in taken if v.isdigit()]
         return str(max(numbers, default=len(taken)) + 1)
 
-    def _card_for(self, name: str, version: str, card: dict[str, Any], result: FileCheck, source: str) -> dict[str, Any]:
+    def _card_for(
+        self, name: str, version: str, card: dict[str, Any], result: FileCheck, source: str,
+    ) -> dict[str, Any]:
         metrics = card.get("metrics") or (result.contract.metrics if result.contract else {}) or {}
         onnx_info = {**(card.get("onnx") or {}), "file": MODEL_FILE, "opset": result.opset}
         seq = max((v.seq for v in self.versions(name)), default=0) + 1
@@ -394,7 +396,8 @@ class Registry:
             "onnx": onnx_info,
             "sha256": result.sha256,
             "registry": {"published_at": _now(), "seq": seq, "source": source,
-                         "exported_as": {"name": card.get("name") or (result.contract.name if result.contract else None),
+                         "exported_as": {"name": card.get("name")
+                                         or (result.contract.name if result.contract else None),
                                          "version": card.get("version")
                                          or (result.contract.version if result.contract else None)},
                          "check": result.probe},

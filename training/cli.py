@@ -64,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--eval-data", type=Path, help="measure PSNR/SSIM on this folder and store them as metrics")
     export.add_argument("--tolerance", type=float, default=0.5, help="largest |ONNX - Keras| allowed on 0..255")
     export.add_argument("--publish", metavar="NAME",
-                        help="then deploy the export to the model registry as NAME (checked, made active, workers told)")
+                        help="then deploy the export to the model registry as NAME "
+                             "(checked, made active, workers told)")
     export.set_defaults(func=_handle_export)
 
     ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop), NIQE and colour shift of an ONNX model "

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

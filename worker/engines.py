@@ -42,7 +42,9 @@ class EngineCache:
     every ``model_refresh_s``.
     """
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.max_engines = max_engines

@@ -27,7 +27,6 @@ from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_i
 
 if TYPE_CHECKING:
     from model.engine import Upscaler
-
     from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)

@@ -18,14 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from api.batch_upload import discard_all, receive_batch
 from api.deps import Caller, CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
 from api.errors import ApiError, status_for
+from api.idempotent import claim_or_replay
+from api.openapi import AUTH, error_responses
 from api.options import parse_deadline
 from api.routes.job_events import KEEPALIVE_S, RETRY_MS
 from api.routes.jobs import _accept, _parse_params, _webhook, choose_model, job_out
-from api.openapi import AUTH, error_responses
 from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_name
 from api.upload import Pace, Upload
 from core.batches import Batch, BatchState, is_batch_id, new_batch_id
-from api.idempotent import claim_or_replay
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import TERMINAL, new_job_id
 from model.errors import ModelError, SRGANError
@@ -110,7 +110,8 @@ def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller
 
 @router.post("", status_code=202, response_model=BatchOut, responses={
     200: {"model": BatchOut, "description": "an `Idempotency-Key` retry: the first request's batch"},
-    202: {"headers": {"Location": {"description": "the batch's URL, `/v1/batches/{id}`", "schema": {"type": "string"}}}},
+    202: {"headers": {"Location": {"description": "the batch's URL, `/v1/batches/{id}`",
+                                   "schema": {"type": "string"}}}},
     **error_responses(*AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
                       "unsupported_media_type", "too_many_fields", "too_many_files", "idempotency_conflict",
                       "idempotency_in_progress", "webhook_refused", "webhooks_disabled", "queue_full",
@@ -176,7 +177,8 @@ async def _batch_stream(request: Request, services: Services, batch: Batch) -> A
         while len(done) < len(batch.job_ids):
             changed.clear()
             pending = [job_id for job_id in batch.job_ids if job_id not in done]
-            news = await run_in_threadpool(lambda: {j: services.store.events_since(j, last[j]) for j in pending})
+            news = await run_in_threadpool(
+                lambda ids=pending: {j: services.store.events_since(j, last[j]) for j in ids})
             for job_id, events in news.items():
                 for event in events:
                     last[job_id] = int(event["seq"])

@@ -228,4 +228,5 @@ def exif_make_as_rational() -> bytes:
     """An EXIF block (TIFF structure) whose ``Make`` tag is typed RATIONAL, not ASCII, as a buggy writer
     might store it: Pillow reads it, but cannot write it back."""
     entry = struct.pack("<HHII", 0x010F, 5, 1, 26)  # Make, RATIONAL, one value, at offset 26
-    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + entry + struct.pack("<I", 0) + struct.pack("<II", 1, 3)
+    return (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + entry + struct.pack("<I", 0)
+            + struct.pack("<II", 1, 3))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import tomllib
 import yaml
 
 from cli.main import build_parser
@@ -184,7 +184,8 @@ def test_images_install_extras_that_exist():
     assert re.search(r"^FROM nvidia/cuda:\S+-cudnn-runtime-", worker_file, re.M)
     assert 'pip install --no-deps ".[gpu]"' in worker_file and "onnxruntime-gpu" in " ".join(extras["gpu"])
     api_file = dockerfile(SERVICES["api"])
-    assert "pip install --no-deps ." in api_file and "onnxruntime" not in api_file, "the API image needs no ONNX Runtime"
+    assert "pip install --no-deps ." in api_file and "onnxruntime" not in api_file, \
+        "the API image needs no ONNX Runtime"
     # the dependencies come from the lock files, hashes required
     assert "pip install --require-hashes -r requirements/worker-gpu.lock" in worker_file
     assert "pip install --require-hashes -r requirements/api.lock" in api_file

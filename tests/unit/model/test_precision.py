@@ -18,7 +18,6 @@ from model.errors import ModelError
 from tests.utils.tiny_models import make_low_precision_fragile_model, make_srresnet_model
 
 
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("precision")
