@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     compiled = {"f32": core.compile_model(fp, "CPU", config)}
     compiled.update({k: core.compile_model(m, "CPU", config) for k, m in variants.items()})
     img = test_image(256)[None].astype(np.float32)
-    times = alternate({k: (lambda c=c: c(img)) for k, c in compiled.items()}, args.repeat)
+    times = alternate({k: partial(c, img) for k, c in compiled.items()}, args.repeat)
     rows = {}
     for name, c in compiled.items():
         rows[name] = {"set5": round(evaluate(c, DATA / "Set5"), 4), "set14": round(evaluate(c, DATA / "Set14"), 4),

@@ -97,7 +97,7 @@ class Client:
         ``wait_s``: ask the server to answer when the job ends, if within that many seconds.
         """
         data = {k: str(v) for k, v in params.items() if v is not None}
-        files = None
+        files: dict[str, tuple[str | None, Any] | tuple[str, bytes, str]] | None = None
         if image is not None:
             content = image if isinstance(image, bytes) else Path(image).read_bytes()
             name = filename or (Path(image).name if not isinstance(image, bytes) else "image")

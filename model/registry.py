@@ -22,6 +22,7 @@ the API can read the registry.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -366,7 +367,7 @@ class Registry:
             history.append(current)
         self._write_pointer(name, version, history)
 
-    def _write_pointer(self, name: str, version: str, history: list[str]) -> None:
+    def _write_pointer(self, name: str, version: str, history: builtins.list[str]) -> None:
         body = {"version": version, "previous": history[-HISTORY_LIMIT:], "changed_at": _now()}
         _write_atomic(self.root / name / POINTER_FILE, json.dumps(body, indent=2) + "\n")
         log.info("%s: active version is now %s", name, version)
@@ -404,7 +405,7 @@ class Registry:
         }
 
     # --- the shipped default --------------------------------------------------------
-    def seed(self, weights_dir: Path = WEIGHTS_DIR) -> list[ModelVersion]:
+    def seed(self, weights_dir: Path = WEIGHTS_DIR) -> builtins.list[ModelVersion]:
         """Publish the models shipped in ``weights_dir`` that the registry lacks; returns those added.
 
         A shipped version is added once; it becomes active when its name has

@@ -19,11 +19,11 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
-from training.config import TrainConfig, default_config, load_overrides_file, merge
+from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
 
 _SECTIONS = ("generator", "data", "optim", "gan")
 _TOP_SKIP = {"stage", *_SECTIONS}
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--config", type=Path, help="JSON file with any of the settings below (flags win)")
         p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
         p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-        _add_config_flags(p, default_config(stage))
+        _add_config_flags(p, default_config(cast(Stage, stage)))
         p.set_defaults(func=_handle_train, stage=stage)
 
     export = subparsers.add_parser("export", help="export a trained generator to ONNX with a parity check")
@@ -89,7 +89,7 @@ def _fields():
         if name not in _TOP_SKIP:
             yield name, field
     for section in _SECTIONS:
-        model: type[BaseModel] = TrainConfig.model_fields[section].annotation
+        model = cast("type[BaseModel]", TrainConfig.model_fields[section].annotation)
         for name, field in model.model_fields.items():
             yield f"{section}.{name}", field
 

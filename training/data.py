@@ -132,19 +132,20 @@ def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
         in_memory = decoded_bytes(pairs, scale) <= cfg.cache_max_gb * 2**30
     if in_memory:
         examples = [decode_pair(p, scale) for p in pairs]
-        kept = [e for e in examples if min(e.lr.shape[:2]) >= lr_min]
-        store: MemoryStore | FileStore = MemoryStore(kept)
+        kept_examples = [e for e in examples if min(e.lr.shape[:2]) >= lr_min]
+        store: MemoryStore | FileStore = MemoryStore(kept_examples)
+        n_kept = len(kept_examples)
     else:
         sizes = [_lr_size(p, scale) for p in pairs]
         keep = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= lr_min]
-        kept = [pairs[i] for i in keep]
-        store = FileStore(kept, [sizes[i] for i in keep], scale)
-    if len(kept) < len(pairs):
-        log.warning("%d images smaller than the %d px HR crop were left out", len(pairs) - len(kept), cfg.hr_size)
-    if not kept:
+        store = FileStore([pairs[i] for i in keep], [sizes[i] for i in keep], scale)
+        n_kept = len(keep)
+    if n_kept < len(pairs):
+        log.warning("%d images smaller than the %d px HR crop were left out", len(pairs) - n_kept, cfg.hr_size)
+    if not n_kept:
         raise ValueError(f"no training image in {cfg.data} is at least {cfg.hr_size} px a side")
     where = "memory" if in_memory else "disk"
-    description = f"{fmt} {cfg.data}: {len(kept)} training images ({where}), {len(validation)} validation"
+    description = f"{fmt} {cfg.data}: {n_kept} training images ({where}), {len(validation)} validation"
     return TrainingData(store, validation, description)
 
 
@@ -170,7 +171,7 @@ def make_dataset(store, cfg: DataConfig, scale: int, seed: int, start_step: int 
         if cfg.rotate:
             lr, hr = augment.random_rotate(lr, hr, seeds[3])
         if cfg.jpeg_noise:
-            lr = augment.jpeg_noise(lr, seeds[4], tuple(cfg.jpeg_quality), cfg.jpeg_prob)
+            lr = augment.jpeg_noise(lr, seeds[4], cfg.jpeg_quality, cfg.jpeg_prob)
         return tf.cast(lr, tf.float32), tf.cast(hr, tf.float32)
 
     ds = tf.data.Dataset.range(start_step * cfg.batch_size, _ENDLESS)

@@ -98,7 +98,8 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
 
     settings = get_settings()
     panels: dict[str, np.ndarray] = {}
-    hr = lr = None
+    hr: np.ndarray | None = None
+    lr: np.ndarray | None = None
     scale = 0
     for model in models:
         up = build_upscaler(settings, resolve_blend(settings, str(model), detail, seed=False), tile=0, overlap=0,
@@ -109,6 +110,7 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
             lr = bicubic_downscale(hr, scale)
             panels["bicubic"] = bicubic_upscale(lr, scale)
         name = Path(model).stem + (f" detail {detail:.2f}" if detail is not None else "")
+        assert lr is not None  # made from the first model's scale
         panels[name] = up.upscale(lr)
     assert hr is not None
     panels["ground truth"] = hr

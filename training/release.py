@@ -158,6 +158,7 @@ def release(
         metrics, details = _bench_metrics(staged, bench, compare)
         proto = onnx.load(str(staged))
         contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+        assert contract is not None, "export_generator writes the contract into the file"
         contract = contract.with_identity(contract.name, contract.version, metrics)
         entries = contract.to_metadata()
         for prop in proto.metadata_props:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -55,7 +55,7 @@ _UPLOAD_BODY = {
 }
 _LOCATION = {"Location": {"description": "the job's URL, `/v1/jobs/{id}`", "schema": {"type": "string"}}}
 _JOB_ERRORS = error_responses(*AUTH, "not_found")
-_CREATED = {
+_CREATED: dict[int | str, dict[str, Any]] = {
     200: {"model": JobOut, "description": "an `Idempotency-Key` retry: the first request's job, which has ended "
           "(`Idempotent-Replayed: true`)"},
     201: {"model": JobOut, "description": "`Prefer: wait=N` and the job ended within N s: the finished job"},
