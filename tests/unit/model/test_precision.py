@@ -119,7 +119,7 @@ def test_auto_on_this_machine_picks_the_native_precision(models):
     for backend in ("openvino", "onnxruntime"):
         engine = Upscaler.from_file(models["srresnet"], backend=backend, precision="auto", tile=0)
         assert engine.precision == native_precision(engine.backend_name)
-        assert engine.precision_note.startswith("auto:")
+        assert engine.precision_note is not None and engine.precision_note.startswith("auto:")
 
 
 def test_settings_precision_reaches_the_engine(models, monkeypatch):
