@@ -92,7 +92,9 @@ def _structure(proto: onnx.ModelProto) -> dict[tuple[str, int], onnx.TensorProto
     return keyed
 
 
-def _pair(base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target_name: str):
+def _pair(
+    base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target_name: str,
+) -> list[tuple[onnx.TensorProto, onnx.TensorProto]]:
     """The paired initialisers of two compatible models; :class:`PairMismatch` naming the first difference."""
     cb, ct = _contract(base), _contract(target)
     if cb is not None and ct is not None:

@@ -18,10 +18,12 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
 
@@ -83,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- flags from the config models ------------------------------------------------
 
 
-def _fields():
+def _fields() -> Iterator[tuple[str, FieldInfo]]:
     """(dotted path, field) for every setting a flag can change."""
     for name, field in TrainConfig.model_fields.items():
         if name not in _TOP_SKIP:
@@ -109,7 +111,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) ->
         groups[section or "run"].add_argument(flag, **kwargs)
 
 
-def _argparse_type(annotation) -> dict[str, Any]:
+def _argparse_type(annotation: Any) -> dict[str, Any]:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):

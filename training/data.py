@@ -49,7 +49,7 @@ class MemoryStore:
         self.areas = np.array([e.lr.shape[0] * e.lr.shape[1] for e in examples], dtype=np.float64)
 
     @staticmethod
-    def _pack(images: list[np.ndarray]):
+    def _pack(images: list[np.ndarray]) -> tuple[tf.Tensor, tf.Tensor]:
         sizes = np.array([im.size for im in images], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         shapes = np.array([im.shape for im in images], dtype=np.int64)
@@ -57,11 +57,11 @@ class MemoryStore:
         return flat, tf.constant(np.concatenate([offsets[:, None], sizes[:, None], shapes], axis=1))
 
     @staticmethod
-    def _get(flat, index, i):
+    def _get(flat: tf.Tensor, index: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
         row = index[i]
         return tf.reshape(tf.slice(flat, [row[0]], [row[1]]), row[2:5])
 
-    def fetch(self, i):
+    def fetch(self, i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self._get(self._lr, self._lr_index, i), self._get(self._hr, self._hr_index, i)
 
 
@@ -75,7 +75,7 @@ class FileStore:
         self._hr = tf.constant([str(p.hr_path) for p in pairs])
         self.areas = np.array([w * h for w, h in sizes], dtype=np.float64)
 
-    def fetch(self, i):
+    def fetch(self, i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         lr = tf.io.decode_image(tf.io.read_file(self._lr[i]), channels=3, expand_animations=False)
         hr = tf.io.decode_image(tf.io.read_file(self._hr[i]), channels=3, expand_animations=False)
         shape = tf.shape(lr)
@@ -157,11 +157,13 @@ def _lr_size(pair: Pair, scale: int) -> tuple[int, int]:
     return (w, h) if pair.lr_path else (w // scale, h // scale)
 
 
-def make_dataset(store, cfg: DataConfig, scale: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
+def make_dataset(
+    store: MemoryStore | FileStore, cfg: DataConfig, scale: int, seed: int, start_step: int = 0,
+) -> tf.data.Dataset:
     """Endless batches of (lr, hr) float32 0..255 crops, starting at batch ``start_step``."""
     logits = tf.constant(np.log(store.areas / store.areas.sum())[None, :], dtype=tf.float32)
 
-    def example(i):
+    def example(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), i]), 5)
         index = tf.random.stateless_categorical(logits, 1, seeds[0], dtype=tf.int32)[0, 0]
         lr, hr = store.fetch(index)

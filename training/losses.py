@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -34,6 +35,9 @@ from training.config import GanConfig
 
 log = logging.getLogger(__name__)
 
+Loss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+"""``loss(hr, sr)``: a scalar from a batch of ground truth and a batch of outputs."""
+
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FALLBACK_CACHE = Path("/tmp/.keras/models")
 """Where Keras caches downloads when its home folder is not writable."""
@@ -43,13 +47,13 @@ class VggWeightsMissing(FileNotFoundError):
     """The VGG19 ImageNet weights are neither in the Keras cache nor where ``--vgg-weights`` points."""
 
 
-def pixel_loss(kind: str):
+def pixel_loss(kind: str) -> Loss:
     """Mean squared (``mse``) or absolute (``l1``) error of images in 0..255, measured on a 0..1 scale."""
 
-    def mse(hr, sr):
+    def mse(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(tf.square((hr - sr) / 255.0))
 
-    def l1(hr, sr):
+    def l1(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(tf.abs((hr - sr) / 255.0))
 
     try:
@@ -135,10 +139,10 @@ def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RAND
     return model
 
 
-def random_perceptual_loss(features: keras.Model):
+def random_perceptual_loss(features: keras.Model) -> Loss:
     """Generic perceptual loss: per-layer squared error relative to the target's feature energy, averaged."""
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         both = features(tf.concat([hr, sr], axis=0), training=False)
         both = both if isinstance(both, (list, tuple)) else [both]
         terms = []
@@ -152,11 +156,11 @@ def random_perceptual_loss(features: keras.Model):
     return loss
 
 
-def content_loss(features: keras.Model, rescale: float = 12.75):
+def content_loss(features: keras.Model, rescale: float = 12.75) -> Loss:
     """VGG54 loss: MSE of ``features`` of ``preprocess_input`` images, features divided by ``rescale``."""
     preprocess = keras.applications.vgg19.preprocess_input
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         f_hr = tf.cast(features(preprocess(hr), training=False), tf.float32) / rescale
         f_sr = tf.cast(features(preprocess(sr), training=False), tf.float32) / rescale
         return tf.reduce_mean(tf.square(f_hr - f_sr))
@@ -185,7 +189,7 @@ def resolve_perceptual(gan: GanConfig, features: keras.Model | None = None) -> s
         return "random-vgg19"
 
 
-def build_content_loss(gan: GanConfig, features: keras.Model | None = None):
+def build_content_loss(gan: GanConfig, features: keras.Model | None = None) -> Loss | None:
     """The content loss of ``gan.perceptual`` plus the weighted pixel term; None when both are off.
 
     ``features`` replaces the feature network (tests).
@@ -203,18 +207,18 @@ def build_content_loss(gan: GanConfig, features: keras.Model | None = None):
     if not terms:
         return None
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.add_n([w * fn(hr, sr) for w, fn in terms])
 
     return loss
 
 
-def generator_adversarial_loss(fake_prob):
+def generator_adversarial_loss(fake_prob: tf.Tensor) -> tf.Tensor:
     """Binary cross-entropy pushing the discriminator's output on generated images to 1."""
     return tf.reduce_mean(keras.losses.binary_crossentropy(tf.ones_like(fake_prob), fake_prob))
 
 
-def discriminator_loss(real_prob, fake_prob):
+def discriminator_loss(real_prob: tf.Tensor, fake_prob: tf.Tensor) -> tf.Tensor:
     """Binary cross-entropy of real images labelled 1 and generated ones labelled 0."""
     real = keras.losses.binary_crossentropy(tf.ones_like(real_prob), real_prob)
     fake = keras.losses.binary_crossentropy(tf.zeros_like(fake_prob), fake_prob)

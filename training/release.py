@@ -24,11 +24,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from model.contract import ModelContract
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
@@ -107,7 +110,7 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
     return int(step.numpy())
 
 
-def resume_command(config, name: str, resume_file: str, step: int) -> str:
+def resume_command(config: TrainConfig, name: str, resume_file: str, step: int) -> str:
     """The ``srgan train`` command that continues ``config``'s run on a new machine from the shipped file."""
     from training.config import default_config
 
