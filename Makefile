@@ -70,4 +70,4 @@ audit: | $(BIN)/python
 	for lock in requirements/*.lock; do $(BIN)/pip-audit --no-deps --disable-pip -r $$lock || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
