@@ -108,7 +108,18 @@ class GanConfig(_Section):
     perceptual_layers: list[str] = Field(
         RANDOM_VGG19_LAYERS, description="random-vgg19: layers compared (pre-activation outputs)"
     )
+    perceptual_redraw: bool = Field(
+        False,
+        description="random-vgg19: draw new random weights at every step (the loss becomes an expectation over "
+        "random networks, so the generator cannot fit one network's blind spots: the stripes a fixed one leaves)",
+    )
     pixel_weight: float = Field(0.0, ge=0, description="weight of a pixel loss term (ESRGAN uses 1e-2 with L1)")
+    lowfreq_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an L1 term between the output and the HR image, both average-pooled by the scale "
+        "factor: holds colour and the low frequencies (what the LR input fixes) and leaves texture free",
+    )
     pixel_loss: Literal["l1", "mse"] = Field("l1", description="the pixel loss term's kind")
     vgg_weights: Path | None = Field(None, description="VGG19 ImageNet weights (notop .h5); default: the Keras cache")
     vgg_layer: str = Field("block5_conv4", description="VGG19 layer of the content loss")
@@ -125,8 +136,10 @@ class GanConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> GanConfig:
-        if self.perceptual == "none" and self.pixel_weight == 0 and self.adv_weight == 0:
-            raise ValueError("the gan stage needs a loss: perceptual, pixel_weight or adv_weight")
+        if self.perceptual == "none" and self.pixel_weight == 0 and self.adv_weight == 0 and self.lowfreq_weight == 0:
+            raise ValueError("the gan stage needs a loss: perceptual, pixel_weight, lowfreq_weight or adv_weight")
+        if self.perceptual_redraw and self.perceptual not in ("random-vgg19", "auto"):
+            raise ValueError("perceptual_redraw applies to the random-vgg19 loss only")
         return self
 
 

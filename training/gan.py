@@ -56,8 +56,8 @@ class GanStage:
         gen, gan = config.generator, config.gan
         self.generator = build_generator(**gen.model_dump())
         self.discriminator = build_discriminator(config.data.hr_size, gan.d_filters, gen.bn_momentum)
-        self._content = build_content_loss(gan, features)
         self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
+        self._content = build_content_loss(gan, features, gen.scale, self.g_optimizer.iterations)
         self.d_optimizer = build_adam(config.optim, config.steps, peak=gan.d_lr, name="d_adam")
 
     def trackables(self) -> dict[str, object]:

@@ -196,12 +196,14 @@ def release(
         perceptual: dict[str, Any] = {"name": gan.perceptual, "weight": gan.perceptual_weight}
         if gan.perceptual == "random-vgg19":
             perceptual.update(seed=gan.perceptual_seed, layers=list(gan.perceptual_layers),
+                              redrawn_every_step=gan.perceptual_redraw,
                               paper="Liu et al., Generic Perceptual Loss, CVPR 2021 (arXiv 2103.10571)")
         elif gan.perceptual == "vgg54":
             perceptual.update(layer=gan.vgg_layer, rescale=gan.vgg_rescale, weights="VGG19 ImageNet")
         card["training"]["losses"] = {
             "perceptual": perceptual,
             "pixel": {"kind": gan.pixel_loss, "weight": gan.pixel_weight},
+            "lowfreq": {"kind": "l1 of images average-pooled by the scale", "weight": gan.lowfreq_weight},
             "adversarial": {"weight": gan.adv_weight},
         }
         card["training"]["picked_by"] = (
