@@ -13,7 +13,8 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml -q --python-platform x86_64-ma
 
 help:
 	@echo "make serve    - run the service (API + embedded Redis + a worker) with the default model"
-	@echo "make test     - install everything and run the whole test suite"
+	@echo "make test     - install everything, run the linters (make lint), then the whole test suite"
+	@echo "make lint     - import contracts (lint-imports), ruff check and mypy"
 	@echo "make upscale IN=photo.png [OUT=out.png] - upscale one file locally"
 	@echo "make bench    - engine benchmark (bench/engine.py)"
 	@echo "make lock     - regenerate requirements/*.lock after changing pyproject.toml"
@@ -38,15 +39,19 @@ upscale: $(STAMP)
 
 test:
 	$(MAKE) EXTRAS=cpu,openvino,train,dev venv
-	$(BIN)/lint-imports
+	$(MAKE) lint
 	$(BIN)/python -m pytest -q -ra
 
 test-fast:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
 	$(BIN)/python -m pytest -q -m "not e2e" --ignore=tests/unit/training
 
+# The import contracts, ruff check and mypy (settings in pyproject.toml; mypy's cache is in the venv).
 lint:
+	$(MAKE) EXTRAS=cpu,openvino,train,dev venv
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
@@ -65,4 +70,4 @@ audit: | $(BIN)/python
 	for lock in requirements/*.lock; do $(BIN)/pip-audit --no-deps --disable-pip -r $$lock || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -166,7 +166,8 @@ class JobOut(BaseModel):
                               filename=download_name(job))
         return cls(
             id=job.id, status=job.status, progress=min(max(job.progress, 0.0), 1.0),
-            created_at=ts(job.created_at), started_at=ts(job.started_at), finished_at=ts(job.finished_at),
+            created_at=datetime.fromtimestamp(job.created_at, timezone.utc), started_at=ts(job.started_at),
+            finished_at=ts(job.finished_at),
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
             owner=job.owner,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,

@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -138,7 +139,8 @@ def photo(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-WHOLE = {"png": ("PNG", {}), "jpeg": ("JPEG", {"quality": 90}), "webp": ("WEBP", {"quality": 90}),
+WHOLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "png": ("PNG", {}), "jpeg": ("JPEG", {"quality": 90}), "webp": ("WEBP", {"quality": 90}),
          "bmp": ("BMP", {}), "tiff": ("TIFF", {"compression": "tiff_lzw"})}
 
 

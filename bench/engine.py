@@ -34,7 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +69,7 @@ def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     fn()  # warm-up: first call builds kernels and shapes
     times, out = [], None
     for _ in range(repeat):
@@ -124,10 +127,10 @@ def cpu_report() -> dict:
             "openvino_capabilities": openvino_capabilities()}
 
 
-def alternate(fns: dict[str, object], repeat: int) -> dict[str, tuple[float, object]]:
+def alternate(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
     """Median seconds and last output of each function, run in turns (one warm-up each first)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    outs: dict[str, object] = {}
+    outs: dict[str, Any] = {}
     for k, fn in fns.items():
         outs[k] = fn()
     for _ in range(repeat):
@@ -171,7 +174,7 @@ def bench_defaults(model: Path, args) -> dict:
         except Exception as exc:  # noqa: BLE001 - reported
             report.setdefault("errors", {})[precision] = str(exc)
     small = test_image(args.precision_size)
-    runs = alternate({p: (lambda e=e: e.upscale(small, tile=0)) for p, e in engines.items()}, args.repeat)
+    runs = alternate({p: partial(e.upscale, small, tile=0) for p, e in engines.items()}, args.repeat)
     f32_s, f32_out = runs.get("f32", (None, None))
     rows = []
     set5 = DATA / "Set5" if args.set5 is None else args.set5
@@ -179,11 +182,11 @@ def bench_defaults(model: Path, args) -> dict:
     for p, (secs, out) in runs.items():
         e = engines[p]
         row = {"asked": p, "runs": e.precision, "seconds": round(secs, 3)}
-        if f32_s:
+        if f32_s and f32_out is not None:
             row["throughput_vs_f32"] = round(f32_s / secs, 3)
             row["psnr_vs_f32_db"] = round(psnr(out, f32_out), 2)
-        if f32_set5 is not None:
-            v = f32_set5 if p == "f32" else set5_psnr(e, set5)
+        v = f32_set5 if p == "f32" else set5_psnr(e, set5)
+        if f32_set5 is not None and v is not None:
             row["set5_psnr_y"] = round(v, 4)
             row["set5_cost_db"] = round(f32_set5 - v, 4)
         rows.append(row)
@@ -227,7 +230,7 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
     row["engine_vs_matmul"] = round(row["tiled_gflops"] / ceiling, 3)
     for tile, overlap, batch in args.variants:
         variant = Upscaler(up.backend, up.contract, tile=tile, overlap=overlap, tile_batch=batch)
-        t, out = timed(lambda: variant.upscale(img), args.repeat)
+        t, out = timed(partial(variant.upscale, img), args.repeat)
         row[f"tiled_{tile}_{overlap}_b{batch}_vs_whole"] = round(t_whole / t, 3)
         row[f"tiled_{tile}_{overlap}_b{batch}_seam_psnr_db"] = round(psnr(out, whole), 2)
     if not args.quick:

@@ -6,7 +6,8 @@ It starts the service as ``srgan serve`` does with nothing configured (an embedd
 worker, the API), with small tiles so each job reports progress many times, then for each of N jobs
 opens K ``GET /v1/jobs/{id}/events`` streams at once and records, for every event that happens while
 a stream is open, the time it was read by the client minus the time Redis recorded the worker's update
-(``at``, Redis ``TIME`` inside the script that wrote it; client and server share this machine's clock). The worker runs the real
+(``at``, Redis ``TIME`` inside the script that wrote it; client and server share this machine's clock).
+The worker runs the real
 model meanwhile, so the API competes with inference for the CPU as it would in production.
 Goal: every event within 250 ms (the issue's), reported as p50, p95, p99 and max.
 """

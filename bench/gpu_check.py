@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 img = test_image(size)
                 tile = 0 if size == sizes[0] else args.tile
                 try:
-                    secs, out = timed(lambda: up.upscale(img, tile=tile), args.repeat)
+                    secs, out = timed(partial(up.upscale, img, tile=tile), args.repeat)
                 except Exception as exc:  # noqa: BLE001
                     print(f"  {provider} {precision} {size}: failed: {exc}")
                     report["runs"].append({"provider": provider, "precision": precision, "size": size,

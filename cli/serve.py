@@ -156,8 +156,9 @@ def refuse_exposure(host: str, settings, insecure: bool) -> str | None:  # noqa:
 
     if insecure or is_loopback(host):
         return None
-    missing = [what for what, given in (("API keys (SRGAN_API_KEYS)", settings.api_keys),
-                                        ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts)) if not given]
+    required = (("API keys (SRGAN_API_KEYS)", settings.api_keys),
+                ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts))
+    missing = [what for what, given in required if not given]
     if not missing:
         return None
     return (f"refusing to serve on {host}, beyond loopback, without {' or '.join(missing)}: anyone who reaches "
@@ -213,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                     stack.callback(WorkerProcess(env, args.log_level, index).start().stop)
                 if args.workers > 0:  # webhook deliveries: threads on their own queue, never behind a job
                     stack.callback(WorkerProcess(env, args.log_level, 0, webhooks=True).start().stop)
-                log.info("embedded Redis %s at %s (data in %s), %d worker(s), model %s", redis_server.binary.version,
+                log.info("embedded Redis %s at %s (data in %s), %d worker(s), model %s",
+                         redis_server.binary and redis_server.binary.version,
                          redis_server.address, data_dir / "redis", args.workers, model_path)
             app = create_app(settings)
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,

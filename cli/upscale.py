@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -169,22 +174,23 @@ class _progress_bar:
     """A tqdm bar over tiles when on a terminal; a no-op callback otherwise."""
 
     def __init__(self, name: str, show: bool) -> None:
-        self.name, self.show, self.bar = name, show, None
+        self.name, self.show = name, show
+        self.bar: tqdm[Any] | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[int, int], None] | None:
         if not self.show:
             return None
         from tqdm import tqdm
 
-        self.bar = tqdm(desc=self.name, unit="tile", leave=False)
+        bar = self.bar = tqdm(desc=self.name, unit="tile", leave=False)
 
         def update(done: int, total: int) -> None:
-            self.bar.total = total
-            self.bar.n = done
-            self.bar.refresh()
+            bar.total = total
+            bar.n = done
+            bar.refresh()
 
         return update
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()

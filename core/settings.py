@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 ANONYMOUS = "anonymous"
 """The caller's name when authentication is off (``api_keys`` empty)."""
 
@@ -56,7 +55,8 @@ class Settings(BaseSettings):
     model: str = Field("srresnet_x4", description="default model: a registry name, name:version, or a .onnx path")
     backend: Literal["auto", "onnxruntime", "openvino"] = "auto"
     providers: list[str] | None = Field(
-        None, description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
+        None,
+        description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
     )
     threads: int = Field(0, ge=0, description="inference threads; 0 = one per physical core")
     precision: Literal["auto", "f32", "bf16", "f16"] = Field(
@@ -239,7 +239,8 @@ class Settings(BaseSettings):
             )
         if self.resolved_worker_lost_s <= 2 * self.heartbeat_s:
             raise ValueError(
-                f"worker_lost_s ({self.resolved_worker_lost_s}) must exceed two heartbeats (heartbeat_s={self.heartbeat_s})"
+                f"worker_lost_s ({self.resolved_worker_lost_s}) must exceed two heartbeats "
+                f"(heartbeat_s={self.heartbeat_s})"
             )
         if self.environment == "production" and self.debug_tile_delay_s:
             raise ValueError("debug_tile_delay_s must be 0 in production")

@@ -19,6 +19,9 @@ from core.catalog import ModelInfo, require_detail_base, resolve_spec
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    import onnx
+
+    from model.backends import Backend
     from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
@@ -88,7 +91,7 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
         proto = interpolate_models(blend.base.path, info.path, blend.detail)
         name = f"{info.name}-detail-{blend.detail:.2f}.onnx"
 
-        def reload(at: str):
+        def reload(at: str) -> Backend:
             """The blend again at precision ``at`` (a float32 re-run of a bad tile), from the proto kept here."""
             with _as_file(proto, name) as path:
                 return open_backend(path, backend=kwargs["backend"], providers=kwargs["providers"],
@@ -105,7 +108,7 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
 
 
 @contextmanager
-def _as_file(proto, name: str) -> Iterator[Path]:
+def _as_file(proto: onnx.ModelProto, name: str) -> Iterator[Path]:
     """``proto`` saved as ``name`` in a temporary folder, for a backend to load; removed afterwards."""
     import onnx
 

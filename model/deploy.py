@@ -119,6 +119,6 @@ def _raw_output_size(up: Any, lr_hwc_u8: np.ndarray) -> tuple[int, int] | None:
         out = up.backend.run(batch)
     except Exception:  # noqa: BLE001 - the caller reports the original failure
         return None
-    return tuple(out.shape[1:3]) if up.contract.layout == "NHWC" else tuple(out.shape[2:4])  # type: ignore[return-value]
+    return tuple(out.shape[1:3]) if up.contract.layout == "NHWC" else tuple(out.shape[2:4])
 
 

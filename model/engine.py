@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from model.backends import Backend, default_memory_budget, native_precision, open_backend
-from model.contract import ModelContract, infer_layout
+from model.contract import Layout, ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
 from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tile, iter_batches, validate_tiling
 
@@ -93,7 +93,7 @@ class Upscaler:
         overlap: int = 8,
         tile_batch: int = 1,
         scale: int | None = None,
-        layout: str | None = None,
+        layout: Layout | None = None,
         precision: str = "f32",
         reload: BackendFactory | None = None,
         memory_budget: int | None = None,

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
@@ -48,6 +48,8 @@ TIFF_SUBFILE_TYPE = 254
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO: the multi-picture JPEG of phone cameras; its first picture is the photo
 
 if TYPE_CHECKING:  # the engine is not needed to decode or encode
+    from PIL import TiffImagePlugin
+
     from model.engine import Progress, Upscaler
 
 
@@ -109,7 +111,8 @@ def _frame_count(img: Image.Image) -> int:
         pages = 0
         for index in range(int(getattr(img, "n_frames", 1))):
             img.seek(index)
-            if not int(img.tag_v2.get(TIFF_SUBFILE_TYPE, 0)) & 1:
+            tags = cast("TiffImagePlugin.TiffImageFile", img).tag_v2  # img.format == "TIFF"
+            if not int(tags.get(TIFF_SUBFILE_TYPE, 0)) & 1:
                 pages += 1
                 if pages > 1:
                     break
@@ -224,9 +227,10 @@ def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
 
     srgb = ImageCms.createProfile("sRGB")
     try:
-        out = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")
+        managed = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")
     except (ImageCms.PyCMSError, OSError):
-        out = img.convert("RGB")
+        managed = None
+    out = managed if managed is not None else img.convert("RGB")  # (None only comes from inPlace=True)
     out.info.update({k: v for k, v in img.info.items() if k == "exif"})
     out.info["icc_profile"] = ImageCms.ImageCmsProfile(srgb).tobytes()
     return out
@@ -281,7 +285,7 @@ def upscale_image(
         return lambda done, total: progress(offset * total + done, passes * total)
 
     colour = np.asarray(img.convert("RGB"))
-    run = dict(tile=tile, overlap=overlap, should_stop=should_stop)
+    run: dict[str, Any] = dict(tile=tile, overlap=overlap, should_stop=should_stop)
     hr = Image.fromarray(upscaler.upscale(colour, progress=report(0), **run), "RGB")
     if colour_mode == "L":
         hr = hr.convert("L")

@@ -92,7 +92,9 @@ def _structure(proto: onnx.ModelProto) -> dict[tuple[str, int], onnx.TensorProto
     return keyed
 
 
-def _pair(base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target_name: str):
+def _pair(
+    base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target_name: str,
+) -> list[tuple[onnx.TensorProto, onnx.TensorProto]]:
     """The paired initialisers of two compatible models; :class:`PairMismatch` naming the first difference."""
     cb, ct = _contract(base), _contract(target)
     if cb is not None and ct is not None:
@@ -132,7 +134,8 @@ def interpolate_models(base: Path, target: Path, detail: float) -> onnx.ModelPro
             mixed = ((1.0 - a) * wb.astype(np.float64) + a * wt.astype(np.float64)).astype(wt.dtype)
             tt.CopyFrom(numpy_helper.from_array(mixed, tt.name))
         elif numpy_helper.to_array(tb).tolist() != numpy_helper.to_array(tt).tolist():
-            raise PairMismatch(f"non-float constant {tt.name} differs between {Path(target).name} and {Path(base).name}")
+            raise PairMismatch(
+                f"non-float constant {tt.name} differs between {Path(target).name} and {Path(base).name}")
     cb, ct = _contract(base_p), _contract(target_p)
     blend = {
         "detail": a,

@@ -2,8 +2,8 @@
 
 Training makes its low-resolution inputs with :func:`bicubic_downscale` and
 evaluation measures with :func:`psnr_y` and :func:`ssim_y`, so a number
-measured anywhere in the project means the same thing (see DESIGN.md,
-"Quality protocol"). numpy and Pillow only.
+measured anywhere in the project means the same thing (docs/training.md,
+"Evaluation", describes the protocol for users). numpy and Pillow only.
 
 - LR = Pillow bicubic downscale of the HR image cropped to a multiple of the
   scale (:func:`crop_to_multiple`).

@@ -22,6 +22,7 @@ the API can read the registry.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -366,7 +367,7 @@ class Registry:
             history.append(current)
         self._write_pointer(name, version, history)
 
-    def _write_pointer(self, name: str, version: str, history: list[str]) -> None:
+    def _write_pointer(self, name: str, version: str, history: builtins.list[str]) -> None:
         body = {"version": version, "previous": history[-HISTORY_LIMIT:], "changed_at": _now()}
         _write_atomic(self.root / name / POINTER_FILE, json.dumps(body, indent=2) + "\n")
         log.info("%s: active version is now %s", name, version)
@@ -379,7 +380,9 @@ class Registry:
         numbers = [int(v) for v in taken if v.isdigit()]
         return str(max(numbers, default=len(taken)) + 1)
 
-    def _card_for(self, name: str, version: str, card: dict[str, Any], result: FileCheck, source: str) -> dict[str, Any]:
+    def _card_for(
+        self, name: str, version: str, card: dict[str, Any], result: FileCheck, source: str,
+    ) -> dict[str, Any]:
         metrics = card.get("metrics") or (result.contract.metrics if result.contract else {}) or {}
         onnx_info = {**(card.get("onnx") or {}), "file": MODEL_FILE, "opset": result.opset}
         seq = max((v.seq for v in self.versions(name)), default=0) + 1
@@ -394,14 +397,15 @@ class Registry:
             "onnx": onnx_info,
             "sha256": result.sha256,
             "registry": {"published_at": _now(), "seq": seq, "source": source,
-                         "exported_as": {"name": card.get("name") or (result.contract.name if result.contract else None),
+                         "exported_as": {"name": card.get("name")
+                                         or (result.contract.name if result.contract else None),
                                          "version": card.get("version")
                                          or (result.contract.version if result.contract else None)},
                          "check": result.probe},
         }
 
     # --- the shipped default --------------------------------------------------------
-    def seed(self, weights_dir: Path = WEIGHTS_DIR) -> list[ModelVersion]:
+    def seed(self, weights_dir: Path = WEIGHTS_DIR) -> builtins.list[ModelVersion]:
         """Publish the models shipped in ``weights_dir`` that the registry lacks; returns those added.
 
         A shipped version is added once; it becomes active when its name has

@@ -18,12 +18,14 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from training.config import TrainConfig, default_config, load_overrides_file, merge
+from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
 
 _SECTIONS = ("generator", "data", "optim", "gan")
 _TOP_SKIP = {"stage", *_SECTIONS}
@@ -43,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--config", type=Path, help="JSON file with any of the settings below (flags win)")
         p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
         p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-        _add_config_flags(p, default_config(stage))
+        _add_config_flags(p, default_config(cast(Stage, stage)))
         p.set_defaults(func=_handle_train, stage=stage)
 
     export = subparsers.add_parser("export", help="export a trained generator to ONNX with a parity check")
@@ -64,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--eval-data", type=Path, help="measure PSNR/SSIM on this folder and store them as metrics")
     export.add_argument("--tolerance", type=float, default=0.5, help="largest |ONNX - Keras| allowed on 0..255")
     export.add_argument("--publish", metavar="NAME",
-                        help="then deploy the export to the model registry as NAME (checked, made active, workers told)")
+                        help="then deploy the export to the model registry as NAME "
+                             "(checked, made active, workers told)")
     export.set_defaults(func=_handle_export)
 
     ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop), NIQE and colour shift of an ONNX model "
@@ -82,13 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- flags from the config models ------------------------------------------------
 
 
-def _fields():
+def _fields() -> Iterator[tuple[str, FieldInfo]]:
     """(dotted path, field) for every setting a flag can change."""
     for name, field in TrainConfig.model_fields.items():
         if name not in _TOP_SKIP:
             yield name, field
     for section in _SECTIONS:
-        model: type[BaseModel] = TrainConfig.model_fields[section].annotation
+        model = cast("type[BaseModel]", TrainConfig.model_fields[section].annotation)
         for name, field in model.model_fields.items():
             yield f"{section}.{name}", field
 
@@ -108,7 +111,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) ->
         groups[section or "run"].add_argument(flag, **kwargs)
 
 
-def _argparse_type(annotation) -> dict[str, Any]:
+def _argparse_type(annotation: Any) -> dict[str, Any]:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):

@@ -170,7 +170,8 @@ class TrainConfig(_Section):
         description="generator .weights.h5 a run with no checkpoint starts from (e.g. the shipped "
         "model/weights/srresnet_x4.resume.weights.h5, to continue the default model on a new machine)",
     )
-    init_step: int = Field(0, ge=0, description="training step init_weights were saved at: the schedule and crops go on from it")
+    init_step: int = Field(
+        0, ge=0, description="training step init_weights were saved at: the schedule and crops go on from it")
     samples: int = Field(4, ge=0, description="validation images saved as samples at each validation")
     generator: GeneratorConfig = GeneratorConfig()
     data: DataConfig = DataConfig()

@@ -1,4 +1,4 @@
-"""``srgan eval``: the quality protocol of DESIGN.md on an ONNX model, beside the bicubic baseline.
+"""``srgan eval``: the quality protocol (``model.quality``) on an ONNX model, beside the bicubic baseline.
 
 For each HR image: crop to a multiple of the scale, LR = the protocol's
 bicubic downscale, SR = the engine of ``model/`` (whole image by default),

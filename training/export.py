@@ -16,7 +16,7 @@ import logging
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -25,6 +25,11 @@ from model.contract import ModelContract
 from model.registry import sha256_of
 from training.config import GeneratorConfig
 from training.sources import is_div2k
+
+if TYPE_CHECKING:
+    import keras
+
+    from training.checkpoint import GeneratorSource
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ class ExportError(RuntimeError):
     """The exported file does not behave like the Keras generator."""
 
 
-def keras_to_onnx(generator, opset: int = 17) -> onnx.ModelProto:
+def keras_to_onnx(generator: keras.Model, opset: int = 17) -> onnx.ModelProto:
     """The generator as an ONNX graph with input ``lr`` and output ``hr``, sizes dynamic."""
     import tensorflow as tf
     import tf2onnx
@@ -78,7 +83,7 @@ def set_contract(proto: onnx.ModelProto, contract: ModelContract) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def parity_check(generator, path: Path, tolerance: float, seed: int = 0) -> float:
+def parity_check(generator: keras.Model, path: Path, tolerance: float, seed: int = 0) -> float:
     """Max |ONNX Runtime - Keras| on a random image; raises :class:`ExportError` above ``tolerance``."""
     import onnxruntime as ort
 
@@ -188,7 +193,7 @@ def publish_export(output: Path, name: str, *, card: dict[str, Any] | None = Non
     return f"published {published.ref} to {settings.resolved_models_dir}; {told}"
 
 
-def _training_steps(src) -> int | None:
+def _training_steps(src: GeneratorSource) -> int | None:
     if src.kind == "checkpoint":
         match = re.search(r"ckpt-(\d+)$", str(src.weights))
         return int(match.group(1)) if match else None
@@ -198,14 +203,14 @@ def _training_steps(src) -> int | None:
     return None
 
 
-def _run_name(src) -> str:
+def _run_name(src: GeneratorSource) -> str:
     folder = src.weights.parent
     if folder.name == "checkpoints":
         folder = folder.parent
     return folder.name or "srresnet"
 
 
-def _validation_history(src) -> dict[str, Any]:
+def _validation_history(src: GeneratorSource) -> dict[str, Any]:
     """The run's validation curve ([step, PSNR-Y] pairs) and the bicubic baseline of its validation set."""
     history = src.weights.parent / "validation.jsonl"
     if src.weights.parent.name == "checkpoints":
@@ -221,7 +226,10 @@ def _validation_history(src) -> dict[str, Any]:
     return out
 
 
-def _card(contract, gen_cfg: GeneratorConfig, src, steps, opset, output, diff, tolerance) -> dict[str, Any]:
+def _card(
+    contract: ModelContract, gen_cfg: GeneratorConfig, src: GeneratorSource, steps: int | None, opset: int,
+    output: Path, diff: float, tolerance: float,
+) -> dict[str, Any]:
     cfg = src.config
     training: dict[str, Any] = {"source": str(src.weights), "steps": steps}
     if cfg is not None:

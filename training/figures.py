@@ -23,9 +23,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.typing import LegendLocType
 
 from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y
 
@@ -46,7 +52,7 @@ def read_curve(source: Path) -> tuple[list[int], list[float], float | None]:
     return steps, [by_step[s] for s in steps], (baseline_rows[-1] if baseline_rows else None)
 
 
-def _axes(size: tuple[float, float]):
+def _axes(size: tuple[float, float]) -> tuple[Figure, Axes]:
     """A matplotlib figure and axes drawn off-screen (the Agg backend)."""
     import matplotlib
 
@@ -56,7 +62,9 @@ def _axes(size: tuple[float, float]):
     return plt.subplots(figsize=size, dpi=120)
 
 
-def _save(fig, ax, out: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
+def _save(
+    fig: Figure, ax: Axes, out: Path, title: str, xlabel: str, ylabel: str, legend: LegendLocType,
+) -> Path:
     """Label, grid, legend, save to ``out`` (folders made) and close."""
     import matplotlib.pyplot as plt
 
@@ -98,7 +106,8 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
 
     settings = get_settings()
     panels: dict[str, np.ndarray] = {}
-    hr = lr = None
+    hr: np.ndarray | None = None
+    lr: np.ndarray | None = None
     scale = 0
     for model in models:
         up = build_upscaler(settings, resolve_blend(settings, str(model), detail, seed=False), tile=0, overlap=0,
@@ -109,6 +118,7 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
             lr = bicubic_downscale(hr, scale)
             panels["bicubic"] = bicubic_upscale(lr, scale)
         name = Path(model).stem + (f" detail {detail:.2f}" if detail is not None else "")
+        assert lr is not None  # made from the first model's scale
         panels[name] = up.upscale(lr)
     assert hr is not None
     panels["ground truth"] = hr

@@ -26,7 +26,7 @@ class GanPair(keras.Model):
         self.discriminator = discriminator
         self.built = True  # both parts are built networks; the pair itself has no weights of its own
 
-    def call(self, inputs):  # pragma: no cover - never called; the pair only carries weights
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:  # pragma: no cover - never called; the pair only carries weights
         return self.generator(inputs)
 
 
@@ -88,7 +88,7 @@ class GanStage:
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {"g": self.g_optimizer, "d": self.d_optimizer}
 
-    def train_step(self, lr, hr) -> dict[str, tf.Tensor]:
+    def train_step(self, lr: tf.Tensor, hr: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             sr = self.generator(lr, training=True)
             real = self.discriminator(hr, training=True)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -44,6 +45,9 @@ from training.config import GanConfig
 
 log = logging.getLogger(__name__)
 
+Loss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+"""``loss(hr, sr)``: a scalar from a batch of ground truth and a batch of outputs."""
+
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FALLBACK_CACHE = Path("/tmp/.keras/models")
 """Where Keras caches downloads when its home folder is not writable."""
@@ -53,13 +57,13 @@ class VggWeightsMissing(FileNotFoundError):
     """The VGG19 ImageNet weights are neither in the Keras cache nor where ``--vgg-weights`` points."""
 
 
-def pixel_loss(kind: str):
+def pixel_loss(kind: str) -> Loss:
     """Mean squared (``mse``) or absolute (``l1``) error of images in 0..255, measured on a 0..1 scale."""
 
-    def mse(hr, sr):
+    def mse(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(tf.square((hr - sr) / 255.0))
 
-    def l1(hr, sr):
+    def l1(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(tf.abs((hr - sr) / 255.0))
 
     try:
@@ -148,10 +152,10 @@ def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RAND
     return model
 
 
-def random_perceptual_loss(features: keras.Model):
+def random_perceptual_loss(features: keras.Model) -> Loss:
     """Generic perceptual loss: per-layer squared error relative to the target's feature energy, averaged."""
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         both = features(tf.concat([hr, sr], axis=0), training=False)
         both = both if isinstance(both, (list, tuple)) else [both]
         terms = []
@@ -172,7 +176,7 @@ def _he_fan_out_stddev(width: int) -> float:
 
 def redrawn_random_vgg19_loss(
     step: tf.Variable, seed: int = 0, layers: tuple[str, ...] | list[str] = RANDOM_VGG19_LAYERS
-):
+) -> Loss:
     """Generic perceptual loss through a VGG19 whose random weights are drawn anew at every ``step``.
 
     The weights of step ``t`` come from ``stateless_truncated_normal`` with the
@@ -211,7 +215,7 @@ def redrawn_random_vgg19_loss(
             x = tf.nn.max_pool2d(x, 2, 2, "VALID")
         return out
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         terms = []
         for f in features(tf.concat([hr, sr], axis=0)):
             f = tf.cast(f, tf.float32)
@@ -223,21 +227,21 @@ def redrawn_random_vgg19_loss(
     return loss
 
 
-def lowfreq_loss(scale: int):
+def lowfreq_loss(scale: int) -> Loss:
     """L1 (0..1 scale) between both images average-pooled by ``scale``: colour and low frequencies only."""
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         pool = lambda t: tf.nn.avg_pool2d(tf.cast(t, tf.float32) / 255.0, scale, scale, "VALID")  # noqa: E731
         return tf.reduce_mean(tf.abs(pool(hr) - pool(sr)))
 
     return loss
 
 
-def content_loss(features: keras.Model, rescale: float = 12.75):
+def content_loss(features: keras.Model, rescale: float = 12.75) -> Loss:
     """VGG54 loss: MSE of ``features`` of ``preprocess_input`` images, features divided by ``rescale``."""
     preprocess = keras.applications.vgg19.preprocess_input
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         f_hr = tf.cast(features(preprocess(hr), training=False), tf.float32) / rescale
         f_sr = tf.cast(features(preprocess(sr), training=False), tf.float32) / rescale
         return tf.reduce_mean(tf.square(f_hr - f_sr))
@@ -268,7 +272,7 @@ def resolve_perceptual(gan: GanConfig, features: keras.Model | None = None) -> s
 
 def build_content_loss(
     gan: GanConfig, features: keras.Model | None = None, scale: int = 4, step: tf.Variable | None = None
-):
+) -> Loss | None:
     """The content loss of ``gan.perceptual`` plus the weighted pixel and low-frequency terms; None when all are off.
 
     ``features`` replaces the feature network (tests); ``step`` (the
@@ -282,7 +286,8 @@ def build_content_loss(
     elif kind == "random-vgg19" and gan.perceptual_redraw and features is None:
         if step is None:
             raise ValueError("perceptual_redraw needs the training step")
-        terms.append((gan.perceptual_weight, redrawn_random_vgg19_loss(step, gan.perceptual_seed, gan.perceptual_layers)))
+        redrawn = redrawn_random_vgg19_loss(step, gan.perceptual_seed, gan.perceptual_layers)
+        terms.append((gan.perceptual_weight, redrawn))
     elif kind == "random-vgg19":
         net = features or build_random_vgg19(gan.perceptual_seed, gan.perceptual_layers)
         terms.append((gan.perceptual_weight, random_perceptual_loss(net)))
@@ -293,18 +298,18 @@ def build_content_loss(
     if not terms:
         return None
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.add_n([w * fn(hr, sr) for w, fn in terms])
 
     return loss
 
 
-def generator_adversarial_loss(fake_prob):
+def generator_adversarial_loss(fake_prob: tf.Tensor) -> tf.Tensor:
     """Binary cross-entropy pushing the discriminator's output on generated images to 1."""
     return tf.reduce_mean(keras.losses.binary_crossentropy(tf.ones_like(fake_prob), fake_prob))
 
 
-def discriminator_loss(real_prob, fake_prob):
+def discriminator_loss(real_prob: tf.Tensor, fake_prob: tf.Tensor) -> tf.Tensor:
     """Binary cross-entropy of real images labelled 1 and generated ones labelled 0."""
     real = keras.losses.binary_crossentropy(tf.ones_like(real_prob), real_prob)
     fake = keras.losses.binary_crossentropy(tf.zeros_like(fake_prob), fake_prob)

@@ -36,7 +36,7 @@ class PretrainStage:
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {"g": self.g_optimizer}
 
-    def train_step(self, lr, hr) -> dict[str, tf.Tensor]:
+    def train_step(self, lr: tf.Tensor, hr: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             sr = self.generator(lr, training=True)
             loss = self._loss(hr, sr)

@@ -24,11 +24,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from model.contract import ModelContract
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
@@ -107,7 +110,7 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
     return int(step.numpy())
 
 
-def resume_command(config, name: str, resume_file: str, step: int) -> str:
+def resume_command(config: TrainConfig, name: str, resume_file: str, step: int) -> str:
     """The ``srgan train`` command that continues ``config``'s run on a new machine from the shipped file."""
     from training.config import default_config
 
@@ -146,8 +149,8 @@ def release(
     run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path, *,
     compare: list[Path] | None = None, detail_base: str | None = None,
 ) -> dict[str, Any]:
-    from training.config import TrainConfig
     from model.registry import sha256_of
+    from training.config import TrainConfig
     from training.export import export_generator
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +161,7 @@ def release(
         metrics, details = _bench_metrics(staged, bench, compare)
         proto = onnx.load(str(staged))
         contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+        assert contract is not None, "export_generator writes the contract into the file"
         contract = contract.with_identity(contract.name, contract.version, metrics)
         entries = contract.to_metadata()
         for prop in proto.metadata_props:

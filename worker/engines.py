@@ -42,7 +42,9 @@ class EngineCache:
     every ``model_refresh_s``.
     """
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.max_engines = max_engines
@@ -87,13 +89,14 @@ class EngineCache:
         with self._lock:
             blend = resolve_blend(self.settings, spec, detail, resolve=self._resolve)
             parts = [blend.target] + ([blend.base] if blend.base is not None and blend.detail != 1.0 else [])
-            key = tuple((str(i.path), i.path.stat().st_mtime_ns) for i in parts) + (blend.detail,)
+            files = tuple((str(i.path), i.path.stat().st_mtime_ns) for i in parts)
+            key = (*files, blend.detail)
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)
                 return engine, blend
             engine = build_upscaler(self.settings, blend)
-            current = dict(key[:-1])  # path -> mtime of the files this engine was built from
+            current = dict(files)  # path -> mtime of the files this engine was built from
             for stale in [k for k in self._engines if any(p in current and m != current[p] for p, m in k[:-1])]:
                 del self._engines[stale]  # built from a file since replaced on disk
             self._engines[key] = engine

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+if TYPE_CHECKING:
+    import redis
+
+    from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,7 @@ def _runs_jobs(consumer: object) -> bool:
 
 
 @worker_ready.connect
-def start_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
+def start_heartbeat(sender: object = None, **_: object) -> None:
     global _beat
     if not _runs_jobs(sender):
         log.info("webhook delivery worker: no heartbeat (it runs no jobs)")
@@ -55,7 +61,7 @@ def start_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
 
 
 @worker_shutdown.connect
-def stop_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
+def stop_heartbeat(sender: object = None, **_: object) -> None:
     _stop.set()
     if _beat is not None:
         _beat.join(timeout=2)
@@ -86,7 +92,7 @@ def _warm_up() -> None:
         log.warning("could not measure the model's throughput: %s", exc)
 
 
-def _measure(client, model: str, engine) -> None:  # noqa: ANN001 - a Redis client and an Upscaler
+def _measure(client: redis.Redis, model: str, engine: Upscaler) -> None:
     """Time one probe run through the engine and publish it (see ``core.throughput``)."""
     import time
 

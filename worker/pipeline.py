@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,6 @@ from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_i
 
 if TYPE_CHECKING:
     from model.engine import Upscaler
-
     from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
          on_soft_timeout: type[BaseException] | None, notify: Notify | None) -> str:
     job_id = job.id
     wants_progress = notify is not None and webhooks.wants(job, "progress")
-    on_progress = (lambda: notify(job_id, "progress")) if wants_progress else None
+    on_progress = partial(notify, job_id, "progress") if notify is not None and wants_progress else None
     hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s, on_progress)
     try:
         storage.discard_partial(job_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
 from api.fetch import MAX_URL_LENGTH, fetch_upload
+from api.idempotent import claim_or_replay
 from api.inspect import check_output, inspect_image
 from api.openapi import AUTH, error_responses
 from api.options import parse_deadline, parse_prefer_wait
@@ -26,7 +27,6 @@ from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_nam
 from api.upload import Pace, Upload, receive_upload
 from core import netguard, throughput, webhooks
 from core.catalog import ModelInfo, require_detail_base, select_model
-from api.idempotent import claim_or_replay
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
@@ -55,7 +55,7 @@ _UPLOAD_BODY = {
 }
 _LOCATION = {"Location": {"description": "the job's URL, `/v1/jobs/{id}`", "schema": {"type": "string"}}}
 _JOB_ERRORS = error_responses(*AUTH, "not_found")
-_CREATED = {
+_CREATED: dict[int | str, dict[str, Any]] = {
     200: {"model": JobOut, "description": "an `Idempotency-Key` retry: the first request's job, which has ended "
           "(`Idempotent-Replayed: true`)"},
     201: {"model": JobOut, "description": "`Prefer: wait=N` and the job ended within N s: the finished job"},
@@ -319,7 +319,8 @@ async def get_job(
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
-    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted")}, summary="The upscaled image")
+    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted")},
+    summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
     return result_file(job, services)
 

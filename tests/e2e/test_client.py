@@ -6,6 +6,7 @@ import io
 import re
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import numpy as np
@@ -24,7 +25,9 @@ def nearest_x4(data: bytes) -> np.ndarray:
 
 def queued_total(url: str) -> float:
     metrics = httpx.get(url + "/metrics").text
-    return float(re.search(r'^srgan_jobs_total\{status="queued"\} (\S+)$', metrics, re.M).group(1))
+    found = re.search(r'^srgan_jobs_total\{status="queued"\} (\S+)$', metrics, re.M)
+    assert found, metrics
+    return float(found.group(1))
 
 
 def test_upscale_returns_the_result_bytes(served, tmp_path):
@@ -33,7 +36,7 @@ def test_upscale_returns_the_result_bytes(served, tmp_path):
     with Client(served.url) as client:
         out = client.upscale(src)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(out))), nearest_x4(src.read_bytes()))
-        seen = []
+        seen: list[Any] = []
         job, data = client.upscale_job(image_bytes(96, 96, seed=5), progress=seen.append, format="webp", quality=100)
         assert job["status"] == "succeeded" and Image.open(io.BytesIO(data)).format == "WEBP"
         assert seen == sorted(seen) and seen[-1] == 1.0 and any(0 < p < 1 for p in seen), seen

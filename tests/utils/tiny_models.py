@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model.contract import ModelContract
+from model.contract import Layout, ModelContract
 
 
 def _save(graph: onnx.GraphProto, path: Path, contract: ModelContract | None) -> Path:
@@ -26,15 +26,15 @@ def _save(graph: onnx.GraphProto, path: Path, contract: ModelContract | None) ->
 
 
 def make_nearest_model(
-    path: Path, scale: int = 4, *, layout: str = "NHWC", with_contract: bool = True, name: str = "nearest"
+    path: Path, scale: int = 4, *, layout: Layout = "NHWC", with_contract: bool = True, name: str = "nearest"
 ) -> Path:
     """An exact "generator": nearest-neighbour upscaling by ``scale`` (0..255 in and out).
 
     Tiled and untiled outputs of this model are identical, which makes tiling
     bugs show up as exact mismatches.
     """
-    dims = ["n", "h", "w", 3] if layout == "NHWC" else ["n", 3, "h", "w"]
-    out_dims = ["n", "H", "W", 3] if layout == "NHWC" else ["n", 3, "H", "W"]
+    dims: list[str | int] = ["n", "h", "w", 3] if layout == "NHWC" else ["n", 3, "h", "w"]
+    out_dims: list[str | int] = ["n", "H", "W", 3] if layout == "NHWC" else ["n", 3, "H", "W"]
     scales = [1.0, float(scale), float(scale), 1.0] if layout == "NHWC" else [1.0, 1.0, float(scale), float(scale)]
     nodes = [helper.make_node("Resize", ["lr", "", "scales"], ["hr"], mode="nearest")]
     graph = helper.make_graph(
@@ -99,7 +99,7 @@ def make_srresnet_model(
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
 
-    def const(name: str, value: np.ndarray) -> str:
+    def const(name: str, value: np.ndarray | float) -> str:
         inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
         return name
 

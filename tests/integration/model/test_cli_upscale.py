@@ -105,7 +105,8 @@ def test_missing_input_file(model, tmp_path):
 def test_upscale_never_imports_tensorflow(model, images, tmp_path):
     code = (
         "import sys\nfrom cli.main import main\n"
-        f"rc = main(['upscale', {str(images / 'a.png')!r}, '-o', {str(tmp_path / 'y.png')!r}, '--model', {str(model)!r}])\n"
+        f"rc = main(['upscale', {str(images / 'a.png')!r}, '-o', {str(tmp_path / 'y.png')!r}, "
+        f"'--model', {str(model)!r}])\n"
         "assert rc == 0\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'celery', 'fastapi') if m in sys.modules]\n"
         "print(heavy)\n"

@@ -3,7 +3,6 @@ already committed (and the answer says which); a soft time limit is ``timeout`` 
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.utils.service import api_and_worker, image_bytes, wait_for, wait_until

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_api_keys_are_kept_as_hashes_under_their_names():
 
 
 def test_api_keys_from_the_environment_as_a_json_object(monkeypatch):
-    monkeypatch.setenv("SRGAN_API_KEYS", '{"alice": "%s"}' % hash_api_key("x"))
+    monkeypatch.setenv("SRGAN_API_KEYS", json.dumps({"alice": hash_api_key("x")}))
     assert Settings(_env_file=None).api_keys == {"alice": hash_api_key("x")}
 
 

@@ -18,7 +18,6 @@ from model.errors import ModelError
 from tests.utils.tiny_models import make_low_precision_fragile_model, make_srresnet_model
 
 
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("precision")
@@ -120,7 +119,7 @@ def test_auto_on_this_machine_picks_the_native_precision(models):
     for backend in ("openvino", "onnxruntime"):
         engine = Upscaler.from_file(models["srresnet"], backend=backend, precision="auto", tile=0)
         assert engine.precision == native_precision(engine.backend_name)
-        assert engine.precision_note.startswith("auto:")
+        assert engine.precision_note is not None and engine.precision_note.startswith("auto:")
 
 
 def test_settings_precision_reaches_the_engine(models, monkeypatch):

@@ -197,7 +197,8 @@ def test_gan_checkpoints_are_picked_by_niqe_within_the_psnr_floor(tmp_path, make
 def test_a_redrawn_random_vgg19_matches_the_fixed_network_of_its_step_and_changes_with_the_step(random_vgg19):
     import tensorflow as tf
 
-    from training.losses import build_random_vgg19, random_perceptual_loss, redrawn_random_vgg19_loss
+    from training.config import GanConfig
+    from training.losses import random_perceptual_loss, redrawn_random_vgg19_loss
 
     step = tf.Variable(0, dtype=tf.int64)
     redrawn = redrawn_random_vgg19_loss(step, seed=0)
@@ -212,7 +213,7 @@ def test_a_redrawn_random_vgg19_matches_the_fixed_network_of_its_step_and_change
     assert float(redrawn(hr, sr)) != pytest.approx(first, rel=1e-4)  # a new step draws a new network
     with pytest.raises(ValueError, match="block9_conv1"):
         redrawn_random_vgg19_loss(step, layers=["block9_conv1"])
-    assert build_random_vgg19  # the fixed network stays the default (perceptual_redraw off)
+    assert GanConfig().perceptual_redraw is False  # the fixed network stays the default
 
 
 def test_the_lowfreq_term_ignores_texture_and_sees_colour():

@@ -22,11 +22,12 @@ def _fixed_batch():
 
     rng = np.random.default_rng(0)
     hr = [
-        Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((32, 32), Image.BICUBIC)
+        Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
         for _ in range(2)
     ]
-    lr = [img.resize((8, 8), Image.BICUBIC) for img in hr]
-    return np.stack(lr).astype(np.float32), np.stack(hr).astype(np.float32)
+    lr = [img.resize((8, 8), Image.Resampling.BICUBIC) for img in hr]
+    return (np.stack([np.asarray(i) for i in lr]).astype(np.float32),
+            np.stack([np.asarray(i) for i in hr]).astype(np.float32))
 
 
 @pytest.mark.parametrize(
