@@ -15,7 +15,7 @@ help:
 	@echo "make serve    - run the service (API + embedded Redis + a worker) with the default model"
 	@echo "make test     - install everything and run the whole test suite"
 	@echo "make upscale IN=photo.png [OUT=out.png] - upscale one file locally"
-	@echo "make bench    - engine benchmark (bench/engine.py)"
+	@echo "make bench    - engine benchmark (srgan bench engine)"
 	@echo "make lock     - regenerate requirements/*.lock after changing pyproject.toml"
 	@echo "make audit    - check the locked versions against known advisories (pip-audit)"
 
@@ -50,7 +50,7 @@ lint:
 
 bench:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
-	$(BIN)/python -m bench.engine
+	$(BIN)/srgan bench engine
 
 # The lock files: the API image (hashes), the GPU worker image (Python 3.10, hashes), CI and `make venv`.
 lock: | $(BIN)/python

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
-    from core.catalog import resolve_spec
+    from core.catalog import ModelCatalog
     from core.model_updates import EMBEDDED_URL_FILE
     from core.redis_server import RedisServer
     from core.settings import get_settings
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        model_path = resolve_spec(settings, None).path
+        model_path = ModelCatalog(settings).resolve(None).path
     except ModelError as exc:
         print(f"srgan: error: {exc}", file=sys.stderr)
         return 2

@@ -3,8 +3,8 @@ import pytest
 
 from core.settings import Settings
 from model.engine import Upscaler
-from tests.utils.data import training_photo
-from tests.utils.tiny_models import make_srresnet_model
+from bench.data import training_photo
+from bench.tiny_models import make_srresnet_model
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from core.settings import Settings
 from model.deploy import deploy_model
 from model.registry import Registry
-from tests.utils.tiny_models import make_conv_model, make_nearest_model
+from bench.tiny_models import make_conv_model, make_nearest_model
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,7 @@
-"""Tiny ONNX generators built in code, for tests that need a real model file fast."""
+"""Tiny ONNX generators built in code, for tests and benchmarks that need a real model file fast.
+
+The one home of these builders: ``tests/`` and ``bench/`` both import them from here.
+"""
 
 from __future__ import annotations
 
