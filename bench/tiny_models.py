@@ -191,3 +191,39 @@ def make_low_precision_fragile_model(path: Path, failure: str, *, name: str = "f
         initializer=inits,
     )
     return _save(graph, path, ModelContract(scale=1, layout="NHWC", name=name, version="1"))
+
+
+def make_foreign_style_model(
+    path: Path, scale: int = 4, *, unit_range: bool = True, layout: str = "NCHW", bgr: bool = False,
+    with_contract: bool = False, name: str = "foreign",
+) -> Path:
+    """A nearest-neighbour "generator" as other projects export them (Real-ESRGAN style: NCHW, 0..1, clamped).
+
+    ``unit_range``: takes and gives 0..1 and clips its output to 0..1 (fed 0..255 as if it were an srgan
+    model, it gives a black image). ``bgr``: swaps the red and blue channels. ``with_contract`` stores
+    an srgan contract that says all this, so that the engine adapts.
+    """
+    channel_axis = 1 if layout == "NCHW" else 3
+    dims = ["n", 3, "h", "w"] if layout == "NCHW" else ["n", "h", "w", 3]
+    out_dims = ["n", 3, "H", "W"] if layout == "NCHW" else ["n", "H", "W", 3]
+    scales = [1.0, 1.0, float(scale), float(scale)] if layout == "NCHW" else [1.0, float(scale), float(scale), 1.0]
+    high = 1.0 if unit_range else 255.0
+    nodes = [helper.make_node("Resize", ["lr", "", "scales"], ["up"], mode="nearest")]
+    source = "up"
+    if bgr:
+        nodes.append(helper.make_node("Gather", ["up", "bgr"], ["swapped"], axis=channel_axis))
+        source = "swapped"
+    nodes.append(helper.make_node("Clip", [source, "low", "high"], ["hr"]))
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("hr", TensorProto.FLOAT, out_dims)],
+        initializer=[numpy_helper.from_array(np.array(scales, np.float32), "scales"),
+                     numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr"),
+                     numpy_helper.from_array(np.array(0.0, np.float32), "low"),
+                     numpy_helper.from_array(np.array(high, np.float32), "high")],
+    )
+    contract = (ModelContract(scale=scale, layout=layout, value_range=(0.0, high),  # type: ignore[arg-type]
+                              name=name, version="1") if with_contract else None)
+    return _save(graph, path, contract)

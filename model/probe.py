@@ -53,6 +53,12 @@ def judge_probe(out_hwc: np.ndarray, lr_hwc_u8: np.ndarray, scale: int) -> str |
     if direct > 20 and swapped < 0.5 * direct:
         return (f"the colours look swapped: the output is {direct:.0f} levels from bicubic on average, {swapped:.0f} "
                 "with red and blue exchanged: the model probably takes BGR")
+    out_y, ref_y = out.mean(axis=2).ravel(), ref.mean(axis=2).ravel()
+    if out_y.std() > 8 and ref_y.std() > 8:
+        corr = float(np.corrcoef(out_y, ref_y)[0, 1])
+        if corr < -0.2:
+            return (f"the output is a negative of the image (brightness correlation {corr:.2f} with bicubic): the "
+                    "model's value range is not the declared one")
     if direct > 100:
         means = ", ".join(f"{c} {o:.0f} vs {r:.0f}" for c, o, r in zip("RGB", out.mean((0, 1)), ref.mean((0, 1))))
         return f"the output is far from the image: {direct:.0f} levels from bicubic on average (channel means {means})"
