@@ -43,7 +43,7 @@ def load_pair(generator: keras.Model, discriminator: keras.Model, path: Path) ->
 
 
 class GanStage:
-    """Generator, discriminator, VGG19 features, both optimisers and one training step.
+    """Generator, discriminator, VGG19 features, both optimisers and one training step (a :class:`training.stage.Stage`).
 
     Args:
         config: the run; ``config.gan.pretrained`` names the starting generator.
@@ -88,7 +88,7 @@ class GanStage:
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {"g": self.g_optimizer, "d": self.d_optimizer}
 
-    def train_step(self, lr, hr) -> dict[str, tf.Tensor]:
+    def train_step(self, lr: tf.Tensor, hr: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             sr = self.generator(lr, training=True)
             real = self.discriminator(hr, training=True)
