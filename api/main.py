@@ -100,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
         services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
-                            DeploymentLinks(settings, store.redis), IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
+                            DeploymentLinks(settings, store.redis),
+                            IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
                             Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store),
                             catalog, limiter=Limiter(store.redis))
         app.state.services = services

@@ -5,6 +5,7 @@ The one home of these builders: ``tests/`` and ``bench/`` both import them from 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,7 @@ def _save(graph: onnx.GraphProto, path: Path, contract: ModelContract | None) ->
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     if contract is not None:
-        for key, value in contract.to_metadata().items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        contract.store_in(proto)
     onnx.checker.check_model(proto)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,12 +151,9 @@ def make_srresnet_model(
 def with_declared_scale(src: Path, dst: Path, scale: int) -> Path:
     """A copy of ``src`` whose contract claims ``scale`` (what the graph really does is unchanged)."""
     proto = onnx.load(str(src))
-    old = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    old = ModelContract.of_proto(proto)
     assert old is not None, "the source has no contract"
-    entries = ModelContract(**{**old.__dict__, "scale": scale}).to_metadata()
-    for prop in proto.metadata_props:
-        if prop.key in entries:
-            prop.value = entries[prop.key]
+    replace(old, scale=scale).store_in(proto)
     onnx.save(proto, str(dst))
     return Path(dst)
 

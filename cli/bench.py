@@ -12,7 +12,6 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-
 BENCHMARKS = {
     "engine": "engine benchmark: precisions, tiling, memory, backends against the matmul ceiling",
     "service": "service overhead: latency and throughput through the API and a worker, against the engine alone",
@@ -111,4 +110,5 @@ def _train_speed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hr-size", type=int, default=96)
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--filters", type=int, default=64)
-    p.add_argument("--variants", default="plain,xla,default", help="comma-separated, from plain, xla, default, bf16_xla")
+    p.add_argument("--variants", default="plain,xla,default",
+                   help="comma-separated, from plain, xla, default, bf16_xla")

@@ -265,7 +265,8 @@ class ModelCatalog:
             name, _, version = model.partition(":")
             matches = [m for m in offered if m.name == name and (m.version == version if version else m.active)]
             if not matches:
-                listed = ", ".join(m.ref + (" (active)" if m.active and m.source == "registry" else "") for m in offered)
+                listed = ", ".join(m.ref + (" (active)" if m.active and m.source == "registry" else "")
+                                   for m in offered)
                 raise InvalidParameter(f"unknown model {model!r}; offered: {listed}")
             return matches[0]
         default = next((m for m in offered if m.default), None)

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 ANONYMOUS = "anonymous"
 """The caller's name when authentication is off (``api_keys`` empty)."""
 

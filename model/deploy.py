@@ -21,7 +21,6 @@ from model.probe import PROBE_HW, judge_probe, probe_image
 from model.registry import DeployRefused, FileCheck, ModelVersion, Registry, check_file, find_card, read_card
 
 
-
 def deploy_model(
     registry: Registry,
     file: Path,

@@ -44,7 +44,8 @@ def judge_probe(out_hwc: np.ndarray, lr_hwc_u8: np.ndarray, scale: int) -> str |
     if out_max < 0.1 * ref_max:
         return (f"the output is nearly black (brightest value {out_max:.2f} of 255, bicubic {ref_max:.0f}): the model "
                 "probably gives 0..1 values; declare its value range (--value-range 0 1)")
-    saturated, ref_saturated = float(np.mean((out <= 0.5) | (out >= 254.5))), float(np.mean((ref <= 0.5) | (ref >= 254.5)))
+    saturated = float(np.mean((out <= 0.5) | (out >= 254.5)))
+    ref_saturated = float(np.mean((ref <= 0.5) | (ref >= 254.5)))
     if saturated > 0.9 and ref_saturated < 0.1:
         return (f"{saturated:.0%} of the output is clipped to 0 or 255 (bicubic: {ref_saturated:.0%}): the model "
                 "probably takes 0..1 input; declare its value range (--value-range 0 1)")

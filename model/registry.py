@@ -118,7 +118,7 @@ def sha256_of(path: Path) -> str:
 
 
 def card_path_for(model_file: Path) -> Path:
-    """Where the card of ``model_file`` is written beside it: ``<stem>.card.json`` (found first by :func:`find_card`)."""
+    """Where the card of ``model_file`` is written beside it: ``<stem>.card.json`` (:func:`find_card` looks first)."""
     return model_file.with_name(f"{model_file.stem}.card.json")
 
 

@@ -145,8 +145,8 @@ def release(
     run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path, *,
     compare: list[Path] | None = None, detail_base: str | None = None,
 ) -> dict[str, Any]:
-    from training.config import TrainConfig
     from model.registry import sha256_of
+    from training.config import TrainConfig
     from training.export import export_generator
 
     out_dir.mkdir(parents=True, exist_ok=True)

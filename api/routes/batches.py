@@ -18,14 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from api.batch_upload import discard_all, receive_batch
 from api.deps import Caller, CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
 from api.errors import ApiError, status_for
+from api.idempotent import claim_or_replay
+from api.openapi import AUTH, error_responses
 from api.options import parse_deadline
 from api.routes.job_events import KEEPALIVE_S, RETRY_MS
 from api.routes.jobs import _accept, _parse_params, _webhook, choose_model, job_out
-from api.openapi import AUTH, error_responses
 from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_name
 from api.upload import Pace, Upload
 from core.batches import Batch, BatchState, is_batch_id, new_batch_id
-from api.idempotent import claim_or_replay
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import TERMINAL, new_job_id
 from model.errors import ModelError, SRGANError

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
 from api.fetch import MAX_URL_LENGTH, fetch_upload
+from api.idempotent import claim_or_replay
 from api.inspect import check_output, inspect_image
 from api.openapi import AUTH, error_responses
 from api.options import parse_deadline, parse_prefer_wait
@@ -26,11 +27,9 @@ from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_nam
 from api.upload import Pace, Upload, receive_upload
 from core import netguard, throughput, webhooks
 from core.catalog import ModelRef
-from api.idempotent import claim_or_replay
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
-from core.settings import Settings
 from model.images import ImageInfo
 from model.interpolate import round_detail
 

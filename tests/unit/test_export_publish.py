@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from bench.tiny_models import make_nearest_model, with_declared_scale
 from core.settings import get_settings
 from model.locate import shipped_models
 from model.registry import Registry, sha256_of
-from bench.tiny_models import make_nearest_model, with_declared_scale
 
 pytestmark = pytest.mark.unit
 

@@ -48,3 +48,10 @@ def test_every_package_is_installed():
     include = {"api*", "worker*", "model*", "training*", "core*", "cli*", "bench*"}
     text = (ROOT / "pyproject.toml").read_text()
     assert all(f'"{p}"' in text for p in include) and {p.rstrip("*") for p in include} == set(PACKAGES)
+
+
+def test_bench_does_not_import_the_tests():
+    """The tiny-model builders live in bench/tiny_models.py; benchmarks work from an installed package."""
+    offenders = [p.name for p in (ROOT / "bench").glob("*.py")
+                 if "from tests" in p.read_text() or "import tests" in p.read_text()]
+    assert not offenders

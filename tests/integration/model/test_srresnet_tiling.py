@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from core.settings import Settings
-from model.engine import Upscaler
 from bench.data import training_photo
 from bench.tiny_models import make_srresnet_model
+from core.settings import Settings
+from model.engine import Upscaler
 
 pytestmark = pytest.mark.integration
 

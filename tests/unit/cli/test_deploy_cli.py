@@ -81,8 +81,8 @@ def test_rollback_to_any_version_and_the_hint(registry, tmp_path, capsys):
 def test_models_is_a_readable_table_with_the_data_folder(registry, tmp_path, capsys):
     model = make_nearest_model(tmp_path / "m.onnx")
     (tmp_path / "m.card.json").write_text(json.dumps({"metrics": {
-        "set5_psnr_y": 31.565812345, "set5_ssim_y": 0.887712345, "set5_bicubic_psnr_y": 28.4293, "set14_psnr_y": 28.2075,
-        "set14_ssim_y": 0.7721, "set14_bicubic_psnr_y": 26.09, "bsd100_niqe": 5.123456}}))
+        "set5_psnr_y": 31.565812345, "set5_ssim_y": 0.887712345, "set5_bicubic_psnr_y": 28.4293,
+        "set14_psnr_y": 28.2075, "set14_ssim_y": 0.7721, "set14_bicubic_psnr_y": 26.09, "bsd100_niqe": 5.123456}}))
     assert main(["deploy", str(model), "--name", "sr"]) == 0
     capsys.readouterr()
     assert main(["models"]) == 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 import core.catalog
+from bench.tiny_models import make_nearest_model
 from core.catalog import ModelCatalog
 from core.settings import Settings
 from model.errors import InvalidParameter, ModelError
 from model.locate import shipped_models
-from bench.tiny_models import make_nearest_model
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +31,8 @@ def test_contract_gives_name_version_scale(settings):
 
 
 def test_file_without_contract_is_named_by_its_stem(tmp_path):
-    info = ModelCatalog(Settings(_env_file=None, models_dir=tmp_path / "m")).describe_file(make_nearest_model(tmp_path / "foreign.onnx", with_contract=False))
+    catalog = ModelCatalog(Settings(_env_file=None, models_dir=tmp_path / "m"))
+    info = catalog.describe_file(make_nearest_model(tmp_path / "foreign.onnx", with_contract=False))
     assert (info.name, info.version, info.scale) == ("foreign", "", None)
 
 
@@ -94,7 +95,8 @@ def test_names_resolve_to_the_active_version_and_name_version_pins(registry_sett
 def test_selection_uses_the_registry(registry_settings):
     assert ModelCatalog(registry_settings).select(model=None, scale=None).ref == "sr:v2"
     assert ModelCatalog(registry_settings).select(model="sr:v1", scale=None).ref == "sr:v1"
-    assert ModelCatalog(registry_settings).select(model=None, scale=2).ref == "sr2:1", "a model made for x2 is preferred"
+    catalog = ModelCatalog(registry_settings)
+    assert catalog.select(model=None, scale=2).ref == "sr2:1", "a model made for x2 is preferred"
     assert ModelCatalog(registry_settings).select(model="sr", scale=2).ref == "sr:v2", "a named model is resampled"
     with pytest.raises(InvalidParameter, match=r"offered: sr:v1, sr:v2 \(active\), sr2:1 \(active\)"):
         ModelCatalog(registry_settings).select(model="sr:v3", scale=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.tiny_models import make_conv_model, make_srresnet_model
 from core.settings import Settings
 from core.upscalers import build_upscaler, resolve_blend
 from model.deploy import deploy_model
@@ -12,7 +13,6 @@ from model.engine import Upscaler
 from model.errors import InvalidParameter
 from model.interpolate import PairMismatch, check_pair, interpolate_models, round_detail
 from model.registry import DeployRefused, Registry
-from bench.tiny_models import make_conv_model, make_srresnet_model
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from bench.tiny_models import make_conv_model, make_nearest_model
 from core.settings import Settings
 from model.deploy import deploy_model
 from model.registry import Registry
-from bench.tiny_models import make_conv_model, make_nearest_model
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import errno
-
 from pathlib import Path
 
 import pytest
 import redis
 
+from bench.tiny_models import make_nearest_model
 from core.jobs import Claim, Job, new_job_id
 from core.settings import Settings
 from core.storage import Storage
 from model.engine import Upscaler
-from bench.tiny_models import make_nearest_model
 from worker.pipeline import process_job
 
 pytestmark = pytest.mark.unit
