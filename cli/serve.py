@@ -23,6 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
+from cli.exits import USAGE, fail
+
 log = logging.getLogger("srgan.serve")
 
 
@@ -187,14 +189,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         model_path = ModelCatalog(settings).resolve(None).path
     except ModelError as exc:
-        print(f"srgan: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), USAGE)
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     refused = refuse_exposure(host, settings, args.insecure)
     if refused:
-        print(f"srgan: error: {refused}", file=sys.stderr)
-        return 2
+        return fail(refused, USAGE)
     settings = settings.model_copy(update={"host": host})
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
