@@ -280,15 +280,14 @@ class ModelCatalog:
 
     def listing(self, engines: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` answer: :meth:`offered`, each with the precision a
-        worker last loaded it in (``engines``, from ``core.model_updates.loaded_engines``), the configured
-        precision and the registry's folder. Raises ModelError when there is no model."""
+        worker last loaded it in (``engines``, from ``core.model_updates.loaded_engines``), and the configured
+        precision. Raises ModelError when there is no model."""
         models = []
         for m in self.offered():
             engine = engines.get(m.ref) or {}
             models.append({**m.to_json(), "precision": engine.get("precision"),
                            "precision_note": engine.get("precision_note")})
-        return {"models": models, "precision": self.settings.precision,
-                "models_dir": str(self.registry.root.resolve())}
+        return {"models": models, "precision": self.settings.precision}
 
     # --- publishing -------------------------------------------------------------------
     def publish(
@@ -328,13 +327,7 @@ class ModelCatalog:
             card = read_card(found) if found else {}
         card = dict(card)
         notes: list[str] = []
-        exported_as = card.get("name")
-        if exported_as is None and file.is_file():
-            contract = ModelContract.of_proto(load_proto(file))
-            exported_as = contract.name if contract else None
-        if exported_as and exported_as != name:
-            notes.append(f"warning: {file.name} was exported as {exported_as!r}; publishing it as {name!r} "
-                         f"(the card keeps the exported name under registry.exported_as)")
+        given = file
         before = self.registry.active_version(name)
         with tempfile.TemporaryDirectory(prefix="srgan-publish-") as tmp:
             if layout is not None or value_range is not None:
@@ -343,6 +336,10 @@ class ModelCatalog:
                 notes.append(f"declared {layout or 'the inferred layout'}, values {value_range or (0, 255)} "
                              "in the published copy's contract")
             checked = self.inspector.check(file, card=card, scale=scale)
+            exported_as = card.get("name") or (checked.contract.name if checked.contract else None)
+            if exported_as and exported_as != name:
+                notes.insert(0, f"warning: {given.name} was exported as {exported_as!r}; publishing it as {name!r} "
+                                "(the card keeps the exported name under registry.exported_as)")
             if not card.get("metrics") and checked.contract is not None and checked.contract.metrics:
                 card["metrics"] = dict(checked.contract.metrics)
             if eval_data is not None:
