@@ -1,4 +1,4 @@
-"""``bench/gpu_check`` (`srgan bench gpu-check`): the script parses, and its Python half runs end to end (here on the CPU provider)."""
+"""`srgan bench gpu-check` (bench/gpu_check): the script parses, and its Python half runs end to end (CPU here)."""
 
 from __future__ import annotations
 
