@@ -16,7 +16,7 @@ help:
 	@echo "make test     - install everything, run the linters (make lint), then the whole test suite"
 	@echo "make lint     - import contracts (lint-imports), ruff check and mypy"
 	@echo "make upscale IN=photo.png [OUT=out.png] - upscale one file locally"
-	@echo "make bench    - engine benchmark (bench/engine.py)"
+	@echo "make bench    - engine benchmark (srgan bench engine)"
 	@echo "make lock     - regenerate requirements/*.lock after changing pyproject.toml"
 	@echo "make audit    - check the locked versions against known advisories (pip-audit)"
 
@@ -55,7 +55,7 @@ lint:
 
 bench:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
-	$(BIN)/python -m bench.engine
+	$(BIN)/srgan bench engine
 
 # The lock files: the API image (hashes), the GPU worker image (Python 3.10, hashes), CI and `make venv`.
 lock: | $(BIN)/python

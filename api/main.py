@@ -22,6 +22,7 @@ from api.openapi import install_openapi
 from api.queue import JobQueue
 from api.routes import batches, health, job_events, jobs, links, models, web
 from core.batches import BatchStore
+from core.catalog import ModelCatalog
 from core.cleanup import sweep_expired
 from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
@@ -93,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.redis_url:
             raise RuntimeError("SRGAN_REDIS_URL is not set (`srgan serve` starts an embedded Redis when it is not)")
+        catalog = ModelCatalog(settings)
+        await run_in_threadpool(catalog.seed)  # the one write of the shipped models, at start-up
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
@@ -100,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             DeploymentLinks(settings, store.redis),
                             IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
                             Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store),
-                            limiter=Limiter(store.redis))
+                            catalog, limiter=Limiter(store.redis))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),

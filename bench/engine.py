@@ -87,7 +87,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_image(size: int) -> np.ndarray:
     """A photo-like input: a real training photo tiled up to ``size``, else smooth noise."""
     try:
-        from tests.utils.data import training_photo
+        from bench.data import training_photo
 
         photo = training_photo(0)
         reps = (size // photo.shape[0] + 1, size // photo.shape[1] + 1, 1)
@@ -244,24 +244,8 @@ def _variant(text: str) -> tuple[int, int, int]:
     return (parts[0], parts[1], parts[2] if len(parts) > 2 else 1)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path,
-                   help="ONNX generator (default: the shipped srresnet_x4, else a random-weight SRResNet x4)")
-    p.add_argument("--backend", help="backend of the default report (default: SRGAN_BACKEND)")
-    p.add_argument("--precisions", default="f32,bf16,f16", help="precisions to compare (f32 first)")
-    p.add_argument("--precision-size", type=int, default=256, help="input side for the precision comparison")
-    p.add_argument("--set5", type=Path, help="Set5 folder (default: ../shared/data/bench/Set5; skipped without it)")
-    p.add_argument("--backends", default="", help="also compare these backends (e.g. onnxruntime,openvino) "
-                                                   "against the matmul ceiling, with --variants")
-    p.add_argument("--size", type=int, default=512)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run and Set5")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
-                   help="other tile:overlap[:batch] settings to time against the whole image")
-    p.add_argument("--rss-variants", default="", help="other tile:overlap settings whose 2048x2048 peak RSS to measure")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench engine`` (arguments: ``cli/bench.py``)."""
     args.variants = [_variant(v) for v in args.variants.split(",") if v]
     args.rss_variants = [tuple(int(x) for x in v.split(":")) for v in args.rss_variants.split(",") if v]
     with tempfile.TemporaryDirectory() as tmp:
@@ -270,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         shipped = WEIGHTS_DIR / "srresnet_x4.onnx"
         model = args.model or (shipped if shipped.is_file() else None)
         if model is None:
-            from tests.utils.tiny_models import make_srresnet_model
+            from bench.tiny_models import make_srresnet_model
 
             model = make_srresnet_model(Path(tmp) / "srresnet_x4.onnx", scale=4)
         flops_px = srresnet_flops_per_input_pixel()
@@ -322,6 +306,3 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {key:28s} {value}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

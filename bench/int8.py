@@ -52,11 +52,8 @@ def evaluate(compiled, folder: Path) -> float:
     return float(np.mean(values))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--crops", type=int, default=100)
-    p.add_argument("--repeat", type=int, default=2)
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench int8`` (arguments: ``cli/bench.py``)."""
     try:
         import nncf
     except ImportError:
@@ -87,6 +84,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"kept_in_float": keep, "calibration_crops": args.crops, "variants": rows}, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

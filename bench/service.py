@@ -39,11 +39,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from core.catalog import ModelCatalog
 from core.redis_server import free_port
 from core.settings import Settings, get_settings
 from model.engine import Upscaler
 from model.errors import ModelError
-from model.locate import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_IMAGES = REPO.parent / "shared" / "data" / "bench"
@@ -75,10 +75,10 @@ def png(arr: np.ndarray) -> bytes:
 
 def pick_model(spec: str | None, tmp: Path) -> tuple[Path, str]:
     try:
-        path = resolve_model(spec or get_settings().model)
+        path = ModelCatalog(get_settings()).resolve(spec).path
         return path, str(path)
     except ModelError:
-        from tests.utils.tiny_models import make_srresnet_model
+        from bench.tiny_models import make_srresnet_model
 
         path = make_srresnet_model(tmp / "srresnet_x4.onnx", scale=4)
         return path, "random-weight SRResNet x4 (the default model is not shipped in this build)"
@@ -162,14 +162,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="ONNX model (default: SRGAN_MODEL, else a random-weight SRResNet x4)")
-    p.add_argument("--latency-jobs", type=int, default=40, help="sequential 64x64 jobs (default 40)")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients for throughput (default 8)")
-    p.add_argument("--throughput-jobs", type=int, default=16, help="256x256 jobs in the throughput run (default 16)")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench service`` (arguments: ``cli/bench.py``)."""
 
     settings = get_settings()
     small = photo_crops(64, args.latency_jobs, seed=1)
@@ -248,6 +242,3 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,6 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
+from cli.exits import USAGE, fail
+
 log = logging.getLogger("srgan.serve")
 
 
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
-    from core.catalog import resolve_spec
+    from core.catalog import ModelCatalog
     from core.model_updates import EMBEDDED_URL_FILE
     from core.redis_server import RedisServer
     from core.settings import get_settings
@@ -186,16 +188,14 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        model_path = resolve_spec(settings, None).path
+        model_path = ModelCatalog(settings).resolve(None).path
     except ModelError as exc:
-        print(f"srgan: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), USAGE)
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     refused = refuse_exposure(host, settings, args.insecure)
     if refused:
-        print(f"srgan: error: {refused}", file=sys.stderr)
-        return 2
+        return fail(refused, USAGE)
     settings = settings.model_copy(update={"host": host})
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:

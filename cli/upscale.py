@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         return _fail("no input images found")
     try:
-        blend = resolve_blend(settings, args.model, args.detail, seed=False)  # a local upscale writes no registry
+        blend = resolve_blend(settings, args.model, args.detail)  # reads only: a local upscale writes no registry
         upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap,
                                   precision=args.precision)
     except SRGANError as exc:
@@ -166,8 +166,9 @@ def run_remote(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"srgan: error: {message}", file=sys.stderr)
-    return 2
+    from cli.exits import USAGE, fail
+
+    return fail(message, USAGE)
 
 
 class _progress_bar:

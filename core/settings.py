@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,13 +44,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def user_data_dir() -> Path:
+    """The per-user data folder, the default ``data_dir``: the same registry from any working directory.
+
+    ``$XDG_DATA_HOME/srgan`` (default ``~/.local/share/srgan``) on Linux,
+    ``~/Library/Application Support/srgan`` on macOS, ``%LOCALAPPDATA%\\srgan`` on Windows.
+    """
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "srgan"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "srgan"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "srgan"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SRGAN_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
 
     # --- files -----------------------------------------------------------
-    data_dir: Path = Field(Path(".srgan"), description="jobs' files, the embedded Redis, the registry")
+    data_dir: Path = Field(default_factory=user_data_dir,
+                           description="jobs' files, the embedded Redis, the registry; default the per-user data "
+                                       "folder (~/.local/share/srgan)")
     models_dir: Path | None = Field(None, description="model registry; default <data_dir>/models")
 
     # --- model and engine --------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.catalog import ModelInfo, require_detail_base, resolve_spec
+from core.catalog import ModelCatalog, ModelRef, require_detail_base
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 class Blend:
     """What a ``detail`` request runs: ``target`` (a GAN model) mixed with ``base`` (its PSNR model)."""
 
-    target: ModelInfo
-    base: ModelInfo | None = None
+    target: ModelRef
+    base: ModelRef | None = None
     detail: float | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -43,21 +43,18 @@ class Blend:
                 "detail_target": self.target.ref}
 
 
-def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *, seed: bool = True,
-                  resolve: Callable[[str | None], ModelInfo] | None = None) -> Blend:
+def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *,
+                  resolve: Callable[[str | None], ModelRef] | None = None) -> Blend:
     """The model ``spec`` names and, when ``detail`` is given, its detail base.
 
-    ``resolve`` maps a spec to a version (default: :func:`core.catalog.resolve_spec`;
+    ``resolve`` maps a spec to a version (default: a :class:`core.catalog.ModelCatalog`'s;
     the worker passes its cached resolver). Raises ``InvalidParameter`` for a
     bad ``detail`` or a model without detail control, ``ModelError`` when the
     base is missing.
     """
     from model.interpolate import round_detail
 
-    def default_resolve(s: str | None) -> ModelInfo:
-        return resolve_spec(settings, s, seed=seed)
-
-    resolve = resolve or default_resolve
+    resolve = resolve or ModelCatalog(settings).resolve
     target = resolve(spec)
     if detail is None:
         return Blend(target)

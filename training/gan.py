@@ -43,7 +43,7 @@ def load_pair(generator: keras.Model, discriminator: keras.Model, path: Path) ->
 
 
 class GanStage:
-    """Generator, discriminator, VGG19 features, both optimisers and one training step.
+    """Generator, discriminator, VGG19 features, both optimisers and one training step (a ``training.stage.Stage``).
 
     Args:
         config: the run; ``config.gan.pretrained`` names the starting generator.

@@ -12,7 +12,7 @@ from training.optim import build_adam
 
 
 class PretrainStage:
-    """The generator, its optimiser and one training step."""
+    """The generator, its optimiser and one training step (a :class:`training.stage.Stage`)."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.generator = build_generator(**config.generator.model_dump())

@@ -1,6 +1,6 @@
 """Ship a run as a packaged model: ONNX + model card in ``model/weights/``, plus the weights training resumes from.
 
-    python -m training.release runs/srresnet_x4 --name srresnet_x4 \
+    srgan release runs/srresnet_x4 --name srresnet_x4 \
         --bench ../shared/data/bench/Set5 ../shared/data/bench/Set14
 
 1. exports the run's best generator (picked on the validation split of the
@@ -16,12 +16,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from model.contract import ModelContract
+from model.registry import card_path_for
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -160,13 +159,9 @@ def release(
         card = export_generator(run_dir, staged, name=name, version=version)
         metrics, details = _bench_metrics(staged, bench, compare)
         proto = onnx.load(str(staged))
-        contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
-        assert contract is not None, "export_generator writes the contract into the file"
-        contract = contract.with_identity(contract.name, contract.version, metrics)
-        entries = contract.to_metadata()
-        for prop in proto.metadata_props:
-            if prop.key in entries:
-                prop.value = entries[prop.key]
+        contract = ModelContract.of_proto(proto)
+        assert contract is not None, "export_generator stores the contract"
+        contract.with_identity(contract.name, contract.version, metrics).store_in(proto)
         onnx.save(proto, str(staged))
         shutil.move(staged, model_path)
     resume_path = out_dir / f"{name}.resume.weights.h5"
@@ -214,7 +209,7 @@ def release(
         card["detail_base"] = detail_base
     card["onnx"]["file"] = model_path.name
     card["sha256"] = sha256_of(model_path)
-    (out_dir / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
+    card_path_for(model_path).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -243,24 +238,3 @@ def _hours_from_log(lines: list[str]) -> float:
         if 0 < gap < 600:
             total += gap
     return round(total / 3600, 2)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.release", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--name", required=True)
-    p.add_argument("--version", help="default: step-<best step>")
-    p.add_argument("--bench", type=Path, nargs="+", required=True, help="benchmark folders to measure (not to pick)")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--compare", type=Path, nargs="*", default=[], help="models measured beside it (.onnx)")
-    p.add_argument("--detail-base", help="the PSNR model this GAN model blends with for `detail` (e.g. srresnet_x4)")
-    args = p.parse_args(argv)
-    card = release(args.run_dir, args.name, args.version, args.bench, args.out, compare=args.compare,
-                   detail_base=args.detail_base)
-    print(json.dumps({"version": card["version"], "metrics": card["metrics"], "resume": card["resume"]}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,11 +29,11 @@ from training.config import TrainConfig
 from training.data import TrainingData, load_training_data, make_dataset
 from training.losses import resolve_perceptual
 from training.optim import current_lr
+from training.stage import Stage
 from training.validate import Validation, bicubic_baseline, save_references, save_samples, validate
 
 if TYPE_CHECKING:
-    from training.gan import GanStage
-    from training.pretrain import PretrainStage
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def adopt_pretrained_architecture(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def _make_stage(config: TrainConfig, features: keras.Model | None) -> PretrainStage | GanStage:
+def _make_stage(config: TrainConfig, features: keras.Model | None) -> Stage:
     if config.stage == "pretrain":
         from training.pretrain import PretrainStage
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from core.catalog import ModelInfo, resolve_spec
+from core.catalog import ModelCatalog, ModelRef
 from core.model_updates import generation, record_engine
 from core.settings import Settings
 from core.upscalers import Blend, build_upscaler, resolve_blend
@@ -46,10 +46,11 @@ class EngineCache:
         self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES,
     ) -> None:
         self.settings = settings
+        self.catalog = ModelCatalog(settings)
         self.client = client
         self.max_engines = max_engines
         self._engines: OrderedDict[tuple, Upscaler] = OrderedDict()
-        self._resolved: dict[str | None, ModelInfo] = {}
+        self._resolved: dict[str | None, ModelRef] = {}
         self._generation: int | None = None
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
@@ -68,16 +69,16 @@ class EngineCache:
             self._resolved.clear()
             self._generation, self._checked_at = current, now
 
-    def resolve(self, spec: str | None) -> ModelInfo:
+    def resolve(self, spec: str | None) -> ModelRef:
         """The model version ``spec`` names now."""
         with self._lock:
             return self._resolve(spec)
 
-    def _resolve(self, spec: str | None) -> ModelInfo:
+    def _resolve(self, spec: str | None) -> ModelRef:
         self._forget_stale_resolutions()
         info = self._resolved.get(spec)
         if info is None:
-            info = self._resolved[spec] = resolve_spec(self.settings, spec)
+            info = self._resolved[spec] = self.catalog.resolve(spec)
         return info
 
     def get(self, spec: str | None = None, detail: float | None = None) -> Upscaler:

@@ -1,4 +1,8 @@
-"""Worker process hooks: heartbeats for the API's readiness check, and loading the model early.
+"""Worker process hooks: seeding the registry, heartbeats for the API's readiness check, loading the model early.
+
+The main worker process seeds the registry with the shipped models before
+its pool starts (``core.catalog.ModelCatalog.seed``: the worker's start-up
+step; jobs only read the registry).
 
 The main worker process writes a heartbeat to Redis every ``heartbeat_s``
 (``/readyz`` needs one fresh heartbeat); each pool process starts loading
@@ -12,7 +16,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 if TYPE_CHECKING:
     import redis
@@ -46,6 +50,14 @@ def _runs_jobs(consumer: object) -> bool:
     except AttributeError:
         return True
     return not queues or upscale.settings.queue in queues
+
+
+@worker_init.connect
+def seed_registry(**_: object) -> None:
+    from core.catalog import ModelCatalog
+    from worker.tasks import upscale
+
+    ModelCatalog(upscale.settings).seed()
 
 
 @worker_ready.connect

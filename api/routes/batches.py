@@ -59,7 +59,7 @@ def _admit_batch(services: Services, files: list[Upload], fields: dict[str, str]
     params, options = _parse_params(fields)
     if options.url:
         raise ApiError(422, "invalid_parameter", "a batch takes `file` parts; `url` is for single jobs")
-    choose_model(services.settings, params)  # the model and detail are the whole request's, checked once
+    choose_model(services, params)  # the model and detail are the whole request's, checked once
     try:
         deadline_at = parse_deadline(cancel_after=cancel_after, deadline=options.deadline, now=time.time(),
                                      longest_s=services.settings.job_ttl_s)

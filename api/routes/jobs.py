@@ -26,11 +26,10 @@ from api.options import parse_deadline, parse_prefer_wait
 from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_name
 from api.upload import Pace, Upload, receive_upload
 from core import netguard, throughput, webhooks
-from core.catalog import ModelInfo, require_detail_base, select_model
+from core.catalog import ModelRef
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
-from core.settings import Settings
 from model.images import ImageInfo
 from model.interpolate import round_detail
 
@@ -122,12 +121,9 @@ def _limits(services: Services, caller: Caller) -> JobLimits:
 
 
 
-def choose_model(settings: Settings, params: JobRequest) -> ModelInfo:
+def choose_model(services: Services, params: JobRequest) -> ModelRef:
     """The model a job with ``params`` runs; a ``detail`` needs a model with a detail base that is offered."""
-    model = select_model(settings, model=params.model, scale=params.scale)
-    if params.detail is not None:
-        select_model(settings, model=require_detail_base(model), scale=None)  # its PSNR model must be offered
-    return model
+    return services.catalog.select(model=params.model, scale=params.scale, detail=params.detail is not None)
 
 
 def _admit(services: Services, upload: Upload, *, caller: Caller, idempotency_key: str | None,
@@ -215,7 +211,7 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
     """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
     settings = services.settings
     info = inspect_image(upload.path, max_input_pixels=settings.max_input_pixels)
-    model = choose_model(settings, params)
+    model = choose_model(services, params)
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
     check_cost(services, info, model.name)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.utils.tiny_models import make_nearest_model
+from bench.tiny_models import make_nearest_model
 
 pytestmark = pytest.mark.integration
 SRGAN = [sys.executable, "-m", "cli.main"]
@@ -118,7 +118,7 @@ def test_upscale_never_imports_tensorflow(model, images, tmp_path):
 
 def test_precision_flag_runs_bf16_and_rescues_a_ruined_tile_in_float32(tmp_path):
     """``--precision bf16`` reaches OpenVINO; a model bfloat16 blanks still gives the float32 result."""
-    from tests.utils.tiny_models import make_low_precision_fragile_model
+    from bench.tiny_models import make_low_precision_fragile_model
 
     fragile = make_low_precision_fragile_model(tmp_path / "fragile.onnx", "blank")
     src = tmp_path / "in.png"

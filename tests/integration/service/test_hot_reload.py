@@ -19,11 +19,11 @@ import pytest
 import redis
 from PIL import Image
 
+from bench.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
 from core.jobs import job_key
 from model.deploy import deploy_model
 from model.registry import Registry, sha256_of
 from tests.utils.service import REPO, LiveApi, WorkerProc, image_bytes, service_env, wait_for, wait_until
-from tests.utils.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 

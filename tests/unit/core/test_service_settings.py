@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.settings import Settings, hash_api_key
+from core.settings import Settings, hash_api_key, user_data_dir
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +17,7 @@ def test_defaults_are_safe_for_a_laptop():
     s = Settings(_env_file=None)
     assert s.redis_url is None, "unset: `srgan serve` embeds Redis"
     assert s.job_ttl_s == 24 * 3600
-    assert s.resolved_storage_dir == Path(".srgan") / "jobs"
+    assert s.resolved_storage_dir == user_data_dir() / "jobs"
     assert s.soft_time_limit_s < s.time_limit_s < s.visibility_timeout_s
     assert s.max_attempts >= 1 and s.worker_concurrency == 1
 
@@ -85,3 +85,16 @@ def test_api_keys_from_the_environment_as_a_json_object(monkeypatch):
 def test_bad_api_keys_are_refused(keys, message):
     with pytest.raises(ValidationError, match=message):
         Settings(_env_file=None, api_keys=keys)
+
+
+def test_the_data_folder_is_the_users_whatever_the_working_directory(tmp_path, monkeypatch):
+    """`srgan models` run from another folder sees the same registry as the service (not ./.srgan)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("SRGAN_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    here = Settings(_env_file=None).resolved_models_dir
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Settings(_env_file=None).resolved_models_dir == here == tmp_path / "xdg" / "srgan" / "models"
+    monkeypatch.setenv("SRGAN_DATA_DIR", str(tmp_path / "mine"))
+    assert Settings(_env_file=None).resolved_models_dir == tmp_path / "mine" / "models"  # overridable as before

@@ -3,10 +3,10 @@ import threading
 import numpy as np
 import pytest
 
+from bench.tiny_models import make_nearest_model
 from model.contract import ModelContract
 from model.engine import Upscaler
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError
-from tests.utils.tiny_models import make_nearest_model
 
 pytestmark = pytest.mark.unit
 

@@ -76,7 +76,7 @@ def test_eval_agrees_with_psnr_by_hand_and_never_imports_tensorflow(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        from training.__main__ import main
+        from cli.main import main
         code = main(["eval", "--model", {str(model)!r}, "--data", {str(tmp_path / "data")!r}, "--scale", "2", "--json"])
         heavy = [m for m in ("tensorflow", "keras", "tf2onnx") if m in sys.modules]
         print("HEAVY", heavy, file=sys.stderr)
@@ -99,7 +99,7 @@ def test_eval_agrees_with_psnr_by_hand_and_never_imports_tensorflow(tmp_path):
 
 
 def test_eval_table_and_scale_mismatch(tmp_path, capsys):
-    from training.__main__ import main
+    from cli.main import main
 
     model = tmp_path / "nearest.onnx"
     _nearest_x2_model(model)

@@ -19,9 +19,11 @@ def test_gan_step_runs_with_a_random_vgg(tmp_path, make_config, random_vgg):
     import tensorflow as tf
 
     from training.gan import GanStage
+    from training.stage import Stage
 
     config = make_config(tmp_path, tmp_path, stage="gan", **{"gan.d_filters": 4})
     stage = GanStage(config, features=random_vgg)
+    assert isinstance(stage, Stage)
     stage.build()
     hr = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     d_before = [v.numpy().copy() for v in stage.discriminator.trainable_variables]

@@ -39,6 +39,7 @@ def test_a_few_pretraining_steps_drive_the_loss_down_on_one_batch(tmp_path, make
     import tensorflow as tf
 
     from training.pretrain import PretrainStage
+    from training.stage import Stage
 
     keras.utils.set_random_seed(0)
     overrides = {
@@ -48,6 +49,7 @@ def test_a_few_pretraining_steps_drive_the_loss_down_on_one_batch(tmp_path, make
         "generator.global_skip": global_skip,
     }
     stage = PretrainStage(make_config(tmp_path, tmp_path, **overrides))
+    assert isinstance(stage, Stage)
     lr, hr = _fixed_batch()
     step = tf.function(stage.train_step)
     losses = [float(step(lr, hr)["loss"]) for _ in range(30)]

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from training.cli import register
+    from cli.train import register
 
     parser = argparse.ArgumentParser(prog="srgan")
     register(parser.add_subparsers(dest="command", required=True))
@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_registering_imports_no_tensorflow():
     code = (
-        "import argparse, sys; from training.cli import register; "
+        "import argparse, sys; from cli.train import register; "
         "register(argparse.ArgumentParser().add_subparsers()); "
         "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') if m in sys.modules])"
     )
@@ -41,12 +41,14 @@ def test_subcommands_and_handlers():
         ["train", "gan"],
         ["export", "x", "-o", "y.onnx"],
         ["eval", "--model", "m", "--data", "d"],
+        ["release", "runs/x", "--name", "x", "--bench", "b"],
+        ["figures", "curve", "runs/x", "-o", "c.png"],
     ):
         assert callable(parser.parse_args(argv).func)
 
 
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
-    from training.cli import resolve_config
+    from cli.train import resolve_config
 
     (tmp_path / "c.json").write_text(
         json.dumps({"steps": 77, "optim": {"lr": 3e-4, "loss": "mse"}, "data.hr_size": 64})
@@ -78,7 +80,7 @@ def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
 
 
 def test_resume_reads_the_saved_run(tmp_path):
-    from training.cli import resolve_config
+    from cli.train import resolve_config
     from training.config import default_config, merge
 
     merge(default_config("pretrain"), {"generator.blocks": 3, "steps": 10, "run_dir": str(tmp_path)}).save(
@@ -125,3 +127,20 @@ def test_precision_auto_follows_the_cpu(monkeypatch, tmp_path):
     assert trainer.resolve_precision("auto") == "mixed_bfloat16"
     cpuinfo.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert trainer.resolve_precision("auto") == "float32"
+
+
+def test_one_parser_for_every_command():
+    """cli/ owns the argument parsing: no parser in training/ or bench/; `python -m training` is `srgan`."""
+    for package in ("training", "bench"):
+        parsers = [p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")
+                   if "ArgumentParser(" in p.read_text()]
+        assert not parsers, f"argument parsers outside cli/: {parsers}"
+    alias = subprocess.run([sys.executable, "-m", "training", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+    srgan = subprocess.run([sys.executable, "-m", "cli.main", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+    assert alias.returncode == srgan.returncode == 0, alias.stderr
+    assert alias.stdout == srgan.stdout
+    for command in ("train", "export", "eval", "release", "figures", "bench", "deploy", "rollback"):
+        assert command in srgan.stdout
+    assert "exit codes:" in srgan.stdout and "130" in srgan.stdout

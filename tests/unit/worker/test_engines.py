@@ -8,10 +8,10 @@ from typing import cast
 import pytest
 import redis
 
+from bench.tiny_models import make_conv_model, make_nearest_model
 from core.settings import Settings
 from model.deploy import deploy_model
 from model.registry import Registry
-from tests.utils.tiny_models import make_conv_model, make_nearest_model
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit

@@ -9,11 +9,11 @@ from typing import cast
 import pytest
 import redis
 
+from bench.tiny_models import make_nearest_model
 from core.jobs import Claim, Job, JobStore, new_job_id
 from core.settings import Settings
 from core.storage import Storage
 from model.engine import Upscaler
-from tests.utils.tiny_models import make_nearest_model
 from worker.engines import EngineCache
 from worker.pipeline import process_job
 
@@ -60,11 +60,11 @@ class Engines:
         return self.upscaler
 
     def get_blend(self, spec=None, detail=None):
-        from core.catalog import ModelInfo
+        from core.catalog import ModelRef
         from core.upscalers import Blend
 
         upscaler = self.get(spec, detail)
-        return upscaler, Blend(ModelInfo(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
+        return upscaler, Blend(ModelRef(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.tiny_models import make_nearest_model
 from core.settings import Settings
 from model.engine import Upscaler
 from model.errors import Canceled, ImageTooLarge, InvalidImage
 from tests.utils.service import image_bytes
-from tests.utils.tiny_models import make_nearest_model
 from worker.pipeline import render
 
 pytestmark = pytest.mark.unit
