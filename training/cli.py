@@ -37,9 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("pretrain", "SRResNet with a pixel loss; defaults tuned for fast convergence on a CPU"),
         ("gan", "SRGAN from a pretrained generator: VGG54 content loss + 1e-3 adversarial loss"),
     ):
-        p = stages.add_parser(
-            stage, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        p = stages.add_parser(stage, help=text, description=text)  # each flag's help states its default once
         p.add_argument("--config", type=Path, help="JSON file with any of the settings below (flags win)")
         p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
         p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
