@@ -139,7 +139,8 @@ def probe_image(data: bytes | Path, *, max_pixels: int) -> ImageInfo:
     """Sniff the format and size from the header; refuse too many pixels, and animations, before decoding."""
     with _open(data) as img:
         orientation = _orientation(img)
-        width, height = (img.height, img.width) if orientation >= QUARTER_TURNS else (img.width, img.height)
+        turned = orientation >= QUARTER_TURNS and img.format != "TIFF"  # Pillow gives a TIFF's turned size
+        width, height = (img.height, img.width) if turned else (img.width, img.height)
         info = ImageInfo(img.format or "", width, height, img.mode, _has_transparency(img), orientation)
         if info.width <= 0 or info.height <= 0:
             raise InvalidImage(f"image has no pixels ({info.width}x{info.height})")
