@@ -99,11 +99,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) ->
         default = body[section][name] if section else body[name]
         flag = "--" + name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": "cfg__" + dotted.replace(".", "__"), "default": None}
-        kwargs["help"] = f"{field.description or ''} (default: {default})".strip()
+        kwargs["help"] = _help(field.description or "", default)
         kwargs.update(_argparse_type(field.annotation))
         if "metavar" not in kwargs and "choices" not in kwargs and "action" not in kwargs:
             kwargs["metavar"] = name.upper()
         groups[section or "run"].add_argument(flag, **kwargs)
+
+
+def _help(description: str, default: Any) -> str:
+    """A flag's help with its default stated once: not when the description says it, nor when there is none."""
+    if default is None or "default" in description:
+        return description
+    return f"{description} (default: {default})".strip()
 
 
 def _argparse_type(annotation) -> dict[str, Any]:
