@@ -82,14 +82,17 @@ def collect_inputs(inputs: list[Path], *, recursive: bool = False, exclude: Path
     """Files as given, folders expanded to their images (with ``recursive``, those of subfolders too), in a
     stable order; nothing under ``exclude`` (the output folder, when it lies inside an input folder)."""
     sources: list[Source] = []
-    skip = exclude.resolve() if exclude is not None else None
     for item in inputs:
         if not item.is_dir():
             sources.append(Source(item))
             continue
+        root = item.resolve()
+        inner = exclude.resolve() if exclude is not None else None
+        if inner is not None and (inner == root or not inner.is_relative_to(root)):
+            inner = None  # only an output folder strictly inside this input folder holds no inputs
         found = item.rglob("*") if recursive else item.iterdir()
         for path in sorted(p for p in found if p.is_file() and p.suffix.lower() in EXTENSIONS):
-            if skip is not None and path.resolve().is_relative_to(skip):
+            if inner is not None and path.resolve().is_relative_to(inner):
                 continue
             sources.append(Source(path, path.parent.relative_to(item)))
     return sources
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     except SRGANError as exc:
         return _fail(str(exc))
     scale = args.scale or upscaler.scale
-    options = RenderOptions(scale=scale, format=fmt, quality=args.quality)
+    options = RenderOptions(scale=scale, quality=args.quality)  # the format is each file's (below)
     limits = Limits.from_settings(settings)
     made_by = provenance(upscaler, blend)
     show = not args.no_progress and sys.stderr.isatty()

@@ -220,3 +220,13 @@ def test_the_output_pixel_limit_applies_as_in_the_service(model, images, tmp_pat
                 env={"SRGAN_MAX_OUTPUT_PIXELS": str(47 * 33 * 16)})
     assert res.returncode == 1 and "the limit is" in res.stderr and "Traceback" not in res.stderr
     assert not dst.exists()
+
+
+@pytest.mark.parametrize("out", ["in", "in/up", "."])
+def test_an_output_folder_inside_beside_or_above_the_inputs(model, images, tmp_path, out):
+    """Results written into (a folder of) the input tree are not taken as inputs by a re-run."""
+    target = tmp_path / out
+    first = srgan("upscale", images, "-o", target, "--model", model, "--recursive")
+    assert "3 done, 0 skipped, 1 failed" in first.stdout, first.stdout + first.stderr
+    again = srgan("upscale", images, "-o", target, "--model", model, "--recursive")
+    assert "0 done, 3 skipped, 1 failed" in again.stdout, again.stdout + again.stderr
