@@ -155,16 +155,14 @@ def run(args: argparse.Namespace) -> int:
     from model.images import default_output_format, extension_for, probe_image
 
     settings = get_settings()
-    tile = settings.tile if args.tile is None else args.tile
-    overlap = settings.overlap if args.overlap is None else args.overlap
     try:
         sources, to_file, fmt = _plan(args)
     except UsageError as exc:
         return _fail(str(exc))
     try:
         blend = resolve_blend(settings, args.model, args.detail, seed=False)  # a local upscale writes no registry
-        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap,
-                                  precision=args.precision)
+        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=args.tile, overlap=args.overlap,
+                                  precision=args.precision)  # None: the settings' value
     except SRGANError as exc:
         return _fail(str(exc))
     scale = args.scale or upscaler.scale
