@@ -9,7 +9,8 @@
 - ``check_intact`` decodes the whole file to prove it is not truncated or
   damaged (JPEG strictly, where libjpeg's warnings count as errors, at 1/8
   scale), in time and memory bounded by the pixel limit.
-- EXIF orientation is applied on read; the ICC profile and the EXIF block
+- EXIF orientation is applied on read (``probe_image`` already gives the
+  size as displayed, and the orientation); the ICC profile and the EXIF block
   (orientation reset to 1) are carried to the output. EXIF that cannot be
   read or written back is dropped with a warning in ``info[WARNINGS_KEY]``.
 - Modes: RGB stays RGB, L stays L; RGBA and LA keep their alpha, upscaled
