@@ -83,7 +83,10 @@ class ErrorOut(BaseModel):
 
 class ImageOut(BaseModel):
     width: int | None = Field(None, description="absent only for a batch file that was not an image we read")
-    height: int | None = None
+    height: int | None = Field(None, description="width and height as the image is displayed: for an input, "
+                               "after its EXIF orientation is applied")
+    orientation: int | None = Field(None, description="input only: the EXIF orientation applied on reading "
+                                    "(1 = none, 3 = half turn, 6 and 8 = quarter turns, 2/4/5/7 mirrored)")
     format: str | None = None
     mode: str | None = None
     bytes: int | None = None

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from core.settings import Settings
+from core.upscalers import open_engine
 from model.backends import openvino_available
 from model.engine import Upscaler
 
@@ -161,8 +162,7 @@ def bench_defaults(model: Path, args) -> dict:
     """The report at the settings' defaults: precisions, auto's choice, tiling, 2048x2048 memory."""
     d = Settings()
     backend = args.backend or d.backend
-    auto = Upscaler.from_file(model, backend=backend, precision="auto", tile=d.tile, overlap=d.overlap,
-                              tile_batch=d.tile_batch)
+    auto = open_engine(d, model, backend=backend, precision="auto")
     report: dict = {**cpu_report(), "backend": auto.backend_name, "auto": auto.precision,
                     "auto_note": auto.precision_note, "defaults": {"tile": d.tile, "overlap": d.overlap,
                                                                   "tile_batch": d.tile_batch,
@@ -170,7 +170,7 @@ def bench_defaults(model: Path, args) -> dict:
     engines = {}
     for precision in args.precisions.split(","):
         try:
-            engines[precision] = Upscaler.from_file(model, backend=backend, precision=precision, tile=0)
+            engines[precision] = open_engine(d, model, backend=backend, precision=precision, tile=0)
         except Exception as exc:  # noqa: BLE001 - reported
             report.setdefault("errors", {})[precision] = str(exc)
     small = test_image(args.precision_size)
@@ -211,8 +211,7 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
     d = Settings()
     img = test_image(args.size)
     px = img.shape[0] * img.shape[1]
-    up = Upscaler.from_file(model, backend=backend, tile=d.tile, overlap=d.overlap, tile_batch=d.tile_batch,
-                            precision=d.precision)
+    up = open_engine(d, model, backend=backend)
     t_whole, whole = timed(lambda: up.upscale(img, tile=0), args.repeat)
     t_tiled, tiled = timed(lambda: up.upscale(img), args.repeat)
     row = {

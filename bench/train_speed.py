@@ -16,8 +16,6 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 VARIANTS = {
     # name: (description, jit_compile, precision, config overrides)
     "plain": ("tutorial: tf.function, float32, MSE, no XLA", False, "float32", {"optim.loss": "mse"}),
@@ -69,6 +67,7 @@ def measure(name: str, steps: int, warmup: int, batch: int, hr_size: int, blocks
 
 def run(args: argparse.Namespace) -> int:
     """``srgan bench train-speed`` (arguments: ``cli/bench.py``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (in measure)
     import tensorflow as tf
 
     names = args.variants.split(",")

@@ -41,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("pretrain", "SRResNet with a pixel loss; defaults tuned for fast convergence on a CPU"),
         ("gan", "SRGAN from a pretrained generator: VGG54 content loss + 1e-3 adversarial loss"),
     ):
-        p = stages.add_parser(
-            stage, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        p = stages.add_parser(stage, help=text, description=text)  # each flag's help states its default once
         p.add_argument("--config", type=Path, help="JSON file with any of the settings below (flags win)")
         p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
         p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
@@ -151,11 +149,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) ->
         default = body[section][name] if section else body[name]
         flag = "--" + name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": "cfg__" + dotted.replace(".", "__"), "default": None}
-        kwargs["help"] = f"{field.description or ''} (default: {default})".strip()
+        kwargs["help"] = _help(field.description or "", default)
         kwargs.update(_argparse_type(field.annotation))
         if "metavar" not in kwargs and "choices" not in kwargs and "action" not in kwargs:
             kwargs["metavar"] = name.upper()
         groups[section or "run"].add_argument(flag, **kwargs)
+
+
+def _help(description: str, default: Any) -> str:
+    """A flag's help with its default stated once: not when the description says it, nor when there is none."""
+    if default is None or "default" in description:
+        return description
+    return f"{description} (default: {default})".strip()
 
 
 def _argparse_type(annotation: Any) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The worker's engine cache and ``srgan upscale`` both call :func:`build_upscaler`,
 so a job and a local run of the same model and ``detail`` run the same network
-with the same tiling. ONNX Runtime/OpenVINO are imported only when it runs.
+with the same tiling; the benchmarks open a file with :func:`open_engine`. All
+of them take their engine options from :func:`engine_options`. ONNX Runtime/OpenVINO are imported only when it runs.
 """
 
 from __future__ import annotations
@@ -62,14 +63,11 @@ def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *,
     return Blend(target, resolve(require_detail_base(target)), detail)
 
 
-def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | str | None = None,
-                   overlap: int | None = None, precision: str | None = None) -> Upscaler:
-    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
-    override them)."""
-    from model.backends import open_backend
-    from model.engine import Upscaler
-
-    kwargs: dict[str, Any] = {
+def engine_options(settings: Settings, *, backend: str | None = None, tile: int | str | None = None,
+                   overlap: int | None = None, precision: str | None = None) -> dict[str, Any]:
+    """``Upscaler.from_file``'s engine arguments from the settings (``backend``/``tile``/``overlap``/``precision``
+    override them): the one place settings become engine options."""
+    return {
         "backend": backend or settings.backend,
         "providers": settings.providers,
         "threads": settings.threads,
@@ -79,6 +77,25 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
         "precision": precision or settings.precision,
         "memory_budget": int(settings.memory_budget) if settings.memory_budget else None,
     }
+
+
+def open_engine(settings: Settings, path: Path, *, backend: str | None = None, tile: int | str | None = None,
+                overlap: int | None = None, precision: str | None = None) -> Upscaler:
+    """An engine for one ONNX file with the settings' engine options (what the benchmarks time)."""
+    from model.engine import Upscaler
+
+    return Upscaler.from_file(path, **engine_options(settings, backend=backend, tile=tile, overlap=overlap,
+                                                     precision=precision))
+
+
+def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | str | None = None,
+                   overlap: int | None = None, precision: str | None = None) -> Upscaler:
+    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
+    override them)."""
+    from model.backends import open_backend
+    from model.engine import Upscaler
+
+    kwargs = engine_options(settings, backend=backend, tile=tile, overlap=overlap, precision=precision)
     info = blend.target
     if blend.detail is None or blend.detail == 1.0 or blend.base is None:
         engine = Upscaler.from_file(info.path, **kwargs)
@@ -102,6 +119,13 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
     if info.source == "registry":  # the registry's name and version, whatever the file was exported as
         engine.contract = engine.contract.with_identity(info.name, info.version, info.metrics)
     return engine
+
+
+def provenance(upscaler: Upscaler, blend: Blend) -> dict[str, Any]:
+    """What a result's metadata says made it: the model (``name:version``) and the detail blend."""
+    contract = upscaler.contract
+    return {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
+            **blend.describe()}
 
 
 @contextmanager

@@ -36,7 +36,13 @@ def random_flip(lr: tf.Tensor, hr: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tenso
 def random_rotate(lr: tf.Tensor, hr: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Rotate both by the same random multiple of 90 degrees (square crops keep their shape)."""
     k = tf.random.stateless_uniform((), seed, 0, 4, dtype=tf.int32)
-    return tf.image.rot90(lr, k), tf.image.rot90(hr, k)
+    return _rot90(lr, k), _rot90(hr, k)
+
+
+def _rot90(img: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """``tf.image.rot90`` of a uint8 image, turned as float32 (exact for 0..255): oneDNN has no uint8
+    transpose on most CPUs and logs an ``E0000 ... DT_UINT8`` line in every run when asked for one."""
+    return tf.cast(tf.image.rot90(tf.cast(img, tf.float32), k), img.dtype)
 
 
 def jpeg_noise(lr: tf.Tensor, seed: tf.Tensor, quality: tuple[int, int] = (50, 95), prob: float = 0.5) -> tf.Tensor:

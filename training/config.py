@@ -178,6 +178,18 @@ class TrainConfig(_Section):
     optim: OptimConfig = OptimConfig()
     gan: GanConfig = GanConfig()
 
+    @model_validator(mode="after")
+    def _check_warmup(self) -> TrainConfig:
+        """A warm-up must fit in the steps this run trains (``build_schedule`` would cut it short)."""
+        uses_warmup = self.optim.schedule == "cosine" or (self.stage == "pretrain" and self.init_step > 0)
+        run_steps = self.steps - self.init_step
+        if uses_warmup and self.optim.warmup_steps > run_steps:
+            trained = f"--steps {self.steps}" + (f" minus --init-step {self.init_step}" if self.init_step else "")
+            raise ValueError(f"the warm-up (--warmup-steps {self.optim.warmup_steps}) is longer than the "
+                             f"{run_steps} steps this run trains ({trained}); lower --warmup-steps "
+                             "(0: no warm-up) or raise --steps")
+        return self
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 

@@ -113,3 +113,23 @@ def test_srgan_upscale_server_does_files_and_folders(served, tmp_path):
     assert local_only.returncode == 2 and "local upscaling only" in local_only.stderr
     away = srgan("upscale", "--server", "http://127.0.0.1:9", single)
     assert away.returncode == 2 and "cannot reach" in away.stderr
+
+
+def test_srgan_upscale_server_follows_the_output_name_and_skips_what_exists(served, tmp_path):
+    """As locally: ``-o x.png`` from a JPEG is PNG in a folder made for it; a re-run skips what is there."""
+    src = tmp_path / "in" / "photo.jpg"
+    src.parent.mkdir()
+    src.write_bytes(image_bytes(10, 8, fmt="JPEG", seed=4))
+    dst = tmp_path / "new" / "photo.png"
+    res = srgan("upscale", "--server", served.url, src, "-o", dst)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(dst).format == "PNG" and Image.open(dst).size == (40, 32)
+    again = srgan("upscale", "--server", served.url, src, "-o", dst)
+    assert again.returncode == 0 and "exists, skipped" in again.stdout
+    conflict = srgan("upscale", "--server", served.url, src, "-o", dst, "--format", "webp", "--overwrite")
+    assert conflict.returncode == 2 and "conflicts" in conflict.stderr
+
+    first = srgan("upscale", "--server", served.url, src.parent, "-o", tmp_path / "out")
+    assert "1 done, 0 skipped, 0 failed" in first.stdout, first.stderr
+    rerun = srgan("upscale", "--server", served.url, src.parent, "-o", tmp_path / "out")
+    assert "0 done, 1 skipped, 0 failed" in rerun.stdout, rerun.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -146,11 +147,14 @@ def test_cli_pretrain_then_resume(tmp_path, image_folder):
         "0.25",
         "--log-every",
         "1",
+        "--warmup-steps",
+        "1",
         "--no-xla",
     ]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "steps/s" in first.stderr and "validation step 2" in first.stderr
+    assert not re.search(r"^E\d{4} ", first.stderr, re.MULTILINE), "a healthy run logs no C++ error line"
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
     from cli.train import resolve_config
 
     (tmp_path / "c.json").write_text(
-        json.dumps({"steps": 77, "optim": {"lr": 3e-4, "loss": "mse"}, "data.hr_size": 64})
+        json.dumps({"steps": 77, "optim": {"lr": 3e-4, "loss": "mse", "warmup_steps": 10}, "data.hr_size": 64})
     )
     args = _parser().parse_args(
         [
@@ -83,9 +84,8 @@ def test_resume_reads_the_saved_run(tmp_path):
     from cli.train import resolve_config
     from training.config import default_config, merge
 
-    merge(default_config("pretrain"), {"generator.blocks": 3, "steps": 10, "run_dir": str(tmp_path)}).save(
-        tmp_path / "config.json"
-    )
+    merge(default_config("pretrain"), {"generator.blocks": 3, "steps": 10, "optim.warmup_steps": 5,
+                                        "run_dir": str(tmp_path)}).save(tmp_path / "config.json")
     args = _parser().parse_args(["train", "pretrain", "--run-dir", str(tmp_path), "--resume", "--steps", "20"])
     config = resolve_config(args)
     assert config.generator.blocks == 3 and config.steps == 20
@@ -144,3 +144,34 @@ def test_one_parser_for_every_command():
     for command in ("train", "export", "eval", "release", "figures", "bench", "deploy", "rollback"):
         assert command in srgan.stdout
     assert "exit codes:" in srgan.stdout and "130" in srgan.stdout
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--steps", "50"], "the warm-up (--warmup-steps 100) is longer than the 50 steps this run trains"),
+    (["--steps", "1000", "--init-step", "950", "--schedule", "constant"],
+     "longer than the 50 steps this run trains (--steps 1000 minus --init-step 950)"),
+])
+def test_a_warmup_longer_than_the_run_is_refused(capsys, argv, message):
+    """``--steps 50`` with the default warm-up of 100 steps was accepted (the schedule cut it short silently)."""
+    args = _parser().parse_args(["train", "pretrain", "--print-config", *argv])
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--steps", "50", "--warmup-steps", "50"], ["--steps", "50", "--warmup-steps", "0"],
+                                  ["--steps", "50", "--schedule", "piecewise"]])
+def test_a_warmup_that_fits_or_is_not_used_is_accepted(capsys, argv):
+    args = _parser().parse_args(["train", "pretrain", "--print-config", *argv])
+    assert args.func(args) == 0, capsys.readouterr().err
+
+
+def test_help_states_each_default_once():
+    """``--help`` printed ``(default: 100) (default: None)``: the flag's own text and the formatter's."""
+    out = subprocess.run([sys.executable, "-m", "training", "train", "pretrain", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    assert "(default: None)" not in text
+    assert "(default: 100)" in text
+    for option in re.split(r" (?=--[a-z])", text):
+        assert option.count("(default:") <= 1, option
