@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.jobs import UPSCALE_TASK
+from core.recovery import send_job
 from core.settings import Settings
 
 
@@ -22,9 +22,7 @@ class JobQueue:
         )
 
     def send(self, job_id: str) -> None:
-        self.app.send_task(UPSCALE_TASK, args=[job_id], queue=self.queue, task_id=job_id,
-                           retry=True, retry_policy={"max_retries": 3, "interval_start": 0.1,
-                                                     "interval_step": 0.2, "interval_max": 1.0})
+        send_job(self.app.send_task, self.queue, job_id)
 
     def depth(self, client) -> int:  # noqa: ANN001 - a redis.Redis
         """Messages waiting in the broker's list for the queue (not yet taken by a worker)."""
