@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from redis import RedisError
 
@@ -106,7 +106,7 @@ class _Heartbeat:
             except Exception as exc:  # noqa: BLE001 - Redis may be away for a while; keep trying
                 log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
