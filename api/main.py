@@ -28,6 +28,7 @@ from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.limits import Limiter
 from core.links import DeploymentLinks
+from core.recovery import Reaper
 from core.settings import Settings, get_settings
 from core.storage import Storage
 from core.webhooks import Notifier
@@ -45,15 +46,18 @@ async def _sweep_forever(services: Services) -> None:
             await run_in_threadpool(sweep_expired, services.store, services.storage, grace_s=grace)
         except Exception as exc:  # noqa: BLE001 - try again next time
             log.warning("sweep of expired jobs failed: %s", exc)
-        try:
-            reaped = await run_in_threadpool(services.store.reap_lost, settings.resolved_worker_lost_s)
-            for job_id in reaped:
-                await run_in_threadpool(services.notify, job_id, "completed")
-            if reaped:
-                log.warning("failed %d job(s) whose worker was lost: %s", len(reaped), ", ".join(reaped))
-        except Exception as exc:  # noqa: BLE001 - try again next time
-            log.warning("reaping jobs of lost workers failed: %s", exc)
         await asyncio.sleep(settings.sweep_interval_s)
+
+
+async def _reap_forever(services: Services) -> None:
+    """Jobs of dead workers and lost messages are queued again (``core.recovery``; the workers run it too)."""
+    reaper = Reaper(services.store, services.settings, services.queue.app.send_task, services.notify)
+    while True:
+        try:
+            await run_in_threadpool(reaper.maybe_run)
+        except Exception as exc:  # noqa: BLE001 - try again next time
+            log.warning("the reaper's pass failed: %s", exc)
+        await asyncio.sleep(services.settings.reaper_interval_s)
 
 
 async def _watch_redis(services: Services) -> None:
@@ -114,10 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(_sweep_forever(services), name="srgan-sweeper")
         watcher = asyncio.create_task(_watch_redis(services), name="srgan-redis-watch")
         deadlines = asyncio.create_task(_abort_overdue_forever(services), name="srgan-deadlines")
+        reaper = asyncio.create_task(_reap_forever(services), name="srgan-reaper")
         try:
             yield
         finally:
-            for task in (sweeper, watcher, deadlines):
+            for task in (sweeper, watcher, deadlines, reaper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -28,6 +28,11 @@ class JobsCollector(Collector):
         for status in STATUSES:
             total.add_metric([status], float(stats.get(f"jobs_total:{status}", 0)))
         yield total
+        recovered = CounterMetricFamily("srgan_jobs_recovered", "Jobs the reaper queued again (their run was lost) "
+                                        "or sent again (their message was lost)", labels=["reason"])
+        recovered.add_metric(["run_lost"], float(stats.get("requeues_total", 0)))
+        recovered.add_metric(["message_lost"], float(stats.get("resends_total", 0)))
+        yield recovered
         current = GaugeMetricFamily("srgan_jobs_current", "Jobs now queued or running", labels=["status"])
         for state, jobs in self.store.state_counts().items():
             current.add_metric([state], jobs)

@@ -195,7 +195,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = Field(
         900.0, gt=0, description="unacknowledged jobs are redelivered after this; must exceed time_limit_s"
     )
-    heartbeat_s: float = Field(5.0, gt=0, description="seconds between worker heartbeats (readiness)")
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="seconds between worker heartbeats (readiness) and between the heartbeats of each "
+        "running job (recovery)"
+    )
     cost_limit_factor: float = Field(
         1.0, ge=0, description="POST answers 422 too_expensive when a job's estimated engine time (its pixels over "
         "the fastest worker's measured throughput) exceeds this times soft_time_limit_s; 0 = no estimate"
@@ -203,10 +206,18 @@ class Settings(BaseSettings):
     throughput_max_age_s: float = Field(
         86400.0, gt=0, description="a worker's throughput measurement older than this is not used for estimates"
     )
-    worker_lost_s: float | None = Field(
-        None, gt=0, description="the API fails a running job with `worker_lost` once its worker has sent no "
-        "heartbeat for this long; must exceed visibility_timeout_s (a dead worker's job is redelivered "
-        "first); default 2 x visibility_timeout_s"
+    worker_lost_s: float = Field(
+        20.0, gt=0, description="a running job whose run has sent no heartbeat for this long is presumed lost with "
+        "its worker and queued again (a new attempt; failed with attempts_exhausted once max_attempts are used); "
+        "must exceed two heartbeats (heartbeat_s)"
+    )
+    message_lost_s: float = Field(
+        20.0, gt=0, description="a job queued this long whose message is in neither the broker's queue nor a "
+        "worker's hands is sent again"
+    )
+    reaper_interval_s: float = Field(
+        5.0, gt=0, description="seconds between passes of the reaper that does both (it runs in every worker and "
+        "the API, one pass at a time across all of them)"
     )
     debug_tile_delay_s: float = Field(
         0.0, ge=0, description="testing aid: pause after each tile to widen failure windows; keep 0"
@@ -249,15 +260,9 @@ class Settings(BaseSettings):
                 "time limits must satisfy soft_time_limit_s < time_limit_s < visibility_timeout_s, got "
                 f"{self.soft_time_limit_s} < {self.time_limit_s} < {self.visibility_timeout_s}"
             )
-        if self.worker_lost_s is not None and self.worker_lost_s <= self.visibility_timeout_s:
+        if self.worker_lost_s <= 2 * self.heartbeat_s:
             raise ValueError(
-                f"worker_lost_s ({self.worker_lost_s}) must exceed visibility_timeout_s ({self.visibility_timeout_s}), "
-                "so a dead worker's job is redelivered before it is failed"
-            )
-        if self.resolved_worker_lost_s <= 2 * self.heartbeat_s:
-            raise ValueError(
-                f"worker_lost_s ({self.resolved_worker_lost_s}) must exceed two heartbeats "
-                f"(heartbeat_s={self.heartbeat_s})"
+                f"worker_lost_s ({self.worker_lost_s}) must exceed two heartbeats (heartbeat_s={self.heartbeat_s})"
             )
         if self.environment == "production" and self.debug_tile_delay_s:
             raise ValueError("debug_tile_delay_s must be 0 in production")
@@ -268,9 +273,10 @@ class Settings(BaseSettings):
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
 
     @property
-    def resolved_worker_lost_s(self) -> float:
-        """Seconds without a heartbeat after which a running job's worker counts as lost."""
-        return self.worker_lost_s if self.worker_lost_s is not None else 2 * self.visibility_timeout_s
+    def requeue_within_s(self) -> float:
+        """Longest time from a worker's death (or a lost message) until its job is queued again: the silence
+        (or absence) the reaper waits for, plus the wait for its next pass."""
+        return max(self.worker_lost_s, self.message_lost_s) + self.reaper_interval_s
 
     @property
     def resolved_storage_dir(self) -> Path:

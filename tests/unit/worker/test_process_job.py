@@ -27,23 +27,26 @@ class FakeStore:
         self.job = Job(id=job_id, status="queued", params={})
         self.finished: list[tuple] = []
 
-    def start(self, job_id, *, worker, max_attempts):
+    def start(self, job_id, *, worker, max_attempts, generation=0):
         self.job.status = "running"
         return Claim("started", 1, "running")
 
     def get(self, job_id):
         return self.job
 
-    def update_running(self, job_id, **fields):
+    def update_running(self, job_id, *, attempt=None, **fields):
         return True
 
-    def should_stop(self, job_id):
+    def touch(self, job_id, attempt):
+        return True
+
+    def should_stop(self, job_id, attempt=None):
         return False
 
     def cancel_requested(self, job_id):
         return False
 
-    def finish(self, job_id, status, **fields):
+    def finish(self, job_id, status, *, generation=None, attempt=None, **fields):
         self.finished.append((job_id, status, fields))
         return "ok"
 
@@ -105,12 +108,12 @@ class FlakyStore(FakeStore):
         super().__init__(job_id)
         self.fail = fail
 
-    def update_running(self, job_id, **fields):
+    def update_running(self, job_id, *, attempt=None, **fields):
         if self.fail == "update_running":
             raise redis.exceptions.ConnectionError("Connection refused")
         return True
 
-    def finish(self, job_id, status, **fields):
+    def finish(self, job_id, status, *, generation=None, attempt=None, **fields):
         if self.fail == "finish":
             raise redis.exceptions.TimeoutError("Timeout reading from socket")
         return super().finish(job_id, status, **fields)
