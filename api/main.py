@@ -22,11 +22,13 @@ from api.openapi import install_openapi
 from api.queue import JobQueue
 from api.routes import batches, health, job_events, jobs, links, models, web
 from core.batches import BatchStore
+from core.catalog import ModelCatalog
 from core.cleanup import sweep_expired
 from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.limits import Limiter
 from core.links import DeploymentLinks
+from core.recovery import Reaper
 from core.settings import Settings, get_settings
 from core.storage import Storage
 from core.webhooks import Notifier
@@ -44,15 +46,18 @@ async def _sweep_forever(services: Services) -> None:
             await run_in_threadpool(sweep_expired, services.store, services.storage, grace_s=grace)
         except Exception as exc:  # noqa: BLE001 - try again next time
             log.warning("sweep of expired jobs failed: %s", exc)
-        try:
-            reaped = await run_in_threadpool(services.store.reap_lost, settings.resolved_worker_lost_s)
-            for job_id in reaped:
-                await run_in_threadpool(services.notify, job_id, "completed")
-            if reaped:
-                log.warning("failed %d job(s) whose worker was lost: %s", len(reaped), ", ".join(reaped))
-        except Exception as exc:  # noqa: BLE001 - try again next time
-            log.warning("reaping jobs of lost workers failed: %s", exc)
         await asyncio.sleep(settings.sweep_interval_s)
+
+
+async def _reap_forever(services: Services) -> None:
+    """Jobs of dead workers and lost messages are queued again (``core.recovery``; the workers run it too)."""
+    reaper = Reaper(services.store, services.settings, services.queue.app.send_task, services.notify)
+    while True:
+        try:
+            await run_in_threadpool(reaper.maybe_run)
+        except Exception as exc:  # noqa: BLE001 - try again next time
+            log.warning("the reaper's pass failed: %s", exc)
+        await asyncio.sleep(services.settings.reaper_interval_s)
 
 
 async def _watch_redis(services: Services) -> None:
@@ -93,13 +98,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.redis_url:
             raise RuntimeError("SRGAN_REDIS_URL is not set (`srgan serve` starts an embedded Redis when it is not)")
+        catalog = ModelCatalog(settings)
+        await run_in_threadpool(catalog.seed)  # the one write of the shipped models, at start-up
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
         services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
-                            DeploymentLinks(settings, store.redis), IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
+                            DeploymentLinks(settings, store.redis),
+                            IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
                             Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store),
-                            limiter=Limiter(store.redis))
+                            catalog, limiter=Limiter(store.redis))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),
@@ -110,10 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(_sweep_forever(services), name="srgan-sweeper")
         watcher = asyncio.create_task(_watch_redis(services), name="srgan-redis-watch")
         deadlines = asyncio.create_task(_abort_overdue_forever(services), name="srgan-deadlines")
+        reaper = asyncio.create_task(_reap_forever(services), name="srgan-reaper")
         try:
             yield
         finally:
-            for task in (sweeper, watcher, deadlines):
+            for task in (sweeper, watcher, deadlines, reaper):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -15,9 +15,16 @@ Keys (all under ``srgan:``)::
     events:{id}       pub/sub channel: each change of the job, as the JSON event below
     job:{id}:events   list: the job's last EVENT_LOG_MAX events (``Last-Event-ID`` resumes from it), same TTL
     deadlines         sorted set: id -> deadline (unix time) of queued jobs that have one
+    reaper            lock: held by the process whose reaper pass runs now (``core.recovery``)
     owner:{name}:...  a key's jobs and its limits' state (``core.limits``, which admits new jobs)
 
 A record's ``owner`` is the name of the API key that made the job (never the key).
+
+Runs and messages are fenced so that a job runs and commits once: each start counts an attempt, and a
+worker's writes (progress, its heartbeat, the end) name the attempt they belong to, so a run that was
+given up (its worker presumed dead, the job queued again) can no longer change the record. Each message
+that is sent for a job carries its ``generation``; queuing the job again counts it up, so an older message
+that comes back later (the visibility timeout) is ``superseded`` and not run.
 
 An event is ``{"seq": n, "type": "status"|"progress", "status": ..., "progress": 0..1, "at": unix time}``
 (plus ``error`` on a failed, canceled or aborted job); ``seq`` counts the job's events from 1, in order.
@@ -31,7 +38,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 
@@ -64,6 +71,18 @@ _JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webho
 _DELIVERY_PREFIX = "webhook:"
 """``webhook:<event>`` fields hold the last delivery of each webhook event (JSON), one field per event
 so deliveries running at once never overwrite each other's record."""
+
+
+def _exhausted(max_attempts: int) -> str:
+    return json.dumps({
+        "code": "attempts_exhausted",
+        "message": f"the worker processing this job died {max_attempts} time(s); "
+        "the image may crash or exhaust the engine, so it is not retried",
+    })
+
+
+def _fence(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 def job_key(job_id: str) -> str:
@@ -129,6 +148,12 @@ class Job:
     source: dict[str, Any] | None = None
     """``{"url": ...}`` for an image fetched from a URL."""
     seq: int = 0
+    generation: int = 0
+    """Counts the times the job was queued again (``core.recovery``); only a message of this generation runs it."""
+    queued_at: float | None = None
+    """When the job last entered the queue (made, or queued again)."""
+    beat_at: float | None = None
+    """The last heartbeat of the run of a ``running`` job (Redis time)."""
     warnings: list[str] = field(default_factory=list)
     """What was dropped or changed on the way (e.g. EXIF that could not be written back)."""
 
@@ -168,15 +193,28 @@ class Job:
             batch_id=raw.get("batch_id") or None,
             source=parsed.get("source"),
             seq=int(raw.get("seq") or 0),
+            generation=int(raw.get("generation") or 0),
+            queued_at=num("queued_at"),
+            beat_at=num("beat_at"),
             warnings=parsed.get("warnings") or [],
         )
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What :meth:`JobStore.requeue_lost` did with one job whose run was lost."""
+
+    job_id: str
+    outcome: Literal["requeued", "failed", "canceled"]
+    generation: int = 0
+    """The job's new generation (``requeued``): its message must carry it."""
 
 
 @dataclass(frozen=True)
 class Claim:
     """What :meth:`JobStore.start` decided for one delivery of a job."""
 
-    outcome: Literal["started", "missing", "finished", "exhausted", "canceled", "aborted"]
+    outcome: Literal["started", "missing", "finished", "exhausted", "canceled", "aborted", "superseded"]
     attempts: int = 0
     status: str | None = None
 
@@ -202,14 +240,32 @@ local function emit(job, channel, kind)
   if ttl > 0 then redis.call('PEXPIRE', log, ttl) end
   redis.call('PUBLISH', channel, payload)
 end
-""" % EVENT_LOG_MAX
+
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- a write of a run that is no longer the job's current one: its message's generation, or its attempt
+-- ('' = not checked), differs from the record's
+local function stale(job, generation, attempt)
+  if generation ~= '' and (tonumber(redis.call('HGET', job, 'generation')) or 0) ~= tonumber(generation) then
+    return true
+  end
+  return attempt ~= '' and redis.call('HGET', job, 'attempts') ~= attempt
+end
+""" % EVENT_LOG_MAX  # noqa: UP031 - the Lua tables' braces rule out str.format and f-strings
 
 # ARGV[7] = the deadline_exceeded error JSON: a job whose deadline passed ends aborted (never started)
-# or canceled (a redelivery of a job that was running).
+# or canceled (a redelivery of a job that was running). ARGV[8] = the message's generation: an older
+# message than the job's (it was queued again since) is superseded and changes nothing.
 _START = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, ''} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return {'finished', 0, status} end
+if tonumber(ARGV[8]) < (tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0) then
+  return {'superseded', 0, status}
+end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local final = nil
 local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
@@ -233,7 +289,8 @@ if final then
   if final == 'aborted' then return {'aborted', attempts, final} end
   return {'canceled', attempts, final}
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'worker', ARGV[4], 'progress', '0')
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'worker', ARGV[4], 'progress', '0',
+           'beat_at', now_s())
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
@@ -242,19 +299,21 @@ emit(KEYS[1], ARGV[6], 'status')
 return {'started', attempts, 'running'}
 """
 
-# ARGV: id, now, new status, channel, then field/value pairs to set.
+# ARGV: id, now, new status, channel, the run's fence (5: generation, 6: attempt; '' = not checked),
+# then field/value pairs to set. A fenced end of a run that is no longer current is 'superseded'.
 # A job whose cancel was requested ends 'canceled' whatever the worker reports (its fields are not
 # set): the cancel came before the result was committed, and the DELETE that set the flag said so.
 _FINISH = _EMIT + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return status end
+if stale(KEYS[1], ARGV[5], ARGV[6]) or (ARGV[6] ~= '' and status ~= 'running') then return 'superseded' end
 local final = ARGV[3]
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then final = 'canceled' end
 redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[2])
 if final == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1') end
 if final == ARGV[3] then
-  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
@@ -281,33 +340,66 @@ end
 return 'finished:' .. status
 """
 
-# KEYS[5] = workers' heartbeats; ARGV: id, now, max silence (s), error JSON, channel.
-# A running job is failed when its worker was last seen (its latest heartbeat, or the job's start,
-# whichever is later) more than ARGV[3] seconds ago. One script with _FINISH and _START: a worker
-# finishing (or a new delivery starting) the job at the same moment either comes first, and this
-# leaves the job alone, or comes second and finds it failed.
-_REAP = _EMIT + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' then return 0 end
-local seen = tonumber(redis.call('HGET', KEYS[1], 'started_at')) or 0
-local worker = redis.call('HGET', KEYS[1], 'worker')
-if worker then
-  local beat = tonumber(redis.call('ZSCORE', KEYS[5], worker))
-  if beat and beat > seen then seen = beat end
-end
-if tonumber(ARGV[2]) - seen <= tonumber(ARGV[3]) then return 0 end
-local final = 'failed'
+# KEYS[5] = deadlines; ARGV: id, max silence (s), max attempts, attempts_exhausted error JSON, channel.
+# A running job whose run sent no heartbeat (nor started) for over ARGV[2] seconds of Redis time is
+# presumed lost with its worker: it is queued again with the next generation (returns {1, generation};
+# the caller sends its message), or ends failed when its attempts are used ({2, 0}), or canceled when
+# its cancel was requested ({3, 0}). One script with _START, _FINISH and _TOUCH: a run that beats or
+# ends at the same moment either comes first (and the job is left alone) or finds itself superseded;
+# a second reaper finds the job queued and leaves it alone.
+_REQUEUE = _EMIT + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {0, 0} end
+local now = now_s()
+local seen = tonumber(redis.call('HGET', KEYS[1], 'beat_at'))
+  or tonumber(redis.call('HGET', KEYS[1], 'started_at')) or 0
+if now - seen <= tonumber(ARGV[2]) then return {0, 0} end
+local final = nil
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then  -- its cancel was requested: that is how it ends
   final = 'canceled'
-  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2])
-else
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error', ARGV[4])
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', now)
+elseif (tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 0) >= tonumber(ARGV[3]) then
+  final = 'failed'
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', now, 'error', ARGV[4])
 end
-redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
+if final then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
+  emit(KEYS[1], ARGV[5], 'status')
+  if final == 'failed' then return {2, 0} end
+  return {3, 0}
+end
+local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'queued_at', now)
+redis.call('HDEL', KEYS[1], 'beat_at', 'worker')
+redis.call('SADD', KEYS[2], ARGV[1])
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
+if deadline then redis.call('ZADD', KEYS[5], deadline, ARGV[1]) end
+redis.call('HINCRBY', KEYS[4], 'requeues_total', 1)
 emit(KEYS[1], ARGV[5], 'status')
-if final == 'canceled' then return 2 end
+return {1, generation}
+"""
+
+# ARGV: when the job entered the queue as the caller saw it, min age (s). A queued job whose message
+# the caller found missing from the broker is given the next generation (returned; the caller sends
+# its message) unless it changed meanwhile (started, queued again by another reaper): then -1.
+_RESEND = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return -1 end
+local since = redis.call('HGET', KEYS[1], 'queued_at') or redis.call('HGET', KEYS[1], 'created_at')
+if since ~= ARGV[1] then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if now - tonumber(since) <= tonumber(ARGV[2]) then return -1 end
+local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
+redis.call('HSET', KEYS[1], 'queued_at', now)
+redis.call('HINCRBY', KEYS[2], 'resends_total', 1)
+return generation
+"""
+
+# ARGV: attempt. The heartbeat of a run: only while the job is running this attempt.
+_TOUCH = _EMIT + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or stale(KEYS[1], '', ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'beat_at', now_s())
 return 1
 """
 
@@ -326,12 +418,12 @@ emit(KEYS[1], ARGV[4], 'status')
 return 1
 """
 
-# ARGV: channel, then field/value pairs; only while running (progress, model, timings of the current
-# attempt). A change of progress is an event.
+# ARGV: channel, attempt ('' = any), then field/value pairs; only while running that attempt (progress,
+# model, timings of the current attempt). A change of progress is an event.
 _UPDATE_RUNNING = _EMIT + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or stale(KEYS[1], '', ARGV[2]) then return 0 end
 local moved = false
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   if ARGV[i] == 'progress' and redis.call('HGET', KEYS[1], 'progress') ~= ARGV[i + 1] then moved = true end
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -348,7 +440,11 @@ return 1
 
 
 class JobStore:
-    """Job records and the service's counters in one Redis database."""
+    """Job records and the service's counters in one Redis database.
+
+    The client answers ``str`` (:func:`connect`: ``decode_responses=True``); redis-py types every reply
+    as ``bytes | str``, so the replies read here are cast to ``str``.
+    """
 
     def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
         self.redis = client
@@ -357,7 +453,9 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
         self._update_running = client.register_script(_UPDATE_RUNNING)
-        self._reap = client.register_script(_REAP)
+        self._requeue = client.register_script(_REQUEUE)
+        self._resend = client.register_script(_RESEND)
+        self._touch = client.register_script(_TOUCH)
         self._admit = admit_script(client)
         self._abort_overdue = client.register_script(_ABORT_OVERDUE)
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
@@ -384,6 +482,7 @@ class JobStore:
             "progress": "0",
             "created_at": repr(now),
             "expires_at": repr(now + self.ttl_s),
+            "queued_at": repr(now),
             "attempts": "0",
             "owner": owner,
             "input": json.dumps(input),
@@ -411,7 +510,7 @@ class JobStore:
     def jobs_of(self, owner: str, *, offset: int = 0, limit: int = 20) -> list[Job]:
         """``owner``'s jobs, newest first (expired ones are skipped and dropped from the index)."""
         index = owner_jobs_key(owner)
-        ids = self.redis.zrevrange(index, offset, offset + limit - 1)
+        ids = cast("list[str]", self.redis.zrevrange(index, offset, offset + limit - 1))
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(job_key(job_id))
@@ -434,7 +533,8 @@ class JobStore:
         }
         record.update(self._extra_fields(extra))
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping=record)
+            # redis-py's Mapping[EncodableT, EncodableT] is invariant in its key: it refuses a dict[str, str]
+            pipe.hset(job_key(job_id), mapping=record)  # type: ignore[arg-type]
             pipe.expire(job_key(job_id), self.ttl_s)
             self._first_event(pipe, job_id, {"seq": 1, "type": "status", "status": "failed", "progress": 0,
                                              "at": now, "error": error})
@@ -470,14 +570,14 @@ class JobStore:
         error = json.dumps({"code": "deadline_exceeded",
                             "message": "the job's deadline passed before a worker started it; it did not run"})
         aborted = []
-        for job_id in self.redis.zrangebyscore(DEADLINES, "-inf", now):
+        for job_id in cast("list[str]", self.redis.zrangebyscore(DEADLINES, "-inf", now)):
             if self._abort_overdue(keys=[*self._keys(job_id), DEADLINES],
                                    args=[job_id, repr(now), error, events_channel(job_id)]):
                 aborted.append(job_id)
         return aborted
 
     def get(self, job_id: str) -> Job | None:
-        raw = self.redis.hgetall(job_key(job_id))
+        raw = cast("dict[str, str]", self.redis.hgetall(job_key(job_id)))
         return Job.from_hash(job_id, raw) if raw else None
 
     def cancel(self, job_id: str) -> str:
@@ -504,54 +604,62 @@ class JobStore:
         return int(self.redis.scard(QUEUED_SET))
 
     # --- worker side -------------------------------------------------------
-    def start(self, job_id: str, *, worker: str, max_attempts: int) -> Claim:
-        """Claim a delivery of ``job_id``: count the attempt and mark it ``running``.
+    def start(self, job_id: str, *, worker: str, max_attempts: int, generation: int = 0) -> Claim:
+        """Claim a delivery of ``job_id`` (a message of ``generation``): count the attempt, mark it ``running``.
 
         A job whose attempts are used up is failed here with ``attempts_exhausted``
         (its earlier deliveries died with their worker); one whose cancel was
-        requested ends ``canceled``; a finished or expired job is left alone.
+        requested ends ``canceled``; a finished or expired job is left alone, and
+        so is one that was queued again since this message was sent (``superseded``).
+        The claim's ``attempts`` names the run: its writes pass it as ``attempt``.
         """
-        error = json.dumps(
-            {
-                "code": "attempts_exhausted",
-                "message": f"the worker processing this job died {max_attempts} time(s); "
-                "the image may crash or exhaust the engine, so it is not retried",
-            }
-        )
         late = json.dumps({"code": "deadline_exceeded", "message": "the job's deadline passed before it could run"})
         outcome, attempts, status = self._start(
             keys=[*self._keys(job_id), DEADLINES],
-            args=[job_id, repr(time.time()), max_attempts, worker, error, events_channel(job_id), late],
+            args=[job_id, repr(time.time()), max_attempts, worker, _exhausted(max_attempts), events_channel(job_id),
+                  late, generation],
         )
         return Claim(outcome=outcome, attempts=int(attempts), status=status or None)
 
-    def update_running(self, job_id: str, **fields: Any) -> bool:
-        """Set fields of a running job (``progress``, ``model``, ...); False when it is not running."""
+    def update_running(self, job_id: str, *, attempt: int | None = None, **fields: Any) -> bool:
+        """Set fields of a running job (``progress``, ``model``, ...); False when it is not running (that
+        ``attempt``, when given)."""
         if not fields:
             return True
-        args: list[str] = [events_channel(job_id)]
+        args: list[str] = [events_channel(job_id), _fence(attempt)]
         for name, value in fields.items():
             args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
         return bool(self._update_running(keys=[job_key(job_id)], args=args))
 
-    def should_stop(self, job_id: str) -> bool:
-        """True when the running job was canceled, is past its deadline, has expired, or is no longer ``running``."""
-        status, cancel, deadline = self.redis.hmget(job_key(job_id), "status", "cancel", "deadline_at")
-        return status != "running" or cancel == "1" or (bool(deadline) and time.time() >= float(deadline))
+    def touch(self, job_id: str, attempt: int) -> bool:
+        """The heartbeat of a run: note that ``attempt`` of the job is alive; False once it is no longer
+        the job's current run (ended, queued again, expired): the run should stop."""
+        return bool(self._touch(keys=[job_key(job_id)], args=[attempt]))
+
+    def should_stop(self, job_id: str, attempt: int | None = None) -> bool:
+        """True when the running job was canceled, is past its deadline, has expired, is no longer ``running``,
+        or (given ``attempt``) is running another attempt: this run was given up."""
+        status, cancel, deadline, attempts = cast(
+            "list[str | None]", self.redis.hmget(job_key(job_id), "status", "cancel", "deadline_at", "attempts"))
+        return (status != "running" or cancel == "1" or bool(deadline and time.time() >= float(deadline))
+                or (attempt is not None and attempts != str(attempt)))
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(job_key(job_id), "cancel") == "1"
 
-    def finish(self, job_id: str, status: Status, **fields: Any) -> str:
+    def finish(self, job_id: str, status: Status, *, generation: int | None = None, attempt: int | None = None,
+               **fields: Any) -> str:
         """Move a queued or running job to a terminal ``status``.
 
         Returns ``ok``; ``canceled`` when a cancel had been requested (the job ends
         ``canceled`` instead, its ``fields`` unset: a result must then be discarded);
-        ``missing``; or the status the job had already reached.
+        ``missing``; the status the job had already reached; or ``superseded`` when the
+        caller's run is no longer the job's own (``generation`` of its message or its
+        ``attempt``, when given, differ: the job was queued again), which changes nothing.
         """
         assert status in TERMINAL, status
         now = time.time()
-        args: list[Any] = [job_id, repr(now), status, events_channel(job_id)]
+        args: list[Any] = [job_id, repr(now), status, events_channel(job_id), _fence(generation), _fence(attempt)]
         for name, value in fields.items():
             if value is not None:
                 args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
@@ -592,28 +700,49 @@ class JobStore:
             return list(pipe.execute()[1])
 
     # --- housekeeping ---------------------------------------------------------
-    def reap_lost(self, max_silence_s: float) -> list[str]:
-        """Fail running jobs whose worker has sent no heartbeat for over ``max_silence_s``; their ids.
+    def requeue_lost(self, max_silence_s: float, max_attempts: int) -> list[Requeued]:
+        """Queue again the running jobs whose run has sent no heartbeat for over ``max_silence_s``.
 
-        Such a job was left ``running`` by a worker that died (or lost Redis) without its
-        message coming back. It ends ``failed`` with ``worker_lost``. Jobs of live workers
-        are untouched, and a worker finishing a job as it is reaped ends in one state:
-        whichever script runs first wins, and :meth:`finish` never revives a reaped job.
+        Such a job was left ``running`` by a worker that died (or lost Redis, or gave the job up
+        after Redis errors). Each is queued again with its next generation, for the caller to send
+        its message; one whose attempts are used ends ``failed`` with ``attempts_exhausted``, one
+        whose cancel was requested ends ``canceled``. Runs that beat are untouched; a run ending as
+        it is requeued ends in one state (whichever script runs first), and a late run of a requeued
+        job is fenced off (:meth:`finish` answers ``superseded``).
         """
-        error = json.dumps({
-            "code": "worker_lost",
-            "message": f"the worker running this job sent no heartbeat for over {max_silence_s:g} s "
-            "and is presumed dead; the job was failed and is not retried",
-        })
-        reaped = []
-        for job_id in sorted(self.redis.smembers(RUNNING_SET)):
-            now = time.time()
-            reaped_as = self._reap(keys=[*self._keys(job_id), WORKERS],
-                                   args=[job_id, repr(now), repr(float(max_silence_s)), error, events_channel(job_id)])
-            if reaped_as:
-                self._observe_durations(job_id, "canceled" if reaped_as == 2 else "failed", now)
-                reaped.append(job_id)
-        return reaped
+        error = _exhausted(max_attempts)
+        done = []
+        for job_id in sorted(cast("set[str]", self.redis.smembers(RUNNING_SET))):
+            code, generation = self._requeue(keys=[*self._keys(job_id), DEADLINES],
+                                             args=[job_id, repr(float(max_silence_s)), max_attempts, error,
+                                                   events_channel(job_id)])
+            if code:
+                outcome = {1: "requeued", 2: "failed", 3: "canceled"}[int(code)]
+                if outcome != "requeued":
+                    self._observe_durations(job_id, outcome, time.time())
+                done.append(Requeued(job_id, outcome, int(generation)))  # type: ignore[arg-type]
+        return done
+
+    def queued_since(self, older_than_s: float) -> dict[str, str]:
+        """Queued jobs that entered the queue over ``older_than_s`` ago: id -> that moment, as stored."""
+        ids = sorted(cast("set[str]", self.redis.smembers(QUEUED_SET)))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(job_key(job_id), "status", "queued_at", "created_at")
+            rows = pipe.execute()
+        cutoff = time.time() - older_than_s
+        found = {}
+        for job_id, (status, queued_at, created_at) in zip(ids, rows):
+            since = queued_at or created_at
+            if status == "queued" and since and float(since) < cutoff:
+                found[job_id] = since
+        return found
+
+    def resend(self, job_id: str, since: str, min_age_s: float) -> int | None:
+        """Give a queued job whose message was lost its next generation; None when it changed meanwhile
+        (``since``: when it entered the queue, as :meth:`queued_since` read it)."""
+        generation = int(self._resend(keys=[job_key(job_id), STATS], args=[since, repr(float(min_age_s))]))
+        return generation if generation >= 0 else None
 
     def existing(self, job_ids: Iterable[str]) -> dict[str, bool]:
         ids = list(job_ids)
@@ -626,14 +755,14 @@ class JobStore:
         """Drop ids of expired records from the queued/running sets; how many were dropped."""
         dropped = 0
         for set_key in (QUEUED_SET, RUNNING_SET):
-            members = list(self.redis.smembers(set_key))
+            members = list(cast("set[str]", self.redis.smembers(set_key)))
             gone = [job_id for job_id, found in self.existing(members).items() if not found]
             if gone:
                 dropped += int(self.redis.srem(set_key, *gone))
         return dropped
 
     def stats(self) -> dict[str, str]:
-        return self.redis.hgetall(STATS)
+        return cast("dict[str, str]", self.redis.hgetall(STATS))
 
     def state_counts(self) -> dict[str, int]:
         with self.redis.pipeline(transaction=False) as pipe:

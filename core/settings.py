@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 
 ANONYMOUS = "anonymous"
 """The caller's name when authentication is off (``api_keys`` empty)."""
@@ -43,20 +44,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def user_data_dir() -> Path:
+    """The per-user data folder, the default ``data_dir``: the same registry from any working directory.
+
+    ``$XDG_DATA_HOME/srgan`` (default ``~/.local/share/srgan``) on Linux,
+    ``~/Library/Application Support/srgan`` on macOS, ``%LOCALAPPDATA%\\srgan`` on Windows.
+    """
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "srgan"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "srgan"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "srgan"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SRGAN_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
 
     # --- files -----------------------------------------------------------
-    data_dir: Path = Field(Path(".srgan"), description="jobs' files, the embedded Redis, the registry")
+    data_dir: Path = Field(default_factory=user_data_dir,
+                           description="jobs' files, the embedded Redis, the registry; default the per-user data "
+                                       "folder (~/.local/share/srgan)")
     models_dir: Path | None = Field(None, description="model registry; default <data_dir>/models")
 
     # --- model and engine --------------------------------------------------
     model: str = Field("srresnet_x4", description="default model: a registry name, name:version, or a .onnx path")
     backend: Literal["auto", "onnxruntime", "openvino"] = "auto"
     providers: list[str] | None = Field(
-        None, description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
+        None,
+        description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
     )
     threads: int = Field(0, ge=0, description="inference threads; 0 = one per physical core")
     precision: Literal["auto", "f32", "bf16", "f16"] = Field(
@@ -180,7 +197,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = Field(
         900.0, gt=0, description="unacknowledged jobs are redelivered after this; must exceed time_limit_s"
     )
-    heartbeat_s: float = Field(5.0, gt=0, description="seconds between worker heartbeats (readiness)")
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="seconds between worker heartbeats (readiness) and between the heartbeats of each "
+        "running job (recovery)"
+    )
     cost_limit_factor: float = Field(
         1.0, ge=0, description="POST answers 422 too_expensive when a job's estimated engine time (its pixels over "
         "the fastest worker's measured throughput) exceeds this times soft_time_limit_s; 0 = no estimate"
@@ -188,10 +208,18 @@ class Settings(BaseSettings):
     throughput_max_age_s: float = Field(
         86400.0, gt=0, description="a worker's throughput measurement older than this is not used for estimates"
     )
-    worker_lost_s: float | None = Field(
-        None, gt=0, description="the API fails a running job with `worker_lost` once its worker has sent no "
-        "heartbeat for this long; must exceed visibility_timeout_s (a dead worker's job is redelivered "
-        "first); default 2 x visibility_timeout_s"
+    worker_lost_s: float = Field(
+        20.0, gt=0, description="a running job whose run has sent no heartbeat for this long is presumed lost with "
+        "its worker and queued again (a new attempt; failed with attempts_exhausted once max_attempts are used); "
+        "must exceed two heartbeats (heartbeat_s)"
+    )
+    message_lost_s: float = Field(
+        20.0, gt=0, description="a job queued this long whose message is in neither the broker's queue nor a "
+        "worker's hands is sent again"
+    )
+    reaper_interval_s: float = Field(
+        5.0, gt=0, description="seconds between passes of the reaper that does both (it runs in every worker and "
+        "the API, one pass at a time across all of them)"
     )
     debug_tile_delay_s: float = Field(
         0.0, ge=0, description="testing aid: pause after each tile to widen failure windows; keep 0"
@@ -234,14 +262,9 @@ class Settings(BaseSettings):
                 "time limits must satisfy soft_time_limit_s < time_limit_s < visibility_timeout_s, got "
                 f"{self.soft_time_limit_s} < {self.time_limit_s} < {self.visibility_timeout_s}"
             )
-        if self.worker_lost_s is not None and self.worker_lost_s <= self.visibility_timeout_s:
+        if self.worker_lost_s <= 2 * self.heartbeat_s:
             raise ValueError(
-                f"worker_lost_s ({self.worker_lost_s}) must exceed visibility_timeout_s ({self.visibility_timeout_s}), "
-                "so a dead worker's job is redelivered before it is failed"
-            )
-        if self.resolved_worker_lost_s <= 2 * self.heartbeat_s:
-            raise ValueError(
-                f"worker_lost_s ({self.resolved_worker_lost_s}) must exceed two heartbeats (heartbeat_s={self.heartbeat_s})"
+                f"worker_lost_s ({self.worker_lost_s}) must exceed two heartbeats (heartbeat_s={self.heartbeat_s})"
             )
         if self.environment == "production" and self.debug_tile_delay_s:
             raise ValueError("debug_tile_delay_s must be 0 in production")
@@ -252,9 +275,10 @@ class Settings(BaseSettings):
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
 
     @property
-    def resolved_worker_lost_s(self) -> float:
-        """Seconds without a heartbeat after which a running job's worker counts as lost."""
-        return self.worker_lost_s if self.worker_lost_s is not None else 2 * self.visibility_timeout_s
+    def requeue_within_s(self) -> float:
+        """Longest time from a worker's death (or a lost message) until its job is queued again: the silence
+        (or absence) the reaper waits for, plus the wait for its next pass."""
+        return max(self.worker_lost_s, self.message_lost_s) + self.reaper_interval_s
 
     @property
     def resolved_storage_dir(self) -> Path:

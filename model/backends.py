@@ -326,7 +326,7 @@ class OpenVinoBackend:
         try:
             rewritten = rewritten_model(path) if rewrite else None
             model = core.read_model(str(path) if rewritten is None else rewritten)
-            config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+            config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             self._compiled = core.compile_model(model, device, config)

@@ -2,16 +2,19 @@
 
 Delivery guarantees, in short: a job's message is acknowledged only after the
 task returns (``acks_late``); if the process running it dies, the message is
-put back (``reject_on_worker_lost``), and if the whole worker dies, Redis
-hands it out again after ``visibility_timeout_s``, which is longer than the
-hard time limit so a job still running is never handed out twice. Each
-delivery counts as an attempt on the job record, and a job out of attempts is
-failed instead of run (see ``core.jobs.JobStore.start``).
+put back (``reject_on_worker_lost``), and if the whole worker dies, the reaper
+(``core.recovery``) queues the job again within ``worker_lost_s`` +
+``reaper_interval_s`` with a new message; Redis handing the old one out again
+after ``visibility_timeout_s`` (longer than the hard time limit) is the last
+resort, and that message, superseded, then does nothing. Each start counts as
+an attempt on the job record, and a job out of attempts is failed instead of
+run (see ``core.jobs.JobStore.start``).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from celery import Celery, Task
 
@@ -22,7 +25,7 @@ from core.settings import Settings, get_settings
 __all__ = ["TASK_NAME", "app", "celery_config", "make_celery"]
 
 
-def celery_config(settings: Settings) -> dict[str, object]:
+def celery_config(settings: Settings) -> dict[str, Any]:
     visibility = settings.visibility_timeout_s
     return {
         "broker_url": settings.redis_url or "redis://localhost:6379/0",

@@ -1,22 +1,35 @@
-"""Worker process hooks: heartbeats for the API's readiness check, and loading the model early.
+"""Worker process hooks: seeding the registry, heartbeats for the API's readiness check, the reaper, and loading
+the model early.
+
+The main worker process seeds the registry with the shipped models before
+its pool starts (``core.catalog.ModelCatalog.seed``: the worker's start-up
+step; jobs only read the registry).
 
 The main worker process writes a heartbeat to Redis every ``heartbeat_s``
-(``/readyz`` needs one fresh heartbeat); each pool process starts loading
-the configured model as soon as it is forked, so the first job does not pay
-for it.
+(``/readyz`` needs one fresh heartbeat) and, in another thread, runs the
+reaper every ``reaper_interval_s`` (``core.recovery``: jobs of dead workers and
+lost messages are queued again; one pass at a time across all workers and the
+API); each pool process starts loading the configured model as soon as it is
+forked, so the first job does not pay for it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+
+if TYPE_CHECKING:
+    import redis
+
+    from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
 
 _stop = threading.Event()
-_beat: threading.Thread | None = None
+_threads: list[threading.Thread] = []
 
 
 def _heartbeat_loop(name: str) -> None:
@@ -31,6 +44,19 @@ def _heartbeat_loop(name: str) -> None:
         _stop.wait(interval)
 
 
+def _reaper_loop() -> None:
+    from core.recovery import Reaper
+    from worker.celery_app import app
+    from worker.tasks import upscale
+
+    reaper = Reaper(upscale.store, upscale.settings, app.send_task, upscale.notifier)
+    while not _stop.wait(upscale.settings.reaper_interval_s):
+        try:
+            reaper.maybe_run()
+        except Exception as exc:  # noqa: BLE001 - Redis may be away for a while; keep trying
+            log.warning("the reaper's pass failed: %s", exc)
+
+
 def _runs_jobs(consumer: object) -> bool:
     """False for a worker that consumes only the webhook queue: it runs no jobs, so it sends no heartbeat."""
     from worker.tasks import upscale
@@ -42,23 +68,32 @@ def _runs_jobs(consumer: object) -> bool:
     return not queues or upscale.settings.queue in queues
 
 
+@worker_init.connect
+def seed_registry(**_: object) -> None:
+    from core.catalog import ModelCatalog
+    from worker.tasks import upscale
+
+    ModelCatalog(upscale.settings).seed()
+
+
 @worker_ready.connect
-def start_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
-    global _beat
+def start_heartbeat(sender: object = None, **_: object) -> None:
     if not _runs_jobs(sender):
         log.info("webhook delivery worker: no heartbeat (it runs no jobs)")
         return
     name = getattr(sender, "hostname", None) or "worker"
     _stop.clear()
-    _beat = threading.Thread(target=_heartbeat_loop, args=(name,), name="srgan-heartbeat", daemon=True)
-    _beat.start()
+    _threads[:] = [threading.Thread(target=_heartbeat_loop, args=(name,), name="srgan-heartbeat", daemon=True),
+                   threading.Thread(target=_reaper_loop, name="srgan-reaper", daemon=True)]
+    for thread in _threads:
+        thread.start()
 
 
 @worker_shutdown.connect
-def stop_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
+def stop_heartbeat(sender: object = None, **_: object) -> None:
     _stop.set()
-    if _beat is not None:
-        _beat.join(timeout=2)
+    for thread in _threads:
+        thread.join(timeout=2)
     try:
         from worker.tasks import upscale
 
@@ -86,7 +121,7 @@ def _warm_up() -> None:
         log.warning("could not measure the model's throughput: %s", exc)
 
 
-def _measure(client, model: str, engine) -> None:  # noqa: ANN001 - a Redis client and an Upscaler
+def _measure(client: redis.Redis, model: str, engine: Upscaler) -> None:
     """Time one probe run through the engine and publish it (see ``core.throughput``)."""
     import time
 

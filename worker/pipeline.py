@@ -1,103 +1,84 @@
 """What a worker does with one job, as plain functions (the Celery task only calls :func:`process_job`).
 
-:func:`render` turns an input file into encoded result bytes and knows
-nothing of Redis; :func:`process_job` claims the job, runs ``render`` with
-progress and cancellation wired to the job record, writes the result
-atomically and records the outcome. Running it twice for the same job leaves
-one result: a finished job is left alone and the result's name is fixed.
+:func:`process_job` claims the job, runs ``core.render.render`` (the use-case
+``srgan upscale`` runs too) with progress and cancellation wired to the job
+record, writes the result atomically and records the outcome. Running it
+twice for the same job leaves one result: a finished job is left alone and
+the result's name is fixed.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Self
 
 from redis import RedisError
 
 from core import throughput, webhooks
 from core.jobs import Job, JobStore
+from core.render import Limits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import Storage
+from core.upscalers import provenance
 from model.errors import Canceled, SRGANError
-from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_image, resample, upscale_image
 
 if TYPE_CHECKING:
-    from model.engine import Upscaler
-
     from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 PROGRESS_EVERY_S = 0.1
-
-
-@dataclass
-class Rendered:
-    data: bytes
-    media_type: str
-    width: int
-    height: int
-    mode: str
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ext(self) -> str:
-        return EXTENSIONS[self.media_type]
-
-
-def render(
-    upscaler: Upscaler,
-    source: Path,
-    params: dict[str, Any],
-    settings: Settings,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    provenance: dict[str, Any] | None = None,
-) -> Rendered:
-    """Decode ``source``, upscale it, resample to the requested scale if it differs, encode.
-
-    ``provenance`` (model, detail) goes into the result's metadata. Raises the
-    typed errors of ``model.errors`` (``Canceled`` included).
-    """
-    t0 = time.perf_counter()
-    img = read_image(source, max_pixels=settings.max_input_pixels)
-    scale = int(params.get("scale") or upscaler.scale)
-    check_output_pixels(img.width, img.height, scale, settings.max_output_pixels)
-    t1 = time.perf_counter()
-    hr = upscale_image(upscaler, img, progress=progress, should_stop=should_stop)
-    if scale != upscaler.scale:
-        hr = resample(hr, img.width * scale, img.height * scale)
-    t2 = time.perf_counter()
-    data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95), provenance)
-    t3 = time.perf_counter()
-    timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
-    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
-                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])])
 
 
 Notify = Callable[[str, str], None]
 """``notify(job_id, event)``: queue the job's webhook for ``started``, ``progress`` or ``completed``."""
 
 
-class _JobHooks:
-    """Progress and cancellation callbacks bound to one job record."""
+class _Heartbeat:
+    """The heartbeat of one run, from a thread of the process running it: while it beats, the reaper
+    (``core.recovery``) leaves the job alone; when the process dies, or the run ends or gives the job up,
+    it stops, and the job is queued again once it has been silent for ``worker_lost_s``."""
 
-    def __init__(self, store: JobStore, job_id: str, delay_s: float, on_progress: Callable[[], None] | None) -> None:
-        self.store, self.job_id, self.delay_s, self.on_progress = store, job_id, delay_s, on_progress
+    def __init__(self, store: JobStore, job_id: str, attempt: int, interval_s: float) -> None:
+        self.store, self.job_id, self.attempt, self.interval_s = store, job_id, attempt, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"srgan-job-beat-{job_id[:8]}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if not self.store.touch(self.job_id, self.attempt):
+                    return  # no longer this run's job: it ended, or was queued again (should_stop says so)
+            except Exception as exc:  # noqa: BLE001 - Redis may be away for a while; keep trying
+                log.warning("job %s: heartbeat failed: %s", self.job_id, exc)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _JobHooks:
+    """Progress and cancellation callbacks bound to one run of a job (its attempt)."""
+
+    def __init__(self, store: JobStore, job_id: str, attempt: int, delay_s: float,
+                 on_progress: Callable[[], None] | None) -> None:
+        self.store, self.job_id, self.attempt, self.delay_s = store, job_id, attempt, delay_s
+        self.on_progress = on_progress
         self._last_write = 0.0
 
     def progress(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done >= total or now - self._last_write >= PROGRESS_EVERY_S:
-            self.store.update_running(self.job_id, progress=round(done / max(total, 1), 4))
+            self.store.update_running(self.job_id, attempt=self.attempt, progress=round(done / max(total, 1), 4))
             self._last_write = now
             if self.on_progress is not None:
                 self.on_progress()
@@ -105,7 +86,7 @@ class _JobHooks:
             time.sleep(self.delay_s)
 
     def should_stop(self) -> bool:
-        return self.store.should_stop(self.job_id)
+        return self.store.should_stop(self.job_id, self.attempt)
 
 
 def process_job(
@@ -118,13 +99,17 @@ def process_job(
     worker: str,
     on_soft_timeout: type[BaseException] | None = None,
     notify: Notify | None = None,
+    generation: int = 0,
 ) -> str:
-    """Run one delivery of ``job_id``; returns what happened (a status, or why nothing ran).
+    """Run one delivery of ``job_id`` (a message of ``generation``); returns what happened (a status, or why
+    nothing ran).
 
     A ``redis.RedisError`` propagates wherever it happens (the Celery task retries the job).
-    ``notify`` queues the job's webhooks (``started``, ``progress``, ``completed``).
+    ``notify`` queues the job's webhooks (``started``, ``progress``, ``completed``). The run beats
+    every ``heartbeat_s`` while it works, and every write it makes names its attempt: once the job was
+    queued again (its run presumed lost), the run stops at the next tile and commits nothing.
     """
-    claim = store.start(job_id, worker=worker, max_attempts=settings.max_attempts)
+    claim = store.start(job_id, worker=worker, max_attempts=settings.max_attempts, generation=generation)
     if claim.outcome != "started":
         log.info("job %s: %s (%s), nothing to do", job_id, claim.outcome, claim.status)
         if notify is not None and claim.outcome in ("exhausted", "canceled", "aborted"):
@@ -137,61 +122,68 @@ def process_job(
     notify = notify if job.webhook else None
     if notify is not None:
         notify(job_id, "started")
-    outcome = _run(job, store=store, storage=storage, engines=engines, settings=settings,
-                   on_soft_timeout=on_soft_timeout, notify=notify)
+    with _Heartbeat(store, job_id, claim.attempts, settings.heartbeat_s):
+        outcome = _run(job, claim.attempts, store=store, storage=storage, engines=engines, settings=settings,
+                       on_soft_timeout=on_soft_timeout, notify=notify)
     if notify is not None and outcome in ("succeeded", "failed", "canceled"):
         notify(job_id, "completed")
     return outcome
 
 
-def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, settings: Settings,
+def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: EngineCache, settings: Settings,
          on_soft_timeout: type[BaseException] | None, notify: Notify | None) -> str:
     job_id = job.id
     wants_progress = notify is not None and webhooks.wants(job, "progress")
-    on_progress = (lambda: notify(job_id, "progress")) if wants_progress else None
-    hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s, on_progress)
+    on_progress = partial(notify, job_id, "progress") if notify is not None and wants_progress else None
+    hooks = _JobHooks(store, job_id, attempt, settings.debug_tile_delay_s, on_progress)
+
+    def end(status: str, code: str | None = None, message: str | None = None) -> str:
+        return _end(store, job_id, attempt, status, code, message)
+
     try:
         storage.discard_partial(job_id)
         upscaler, blend = engines.get_blend(job.params.get("model"), job.params.get("detail"))
         contract = upscaler.contract
-        store.update_running(job_id, model={"name": contract.name, "version": contract.version,
+        store.update_running(job_id, attempt=attempt, model={"name": contract.name, "version": contract.version,
                                             "scale": upscaler.scale, "backend": upscaler.backend_name,
                                             "precision": upscaler.precision, **blend.describe()})
         t0 = time.perf_counter()
-        provenance = {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
-                      **blend.describe()}
-        result = render(upscaler, storage.input_path(job_id), job.params, settings,
-                        progress=hooks.progress, should_stop=hooks.should_stop, provenance=provenance)
+        result = render(upscaler, storage.input_path(job_id), RenderOptions.from_params(job.params),
+                        Limits.from_settings(settings),
+                        progress=hooks.progress, should_stop=hooks.should_stop,
+                        provenance=provenance(upscaler, blend))
         if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
             raise Canceled("canceled after the last tile, before the result was committed")
+        if not store.touch(job_id, attempt):  # given up while it ran (queued again): the new run writes it
+            log.warning("job %s: attempt %d was superseded; its result is not written", job_id, attempt)
+            return "superseded"
         storage.write_result(job_id, result.data, result.ext)
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
         if job.deadline_at is not None and time.time() >= job.deadline_at and not store.cancel_requested(job_id):
-            return _end(store, job_id, "canceled", "deadline_exceeded",
+            return end("canceled", "deadline_exceeded",
                         "the job's deadline passed while it was running; it was stopped at the next tile")
-        return _end(store, job_id, "canceled")
+        return end("canceled")
     except RedisError:
         raise  # the job record is out of reach, not the job at fault: the task retries it
     except FileNotFoundError as exc:
         if exc.filename is not None and Path(exc.filename) == storage.input_path(job_id):
-            return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
+            return end("failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
         log.exception("job %s failed unexpectedly", job_id)  # e.g. a model file removed from the registry
-        return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
+        return end("failed", "internal_error", f"{type(exc).__name__}: {exc}")
     except Exception as exc:
         if on_soft_timeout is not None and _caused_by(exc, on_soft_timeout):  # raised wherever the signal hit:
-            return _end(store, job_id, "failed", "timeout",  # a backend or decoder may have wrapped it
+            return end("failed", "timeout",  # a backend or decoder may have wrapped it
                         f"the job ran longer than {settings.soft_time_limit_s:g} s and was stopped")
         if isinstance(exc, SRGANError):
-            return _end(store, job_id, "failed", exc.code, exc.message)
+            return end("failed", exc.code, exc.message)
         log.exception("job %s failed unexpectedly", job_id)
-        return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
+        return end("failed", "internal_error", f"{type(exc).__name__}: {exc}")
     _record_throughput(store, engines, job, result)
-    output = {"format": FORMATS[result.media_type], "width": result.width, "height": result.height, "mode": result.mode,
-              "media_type": result.media_type, "ext": result.ext, "bytes": len(result.data)}
+    output = result.describe()
     for warning in result.warnings:
         log.warning("job %s: %s", job_id, warning)
-    outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings,
+    outcome = store.finish(job_id, "succeeded", attempt=attempt, output=output, timings=result.timings,
                            warnings=result.warnings or None)
     if outcome == "canceled":  # canceled as the result was being written: it is not committed
         storage.discard_result(job_id)
@@ -220,9 +212,10 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-def _end(store: JobStore, job_id: str, status: str, code: str | None = None, message: str | None = None) -> str:
+def _end(store: JobStore, job_id: str, attempt: int, status: str, code: str | None = None,
+         message: str | None = None) -> str:
     error = {"code": code, "message": message} if code else None
-    outcome = store.finish(job_id, status, error=error)  # type: ignore[arg-type]
+    outcome = store.finish(job_id, status, attempt=attempt, error=error)  # type: ignore[arg-type]
     if status == "failed":
         log.warning("job %s failed: %s: %s", job_id, code, message)
     return status if outcome == "ok" else outcome

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -19,6 +21,9 @@ from core.webhooks import Notifier
 from worker.celery_app import TASK_NAME, ServiceTask, app
 from worker.engines import EngineCache
 from worker.pipeline import process_job
+
+if TYPE_CHECKING:
+    from billiard.einfo import ExceptionInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +52,13 @@ class UpscaleTask(ServiceTask):
     def worker_name(self) -> str:
         return self.request.hostname or socket.gethostname()
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
+    def on_failure(
+        self, exc: Exception, task_id: str, args: Sequence[Any], kwargs: dict[str, Any], einfo: ExceptionInfo | None,
+    ) -> None:
         """Runs in the worker's main process when the hard time limit killed the job's process."""
         if isinstance(exc, TimeLimitExceeded) and args:
-            outcome = self.store.finish(args[0], "failed", error={
+            generation = int((kwargs or {}).get("generation", 0))
+            outcome = self.store.finish(args[0], "failed", generation=generation, error={
                 "code": "timeout",
                 "message": f"the job ran longer than {self.settings.time_limit_s:g} s and its process was killed",
             })
@@ -59,8 +67,11 @@ class UpscaleTask(ServiceTask):
 
 
 @app.task(name=TASK_NAME, base=UpscaleTask, bind=True, max_retries=REDIS_RETRIES)
-def upscale(self: UpscaleTask, job_id: str) -> str:
+def upscale(self: UpscaleTask, job_id: str, generation: int = 0) -> str:
     """Upscale the image of job ``job_id``; returns what happened (for the worker's log).
+
+    ``generation``: the job's, when this message was sent (``core.recovery``); the message of an
+    older generation than the job's does nothing.
 
     A Redis error (Redis restarting, say) would otherwise end the task with the job left
     ``running``: the task is sent again a few times instead. A retry whose Redis error came
@@ -72,12 +83,13 @@ def upscale(self: UpscaleTask, job_id: str) -> str:
         return process_job(
             job_id, store=self.store, storage=self.storage, engines=self.engines, settings=self.settings,
             worker=self.worker_name, on_soft_timeout=SoftTimeLimitExceeded, notify=self.notifier,
+            generation=generation,
         )
     except redis.RedisError as exc:
         retries = self.request.retries
         if retries >= REDIS_RETRIES:
             log.error("job %s: Redis failed %d times, giving up: %s", job_id, retries + 1, exc)
-            _fail_if_possible(self.store, job_id, exc)
+            _fail_if_possible(self.store, job_id, generation, exc)
             raise
         countdown = min(60.0, REDIS_RETRY_BACKOFF_S * 2**retries)
         log.warning("job %s: Redis failed (%s); retry %d of %d in %g s", job_id, exc, retries + 1,
@@ -85,13 +97,13 @@ def upscale(self: UpscaleTask, job_id: str) -> str:
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
-def _fail_if_possible(store: JobStore, job_id: str, exc: redis.RedisError) -> None:
+def _fail_if_possible(store: JobStore, job_id: str, generation: int, exc: redis.RedisError) -> None:
     try:
-        outcome = store.finish(job_id, "failed", error={
+        outcome = store.finish(job_id, "failed", generation=generation, error={
             "code": "store_unavailable",
             "message": f"Redis failed under the job {REDIS_RETRIES + 1} times: {type(exc).__name__}: {exc}",
         })
         if outcome == "ok":
             upscale.notifier(job_id, "completed")
-    except redis.RedisError as again:
-        log.error("job %s may stay running: Redis still fails: %s", job_id, again)
+    except redis.RedisError as again:  # the reaper queues it again once Redis answers (its run is silent)
+        log.error("job %s: Redis still fails: %s; the reaper will queue it again", job_id, again)

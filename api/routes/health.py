@@ -21,7 +21,7 @@ async def healthz(request: Request) -> JSONResponse:
     """``503`` once Redis has not answered for longer than ``dependency_grace_s``: restart me."""
     services = getattr(request.app.state, "services", None)
     since = services.redis_down_since if services is not None else None
-    if since is not None:
+    if services is not None and since is not None:
         down_s = time.monotonic() - since
         grace = services.settings.dependency_grace_s
         if down_s > grace:

@@ -9,8 +9,8 @@ from fastapi.responses import FileResponse
 
 from api.deps import ServicesDep, reject_unknown_query
 from api.errors import ApiError
-from api.routes.jobs import result_file
 from api.openapi import error_responses
+from api.routes.jobs import result_file
 from core.jobs import is_job_id
 
 router = APIRouter(prefix="/v1/links", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])

@@ -14,8 +14,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def store(redis_db):
-    client = redis.Redis.from_url(redis_db(), decode_responses=True)
+def db_url(redis_db):
+    return redis_db()
+
+
+@pytest.fixture(scope="module")
+def store(db_url):
+    client = redis.Redis.from_url(db_url, decode_responses=True)
     yield JobStore(client, ttl_s=60)
     client.close()
 
@@ -30,7 +35,8 @@ def test_a_job_lives_for_its_ttl(store):
     job_id = new(store)
     assert 55 <= store.redis.ttl(job_key(job_id)) <= 60
     job = store.get(job_id)
-    assert (job.status, job.attempts, job.input, job.expires_at > time.time()) == ("queued", 0, {"filename": "a.png"}, True)
+    assert (job.status, job.attempts, job.input, job.expires_at > time.time()) == (
+        "queued", 0, {"filename": "a.png"}, True)
 
 
 def test_start_counts_attempts_and_fails_a_job_out_of_them(store):
@@ -89,15 +95,6 @@ def test_a_cancel_after_the_result_was_committed_is_too_late(store):
     assert store.get(job_id).status == "succeeded"
 
 
-def test_the_reaper_ends_a_job_whose_cancel_was_requested_canceled(store):
-    job_id = new(store)
-    store.start(job_id, worker="gone-worker", max_attempts=3)
-    store.cancel(job_id)
-    store.redis.hset(job_key(job_id), "started_at", repr(time.time() - 100))
-    assert job_id in store.reap_lost(max_silence_s=10)
-    assert store.get(job_id).status == "canceled"
-
-
 def test_writes_never_bring_an_expired_record_back(store):
     job_id = new(store)
     store.start(job_id, worker="w", max_attempts=3)
@@ -139,69 +136,143 @@ def test_heartbeats(store):
     assert "w1@host" not in store.live_workers(max_age_s=5)
 
 
-# --- the reaper: running jobs of workers that stopped sending heartbeats -----------------------
-def started_by(store: JobStore, worker: str, *, beat_age_s: float | None) -> str:
-    """A running job of ``worker`` whose last heartbeat is ``beat_age_s`` old (None: no heartbeat entry)."""
+# --- the reaper: running jobs whose run stopped beating are queued again ------------------------
+def silent_run(store: JobStore, *, silent_s: float = 120, max_attempts: int = 3) -> tuple[str, int]:
+    """A running job whose run last beat ``silent_s`` ago; its id and the run's attempt."""
     job_id = new(store)
-    assert store.start(job_id, worker=worker, max_attempts=3).outcome == "started"
-    store.redis.hset(job_key(job_id), "started_at", repr(time.time() - 3600))  # started long ago
-    if beat_age_s is None:
-        store.redis.zrem("srgan:workers", worker)
-    else:
-        store.redis.zadd("srgan:workers", {worker: time.time() - beat_age_s})
-    return job_id
+    claim = store.start(job_id, worker="dead@host", max_attempts=max_attempts)
+    assert claim.outcome == "started"
+    store.redis.hset(job_key(job_id), "beat_at", repr(time.time() - silent_s))
+    return job_id, claim.attempts
 
 
-def test_the_reaper_fails_a_running_job_whose_worker_stopped_beating(store):
-    before = int(store.stats().get("jobs_total:failed", 0))
-    stale = started_by(store, "dead@host", beat_age_s=120)
-    vanished = started_by(store, "gone@host", beat_age_s=None)  # its entry was pruned
+def requeued(store: JobStore, max_silence_s: float = 60, max_attempts: int = 3) -> dict[str, tuple[str, int]]:
+    return {r.job_id: (r.outcome, r.generation) for r in store.requeue_lost(max_silence_s, max_attempts)}
+
+
+def test_a_running_job_whose_run_went_silent_is_queued_again_once(store):
+    before = int(store.stats().get("requeues_total", 0))
+    job_id, _ = silent_run(store)
     with store.redis.pubsub() as events:
-        events.subscribe(f"srgan:events:{stale}")
+        events.subscribe(f"srgan:events:{job_id}")
         events.get_message(timeout=1)  # the subscription's confirmation
-        reaped = store.reap_lost(max_silence_s=60)
+        done = requeued(store)
         message = events.get_message(timeout=1)
-    assert {stale, vanished} <= set(reaped)
-    for job_id in (stale, vanished):
-        job = store.get(job_id)
-        assert (job.status, job.error["code"]) == ("failed", "worker_lost"), job
-        assert "no heartbeat for over 60 s" in job.error["message"]
-        assert job.finished_at is not None and job_id not in store.redis.smembers("srgan:jobs:running")
-    assert message and json.loads(message["data"])["status"] == "failed"
-    assert int(store.stats()["jobs_total:failed"]) == before + 2
-    assert stale not in store.reap_lost(max_silence_s=60), "reaped once"
+    assert done[job_id] == ("requeued", 1)
+    job = store.get(job_id)
+    assert (job.status, job.generation, job.progress, job.worker, job.error) == ("queued", 1, 0.0, None, None)
+    assert job.queued_at is not None and job.queued_at > time.time() - 5
+    assert job_id in store.redis.smembers("srgan:jobs:queued")
+    assert job_id not in store.redis.smembers("srgan:jobs:running")
+    assert message and json.loads(message["data"])["status"] == "queued"
+    assert int(store.stats()["requeues_total"]) == before + 1
+    assert job_id not in requeued(store), "queued again once"
 
 
-def test_the_reaper_leaves_jobs_of_live_workers_alone(store):
-    alive = started_by(store, "alive@host", beat_age_s=1)
-    just_started = new(store)  # its worker has no heartbeat entry yet, but it was seen starting the job
+def test_the_next_start_counts_an_attempt_and_fences_off_the_lost_run(store):
+    job_id, lost = silent_run(store)
+    requeued(store)
+    # the lost run, if it was only slow, can no longer write, beat or commit; it is told to stop
+    assert store.update_running(job_id, attempt=lost, progress=0.9) is False
+    assert store.touch(job_id, lost) is False
+    assert store.finish(job_id, "succeeded", attempt=lost, output={"ext": "png"}) == "superseded"
+    assert store.finish(job_id, "failed", generation=0, error={"code": "x", "message": "y"}) == "superseded"
+    assert store.get(job_id).status == "queued"
+    # the first message (generation 0), coming back after the visibility timeout, does not run it
+    assert store.start(job_id, worker="w", max_attempts=3, generation=0).outcome == "superseded"
+    claim = store.start(job_id, worker="live@host", max_attempts=3, generation=1)
+    assert (claim.outcome, claim.attempts) == ("started", lost + 1)
+    assert store.should_stop(job_id, lost) and not store.should_stop(job_id, claim.attempts)
+    assert store.update_running(job_id, attempt=lost, progress=0.9) is False
+    assert store.update_running(job_id, attempt=claim.attempts, progress=0.5) is True
+    assert store.finish(job_id, "succeeded", attempt=lost, output={"ext": "png"}) == "superseded"
+    assert store.finish(job_id, "succeeded", attempt=claim.attempts, output={"ext": "png"}) == "ok"
+    job = store.get(job_id)
+    assert (job.status, job.attempts, job.worker, job.output) == ("succeeded", 2, "live@host", {"ext": "png"})
+
+
+def test_a_silent_run_out_of_attempts_fails_and_one_whose_cancel_was_requested_ends_canceled(store):
+    exhausted, _ = silent_run(store, max_attempts=1)
+    canceled, _ = silent_run(store)
+    store.cancel(canceled)
+    done = requeued(store, max_attempts=1)
+    assert done[exhausted] == ("failed", 0) and done[canceled] == ("canceled", 0)
+    job = store.get(exhausted)
+    assert (job.status, job.error["code"]) == ("failed", "attempts_exhausted")
+    assert "died 1 time" in job.error["message"]
+    assert store.get(canceled).status == "canceled"
+    assert not {exhausted, canceled} & (store.redis.smembers("srgan:jobs:queued") |
+                                         store.redis.smembers("srgan:jobs:running"))
+
+
+def test_the_reaper_leaves_live_runs_and_queued_jobs_alone(store):
+    beating, attempt = silent_run(store, silent_s=1)
+    just_started = new(store)
     store.start(just_started, worker="fresh@host", max_attempts=3)
     queued = new(store)
-    reaped = store.reap_lost(max_silence_s=60)
-    assert not {alive, just_started, queued} & set(reaped)
-    assert [store.get(j).status for j in (alive, just_started, queued)] == ["running", "running", "queued"]
-    assert store.update_running(alive, progress=0.5) and store.get(alive).error is None
+    done = requeued(store)
+    assert not {beating, just_started, queued} & set(done)
+    assert [store.get(j).status for j in (beating, just_started, queued)] == ["running", "running", "queued"]
+    store.redis.hset(job_key(beating), "beat_at", repr(time.time() - 120))
+    assert store.touch(beating, attempt), "a run that beats again..."
+    assert beating not in requeued(store), "...is left alone"
 
 
-def test_a_redelivered_job_belongs_to_its_new_worker(store):
-    job_id = started_by(store, "dead@host", beat_age_s=600)
-    store.heartbeat("new@host")
-    assert store.start(job_id, worker="new@host", max_attempts=3).outcome == "started"
-    assert job_id not in store.reap_lost(max_silence_s=60)
+def test_a_redelivered_job_belongs_to_its_new_run(store):
+    job_id, lost = silent_run(store)
+    claim = store.start(job_id, worker="new@host", max_attempts=3)  # Celery's redelivery of the same message
+    assert (claim.outcome, claim.attempts) == ("started", lost + 1)
+    assert job_id not in requeued(store), "its start is a heartbeat"
     assert store.get(job_id).status == "running"
 
 
 def test_the_first_of_reaper_and_finish_wins(store):
-    """Both are one script: a worker finishing after the reaper finds the job failed (and does not
-    bring it back); a reaper after the finish finds it finished."""
-    reaped = started_by(store, "dead@host", beat_age_s=600)
-    assert reaped in store.reap_lost(max_silence_s=60)
-    assert store.finish(reaped, "succeeded", output={"ext": "png"}) == "failed"
-    job = store.get(reaped)
-    assert (job.status, job.error["code"], job.output) == ("failed", "worker_lost", None)
-    assert store.start(reaped, worker="new@host", max_attempts=3).outcome == "finished", "never runs again"
+    first_reaper, lost = silent_run(store)
+    assert first_reaper in requeued(store)
+    assert store.finish(first_reaper, "succeeded", attempt=lost, output={"ext": "png"}) == "superseded"
+    assert (store.get(first_reaper).status, store.get(first_reaper).output) == ("queued", None)
 
-    finished = started_by(store, "dead@host", beat_age_s=600)
-    assert store.finish(finished, "succeeded", output={"ext": "png"}) == "ok"
-    assert finished not in store.reap_lost(max_silence_s=60)
-    assert store.get(finished).status == "succeeded" and store.get(finished).error is None
+    first_finish, attempt = silent_run(store)
+    assert store.finish(first_finish, "succeeded", attempt=attempt, output={"ext": "png"}) == "ok"
+    assert first_finish not in requeued(store)
+    assert store.get(first_finish).status == "succeeded"
+
+
+def test_two_reapers_racing_queue_each_job_again_once(store, db_url):
+    import threading
+
+    jobs = [silent_run(store)[0] for _ in range(30)]
+    stores = [JobStore(redis.Redis.from_url(db_url, decode_responses=True), ttl_s=60) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    results: list[dict[str, tuple[str, int]]] = [{} for _ in stores]
+
+    def reap(i: int) -> None:
+        barrier.wait()
+        results[i] = requeued(stores[i])
+
+    threads = [threading.Thread(target=reap, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for other in stores:
+        other.redis.close()
+    claims = [job_id for result in results for job_id in result if job_id in jobs]
+    assert sorted(claims) == sorted(jobs), "each job queued again by exactly one reaper"
+    assert all(store.get(j).generation == 1 and store.get(j).status == "queued" for j in jobs)
+
+
+# --- lost messages: queued jobs sent again ---------------------------------------------------
+def test_a_queued_job_is_found_once_old_and_resent_once(store):
+    job_id = new(store)
+    assert job_id not in store.queued_since(20)
+    store.redis.hset(job_key(job_id), "queued_at", repr(time.time() - 30))
+    since = store.queued_since(20)[job_id]
+    assert store.resend(job_id, since, 20) == 1
+    assert store.resend(job_id, since, 20) is None, "a second reaper that read the same moment does nothing"
+    assert job_id not in store.queued_since(20), "it entered the queue again just now"
+    job = store.get(job_id)
+    assert (job.status, job.generation) == ("queued", 1)
+    assert store.start(job_id, worker="w", max_attempts=3, generation=0).outcome == "superseded"
+    assert store.start(job_id, worker="w", max_attempts=3, generation=1).outcome == "started"
+    assert store.resend(job_id, since, 0) is None, "a started job is not sent again"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+import redis
 
 from tests.utils.service import LiveApi, WorkerProc, image_bytes, wait_for, wait_until
 
@@ -27,6 +28,20 @@ def stack(settings, tmp_path, workers=1):
         api.stop()
 
 
+@pytest.fixture(scope="module")
+def module_db(redis_db) -> str:
+    return redis_db()
+
+
+@pytest.fixture
+def fresh_db(module_db: str) -> str:
+    """The module's database, emptied: one database for the module (the session's Redis has 15)."""
+    client = redis.Redis.from_url(module_db)
+    client.flushdb()
+    client.close()
+    return module_db
+
+
 def start_slow_job(client):
     response = client.post("/v1/jobs", files={"file": ("slow.png", image_bytes(160, 160), "image/png")})
     assert response.status_code == 202, response.text
@@ -39,8 +54,8 @@ def files_of(settings, job):
     return sorted(p.name for p in (settings.resolved_storage_dir / job["id"]).iterdir())
 
 
-def test_killed_pool_process_job_is_redelivered_and_succeeds_once(redis_db, make_settings, tmp_path):
-    settings = make_settings(redis_db(), **LIMITS)
+def test_killed_pool_process_job_is_redelivered_and_succeeds_once(fresh_db, make_settings, tmp_path):
+    settings = make_settings(fresh_db, **LIMITS)
     with stack(settings, tmp_path) as (api, (worker,)), api.client() as client:
         location = start_slow_job(client)
         worker.kill_pool_process()
@@ -51,8 +66,8 @@ def test_killed_pool_process_job_is_redelivered_and_succeeds_once(redis_db, make
         assert worker.alive(), "the worker's main process replaced its pool process"
 
 
-def test_job_of_a_killed_worker_finishes_on_a_new_worker(redis_db, make_settings, tmp_path):
-    settings = make_settings(redis_db(), **LIMITS)
+def test_job_of_a_killed_worker_finishes_on_a_new_worker(fresh_db, make_settings, tmp_path):
+    settings = make_settings(fresh_db, **LIMITS)
     with stack(settings, tmp_path) as (api, (worker,)), api.client() as client:
         location = start_slow_job(client)
         worker.kill_all()
@@ -67,8 +82,8 @@ def test_job_of_a_killed_worker_finishes_on_a_new_worker(redis_db, make_settings
         assert files_of(settings, job) == ["input", "result.png"]
 
 
-def test_poison_job_fails_once_its_attempts_are_used(redis_db, make_settings, tmp_path):
-    settings = make_settings(redis_db(), max_attempts=1, **LIMITS)
+def test_poison_job_fails_once_its_attempts_are_used(fresh_db, make_settings, tmp_path):
+    settings = make_settings(fresh_db, max_attempts=1, **LIMITS)
     with stack(settings, tmp_path) as (api, (worker,)), api.client() as client:
         location = start_slow_job(client)
         worker.kill_pool_process()
@@ -83,8 +98,8 @@ def test_poison_job_fails_once_its_attempts_are_used(redis_db, make_settings, tm
         assert wait_for(client, ok.headers["location"])["status"] == "succeeded"
 
 
-def test_job_over_the_soft_time_limit_fails_with_timeout(redis_db, make_settings, tmp_path):
-    settings = make_settings(redis_db(), soft_time_limit_s=0.5, time_limit_s=4.0, visibility_timeout_s=5.0)
+def test_job_over_the_soft_time_limit_fails_with_timeout(fresh_db, make_settings, tmp_path):
+    settings = make_settings(fresh_db, soft_time_limit_s=0.5, time_limit_s=4.0, visibility_timeout_s=5.0)
     with stack(settings, tmp_path) as (api, _), api.client() as client:
         response = client.post("/v1/jobs", files={"file": ("slow.png", image_bytes(160, 160), "image/png")})
         job = wait_for(client, response.headers["location"], timeout_s=30)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from core.settings import Settings, hash_api_key
+from core.settings import Settings, hash_api_key, user_data_dir
 
 pytestmark = pytest.mark.unit
 
@@ -16,7 +17,7 @@ def test_defaults_are_safe_for_a_laptop():
     s = Settings(_env_file=None)
     assert s.redis_url is None, "unset: `srgan serve` embeds Redis"
     assert s.job_ttl_s == 24 * 3600
-    assert s.resolved_storage_dir == Path(".srgan") / "jobs"
+    assert s.resolved_storage_dir == user_data_dir() / "jobs"
     assert s.soft_time_limit_s < s.time_limit_s < s.visibility_timeout_s
     assert s.max_attempts >= 1 and s.worker_concurrency == 1
 
@@ -48,14 +49,26 @@ def test_the_test_delay_is_refused_in_production():
         Settings(_env_file=None, environment="production", debug_tile_delay_s=0.1)
 
 
-def test_a_worker_counts_as_lost_only_after_its_job_could_have_been_redelivered():
+PICKUP_S = 10.0
+"""Margin for an idle live worker to take a queued job's message and start it (it waits on the queue: ~0 s)."""
+
+
+def test_with_the_defaults_a_dead_workers_job_runs_again_within_a_minute():
     s = Settings(_env_file=None)
-    assert s.worker_lost_s is None and s.resolved_worker_lost_s == 2 * s.visibility_timeout_s
-    assert Settings(_env_file=None, worker_lost_s=1000).resolved_worker_lost_s == 1000
-    with pytest.raises(ValidationError, match="worker_lost_s .* must exceed visibility_timeout_s"):
-        Settings(_env_file=None, worker_lost_s=900)
+    # a run beats every heartbeat_s; silent for worker_lost_s, it is queued again at the reaper's next pass
+    assert s.requeue_within_s == s.worker_lost_s + s.reaper_interval_s == 25.0
+    assert s.requeue_within_s + PICKUP_S <= 60, "issue 10: running again on a live worker within 60 s"
+    assert s.message_lost_s + s.reaper_interval_s + PICKUP_S <= 60, "a lost message: the same bound"
+    assert s.worker_lost_s >= 4 * s.heartbeat_s, "three heartbeats may be missed before a run counts as lost"
+    assert s.requeue_within_s < s.visibility_timeout_s, "the visibility timeout stays the last resort"
+    assert Settings(_env_file=None, worker_lost_s=1000).requeue_within_s == 1005.0
+
+
+def test_a_run_counts_as_lost_only_after_two_heartbeats():
     with pytest.raises(ValidationError, match="two heartbeats"):
-        Settings(_env_file=None, heartbeat_s=1000)
+        Settings(_env_file=None, heartbeat_s=10)
+    with pytest.raises(ValidationError, match="two heartbeats"):
+        Settings(_env_file=None, worker_lost_s=1.0, heartbeat_s=0.5)
 
 
 def test_api_keys_are_kept_as_hashes_under_their_names():
@@ -67,7 +80,7 @@ def test_api_keys_are_kept_as_hashes_under_their_names():
 
 
 def test_api_keys_from_the_environment_as_a_json_object(monkeypatch):
-    monkeypatch.setenv("SRGAN_API_KEYS", '{"alice": "%s"}' % hash_api_key("x"))
+    monkeypatch.setenv("SRGAN_API_KEYS", json.dumps({"alice": hash_api_key("x")}))
     assert Settings(_env_file=None).api_keys == {"alice": hash_api_key("x")}
 
 
@@ -84,3 +97,16 @@ def test_api_keys_from_the_environment_as_a_json_object(monkeypatch):
 def test_bad_api_keys_are_refused(keys, message):
     with pytest.raises(ValidationError, match=message):
         Settings(_env_file=None, api_keys=keys)
+
+
+def test_the_data_folder_is_the_users_whatever_the_working_directory(tmp_path, monkeypatch):
+    """`srgan models` run from another folder sees the same registry as the service (not ./.srgan)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("SRGAN_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    here = Settings(_env_file=None).resolved_models_dir
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Settings(_env_file=None).resolved_models_dir == here == tmp_path / "xdg" / "srgan" / "models"
+    monkeypatch.setenv("SRGAN_DATA_DIR", str(tmp_path / "mine"))
+    assert Settings(_env_file=None).resolved_models_dir == tmp_path / "mine" / "models"  # overridable as before

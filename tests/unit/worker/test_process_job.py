@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import errno
-
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 
-from core.jobs import Claim, Job, new_job_id
+from bench.tiny_models import make_nearest_model
+from core.jobs import Claim, Job, JobStore, new_job_id
 from core.settings import Settings
 from core.storage import Storage
 from model.engine import Upscaler
-from tests.utils.tiny_models import make_nearest_model
+from worker.engines import EngineCache
 from worker.pipeline import process_job
 
 pytestmark = pytest.mark.unit
@@ -26,23 +27,26 @@ class FakeStore:
         self.job = Job(id=job_id, status="queued", params={})
         self.finished: list[tuple] = []
 
-    def start(self, job_id, *, worker, max_attempts):
+    def start(self, job_id, *, worker, max_attempts, generation=0):
         self.job.status = "running"
         return Claim("started", 1, "running")
 
     def get(self, job_id):
         return self.job
 
-    def update_running(self, job_id, **fields):
+    def update_running(self, job_id, *, attempt=None, **fields):
         return True
 
-    def should_stop(self, job_id):
+    def touch(self, job_id, attempt):
+        return True
+
+    def should_stop(self, job_id, attempt=None):
         return False
 
     def cancel_requested(self, job_id):
         return False
 
-    def finish(self, job_id, status, **fields):
+    def finish(self, job_id, status, *, generation=None, attempt=None, **fields):
         self.finished.append((job_id, status, fields))
         return "ok"
 
@@ -59,11 +63,11 @@ class Engines:
         return self.upscaler
 
     def get_blend(self, spec=None, detail=None):
-        from core.catalog import ModelInfo
+        from core.catalog import ModelRef
         from core.upscalers import Blend
 
         upscaler = self.get(spec, detail)
-        return upscaler, Blend(ModelInfo(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
+        return upscaler, Blend(ModelRef(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def run(tmp_path, engines) -> tuple[str, dict]:
     job_id = new_job_id()
     storage = Storage(tmp_path / "jobs").ensure()
     store = FakeStore(job_id)
-    outcome = process_job(job_id, store=store, storage=storage, engines=engines,
+    outcome = process_job(job_id, store=cast(JobStore, store), storage=storage, engines=engines,
                           settings=Settings(_env_file=None), worker="w1")
     ((finished_id, status, fields),) = store.finished
     assert finished_id == job_id and status == outcome == "failed"
@@ -104,12 +108,12 @@ class FlakyStore(FakeStore):
         super().__init__(job_id)
         self.fail = fail
 
-    def update_running(self, job_id, **fields):
+    def update_running(self, job_id, *, attempt=None, **fields):
         if self.fail == "update_running":
             raise redis.exceptions.ConnectionError("Connection refused")
         return True
 
-    def finish(self, job_id, status, **fields):
+    def finish(self, job_id, status, *, generation=None, attempt=None, **fields):
         if self.fail == "finish":
             raise redis.exceptions.TimeoutError("Timeout reading from socket")
         return super().finish(job_id, status, **fields)
@@ -121,7 +125,8 @@ def test_a_redis_error_is_raised_for_the_task_to_retry_not_recorded_as_the_jobs_
     storage = Storage(tmp_path / "jobs").ensure()
     store = FlakyStore(job_id, fail)
     with pytest.raises(redis.RedisError):
-        process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
+        process_job(job_id, store=cast(JobStore, store), storage=storage,
+                    engines=cast(EngineCache, Engines(upscaler)),
                     settings=Settings(_env_file=None), worker="w1")
     assert store.finished == [], "not failed with internal_error"
 
@@ -140,7 +145,8 @@ def test_webhook_events_are_queued_in_order(tmp_path, upscaler, events, expected
     store = FakeStore(job_id)
     store.job.webhook = {"url": "https://example.com/hook", "events": events}
     told: list[str] = []
-    outcome = process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
+    outcome = process_job(job_id, store=cast(JobStore, store), storage=storage,
+                          engines=cast(EngineCache, Engines(upscaler)),
                           settings=Settings(_env_file=None), worker="w1", notify=lambda _, event: told.append(event))
     assert outcome == "succeeded"
     assert [e for i, e in enumerate(told) if i == 0 or e != told[i - 1]] == expected, told
@@ -150,6 +156,7 @@ def test_no_webhook_no_notifications(tmp_path, upscaler):
     job_id = new_job_id()
     storage = Storage(tmp_path / "jobs").ensure()
     told: list[str] = []
-    process_job(job_id, store=FakeStore(job_id), storage=storage, engines=Engines(upscaler),
+    process_job(job_id, store=cast(JobStore, FakeStore(job_id)), storage=storage,
+                engines=cast(EngineCache, Engines(upscaler)),
                 settings=Settings(_env_file=None), worker="w1", notify=lambda _, event: told.append(event))
     assert told == []
