@@ -28,7 +28,7 @@ from core.jobs import JobStore, connect
 from core.limits import Limiter
 from core.links import DeploymentLinks
 from core.settings import Settings, get_settings
-from core.storage import Storage
+from core.storage import open_storage
 from core.webhooks import Notifier
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
-        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
+        services = Services(settings, store, open_storage(settings).ensure(), queue, events,
                             DeploymentLinks(settings, store.redis), IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
                             Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store),
                             limiter=Limiter(store.redis))

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from redis import RedisError
 
 from core import throughput, webhooks
-from core.jobs import Job, JobStore
+from core.jobs import Job, JobStore, download_name
 from core.settings import Settings
-from core.storage import Storage
+from core.storage import InputMissing, Storage
 from model.errors import Canceled, SRGANError
 from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_image, resample, upscale_image
 
@@ -160,11 +160,13 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
         t0 = time.perf_counter()
         provenance = {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
                       **blend.describe()}
-        result = render(upscaler, storage.input_path(job_id), job.params, settings,
-                        progress=hooks.progress, should_stop=hooks.should_stop, provenance=provenance)
+        with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
+            result = render(upscaler, source, job.params, settings,
+                            progress=hooks.progress, should_stop=hooks.should_stop, provenance=provenance)
         if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
             raise Canceled("canceled after the last tile, before the result was committed")
-        storage.write_result(job_id, result.data, result.ext)
+        storage.write_result(job_id, result.data, result.ext, media_type=result.media_type,
+                             filename=download_name(job, result.ext))
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
         if job.deadline_at is not None and time.time() >= job.deadline_at and not store.cancel_requested(job_id):
@@ -173,9 +175,9 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
         return _end(store, job_id, "canceled")
     except RedisError:
         raise  # the job record is out of reach, not the job at fault: the task retries it
+    except InputMissing as exc:
+        return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
     except FileNotFoundError as exc:
-        if exc.filename is not None and Path(exc.filename) == storage.input_path(job_id):
-            return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
         log.exception("job %s failed unexpectedly", job_id)  # e.g. a model file removed from the registry
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
     except Exception as exc:

@@ -243,12 +243,11 @@ def _zip_results(services: Services, state: BatchState) -> Iterator[bytes]:
         for job in state.jobs:
             if job.status != "succeeded":
                 continue
-            path = services.storage.result_path(job.id, str((job.output or {}).get("ext", "png")))
-            if not path.is_file():
+            stored = services.storage.open_result(job.id, str((job.output or {}).get("ext", "png")))
+            if stored is None:
                 continue
-            with path.open("rb") as src, archive.open(_unique(re.sub(r"[/\\]", "_", download_name(job)), used),
-                                                      "w") as dst:
-                for block in iter(lambda: src.read(1 << 20), b""):
+            with archive.open(_unique(re.sub(r"[/\\]", "_", download_name(job)), used), "w") as dst:
+                for block in stored.chunks():
                     dst.write(block)
                     yield sink.take()
             yield sink.take()

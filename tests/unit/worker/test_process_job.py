@@ -11,7 +11,7 @@ import redis
 
 from core.jobs import Claim, Job, new_job_id
 from core.settings import Settings
-from core.storage import Storage
+from core.storage import FolderStorage
 from model.engine import Upscaler
 from tests.utils.tiny_models import make_nearest_model
 from worker.pipeline import process_job
@@ -74,7 +74,7 @@ def upscaler(tmp_path_factory):
 
 def run(tmp_path, engines) -> tuple[str, dict]:
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     store = FakeStore(job_id)
     outcome = process_job(job_id, store=store, storage=storage, engines=engines,
                           settings=Settings(_env_file=None), worker="w1")
@@ -118,7 +118,7 @@ class FlakyStore(FakeStore):
 @pytest.mark.parametrize("fail", ["update_running", "finish"])
 def test_a_redis_error_is_raised_for_the_task_to_retry_not_recorded_as_the_jobs_failure(tmp_path, upscaler, fail):
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     store = FlakyStore(job_id, fail)
     with pytest.raises(redis.RedisError):
         process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
@@ -134,7 +134,7 @@ def test_webhook_events_are_queued_in_order(tmp_path, upscaler, events, expected
     from tests.utils.service import image_bytes
 
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     storage.input_path(job_id).parent.mkdir(parents=True)
     storage.input_path(job_id).write_bytes(image_bytes(48, 48))
     store = FakeStore(job_id)
@@ -148,7 +148,7 @@ def test_webhook_events_are_queued_in_order(tmp_path, upscaler, events, expected
 
 def test_no_webhook_no_notifications(tmp_path, upscaler):
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     told: list[str] = []
     process_job(job_id, store=FakeStore(job_id), storage=storage, engines=Engines(upscaler),
                 settings=Settings(_env_file=None), worker="w1", notify=lambda _, event: told.append(event))
