@@ -2,7 +2,10 @@
 
 They change the registry in ``SRGAN_MODELS_DIR`` (default ``<data_dir>/models``)
 and announce the change on the service's Redis so running workers use the new
-active version for their next job (``core.model_updates``).
+active version for their next job (``core.model_updates``). With the job files on
+an object store (``SRGAN_STORAGE_URL=s3://...``) they first sync the local registry
+from the store's and push the change to it before announcing (``core.registry_sync``),
+so workers on every host find the new version.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def _fail(command: str, message: str) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
+    from core import registry_sync
     from core.catalog import registry_of, seed_registry
     from core.model_updates import announce_change
     from model.deploy import deploy_model
@@ -71,13 +75,17 @@ def run_deploy(args: argparse.Namespace) -> int:
     registry = registry_of(settings)
     before = None
     try:
+        registry_sync.pull(settings)  # with an object store: start from the registry every host shares
         before = registry.active_version(args.name)
         card = read_card(args.card) if args.card else None
         published = deploy_model(registry, args.file, name=args.name, version=args.version, card=card,
                                  scale=args.scale, activate=args.activate)
+        registry_sync.push(settings, args.name)  # before the announcement: workers pull what it names
     except ModelError as exc:
         kept = f"; the active version of {args.name} is still {before}" if before else ""
         return _fail("deploy", f"{exc.message}{kept}")
+    except OSError as exc:
+        return _fail("deploy", f"the object store failed: {exc}")
     check = (published.card.get("registry") or {}).get("check", "")
     print(f"published {published.ref} (x{published.scale}, sha256 {published.card['sha256'][:12]}..., "
           f"check: {check}) in {registry.root / args.name / published.version}")
@@ -90,6 +98,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
+    from core import registry_sync
     from core.catalog import registry_of
     from core.model_updates import announce_change
     from model.errors import ModelError
@@ -97,10 +106,14 @@ def run_rollback(args: argparse.Namespace) -> int:
     settings = _settings(args)
     registry = registry_of(settings)
     try:
+        registry_sync.pull(settings)
         before = registry.active_version(args.name)
         now = registry.rollback(args.name, to=args.to)
+        registry_sync.push(settings, args.name)
     except ModelError as exc:
         return _fail("rollback", exc.message)
+    except OSError as exc:
+        return _fail("rollback", f"the object store failed: {exc}")
     print(f"{args.name}: active version {before} -> {now.version}")
     print(announce_change(settings, args.name, now.version))
     return 0

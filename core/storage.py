@@ -481,6 +481,39 @@ class S3Storage(_Spool):
         with self._errors("list the job's files"):
             return sorted(key[len(start):] for key in self._keys(start))
 
+    # --- other objects under the prefix (the models' mirror, core.registry_sync) -----------------
+    def object_keys(self, under: str) -> list[str]:
+        """Keys below ``<prefix><under>``, relative to the prefix."""
+        with self._errors("list objects"):
+            return sorted(key[len(self.prefix):] for key in self._keys(self.prefix + under))
+
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes of a small object ``<prefix><name>``; None when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"]
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                return None
+            raise StorageError(5, str(exc.response.get("Error", {}).get("Code", "error")), "read an object") from exc
+        with body:
+            return bytes(body.read())
+
+    def write_object(self, name: str, data: bytes | Path, media_type: str = "application/octet-stream") -> None:
+        """Store ``data`` (bytes, or a file streamed in parts) as ``<prefix><name>``."""
+        with self._errors("write an object"):
+            if isinstance(data, Path):
+                self.client.upload_file(str(data), self.bucket, self.prefix + name,
+                                        ExtraArgs={"ContentType": media_type}, Config=self._transfer())
+            else:
+                self.client.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=data, ContentType=media_type)
+
+    def download_object(self, name: str, target: Path) -> None:
+        """Stream ``<prefix><name>`` into the file ``target``."""
+        with self._errors("download an object"):
+            self.client.download_file(self.bucket, self.prefix + name, str(target), Config=self._transfer())
+
     def check_writable(self) -> None:
         self._check_spool_writable()
         key = f"{self.prefix}.probe/{uuid.uuid4().hex}"
