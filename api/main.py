@@ -27,8 +27,8 @@ from core.cleanup import sweep_expired
 from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.limits import Limiter
-from core.model_updates import generation
 from core.links import DeploymentLinks
+from core.model_updates import generation
 from core.settings import Settings, get_settings
 from core.storage import open_storage
 from core.webhooks import Notifier

@@ -21,7 +21,7 @@ from redis import RedisError
 from core import throughput, webhooks
 from core.jobs import Job, JobStore, download_name
 from core.settings import Settings
-from core.storage import InputMissing, Storage
+from core.storage import InputMissing, Storage, StorageError
 from model.errors import Canceled, SRGANError
 from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_image, resample, upscale_image
 
@@ -177,6 +177,8 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
         raise  # the job record is out of reach, not the job at fault: the task retries it
     except InputMissing as exc:
         return _end(store, job_id, "failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
+    except StorageError as exc:  # the object store failed after botocore's own retries
+        return _end(store, job_id, "failed", "storage_unavailable", f"the object store failed: {exc}")
     except FileNotFoundError as exc:
         log.exception("job %s failed unexpectedly", job_id)  # e.g. a model file removed from the registry
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")

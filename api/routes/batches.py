@@ -114,7 +114,7 @@ def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller
     **error_responses(*AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
                       "unsupported_media_type", "too_many_fields", "too_many_files", "idempotency_conflict",
                       "idempotency_in_progress", "webhook_refused", "webhooks_disabled", "queue_full",
-                      "quota_exceeded", "queue_unavailable", "model_error")},
+                      "quota_exceeded", "queue_unavailable", "storage_unavailable", "model_error")},
     openapi_extra=_BODY, summary="Upload several images, one job each")
 async def create_batch(
     request: Request,

@@ -220,7 +220,13 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
     check_cost(services, info, model.name)
-    services.storage.adopt_input(job_id, upload.path)
+    try:
+        services.storage.adopt_input(job_id, upload.path)
+    except OSError as exc:
+        upload.path.unlink(missing_ok=True)
+        log.warning("job %s: the upload could not be stored: %s", job_id, exc)
+        raise ApiError(503, "storage_unavailable", "the upload could not be stored; try again",
+                       headers={"Retry-After": "1"}) from None
     try:  # admission (queue and quotas) and the record: one atomic step
         job = services.store.create(
             job_id,
@@ -257,7 +263,7 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
                  "unsupported_media_type", "unsupported_format", "invalid_image", "too_many_fields", "image_too_large",
                  "multi_frame", "too_expensive", "idempotency_conflict", "idempotency_in_progress", "url_refused",
                  "url_fetch_failed", "webhook_refused", "webhooks_disabled", "queue_full", "quota_exceeded",
-                 "queue_unavailable", "model_error")})
+                 "queue_unavailable", "storage_unavailable", "model_error")})
 async def create_job(
     request: Request,
     response: Response,
@@ -320,7 +326,8 @@ async def get_job(
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
-    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted")}, summary="The upscaled image")
+    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted",
+                      "storage_unavailable")}, summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> Response:
     return result_file(job, services)
 
@@ -334,7 +341,12 @@ def finished_result(job: Job, services: Services) -> StoredResult:
         detail = f": {job.error['message']}" if job.error else ""
         raise ApiError(409, f"job_{job.status}", f"job {job.id} {job.status} and has no result{detail}")
     output = job.output or {}
-    stored = services.storage.open_result(job.id, str(output.get("ext", "png")))
+    try:
+        stored = services.storage.open_result(job.id, str(output.get("ext", "png")))
+    except OSError as exc:
+        log.warning("job %s: the result could not be read: %s", job.id, exc)
+        raise ApiError(503, "storage_unavailable", "the result could not be read from the store; try again",
+                       headers={"Retry-After": "1"}) from None
     if stored is None:
         raise ApiError(404, "not_found", f"the result of job {job.id} is gone (expired)")
     return stored
