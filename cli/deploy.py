@@ -120,11 +120,16 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from core import registry_sync
     from core.catalog import models_listing
     from core.model_updates import service_engines
     from model.errors import ModelError
 
     settings = _settings(args)
+    try:
+        registry_sync.pull(settings)  # with an object store: list what every host runs
+    except OSError as exc:
+        print(f"could not sync the registry from the object store ({exc}); listing this host's", file=sys.stderr)
     try:
         listing = models_listing(settings, service_engines(settings))
     except ModelError as exc:

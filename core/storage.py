@@ -443,7 +443,10 @@ class S3Storage(_Spool):
             self._delete(list(self._keys(f"{self.prefix}{job_id}/{RESULT_STEM}.")))
 
     def discard_partial(self, job_id: str) -> None:
-        """Nothing to do: an object a killed attempt was writing never appeared (the store drops it)."""
+        """Remove this host's download of the input that a killed attempt left in the spool (an object a
+        killed attempt was writing never appeared: the store drops it)."""
+        for tmp in self.incoming_dir.glob(f"{_check_id(job_id)}.input.*{_TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
 
     # --- housekeeping --------------------------------------------------------
     def _keys(self, prefix: str) -> Iterator[str]:

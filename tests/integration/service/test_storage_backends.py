@@ -124,3 +124,14 @@ def test_the_broker_message_carries_only_the_id_under_2_kb(redis_db, tmp_path):
     assert len(message) < 2048, f"{len(message)} bytes"
     body = json.loads(message)
     assert job_id in message.decode() and body["headers"]["task"] == "srgan.upscale"
+
+
+def test_a_download_left_by_a_killed_attempt_is_discarded_by_the_next(object_store, tmp_path):
+    storage = S3Storage(object_store.new_bucket(), spool=tmp_path, endpoint_url=object_store.endpoint_url).ensure()
+    job_id = adopt(storage, b"x")
+    left = storage.incoming_dir / f"{job_id}.input.abc123.tmp"  # what input_file was writing when killed
+    left.write_bytes(b"half")
+    other = storage.incoming_dir / f"{new_job_id()}.input.def456.tmp"
+    other.write_bytes(b"another job's")
+    storage.discard_partial(job_id)
+    assert not left.exists() and other.exists()
