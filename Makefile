@@ -12,10 +12,11 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml -q --python-platform x86_64-ma
 .PHONY: help venv serve upscale test test-fast lint bench lock audit clean
 
 help:
-	@echo "make serve    - run the service (API + embedded Redis + a worker) with the default model"
-	@echo "make test     - install everything and run the whole test suite"
+	@echo "make serve [PORT=8000] - run the service (API + embedded Redis + a worker) with the default model"
+	@echo "make test     - install everything, run the linters (make lint), then the whole test suite"
+	@echo "make lint     - import contracts (lint-imports), ruff check and mypy"
 	@echo "make upscale IN=photo.png [OUT=out.png] - upscale one file locally"
-	@echo "make bench    - engine benchmark (bench/engine.py)"
+	@echo "make bench    - engine benchmark (srgan bench engine)"
 	@echo "make lock     - regenerate requirements/*.lock after changing pyproject.toml"
 	@echo "make audit    - check the locked versions against known advisories (pip-audit)"
 
@@ -23,34 +24,48 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Versions come from the lock (as constraints: only the extras asked for are installed).
+# Versions come from the lock (as constraints: only the extras asked for are installed). One stamp per set of
+# extras; an environment installed since the last change of pyproject.toml and the lock with a superset of them
+# (make test's cpu,openvino,train,dev for make serve's cpu,openvino) already has what is asked: nothing to install.
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
-	touch $@
+	@for stamp in $(VENV)/.installed-*; do \
+	  [ -f "$$stamp" ] && [ "$$stamp" -nt pyproject.toml ] && [ "$$stamp" -nt $(LOCK) ] || continue; \
+	  have=" $$(echo "$${stamp##*/.installed-}" | tr - ' ') "; missing=; \
+	  for extra in $(subst $(comma), ,$(EXTRAS)); do \
+	    case "$$have" in *" $$extra "*) ;; *) missing=1 ;; esac; \
+	  done; \
+	  if [ -z "$$missing" ]; then echo "$(VENV) has the extras $(EXTRAS) already ($$stamp)"; touch $@; exit 0; fi; \
+	done; \
+	echo "$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'"; \
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]' && touch $@
 
 venv: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/srgan serve
+	$(BIN)/srgan serve $(if $(PORT),--port $(PORT),)
 
 upscale: $(STAMP)
 	$(BIN)/srgan upscale $(IN) $(if $(OUT),-o $(OUT),)
 
 test:
 	$(MAKE) EXTRAS=cpu,openvino,train,dev venv
-	$(BIN)/lint-imports
+	$(MAKE) lint
 	$(BIN)/python -m pytest -q -ra
 
 test-fast:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
 	$(BIN)/python -m pytest -q -m "not e2e" --ignore=tests/unit/training
 
+# The import contracts, ruff check and mypy (settings in pyproject.toml; mypy's cache is in the venv).
 lint:
+	$(MAKE) EXTRAS=cpu,openvino,train,dev venv
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
-	$(BIN)/python -m bench.engine
+	$(BIN)/srgan bench engine
 
 # The lock files: the API image (hashes), the GPU worker image (Python 3.10, hashes), CI and `make venv`.
 lock: | $(BIN)/python
@@ -65,4 +80,4 @@ audit: | $(BIN)/python
 	for lock in requirements/*.lock; do $(BIN)/pip-audit --no-deps --disable-pip -r $$lock || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from api.errors import ApiError
 from api.events import JobEvents
 from api.queue import JobQueue
 from core.batches import BatchStore
+from core.catalog import ModelCatalog
 from core.idempotency import IdempotencyKeys
 from core.jobs import Job, JobStore, is_job_id
 from core.limits import Limiter
@@ -36,6 +37,7 @@ class Services:
     idempotency: IdempotencyKeys
     notify: Notifier
     batches: BatchStore
+    catalog: ModelCatalog
     limiter: Limiter | None = None
     redis_down_since: float | None = None
     """``time.monotonic()`` when Redis stopped answering the API's pings; None while it answers."""

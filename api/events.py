@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
 import redis.asyncio as aioredis
 
@@ -84,7 +85,7 @@ class JobEvents:
                     event.set()
 
     @contextlib.contextmanager
-    def watch(self, job_id: str, *more: str, status_only: bool = False):
+    def watch(self, job_id: str, *more: str, status_only: bool = False) -> Iterator[asyncio.Event]:
         """``with events.watch(id) as changed: ... await changed.wait()``; set on the next change of the job
         (or of any of the jobs given); ``status_only``: on the next change of status, not of progress."""
         event = asyncio.Event()

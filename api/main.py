@@ -23,6 +23,7 @@ from api.queue import JobQueue
 from api.routes import batches, health, job_events, jobs, links, models, web
 from core import registry_sync
 from core.batches import BatchStore
+from core.catalog import ModelCatalog
 from core.cleanup import sweep_expired
 from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
@@ -65,6 +66,7 @@ async def _sync_models_forever(services: Services) -> None:
     seen: int | None = None
     synced_at = float("-inf")
     while True:
+        current: int | None
         try:
             current = await run_in_threadpool(generation, services.store.redis)
         except Exception:  # noqa: BLE001 - Redis away: sync on the timer alone
@@ -116,13 +118,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.redis_url:
             raise RuntimeError("SRGAN_REDIS_URL is not set (`srgan serve` starts an embedded Redis when it is not)")
+        catalog = ModelCatalog(settings)
+        await run_in_threadpool(catalog.seed)  # the one write of the shipped models, at start-up
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
         services = Services(settings, store, open_storage(settings).ensure(), queue, events,
-                            DeploymentLinks(settings, store.redis), IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
+                            DeploymentLinks(settings, store.redis),
+                            IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
                             Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store),
-                            limiter=Limiter(store.redis))
+                            catalog, limiter=Limiter(store.redis))
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,15 +22,15 @@ class JobsCollector(Collector):
     def __init__(self, store: JobStore, queue_depth: Callable[[], int], live_workers: Callable[[], int]) -> None:
         self.store, self.queue_depth, self.live_workers = store, queue_depth, live_workers
 
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterator[Metric]:
         stats = self.store.stats()
         total = CounterMetricFamily("srgan_jobs", "Jobs that entered each status", labels=["status"])
         for status in STATUSES:
             total.add_metric([status], float(stats.get(f"jobs_total:{status}", 0)))
         yield total
         current = GaugeMetricFamily("srgan_jobs_current", "Jobs now queued or running", labels=["status"])
-        for status, count in self.store.state_counts().items():
-            current.add_metric([status], count)
+        for state, jobs in self.store.state_counts().items():
+            current.add_metric([state], jobs)
         yield current
         yield GaugeMetricFamily("srgan_queue_depth", "Messages waiting in the broker queue",
                                 value=self.queue_depth())

@@ -122,7 +122,9 @@ def install_openapi(app: FastAPI, *, keys_required: bool) -> None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
                                  description=app.description, routes=app.routes)
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-            requirement = [{"ApiKey": []}, {"Bearer": []}] + ([] if keys_required else [{}])
+            requirement: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+            if not keys_required:
+                requirement.append({})
             for path, operations in schema.get("paths", {}).items():
                 if path.startswith("/v1/"):
                     for operation in operations.values():

@@ -54,7 +54,7 @@ def parse_deadline(*, cancel_after: str | None, deadline: str | None, now: float
         except ValueError:
             raise ValueError(f"deadline {text[:40]!r} is neither a duration (90s, 5m) nor an ISO 8601 time") from None
         if when.tzinfo is None:
-            raise ValueError(f"deadline {text[:40]!r} has no time zone (add Z or +02:00)")
+            raise ValueError(f"deadline {text[:40]!r} has no time zone (add Z or +02:00)") from None
         at = when.astimezone(timezone.utc).timestamp()
     if at <= now:
         raise ValueError("the deadline has already passed")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from celery import Celery
 
 from core.jobs import UPSCALE_TASK
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
 
 
 class JobQueue:
@@ -26,7 +31,7 @@ class JobQueue:
                            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.1,
                                                      "interval_step": 0.2, "interval_max": 1.0})
 
-    def depth(self, client) -> int:  # noqa: ANN001 - a redis.Redis
+    def depth(self, client: redis.Redis) -> int:
         """Messages waiting in the broker's list for the queue (not yet taken by a worker)."""
         return int(client.llen(self.queue))
 

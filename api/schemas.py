@@ -83,7 +83,10 @@ class ErrorOut(BaseModel):
 
 class ImageOut(BaseModel):
     width: int | None = Field(None, description="absent only for a batch file that was not an image we read")
-    height: int | None = None
+    height: int | None = Field(None, description="width and height as the image is displayed: for an input, "
+                               "after its EXIF orientation is applied")
+    orientation: int | None = Field(None, description="input only: the EXIF orientation applied on reading "
+                                    "(1 = none, 3 = half turn, 6 and 8 = quarter turns, 2/4/5/7 mirrored)")
     format: str | None = None
     mode: str | None = None
     bytes: int | None = None
@@ -166,7 +169,8 @@ class JobOut(BaseModel):
                               filename=download_name(job))
         return cls(
             id=job.id, status=job.status, progress=min(max(job.progress, 0.0), 1.0),
-            created_at=ts(job.created_at), started_at=ts(job.started_at), finished_at=ts(job.finished_at),
+            created_at=datetime.fromtimestamp(job.created_at, timezone.utc), started_at=ts(job.started_at),
+            finished_at=ts(job.finished_at),
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
             owner=job.owner,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,

@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -138,7 +139,8 @@ def photo(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-WHOLE = {"png": ("PNG", {}), "jpeg": ("JPEG", {"quality": 90}), "webp": ("WEBP", {"quality": 90}),
+WHOLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "png": ("PNG", {}), "jpeg": ("JPEG", {"quality": 90}), "webp": ("WEBP", {"quality": 90}),
          "bmp": ("BMP", {}), "tiff": ("TIFF", {"compression": "tiff_lzw"})}
 
 
@@ -347,18 +349,10 @@ def run_fault(tmp: Path, env: dict[str, str], fault: str, jobs: int, wait_s: flo
 FAULTS = ("kill -9 pool process", "kill -9 worker main process", "kill -9 redis", "restart with jobs queued")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mutated", type=int, default=300, help="mutated files in the corpus (default 300)")
-    parser.add_argument("--jobs", type=int, default=4, help="jobs in flight per fault (default 4)")
-    parser.add_argument("--wait-s", type=float, default=90, help="how long to wait for recovery per fault")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-corpus", action="store_true")
-    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated subset of: " + ", ".join(FAULTS))
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench chaos`` (arguments: ``cli/bench.py``)."""
 
-    from tests.utils.tiny_models import make_conv_model
+    from bench.tiny_models import make_conv_model
 
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="srgan-chaos-") as tmp_name:
@@ -375,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**FAULT_ENV, "SRGAN_MODEL": str(model)}
         results["faults"] = {}
         print(f"\n{'fault':32s} {'jobs':>4s} {'lost':>4s} {'dup':>4s} {'ok':>4s} {'recovery':>10s}  failed")
-        for fault in [f.strip() for f in args.faults.split(",") if f.strip()]:
+        for fault in [f.strip() for f in (args.faults or ",".join(FAULTS)).split(",") if f.strip()]:
             r = run_fault(tmp, env, fault, args.jobs, args.wait_s)
             results["faults"][fault] = r  # type: ignore[index]
             rec = f"{r['recovery_s']} s" if r["recovery_s"] is not None else f"> {args.wait_s:g} s"
@@ -385,6 +379,3 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,12 +18,13 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
 from model.backends import cpu_model
 from model.engine import Upscaler
-from model.locate import resolve_model
+from model.locate import is_path, shipped_file
 
 
 def _batch_input(upscaler: Upscaler, images_hwc_u8: list[np.ndarray]) -> np.ndarray:
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
 
-    upscaler = Upscaler.from_file(resolve_model(args.model), backend=args.backend, tile=0, overlap=0)
+    path = Path(args.model) if is_path(args.model) else shipped_file(args.model)
+    if path is None:
+        parser.error(f"{args.model}: not an .onnx file nor a shipped model")
+    upscaler = Upscaler.from_file(path, backend=args.backend, tile=0, overlap=0)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.jobs)]
     sizes = [int(k) for k in args.batches.split(",")]

@@ -34,11 +34,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.settings import Settings
+from core.upscalers import open_engine
 from model.backends import openvino_available
 from model.engine import Upscaler
 
@@ -66,7 +70,7 @@ def matmul_gflops(n: int = 2048, repeat: int = 7) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     fn()  # warm-up: first call builds kernels and shapes
     times, out = [], None
     for _ in range(repeat):
@@ -84,7 +88,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_image(size: int) -> np.ndarray:
     """A photo-like input: a real training photo tiled up to ``size``, else smooth noise."""
     try:
-        from tests.utils.data import training_photo
+        from bench.data import training_photo
 
         photo = training_photo(0)
         reps = (size // photo.shape[0] + 1, size // photo.shape[1] + 1, 1)
@@ -124,10 +128,10 @@ def cpu_report() -> dict:
             "openvino_capabilities": openvino_capabilities()}
 
 
-def alternate(fns: dict[str, object], repeat: int) -> dict[str, tuple[float, object]]:
+def alternate(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
     """Median seconds and last output of each function, run in turns (one warm-up each first)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    outs: dict[str, object] = {}
+    outs: dict[str, Any] = {}
     for k, fn in fns.items():
         outs[k] = fn()
     for _ in range(repeat):
@@ -158,8 +162,7 @@ def bench_defaults(model: Path, args) -> dict:
     """The report at the settings' defaults: precisions, auto's choice, tiling, 2048x2048 memory."""
     d = Settings()
     backend = args.backend or d.backend
-    auto = Upscaler.from_file(model, backend=backend, precision="auto", tile=d.tile, overlap=d.overlap,
-                              tile_batch=d.tile_batch)
+    auto = open_engine(d, model, backend=backend, precision="auto")
     report: dict = {**cpu_report(), "backend": auto.backend_name, "auto": auto.precision,
                     "auto_note": auto.precision_note, "defaults": {"tile": d.tile, "overlap": d.overlap,
                                                                   "tile_batch": d.tile_batch,
@@ -167,11 +170,11 @@ def bench_defaults(model: Path, args) -> dict:
     engines = {}
     for precision in args.precisions.split(","):
         try:
-            engines[precision] = Upscaler.from_file(model, backend=backend, precision=precision, tile=0)
+            engines[precision] = open_engine(d, model, backend=backend, precision=precision, tile=0)
         except Exception as exc:  # noqa: BLE001 - reported
             report.setdefault("errors", {})[precision] = str(exc)
     small = test_image(args.precision_size)
-    runs = alternate({p: (lambda e=e: e.upscale(small, tile=0)) for p, e in engines.items()}, args.repeat)
+    runs = alternate({p: partial(e.upscale, small, tile=0) for p, e in engines.items()}, args.repeat)
     f32_s, f32_out = runs.get("f32", (None, None))
     rows = []
     set5 = DATA / "Set5" if args.set5 is None else args.set5
@@ -179,11 +182,11 @@ def bench_defaults(model: Path, args) -> dict:
     for p, (secs, out) in runs.items():
         e = engines[p]
         row = {"asked": p, "runs": e.precision, "seconds": round(secs, 3)}
-        if f32_s:
+        if f32_s and f32_out is not None:
             row["throughput_vs_f32"] = round(f32_s / secs, 3)
             row["psnr_vs_f32_db"] = round(psnr(out, f32_out), 2)
-        if f32_set5 is not None:
-            v = f32_set5 if p == "f32" else set5_psnr(e, set5)
+        v = f32_set5 if p == "f32" else set5_psnr(e, set5)
+        if f32_set5 is not None and v is not None:
             row["set5_psnr_y"] = round(v, 4)
             row["set5_cost_db"] = round(f32_set5 - v, 4)
         rows.append(row)
@@ -208,8 +211,7 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
     d = Settings()
     img = test_image(args.size)
     px = img.shape[0] * img.shape[1]
-    up = Upscaler.from_file(model, backend=backend, tile=d.tile, overlap=d.overlap, tile_batch=d.tile_batch,
-                            precision=d.precision)
+    up = open_engine(d, model, backend=backend)
     t_whole, whole = timed(lambda: up.upscale(img, tile=0), args.repeat)
     t_tiled, tiled = timed(lambda: up.upscale(img), args.repeat)
     row = {
@@ -227,7 +229,7 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
     row["engine_vs_matmul"] = round(row["tiled_gflops"] / ceiling, 3)
     for tile, overlap, batch in args.variants:
         variant = Upscaler(up.backend, up.contract, tile=tile, overlap=overlap, tile_batch=batch)
-        t, out = timed(lambda: variant.upscale(img), args.repeat)
+        t, out = timed(partial(variant.upscale, img), args.repeat)
         row[f"tiled_{tile}_{overlap}_b{batch}_vs_whole"] = round(t_whole / t, 3)
         row[f"tiled_{tile}_{overlap}_b{batch}_seam_psnr_db"] = round(psnr(out, whole), 2)
     if not args.quick:
@@ -241,24 +243,8 @@ def _variant(text: str) -> tuple[int, int, int]:
     return (parts[0], parts[1], parts[2] if len(parts) > 2 else 1)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path,
-                   help="ONNX generator (default: the shipped srresnet_x4, else a random-weight SRResNet x4)")
-    p.add_argument("--backend", help="backend of the default report (default: SRGAN_BACKEND)")
-    p.add_argument("--precisions", default="f32,bf16,f16", help="precisions to compare (f32 first)")
-    p.add_argument("--precision-size", type=int, default=256, help="input side for the precision comparison")
-    p.add_argument("--set5", type=Path, help="Set5 folder (default: ../shared/data/bench/Set5; skipped without it)")
-    p.add_argument("--backends", default="", help="also compare these backends (e.g. onnxruntime,openvino) "
-                                                   "against the matmul ceiling, with --variants")
-    p.add_argument("--size", type=int, default=512)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run and Set5")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
-                   help="other tile:overlap[:batch] settings to time against the whole image")
-    p.add_argument("--rss-variants", default="", help="other tile:overlap settings whose 2048x2048 peak RSS to measure")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench engine`` (arguments: ``cli/bench.py``)."""
     args.variants = [_variant(v) for v in args.variants.split(",") if v]
     args.rss_variants = [tuple(int(x) for x in v.split(":")) for v in args.rss_variants.split(",") if v]
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         shipped = WEIGHTS_DIR / "srresnet_x4.onnx"
         model = args.model or (shipped if shipped.is_file() else None)
         if model is None:
-            from tests.utils.tiny_models import make_srresnet_model
+            from bench.tiny_models import make_srresnet_model
 
             model = make_srresnet_model(Path(tmp) / "srresnet_x4.onnx", scale=4)
         flops_px = srresnet_flops_per_input_pixel()
@@ -319,6 +305,3 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {key:28s} {value}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

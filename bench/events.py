@@ -6,7 +6,8 @@ It starts the service as ``srgan serve`` does with nothing configured (an embedd
 worker, the API), with small tiles so each job reports progress many times, then for each of N jobs
 opens K ``GET /v1/jobs/{id}/events`` streams at once and records, for every event that happens while
 a stream is open, the time it was read by the client minus the time Redis recorded the worker's update
-(``at``, Redis ``TIME`` inside the script that wrote it; client and server share this machine's clock). The worker runs the real
+(``at``, Redis ``TIME`` inside the script that wrote it; client and server share this machine's clock).
+The worker runs the real
 model meanwhile, so the API competes with inference for the CPU as it would in production.
 Goal: every event within 250 ms (the issue's), reported as p50, p95, p99 and max.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -56,15 +56,8 @@ def watch(client: httpx.Client, job_events: str, out: list[float], replayed: lis
         errors.append(f"{type(exc).__name__}: {exc}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="ONNX model (default: SRGAN_MODEL, else a random-weight SRResNet x4)")
-    p.add_argument("--jobs", type=int, default=6, help="jobs, one after another (default 6)")
-    p.add_argument("--watchers", type=int, default=4, help="event streams per job at once (default 4)")
-    p.add_argument("--size", type=int, default=192, help="input image size (default 192)")
-    p.add_argument("--tile", type=int, default=48, help="tile size: more tiles, more progress events (default 48)")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench events`` (arguments: ``cli/bench.py``)."""
 
     images = [png(a) for a in photo_crops(args.size, args.jobs, seed=3)]
     lateness: list[float] = []
@@ -111,6 +104,3 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if ms.size and not errors else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +87,8 @@ def timed(fn, repeat: int) -> tuple[float, np.ndarray]:
     return float(np.median(times)), out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped srresnet_x4)")
-    p.add_argument("--sizes", default="512,2048", help="square input sides; the first is also run on the CPU")
-    p.add_argument("--tile", type=int, default=512, help="tile for inputs larger than the first size")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--providers", default=",".join(GPU_PROVIDERS), help="providers to try, in order")
-    p.add_argument("--json", type=Path, help="also write the report here")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench gpu-check`` (arguments: ``cli/bench.py``)."""
 
     import onnxruntime as ort
 
@@ -119,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GPU: {name}\nONNX Runtime {ort.__version__}, available providers: {report['available']}")
     print(f"dense peak (fp32, fp16 tensor) TFLOP/s: {peaks if peaks else 'unknown for this name'}")
     usable = []
-    for provider in args.providers.split(","):
+    for provider in (args.providers or ",".join(GPU_PROVIDERS)).split(","):
         why = try_provider(model, provider) if provider in report["available"] else "not in this build"
         report["providers"][provider] = "loads" if why is None else why
         print(f"  {provider}: {'loads' if why is None else 'NOT usable: ' + why}")
@@ -148,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 img = test_image(size)
                 tile = 0 if size == sizes[0] else args.tile
                 try:
-                    secs, out = timed(lambda: up.upscale(img, tile=tile), args.repeat)
+                    secs, out = timed(partial(up.upscale, img, tile=tile), args.repeat)
                 except Exception as exc:  # noqa: BLE001
                     print(f"  {provider} {precision} {size}: failed: {exc}")
                     report["runs"].append({"provider": provider, "precision": precision, "size": size,
@@ -176,6 +170,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

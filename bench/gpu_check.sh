@@ -69,7 +69,7 @@ ARGS=(--sizes "$SIZES" --providers "$PROVIDERS")
 if [[ -n "${GPU_CHECK_JSON:-}" ]]; then ARGS+=(--json "$GPU_CHECK_JSON"); fi
 say "running bench/gpu_check.py ${ARGS[*]}"
 set +e
-timeout 140 "$VENV/bin/python" -m bench.gpu_check "${ARGS[@]}"
+timeout 140 "$VENV/bin/python" -m cli.main bench gpu-check "${ARGS[@]}"
 status=$?
 set -e
 if [[ $status -eq 124 ]]; then die "bench/gpu_check.py took over 140 s and was stopped (GPU_CHECK_TENSORRT=0 skips TensorRT's engine builds)"; fi

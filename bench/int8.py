@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,8 @@ def evaluate(compiled, folder: Path) -> float:
     return float(np.mean(values))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--crops", type=int, default=100)
-    p.add_argument("--repeat", type=int, default=2)
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench int8`` (arguments: ``cli/bench.py``)."""
     try:
         import nncf
     except ImportError:
@@ -75,17 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     compiled = {"f32": core.compile_model(fp, "CPU", config)}
     compiled.update({k: core.compile_model(m, "CPU", config) for k, m in variants.items()})
     img = test_image(256)[None].astype(np.float32)
-    times = alternate({k: (lambda c=c: c(img)) for k, c in compiled.items()}, args.repeat)
+    times = alternate({k: partial(c, img) for k, c in compiled.items()}, args.repeat)
     rows = {}
     for name, c in compiled.items():
         rows[name] = {"set5": round(evaluate(c, DATA / "Set5"), 4), "set14": round(evaluate(c, DATA / "Set14"), 4),
                       "throughput_vs_f32": round(times["f32"][0] / times[name][0], 3)}
-    for name, row in rows.items():
+    for row in rows.values():
         row["set5_cost_db"] = round(rows["f32"]["set5"] - row["set5"], 4)
         row["set14_cost_db"] = round(rows["f32"]["set14"] - row["set14"], 4)
     print(json.dumps({"kept_in_float": keep, "calibration_crops": args.crops, "variants": rows}, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

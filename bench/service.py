@@ -2,17 +2,19 @@
 
 Run from the repository root: ``python -m bench.service [--model FILE.onnx] [--json OUT]``.
 
-It first times the engine alone in this process (same model, settings and
-images), then starts the service as ``srgan serve`` does with nothing
+It first times the worker's own work alone in this process
+(``core.render.render``: decode, engine, encode, on the same model, settings
+and PNG files), then starts the service as ``srgan serve`` does with nothing
 configured (an embedded redis-server, one worker process, the API) and
 measures, in the same run on the same machine:
 
 - latency from POST to a downloaded result for a 64x64 image, sequentially,
-  p50 and p95, minus the engine's own time for that image: the service's
-  overhead (goal: p50 <= 50 ms). Shown twice: minus the engine-alone median,
-  and minus the engine time the worker recorded on each job;
+  p50 and p95, minus the render's own time for that image: the service's
+  overhead (goal: p50 <= 50 ms). Shown twice: minus the render-alone median
+  ("engine alone" in the report), and minus the engine time the worker
+  recorded on each job (which leaves decode and encode in the overhead);
 - throughput with 8 clients uploading 256x256 images at once, as a ratio to
-  the engine alone on the same images one after another (goal >= 0.9).
+  the render alone on the same images one after another (goal >= 0.9).
 
 Images are crops of the benchmark photos in ``../shared/data/bench`` when
 present (smooth noise otherwise). The model is ``SRGAN_MODEL`` when it
@@ -39,11 +41,12 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from core.catalog import ModelCatalog
 from core.redis_server import free_port
+from core.render import Limits, RenderOptions, render
 from core.settings import Settings, get_settings
-from model.engine import Upscaler
+from core.upscalers import open_engine
 from model.errors import ModelError
-from model.locate import resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_IMAGES = REPO.parent / "shared" / "data" / "bench"
@@ -75,29 +78,30 @@ def png(arr: np.ndarray) -> bytes:
 
 def pick_model(spec: str | None, tmp: Path) -> tuple[Path, str]:
     try:
-        path = resolve_model(spec or get_settings().model)
+        path = ModelCatalog(get_settings()).resolve(spec).path
         return path, str(path)
     except ModelError:
-        from tests.utils.tiny_models import make_srresnet_model
+        from bench.tiny_models import make_srresnet_model
 
         path = make_srresnet_model(tmp / "srresnet_x4.onnx", scale=4)
         return path, "random-weight SRResNet x4 (the default model is not shipped in this build)"
 
 
-def engine_alone(model: Path, settings: Settings, small: list[np.ndarray], large: list[np.ndarray]) -> dict:
-    up = Upscaler.from_file(model, backend=settings.backend, providers=settings.providers,
-                            threads=settings.threads, tile=settings.tile, overlap=settings.overlap,
-                            tile_batch=settings.tile_batch)
-    up.upscale(small[0])
-    up.upscale(large[0])  # warm-up for both shapes
+def engine_alone(model: Path, settings: Settings, small: list[bytes], large: list[bytes]) -> dict:
+    """The worker's own work on these PNG files, in this process: ``core.render.render`` (decode, engine,
+    encode) with the engine built from the settings as a worker builds it."""
+    up = open_engine(settings, model)
+    limits, options = Limits.from_settings(settings), RenderOptions()
+    render(up, small[0], options, limits)
+    render(up, large[0], options, limits)  # warm-up for both shapes
     small_s = []
-    for img in small:
+    for data in small:
         t = time.perf_counter()
-        up.upscale(img)
+        render(up, data, options, limits)
         small_s.append(time.perf_counter() - t)
     t = time.perf_counter()
-    for img in large:
-        up.upscale(img)
+    for data in large:
+        render(up, data, options, limits)
     large_total = time.perf_counter() - t
     return {"backend": up.backend_name, "small_median_s": statistics.median(small_s),
             "large_total_s": large_total, "large_per_image_s": large_total / len(large)}
@@ -162,14 +166,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="ONNX model (default: SRGAN_MODEL, else a random-weight SRResNet x4)")
-    p.add_argument("--latency-jobs", type=int, default=40, help="sequential 64x64 jobs (default 40)")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients for throughput (default 8)")
-    p.add_argument("--throughput-jobs", type=int, default=16, help="256x256 jobs in the throughput run (default 16)")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench service`` (arguments: ``cli/bench.py``)."""
 
     settings = get_settings()
     small = photo_crops(64, args.latency_jobs, seed=1)
@@ -178,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         model, model_desc = pick_model(args.model, tmp)
         print(f"model: {model_desc}", flush=True)
-        print("engine alone...", flush=True)
-        engine = engine_alone(model, settings, small, large)
+        small_png = [png(a) for a in small]
+        large_png = [png(a) for a in large]
+        print("engine alone (the worker's render: decode, engine, encode)...", flush=True)
+        engine = engine_alone(model, settings, small_png, large_png)
         print(f"  {engine['backend']}: 64x64 {engine['small_median_s'] * 1e3:.1f} ms, "
               f"256x256 {engine['large_per_image_s']:.2f} s per image", flush=True)
 
@@ -187,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
         service = Service(model, tmp / "data")
         try:
             service.wait_ready()
-            small_png = [png(a) for a in small]
-            large_png = [png(a) for a in large]
             with httpx.Client(base_url=service.url, timeout=300) as client:
                 for data in small_png[:3]:
                     run_job(client, data)  # warm-up: first jobs load the model in the worker
@@ -248,6 +246,3 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

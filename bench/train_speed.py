@@ -7,19 +7,14 @@ mixed bfloat16 on a CPU with bfloat16 instructions, no XLA), on batches of 16
 random 96x96 HR crops, and prints steps per second for each and the ratio to
 the plain loop.
 
-    .venv/bin/python bench/train_speed.py --steps 6 --warmup 2
+    srgan bench train-speed --steps 6 --warmup 2
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = {
     # name: (description, jit_compile, precision, config overrides)
@@ -70,16 +65,9 @@ def measure(name: str, steps: int, warmup: int, batch: int, hr_size: int, blocks
     return rate
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, XLA compilation)")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--hr-size", type=int, default=96)
-    parser.add_argument("--blocks", type=int, default=16)
-    parser.add_argument("--filters", type=int, default=64)
-    parser.add_argument("--variants", default="plain,xla,default", help=f"comma-separated, from {','.join(VARIANTS)}")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> int:
+    """``srgan bench train-speed`` (arguments: ``cli/bench.py``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (in measure)
     import tensorflow as tf
 
     names = args.variants.split(",")
@@ -95,6 +83,3 @@ def main() -> int:
                 print(f"{name} / plain: {rate / rates['plain']:.2f}x")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,145 +14,185 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+from cli.exits import OK, fail
+from core.catalog import QUALITY_TOLERANCE_DB, ModelCatalog
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="check an ONNX model, publish it to the registry and make it active",
-                       description="Check FILE (it loads, a small image comes out at the declared scale, its "
-                                   "sha256 is its card's), copy it into the registry as NAME:VERSION with its "
-                                   "card, make it active and tell the workers. A file that fails a check is "
-                                   "refused and the active version stays as it was.")
+                       description="Check FILE (it loads, a small image comes out at the declared scale and looks "
+                                   "like the image, its sha256 is its card's), compare its quality with the active "
+                                   "version, copy it into the registry as NAME:VERSION with its card, make it active "
+                                   "and tell the workers. A file that fails a check, or scores worse than the active "
+                                   "version by more than --tolerance dB PSNR-Y, is refused (unless --force) and the "
+                                   "active version stays as it was. Undo with `srgan rollback NAME [--to VERSION]`.")
     p.add_argument("file", type=Path, metavar="FILE.onnx", help="the model file")
-    p.add_argument("--name", required=True, help="model name, e.g. srresnet_x4")
+    p.add_argument("--name", required=True, help="model name, e.g. srresnet_x4 (a warning when the file was exported "
+                                                 "under another name)")
     p.add_argument("--version", help="version (default: the card's or file's, else the next number)")
     p.add_argument("--card", type=Path, help="model card (default: <stem>.card.json, <stem>.json or a "
                                              "card.json naming the file, beside it)")
     p.add_argument("--scale", type=int, help="the scale, for a file with neither srgan contract nor card")
+    p.add_argument("--layout", choices=("NHWC", "NCHW"), help="declare the layout of a file without srgan contract")
+    p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="declare the pixel values the file takes and gives, e.g. 0 1 (default 0 255)")
+    p.add_argument("--eval-data", type=Path, metavar="FOLDER",
+                   help="measure PSNR-Y of this model and the active one on these HR images (e.g. Set5) and compare; "
+                        "without it, the metrics both cards have for the same set are compared")
+    p.add_argument("--tolerance", type=float, default=QUALITY_TOLERANCE_DB,
+                   help="dB PSNR-Y the candidate may lose against the active version (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="publish and activate even when it scores worse")
     p.add_argument("--no-activate", dest="activate", action="store_false",
                    help="publish only; make it active later with `srgan rollback NAME --to VERSION`")
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_deploy)
 
     p = sub.add_parser("models", help="list the registry's models and versions",
-                       description="Names, versions, which is active, scale and measured quality.")
+                       description="Names, versions, which is active, scale and measured quality (PSNR-Y on Set5 "
+                                   "and Set14, NIQE when measured), and the registry's folder.")
     p.add_argument("--json", action="store_true", help="print what GET /v1/models answers")
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_models)
 
-    p = sub.add_parser("rollback", help="make the previously active version of a model active again",
-                       description="Make the version that was active before the current one active again "
-                                   "(or --to VERSION), and tell the workers.")
+    p = sub.add_parser("rollback", help="make the previous (or any published) version of a model active again",
+                       description="Make the version that was active before the current one active again, or "
+                                   "--to VERSION (any published version: see `srgan models`), and tell the workers.")
     p.add_argument("name", help="model name")
     p.add_argument("--to", metavar="VERSION", help="activate this published version instead")
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_rollback)
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202
+def _catalog(args: argparse.Namespace) -> ModelCatalog:
     from core.settings import get_settings
+    from model.deploy import EngineInspector
 
     settings = get_settings()
     if args.models_dir is not None:
         settings = settings.model_copy(update={"models_dir": args.models_dir})
-    return settings
-
-
-def _fail(command: str, message: str) -> int:
-    print(f"srgan {command}: error: {message}", file=sys.stderr)
-    return 1
+    return ModelCatalog(settings, inspector=EngineInspector())
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from core import registry_sync
-    from core.catalog import registry_of, seed_registry
-    from core.model_updates import announce_change
-    from model.deploy import deploy_model
     from model.errors import ModelError
     from model.registry import read_card
 
-    settings = _settings(args)
-    seed_registry(settings)
-    registry = registry_of(settings)
-    before = None
     try:
-        registry_sync.pull(settings)  # with an object store: start from the registry every host shares
-        before = registry.active_version(args.name)
         card = read_card(args.card) if args.card else None
-        published = deploy_model(registry, args.file, name=args.name, version=args.version, card=card,
-                                 scale=args.scale, activate=args.activate)
-        registry_sync.push(settings, args.name)  # before the announcement: workers pull what it names
     except ModelError as exc:
-        kept = f"; the active version of {args.name} is still {before}" if before else ""
-        return _fail("deploy", f"{exc.message}{kept}")
-    except OSError as exc:
-        return _fail("deploy", f"the object store failed: {exc}")
+        return fail(exc.message, command="deploy")
+    return publish_and_report(_catalog(args), args.file, args.name, card=card, version=args.version,
+                              scale=args.scale, layout=args.layout,
+                              value_range=tuple(args.value_range) if args.value_range else None,
+                              activate=args.activate, eval_data=args.eval_data, force=args.force,
+                              tolerance_db=args.tolerance)
+
+
+def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **options: Any) -> int:
+    """Publish ``file`` as ``name`` (:meth:`core.catalog.ModelCatalog.publish`) and tell the user what happened:
+    ``srgan deploy`` and ``srgan export --publish``. ``catalog=None``: the settings' registry."""
+    from core.settings import get_settings
+    from model.deploy import EngineInspector
+    from model.errors import ModelError
+
+    catalog = catalog or ModelCatalog(get_settings(), inspector=EngineInspector())
+    catalog.seed()  # the start-up step of this process: the shipped models are there to compare with
+    before = catalog.registry.active_version(name)
+    try:
+        done = catalog.publish(file, name, **options)
+    except ModelError as exc:
+        kept = f"; the active version of {name} is still {before}" if before else ""
+        return fail(f"{exc.message}{kept}", command="deploy")
+    for note in done.notes:
+        print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)
+    published = done.version
     check = (published.card.get("registry") or {}).get("check", "")
     print(f"published {published.ref} (x{published.scale}, sha256 {published.card['sha256'][:12]}..., "
-          f"check: {check}) in {registry.root / args.name / published.version}")
-    if not args.activate:
-        print(f"not activated; the active version of {args.name} is still {before}")
-        return 0
-    print(f"{args.name}: active version {before} -> {published.version}")
-    print(announce_change(settings, args.name, published.version))
-    return 0
+          f"check: {check}) in {catalog.registry.root / name / published.version}")
+    if not options.get("activate", True):
+        print(f"not activated; the active version of {name} is still {before} "
+              f"(`srgan rollback {name} --to {published.version}` makes it active)")
+        return OK
+    print(f"{name}: active version {before} -> {published.version} (undo: `srgan rollback {name}`, or --to VERSION)")
+    print(done.announced)
+    return OK
 
 
 def run_rollback(args: argparse.Namespace) -> int:
     from core import registry_sync
-    from core.catalog import registry_of
     from core.model_updates import announce_change
     from model.errors import ModelError
 
-    settings = _settings(args)
-    registry = registry_of(settings)
+    catalog = _catalog(args)
+    registry = catalog.registry
     try:
-        registry_sync.pull(settings)
+        registry_sync.pull(catalog.settings)  # with an object store: start from the registry every host shares
         before = registry.active_version(args.name)
         now = registry.rollback(args.name, to=args.to)
-        registry_sync.push(settings, args.name)
+        registry_sync.push(catalog.settings, args.name)  # before the announcement: workers pull what it names
     except ModelError as exc:
-        return _fail("rollback", exc.message)
+        hint = "" if args.to else f"; `srgan rollback {args.name} --to VERSION` activates any published version"
+        return fail(f"{exc.message}{hint}", command="rollback")
     except OSError as exc:
-        return _fail("rollback", f"the object store failed: {exc}")
+        return fail(f"the object store failed: {exc}", command="rollback")
     print(f"{args.name}: active version {before} -> {now.version}")
-    print(announce_change(settings, args.name, now.version))
-    return 0
+    print(announce_change(catalog.settings, args.name, now.version))
+    return OK
+
+
+QUALITY_COLUMNS = (("SET5", "set5_psnr_y", "{:.2f} dB"), ("SET14", "set14_psnr_y", "{:.2f} dB"),
+                   ("NIQE", "niqe", "{:.2f}"))
+"""The quality columns of ``srgan models``: header, metric key (a ``*_niqe`` key also fills NIQE), format."""
+
+
+def _quality_cells(metrics: dict[str, float]) -> list[str]:
+    cells = []
+    for _, key, fmt in QUALITY_COLUMNS:
+        value = metrics.get(key)
+        if value is None and key == "niqe":
+            value = next((v for k, v in sorted(metrics.items()) if k.endswith("_niqe") and "bicubic" not in k), None)
+        cells.append(fmt.format(value) if value is not None else "-")
+    return cells
 
 
 def run_models(args: argparse.Namespace) -> int:
     from core import registry_sync
-    from core.catalog import models_listing
     from core.model_updates import service_engines
     from model.errors import ModelError
 
-    settings = _settings(args)
+    catalog = _catalog(args)
+    settings = catalog.settings
     try:
         registry_sync.pull(settings)  # with an object store: list what every host runs
     except OSError as exc:
         print(f"could not sync the registry from the object store ({exc}); listing this host's", file=sys.stderr)
     try:
-        listing = models_listing(settings, service_engines(settings))
+        listing = catalog.listing(service_engines(settings))
     except ModelError as exc:
-        listing = {"models": [], "precision": settings.precision}
         if args.json:
-            return _fail("models", exc.message)
+            return fail(exc.message, command="models")
+        listing = {"models": [], "precision": settings.precision}
         print(f"no models: {exc.message}", file=sys.stderr)
     if args.json:
         print(json.dumps(listing, indent=2))
-        return 0
-    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", "PRECISION", "QUALITY", "PUBLISHED")]
+        return OK
+    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), "PRECISION", "PUBLISHED")]
     for m in listing["models"]:
-        quality = ", ".join(f"{k} {v:.4g}" for k, v in m["metrics"].items()) or "-"
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
             active += " (file, not in the registry)"
         rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
-                     m["precision"] or "-", quality, m["published_at"] or "-"))
+                     *_quality_cells(m["metrics"]), m["precision"] or "-", (m["published_at"] or "-")[:16]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print(f"\nprecision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
-    return 0
+    print(f"\nregistry: {catalog.registry.root.resolve()} (SRGAN_MODELS_DIR, or SRGAN_DATA_DIR/models; "
+          f"data folder {Path(settings.data_dir).resolve()})")
+    print("quality: PSNR-Y on Set5/Set14 as measured at export or deploy (`srgan models --json` for every metric)")
+    print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
+    return OK
 
 
 def _auto_here() -> str:

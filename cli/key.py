@@ -6,6 +6,8 @@ import argparse
 import json
 import secrets
 
+from cli.exits import USAGE, fail
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("key", help="make a new API key and print its SRGAN_API_KEYS entry",
@@ -16,15 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from core.settings import check_key_name, hash_api_key
 
     try:
         check_key_name(args.name)
     except ValueError as exc:
-        print(f"srgan: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), USAGE)
     key = "srgan_" + secrets.token_urlsafe(32)
     print(f"key:   {key}")
     print(f"entry: {json.dumps({args.name: hash_api_key(key)})}")

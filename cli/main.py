@@ -1,30 +1,31 @@
-"""The ``srgan`` command. Each subcommand module only registers its arguments here;
-what it needs (ONNX Runtime, TensorFlow, Celery...) is imported when it runs."""
+"""The ``srgan`` command: the one argument parser of the project.
+
+Each subcommand module only registers its arguments here; what it needs
+(ONNX Runtime, TensorFlow, Celery...) is imported when it runs. Every command
+returns an exit code of :data:`cli.exits.EXIT_CODES` (listed by ``srgan --help``).
+``python -m training ...`` is this same parser.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from cli import deploy, key, upscale
+from cli import bench, deploy, exits, key, serve, train, upscale, worker
 
-REGISTRARS = [upscale.register, deploy.register, key.register]
-
-
-def _registrars() -> list:
-    from cli import serve, worker
-    from training import cli as training_cli
-
-    return [*REGISTRARS, serve.register, worker.register, training_cli.register]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    upscale.register, serve.register, worker.register, deploy.register, key.register, train.register, bench.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srgan", description="SRGAN image super-resolution: upscale, serve, train.")
+    parser = argparse.ArgumentParser(prog="srgan", description="SRGAN image super-resolution: upscale, serve, train.",
+                                     epilog=exits.help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in _registrars():
+    for register in REGISTRARS:
         register(sub)
     return parser
 
@@ -33,7 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return exits.fail("interrupted", exits.INTERRUPTED, command=args.command)
 
 
 if __name__ == "__main__":

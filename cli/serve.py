@@ -23,6 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
+from cli.exits import USAGE, fail
+
 log = logging.getLogger("srgan.serve")
 
 
@@ -156,8 +158,9 @@ def refuse_exposure(host: str, settings, insecure: bool) -> str | None:  # noqa:
 
     if insecure or is_loopback(host):
         return None
-    missing = [what for what, given in (("API keys (SRGAN_API_KEYS)", settings.api_keys),
-                                        ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts)) if not given]
+    required = (("API keys (SRGAN_API_KEYS)", settings.api_keys),
+                ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts))
+    missing = [what for what, given in required if not given]
     if not missing:
         return None
     return (f"refusing to serve on {host}, beyond loopback, without {' or '.join(missing)}: anyone who reaches "
@@ -176,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
-    from core.catalog import resolve_spec
+    from core.catalog import ModelCatalog
     from core.model_updates import EMBEDDED_URL_FILE
     from core.redis_server import RedisServer
     from core.settings import get_settings
@@ -185,16 +188,14 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        model_path = resolve_spec(settings, None).path
+        model_path = ModelCatalog(settings).resolve(None).path
     except ModelError as exc:
-        print(f"srgan: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), USAGE)
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     refused = refuse_exposure(host, settings, args.insecure)
     if refused:
-        print(f"srgan: error: {refused}", file=sys.stderr)
-        return 2
+        return fail(refused, USAGE)
     settings = settings.model_copy(update={"host": host})
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
@@ -213,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                     stack.callback(WorkerProcess(env, args.log_level, index).start().stop)
                 if args.workers > 0:  # webhook deliveries: threads on their own queue, never behind a job
                     stack.callback(WorkerProcess(env, args.log_level, 0, webhooks=True).start().stop)
-                log.info("embedded Redis %s at %s (data in %s), %d worker(s), model %s", redis_server.binary.version,
+                log.info("embedded Redis %s at %s (data in %s), %d worker(s), model %s",
+                         redis_server.binary and redis_server.binary.version,
                          redis_server.address, data_dir / "redis", args.workers, model_path)
             app = create_app(settings)
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,

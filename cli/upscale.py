@@ -4,9 +4,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model.engine import Progress
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+"""The output formats, by the extension of a named output file."""
+
+
+class UsageError(Exception):
+    """A wrong combination of arguments: one ``srgan: error:`` line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input file, and its folder relative to the input folder it was found in (mirrored under ``-o``)."""
+
+    path: Path
+    folder: Path = Path()
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--server URL the same files are upscaled by a running service instead.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
-                   help="output file (one input) or folder; default: <name>_x<scale>.<ext> beside each input")
+                   help="output file (one input; its extension .png/.jpg/.webp sets the format) or folder (made "
+                        "if missing); default: <name>_x<scale>.<ext> beside each input")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="also the images in subfolders of a folder input (the tree is mirrored under -o)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist (default: skip them, so a batch can be re-run)")
     p.add_argument("--model", help="registry model (name or name:version), shipped model name or .onnx path "
                                   "(default: SRGAN_MODEL, else srresnet_x4)")
     p.add_argument("--detail", type=float, metavar="A",
@@ -25,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=_tile, help="tile size in input pixels, 0 = whole image, auto = the largest that "
                                              "fits SRGAN_MEMORY_BUDGET (default auto, SRGAN_TILE)")
     p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP)")
-    p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"], help="output format (default: input's)")
+    p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"],
+                   help="output format (default: the extension of -o FILE, else the input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
     p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
@@ -50,22 +78,69 @@ def _tile(text: str) -> int | str:
     return value
 
 
-def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to their images (not recursive), in a stable order."""
-    files: list[Path] = []
+def collect_inputs(inputs: list[Path], *, recursive: bool = False, exclude: Path | None = None) -> list[Source]:
+    """Files as given, folders expanded to their images (with ``recursive``, those of subfolders too), in a
+    stable order; nothing under ``exclude`` (the output folder, when it lies inside an input folder)."""
+    sources: list[Source] = []
     for item in inputs:
-        if item.is_dir():
-            files.extend(sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS))
-        else:
-            files.append(item)
-    return files
+        if not item.is_dir():
+            sources.append(Source(item))
+            continue
+        root = item.resolve()
+        inner = exclude.resolve() if exclude is not None else None
+        if inner is not None and (inner == root or not inner.is_relative_to(root)):
+            inner = None  # only an output folder strictly inside this input folder holds no inputs
+        found = item.rglob("*") if recursive else item.iterdir()
+        for path in sorted(p for p in found if p.is_file() and p.suffix.lower() in EXTENSIONS):
+            if inner is not None and path.resolve().is_relative_to(inner):
+                continue
+            sources.append(Source(path, path.parent.relative_to(item)))
+    return sources
 
 
-def output_path(src: Path, out: Path | None, single: bool, scale: int, ext: str) -> Path:
-    if out is not None and single and out.suffix and not out.is_dir():
+def requested_format(fmt: str | None, output: Path | None, to_file: bool) -> str | None:
+    """The asked output format: ``--format``, else a named output file's extension; a conflict is an error."""
+    asked = {"jpg": "jpeg"}.get(fmt or "", fmt)
+    if not to_file or output is None:
+        return asked
+    by_suffix = SUFFIX_FORMATS.get(output.suffix.lower())
+    if asked is None and by_suffix is None:
+        raise UsageError(f"cannot tell the output format from {output.name!r}: name it .png, .jpg or .webp, "
+                         "or give --format")
+    if asked is not None and by_suffix is not None and asked != by_suffix:
+        raise UsageError(f"--format {fmt} conflicts with the output file {output.name!r} ({by_suffix}); "
+                         "give one or make them agree")
+    return asked or by_suffix
+
+
+def writes_one_file(inputs: list[Path], sources: list[Source], output: Path | None) -> bool:
+    """Whether ``-o`` names the output file (one input file, an output with an extension that is not a folder)."""
+    return (output is not None and len(sources) == 1 and not inputs[0].is_dir() and bool(output.suffix)
+            and not output.is_dir())
+
+
+def output_path(src: Source, out: Path | None, to_file: bool, scale: int, ext: str) -> Path:
+    """Where ``src``'s result goes: ``out`` itself, or ``<name>_x<scale><ext>`` under ``out`` (mirroring
+    ``src.folder``) or beside the input."""
+    if to_file and out is not None:
         return out
-    folder = out if out is not None else src.parent
-    return folder / f"{src.stem}_x{scale}{ext}"
+    folder = out / src.folder if out is not None else src.path.parent
+    return folder / f"{src.path.stem}_x{scale}{ext}"
+
+
+@dataclass
+class Tally:
+    """What a batch did, reported at its end."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def report(self) -> str:
+        return f"srgan upscale: {self.done} done, {self.skipped} skipped, {self.failed} failed"
+
+    def exit_status(self) -> int:
+        return 1 if self.failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,49 +148,80 @@ def run(args: argparse.Namespace) -> int:
         return run_remote(args)
     if args.api_key:
         return _fail("--api-key goes with --server")
+    from core.render import Limits, RenderOptions, render, write_file
     from core.settings import get_settings
-    from core.upscalers import build_upscaler, resolve_blend
+    from core.upscalers import build_upscaler, provenance, resolve_blend
     from model.errors import SRGANError
-    from model.images import extension_for, output_format, read_image, resample, save_image, upscale_image
+    from model.images import default_output_format, extension_for, probe_image
 
     settings = get_settings()
-    tile = settings.tile if args.tile is None else args.tile
-    overlap = settings.overlap if args.overlap is None else args.overlap
-    if not 1 <= args.quality <= 100:
-        return _fail(f"--quality must be between 1 and 100, got {args.quality}")
-    files = collect_inputs(args.inputs)
-    if not files:
-        return _fail("no input images found")
     try:
-        blend = resolve_blend(settings, args.model, args.detail, seed=False)  # a local upscale writes no registry
-        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=tile, overlap=overlap,
-                                  precision=args.precision)
+        sources, to_file, fmt = _plan(args)
+    except UsageError as exc:
+        return _fail(str(exc))
+    try:
+        blend = resolve_blend(settings, args.model, args.detail)  # reads only: a local upscale writes no registry
+        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=args.tile, overlap=args.overlap,
+                                  precision=args.precision)  # None: the settings' value
     except SRGANError as exc:
         return _fail(str(exc))
     scale = args.scale or upscaler.scale
-    contract = upscaler.contract
-    provenance = {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
-                  **blend.describe()}
-    single = len(files) == 1 and not args.inputs[0].is_dir()
-    if args.output is not None and not (single and args.output.suffix):
-        args.output.mkdir(parents=True, exist_ok=True)
+    options = RenderOptions(scale=scale, quality=args.quality)  # the format is each file's (below)
+    limits = Limits.from_settings(settings)
+    made_by = provenance(upscaler, blend)
     show = not args.no_progress and sys.stderr.isatty()
-    failed = 0
-    for src in files:
+    tally = Tally()
+    planned: list[tuple[Source, Path, str]] = []
+    for src in sources:
         try:
-            img = read_image(src, max_pixels=settings.max_input_pixels)
-            with _progress_bar(src.name, show) as progress:
-                hr = upscale_image(upscaler, img, progress=progress)
-            if scale != upscaler.scale:
-                hr = resample(hr, img.width * scale, img.height * scale)
-            fmt = output_format(hr, args.format)
-            dst = output_path(src, args.output, single, scale, extension_for(fmt))
-            save_image(hr, dst, fmt, args.quality, provenance)
-            print(f"{src} -> {dst} ({hr.width}x{hr.height})")
+            if fmt is not None:
+                src_fmt = fmt
+            else:
+                info = probe_image(src.path, max_pixels=settings.max_input_pixels)
+                src_fmt = default_output_format(info.format, info.has_alpha)
+            planned.append((src, output_path(src, args.output, to_file, scale, extension_for(src_fmt)), src_fmt))
         except (SRGANError, OSError) as exc:
-            failed += 1
-            print(f"srgan: error: {src}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
-    return 1 if failed else 0
+            tally.failed += 1
+            _error(src, exc)
+    outputs = {dst.resolve() for _, dst, _ in planned}
+    for src, dst, src_fmt in planned:
+        if src.path.resolve() in outputs and not to_file:  # a result of an earlier run beside its input
+            continue
+        if dst.exists() and not args.overwrite:
+            tally.skipped += 1
+            print(f"{src} -> {dst}: exists, skipped (--overwrite replaces it)")
+            continue
+        try:
+            with ProgressBar(src.path.name, show) as progress:
+                result = render(upscaler, src.path, replace(options, format=src_fmt), limits,
+                                progress=progress, provenance=made_by)
+            write_file(dst, result.data)
+        except (SRGANError, OSError) as exc:
+            tally.failed += 1
+            _error(src, exc)
+            continue
+        tally.done += 1
+        print(f"{src} -> {dst} ({result.width}x{result.height})")
+    if len(sources) > 1 or any(i.is_dir() for i in args.inputs):
+        print(tally.report())
+    return tally.exit_status()
+
+
+def _plan(args: argparse.Namespace) -> tuple[list[Source], bool, str | None]:
+    """The inputs, whether ``-o`` names one file, and the asked format; ``UsageError`` for bad arguments."""
+    if not 1 <= args.quality <= 100:
+        raise UsageError(f"--quality must be between 1 and 100, got {args.quality}")
+    if args.scale is not None and args.scale < 1:
+        raise UsageError(f"--scale must be 1 or more, got {args.scale}")
+    sources = collect_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
+    if not sources:
+        raise UsageError("no input images found" + ("" if args.recursive else " (--recursive looks in subfolders)"))
+    to_file = writes_one_file(args.inputs, sources, args.output)
+    return sources, to_file, requested_format(args.format, args.output, to_file)
+
+
+def _error(src: Source | Path, exc: Exception) -> None:
+    print(f"srgan: error: {src}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
 
 
 def run_remote(args: argparse.Namespace) -> int:
@@ -123,68 +229,78 @@ def run_remote(args: argparse.Namespace) -> int:
     import httpx
 
     from cli.client import Client, ClientError, JobFailed
+    from core.render import write_file
 
     for name in ("tile", "overlap", "backend"):
         if getattr(args, name) is not None:
             return _fail(f"--{name} applies to local upscaling only, not with --server")
-    if not 1 <= args.quality <= 100:
-        return _fail(f"--quality must be between 1 and 100, got {args.quality}")
-    files = collect_inputs(args.inputs)
-    if not files:
-        return _fail("no input images found")
-    single = len(files) == 1 and not args.inputs[0].is_dir()
-    if args.output is not None and not (single and args.output.suffix):
-        args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        sources, to_file, fmt = _plan(args)
+    except UsageError as exc:
+        return _fail(str(exc))
     show = not args.no_progress and sys.stderr.isatty()
-    fmt = {"jpg": "jpeg"}.get(args.format or "", args.format)
-    failed = 0
+    tally = Tally()
     with Client(args.server, api_key=args.api_key) as client:
-        for src in files:
+        for src in sources:
+            if to_file and args.output.exists() and not args.overwrite:
+                tally.skipped += 1
+                print(f"{src} -> {args.output}: exists, skipped (--overwrite replaces it)")
+                continue
             try:
-                with _progress_bar(src.name, show) as progress:
+                with ProgressBar(src.path.name, show) as progress:
                     on_progress = (lambda p, bar=progress: bar(round(p * 1000), 1000)) if progress else None
-                    job, data = client.upscale_job(src, progress=on_progress, scale=args.scale, model=args.model,
-                                                   detail=args.detail, format=fmt,
+                    job, data = client.upscale_job(src.path, progress=on_progress, scale=args.scale,
+                                                   model=args.model, detail=args.detail, format=fmt,
                                                    quality=args.quality if args.quality != 95 else None)
-                name = Path(str(job["output"].get("filename") or "")).name or f"{src.stem}_sr"  # never a path
-                dst = args.output if single and args.output is not None and args.output.suffix else \
-                    (args.output or src.parent) / name
-                dst.write_bytes(data)
-                print(f"{src} -> {dst} ({job['output']['width']}x{job['output']['height']})")
+                name = Path(str(job["output"].get("filename") or "")).name or f"{src.path.stem}_sr"  # never a path
+                dst = args.output if to_file else \
+                    (args.output / src.folder if args.output is not None else src.path.parent) / name
+                if dst.exists() and not args.overwrite and not to_file:  # the service names it: known only now
+                    tally.skipped += 1
+                    print(f"{src} -> {dst}: exists, skipped (--overwrite replaces it)")
+                    continue
+                write_file(dst, data)
             except (ClientError, JobFailed, OSError) as exc:
-                failed += 1
-                print(f"srgan: error: {src}: {exc}", file=sys.stderr)
+                tally.failed += 1
+                _error(src, exc)
+                continue
             except httpx.HTTPError as exc:
                 print(f"srgan: error: cannot reach {args.server}: {exc}", file=sys.stderr)
                 return 2
-    return 1 if failed else 0
+            tally.done += 1
+            print(f"{src} -> {dst} ({job['output']['width']}x{job['output']['height']})")
+    if len(sources) > 1 or any(i.is_dir() for i in args.inputs):
+        print(tally.report())
+    return tally.exit_status()
 
 
 def _fail(message: str) -> int:
-    print(f"srgan: error: {message}", file=sys.stderr)
-    return 2
+    from cli.exits import USAGE, fail
+
+    return fail(message, USAGE)
 
 
-class _progress_bar:
-    """A tqdm bar over tiles when on a terminal; a no-op callback otherwise."""
+class ProgressBar:
+    """A tqdm bar over tiles when ``show`` (on a terminal); entering gives its callback, or None."""
 
     def __init__(self, name: str, show: bool) -> None:
-        self.name, self.show, self.bar = name, show, None
+        self.name, self.show = name, show
+        self.bar: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> Progress | None:
         if not self.show:
             return None
         from tqdm import tqdm
 
-        self.bar = tqdm(desc=self.name, unit="tile", leave=False)
+        bar = self.bar = tqdm(desc=self.name, unit="tile", leave=False)
 
         def update(done: int, total: int) -> None:
-            self.bar.total = total
-            self.bar.n = done
-            self.bar.refresh()
+            bar.total = total
+            bar.n = done
+            bar.refresh()
 
         return update
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import uuid
+
+from cli.exits import USAGE, fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from core.settings import get_settings
 
     if not get_settings().redis_url:
-        print("srgan: error: SRGAN_REDIS_URL is not set; a worker needs the service's Redis "
-              "(`srgan serve` starts one of its own with a worker beside it)", file=sys.stderr)
-        return 2
+        return fail("SRGAN_REDIS_URL is not set; a worker needs the service's Redis "
+                    "(`srgan serve` starts one of its own with a worker beside it)", USAGE)
     from celery.bin.celery import celery as celery_command
 
     argv = celery_argv(concurrency=args.concurrency, loglevel=args.loglevel, name=args.name, webhooks=args.webhooks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 
@@ -70,7 +71,7 @@ class BatchStore:
         return Batch(batch_id, now, owner, job_ids)
 
     def get(self, batch_id: str) -> Batch | None:
-        raw = self.redis.hgetall(batch_key(batch_id))
+        raw = cast("dict[str, str]", self.redis.hgetall(batch_key(batch_id)))  # a decode_responses client
         if not raw:
             return None
         return Batch(batch_id, float(raw.get("created_at") or 0), raw.get("owner") or None,

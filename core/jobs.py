@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 
@@ -210,7 +210,7 @@ local function emit(job, channel, kind)
   if ttl > 0 then redis.call('PEXPIRE', log, ttl) end
   redis.call('PUBLISH', channel, payload)
 end
-""" % EVENT_LOG_MAX
+""" % EVENT_LOG_MAX  # noqa: UP031 - the Lua tables' braces rule out str.format and f-strings
 
 # ARGV[7] = the deadline_exceeded error JSON: a job whose deadline passed ends aborted (never started)
 # or canceled (a redelivery of a job that was running).
@@ -356,7 +356,11 @@ return 1
 
 
 class JobStore:
-    """Job records and the service's counters in one Redis database."""
+    """Job records and the service's counters in one Redis database.
+
+    The client answers ``str`` (:func:`connect`: ``decode_responses=True``); redis-py types every reply
+    as ``bytes | str``, so the replies read here are cast to ``str``.
+    """
 
     def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
         self.redis = client
@@ -419,7 +423,7 @@ class JobStore:
     def jobs_of(self, owner: str, *, offset: int = 0, limit: int = 20) -> list[Job]:
         """``owner``'s jobs, newest first (expired ones are skipped and dropped from the index)."""
         index = owner_jobs_key(owner)
-        ids = self.redis.zrevrange(index, offset, offset + limit - 1)
+        ids = cast("list[str]", self.redis.zrevrange(index, offset, offset + limit - 1))
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(job_key(job_id))
@@ -442,7 +446,8 @@ class JobStore:
         }
         record.update(self._extra_fields(extra))
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(job_key(job_id), mapping=record)
+            # redis-py's Mapping[EncodableT, EncodableT] is invariant in its key: it refuses a dict[str, str]
+            pipe.hset(job_key(job_id), mapping=record)  # type: ignore[arg-type]
             pipe.expire(job_key(job_id), self.ttl_s)
             self._first_event(pipe, job_id, {"seq": 1, "type": "status", "status": "failed", "progress": 0,
                                              "at": now, "error": error})
@@ -478,14 +483,14 @@ class JobStore:
         error = json.dumps({"code": "deadline_exceeded",
                             "message": "the job's deadline passed before a worker started it; it did not run"})
         aborted = []
-        for job_id in self.redis.zrangebyscore(DEADLINES, "-inf", now):
+        for job_id in cast("list[str]", self.redis.zrangebyscore(DEADLINES, "-inf", now)):
             if self._abort_overdue(keys=[*self._keys(job_id), DEADLINES],
                                    args=[job_id, repr(now), error, events_channel(job_id)]):
                 aborted.append(job_id)
         return aborted
 
     def get(self, job_id: str) -> Job | None:
-        raw = self.redis.hgetall(job_key(job_id))
+        raw = cast("dict[str, str]", self.redis.hgetall(job_key(job_id)))
         return Job.from_hash(job_id, raw) if raw else None
 
     def cancel(self, job_id: str) -> str:
@@ -544,8 +549,9 @@ class JobStore:
 
     def should_stop(self, job_id: str) -> bool:
         """True when the running job was canceled, is past its deadline, has expired, or is no longer ``running``."""
-        status, cancel, deadline = self.redis.hmget(job_key(job_id), "status", "cancel", "deadline_at")
-        return status != "running" or cancel == "1" or (bool(deadline) and time.time() >= float(deadline))
+        status, cancel, deadline = cast("list[str | None]",
+                                        self.redis.hmget(job_key(job_id), "status", "cancel", "deadline_at"))
+        return status != "running" or cancel == "1" or bool(deadline and time.time() >= float(deadline))
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(job_key(job_id), "cancel") == "1"
@@ -614,7 +620,7 @@ class JobStore:
             "and is presumed dead; the job was failed and is not retried",
         })
         reaped = []
-        for job_id in sorted(self.redis.smembers(RUNNING_SET)):
+        for job_id in sorted(cast("set[str]", self.redis.smembers(RUNNING_SET))):
             now = time.time()
             reaped_as = self._reap(keys=[*self._keys(job_id), WORKERS],
                                    args=[job_id, repr(now), repr(float(max_silence_s)), error, events_channel(job_id)])
@@ -634,14 +640,14 @@ class JobStore:
         """Drop ids of expired records from the queued/running sets; how many were dropped."""
         dropped = 0
         for set_key in (QUEUED_SET, RUNNING_SET):
-            members = list(self.redis.smembers(set_key))
+            members = list(cast("set[str]", self.redis.smembers(set_key)))
             gone = [job_id for job_id, found in self.existing(members).items() if not found]
             if gone:
                 dropped += int(self.redis.srem(set_key, *gone))
         return dropped
 
     def stats(self) -> dict[str, str]:
-        return self.redis.hgetall(STATS)
+        return cast("dict[str, str]", self.redis.hgetall(STATS))
 
     def state_counts(self) -> dict[str, int]:
         with self.redis.pipeline(transaction=False) as pipe:

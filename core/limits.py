@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import redis
+from redis.commands.core import Script
 
 PREFIX = "srgan:"
 
@@ -191,7 +192,7 @@ class Limiter:
                             math.ceil(int(reset_ms) / 1000))
 
 
-def admit_script(client: redis.Redis):  # noqa: ANN201 - a redis Script
+def admit_script(client: redis.Redis) -> Script:
     return client.register_script(_ADMIT)
 
 

@@ -94,7 +94,7 @@ def check_url(url: str, allow: Allow) -> Target:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise AddressRefused(f"the host {host!r} does not resolve: {exc}") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
     if not addresses:
         raise AddressRefused(f"the host {host!r} does not resolve")
     for address in addresses:

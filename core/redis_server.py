@@ -198,6 +198,7 @@ class RedisServer:
         return self.start(timeout_s)  # self.port is kept: the same address, which clients already have
 
     def _wait_ready(self, timeout_s: float) -> bool:
+        assert self.port is not None, "start() picks the port before it waits"
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 
 ANONYMOUS = "anonymous"
 """The caller's name when authentication is off (``api_keys`` empty)."""
@@ -43,20 +44,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def user_data_dir() -> Path:
+    """The per-user data folder, the default ``data_dir``: the same registry from any working directory.
+
+    ``$XDG_DATA_HOME/srgan`` (default ``~/.local/share/srgan``) on Linux,
+    ``~/Library/Application Support/srgan`` on macOS, ``%LOCALAPPDATA%\\srgan`` on Windows.
+    """
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "srgan"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "srgan"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "srgan"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SRGAN_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
 
     # --- files -----------------------------------------------------------
-    data_dir: Path = Field(Path(".srgan"), description="jobs' files, the embedded Redis, the registry")
+    data_dir: Path = Field(default_factory=user_data_dir,
+                           description="jobs' files, the embedded Redis, the registry; default the per-user data "
+                                       "folder (~/.local/share/srgan)")
     models_dir: Path | None = Field(None, description="model registry; default <data_dir>/models")
 
     # --- model and engine --------------------------------------------------
     model: str = Field("srresnet_x4", description="default model: a registry name, name:version, or a .onnx path")
     backend: Literal["auto", "onnxruntime", "openvino"] = "auto"
     providers: list[str] | None = Field(
-        None, description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
+        None,
+        description="ONNX Runtime providers in order, e.g. [\"CUDAExecutionProvider\"]; default: the best available"
     )
     threads: int = Field(0, ge=0, description="inference threads; 0 = one per physical core")
     precision: Literal["auto", "f32", "bf16", "f16"] = Field(
@@ -256,7 +273,8 @@ class Settings(BaseSettings):
             )
         if self.resolved_worker_lost_s <= 2 * self.heartbeat_s:
             raise ValueError(
-                f"worker_lost_s ({self.resolved_worker_lost_s}) must exceed two heartbeats (heartbeat_s={self.heartbeat_s})"
+                f"worker_lost_s ({self.resolved_worker_lost_s}) must exceed two heartbeats "
+                f"(heartbeat_s={self.heartbeat_s})"
             )
         url = self.storage_url.strip()
         if "://" in url and not url.startswith(("s3://", "file:///")):

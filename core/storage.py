@@ -426,7 +426,7 @@ class S3Storage(_Spool):
 
         def open_body() -> BinaryIO:
             with self._errors("read the result"):
-                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]  # type: ignore[no-any-return]
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
 
         return StoredResult(size=int(head["ContentLength"]), open=open_body)
 

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import time
+from typing import cast
 
 import redis
 
@@ -63,7 +64,7 @@ def fastest(client: redis.Redis, model: str, *, max_age_s: float) -> float | Non
     now = time.time()
     best: float | None = None
     stale: list[str] = []
-    for field, raw in client.hgetall(KEY).items():
+    for field, raw in cast("dict[str, str]", client.hgetall(KEY)).items():  # a decode_responses client
         try:
             entry = json.loads(raw)
             px_s, at = float(entry["px_s"]), float(entry["at"])

@@ -2,7 +2,8 @@
 
 The worker's engine cache and ``srgan upscale`` both call :func:`build_upscaler`,
 so a job and a local run of the same model and ``detail`` run the same network
-with the same tiling. ONNX Runtime/OpenVINO are imported only when it runs.
+with the same tiling; the benchmarks open a file with :func:`open_engine`. All
+of them take their engine options from :func:`engine_options`. ONNX Runtime/OpenVINO are imported only when it runs.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.catalog import ModelInfo, require_detail_base, resolve_spec
+from core.catalog import ModelCatalog, ModelRef, require_detail_base
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    import onnx
+
+    from model.backends import Backend
     from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
@@ -28,8 +32,8 @@ log = logging.getLogger(__name__)
 class Blend:
     """What a ``detail`` request runs: ``target`` (a GAN model) mixed with ``base`` (its PSNR model)."""
 
-    target: ModelInfo
-    base: ModelInfo | None = None
+    target: ModelRef
+    base: ModelRef | None = None
     detail: float | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -40,21 +44,18 @@ class Blend:
                 "detail_target": self.target.ref}
 
 
-def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *, seed: bool = True,
-                  resolve: Callable[[str | None], ModelInfo] | None = None) -> Blend:
+def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *,
+                  resolve: Callable[[str | None], ModelRef] | None = None) -> Blend:
     """The model ``spec`` names and, when ``detail`` is given, its detail base.
 
-    ``resolve`` maps a spec to a version (default: :func:`core.catalog.resolve_spec`;
+    ``resolve`` maps a spec to a version (default: a :class:`core.catalog.ModelCatalog`'s;
     the worker passes its cached resolver). Raises ``InvalidParameter`` for a
     bad ``detail`` or a model without detail control, ``ModelError`` when the
     base is missing.
     """
     from model.interpolate import round_detail
 
-    def default_resolve(s: str | None) -> ModelInfo:
-        return resolve_spec(settings, s, seed=seed)
-
-    resolve = resolve or default_resolve
+    resolve = resolve or ModelCatalog(settings).resolve
     target = resolve(spec)
     if detail is None:
         return Blend(target)
@@ -62,14 +63,11 @@ def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *,
     return Blend(target, resolve(require_detail_base(target)), detail)
 
 
-def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | str | None = None,
-                   overlap: int | None = None, precision: str | None = None) -> Upscaler:
-    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
-    override them)."""
-    from model.backends import open_backend
-    from model.engine import Upscaler
-
-    kwargs: dict[str, Any] = {
+def engine_options(settings: Settings, *, backend: str | None = None, tile: int | str | None = None,
+                   overlap: int | None = None, precision: str | None = None) -> dict[str, Any]:
+    """``Upscaler.from_file``'s engine arguments from the settings (``backend``/``tile``/``overlap``/``precision``
+    override them): the one place settings become engine options."""
+    return {
         "backend": backend or settings.backend,
         "providers": settings.providers,
         "threads": settings.threads,
@@ -79,6 +77,25 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
         "precision": precision or settings.precision,
         "memory_budget": int(settings.memory_budget) if settings.memory_budget else None,
     }
+
+
+def open_engine(settings: Settings, path: Path, *, backend: str | None = None, tile: int | str | None = None,
+                overlap: int | None = None, precision: str | None = None) -> Upscaler:
+    """An engine for one ONNX file with the settings' engine options (what the benchmarks time)."""
+    from model.engine import Upscaler
+
+    return Upscaler.from_file(path, **engine_options(settings, backend=backend, tile=tile, overlap=overlap,
+                                                     precision=precision))
+
+
+def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | str | None = None,
+                   overlap: int | None = None, precision: str | None = None) -> Upscaler:
+    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
+    override them)."""
+    from model.backends import open_backend
+    from model.engine import Upscaler
+
+    kwargs = engine_options(settings, backend=backend, tile=tile, overlap=overlap, precision=precision)
     info = blend.target
     if blend.detail is None or blend.detail == 1.0 or blend.base is None:
         engine = Upscaler.from_file(info.path, **kwargs)
@@ -88,7 +105,7 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
         proto = interpolate_models(blend.base.path, info.path, blend.detail)
         name = f"{info.name}-detail-{blend.detail:.2f}.onnx"
 
-        def reload(at: str):
+        def reload(at: str) -> Backend:
             """The blend again at precision ``at`` (a float32 re-run of a bad tile), from the proto kept here."""
             with _as_file(proto, name) as path:
                 return open_backend(path, backend=kwargs["backend"], providers=kwargs["providers"],
@@ -104,8 +121,15 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
     return engine
 
 
+def provenance(upscaler: Upscaler, blend: Blend) -> dict[str, Any]:
+    """What a result's metadata says made it: the model (``name:version``) and the detail blend."""
+    contract = upscaler.contract
+    return {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
+            **blend.describe()}
+
+
 @contextmanager
-def _as_file(proto, name: str) -> Iterator[Path]:
+def _as_file(proto: onnx.ModelProto, name: str) -> Iterator[Path]:
     """``proto`` saved as ``name`` in a temporary folder, for a backend to load; removed afterwards."""
     import onnx
 

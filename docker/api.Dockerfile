@@ -12,6 +12,7 @@ COPY requirements/api.lock requirements/
 RUN pip install --require-hashes -r requirements/api.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY bench ./bench
 COPY cli ./cli
 COPY core ./core
 COPY model ./model

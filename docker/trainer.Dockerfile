@@ -12,6 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY bench ./bench
 COPY cli ./cli
 COPY core ./core
 COPY model ./model

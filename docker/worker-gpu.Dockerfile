@@ -20,6 +20,7 @@ COPY requirements/worker-gpu.lock requirements/
 RUN pip install --require-hashes -r requirements/worker-gpu.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY bench ./bench
 COPY cli ./cli
 COPY core ./core
 COPY model ./model

@@ -244,7 +244,7 @@ class OpenVinoBackend:
         core = ov.Core()
         try:
             model = core.read_model(str(path))
-            config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+            config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             self._compiled = core.compile_model(model, device, config)

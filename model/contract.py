@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import onnx
 
 METADATA_KEY = "srgan_contract"
 """Key of the ONNX ``metadata_props`` entry holding the contract as JSON."""
@@ -78,8 +82,43 @@ class ModelContract:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in body.items() if k in known})
 
+    @classmethod
+    def of_proto(cls, proto: onnx.ModelProto) -> ModelContract | None:
+        """The contract stored in a loaded ONNX model's ``metadata_props``, or None."""
+        return cls.from_metadata({p.key: p.value for p in proto.metadata_props})
+
+    @classmethod
+    def read(cls, path: str | Path) -> ModelContract | None:
+        """The contract stored in the ONNX file ``path`` (None: a foreign file without one).
+
+        Raises:
+            ModelError: the file cannot be read as ONNX.
+        """
+        return cls.of_proto(load_proto(path))
+
+    def store_in(self, proto: onnx.ModelProto) -> None:
+        """Store this contract in ``proto``'s ``metadata_props``, replacing any earlier one."""
+        entries = self.to_metadata()
+        keep = [p for p in proto.metadata_props if p.key not in entries]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(keep)
+        for key, value in entries.items():
+            proto.metadata_props.add(key=key, value=value)
+
     def with_identity(self, name: str, version: str, metrics: dict[str, float] | None = None) -> ModelContract:
         return replace(self, name=name, version=version, metrics=dict(metrics or self.metrics))
+
+
+def load_proto(path: str | Path) -> onnx.ModelProto:
+    """The ONNX graph in ``path`` without external weights; raises ModelError when it is not ONNX."""
+    import onnx
+
+    from model.errors import ModelError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
+        raise ModelError(f"cannot read model file {path}: {exc}") from exc
 
 
 def infer_layout(input_shape: list[object]) -> Layout:

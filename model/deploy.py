@@ -9,16 +9,16 @@ import the engine.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from model.contract import ModelContract
-from model.registry import DeployRefused, FileCheck, ModelVersion, Registry, find_card, read_card, sha256_of
-
-PROBE_HW = (20, 28)
-"""Height and width of the random image run through a model before it is published."""
+from model.probe import PROBE_HW, judge_probe, probe_image
+from model.registry import DeployRefused, FileCheck, ModelVersion, Registry, check_file, find_card, read_card
 
 
 def deploy_model(
@@ -48,48 +48,22 @@ def deploy_model(
 def check_model_file(path: Path, *, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
     """Check ``path`` before it is published; raises :class:`DeployRefused` saying what is wrong.
 
-    The sha256 must equal the card's (when the card has one); the file must be
-    a valid ONNX graph; its declared scale (contract, card, ``scale``: those
-    given must agree) must be what the engine's output of a small random
-    image shows.
+    :func:`model.registry.check_file` (sha256, a valid graph, the declared
+    scales agree), then a probe run through the engine: the output must be
+    the declared scale and look like the image (:func:`_run_probe`).
     """
-    import onnx
-
-    path = Path(path)
-    card = card or {}
-    if not path.is_file():
-        raise DeployRefused(f"model file not found: {path}")
-    digest = sha256_of(path)
-    if card.get("sha256") and str(card["sha256"]).lower() != digest:
-        raise DeployRefused(f"{path}: sha256 {digest} differs from the card's {card['sha256']}; "
-                            "the file is not the one the card describes (damaged or replaced)")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(proto)
-    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
-        raise DeployRefused(f"{path} is not a valid ONNX model: {exc}") from exc
-    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
-    declared = {"the file's contract": contract.scale if contract else None,
-                "the card": card.get("scale"), "--scale": scale}
-    given = {k: int(v) for k, v in declared.items() if v is not None}
-    if not given:
-        raise DeployRefused(f"{path} declares no scale (no srgan contract, no card); pass --scale")
-    if len(set(given.values())) > 1:
-        raise DeployRefused(f"{path}: the declared scales disagree: "
-                            + ", ".join(f"{k} says x{v}" for k, v in given.items()))
-    expected = next(iter(given.values()))
-    probe = _run_probe(path, expected, contract)
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return FileCheck(sha256=digest, scale=expected, opset=opset, contract=contract, probe=probe)
+    checked = check_file(path, card, scale)
+    probe = _run_probe(Path(path), checked.scale, checked.contract)
+    return replace(checked, probe=probe)
 
 
 def _run_probe(path: Path, scale: int, contract: ModelContract | None) -> str:
-    """Run a small random image through the engine; returns ``"WxH -> WxH"`` or raises DeployRefused."""
+    """Run :func:`probe_image` through the engine; returns ``"WxH -> WxH"`` or raises DeployRefused."""
     from model.engine import Upscaler
     from model.errors import SRGANError
 
     h, w = PROBE_HW
-    lr = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    lr = probe_image(h, w)
     try:
         up = Upscaler.from_file(path, backend="onnxruntime", providers=["CPUExecutionProvider"], threads=1,
                                 tile=0, scale=None if contract else scale)
@@ -107,6 +81,11 @@ def _run_probe(path: Path, scale: int, contract: ModelContract | None) -> str:
         raise DeployRefused(f"{path} fails on a {w}x{h} test image: {exc}") from exc
     if out.shape[:2] != (h * scale, w * scale):
         raise DeployRefused(f"{path} declares x{scale}, but a {w}x{h} image came out {out.shape[1]}x{out.shape[0]}")
+    wrong = judge_probe(out, lr, scale)
+    if wrong:
+        ct = up.contract
+        raise DeployRefused(f"{path} (read as {ct.layout}, values {ct.value_range[0]:g}..{ct.value_range[1]:g}) "
+                            f"fails the probe: {wrong}")
     return f"{w}x{h} -> {out.shape[1]}x{out.shape[0]}"
 
 
@@ -119,6 +98,40 @@ def _raw_output_size(up: Any, lr_hwc_u8: np.ndarray) -> tuple[int, int] | None:
         out = up.backend.run(batch)
     except Exception:  # noqa: BLE001 - the caller reports the original failure
         return None
-    return tuple(out.shape[1:3]) if up.contract.layout == "NHWC" else tuple(out.shape[2:4])  # type: ignore[return-value]
+    return tuple(out.shape[1:3]) if up.contract.layout == "NHWC" else tuple(out.shape[2:4])
 
 
+BENCH_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def measure_file(model_file: str | Path, folder: str | Path) -> dict[str, float]:
+    """PSNR-Y and SSIM-Y of an ONNX model on the HR images under ``folder`` (the protocol, whole image, float32),
+    keyed ``<tag>_psnr_y``/``<tag>_ssim_y`` (:func:`metric_tag`). ``srgan deploy --eval-data`` compares versions
+    with it; ``srgan eval`` gives the full report."""
+    from model.engine import Upscaler
+    from model.quality import bicubic_downscale, crop_to_multiple, metric_tag, psnr_y, ssim_y
+
+    folder = Path(folder)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in BENCH_SUFFIXES and p.is_file())
+    if not paths:
+        raise FileNotFoundError(f"no images under {folder}")
+    up = Upscaler.from_file(model_file, backend="onnxruntime", providers=["CPUExecutionProvider"], tile=0)
+    psnrs, ssims = [], []
+    for path in paths:
+        with Image.open(path) as img:
+            hr = crop_to_multiple(np.asarray(img.convert("RGB"), dtype=np.uint8), up.scale)
+        sr = up.upscale(bicubic_downscale(hr, up.scale))
+        psnrs.append(psnr_y(sr, hr, crop=up.scale))
+        ssims.append(ssim_y(sr, hr, crop=up.scale))
+    tag = metric_tag(folder)
+    return {f"{tag}_psnr_y": float(np.mean(psnrs)), f"{tag}_ssim_y": float(np.mean(ssims))}
+
+
+class EngineInspector:
+    """The :class:`core.catalog.FileInspector` that runs files through the engine (``srgan deploy``, ``export``)."""
+
+    def check(self, path: Path, *, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
+        return check_model_file(path, card=card, scale=scale)
+
+    def measure(self, path: Path, folder: Path) -> dict[str, float]:
+        return measure_file(path, folder)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from model.backends import Backend, default_memory_budget, native_precision, open_backend
-from model.contract import ModelContract, infer_layout
+from model.contract import Layout, ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
 from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tile, iter_batches, validate_tiling
 
@@ -93,14 +94,17 @@ class Upscaler:
         overlap: int = 8,
         tile_batch: int = 1,
         scale: int | None = None,
-        layout: str | None = None,
+        layout: Layout | None = None,
+        value_range: tuple[float, float] | None = None,
         precision: str = "f32",
         reload: BackendFactory | None = None,
         memory_budget: int | None = None,
     ) -> Upscaler:
         """Load an ONNX generator; its contract comes from its metadata, else is inferred.
 
-        ``scale`` and ``layout`` override what the file says or what a probe finds.
+        ``scale``, ``layout`` and ``value_range`` override what the file says or what a probe finds.
+        A foreign file (no srgan contract) must pass :func:`model.probe.judge_probe`
+        as read; else ModelError names what looks wrong (e.g. a 0..1 model).
         ``precision``: ``f32``, ``bf16``, ``f16``, or ``auto`` (the fastest the device
         runs natively, kept only when it passes :func:`check_precision` on a probe
         image, else float32). ``reload`` loads the network again at a precision
@@ -126,21 +130,26 @@ class Upscaler:
         else:
             engine = reload(precision)
         contract = ModelContract.from_metadata(engine.metadata)
+        foreign = contract is None
         if contract is None:
             contract = ModelContract(
                 scale=scale or 1,
                 input_name=engine.input_name,
                 layout=layout or infer_layout(engine.input_shape),
+                value_range=value_range or (0.0, 255.0),
                 name=path.stem,
             )
             if scale is None:
                 contract = _with_probed_scale(engine, contract)
             log.info("%s has no srgan contract; inferred %s", path, contract)
-        elif scale is not None or layout is not None:
-            contract = ModelContract(**{**contract.__dict__, "scale": scale or contract.scale,
-                                        "layout": layout or contract.layout})
-        return cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch, reload=reload,
-                   precision_note=note, memory_budget=memory_budget)
+        elif scale is not None or layout is not None or value_range is not None:
+            contract = replace(contract, scale=scale or contract.scale, layout=layout or contract.layout,
+                               value_range=value_range or contract.value_range)
+        up = cls(engine, contract, tile=tile, overlap=overlap, tile_batch=tile_batch, reload=reload,
+                 precision_note=note, memory_budget=memory_budget)
+        if foreign:
+            _refuse_if_off(up, path)
+        return up
 
     @property
     def scale(self) -> int:
@@ -371,6 +380,22 @@ def _normalise_u8(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
     np.rint(acc, out=acc)
     np.clip(acc, 0, 255, out=acc)
     return acc.astype(np.uint8)
+
+
+def _refuse_if_off(up: Upscaler, path: Path) -> None:
+    """Run the probe image through a foreign file as read; ModelError names what looks wrong."""
+    from model.probe import judge_probe, probe_image
+
+    lr = probe_image()
+    try:
+        out = up._run_on(up.backend, [lr], check_finite=False)[0]
+    except InferenceError:
+        return  # the shapes do not fit: the first image run says so with its own message
+    wrong = judge_probe(out, lr, up.scale)
+    if wrong:
+        ct = up.contract
+        raise ModelError(f"{path} has no srgan contract and, read as {ct.layout} with values "
+                         f"{ct.value_range[0]:g}..{ct.value_range[1]:g}, fails the probe: {wrong}")
 
 
 def _with_probed_scale(backend: Backend, contract: ModelContract) -> ModelContract:

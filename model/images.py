@@ -9,7 +9,8 @@
 - ``check_intact`` decodes the whole file to prove it is not truncated or
   damaged (JPEG strictly, where libjpeg's warnings count as errors, at 1/8
   scale), in time and memory bounded by the pixel limit.
-- EXIF orientation is applied on read; the ICC profile and the EXIF block
+- EXIF orientation is applied on read (``probe_image`` already gives the
+  size as displayed, and the orientation); the ICC profile and the EXIF block
   (orientation reset to 1) are carried to the output. EXIF that cannot be
   read or written back is dropped with a warning in ``info[WARNINGS_KEY]``.
 - Modes: RGB stays RGB, L stays L; RGBA and LA keep their alpha, upscaled
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
@@ -43,11 +44,15 @@ SOURCE_FORMAT_KEY = "srgan_source_format"
 WARNINGS_KEY = "srgan_warnings"
 """``info`` key of a decoded image: what was dropped or changed on reading (a list of sentences)."""
 EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = 5
+"""EXIF orientations from 5 to 8 turn the image a quarter (its width and height swap)."""
 TIFF_SUBFILE_TYPE = 254
 """NewSubfileType; bit 0 marks a reduced-resolution page (a thumbnail), not a page of its own."""
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO: the multi-picture JPEG of phone cameras; its first picture is the photo
 
 if TYPE_CHECKING:  # the engine is not needed to decode or encode
+    from PIL import TiffImagePlugin
+
     from model.engine import Progress, Upscaler
 
 
@@ -61,6 +66,9 @@ class ImageInfo:
     mode: str
     transparency: bool = False
     """A ``tRNS``-style colour key or palette transparency (the mode itself has no alpha)."""
+    orientation: int = 1
+    """The EXIF orientation (1..8) that :func:`read_image` applies; ``width`` and ``height`` are after it
+    (as the image is displayed), so 5..8, a quarter turn, swap the stored size."""
 
     @property
     def pixels(self) -> int:
@@ -109,7 +117,8 @@ def _frame_count(img: Image.Image) -> int:
         pages = 0
         for index in range(int(getattr(img, "n_frames", 1))):
             img.seek(index)
-            if not int(img.tag_v2.get(TIFF_SUBFILE_TYPE, 0)) & 1:
+            tags = cast("TiffImagePlugin.TiffImageFile", img).tag_v2  # img.format == "TIFF"
+            if not int(tags.get(TIFF_SUBFILE_TYPE, 0)) & 1:
                 pages += 1
                 if pages > 1:
                     break
@@ -119,10 +128,24 @@ def _frame_count(img: Image.Image) -> int:
         raise InvalidImage(f"cannot read the image's frames: {exc}") from exc
 
 
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation from the header, 1 when there is none or it cannot be read (as ``_apply_exif``)."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1  # Pillow would decode the pixels to look for an eXIf chunk after them
+    try:
+        value = int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - malformed EXIF breaks Pillow's parser in many ways
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
 def probe_image(data: bytes | Path, *, max_pixels: int) -> ImageInfo:
     """Sniff the format and size from the header; refuse too many pixels, and animations, before decoding."""
     with _open(data) as img:
-        info = ImageInfo(img.format or "", img.width, img.height, img.mode, _has_transparency(img))
+        orientation = _orientation(img)
+        turned = orientation >= QUARTER_TURNS and img.format != "TIFF"  # Pillow gives a TIFF's turned size
+        width, height = (img.height, img.width) if turned else (img.width, img.height)
+        info = ImageInfo(img.format or "", width, height, img.mode, _has_transparency(img), orientation)
         if info.width <= 0 or info.height <= 0:
             raise InvalidImage(f"image has no pixels ({info.width}x{info.height})")
         if info.pixels > max_pixels:
@@ -224,9 +247,10 @@ def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
 
     srgb = ImageCms.createProfile("sRGB")
     try:
-        out = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")
+        managed = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")
     except (ImageCms.PyCMSError, OSError):
-        out = img.convert("RGB")
+        managed = None
+    out = managed if managed is not None else img.convert("RGB")  # (None only comes from inPlace=True)
     out.info.update({k: v for k, v in img.info.items() if k == "exif"})
     out.info["icc_profile"] = ImageCms.ImageCmsProfile(srgb).tobytes()
     return out
@@ -281,7 +305,7 @@ def upscale_image(
         return lambda done, total: progress(offset * total + done, passes * total)
 
     colour = np.asarray(img.convert("RGB"))
-    run = dict(tile=tile, overlap=overlap, should_stop=should_stop)
+    run: dict[str, Any] = dict(tile=tile, overlap=overlap, should_stop=should_stop)
     hr = Image.fromarray(upscaler.upscale(colour, progress=report(0), **run), "RGB")
     if colour_mode == "L":
         hr = hr.convert("L")
@@ -314,6 +338,12 @@ def resample(img: Image.Image, width: int, height: int) -> Image.Image:
     return out
 
 
+def check_encodable(mode: str, fmt: str) -> None:
+    """Refuse to flatten an image with alpha (``mode``) into JPEG (``fmt``, a format key)."""
+    if fmt == "jpeg" and mode in ("RGBA", "LA"):
+        raise InvalidParameter("JPEG cannot hold the alpha channel of this image; ask for png or webp")
+
+
 def output_format(img: Image.Image, requested: str | None) -> str:
     """The output format key (png, jpeg, webp): the request, else the input's family."""
     if requested:
@@ -321,8 +351,13 @@ def output_format(img: Image.Image, requested: str | None) -> str:
         if key not in OUTPUT_FORMATS:
             raise InvalidParameter(f"unknown output format {requested!r}; use png, jpeg or webp")
         return key
-    source = str(img.info.get(SOURCE_FORMAT_KEY) or "PNG").upper()
-    if source in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+    return default_output_format(str(img.info.get(SOURCE_FORMAT_KEY) or "PNG"), img.mode in ("RGBA", "LA"))
+
+
+def default_output_format(source_format: str, has_alpha: bool) -> str:
+    """The output format of an input in ``source_format`` when none is asked: its family (png for the rest)."""
+    source = source_format.upper()
+    if source in JPEG_FORMATS and not has_alpha:
         return "jpeg"
     if source == "WEBP":
         return "webp"
@@ -349,8 +384,7 @@ def encode_image(
     if not 1 <= quality <= 100:
         raise InvalidParameter(f"quality must be between 1 and 100, got {quality}")
     pil_format, media_type = OUTPUT_FORMATS[key]
-    if key == "jpeg" and img.mode in ("RGBA", "LA"):
-        raise InvalidParameter("JPEG cannot hold the alpha channel of this image; ask for png or webp")
+    check_encodable(img.mode, key)
     options: dict[str, object] = {}
     for meta in ("icc_profile", "exif"):
         if img.info.get(meta):
@@ -395,16 +429,6 @@ def encode_image(
         img.info.setdefault(WARNINGS_KEY, []).append(
             f"the EXIF metadata could not be written to {key.upper()} and was dropped: {exc}")
     return buf.getvalue(), media_type
-
-
-def save_image(
-    img: Image.Image, path: Path, fmt: str | None = None, quality: int = 95, provenance: dict[str, object] | None = None
-) -> None:
-    """Encode and write atomically (temporary file, then rename)."""
-    data, _ = encode_image(img, fmt, quality, provenance)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def extension_for(fmt: str) -> str:

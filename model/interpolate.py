@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from model.contract import METADATA_KEY, ModelContract
+from model.contract import METADATA_KEY, ModelContract, load_proto
 from model.errors import InvalidParameter, ModelError
 
 __all__ = ["DETAIL_STEP", "PairMismatch", "check_pair", "interpolate_models", "round_detail"]
@@ -45,17 +45,6 @@ def round_detail(value: float) -> float:
         raise InvalidParameter(f"detail must be between 0 and 1, got {value}")
     steps = round(value / DETAIL_STEP)
     return round(steps * DETAIL_STEP, 2)
-
-
-def _load(path: Path) -> onnx.ModelProto:
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
-        raise ModelError(f"cannot read model file {path}: {exc}") from exc
-
-
-def _contract(proto: onnx.ModelProto) -> ModelContract | None:
-    return ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
 
 
 def _structure(proto: onnx.ModelProto) -> dict[tuple[str, int], onnx.TensorProto]:
@@ -92,9 +81,11 @@ def _structure(proto: onnx.ModelProto) -> dict[tuple[str, int], onnx.TensorProto
     return keyed
 
 
-def _pair(base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target_name: str):
+def _pair(
+    base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target_name: str,
+) -> list[tuple[onnx.TensorProto, onnx.TensorProto]]:
     """The paired initialisers of two compatible models; :class:`PairMismatch` naming the first difference."""
-    cb, ct = _contract(base), _contract(target)
+    cb, ct = ModelContract.of_proto(base), ModelContract.of_proto(target)
     if cb is not None and ct is not None:
         for attr in ("scale", "layout", "value_range", "channels"):
             if getattr(cb, attr) != getattr(ct, attr):
@@ -114,7 +105,7 @@ def _pair(base: onnx.ModelProto, target: onnx.ModelProto, base_name: str, target
 
 def check_pair(base: Path, target: Path) -> None:
     """Raise :class:`PairMismatch` unless ``target`` can be interpolated with ``base``."""
-    _pair(_load(Path(base)), _load(Path(target)), Path(base).name, Path(target).name)
+    _pair(load_proto(Path(base)), load_proto(Path(target)), Path(base).name, Path(target).name)
 
 
 def interpolate_models(base: Path, target: Path, detail: float) -> onnx.ModelProto:
@@ -123,7 +114,7 @@ def interpolate_models(base: Path, target: Path, detail: float) -> onnx.ModelPro
     The result keeps ``target``'s contract and records ``detail`` and both
     models' identities in its metadata.
     """
-    base_p, target_p = _load(Path(base)), _load(Path(target))
+    base_p, target_p = load_proto(Path(base)), load_proto(Path(target))
     pairs = _pair(base_p, target_p, Path(base).name, Path(target).name)
     a = float(detail)
     for tb, tt in pairs:
@@ -132,8 +123,9 @@ def interpolate_models(base: Path, target: Path, detail: float) -> onnx.ModelPro
             mixed = ((1.0 - a) * wb.astype(np.float64) + a * wt.astype(np.float64)).astype(wt.dtype)
             tt.CopyFrom(numpy_helper.from_array(mixed, tt.name))
         elif numpy_helper.to_array(tb).tolist() != numpy_helper.to_array(tt).tolist():
-            raise PairMismatch(f"non-float constant {tt.name} differs between {Path(target).name} and {Path(base).name}")
-    cb, ct = _contract(base_p), _contract(target_p)
+            raise PairMismatch(
+                f"non-float constant {tt.name} differs between {Path(target).name} and {Path(base).name}")
+    cb, ct = ModelContract.of_proto(base_p), ModelContract.of_proto(target_p)
     blend = {
         "detail": a,
         "detail_base": {"name": cb.name if cb else "", "version": cb.version if cb else ""},

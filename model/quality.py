@@ -2,8 +2,8 @@
 
 Training makes its low-resolution inputs with :func:`bicubic_downscale` and
 evaluation measures with :func:`psnr_y` and :func:`ssim_y`, so a number
-measured anywhere in the project means the same thing (see DESIGN.md,
-"Quality protocol"). numpy and Pillow only.
+measured anywhere in the project means the same thing (docs/training.md,
+"Evaluation", describes the protocol for users). numpy and Pillow only.
 
 - LR = Pillow bicubic downscale of the HR image cropped to a multiple of the
   scale (:func:`crop_to_multiple`).
@@ -16,6 +16,8 @@ measured anywhere in the project means the same thing (see DESIGN.md,
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -24,6 +26,7 @@ __all__ = [
     "bicubic_downscale",
     "bicubic_upscale",
     "crop_to_multiple",
+    "metric_tag",
     "psnr_y",
     "rgb_to_y",
     "ssim_y",
@@ -120,3 +123,8 @@ def ssim_y(a_hwc: np.ndarray, b_hwc: np.ndarray, crop: int = 0) -> float:
     cov = _filter_valid(ya * yb, g) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(ssim_map.mean())
+
+
+def metric_tag(folder: str | Path) -> str:
+    """The prefix of the metrics measured on ``folder`` (``Set5`` gives ``set5_psnr_y``, ``set5_ssim_y``)."""
+    return re.sub(r"[^a-z0-9]+", "_", Path(folder).name.lower()).strip("_") or "eval"

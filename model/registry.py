@@ -22,6 +22,7 @@ the API can read the registry.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -37,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from model.contract import ModelContract
+from model.contract import ModelContract, load_proto
 from model.errors import ModelError
 from model.locate import WEIGHTS_DIR
 
@@ -99,7 +100,7 @@ class ModelVersion:
 
 @dataclass(frozen=True)
 class FileCheck:
-    """What a file's check found out (``model.deploy.check_model_file`` or :func:`light_check`)."""
+    """What a file's check found out (``model.deploy.check_model_file`` or :func:`check_file`)."""
 
     sha256: str
     scale: int
@@ -117,9 +118,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def card_path_for(model_file: Path) -> Path:
+    """Where the card of ``model_file`` is written beside it: ``<stem>.card.json`` (:func:`find_card` looks first)."""
+    return model_file.with_name(f"{model_file.stem}.card.json")
+
+
 def find_card(model_file: Path) -> Path | None:
     """The card beside ``model_file``: ``<stem>.card.json``, ``<stem>.json``, or a ``card.json`` naming it."""
-    for candidate in (model_file.with_name(f"{model_file.stem}.card.json"), model_file.with_suffix(".json")):
+    for candidate in (card_path_for(model_file), model_file.with_suffix(".json")):
         if candidate.is_file():
             return candidate
     shared = model_file.with_name(CARD_FILE)
@@ -224,6 +230,23 @@ class Registry:
             found.append(ModelVersion(name, folder.name, folder / MODEL_FILE, card, folder.name == active))
         return sorted(found, key=lambda v: (v.seq, v.published_at or "", v.version))
 
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """Changes whenever a version is published or a pointer moves (stat only, no file is read).
+
+        A version appears by a rename into ``<name>/`` and a pointer is
+        replaced by a rename, so each changes its folder's entry list; the
+        pointers' own stats are kept too.
+        """
+        stats: list[tuple[str, int, int]] = []
+        for folder in [self.root, *(self.root / n for n in self.names())]:
+            for path in (folder, folder / POINTER_FILE):
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                stats.append((str(path), st.st_mtime_ns, st.st_ino))
+        return tuple(stats)
+
     def list(self) -> list[ModelVersion]:
         return [v for name in self.names() for v in self.versions(name)]
 
@@ -266,7 +289,7 @@ class Registry:
         """Copy ``file`` in as ``name:version`` with its card, and (by default) make it active.
 
         ``checked`` is what the file's check found (``model.deploy.check_model_file``,
-        or :func:`light_check` for the shipped files); the copy must have its
+        or :func:`check_file` for the shipped files); the copy must have its
         sha256. ``version`` defaults to the card's or the contract's version
         when that is free, else the next number. Raises :class:`DeployRefused`.
         """
@@ -393,7 +416,7 @@ class Registry:
             history.append(current)
         self._write_pointer(name, version, history)
 
-    def _write_pointer(self, name: str, version: str, history: list[str]) -> None:
+    def _write_pointer(self, name: str, version: str, history: builtins.list[str]) -> None:
         body = {"version": version, "previous": history[-HISTORY_LIMIT:], "changed_at": _now()}
         _write_atomic(self.root / name / POINTER_FILE, json.dumps(body, indent=2) + "\n")
         log.info("%s: active version is now %s", name, version)
@@ -406,7 +429,9 @@ class Registry:
         numbers = [int(v) for v in taken if v.isdigit()]
         return str(max(numbers, default=len(taken)) + 1)
 
-    def _card_for(self, name: str, version: str, card: dict[str, Any], result: FileCheck, source: str) -> dict[str, Any]:
+    def _card_for(
+        self, name: str, version: str, card: dict[str, Any], result: FileCheck, source: str,
+    ) -> dict[str, Any]:
         metrics = card.get("metrics") or (result.contract.metrics if result.contract else {}) or {}
         onnx_info = {**(card.get("onnx") or {}), "file": MODEL_FILE, "opset": result.opset}
         seq = max((v.seq for v in self.versions(name)), default=0) + 1
@@ -421,14 +446,15 @@ class Registry:
             "onnx": onnx_info,
             "sha256": result.sha256,
             "registry": {"published_at": _now(), "seq": seq, "source": source,
-                         "exported_as": {"name": card.get("name") or (result.contract.name if result.contract else None),
+                         "exported_as": {"name": card.get("name")
+                                         or (result.contract.name if result.contract else None),
                                          "version": card.get("version")
                                          or (result.contract.version if result.contract else None)},
                          "check": result.probe},
         }
 
     # --- the shipped default --------------------------------------------------------
-    def seed(self, weights_dir: Path = WEIGHTS_DIR) -> list[ModelVersion]:
+    def seed(self, weights_dir: Path = WEIGHTS_DIR) -> builtins.list[ModelVersion]:
         """Publish the models shipped in ``weights_dir`` that the registry lacks; returns those added.
 
         A shipped version is added once; it becomes active when its name has
@@ -446,7 +472,7 @@ class Registry:
             shipped.append((file, read_card(found) if found else {}))
         shipped.sort(key=lambda item: bool(item[1].get("detail_base")))  # a detail base before its GAN model
         for file, card in shipped:
-            checked = light_check(file, card)
+            checked = check_file(file, card)
             contract = checked.contract
             version = str(card.get("version") or (contract.version if contract else "") or "1")
             digest = card.get("sha256") or sha256_of(file)
@@ -472,21 +498,39 @@ class Registry:
         return str((active.card.get("registry") or {}).get("source", "")).startswith(SHIPPED)
 
 
-def light_check(file: Path, card: dict[str, Any], scale: int | None = None) -> FileCheck:
-    """The checks of a shipped file: sha256 against its card, a readable contract or card scale."""
+def check_file(path: Path, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
+    """The checks every published file passes, without running it: the one file check of the registry.
+
+    The sha256 must equal the card's (when the card has one); the file must be
+    a valid ONNX graph; the scales declared by its contract, the card and
+    ``scale`` (those given) must agree. ``model.deploy.check_model_file``
+    adds a probe run through the engine; the shipped files are seeded with
+    this check alone. Raises :class:`DeployRefused` saying what is wrong.
+    """
     import onnx
 
-    digest = sha256_of(file)
+    path = Path(path)
+    card = card or {}
+    if not path.is_file():
+        raise DeployRefused(f"model file not found: {path}")
+    digest = sha256_of(path)
     if card.get("sha256") and str(card["sha256"]).lower() != digest:
-        raise DeployRefused(f"{file}: sha256 {digest} differs from its card's {card['sha256']}")
+        raise DeployRefused(f"{path}: sha256 {digest} differs from the card's {card['sha256']}; "
+                            "the file differs from its card (damaged or replaced)")
     try:
-        proto = onnx.load(str(file), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001
-        raise DeployRefused(f"{file} is not a valid ONNX model: {exc}") from exc
-    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
-    declared = scale or card.get("scale") or (contract.scale if contract else None)
-    if declared is None:
-        raise DeployRefused(f"{file} declares no scale")
+        proto = load_proto(path)
+        onnx.checker.check_model(proto)
+    except (ModelError, onnx.checker.ValidationError) as exc:
+        raise DeployRefused(f"{path} is not a valid ONNX model: {exc}") from exc
+    contract = ModelContract.of_proto(proto)
+    declared = {"the file's contract": contract.scale if contract else None,
+                "the card": card.get("scale"), "--scale": scale}
+    given = {k: int(v) for k, v in declared.items() if v is not None}
+    if not given:
+        raise DeployRefused(f"{path} declares no scale (no srgan contract, no card); pass --scale")
+    if len(set(given.values())) > 1:
+        raise DeployRefused(f"{path}: the declared scales disagree: "
+                            + ", ".join(f"{k} says x{v}" for k, v in given.items()))
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return FileCheck(sha256=digest, scale=int(declared), opset=opset, contract=contract, probe="not run (shipped)")
-
+    return FileCheck(sha256=digest, scale=next(iter(given.values())), opset=opset, contract=contract,
+                     probe="not run (shipped)")

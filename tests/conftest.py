@@ -19,7 +19,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.utils.tiny_models import make_nearest_model
+from bench.tiny_models import make_nearest_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The per-user data folder (the default ``data_dir``) is the session's own, never the real one."""
+    previous = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("user-data"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = previous
 
 if TYPE_CHECKING:
     from tests.utils.object_store import ObjectStore

@@ -1,19 +1,11 @@
-"""``python -m training train|export|eval ...``: the training commands without the ``srgan`` entry point."""
+"""``python -m training ARGS``: the same as ``srgan ARGS`` (one parser, in ``cli/``), for a checkout without the
+``srgan`` entry point on the PATH: ``python -m training train pretrain ...``, ``python -m training export ...``."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from training.cli import register
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
+from cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ denormalisation from [-1, 1] are layers inside the graph.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -19,11 +20,11 @@ SCALES = (2, 4, 8)
 class DepthToSpace(layers.Layer):
     """Sub-pixel shuffle: (N, H, W, C * b * b) -> (N, H * b, W * b, C)."""
 
-    def __init__(self, block_size: int, **kwargs) -> None:
+    def __init__(self, block_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.block_size = block_size
 
-    def call(self, x):
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
         return keras.ops.depth_to_space(x, self.block_size, data_format="channels_last")
 
     def get_config(self) -> dict:
@@ -66,12 +67,12 @@ class BicubicUpscale(layers.Layer):
     remaining weights renormalised.
     """
 
-    def __init__(self, factor: int, **kwargs) -> None:
+    def __init__(self, factor: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.factor = factor
         self._kernel = bicubic_kernel(factor)
 
-    def call(self, x):
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
         ops = keras.ops
         kernel = ops.convert_to_tensor(self._kernel, dtype=x.dtype)
         weighted = ops.conv(x, kernel, padding="same")
@@ -85,11 +86,11 @@ class BicubicUpscale(layers.Layer):
 class Clip(layers.Layer):
     """Clamp values to [low, high]."""
 
-    def __init__(self, low: float, high: float, **kwargs) -> None:
+    def __init__(self, low: float, high: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.low, self.high = low, high
 
-    def call(self, x):
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
         return keras.ops.clip(x, self.low, self.high)
 
     def get_config(self) -> dict:
@@ -101,7 +102,9 @@ def _prelu(name: str) -> layers.Layer:
     return layers.PReLU(shared_axes=[1, 2], name=name)
 
 
-def _residual_block(x, filters: int, momentum: float, zero_init: bool, name: str):
+def _residual_block(
+    x: keras.KerasTensor, filters: int, momentum: float, zero_init: bool, name: str,
+) -> keras.KerasTensor:
     y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv1")(x)
     y = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn1")(y)
     y = _prelu(f"{name}_prelu")(y)

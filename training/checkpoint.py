@@ -60,7 +60,7 @@ class RunDir:
 class Checkpointer:
     """Step, best validation PSNR, networks and optimisers in one ``tf.train.Checkpoint``."""
 
-    def __init__(self, run: RunDir, keep: int, **trackables) -> None:
+    def __init__(self, run: RunDir, keep: int, **trackables: tf.Module | keras.Model | keras.Optimizer) -> None:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best_psnr = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_psnr")
         self.checkpoint = tf.train.Checkpoint(step=self.step, best_psnr=self.best_psnr, **trackables)

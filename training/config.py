@@ -108,7 +108,18 @@ class GanConfig(_Section):
     perceptual_layers: list[str] = Field(
         RANDOM_VGG19_LAYERS, description="random-vgg19: layers compared (pre-activation outputs)"
     )
+    perceptual_redraw: bool = Field(
+        False,
+        description="random-vgg19: draw new random weights at every step (the loss becomes an expectation over "
+        "random networks, so the generator cannot fit one network's blind spots: the stripes a fixed one leaves)",
+    )
     pixel_weight: float = Field(0.0, ge=0, description="weight of a pixel loss term (ESRGAN uses 1e-2 with L1)")
+    lowfreq_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an L1 term between the output and the HR image, both average-pooled by the scale "
+        "factor: holds colour and the low frequencies (what the LR input fixes) and leaves texture free",
+    )
     pixel_loss: Literal["l1", "mse"] = Field("l1", description="the pixel loss term's kind")
     vgg_weights: Path | None = Field(None, description="VGG19 ImageNet weights (notop .h5); default: the Keras cache")
     vgg_layer: str = Field("block5_conv4", description="VGG19 layer of the content loss")
@@ -125,8 +136,10 @@ class GanConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> GanConfig:
-        if self.perceptual == "none" and self.pixel_weight == 0 and self.adv_weight == 0:
-            raise ValueError("the gan stage needs a loss: perceptual, pixel_weight or adv_weight")
+        if self.perceptual == "none" and self.pixel_weight == 0 and self.adv_weight == 0 and self.lowfreq_weight == 0:
+            raise ValueError("the gan stage needs a loss: perceptual, pixel_weight, lowfreq_weight or adv_weight")
+        if self.perceptual_redraw and self.perceptual not in ("random-vgg19", "auto"):
+            raise ValueError("perceptual_redraw applies to the random-vgg19 loss only")
         return self
 
 
@@ -157,12 +170,25 @@ class TrainConfig(_Section):
         description="generator .weights.h5 a run with no checkpoint starts from (e.g. the shipped "
         "model/weights/srresnet_x4.resume.weights.h5, to continue the default model on a new machine)",
     )
-    init_step: int = Field(0, ge=0, description="training step init_weights were saved at: the schedule and crops go on from it")
+    init_step: int = Field(
+        0, ge=0, description="training step init_weights were saved at: the schedule and crops go on from it")
     samples: int = Field(4, ge=0, description="validation images saved as samples at each validation")
     generator: GeneratorConfig = GeneratorConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     gan: GanConfig = GanConfig()
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> TrainConfig:
+        """A warm-up must fit in the steps this run trains (``build_schedule`` would cut it short)."""
+        uses_warmup = self.optim.schedule == "cosine" or (self.stage == "pretrain" and self.init_step > 0)
+        run_steps = self.steps - self.init_step
+        if uses_warmup and self.optim.warmup_steps > run_steps:
+            trained = f"--steps {self.steps}" + (f" minus --init-step {self.init_step}" if self.init_step else "")
+            raise ValueError(f"the warm-up (--warmup-steps {self.optim.warmup_steps}) is longer than the "
+                             f"{run_steps} steps this run trains ({trained}); lower --warmup-steps "
+                             "(0: no warm-up) or raise --steps")
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

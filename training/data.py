@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -48,7 +49,7 @@ class MemoryStore:
         self.areas = np.array([e.lr.shape[0] * e.lr.shape[1] for e in examples], dtype=np.float64)
 
     @staticmethod
-    def _pack(images: list[np.ndarray]):
+    def _pack(images: list[np.ndarray]) -> tuple[tf.Tensor, tf.Tensor]:
         sizes = np.array([im.size for im in images], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         shapes = np.array([im.shape for im in images], dtype=np.int64)
@@ -56,11 +57,11 @@ class MemoryStore:
         return flat, tf.constant(np.concatenate([offsets[:, None], sizes[:, None], shapes], axis=1))
 
     @staticmethod
-    def _get(flat, index, i):
+    def _get(flat: tf.Tensor, index: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
         row = index[i]
         return tf.reshape(tf.slice(flat, [row[0]], [row[1]]), row[2:5])
 
-    def fetch(self, i):
+    def fetch(self, i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self._get(self._lr, self._lr_index, i), self._get(self._hr, self._hr_index, i)
 
 
@@ -74,7 +75,7 @@ class FileStore:
         self._hr = tf.constant([str(p.hr_path) for p in pairs])
         self.areas = np.array([w * h for w, h in sizes], dtype=np.float64)
 
-    def fetch(self, i):
+    def fetch(self, i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         lr = tf.io.decode_image(tf.io.read_file(self._lr[i]), channels=3, expand_animations=False)
         hr = tf.io.decode_image(tf.io.read_file(self._hr[i]), channels=3, expand_animations=False)
         shape = tf.shape(lr)
@@ -131,19 +132,20 @@ def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
         in_memory = decoded_bytes(pairs, scale) <= cfg.cache_max_gb * 2**30
     if in_memory:
         examples = [decode_pair(p, scale) for p in pairs]
-        kept = [e for e in examples if min(e.lr.shape[:2]) >= lr_min]
-        store: MemoryStore | FileStore = MemoryStore(kept)
+        kept_examples = [e for e in examples if min(e.lr.shape[:2]) >= lr_min]
+        store: MemoryStore | FileStore = MemoryStore(kept_examples)
+        n_kept = len(kept_examples)
     else:
         sizes = [_lr_size(p, scale) for p in pairs]
         keep = [i for i, (w, h) in enumerate(sizes) if min(w, h) >= lr_min]
-        kept = [pairs[i] for i in keep]
-        store = FileStore(kept, [sizes[i] for i in keep], scale)
-    if len(kept) < len(pairs):
-        log.warning("%d images smaller than the %d px HR crop were left out", len(pairs) - len(kept), cfg.hr_size)
-    if not kept:
+        store = FileStore([pairs[i] for i in keep], [sizes[i] for i in keep], scale)
+        n_kept = len(keep)
+    if n_kept < len(pairs):
+        log.warning("%d images smaller than the %d px HR crop were left out", len(pairs) - n_kept, cfg.hr_size)
+    if not n_kept:
         raise ValueError(f"no training image in {cfg.data} is at least {cfg.hr_size} px a side")
     where = "memory" if in_memory else "disk"
-    description = f"{fmt} {cfg.data}: {len(kept)} training images ({where}), {len(validation)} validation"
+    description = f"{fmt} {cfg.data}: {n_kept} training images ({where}), {len(validation)} validation"
     return TrainingData(store, validation, description)
 
 
@@ -155,11 +157,13 @@ def _lr_size(pair: Pair, scale: int) -> tuple[int, int]:
     return (w, h) if pair.lr_path else (w // scale, h // scale)
 
 
-def make_dataset(store, cfg: DataConfig, scale: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
+def make_dataset(
+    store: MemoryStore | FileStore, cfg: DataConfig, scale: int, seed: int, start_step: int = 0,
+) -> tf.data.Dataset:
     """Endless batches of (lr, hr) float32 0..255 crops, starting at batch ``start_step``."""
     logits = tf.constant(np.log(store.areas / store.areas.sum())[None, :], dtype=tf.float32)
 
-    def example(i):
+    def example(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), i]), 5)
         index = tf.random.stateless_categorical(logits, 1, seeds[0], dtype=tf.int32)[0, 0]
         lr, hr = store.fetch(index)
@@ -169,7 +173,7 @@ def make_dataset(store, cfg: DataConfig, scale: int, seed: int, start_step: int 
         if cfg.rotate:
             lr, hr = augment.random_rotate(lr, hr, seeds[3])
         if cfg.jpeg_noise:
-            lr = augment.jpeg_noise(lr, seeds[4], tuple(cfg.jpeg_quality), cfg.jpeg_prob)
+            lr = augment.jpeg_noise(lr, seeds[4], cfg.jpeg_quality, cfg.jpeg_prob)
         return tf.cast(lr, tf.float32), tf.cast(hr, tf.float32)
 
     ds = tf.data.Dataset.range(start_step * cfg.batch_size, _ENDLESS)

@@ -1,4 +1,4 @@
-"""``srgan eval``: the quality protocol of DESIGN.md on an ONNX model, beside the bicubic baseline.
+"""``srgan eval``: the quality protocol (``model.quality``) on an ONNX model, beside the bicubic baseline.
 
 For each HR image: crop to a multiple of the scale, LR = the protocol's
 bicubic downscale, SR = the engine of ``model/`` (whole image by default),
@@ -39,7 +39,7 @@ def evaluate_model(
     from core.upscalers import build_upscaler, resolve_blend
 
     settings = get_settings()
-    blend = resolve_blend(settings, str(model), detail, seed=False)
+    blend = resolve_blend(settings, str(model), detail)
     # the protocol measures the model itself: float32, whatever SRGAN_PRECISION says
     up = build_upscaler(settings, blend, tile=tile, overlap=min(16, tile // 4) if tile else 0, precision="f32")
     if scale is not None and scale != up.scale:

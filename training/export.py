@@ -16,15 +16,21 @@ import logging
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from model.contract import ModelContract
-from model.registry import sha256_of
+from model.quality import metric_tag
+from model.registry import card_path_for, sha256_of
 from training.config import GeneratorConfig
 from training.sources import is_div2k
+
+if TYPE_CHECKING:
+    import keras
+
+    from training.checkpoint import GeneratorSource
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ class ExportError(RuntimeError):
     """The exported file does not behave like the Keras generator."""
 
 
-def keras_to_onnx(generator, opset: int = 17) -> onnx.ModelProto:
+def keras_to_onnx(generator: keras.Model, opset: int = 17) -> onnx.ModelProto:
     """The generator as an ONNX graph with input ``lr`` and output ``hr``, sizes dynamic."""
     import tensorflow as tf
     import tf2onnx
@@ -68,17 +74,7 @@ def _name_dims(value_info: onnx.ValueInfoProto, dims: list[str | int]) -> None:
             dim.dim_param = want
 
 
-def set_contract(proto: onnx.ModelProto, contract: ModelContract) -> None:
-    """Store ``contract`` (replacing any earlier one) in the file's ``metadata_props``."""
-    entries = contract.to_metadata()
-    keep = [p for p in proto.metadata_props if p.key not in entries]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in entries.items():
-        proto.metadata_props.add(key=key, value=value)
-
-
-def parity_check(generator, path: Path, tolerance: float, seed: int = 0) -> float:
+def parity_check(generator: keras.Model, path: Path, tolerance: float, seed: int = 0) -> float:
     """Max |ONNX Runtime - Keras| on a random image; raises :class:`ExportError` above ``tolerance``."""
     import onnxruntime as ort
 
@@ -117,13 +113,13 @@ def export_generator(
     opset: int = 17,
     tolerance: float = 0.5,
     eval_data: Path | None = None,
-    publish: str | None = None,
 ) -> dict[str, Any]:
     """Export the generator at ``source`` (run directory, checkpoint or weights) to ``output``.
 
-    Returns the card written to ``output.parent / "card.json"``. With
-    ``publish=NAME`` the file is then deployed to the model registry as
-    ``srgan deploy`` does (:func:`publish_export`).
+    Returns the card, written beside the file as ``<stem>.card.json``
+    (:func:`model.registry.card_path_for`: two exports into one folder keep
+    their own cards). ``srgan export --publish`` then publishes it as ``srgan
+    deploy`` does.
     """
     from training.arch import build_generator
     from training.checkpoint import find_generator, generator_config_of, load_generator_weights
@@ -145,50 +141,37 @@ def export_generator(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     proto = keras_to_onnx(generator, opset)
-    set_contract(proto, contract)
+    contract.store_in(proto)
     onnx.save(proto, str(output))
     try:
         diff = parity_check(generator, output, tolerance)
         engine_check(output, gen_cfg.scale)
         metrics: dict[str, float] = {}
+        evaluation: dict[str, Any] = {}
         if eval_data is not None:
             from training.evaluate import evaluate_model
 
             report = evaluate_model(output, eval_data, scale=gen_cfg.scale)
-            tag = re.sub(r"[^a-z0-9]+", "_", Path(eval_data).name.lower()).strip("_") or "eval"
+            tag = metric_tag(eval_data)
             metrics = {f"{tag}_psnr_y": report["mean_psnr_y"], f"{tag}_ssim_y": report["mean_ssim_y"]}
+            evaluation = {"data": str(eval_data), "images": len(report["images"]),
+                          "bicubic_psnr_y": report["bicubic_mean_psnr_y"],
+                          "bicubic_ssim_y": report["bicubic_mean_ssim_y"]}
             contract = contract.with_identity(contract.name, contract.version, metrics)
-            set_contract(proto, contract)
+            contract.store_in(proto)
             onnx.save(proto, str(output))
     except Exception:
         output.unlink(missing_ok=True)
         raise
     card = _card(contract, gen_cfg, src, steps, opset, output, diff, tolerance)
-    (output.parent / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    if evaluation:
+        card["evaluation"] = evaluation
+    card_path_for(output).write_text(json.dumps(card, indent=2) + "\n")
     log.info("exported %s: parity max |diff| %.4f, sha256 %s", output, diff, card["sha256"])
-    if publish:
-        log.info("%s", publish_export(output, publish, card=card))
     return card
 
 
-def publish_export(output: Path, name: str, *, card: dict[str, Any] | None = None, activate: bool = True) -> str:
-    """Deploy an exported file with its card to the registry of the settings (checked, then made active)
-    and tell the service's workers; returns what happened, for the user. Raises ``model.registry.DeployRefused``."""
-    from core.catalog import registry_of
-    from core.model_updates import announce_change
-    from core.settings import get_settings
-    from model.deploy import deploy_model
-
-    settings = get_settings()
-    card = card if card is not None else json.loads((Path(output).parent / "card.json").read_text())
-    published = deploy_model(
-        registry_of(settings), Path(output), name=name, card=card, activate=activate, source=f"srgan export: {output}"
-    )
-    told = announce_change(settings, name, published.version) if activate else "not activated"
-    return f"published {published.ref} to {settings.resolved_models_dir}; {told}"
-
-
-def _training_steps(src) -> int | None:
+def _training_steps(src: GeneratorSource) -> int | None:
     if src.kind == "checkpoint":
         match = re.search(r"ckpt-(\d+)$", str(src.weights))
         return int(match.group(1)) if match else None
@@ -198,14 +181,14 @@ def _training_steps(src) -> int | None:
     return None
 
 
-def _run_name(src) -> str:
+def _run_name(src: GeneratorSource) -> str:
     folder = src.weights.parent
     if folder.name == "checkpoints":
         folder = folder.parent
     return folder.name or "srresnet"
 
 
-def _validation_history(src) -> dict[str, Any]:
+def _validation_history(src: GeneratorSource) -> dict[str, Any]:
     """The run's validation curve ([step, PSNR-Y] pairs) and the bicubic baseline of its validation set."""
     history = src.weights.parent / "validation.jsonl"
     if src.weights.parent.name == "checkpoints":
@@ -221,7 +204,10 @@ def _validation_history(src) -> dict[str, Any]:
     return out
 
 
-def _card(contract, gen_cfg: GeneratorConfig, src, steps, opset, output, diff, tolerance) -> dict[str, Any]:
+def _card(
+    contract: ModelContract, gen_cfg: GeneratorConfig, src: GeneratorSource, steps: int | None, opset: int,
+    output: Path, diff: float, tolerance: float,
+) -> dict[str, Any]:
     cfg = src.config
     training: dict[str, Any] = {"source": str(src.weights), "steps": steps}
     if cfg is not None:

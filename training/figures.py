@@ -1,10 +1,10 @@
 """Figures for model cards and docs: the validation curve, side-by-side crops, the perception-distortion curve.
 
-    python -m training.figures curve runs/srresnet_x4 -o docs/images/srresnet_x4_val_psnr.png
-    python -m training.figures compare --model model/weights/srresnet_x4.onnx \
+    srgan figures curve runs/srresnet_x4 -o docs/images/srresnet_x4_val_psnr.png
+    srgan figures compare --model model/weights/srresnet_x4.onnx \
         --model model/weights/srgan_x4.onnx \
         --image ../shared/data/bench/Set14/comic.png --box 80 40 200 160 -o docs/images/compare.png
-    python -m training.figures pd-curve --model model/weights/srgan_x4.onnx \
+    srgan figures pd-curve --model model/weights/srgan_x4.onnx \
         --data ../shared/data/bench/Set14 -o docs/images/srgan_x4_perception_distortion.png
 
 ``curve`` reads a run's ``validation.jsonl`` (or the ``validation_curve`` of
@@ -19,13 +19,17 @@ No TensorFlow: matplotlib (the ``train`` extra) and Pillow only.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.typing import LegendLocType
 
 from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y
 
@@ -46,7 +50,7 @@ def read_curve(source: Path) -> tuple[list[int], list[float], float | None]:
     return steps, [by_step[s] for s in steps], (baseline_rows[-1] if baseline_rows else None)
 
 
-def _axes(size: tuple[float, float]):
+def _axes(size: tuple[float, float]) -> tuple[Figure, Axes]:
     """A matplotlib figure and axes drawn off-screen (the Agg backend)."""
     import matplotlib
 
@@ -56,7 +60,9 @@ def _axes(size: tuple[float, float]):
     return plt.subplots(figsize=size, dpi=120)
 
 
-def _save(fig, ax, out: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
+def _save(
+    fig: Figure, ax: Axes, out: Path, title: str, xlabel: str, ylabel: str, legend: LegendLocType,
+) -> Path:
     """Label, grid, legend, save to ``out`` (folders made) and close."""
     import matplotlib.pyplot as plt
 
@@ -98,10 +104,11 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
 
     settings = get_settings()
     panels: dict[str, np.ndarray] = {}
-    hr = lr = None
+    hr: np.ndarray | None = None
+    lr: np.ndarray | None = None
     scale = 0
     for model in models:
-        up = build_upscaler(settings, resolve_blend(settings, str(model), detail, seed=False), tile=0, overlap=0,
+        up = build_upscaler(settings, resolve_blend(settings, str(model), detail), tile=0, overlap=0,
                             precision="f32")
         if hr is None:
             scale = up.scale
@@ -109,6 +116,7 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
             lr = bicubic_downscale(hr, scale)
             panels["bicubic"] = bicubic_upscale(lr, scale)
         name = Path(model).stem + (f" detail {detail:.2f}" if detail is not None else "")
+        assert lr is not None  # made from the first model's scale
         panels[name] = up.upscale(lr)
     assert hr is not None
     panels["ground truth"] = hr
@@ -161,44 +169,3 @@ def detail_sweep(model: Path, data: Path, details: list[float]) -> list[dict]:
     points.append({"label": "HR", "psnr_y": max(p["psnr_y"] for p in points) + 0.5, "niqe": report["hr_mean_niqe"],
                    "curve": False, "note": "HR's PSNR is infinite; drawn above the curve"})
     return points
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.figures", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="what", required=True)
-    c = sub.add_parser("curve", help="validation PSNR against steps")
-    c.add_argument("source", type=Path, help="run directory, validation.jsonl or card.json")
-    c.add_argument("-o", "--output", type=Path, required=True)
-    c.add_argument("--title")
-    c.add_argument("--baseline", type=float, help="bicubic validation PSNR-Y to draw")
-    s = sub.add_parser("compare", help="bicubic | model(s) | ground truth crop")
-    s.add_argument("--model", type=Path, action="append", required=True, help="repeat for several models")
-    s.add_argument("--detail", type=float, help="blend GAN models with their detail base at this value")
-    s.add_argument("--image", type=Path, required=True, help="ground-truth HR image")
-    s.add_argument("--box", type=int, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"), required=True)
-    s.add_argument("--zoom", type=int, default=2)
-    s.add_argument("-o", "--output", type=Path, required=True)
-    d = sub.add_parser("pd-curve", help="PSNR against NIQE over detail values (srgan eval at each)")
-    d.add_argument("--model", type=Path, required=True, help="a GAN model with a detail base")
-    d.add_argument("--data", type=Path, required=True)
-    d.add_argument("--details", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    d.add_argument("--json", type=Path, help="also write the points here")
-    d.add_argument("-o", "--output", type=Path, required=True)
-    args = p.parse_args(argv)
-    if args.what == "curve":
-        print(plot_curve(args.source, args.output, args.title, args.baseline))
-    elif args.what == "pd-curve":
-        points = detail_sweep(args.model, args.data, args.details)
-        if args.json:
-            args.json.write_text(json.dumps(points, indent=2) + "\n")
-        print(json.dumps(points, indent=2))
-        print(perception_distortion(points, args.output, f"{args.model.stem} on {args.data.name}"))
-    else:
-        print(json.dumps(side_by_side(args.model, args.image, tuple(args.box), args.output, args.zoom,
-                                      args.detail)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ class GanPair(keras.Model):
         self.discriminator = discriminator
         self.built = True  # both parts are built networks; the pair itself has no weights of its own
 
-    def call(self, inputs):  # pragma: no cover - never called; the pair only carries weights
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:  # pragma: no cover - never called; the pair only carries weights
         return self.generator(inputs)
 
 
@@ -43,7 +43,7 @@ def load_pair(generator: keras.Model, discriminator: keras.Model, path: Path) ->
 
 
 class GanStage:
-    """Generator, discriminator, VGG19 features, both optimisers and one training step.
+    """Generator, discriminator, VGG19 features, both optimisers and one training step (a ``training.stage.Stage``).
 
     Args:
         config: the run; ``config.gan.pretrained`` names the starting generator.
@@ -56,8 +56,8 @@ class GanStage:
         gen, gan = config.generator, config.gan
         self.generator = build_generator(**gen.model_dump())
         self.discriminator = build_discriminator(config.data.hr_size, gan.d_filters, gen.bn_momentum)
-        self._content = build_content_loss(gan, features)
         self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
+        self._content = build_content_loss(gan, features, gen.scale, self.g_optimizer.iterations)
         self.d_optimizer = build_adam(config.optim, config.steps, peak=gan.d_lr, name="d_adam")
 
     def trackables(self) -> dict[str, object]:
@@ -88,7 +88,7 @@ class GanStage:
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {"g": self.g_optimizer, "d": self.d_optimizer}
 
-    def train_step(self, lr, hr) -> dict[str, tf.Tensor]:
+    def train_step(self, lr: tf.Tensor, hr: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             sr = self.generator(lr, training=True)
             real = self.discriminator(hr, training=True)

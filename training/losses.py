@@ -18,12 +18,23 @@ Two perceptual (content) losses:
   squared error is divided by the mean squared feature of the target at that
   layer (so every depth weighs the same, whatever the random scale), and the
   layers are averaged.
+
+  With ``perceptual_redraw`` the weights are drawn anew at every step
+  (stateless, from the seed and the step, so a resumed run draws the same
+  ones): the loss is then an expectation over random networks, and the
+  generator cannot fit the blind spots of one fixed network. A fixed one
+  left faint stripes and grids in our A/B runs (docs/training.md).
+
+A third, optional term, ``lowfreq_weight``: L1 between the output and the HR
+image, both average-pooled by the scale factor. It pins colour and the low
+frequencies (what the LR input determines) without penalising texture.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -34,6 +45,9 @@ from training.config import GanConfig
 
 log = logging.getLogger(__name__)
 
+Loss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+"""``loss(hr, sr)``: a scalar from a batch of ground truth and a batch of outputs."""
+
 VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 FALLBACK_CACHE = Path("/tmp/.keras/models")
 """Where Keras caches downloads when its home folder is not writable."""
@@ -43,13 +57,13 @@ class VggWeightsMissing(FileNotFoundError):
     """The VGG19 ImageNet weights are neither in the Keras cache nor where ``--vgg-weights`` points."""
 
 
-def pixel_loss(kind: str):
+def pixel_loss(kind: str) -> Loss:
     """Mean squared (``mse``) or absolute (``l1``) error of images in 0..255, measured on a 0..1 scale."""
 
-    def mse(hr, sr):
+    def mse(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(tf.square((hr - sr) / 255.0))
 
-    def l1(hr, sr):
+    def l1(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.reduce_mean(tf.abs((hr - sr) / 255.0))
 
     try:
@@ -111,7 +125,10 @@ def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RAND
     inp = keras.Input((None, None, 3), name="rgb")
     mean = tf.constant([255.0 * m for m in _IMAGENET_MEAN])
     std = tf.constant([255.0 * s for s in _IMAGENET_STD])
-    x = keras.layers.Lambda(lambda t: (t - mean) / std, name="normalise")(inp)
+    x = keras.layers.Lambda(
+        lambda t: (t - tf.cast(mean, t.dtype)) / tf.cast(std, t.dtype), output_shape=lambda shape: shape,
+        name="normalise",
+    )(inp)
     outputs: dict[str, tf.Tensor] = {}
     last = max(known.index(name) for name in wanted)
     index, done = 0, False
@@ -135,10 +152,10 @@ def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RAND
     return model
 
 
-def random_perceptual_loss(features: keras.Model):
+def random_perceptual_loss(features: keras.Model) -> Loss:
     """Generic perceptual loss: per-layer squared error relative to the target's feature energy, averaged."""
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         both = features(tf.concat([hr, sr], axis=0), training=False)
         both = both if isinstance(both, (list, tuple)) else [both]
         terms = []
@@ -152,11 +169,79 @@ def random_perceptual_loss(features: keras.Model):
     return loss
 
 
-def content_loss(features: keras.Model, rescale: float = 12.75):
+def _he_fan_out_stddev(width: int) -> float:
+    """Keras' VarianceScaling(2, fan_out, truncated_normal) stddev for a 3x3 convolution of ``width`` outputs."""
+    return (2.0 / (9 * width)) ** 0.5 / 0.87962566103423978
+
+
+def redrawn_random_vgg19_loss(
+    step: tf.Variable, seed: int = 0, layers: tuple[str, ...] | list[str] = RANDOM_VGG19_LAYERS
+) -> Loss:
+    """Generic perceptual loss through a VGG19 whose random weights are drawn anew at every ``step``.
+
+    The weights of step ``t`` come from ``stateless_truncated_normal`` with the
+    seed ``(seed * 1000 + layer index, t)``: the same run draws the same
+    networks after a resume, on any machine. Same initialisation, layers and
+    per-layer normalisation as :func:`build_random_vgg19` with
+    :func:`random_perceptual_loss`.
+    """
+    wanted = list(layers)
+    known = [f"block{b + 1}_conv{i + 1}" for b, n in enumerate(_VGG19_BLOCKS) for i in range(n)]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown VGG19 layers {unknown or wanted}: choose from {known}")
+    last = max(known.index(name) for name in wanted)
+    mean = tf.constant([255.0 * m for m in _IMAGENET_MEAN])
+    std = tf.constant([255.0 * s for s in _IMAGENET_STD])
+
+    def features(images: tf.Tensor) -> list[tf.Tensor]:
+        dtype = keras.mixed_precision.global_policy().compute_dtype
+        x = tf.cast((images - mean) / std, dtype)
+        t = tf.cast(step, tf.int32)
+        out, index, channels = [], 0, 3
+        for b, (convs, width) in enumerate(zip(_VGG19_BLOCKS, _VGG19_WIDTHS)):
+            for i in range(convs):
+                kernel = tf.random.stateless_truncated_normal(
+                    (3, 3, channels, width), seed=tf.stack([seed * 1000 + index, t]), stddev=_he_fan_out_stddev(width)
+                )
+                x = tf.nn.conv2d(x, tf.cast(kernel, dtype), 1, "SAME")
+                channels = width
+                if f"block{b + 1}_conv{i + 1}" in wanted:
+                    out.append(x)
+                if index == last:
+                    return out
+                x = tf.nn.relu(x)
+                index += 1
+            x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        return out
+
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
+        terms = []
+        for f in features(tf.concat([hr, sr], axis=0)):
+            f = tf.cast(f, tf.float32)
+            f_hr, f_sr = tf.split(f, 2, axis=0)
+            energy = tf.stop_gradient(tf.reduce_mean(tf.square(f_hr))) + 1e-6
+            terms.append(tf.reduce_mean(tf.square(f_sr - f_hr)) / energy)
+        return tf.add_n(terms) / len(terms)
+
+    return loss
+
+
+def lowfreq_loss(scale: int) -> Loss:
+    """L1 (0..1 scale) between both images average-pooled by ``scale``: colour and low frequencies only."""
+
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
+        pool = lambda t: tf.nn.avg_pool2d(tf.cast(t, tf.float32) / 255.0, scale, scale, "VALID")  # noqa: E731
+        return tf.reduce_mean(tf.abs(pool(hr) - pool(sr)))
+
+    return loss
+
+
+def content_loss(features: keras.Model, rescale: float = 12.75) -> Loss:
     """VGG54 loss: MSE of ``features`` of ``preprocess_input`` images, features divided by ``rescale``."""
     preprocess = keras.applications.vgg19.preprocess_input
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         f_hr = tf.cast(features(preprocess(hr), training=False), tf.float32) / rescale
         f_sr = tf.cast(features(preprocess(sr), training=False), tf.float32) / rescale
         return tf.reduce_mean(tf.square(f_hr - f_sr))
@@ -185,36 +270,46 @@ def resolve_perceptual(gan: GanConfig, features: keras.Model | None = None) -> s
         return "random-vgg19"
 
 
-def build_content_loss(gan: GanConfig, features: keras.Model | None = None):
-    """The content loss of ``gan.perceptual`` plus the weighted pixel term; None when both are off.
+def build_content_loss(
+    gan: GanConfig, features: keras.Model | None = None, scale: int = 4, step: tf.Variable | None = None
+) -> Loss | None:
+    """The content loss of ``gan.perceptual`` plus the weighted pixel and low-frequency terms; None when all are off.
 
-    ``features`` replaces the feature network (tests).
+    ``features`` replaces the feature network (tests); ``step`` (the
+    generator optimiser's iteration counter) seeds ``perceptual_redraw``.
     """
     terms = []
     kind = resolve_perceptual(gan, features) if gan.perceptual == "auto" else gan.perceptual
     if kind == "vgg54":
         net = features or build_feature_extractor(gan.vgg_weights, gan.vgg_layer)
         terms.append((gan.perceptual_weight, content_loss(net, gan.vgg_rescale)))
+    elif kind == "random-vgg19" and gan.perceptual_redraw and features is None:
+        if step is None:
+            raise ValueError("perceptual_redraw needs the training step")
+        redrawn = redrawn_random_vgg19_loss(step, gan.perceptual_seed, gan.perceptual_layers)
+        terms.append((gan.perceptual_weight, redrawn))
     elif kind == "random-vgg19":
         net = features or build_random_vgg19(gan.perceptual_seed, gan.perceptual_layers)
         terms.append((gan.perceptual_weight, random_perceptual_loss(net)))
     if gan.pixel_weight > 0:
         terms.append((gan.pixel_weight, pixel_loss(gan.pixel_loss)))
+    if gan.lowfreq_weight > 0:
+        terms.append((gan.lowfreq_weight, lowfreq_loss(scale)))
     if not terms:
         return None
 
-    def loss(hr, sr):
+    def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         return tf.add_n([w * fn(hr, sr) for w, fn in terms])
 
     return loss
 
 
-def generator_adversarial_loss(fake_prob):
+def generator_adversarial_loss(fake_prob: tf.Tensor) -> tf.Tensor:
     """Binary cross-entropy pushing the discriminator's output on generated images to 1."""
     return tf.reduce_mean(keras.losses.binary_crossentropy(tf.ones_like(fake_prob), fake_prob))
 
 
-def discriminator_loss(real_prob, fake_prob):
+def discriminator_loss(real_prob: tf.Tensor, fake_prob: tf.Tensor) -> tf.Tensor:
     """Binary cross-entropy of real images labelled 1 and generated ones labelled 0."""
     real = keras.losses.binary_crossentropy(tf.ones_like(real_prob), real_prob)
     fake = keras.losses.binary_crossentropy(tf.zeros_like(fake_prob), fake_prob)

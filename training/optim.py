@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 
 from training.config import OptimConfig
 
+if TYPE_CHECKING:
+    import tensorflow as tf
 
-def build_schedule(cfg: OptimConfig, total_steps: int, peak: float | None = None):
+
+def build_schedule(
+    cfg: OptimConfig, total_steps: int, peak: float | None = None,
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The learning rate as a function of the optimiser's step.
 
     ``constant``: ``lr``. ``piecewise``: ``lr``, multiplied by ``decay`` at each
@@ -43,10 +50,12 @@ class ContinuedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     settle before the full rate applies.
     """
 
-    def __init__(self, inner, offset: int, warmup: int) -> None:
+    def __init__(
+        self, inner: float | keras.optimizers.schedules.LearningRateSchedule, offset: int, warmup: int,
+    ) -> None:
         self.inner, self.offset, self.warmup = inner, offset, warmup
 
-    def __call__(self, step):
+    def __call__(self, step: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
         step = tf.cast(step, tf.float32)

@@ -12,7 +12,7 @@ from training.optim import build_adam
 
 
 class PretrainStage:
-    """The generator, its optimiser and one training step."""
+    """The generator, its optimiser and one training step (a :class:`training.stage.Stage`)."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.generator = build_generator(**config.generator.model_dump())
@@ -36,7 +36,7 @@ class PretrainStage:
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {"g": self.g_optimizer}
 
-    def train_step(self, lr, hr) -> dict[str, tf.Tensor]:
+    def train_step(self, lr: tf.Tensor, hr: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             sr = self.generator(lr, training=True)
             loss = self._loss(hr, sr)

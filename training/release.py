@@ -1,6 +1,6 @@
 """Ship a run as a packaged model: ONNX + model card in ``model/weights/``, plus the weights training resumes from.
 
-    python -m training.release runs/srresnet_x4 --name srresnet_x4 \
+    srgan release runs/srresnet_x4 --name srresnet_x4 \
         --bench ../shared/data/bench/Set5 ../shared/data/bench/Set14
 
 1. exports the run's best generator (picked on the validation split of the
@@ -16,19 +16,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from model.contract import ModelContract
+from model.registry import card_path_for
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
@@ -107,7 +109,7 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
     return int(step.numpy())
 
 
-def resume_command(config, name: str, resume_file: str, step: int) -> str:
+def resume_command(config: TrainConfig, name: str, resume_file: str, step: int) -> str:
     """The ``srgan train`` command that continues ``config``'s run on a new machine from the shipped file."""
     from training.config import default_config
 
@@ -146,8 +148,8 @@ def release(
     run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path, *,
     compare: list[Path] | None = None, detail_base: str | None = None,
 ) -> dict[str, Any]:
-    from training.config import TrainConfig
     from model.registry import sha256_of
+    from training.config import TrainConfig
     from training.export import export_generator
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,12 +159,9 @@ def release(
         card = export_generator(run_dir, staged, name=name, version=version)
         metrics, details = _bench_metrics(staged, bench, compare)
         proto = onnx.load(str(staged))
-        contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
-        contract = contract.with_identity(contract.name, contract.version, metrics)
-        entries = contract.to_metadata()
-        for prop in proto.metadata_props:
-            if prop.key in entries:
-                prop.value = entries[prop.key]
+        contract = ModelContract.of_proto(proto)
+        assert contract is not None, "export_generator stores the contract"
+        contract.with_identity(contract.name, contract.version, metrics).store_in(proto)
         onnx.save(proto, str(staged))
         shutil.move(staged, model_path)
     resume_path = out_dir / f"{name}.resume.weights.h5"
@@ -192,12 +191,14 @@ def release(
         perceptual: dict[str, Any] = {"name": gan.perceptual, "weight": gan.perceptual_weight}
         if gan.perceptual == "random-vgg19":
             perceptual.update(seed=gan.perceptual_seed, layers=list(gan.perceptual_layers),
+                              redrawn_every_step=gan.perceptual_redraw,
                               paper="Liu et al., Generic Perceptual Loss, CVPR 2021 (arXiv 2103.10571)")
         elif gan.perceptual == "vgg54":
             perceptual.update(layer=gan.vgg_layer, rescale=gan.vgg_rescale, weights="VGG19 ImageNet")
         card["training"]["losses"] = {
             "perceptual": perceptual,
             "pixel": {"kind": gan.pixel_loss, "weight": gan.pixel_weight},
+            "lowfreq": {"kind": "l1 of images average-pooled by the scale", "weight": gan.lowfreq_weight},
             "adversarial": {"weight": gan.adv_weight},
         }
         card["training"]["picked_by"] = (
@@ -208,7 +209,7 @@ def release(
         card["detail_base"] = detail_base
     card["onnx"]["file"] = model_path.name
     card["sha256"] = sha256_of(model_path)
-    (out_dir / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
+    card_path_for(model_path).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -237,24 +238,3 @@ def _hours_from_log(lines: list[str]) -> float:
         if 0 < gap < 600:
             total += gap
     return round(total / 3600, 2)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.release", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--name", required=True)
-    p.add_argument("--version", help="default: step-<best step>")
-    p.add_argument("--bench", type=Path, nargs="+", required=True, help="benchmark folders to measure (not to pick)")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--compare", type=Path, nargs="*", default=[], help="models measured beside it (.onnx)")
-    p.add_argument("--detail-base", help="the PSNR model this GAN model blends with for `detail` (e.g. srresnet_x4)")
-    args = p.parse_args(argv)
-    card = release(args.run_dir, args.name, args.version, args.bench, args.out, compare=args.compare,
-                   detail_base=args.detail_base)
-    print(json.dumps({"version": card["version"], "metrics": card["metrics"], "resume": card["resume"]}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

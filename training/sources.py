@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ def list_images(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
-    found = []
+    found: list[Path] = []
     for root, _dirs, files in os.walk(folder, followlinks=True):
         found.extend(Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
     return sorted(p for p in found if p.is_file())
@@ -174,7 +174,7 @@ def centre_crop(example: Example, scale: int, max_side: int) -> Example:
 
 def decoded_bytes(pairs: list[Pair], scale: int) -> int:
     """Bytes the decoded HR and LR images of ``pairs`` take, read from the file headers."""
-    total = 0
+    total = 0.0
     for p in pairs:
         with Image.open(p.hr_path) as img:
             w, h = img.size

@@ -14,19 +14,26 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from training.checkpoint import Checkpointer, RunDir, find_generator, write_json
 from training.config import TrainConfig
-from training.data import load_training_data, make_dataset
+from training.data import TrainingData, load_training_data, make_dataset
 from training.losses import resolve_perceptual
 from training.optim import current_lr
+from training.stage import Stage
 from training.validate import Validation, bicubic_baseline, save_references, save_samples, validate
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +91,7 @@ def adopt_pretrained_architecture(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def _make_stage(config: TrainConfig, features: keras.Model | None):
+def _make_stage(config: TrainConfig, features: keras.Model | None) -> Stage:
     if config.stage == "pretrain":
         from training.pretrain import PretrainStage
 
@@ -104,8 +111,8 @@ class _StopRequest:
         self.signal: int | None = None
 
     @contextmanager
-    def installed(self):
-        def handler(signum, frame):
+    def installed(self) -> Iterator[_StopRequest]:
+        def handler(signum: int, frame: FrameType | None) -> None:
             self.signal = signum
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -219,7 +226,10 @@ def _train(config: TrainConfig, resume: bool, features: keras.Model | None, stop
     return TrainResult(run.root, step, best, last, interrupted or step < config.steps)
 
 
-def _log_progress(step, total, means, rate, optimizers, writer) -> None:
+def _log_progress(
+    step: int, total: int, means: dict[str, float], rate: float,
+    optimizers: dict[str, keras.optimizers.Optimizer], writer: tf.summary.SummaryWriter,
+) -> None:
     lrs = {name: current_lr(opt) for name, opt in optimizers.items()}
     eta = (total - step) / rate if rate > 0 else math.inf
     parts = "  ".join(f"{k} {v:.5f}" for k, v in means.items())
@@ -233,7 +243,10 @@ def _log_progress(step, total, means, rate, optimizers, writer) -> None:
         tf.summary.scalar("steps_per_second", rate)
 
 
-def _validate(generator, data, step, ckpt, run, config, writer, baseline: Validation) -> Validation:
+def _validate(
+    generator: keras.Model, data: TrainingData, step: int, ckpt: Checkpointer, run: RunDir, config: TrainConfig,
+    writer: tf.summary.SummaryWriter, baseline: Validation,
+) -> Validation:
     scale = config.generator.scale
     gan = config.stage == "gan"
     result = validate(generator, data.validation, scale, niqe=gan)

@@ -31,7 +31,7 @@ def super_resolve(generator: keras.Model, lr_hwc_u8: np.ndarray) -> np.ndarray:
 
 
 def validate(generator: keras.Model, examples: list[Example], scale: int, *, niqe: bool = False) -> Validation:
-    """Mean PSNR and SSIM on Y with ``scale`` border pixels cropped (DESIGN.md's protocol).
+    """Mean PSNR and SSIM on Y with ``scale`` border pixels cropped (the protocol of ``model.quality``).
 
     ``niqe``: also the mean NIQE of the outputs at least one 96x96 block big.
     """

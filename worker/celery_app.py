@@ -12,6 +12,7 @@ failed instead of run (see ``core.jobs.JobStore.start``).
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from celery import Celery, Task
 
@@ -22,7 +23,7 @@ from core.settings import Settings, get_settings
 __all__ = ["TASK_NAME", "app", "celery_config", "make_celery"]
 
 
-def celery_config(settings: Settings) -> dict[str, object]:
+def celery_config(settings: Settings) -> dict[str, Any]:
     visibility = settings.visibility_timeout_s
     return {
         "broker_url": settings.redis_url or "redis://localhost:6379/0",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from core import registry_sync
-from core.catalog import ModelInfo, resolve_spec
+from core.catalog import ModelCatalog, ModelRef
 from core.model_updates import generation, record_engine
 from core.settings import Settings
 from core.upscalers import Blend, build_upscaler, resolve_blend
@@ -46,12 +46,15 @@ class EngineCache:
     every ``model_refresh_s``.
     """
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES,
+    ) -> None:
         self.settings = settings
+        self.catalog = ModelCatalog(settings)
         self.client = client
         self.max_engines = max_engines
         self._engines: OrderedDict[tuple, Upscaler] = OrderedDict()
-        self._resolved: dict[str | None, ModelInfo] = {}
+        self._resolved: dict[str | None, ModelRef] = {}
         self._generation: int | None = None
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
@@ -76,16 +79,16 @@ class EngineCache:
             self._resolved.clear()
             self._generation, self._checked_at = current, now
 
-    def resolve(self, spec: str | None) -> ModelInfo:
+    def resolve(self, spec: str | None) -> ModelRef:
         """The model version ``spec`` names now."""
         with self._lock:
             return self._resolve(spec)
 
-    def _resolve(self, spec: str | None) -> ModelInfo:
+    def _resolve(self, spec: str | None) -> ModelRef:
         self._forget_stale_resolutions()
         info = self._resolved.get(spec)
         if info is None:
-            info = self._resolved[spec] = resolve_spec(self.settings, spec)
+            info = self._resolved[spec] = self.catalog.resolve(spec)
         return info
 
     def get(self, spec: str | None = None, detail: float | None = None) -> Upscaler:
@@ -97,13 +100,14 @@ class EngineCache:
         with self._lock:
             blend = resolve_blend(self.settings, spec, detail, resolve=self._resolve)
             parts = [blend.target] + ([blend.base] if blend.base is not None and blend.detail != 1.0 else [])
-            key = tuple((str(i.path), i.path.stat().st_mtime_ns) for i in parts) + (blend.detail,)
+            files = tuple((str(i.path), i.path.stat().st_mtime_ns) for i in parts)
+            key = (*files, blend.detail)
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)
                 return engine, blend
             engine = build_upscaler(self.settings, blend)
-            current = dict(key[:-1])  # path -> mtime of the files this engine was built from
+            current = dict(files)  # path -> mtime of the files this engine was built from
             for stale in [k for k in self._engines if any(p in current and m != current[p] for p, m in k[:-1])]:
                 del self._engines[stale]  # built from a file since replaced on disk
             self._engines[key] = engine

@@ -1,4 +1,8 @@
-"""Worker process hooks: heartbeats for the API's readiness check, and loading the model early.
+"""Worker process hooks: seeding the registry, heartbeats for the API's readiness check, loading the model early.
+
+The main worker process seeds the registry with the shipped models before
+its pool starts (``core.catalog.ModelCatalog.seed``: the worker's start-up
+step; jobs only read the registry).
 
 The main worker process writes a heartbeat to Redis every ``heartbeat_s``
 (``/readyz`` needs one fresh heartbeat); each pool process starts loading
@@ -10,8 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+
+if TYPE_CHECKING:
+    import redis
+
+    from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +52,16 @@ def _runs_jobs(consumer: object) -> bool:
     return not queues or upscale.settings.queue in queues
 
 
+@worker_init.connect
+def seed_registry(**_: object) -> None:
+    from core.catalog import ModelCatalog
+    from worker.tasks import upscale
+
+    ModelCatalog(upscale.settings).seed()
+
+
 @worker_ready.connect
-def start_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
+def start_heartbeat(sender: object = None, **_: object) -> None:
     global _beat
     if not _runs_jobs(sender):
         log.info("webhook delivery worker: no heartbeat (it runs no jobs)")
@@ -55,7 +73,7 @@ def start_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
 
 
 @worker_shutdown.connect
-def stop_heartbeat(sender=None, **_: object) -> None:  # noqa: ANN001
+def stop_heartbeat(sender: object = None, **_: object) -> None:
     _stop.set()
     if _beat is not None:
         _beat.join(timeout=2)
@@ -86,7 +104,7 @@ def _warm_up() -> None:
         log.warning("could not measure the model's throughput: %s", exc)
 
 
-def _measure(client, model: str, engine) -> None:  # noqa: ANN001 - a Redis client and an Upscaler
+def _measure(client: redis.Redis, model: str, engine: Upscaler) -> None:
     """Time one probe run through the engine and publish it (see ``core.throughput``)."""
     import time
 

@@ -1,10 +1,10 @@
 """What a worker does with one job, as plain functions (the Celery task only calls :func:`process_job`).
 
-:func:`render` turns an input file into encoded result bytes and knows
-nothing of Redis; :func:`process_job` claims the job, runs ``render`` with
-progress and cancellation wired to the job record, writes the result
-atomically and records the outcome. Running it twice for the same job leaves
-one result: a finished job is left alone and the result's name is fixed.
+:func:`process_job` claims the job, runs ``core.render.render`` (the use-case
+``srgan upscale`` runs too) with progress and cancellation wired to the job
+record, writes the result atomically and records the outcome. Running it
+twice for the same job leaves one result: a finished job is left alone and
+the result's name is fixed.
 """
 
 from __future__ import annotations
@@ -12,75 +12,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from redis import RedisError
 
 from core import throughput, webhooks
 from core.jobs import Job, JobStore, download_name
+from core.render import Limits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
+from core.upscalers import provenance
 from model.errors import Canceled, SRGANError
-from model.images import WARNINGS_KEY, check_output_pixels, encode_image, read_image, resample, upscale_image
 
 if TYPE_CHECKING:
-    from model.engine import Upscaler
-
     from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 PROGRESS_EVERY_S = 0.1
-
-
-@dataclass
-class Rendered:
-    data: bytes
-    media_type: str
-    width: int
-    height: int
-    mode: str
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ext(self) -> str:
-        return EXTENSIONS[self.media_type]
-
-
-def render(
-    upscaler: Upscaler,
-    source: Path,
-    params: dict[str, Any],
-    settings: Settings,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    provenance: dict[str, Any] | None = None,
-) -> Rendered:
-    """Decode ``source``, upscale it, resample to the requested scale if it differs, encode.
-
-    ``provenance`` (model, detail) goes into the result's metadata. Raises the
-    typed errors of ``model.errors`` (``Canceled`` included).
-    """
-    t0 = time.perf_counter()
-    img = read_image(source, max_pixels=settings.max_input_pixels)
-    scale = int(params.get("scale") or upscaler.scale)
-    check_output_pixels(img.width, img.height, scale, settings.max_output_pixels)
-    t1 = time.perf_counter()
-    hr = upscale_image(upscaler, img, progress=progress, should_stop=should_stop)
-    if scale != upscaler.scale:
-        hr = resample(hr, img.width * scale, img.height * scale)
-    t2 = time.perf_counter()
-    data, media_type = encode_image(hr, params.get("format"), int(params.get("quality") or 95), provenance)
-    t3 = time.perf_counter()
-    timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
-    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
-                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])])
 
 
 Notify = Callable[[str, str], None]
@@ -148,7 +98,7 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
          on_soft_timeout: type[BaseException] | None, notify: Notify | None) -> str:
     job_id = job.id
     wants_progress = notify is not None and webhooks.wants(job, "progress")
-    on_progress = (lambda: notify(job_id, "progress")) if wants_progress else None
+    on_progress = partial(notify, job_id, "progress") if notify is not None and wants_progress else None
     hooks = _JobHooks(store, job_id, settings.debug_tile_delay_s, on_progress)
     try:
         storage.discard_partial(job_id)
@@ -158,11 +108,10 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
                                             "scale": upscaler.scale, "backend": upscaler.backend_name,
                                             "precision": upscaler.precision, **blend.describe()})
         t0 = time.perf_counter()
-        provenance = {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
-                      **blend.describe()}
         with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
-            result = render(upscaler, source, job.params, settings,
-                            progress=hooks.progress, should_stop=hooks.should_stop, provenance=provenance)
+            result = render(upscaler, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
+                            progress=hooks.progress, should_stop=hooks.should_stop,
+                            provenance=provenance(upscaler, blend))
         if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
             raise Canceled("canceled after the last tile, before the result was committed")
         storage.write_result(job_id, result.data, result.ext, media_type=result.media_type,
@@ -191,8 +140,7 @@ def _run(job: Job, *, store: JobStore, storage: Storage, engines: EngineCache, s
         log.exception("job %s failed unexpectedly", job_id)
         return _end(store, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
     _record_throughput(store, engines, job, result)
-    output = {"format": FORMATS[result.media_type], "width": result.width, "height": result.height, "mode": result.mode,
-              "media_type": result.media_type, "ext": result.ext, "bytes": len(result.data)}
+    output = result.describe()
     for warning in result.warnings:
         log.warning("job %s: %s", job_id, warning)
     outcome = store.finish(job_id, "succeeded", output=output, timings=result.timings,

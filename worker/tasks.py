@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -19,6 +21,9 @@ from core.webhooks import Notifier
 from worker.celery_app import TASK_NAME, ServiceTask, app
 from worker.engines import EngineCache
 from worker.pipeline import process_job
+
+if TYPE_CHECKING:
+    from billiard.einfo import ExceptionInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,9 @@ class UpscaleTask(ServiceTask):
     def worker_name(self) -> str:
         return self.request.hostname or socket.gethostname()
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's signature
+    def on_failure(
+        self, exc: Exception, task_id: str, args: Sequence[Any], kwargs: dict[str, Any], einfo: ExceptionInfo | None,
+    ) -> None:
         """Runs in the worker's main process when the hard time limit killed the job's process."""
         if isinstance(exc, TimeLimitExceeded) and args:
             outcome = self.store.finish(args[0], "failed", error={

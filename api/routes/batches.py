@@ -9,7 +9,7 @@ import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
@@ -18,14 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from api.batch_upload import discard_all, receive_batch
 from api.deps import Caller, CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
 from api.errors import ApiError, status_for
+from api.idempotent import claim_or_replay
+from api.openapi import AUTH, error_responses
 from api.options import parse_deadline
 from api.routes.job_events import KEEPALIVE_S, RETRY_MS
 from api.routes.jobs import _accept, _parse_params, _webhook, choose_model, job_out
-from api.openapi import AUTH, error_responses
 from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_name
 from api.upload import Pace, Upload
 from core.batches import Batch, BatchState, is_batch_id, new_batch_id
-from api.idempotent import claim_or_replay
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import TERMINAL, new_job_id
 from model.errors import ModelError, SRGANError
@@ -59,7 +59,7 @@ def _admit_batch(services: Services, files: list[Upload], fields: dict[str, str]
     params, options = _parse_params(fields)
     if options.url:
         raise ApiError(422, "invalid_parameter", "a batch takes `file` parts; `url` is for single jobs")
-    choose_model(services.settings, params)  # the model and detail are the whole request's, checked once
+    choose_model(services, params)  # the model and detail are the whole request's, checked once
     try:
         deadline_at = parse_deadline(cancel_after=cancel_after, deadline=options.deadline, now=time.time(),
                                      longest_s=services.settings.job_ttl_s)
@@ -110,7 +110,8 @@ def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller
 
 @router.post("", status_code=202, response_model=BatchOut, responses={
     200: {"model": BatchOut, "description": "an `Idempotency-Key` retry: the first request's batch"},
-    202: {"headers": {"Location": {"description": "the batch's URL, `/v1/batches/{id}`", "schema": {"type": "string"}}}},
+    202: {"headers": {"Location": {"description": "the batch's URL, `/v1/batches/{id}`",
+                                   "schema": {"type": "string"}}}},
     **error_responses(*AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
                       "unsupported_media_type", "too_many_fields", "too_many_files", "idempotency_conflict",
                       "idempotency_in_progress", "webhook_refused", "webhooks_disabled", "queue_full",
@@ -166,6 +167,10 @@ async def _batch_stream(request: Request, services: Services, batch: Batch) -> A
     """A ``snapshot`` (the batch as GET shows it), then each job's events as ``job`` events until all ended."""
     yield f"retry: {RETRY_MS}\n\n"
     last = {job_id: 0 for job_id in batch.job_ids}
+
+    def events_of(job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        return {j: services.store.events_since(j, last[j]) for j in job_ids}
+
     with services.events.watch(*batch.job_ids) as changed:
         state = await run_in_threadpool(services.batches.state, batch)
         for job in state.jobs:
@@ -176,7 +181,7 @@ async def _batch_stream(request: Request, services: Services, batch: Batch) -> A
         while len(done) < len(batch.job_ids):
             changed.clear()
             pending = [job_id for job_id in batch.job_ids if job_id not in done]
-            news = await run_in_threadpool(lambda: {j: services.store.events_since(j, last[j]) for j in pending})
+            news = await run_in_threadpool(events_of, pending)
             for job_id, events in news.items():
                 for event in events:
                     last[job_id] = int(event["seq"])
@@ -238,8 +243,9 @@ def _unique(name: str, used: set[str]) -> str:
 
 
 def _zip_results(services: Services, state: BatchState) -> Iterator[bytes]:
-    sink, used = _Sink(), set()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    sink, used = _Sink(), set[str]()
+    # zipfile writes to any object with write, tell and flush; typeshed asks for a whole IO[bytes]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
         for job in state.jobs:
             if job.status != "succeeded":
                 continue

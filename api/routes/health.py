@@ -21,7 +21,7 @@ async def healthz(request: Request) -> JSONResponse:
     """``503`` once Redis has not answered for longer than ``dependency_grace_s``: restart me."""
     services = getattr(request.app.state, "services", None)
     since = services.redis_down_since if services is not None else None
-    if since is not None:
+    if services is not None and since is not None:
         down_s = time.monotonic() - since
         grace = services.settings.dependency_grace_s
         if down_s > grace:
@@ -32,7 +32,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
 def readyz(services: ServicesDep) -> JSONResponse:
-    """Ready when Redis answers, the storage (folder or object store) is writable and a worker has sent a fresh heartbeat."""
+    """Ready when Redis answers, the job storage (folder or object store) is writable and a worker has sent
+    a fresh heartbeat."""
     checks: dict[str, CheckOut] = {}
     try:
         services.store.redis.ping()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -19,18 +19,17 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
 from api.fetch import MAX_URL_LENGTH, fetch_upload
+from api.idempotent import claim_or_replay
 from api.inspect import check_output, inspect_image
 from api.openapi import AUTH, error_responses
 from api.options import parse_deadline, parse_prefer_wait
 from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_name
 from api.upload import Pace, Upload, receive_upload
 from core import netguard, throughput, webhooks
-from core.catalog import ModelInfo, require_detail_base, select_model
-from api.idempotent import claim_or_replay
+from core.catalog import ModelRef
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
-from core.settings import Settings
 from core.storage import StoredResult, content_disposition
 from model.images import ImageInfo
 from model.interpolate import round_detail
@@ -56,7 +55,7 @@ _UPLOAD_BODY = {
 }
 _LOCATION = {"Location": {"description": "the job's URL, `/v1/jobs/{id}`", "schema": {"type": "string"}}}
 _JOB_ERRORS = error_responses(*AUTH, "not_found")
-_CREATED = {
+_CREATED: dict[int | str, dict[str, Any]] = {
     200: {"model": JobOut, "description": "an `Idempotency-Key` retry: the first request's job, which has ended "
           "(`Idempotent-Replayed: true`)"},
     201: {"model": JobOut, "description": "`Prefer: wait=N` and the job ended within N s: the finished job"},
@@ -123,12 +122,9 @@ def _limits(services: Services, caller: Caller) -> JobLimits:
 
 
 
-def choose_model(settings: Settings, params: JobRequest) -> ModelInfo:
+def choose_model(services: Services, params: JobRequest) -> ModelRef:
     """The model a job with ``params`` runs; a ``detail`` needs a model with a detail base that is offered."""
-    model = select_model(settings, model=params.model, scale=params.scale)
-    if params.detail is not None:
-        select_model(settings, model=require_detail_base(model), scale=None)  # its PSNR model must be offered
-    return model
+    return services.catalog.select(model=params.model, scale=params.scale, detail=params.detail is not None)
 
 
 def _admit(services: Services, upload: Upload, *, caller: Caller, idempotency_key: str | None,
@@ -216,7 +212,7 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
     """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
     settings = services.settings
     info = inspect_image(upload.path, max_input_pixels=settings.max_input_pixels)
-    model = choose_model(settings, params)
+    model = choose_model(services, params)
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
     check_cost(services, info, model.name)
@@ -231,7 +227,7 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
         job = services.store.create(
             job_id,
             input={"filename": upload.filename, "format": info.format.lower(), "width": info.width,
-                   "height": info.height, "mode": info.mode, "bytes": upload.size},
+                   "height": info.height, "orientation": info.orientation, "mode": info.mode, "bytes": upload.size},
             # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
             params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
                     "format": params.format, "quality": params.quality,

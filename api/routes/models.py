@@ -8,10 +8,9 @@ import redis
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServicesDep, SettingsDep, reject_unknown_query, require_api_key
+from api.deps import ServicesDep, reject_unknown_query, require_api_key
 from api.openapi import AUTH, error_responses
 from api.schemas import ModelOut, ModelsOut
-from core.catalog import models_listing
 from core.model_updates import loaded_engines
 
 log = logging.getLogger(__name__)
@@ -21,7 +20,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"],
 
 
 @router.get("", response_model=ModelsOut, responses=error_responses(*AUTH, "model_error"), summary="Offered models")
-async def list_models(settings: SettingsDep, services: ServicesDep) -> ModelsOut:
+async def list_models(services: ServicesDep) -> ModelsOut:
     """Every published version, which one of each model is active, the default, and the precision workers
     loaded each in (`srgan models --json`)."""
     try:
@@ -29,5 +28,5 @@ async def list_models(settings: SettingsDep, services: ServicesDep) -> ModelsOut
     except redis.RedisError as exc:  # the listing itself comes from the registry: still answer
         log.warning("cannot read the loaded engines from Redis: %s", exc)
         engines = {}
-    listing = await run_in_threadpool(models_listing, settings, engines)
+    listing = await run_in_threadpool(services.catalog.listing, engines)
     return ModelsOut(models=[ModelOut(**m) for m in listing["models"]], precision=listing["precision"])

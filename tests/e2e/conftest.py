@@ -125,7 +125,8 @@ def browser():
     from playwright import sync_api  # the dev extra
 
     # a missing browser is a failure, not a skip: .ci/run installs Debian's chromium
-    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing (apt-get install chromium)"
+    assert os.access(CHROMIUM, os.X_OK), (f"{CHROMIUM} is missing: run .ci/run, which installs Chromium and "
+                                          "redis-server and then runs make test (or: apt-get install chromium)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

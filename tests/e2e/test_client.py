@@ -6,6 +6,7 @@ import io
 import re
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import numpy as np
@@ -24,7 +25,9 @@ def nearest_x4(data: bytes) -> np.ndarray:
 
 def queued_total(url: str) -> float:
     metrics = httpx.get(url + "/metrics").text
-    return float(re.search(r'^srgan_jobs_total\{status="queued"\} (\S+)$', metrics, re.M).group(1))
+    found = re.search(r'^srgan_jobs_total\{status="queued"\} (\S+)$', metrics, re.M)
+    assert found, metrics
+    return float(found.group(1))
 
 
 def test_upscale_returns_the_result_bytes(served, tmp_path):
@@ -33,7 +36,7 @@ def test_upscale_returns_the_result_bytes(served, tmp_path):
     with Client(served.url) as client:
         out = client.upscale(src)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(out))), nearest_x4(src.read_bytes()))
-        seen = []
+        seen: list[Any] = []
         job, data = client.upscale_job(image_bytes(96, 96, seed=5), progress=seen.append, format="webp", quality=100)
         assert job["status"] == "succeeded" and Image.open(io.BytesIO(data)).format == "WEBP"
         assert seen == sorted(seen) and seen[-1] == 1.0 and any(0 < p < 1 for p in seen), seen
@@ -110,3 +113,23 @@ def test_srgan_upscale_server_does_files_and_folders(served, tmp_path):
     assert local_only.returncode == 2 and "local upscaling only" in local_only.stderr
     away = srgan("upscale", "--server", "http://127.0.0.1:9", single)
     assert away.returncode == 2 and "cannot reach" in away.stderr
+
+
+def test_srgan_upscale_server_follows_the_output_name_and_skips_what_exists(served, tmp_path):
+    """As locally: ``-o x.png`` from a JPEG is PNG in a folder made for it; a re-run skips what is there."""
+    src = tmp_path / "in" / "photo.jpg"
+    src.parent.mkdir()
+    src.write_bytes(image_bytes(10, 8, fmt="JPEG", seed=4))
+    dst = tmp_path / "new" / "photo.png"
+    res = srgan("upscale", "--server", served.url, src, "-o", dst)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(dst).format == "PNG" and Image.open(dst).size == (40, 32)
+    again = srgan("upscale", "--server", served.url, src, "-o", dst)
+    assert again.returncode == 0 and "exists, skipped" in again.stdout
+    conflict = srgan("upscale", "--server", served.url, src, "-o", dst, "--format", "webp", "--overwrite")
+    assert conflict.returncode == 2 and "conflicts" in conflict.stderr
+
+    first = srgan("upscale", "--server", served.url, src.parent, "-o", tmp_path / "out")
+    assert "1 done, 0 skipped, 0 failed" in first.stdout, first.stderr
+    rerun = srgan("upscale", "--server", served.url, src.parent, "-o", tmp_path / "out")
+    assert "0 done, 1 skipped, 0 failed" in rerun.stdout, rerun.stderr

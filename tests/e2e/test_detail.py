@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.tiny_models import make_conv_model
 from model.deploy import deploy_model
 from model.registry import Registry
 from tests.e2e.conftest import start_served
 from tests.utils.service import REPO, image_bytes, wait_for
-from tests.utils.tiny_models import make_conv_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -1,4 +1,5 @@
-"""`training.export.publish_export`: an export goes straight into the registry (no TensorFlow needed)."""
+"""`srgan export --publish`: an export goes into the registry through the publish of `srgan deploy`
+(``cli.deploy.publish_and_report``; no TensorFlow needed)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import json
 
 import pytest
 
+from bench.tiny_models import make_nearest_model, with_declared_scale
 from core.settings import get_settings
-from model.registry import DeployRefused, Registry, sha256_of
-from tests.utils.tiny_models import make_nearest_model, with_declared_scale
+from model.locate import shipped_models
+from model.registry import Registry, sha256_of
 
 pytestmark = pytest.mark.unit
 
@@ -25,30 +27,47 @@ def models_dir(tmp_path, monkeypatch):
 
 
 def exported(folder, model):
-    """A file and the card.json beside it, as ``srgan export`` leaves them."""
+    """A file and the card beside it, as ``srgan export`` leaves them."""
     folder.mkdir(parents=True)
     path = model(folder / "model.onnx")
-    (folder / "card.json").write_text(json.dumps({"name": "run1", "version": "step-200", "scale": 4,
+    (folder / "model.card.json").write_text(json.dumps({"name": "run1", "version": "step-200", "scale": 4,
                                                   "metrics": {"set5_psnr_y": 28.1}, "sha256": sha256_of(path),
                                                   "onnx": {"file": "model.onnx", "opset": 17}}))
     return path
 
 
-def test_publish_export_deploys_with_the_card(models_dir, tmp_path):
-    from training.export import publish_export
+def test_publish_export_deploys_with_the_card(models_dir, tmp_path, capsys):
+    from cli.deploy import publish_and_report
 
     path = exported(tmp_path / "out", lambda p: make_nearest_model(p, scale=4))
-    told = publish_export(path, "srresnet_x4")
-    assert "published srresnet_x4:step-200" in told and "no Redis configured" in told
-    active = Registry(models_dir).get("srresnet_x4")
+    assert publish_and_report(None, path, "mine", source=f"srgan export: {path}") == 0
+    told = capsys.readouterr()
+    assert "published mine:step-200" in told.out and "no Redis configured" in told.out
+    assert "exported as 'run1'" in told.err, "the export's --name differs from the published name: a warning"
+    active = Registry(models_dir).get("mine")
     assert active.version == "step-200" and active.metrics == {"set5_psnr_y": 28.1}
     assert active.card["registry"]["source"] == f"srgan export: {path}"
 
 
-def test_publish_export_refuses_a_bad_export(models_dir, tmp_path):
-    from training.export import publish_export
+def test_publish_export_refuses_a_bad_export(models_dir, tmp_path, capsys):
+    from cli.deploy import publish_and_report
 
     path = exported(tmp_path / "out", lambda p: with_declared_scale(make_nearest_model(p, scale=2), p, 4))
-    with pytest.raises(DeployRefused, match="declares x4"):
-        publish_export(path, "srresnet_x4")
-    assert not Registry(models_dir).has("srresnet_x4")
+    assert publish_and_report(None, path, "mine") == 1
+    assert "declares x4" in capsys.readouterr().err
+    assert not Registry(models_dir).has("mine")
+
+
+@pytest.mark.skipif(not shipped_models(), reason="no model ships in model/weights")
+def test_a_worse_export_is_refused_unless_forced(models_dir, tmp_path, capsys):
+    """A 40-step model scoring like bicubic on Set5 was activated over the shipped one without a word."""
+    from cli.deploy import publish_and_report
+
+    path = exported(tmp_path / "out", lambda p: make_nearest_model(p, scale=4))
+    assert publish_and_report(None, path, "srresnet_x4") == 1
+    err = capsys.readouterr().err
+    assert "worse than the active srresnet_x4" in err and "set5_psnr_y 28.10 dB" in err and "--force" in err
+    shipped = Registry(models_dir).get("srresnet_x4")
+    assert shipped.card["registry"]["source"].startswith("shipped: "), "the active version stays"
+    assert publish_and_report(None, path, "srresnet_x4", force=True) == 0
+    assert Registry(models_dir).get("srresnet_x4").version == "step-200"

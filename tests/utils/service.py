@@ -15,6 +15,7 @@ import time
 import uuid
 import zlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -69,6 +70,7 @@ class WorkerProc:
         self.process = subprocess.Popen(argv, env=service_env(self.settings), cwd=REPO, stdout=self._log,  # noqa: S603
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=die_with_parent, start_new_session=True)
+        assert self.settings.redis_url is not None, "the service fixture gives every worker a Redis URL"
         client = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
         deadline = time.monotonic() + timeout_s
         try:
@@ -77,7 +79,7 @@ class WorkerProc:
                     raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
                 if self.webhooks and f"{self.name}@" in self.log_tail(100_000) and " ready." in self.log_tail(100_000):
                     return self
-                if any(m.startswith(self.name + "@") for m in client.zrange("srgan:workers", 0, -1)):
+                if any(str(m).startswith(self.name + "@") for m in client.zrange("srgan:workers", 0, -1)):
                     return self
                 time.sleep(0.1)
         finally:
@@ -145,7 +147,6 @@ class LiveApi:
         self.thread = threading.Thread(target=self.server.run, name="live-api", daemon=True)
 
     def start(self) -> LiveApi:
-        self.server.config.install_signal_handlers = False  # uvicorn < 0.29 reads this
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -154,7 +155,7 @@ class LiveApi:
             time.sleep(0.02)
         return self
 
-    def client(self, **kwargs: object) -> httpx.Client:
+    def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
     def stop(self) -> None:
@@ -228,4 +229,5 @@ def exif_make_as_rational() -> bytes:
     """An EXIF block (TIFF structure) whose ``Make`` tag is typed RATIONAL, not ASCII, as a buggy writer
     might store it: Pillow reads it, but cannot write it back."""
     entry = struct.pack("<HHII", 0x010F, 5, 1, 26)  # Make, RATIONAL, one value, at offset 26
-    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + entry + struct.pack("<I", 0) + struct.pack("<II", 1, 3)
+    return (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + entry + struct.pack("<I", 0)
+            + struct.pack("<II", 1, 3))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.utils.tiny_models import make_nearest_model
+from bench.tiny_models import make_nearest_model
 
 pytestmark = pytest.mark.integration
 SRGAN = [sys.executable, "-m", "cli.main"]
@@ -105,7 +105,8 @@ def test_missing_input_file(model, tmp_path):
 def test_upscale_never_imports_tensorflow(model, images, tmp_path):
     code = (
         "import sys\nfrom cli.main import main\n"
-        f"rc = main(['upscale', {str(images / 'a.png')!r}, '-o', {str(tmp_path / 'y.png')!r}, '--model', {str(model)!r}])\n"
+        f"rc = main(['upscale', {str(images / 'a.png')!r}, '-o', {str(tmp_path / 'y.png')!r}, "
+        f"'--model', {str(model)!r}])\n"
         "assert rc == 0\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'celery', 'fastapi') if m in sys.modules]\n"
         "print(heavy)\n"
@@ -117,7 +118,7 @@ def test_upscale_never_imports_tensorflow(model, images, tmp_path):
 
 def test_precision_flag_runs_bf16_and_rescues_a_ruined_tile_in_float32(tmp_path):
     """``--precision bf16`` reaches OpenVINO; a model bfloat16 blanks still gives the float32 result."""
-    from tests.utils.tiny_models import make_low_precision_fragile_model
+    from bench.tiny_models import make_low_precision_fragile_model
 
     fragile = make_low_precision_fragile_model(tmp_path / "fragile.onnx", "blank")
     src = tmp_path / "in.png"
@@ -134,3 +135,99 @@ def test_precision_flag_runs_bf16_and_rescues_a_ruined_tile_in_float32(tmp_path)
 def test_unknown_precision_is_refused(model, images, tmp_path):
     res = srgan("upscale", images / "a.png", "-o", tmp_path / "x.png", "--model", model, "--precision", "int4")
     assert res.returncode == 2 and "invalid choice: 'int4'" in res.stderr
+
+
+@pytest.mark.parametrize("src,dst,fmt", [("b.jpg", "out.png", "PNG"), ("a.png", "x.webp", "WEBP"),
+                                         ("a.png", "x.JPEG", "JPEG")])
+def test_the_output_extension_decides_the_format(model, images, tmp_path, src, dst, fmt):
+    """``-o out.png`` from a JPEG wrote JPEG bytes into out.png (and ``-o x.webp`` wrote PNG)."""
+    res = srgan("upscale", images / src, "-o", tmp_path / dst, "--model", model)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / dst).format == fmt
+
+
+@pytest.mark.parametrize("dst,args,message", [
+    ("x.png", ["--format", "jpeg"], "conflicts"),
+    ("x.tiff", [], "cannot tell the output format"),
+])
+def test_a_format_the_output_name_contradicts_is_an_error(model, images, tmp_path, dst, args, message):
+    res = srgan("upscale", images / "a.png", "-o", tmp_path / dst, "--model", model, *args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / dst).exists()
+
+
+def test_format_flag_names_the_format_of_an_output_without_a_known_extension(model, images, tmp_path):
+    res = srgan("upscale", images / "a.png", "-o", tmp_path / "x.img", "--model", model, "--format", "webp")
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "x.img").format == "WEBP"
+
+
+def test_an_output_in_a_folder_that_does_not_exist_is_written(model, images, tmp_path):
+    """``-o newdir/x.png`` failed with ``No such file or directory: 'newdir/.x.png.tmp'``."""
+    dst = tmp_path / "newdir" / "deeper" / "x.png"
+    res = srgan("upscale", images / "a.png", "-o", dst, "--model", model)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(dst).size == (188, 132)
+    assert [p.name for p in dst.parent.iterdir()] == ["x.png"], "no temporary file is left"
+
+
+def test_an_output_that_cannot_be_written_is_one_clear_error(model, images, tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    res = srgan("upscale", images / "a.png", "-o", tmp_path / "file" / "x.png", "--model", model)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert ".tmp" not in res.stderr and "file" in res.stderr
+
+
+def test_recursive_mirrors_the_tree_and_plain_folders_stay_flat(model, images, tmp_path):
+    """A folder input silently skipped its subfolders; ``--recursive`` takes them, mirrored under ``-o``."""
+    nested = images / "trip" / "day1"
+    nested.mkdir(parents=True)
+    Image.open(images / "a.png").save(nested / "d.png")
+    flat = srgan("upscale", images, "-o", tmp_path / "flat", "--model", model)
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["a_x4.png", "b_x4.jpg", "c_x4.webp"]
+    assert "no input" not in flat.stderr
+    res = srgan("upscale", images, "-o", tmp_path / "tree", "--model", model, "--recursive")
+    assert res.returncode == 1  # broken.png
+    assert Image.open(tmp_path / "tree" / "trip" / "day1" / "d_x4.png").size == (188, 132)
+    assert "4 done, 0 skipped, 1 failed" in res.stdout
+
+
+def test_existing_outputs_are_skipped_unless_overwrite_and_the_batch_reports_counts(model, images, tmp_path):
+    out = tmp_path / "out"
+    first = srgan("upscale", images, "-o", out, "--model", model)
+    assert first.returncode == 1 and "3 done, 0 skipped, 1 failed" in first.stdout
+    (out / "a_x4.png").write_bytes(b"kept")
+    again = srgan("upscale", images, "-o", out, "--model", model)
+    assert again.returncode == 1 and "0 done, 3 skipped, 1 failed" in again.stdout
+    assert "--overwrite" in again.stdout
+    assert (out / "a_x4.png").read_bytes() == b"kept"
+    forced = srgan("upscale", images, "-o", out, "--model", model, "--overwrite")
+    assert "3 done, 0 skipped, 1 failed" in forced.stdout
+    assert Image.open(out / "a_x4.png").size == (188, 132)
+
+
+def test_a_rerun_beside_the_inputs_does_not_upscale_the_results_again(model, images):
+    first = srgan("upscale", images, "--model", model)
+    assert "3 done, 0 skipped, 1 failed" in first.stdout
+    again = srgan("upscale", images, "--model", model)
+    assert "0 done, 3 skipped, 1 failed" in again.stdout
+    assert not list(images.glob("*_x4_x4.*"))
+
+
+def test_the_output_pixel_limit_applies_as_in_the_service(model, images, tmp_path):
+    """The CLI skipped ``check_output_pixels``: ``--scale 8`` had no output limit while the service refused."""
+    dst = tmp_path / "big.png"
+    res = srgan("upscale", images / "a.png", "-o", dst, "--model", model, "--scale", "8",
+                env={"SRGAN_MAX_OUTPUT_PIXELS": str(47 * 33 * 16)})
+    assert res.returncode == 1 and "the limit is" in res.stderr and "Traceback" not in res.stderr
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("out", ["in", "in/up", "."])
+def test_an_output_folder_inside_beside_or_above_the_inputs(model, images, tmp_path, out):
+    """Results written into (a folder of) the input tree are not taken as inputs by a re-run."""
+    target = tmp_path / out
+    first = srgan("upscale", images, "-o", target, "--model", model, "--recursive")
+    assert "3 done, 0 skipped, 1 failed" in first.stdout, first.stdout + first.stderr
+    again = srgan("upscale", images, "-o", target, "--model", model, "--recursive")
+    assert "0 done, 3 skipped, 1 failed" in again.stdout, again.stdout + again.stderr

@@ -1,4 +1,4 @@
-"""``bench/gpu_check``: the script parses, and its Python half runs end to end (here on the CPU provider)."""
+"""`srgan bench gpu-check` (bench/gpu_check): the script parses, and its Python half runs end to end (CPU here)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_shell_script_is_valid_bash_and_strict():
 
 def test_python_half_measures_a_provider_and_reports(tmp_path):
     report = tmp_path / "report.json"
-    res = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--providers",
+    res = subprocess.run([sys.executable, "-m", "cli.main", "bench", "gpu-check", "--providers",
                           "CPUExecutionProvider,CUDAExecutionProvider", "--sizes", "24,48", "--tile", "24",
                           "--repeat", "1", "--json", str(report)], capture_output=True, text=True, timeout=300,
                          cwd=REPO)

@@ -68,8 +68,8 @@ def test_choose_tile_is_the_largest_that_fits():
 
 
 def test_auto_tile_follows_the_budget(tmp_path):
+    from bench.tiny_models import make_nearest_model
     from model.engine import Upscaler
-    from tests.utils.tiny_models import make_nearest_model
 
     up = Upscaler.from_file(make_nearest_model(tmp_path / "n.onnx", scale=4), backend="onnxruntime",
                             memory_budget=64 * 2**20)

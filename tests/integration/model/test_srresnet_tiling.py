@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from bench.data import training_photo
+from bench.tiny_models import make_srresnet_model
 from core.settings import Settings
 from model.engine import Upscaler
-from tests.utils.data import training_photo
-from tests.utils.tiny_models import make_srresnet_model
 
 pytestmark = pytest.mark.integration
 

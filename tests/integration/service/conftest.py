@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,8 +56,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def make_settings(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Settings]:
-    def make(redis_url: str, **overrides: object) -> Settings:
-        values: dict[str, object] = dict(
+    def make(redis_url: str, **overrides: Any) -> Settings:
+        values: dict[str, Any] = dict(
             redis_url=redis_url, model=str(tiny_model), data_dir=tmp_path_factory.mktemp("data"),
             backend="onnxruntime", threads=1, tile=32, overlap=4, heartbeat_s=0.5,
             debug_tile_delay_s=TILE_DELAY_S, sweep_interval_s=3600,
@@ -74,7 +75,7 @@ class Service:
     worker: WorkerProc
     redis: redis.Redis
 
-    def client(self, **kwargs: object) -> httpx.Client:
+    def client(self, **kwargs: Any) -> httpx.Client:
         return self.api.client(**kwargs)
 
     @property

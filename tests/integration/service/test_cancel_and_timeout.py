@@ -3,12 +3,11 @@ already committed (and the answer says which); a soft time limit is ``timeout`` 
 
 from __future__ import annotations
 
-
 import pytest
 
+from bench.tiny_models import make_srresnet_model
 from core.storage import open_storage
 from tests.utils.service import api_and_worker, image_bytes, wait_for, wait_until
-from tests.utils.tiny_models import make_srresnet_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from bench.tiny_models import make_srresnet_model
 from core.throughput import KEY
 from tests.utils.service import LiveApi, api_and_worker, image_bytes, wait_for, wait_until
-from tests.utils.tiny_models import make_srresnet_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 

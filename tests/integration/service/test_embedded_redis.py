@@ -113,6 +113,7 @@ def test_a_restart_keeps_the_data_address_and_password(tmp_path):
     with RedisServer(tmp_path / "redis") as server:
         url = server.url
         redis.Redis.from_url(url).set("srgan:job:x", "kept")
+        assert server.process is not None
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
         assert not server.alive()

@@ -12,17 +12,18 @@ import io
 import json
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 from PIL import Image
 
+from bench.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
 from core.jobs import job_key
 from model.deploy import deploy_model
 from model.registry import Registry, sha256_of
 from tests.utils.service import REPO, LiveApi, WorkerProc, image_bytes, service_env, wait_for, wait_until
-from tests.utils.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -45,7 +46,7 @@ def settings(redis_db, make_settings, tmp_path, files):
 @contextlib.contextmanager
 def stack(settings, tmp_path, workers=1):
     api = LiveApi(settings).start()
-    procs = []
+    procs: list[Any] = []
     try:
         procs.extend(WorkerProc(settings, tmp_path / f"worker{i}.log").start() for i in range(workers))
         with api.client() as client:
@@ -153,7 +154,7 @@ def test_two_workers_both_switch_without_failing_a_job(settings, files, tmp_path
         late = jobs[len(before):]
         assert {j["model"]["version"] for j in late} == {"v2"}, "every job started after the deploy ran v2"
         with contextlib.closing(redis.Redis.from_url(settings.redis_url, decode_responses=True)) as r:
-            ran_on = {j["id"]: r.hget(job_key(j["id"]), "worker") for j in late}
+            ran_on = {j["id"]: str(r.hget(job_key(j["id"]), "worker")) for j in late}
         by_worker = {w.name: {j["model"]["version"] for j in late if ran_on[j["id"]].startswith(w.name)}
                      for w in workers}
         assert by_worker == {w.name: {"v2"} for w in workers}, f"both workers switched: {by_worker}"

@@ -30,7 +30,8 @@ def test_a_job_lives_for_its_ttl(store):
     job_id = new(store)
     assert 55 <= store.redis.ttl(job_key(job_id)) <= 60
     job = store.get(job_id)
-    assert (job.status, job.attempts, job.input, job.expires_at > time.time()) == ("queued", 0, {"filename": "a.png"}, True)
+    assert (job.status, job.attempts, job.input, job.expires_at > time.time()) == (
+        "queued", 0, {"filename": "a.png"}, True)
 
 
 def test_start_counts_attempts_and_fails_a_job_out_of_them(store):

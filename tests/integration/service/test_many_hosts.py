@@ -20,11 +20,11 @@ import pytest
 import redis
 from PIL import Image
 
+from bench.tiny_models import make_conv_model, make_nearest_model
 from core.jobs import job_key
 from core.settings import Settings
 from model.registry import Registry
 from tests.utils.service import REPO, LiveApi, WorkerProc, image_bytes, service_env, wait_for, wait_until
-from tests.utils.tiny_models import make_conv_model, make_nearest_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -78,7 +78,7 @@ def test_api_and_workers_sharing_only_redis_and_the_store(redis_db, make_setting
             wait_until(lambda: active(client) == ["v1"], what="the API to find v1 in the store's registry")
 
             def worker_of(job) -> str:
-                record = r.hget(job_key(job["id"]), "worker") or ""
+                record = str(r.hget(job_key(job["id"]), "worker") or "")
                 return next(n for n, w in workers.items() if record.startswith(w.name + "@"))
 
             # jobs spread over both hosts, results come back through the API

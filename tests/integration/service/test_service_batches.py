@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 import zipfile
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -19,7 +20,8 @@ STORAGE_BACKENDS = BACKENDS
 
 
 def post_batch(client, files: list[tuple[str, bytes]], headers=None, **fields):
-    parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
+    parts: list[tuple[str, tuple[str | None, Any] | tuple[str, bytes, str]]] = [
+        ("file", (name, data, "application/octet-stream")) for name, data in files]
     parts += [(k, (None, str(v))) for k, v in fields.items()]
     return client.post("/v1/batches", files=parts, headers=headers or {})
 
@@ -103,7 +105,8 @@ def test_limits_idempotency_and_unknown_batches(client, service):
 def test_the_batch_event_stream_follows_every_job_to_its_end(client):
     batch = post_batch(client, [("a.png", image_bytes(96, 96, seed=6)), ("bad.png", b"nope"),
                                 ("b.png", image_bytes(64, 64, seed=7))]).json()
-    events, current = [], {}
+    events: list[tuple[str | None, Any]] = []
+    current: dict[str, Any] = {}
     with client.stream("GET", batch["links"]["events"]) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -137,7 +138,7 @@ def test_signed_links_download_without_a_key_until_they_expire(service, make_set
             for params in ({"expires": expires + 3600, "signature": signature},       # a longer life
                            {"expires": expires, "signature": "0" * 64},               # another signature
                            {"expires": expires, "signature": signature[:-1] + ("0" if signature[-1] != "0" else "1")}):
-                tampered = anonymous.get(path, params=params)
+                tampered = anonymous.get(path, params=cast("dict[str, Any]", params))
                 assert (tampered.status_code, tampered.json()["error"]["code"]) == (403, "link_invalid")
             other = submit(keyed, image_bytes(8, 8), headers={"Prefer": "wait=30"}).json()
             moved = anonymous.get(f"/v1/links/{other['id']}", params={"expires": expires, "signature": signature})
@@ -188,4 +189,5 @@ def test_a_refused_request_releases_its_key(client):
     assert refused.status_code == 415
     fixed = submit(client, image_bytes(8, 8, seed=21), headers={"Idempotency-Key": key})
     assert fixed.status_code == 202, "the key was free again, not a conflict with the refused upload"
-    assert submit(client, image_bytes(8, 8, seed=21), headers={"Idempotency-Key": key}).json()["id"] == fixed.json()["id"]
+    again = submit(client, image_bytes(8, 8, seed=21), headers={"Idempotency-Key": key})
+    assert again.json()["id"] == fixed.json()["id"]

@@ -85,6 +85,20 @@ def test_rgb_png_with_a_trns_colour_key_keeps_its_transparency(client):
     np.testing.assert_array_equal(np.asarray(out.getchannel("A")) == 0, keyed)
 
 
+def test_the_record_gives_the_input_size_as_displayed_and_its_orientation(client):
+    """A phone photo stored 30x10 and turned by EXIF was recorded as 30x10 in and 40x120 out."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a quarter turn clockwise on display
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes(30, 10))).save(buf, "JPEG", exif=exif.tobytes())
+    response = submit(client, buf.getvalue(), name="phone.jpg")
+    assert response.status_code == 202, response.text
+    assert response.json()["input"] == {**response.json()["input"], "width": 10, "height": 30, "orientation": 6}
+    done = wait_for(client, response.headers["location"])
+    assert (done["input"]["width"] * 4, done["input"]["height"] * 4) == (done["output"]["width"],
+                                                                       done["output"]["height"]) == (40, 120)
+
+
 def test_exif_that_cannot_be_written_back_is_dropped_with_a_warning(client):
     buf = io.BytesIO()
     Image.open(io.BytesIO(image_bytes(10, 8))).save(buf, "PNG", exif=exif_make_as_rational())

@@ -46,7 +46,7 @@ def trickle(port: int, results: list, *, every_s: float, stop: threading.Event, 
                     answer += more
                 results.append((answer.split(b"\r\n", 1)[0].decode(), seconds, answer))
                 return
-            except socket.timeout:
+            except TimeoutError:
                 try:
                     sock.sendall(b"x")
                 except OSError:

@@ -119,8 +119,9 @@ def test_the_broker_message_carries_only_the_id_under_2_kb(redis_db, tmp_path):
         queue.send(job_id)
     finally:
         queue.close()
+    assert settings.redis_url is not None
     client = redis.Redis.from_url(settings.redis_url)
-    (message,) = client.lrange(settings.queue, 0, -1)
+    (message,) = [m if isinstance(m, bytes) else m.encode() for m in client.lrange(settings.queue, 0, -1)]
     assert len(message) < 2048, f"{len(message)} bytes"
     body = json.loads(message)
     assert job_id in message.decode() and body["headers"]["task"] == "srgan.upscale"

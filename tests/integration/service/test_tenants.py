@@ -7,6 +7,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -51,7 +52,7 @@ def idle_api(idle_db, make_settings):
 
 
 @pytest.fixture(scope="module")
-def keyed_api(service) -> LiveApi:
+def keyed_api(service) -> Iterator[LiveApi]:
     """An API with two keys beside the session's service (same Redis, storage and worker)."""
     settings = type(service.settings)(**{**service.settings.model_dump(), "api_keys": KEYS, "rate_limit_per_minute": 0})
     api = LiveApi(settings).start()

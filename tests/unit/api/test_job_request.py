@@ -35,6 +35,7 @@ def test_job_view_and_download_name():
               input={"filename": "holiday.photo.jpg", "width": 10, "height": 8, "format": "jpeg", "mode": "RGB"},
               params={"scale": 4}, output={"width": 40, "height": 32, "ext": "jpg", "media_type": "image/jpeg"})
     view = JobOut.from_job(job)
+    assert view.output is not None
     assert view.output.filename == download_name(job) == "holiday.photo_x4.jpg"
     assert view.links.result.endswith("/result") and view.created_at.tzinfo is not None
     running = Job(id=job.id, status="running", output={"width": 1, "height": 1})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.unit
 PREFLIGHT = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
 
 
-def client_for(tmp_path, **settings: object) -> TestClient:
+def client_for(tmp_path, **settings: Any) -> TestClient:
     """The real app without its lifespan (no Redis): /healthz and preflights answer without it."""
     return TestClient(create_app(Settings(_env_file=None, data_dir=tmp_path, **settings)))
 

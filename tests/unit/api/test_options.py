@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from api.options import parse_deadline, parse_duration, parse_prefer_wait
@@ -38,7 +40,7 @@ def test_deadlines():
     assert parse_deadline(cancel_after=None, deadline="2027-01-15T10:00:10+02:00", now=now,
                           longest_s=3600) == now + 10
     assert parse_deadline(cancel_after=None, deadline=None, now=now, longest_s=3600) is None
-    for kwargs, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"cancel_after": "5s", "deadline": "5s"}, "not both"),
         ({"cancel_after": "2027-01-15T08:00:10Z", "deadline": None}, "duration"),  # the header takes durations
         ({"cancel_after": None, "deadline": "2027-01-15T08:00:10"}, "time zone"),
@@ -46,7 +48,8 @@ def test_deadlines():
         ({"cancel_after": "0s", "deadline": None}, "already passed"),
         ({"cancel_after": "2h", "deadline": None}, "lifetime"),
         ({"cancel_after": None, "deadline": "tomorrow"}, "neither"),
-    ]:
+    ]
+    for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             parse_deadline(now=now, longest_s=3600, **kwargs)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cli.main import main
@@ -10,7 +12,7 @@ from core.settings import Settings, get_settings
 
 pytestmark = pytest.mark.unit
 
-KEYED = dict(api_keys={"alice": "k"}, allowed_hosts=["sr.example.com"])
+KEYED: dict[str, Any] = dict(api_keys={"alice": "k"}, allowed_hosts=["sr.example.com"])
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.5"])

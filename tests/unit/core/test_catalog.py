@@ -1,14 +1,15 @@
-"""The models the API offers, read from the ONNX contract without ONNX Runtime."""
+"""The model catalog: what a name means, what the API offers (read from the ONNX contract without ONNX Runtime)."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.catalog import describe_model_file, offered_models, select_model
+import core.catalog
+from bench.tiny_models import make_nearest_model
+from core.catalog import ModelCatalog
 from core.settings import Settings
 from model.errors import InvalidParameter, ModelError
 from model.locate import shipped_models
-from tests.utils.tiny_models import make_nearest_model
 
 pytestmark = pytest.mark.unit
 
@@ -25,34 +26,39 @@ def ours(models):
 
 
 def test_contract_gives_name_version_scale(settings):
-    (info,) = ours(offered_models(settings))
+    (info,) = ours(ModelCatalog(settings).offered())
     assert (info.name, info.version, info.scale, info.ref, info.active) == ("nearest", "1", 4, "nearest:1", True)
 
 
 def test_file_without_contract_is_named_by_its_stem(tmp_path):
-    info = describe_model_file(make_nearest_model(tmp_path / "foreign.onnx", with_contract=False))
+    catalog = ModelCatalog(Settings(_env_file=None, models_dir=tmp_path / "m"))
+    info = catalog.describe_file(make_nearest_model(tmp_path / "foreign.onnx", with_contract=False))
     assert (info.name, info.version, info.scale) == ("foreign", "", None)
 
 
 def test_selection_by_name_version_and_scale(settings):
-    assert select_model(settings, model=None, scale=None).name == "nearest"
-    assert select_model(settings, model="nearest:1", scale=4).name == "nearest"
-    assert select_model(settings, model=None, scale=2).scale == 4, "other scales are resampled"
+    assert ModelCatalog(settings).select(model=None, scale=None).name == "nearest"
+    assert ModelCatalog(settings).select(model="nearest:1", scale=4).name == "nearest"
+    assert ModelCatalog(settings).select(model=None, scale=2).scale == 4, "other scales are resampled"
     for bad in ("other", "nearest:2"):
         with pytest.raises(InvalidParameter, match="offered: nearest:1"):
-            select_model(settings, model=bad, scale=None)
+            ModelCatalog(settings).select(model=bad, scale=None)
 
 
 def test_missing_model_is_a_model_error(tmp_path):
     settings = Settings(_env_file=None, model=str(tmp_path / "gone.onnx"), models_dir=tmp_path / "models")
     with pytest.raises(ModelError, match="not found"):
-        select_model(settings, model=None, scale=None)
+        ModelCatalog(settings).select(model=None, scale=None)
 
 
 @pytest.mark.skipif(not shipped_models(), reason="no model ships in model/weights yet")
-def test_the_shipped_default_is_in_every_registry_from_the_start(tmp_path):
+def test_the_shipped_default_is_in_every_registry_once_seeded(tmp_path):
     settings = Settings(_env_file=None, models_dir=tmp_path / "models")
-    (default,) = [m for m in offered_models(settings) if m.default]
+    catalog = ModelCatalog(settings)
+    assert catalog.resolve(None).source == "file", "before the start-up seeding, the shipped file itself"
+    assert not (tmp_path / "models").exists(), "reads never write"
+    catalog.seed()
+    (default,) = [m for m in catalog.offered() if m.default]
     assert default.name == settings.model and default.source == "registry" and default.active
     assert default.path.parent.parent == tmp_path / "models" / settings.model
 
@@ -71,34 +77,101 @@ def registry_settings(tmp_path):
 
 
 def test_registry_versions_are_offered_with_the_active_and_default_marked(registry_settings):
-    offered = {m.ref: (m.active, m.default, m.scale, m.source) for m in ours(offered_models(registry_settings))}
+    offered = {m.ref: (m.active, m.default, m.scale, m.source) for m in ours(ModelCatalog(registry_settings).offered())}
     assert offered == {"sr:v1": (False, False, 4, "registry"), "sr:v2": (True, True, 4, "registry"),
                        "sr2:1": (True, False, 2, "registry")}
 
 
 def test_names_resolve_to_the_active_version_and_name_version_pins(registry_settings):
-    from core.catalog import resolve_spec
-
-    assert resolve_spec(registry_settings, None).ref == "sr:v2"
-    assert resolve_spec(registry_settings, "sr").ref == "sr:v2"
-    assert resolve_spec(registry_settings, "sr:v1").ref == "sr:v1"
-    assert resolve_spec(registry_settings, "sr:v1").path.parts[-3:] == ("sr", "v1", "model.onnx")
+    catalog = ModelCatalog(registry_settings)
+    assert catalog.resolve(None).ref == "sr:v2"
+    assert catalog.resolve("sr").ref == "sr:v2"
+    assert catalog.resolve("sr:v1").ref == "sr:v1"
+    assert catalog.resolve("sr:v1").path.parts[-3:] == ("sr", "v1", "model.onnx")
     with pytest.raises(ModelError, match="versions of sr: v1, v2"):
-        resolve_spec(registry_settings, "sr:v9")
+        catalog.resolve("sr:v9")
 
 
 def test_selection_uses_the_registry(registry_settings):
-    assert select_model(registry_settings, model=None, scale=None).ref == "sr:v2"
-    assert select_model(registry_settings, model="sr:v1", scale=None).ref == "sr:v1"
-    assert select_model(registry_settings, model=None, scale=2).ref == "sr2:1", "a model made for x2 is preferred"
-    assert select_model(registry_settings, model="sr", scale=2).ref == "sr:v2", "a named model is resampled"
+    assert ModelCatalog(registry_settings).select(model=None, scale=None).ref == "sr:v2"
+    assert ModelCatalog(registry_settings).select(model="sr:v1", scale=None).ref == "sr:v1"
+    catalog = ModelCatalog(registry_settings)
+    assert catalog.select(model=None, scale=2).ref == "sr2:1", "a model made for x2 is preferred"
+    assert ModelCatalog(registry_settings).select(model="sr", scale=2).ref == "sr:v2", "a named model is resampled"
     with pytest.raises(InvalidParameter, match=r"offered: sr:v1, sr:v2 \(active\), sr2:1 \(active\)"):
-        select_model(registry_settings, model="sr:v3", scale=None)
+        ModelCatalog(registry_settings).select(model="sr:v3", scale=None)
 
 
 def test_the_configured_file_is_offered_beside_the_registry(registry_settings, tmp_path):
     settings = registry_settings.model_copy(update={"model": str(make_nearest_model(tmp_path / "f.onnx"))})
-    offered = ours(offered_models(settings))
+    offered = ours(ModelCatalog(settings).offered())
     assert offered[0].source == "file" and offered[0].default and offered[0].ref == "nearest:1"
     assert [m.ref for m in offered[1:]] == ["sr:v1", "sr:v2", "sr2:1"]
-    assert select_model(settings, model="nearest", scale=None).source == "file"
+    assert ModelCatalog(settings).select(model="nearest", scale=None).source == "file"
+
+
+def test_reads_never_write_the_registry(tmp_path):
+    """Resolving, listing and selecting leave the registry folder as it was (seeding is a start-up step)."""
+    settings = Settings(_env_file=None, models_dir=tmp_path / "models",
+                        model=str(make_nearest_model(tmp_path / "n.onnx", scale=4)))
+    catalog = ModelCatalog(settings)
+    catalog.resolve(None)
+    catalog.offered()
+    catalog.select(model=None, scale=None)
+    if shipped_models():
+        assert catalog.resolve(shipped_models()[0]).source == "file"
+    assert not (tmp_path / "models").exists()
+
+
+def test_no_module_level_state():
+    """Two catalogs never share a cache or a "seeded" flag through the module."""
+    mutable = {k for k, v in vars(core.catalog).items()
+               if not k.startswith("__") and isinstance(v, (dict, set, list)) and k != "__all__"}
+    assert not mutable, f"module-level state in core.catalog: {mutable}"
+
+
+def test_the_offer_is_read_once_until_the_registry_changes(registry_settings, tmp_path):
+    from model.deploy import deploy_model
+    from model.registry import Registry
+
+    catalog = ModelCatalog(registry_settings)
+    first = catalog.offered()
+    assert catalog.offered() is first, "an unchanged registry: no card re-read"
+    deploy_model(Registry(tmp_path / "models"), make_nearest_model(tmp_path / "v3.onnx", scale=4), name="sr",
+                 version="v3")
+    assert [m.ref for m in ours(catalog.offered()) if m.active] == ["sr:v3", "sr2:1"], "a deploy is seen at once"
+    Registry(tmp_path / "models").rollback("sr")
+    assert [m.ref for m in ours(catalog.offered()) if m.active] == ["sr:v2", "sr2:1"], "so is a rollback"
+
+
+class CountingCatalog(ModelCatalog):
+    calls = 0
+
+    def offered(self):  # noqa: ANN201
+        self.calls += 1
+        return super().offered()
+
+
+def test_a_job_with_detail_reads_the_offer_once(tmp_path):
+    """POST /v1/jobs with `detail` used to list the offered models twice (the model, then its detail base)."""
+    import json
+
+    from api.routes.jobs import choose_model
+    from api.schemas import JobRequest
+    from model.deploy import deploy_model
+    from model.registry import Registry
+
+    registry = Registry(tmp_path / "models")
+    deploy_model(registry, make_nearest_model(tmp_path / "psnr.onnx", scale=4, name="psnr"), name="psnr")
+    gan = make_nearest_model(tmp_path / "gan.onnx", scale=4, name="gan")
+    (tmp_path / "gan.card.json").write_text(json.dumps({"detail_base": "psnr"}))
+    deploy_model(registry, gan, name="gan")
+    catalog = CountingCatalog(Settings(_env_file=None, models_dir=tmp_path / "models", model="gan"))
+
+    class Services:  # what choose_model reads of api.deps.Services
+        pass
+
+    services = Services()
+    services.catalog = catalog  # type: ignore[attr-defined]
+    chosen = choose_model(services, JobRequest(model="gan", detail=0.5))  # type: ignore[arg-type]
+    assert chosen.ref == "gan:1" and catalog.calls == 1

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import tomllib
 import yaml
 
 from cli.main import build_parser
@@ -101,7 +101,7 @@ def test_srgan_environment_names_settings_fields_and_parses(name, monkeypatch):
     url = urlparse(settings.redis_url)
     assert url.hostname in SERVICES, "the Redis URL names a compose service"
     assert (url.port or 6379) == 6379
-    assert settings.redis_url.startswith("redis://")
+    assert settings.redis_url is not None and settings.redis_url.startswith("redis://")
 
 
 @pytest.mark.parametrize(("name", "subcommand"), [("api", "serve"), ("worker", "worker")])
@@ -184,7 +184,8 @@ def test_images_install_extras_that_exist():
     assert re.search(r"^FROM nvidia/cuda:\S+-cudnn-runtime-", worker_file, re.M)
     assert 'pip install --no-deps ".[gpu]"' in worker_file and "onnxruntime-gpu" in " ".join(extras["gpu"])
     api_file = dockerfile(SERVICES["api"])
-    assert "pip install --no-deps ." in api_file and "onnxruntime" not in api_file, "the API image needs no ONNX Runtime"
+    assert "pip install --no-deps ." in api_file and "onnxruntime" not in api_file, \
+        "the API image needs no ONNX Runtime"
     # the dependencies come from the lock files, hashes required
     assert "pip install --require-hashes -r requirements/worker-gpu.lock" in worker_file
     assert "pip install --require-hashes -r requirements/api.lock" in api_file
@@ -210,8 +211,9 @@ def test_flower_uses_the_same_broker():
         assert broker == env_of(SERVICES[name])["SRGAN_REDIS_URL"], name
     text = (REPO / "docker-compose.yml").read_text()
     assert text.count("redis://") == 1, "one Redis URL in the file, which Flower's refers to"
-    assert re.search(r"^\s+CELERY_BROKER_URL: \*(\S+)", text, re.M).group(1) == re.search(
-        r"^\s+SRGAN_REDIS_URL: &(\S+) redis://", text, re.M).group(1), "an alias of the anchored URL"
+    alias = re.search(r"^\s+CELERY_BROKER_URL: \*(\S+)", text, re.M)
+    anchor = re.search(r"^\s+SRGAN_REDIS_URL: &(\S+) redis://", text, re.M)
+    assert alias and anchor and alias.group(1) == anchor.group(1), "an alias of the anchored URL"
 
 
 # --- the trainer profile (retrain and redeploy) ---------------------------------------

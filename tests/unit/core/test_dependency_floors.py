@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -46,7 +46,8 @@ def floor(req: Requirement) -> Version | None:
 @pytest.mark.parametrize(("package", "fixed"), ADVISORY_FLOORS.items())
 def test_floors_exclude_versions_with_known_advisories(package, fixed):
     (req,) = [r for r in requirements([]) if r.name.lower() == package]
-    assert floor(req) is not None and floor(req) >= Version(fixed), f"{req} admits versions below {fixed}"
+    lowest = floor(req)
+    assert lowest is not None and lowest >= Version(fixed), f"{req} admits versions below {fixed}"
 
 
 @pytest.mark.parametrize(("lock", "extras"), LOCKS.items())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from core.settings import Settings, hash_api_key
+from core.settings import Settings, hash_api_key, user_data_dir
 
 pytestmark = pytest.mark.unit
 
@@ -16,7 +17,7 @@ def test_defaults_are_safe_for_a_laptop():
     s = Settings(_env_file=None)
     assert s.redis_url is None, "unset: `srgan serve` embeds Redis"
     assert s.job_ttl_s == 24 * 3600
-    assert s.resolved_storage_dir == Path(".srgan") / "jobs"
+    assert s.resolved_storage_dir == user_data_dir() / "jobs"
     assert s.soft_time_limit_s < s.time_limit_s < s.visibility_timeout_s
     assert s.max_attempts >= 1 and s.worker_concurrency == 1
 
@@ -67,7 +68,7 @@ def test_api_keys_are_kept_as_hashes_under_their_names():
 
 
 def test_api_keys_from_the_environment_as_a_json_object(monkeypatch):
-    monkeypatch.setenv("SRGAN_API_KEYS", '{"alice": "%s"}' % hash_api_key("x"))
+    monkeypatch.setenv("SRGAN_API_KEYS", json.dumps({"alice": hash_api_key("x")}))
     assert Settings(_env_file=None).api_keys == {"alice": hash_api_key("x")}
 
 
@@ -87,15 +88,15 @@ def test_bad_api_keys_are_refused(keys, message):
 
 
 @pytest.mark.parametrize(("url", "folder", "s3"), [
-    ("", Path(".srgan") / "jobs", False),
+    ("", Path("/data") / "jobs", False),
     ("/srv/jobs", Path("/srv/jobs"), False),
     ("file:///srv/jobs", Path("/srv/jobs"), False),
-    ("s3://bucket/some/prefix", Path(".srgan") / "jobs", True),  # the folder is then this host's spool
+    ("s3://bucket/some/prefix", Path("/data") / "jobs", True),  # the folder is then this host's spool
 ])
 def test_storage_url_chooses_the_backend(url, folder, s3):
     from core.storage import FolderStorage, S3Storage, open_storage
 
-    s = Settings(_env_file=None, storage_url=url)
+    s = Settings(_env_file=None, storage_url=url, data_dir=Path("/data"))
     assert (s.resolved_storage_dir, s.uses_s3) == (folder, s3)
     storage = open_storage(s)
     assert isinstance(storage, S3Storage if s3 else FolderStorage)
@@ -107,3 +108,16 @@ def test_storage_url_chooses_the_backend(url, folder, s3):
 def test_unusable_storage_urls_are_refused(url):
     with pytest.raises(ValidationError, match="storage_url"):
         Settings(_env_file=None, storage_url=url)
+
+
+def test_the_data_folder_is_the_users_whatever_the_working_directory(tmp_path, monkeypatch):
+    """`srgan models` run from another folder sees the same registry as the service (not ./.srgan)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("SRGAN_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    here = Settings(_env_file=None).resolved_models_dir
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Settings(_env_file=None).resolved_models_dir == here == tmp_path / "xdg" / "srgan" / "models"
+    monkeypatch.setenv("SRGAN_DATA_DIR", str(tmp_path / "mine"))
+    assert Settings(_env_file=None).resolved_models_dir == tmp_path / "mine" / "models"  # overridable as before

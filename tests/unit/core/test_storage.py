@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from typing import cast
 
 import pytest
 
 from core.cleanup import sweep_expired
-from core.jobs import new_job_id
+from core.jobs import JobStore, new_job_id
 from core.storage import FolderStorage
 
 pytestmark = pytest.mark.unit
@@ -75,7 +76,7 @@ def test_sweep_removes_folders_without_a_record_after_the_grace_period(tmp_path)
     fh.close()
     os.utime(stale_upload, (old, old))
 
-    report = sweep_expired(FakeStore({live}), storage, grace_s=600)
+    report = sweep_expired(cast(JobStore, FakeStore({live})), storage, grace_s=600)
     assert report.removed_jobs == 1 and report.removed_incoming == 1
     assert storage.job_dir(live).exists() and storage.job_dir(young).exists()
     assert not storage.job_dir(expired).exists() and not stale_upload.exists()
@@ -117,7 +118,7 @@ def test_stale_incoming_skips_an_upload_gone_between_listing_and_stat(tmp_path):
         uploads.append(path)
     kept, adopted = uploads
 
-    class ListedThenAdopted(type(storage.incoming_dir)):
+    class ListedThenAdopted(type(storage.incoming_dir)):  # type: ignore[misc]  # this platform's Path class
         """The incoming folder, whose second upload is adopted by its job right after the listing."""
 
         def iterdir(self):

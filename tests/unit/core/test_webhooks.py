@@ -10,8 +10,7 @@ import pytest
 from core.jobs import Job
 from core.links import LinkSigner
 from core.settings import Settings
-from core.webhooks import (WebhookConfigError, backoff_s, headers, message, parse_events, secret_key, sign,
-                           wants)
+from core.webhooks import WebhookConfigError, backoff_s, headers, message, parse_events, secret_key, sign, wants
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.utils.tiny_models import make_conv_model, make_nearest_model
+from bench.tiny_models import make_conv_model, make_nearest_model
 
 
 @pytest.fixture(scope="session")

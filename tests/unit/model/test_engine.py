@@ -3,10 +3,10 @@ import threading
 import numpy as np
 import pytest
 
+from bench.tiny_models import make_nearest_model
 from model.contract import ModelContract
 from model.engine import Upscaler
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError
-from tests.utils.tiny_models import make_nearest_model
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,9 @@ def test_contract_round_trips_through_metadata():
 
 
 class BrokenBackend:
-    name, input_name, input_shape, metadata = "broken", "lr", ["n", "h", "w", 3], {}
+    name, precision, input_name, input_shape = "broken", "f32", "lr", ["n", "h", "w", 3]
+    metadata: dict[str, str] = {}
+    working_bytes_per_output_pixel = 1024
 
     def __init__(self, fail_on_call: int):
         self.calls, self.fail_on_call = 0, fail_on_call

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,8 +35,9 @@ def zero_last_tenth(data: bytes) -> bytes:
     return data[:-n] + b"\0" * n
 
 
-SAVE = {"JPEG": {"quality": 90}, "PROGRESSIVE": {"quality": 90, "progressive": True}, "PNG": {},
-        "WEBP": {"quality": 90}, "BMP": {}, "TIFF": {}, "TIFF_LZW": {"compression": "tiff_lzw"}}
+SAVE: dict[str, dict[str, Any]] = {
+    "JPEG": {"quality": 90}, "PROGRESSIVE": {"quality": 90, "progressive": True}, "PNG": {},
+    "WEBP": {"quality": 90}, "BMP": {}, "TIFF": {}, "TIFF_LZW": {"compression": "tiff_lzw"}}
 
 
 def encoded(kind: str) -> tuple[bytes, str]:
@@ -145,7 +147,7 @@ def test_colour_key_trns_becomes_alpha(mode):
     out = read_image(data, max_pixels=LIMIT)
     assert out.mode == {"RGB": "RGBA", "L": "LA"}[mode]
     alpha = np.asarray(out.getchannel("A"))
-    keyed = np.all(np.asarray(img).reshape(64, 96, -1) == np.reshape(key, (1, 1, -1)), axis=2)
+    keyed = np.all(np.asarray(img).reshape(64, 96, -1) == np.reshape(np.asarray(key), (1, 1, -1)), axis=2)
     assert alpha[5, 5] == 0
     np.testing.assert_array_equal(alpha == 0, keyed)
 

@@ -96,6 +96,27 @@ def test_exif_orientation_applied_and_reset_icc_kept(up, rng):
     assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "TestCam"
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF", "PNG"])
+@pytest.mark.parametrize("orientation,size", [(1, (30, 10)), (3, (30, 10)), (6, (10, 30)), (8, (10, 30)),
+                                              (5, (10, 30)), (2, (30, 10))])
+def test_probe_gives_the_size_as_displayed_and_the_orientation(rng, fmt, orientation, size):
+    """The job record said ``195x130`` in and ``520x780`` out: the header's size, before the EXIF turn."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = to_bytes(Image.fromarray(rng.integers(0, 256, (10, 30, 3), dtype=np.uint8)), fmt, exif=exif.tobytes())
+    info = probe_image(data, max_pixels=LIMIT)
+    assert ((info.width, info.height), info.orientation) == (size, orientation)
+    assert read_image(data, max_pixels=LIMIT).size == size
+
+
+def test_probe_without_exif_or_with_a_broken_one_is_upright(rng):
+    arr = rng.integers(0, 256, (10, 30, 3), dtype=np.uint8)
+    assert probe_image(to_bytes(Image.fromarray(arr), "JPEG"), max_pixels=LIMIT).orientation == 1
+    bad = to_bytes(Image.fromarray(arr), "JPEG", exif=b"Exif\x00\x00MM\x00*garbage")
+    info = probe_image(bad, max_pixels=LIMIT)
+    assert (info.width, info.height, info.orientation) == (30, 10, 1)
+
+
 @pytest.mark.parametrize("fmt,media", [("png", "image/png"), ("jpeg", "image/jpeg"), ("webp", "image/webp")])
 def test_output_formats(up, rng, fmt, media):
     img = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))

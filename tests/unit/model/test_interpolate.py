@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.tiny_models import make_conv_model, make_srresnet_model
 from core.settings import Settings
 from core.upscalers import build_upscaler, resolve_blend
 from model.deploy import deploy_model
@@ -12,7 +13,6 @@ from model.engine import Upscaler
 from model.errors import InvalidParameter
 from model.interpolate import PairMismatch, check_pair, interpolate_models, round_detail
 from model.registry import DeployRefused, Registry
-from tests.utils.tiny_models import make_conv_model, make_srresnet_model
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit
@@ -109,7 +109,7 @@ def test_the_worker_cache_builds_each_detail_once_and_the_cli_path_gives_the_sam
     assert cache.get("gan", 0.52) is engine, "0.52 rounds to 0.5: the same network"
     assert blend.describe() == {"detail": 0.5, "detail_base": "psnr:1", "detail_target": "gan:1"}
     assert cache.get("gan", 0.0) is not engine
-    local = build_upscaler(settings, resolve_blend(settings, "gan", 0.5, seed=False))
+    local = build_upscaler(settings, resolve_blend(settings, "gan", 0.5))
     assert np.array_equal(engine.upscale(image), local.upscale(image))
     assert np.array_equal(cache.get("gan", 0.0).upscale(image), cache.get("psnr").upscale(image))
     with pytest.raises(InvalidParameter, match="no detail control"):

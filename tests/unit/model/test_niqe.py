@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.data import shared_data
 from model.niqe import NiqeModel, matlab_imresize_half, niqe
 from model.quality import crop_to_multiple
-from tests.utils.data import shared_data
 
 REFERENCE = {
     "baboon": 5.7296, "barbara": 4.5839, "bridge": 2.4864, "coastguard": 5.3512, "comic": 4.1388,

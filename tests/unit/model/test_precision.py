@@ -11,12 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.tiny_models import make_low_precision_fragile_model, make_srresnet_model
 from core.settings import Settings
 from model.backends import cpu_flags, native_precision, open_backend, openvino_capabilities
 from model.engine import CHECK_MIN_PSNR_DB, Upscaler, _checked, check_precision, probe_image
 from model.errors import ModelError
-from tests.utils.tiny_models import make_low_precision_fragile_model, make_srresnet_model
-
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +119,17 @@ def test_auto_on_this_machine_picks_the_native_precision(models):
     for backend in ("openvino", "onnxruntime"):
         engine = Upscaler.from_file(models["srresnet"], backend=backend, precision="auto", tile=0)
         assert engine.precision == native_precision(engine.backend_name)
-        assert engine.precision_note.startswith("auto:")
+        assert engine.precision_note is not None and engine.precision_note.startswith("auto:")
 
 
 def test_settings_precision_reaches_the_engine(models, monkeypatch):
-    from core.catalog import describe_model_file
+    from core.catalog import ModelCatalog
     from core.upscalers import Blend, build_upscaler
 
     monkeypatch.setenv("SRGAN_PRECISION", "f16")
     settings = Settings()
-    engine = build_upscaler(settings, Blend(describe_model_file(models["srresnet"])), backend="onnxruntime")
+    blend = Blend(ModelCatalog(settings).describe_file(models["srresnet"]))
+    engine = build_upscaler(settings, blend, backend="onnxruntime")
     assert engine.precision == "f16"
     monkeypatch.setenv("SRGAN_PRECISION", "int3")
     with pytest.raises(ValueError, match="precision"):

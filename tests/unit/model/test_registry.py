@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
+from bench.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
 from model.deploy import check_model_file, deploy_model
 from model.registry import POINTER_FILE, DeployRefused, Registry, find_card, sha256_of
-from tests.utils.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
 
 pytestmark = pytest.mark.unit
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def _write_images(
 
 def _tiny_config(tmp_path: Path, data: Path, **overrides):
     """A pretraining config small enough for a test: 2 blocks, 8 filters, batch 2 of 32 px."""
-    from training.config import default_config, merge
+    from training.config import Stage, default_config, merge
 
     base = {
         "run_dir": str(tmp_path / "run"),
@@ -50,7 +51,7 @@ def _tiny_config(tmp_path: Path, data: Path, **overrides):
         "optim.warmup_steps": 0,
     }
     base.update(overrides)
-    stage = base.pop("stage", "pretrain")
+    stage = cast(Stage, base.pop("stage", "pretrain"))
     return merge(default_config(stage), base)
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +17,7 @@ from PIL import Image
 from model.quality import bicubic_downscale, crop_to_multiple
 
 pytestmark = pytest.mark.train
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_folder_lr_is_the_protocol_downscale(image_folder):
@@ -135,6 +142,29 @@ def test_crops_are_aligned_after_flip_and_rotation(jpeg):
         assert aligned < np.abs(lr - np.roll(target, 1, axis=0)).mean() / 2
     else:
         assert np.array_equal(hr, np.repeat(np.repeat(lr, 4, 1), 4, 2))
+
+
+def test_rotation_is_exact_and_logs_no_onednn_error():
+    """Every training run logged ``E0000 ... oneDNN supports DT_UINT8 only ...`` from a uint8 rot90."""
+    code = textwrap.dedent("""
+        import json
+        import numpy as np, tensorflow as tf
+        from training.augment import random_rotate
+        img = np.arange(6 * 6 * 3, dtype=np.uint8).reshape(6, 6, 3)
+        ds = tf.data.Dataset.range(8).map(lambda i: random_rotate(img, img, tf.stack([i, i])))
+        turns = set()
+        for lr, hr in ds:
+            lr = lr.numpy()
+            assert lr.dtype == np.uint8 and np.array_equal(lr, hr.numpy())
+            turns.add(next(k for k in range(4) if np.array_equal(lr, np.rot90(img, k))))
+        print(json.dumps(sorted(turns)))
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # what the training entry point sets
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(json.loads(out.stdout.strip().splitlines()[-1])) > 1, "several turns were drawn"
+    assert not re.search(r"^E\d{4} ", out.stderr, re.MULTILINE), out.stderr[-3000:]
 
 
 def test_crop_stream_resumes_at_a_step():

@@ -47,9 +47,9 @@ def _by_hand(hr: np.ndarray) -> tuple[float, float]:
     """PSNR-Y of nearest and bicubic x2 written out without model.quality."""
     h, w = hr.shape[0] // 2 * 2, hr.shape[1] // 2 * 2
     hr = hr[:h, :w]
-    lr = np.asarray(Image.fromarray(hr).resize((w // 2, h // 2), Image.BICUBIC))
+    lr = np.asarray(Image.fromarray(hr).resize((w // 2, h // 2), Image.Resampling.BICUBIC))
     nearest = lr.repeat(2, 0).repeat(2, 1)
-    bicubic = np.asarray(Image.fromarray(lr).resize((w, h), Image.BICUBIC))
+    bicubic = np.asarray(Image.fromarray(lr).resize((w, h), Image.Resampling.BICUBIC))
 
     def y(img):
         img = img.astype(np.float64)
@@ -69,14 +69,14 @@ def test_eval_agrees_with_psnr_by_hand_and_never_imports_tensorflow(tmp_path):
     images = {}
     for name, size in (("one.png", (40, 30)), ("sub/two.png", (33, 27))):
         small = rng.integers(0, 256, (size[1] // 4, size[0] // 4, 3), dtype=np.uint8)
-        img = np.asarray(Image.fromarray(small).resize(size, Image.BICUBIC))
+        img = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC))
         (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(tmp_path / "data" / name)
         images[name] = img
     script = textwrap.dedent(
         f"""
         import sys
-        from training.__main__ import main
+        from cli.main import main
         code = main(["eval", "--model", {str(model)!r}, "--data", {str(tmp_path / "data")!r}, "--scale", "2", "--json"])
         heavy = [m for m in ("tensorflow", "keras", "tf2onnx") if m in sys.modules]
         print("HEAVY", heavy, file=sys.stderr)
@@ -99,7 +99,7 @@ def test_eval_agrees_with_psnr_by_hand_and_never_imports_tensorflow(tmp_path):
 
 
 def test_eval_table_and_scale_mismatch(tmp_path, capsys):
-    from training.__main__ import main
+    from cli.main import main
 
     model = tmp_path / "nearest.onnx"
     _nearest_x2_model(model)

@@ -49,14 +49,14 @@ def test_export_parity_contract_and_card(tmp_path, make_config, global_skip):
     card = export_generator(run.root, out, name="tiny", version="1")
 
     proto = onnx.load(str(out))
-    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    contract = ModelContract.read(out)
     assert contract is not None and contract.scale == 2 and (contract.name, contract.version) == ("tiny", "1")
     assert [i.name for i in proto.graph.input] == ["lr"] and [o.name for o in proto.graph.output] == ["hr"]
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "height", "width", 3]
 
     assert card["parity"]["max_abs_diff"] < 0.5
-    saved = json.loads((out.parent / "card.json").read_text())
+    saved = json.loads((out.parent / "model.card.json").read_text())
     assert saved["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert saved["scale"] == 2 and saved["onnx"]["opset"] == 17
     assert saved["architecture"]["blocks"] == 2 and saved["architecture"]["global_skip"] == global_skip
@@ -77,7 +77,7 @@ def test_export_fails_and_leaves_nothing_when_parity_does_not_hold(tmp_path, mak
     out = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="differ"):
         export_generator(run.root, out, tolerance=0.0)
-    assert not out.exists() and not (tmp_path / "card.json").exists()
+    assert not out.exists() and not (tmp_path / "model.card.json").exists()
 
 
 def test_export_weights_without_config_needs_the_architecture(tmp_path):
@@ -91,3 +91,30 @@ def test_export_weights_without_config_needs_the_architecture(tmp_path):
         export_generator(weights, tmp_path / "a.onnx")
     card = export_generator(weights, tmp_path / "b.onnx", arch={"scale": 2, "filters": 8, "blocks": 1})
     assert card["scale"] == 2 and card["name"] == "w"
+
+
+def test_export_prints_its_metrics_and_each_file_keeps_its_card(tmp_path, capsys):
+    """`srgan export --eval-data` measured but printed nothing, and every export wrote over one card.json."""
+    from PIL import Image
+
+    from cli.main import main
+    from training.arch import build_generator
+
+    weights = tmp_path / "w" / "g.weights.h5"
+    weights.parent.mkdir()
+    build_generator(scale=2, filters=8, blocks=1).save_weights(str(weights))
+    bench = tmp_path / "Set5"
+    bench.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(bench / f"{i}.png")
+    arch = ["--scale", "2", "--filters", "8", "--blocks", "1"]
+    out = tmp_path / "models"
+    assert main(["export", str(weights), "-o", str(out / "a.onnx"), *arch, "--eval-data", str(bench)]) == 0
+    printed = capsys.readouterr().out
+    assert "set5_psnr_y:" in printed and "(bicubic " in printed and "a.card.json" in printed
+    assert main(["export", str(weights), "-o", str(out / "b.onnx"), *arch, "--version", "2"]) == 0
+    a, b = (json.loads((out / f"{n}.card.json").read_text()) for n in "ab")
+    assert a["onnx"]["file"] == "a.onnx" and "set5_psnr_y" in a["metrics"]
+    assert b["onnx"]["file"] == "b.onnx" and b["version"] == "2"
+    assert not (out / "card.json").exists()

@@ -19,9 +19,11 @@ def test_gan_step_runs_with_a_random_vgg(tmp_path, make_config, random_vgg):
     import tensorflow as tf
 
     from training.gan import GanStage
+    from training.stage import Stage
 
     config = make_config(tmp_path, tmp_path, stage="gan", **{"gan.d_filters": 4})
     stage = GanStage(config, features=random_vgg)
+    assert isinstance(stage, Stage)
     stage.build()
     hr = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     d_before = [v.numpy().copy() for v in stage.discriminator.trainable_variables]
@@ -192,3 +194,65 @@ def test_gan_checkpoints_are_picked_by_niqe_within_the_psnr_floor(tmp_path, make
     assert selection_score(Validation(29.0, 0.8, niqe=5.0), bicubic, gan) == -5.0
     assert selection_score(Validation(27.6, 0.8, niqe=4.0), bicubic, gan) == -4.0
     assert selection_score(Validation(27.4, 0.8, niqe=3.0), bicubic, gan) == -math.inf, "0.6 dB under bicubic"
+
+
+def test_a_redrawn_random_vgg19_matches_the_fixed_network_of_its_step_and_changes_with_the_step(random_vgg19):
+    import tensorflow as tf
+
+    from training.config import GanConfig
+    from training.losses import random_perceptual_loss, redrawn_random_vgg19_loss
+
+    step = tf.Variable(0, dtype=tf.int64)
+    redrawn = redrawn_random_vgg19_loss(step, seed=0)
+    hr = tf.constant(np.random.default_rng(1).uniform(0, 255, (2, 40, 40, 3)).astype(np.float32))
+    sr = hr + tf.random.stateless_normal(hr.shape, (0, 1), stddev=8.0)
+    first = float(redrawn(hr, sr))
+    assert float(redrawn(hr, hr)) == pytest.approx(0.0, abs=1e-7)
+    assert first == pytest.approx(float(redrawn(hr, sr)))  # the same step draws the same network
+    fixed = float(random_perceptual_loss(random_vgg19)(hr, sr))
+    assert first > 0 and abs(np.log(first / fixed)) < 0.5  # same initialisation scale: same order of magnitude
+    step.assign(1)
+    assert float(redrawn(hr, sr)) != pytest.approx(first, rel=1e-4)  # a new step draws a new network
+    with pytest.raises(ValueError, match="block9_conv1"):
+        redrawn_random_vgg19_loss(step, layers=["block9_conv1"])
+    assert GanConfig().perceptual_redraw is False  # the fixed network stays the default
+
+
+def test_the_lowfreq_term_ignores_texture_and_sees_colour():
+    import tensorflow as tf
+
+    from training.losses import lowfreq_loss
+
+    loss = lowfreq_loss(4)
+    hr = tf.constant(np.random.default_rng(2).uniform(40, 200, (1, 32, 32, 3)).astype(np.float32))
+    checker = np.indices((32, 32)).sum(axis=0) % 2 * 2.0 - 1.0  # zero mean over every 4x4 block
+    textured = hr + tf.constant((20.0 * checker)[None, :, :, None], tf.float32)
+    shifted = hr + tf.constant([3.0, 0.0, 0.0])
+    assert float(loss(hr, textured)) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(hr, shifted)) == pytest.approx(1.0 / 255.0, rel=1e-4)
+
+
+def test_gan_step_with_redrawn_weights_and_the_lowfreq_term(tmp_path, make_config):
+    import tensorflow as tf
+
+    from training.gan import GanStage
+    from training.losses import lowfreq_loss, redrawn_random_vgg19_loss
+
+    config = make_config(tmp_path, tmp_path, stage="gan", **{
+        "gan.d_filters": 4, "gan.perceptual": "random-vgg19", "gan.perceptual_redraw": True,
+        "gan.perceptual_layers": ["block1_conv2", "block2_conv2"], "gan.lowfreq_weight": 2.0})
+    stage = GanStage(config)
+    stage.build()
+    hr = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    sr = stage.generator(hr[:, ::4, ::4], training=True)
+    step = tf.Variable(0, dtype=tf.int64)
+    expected = float(
+        redrawn_random_vgg19_loss(step, 0, ["block1_conv2", "block2_conv2"])(hr, sr) + 2.0 * lowfreq_loss(4)(hr, sr)
+    )
+    fn = tf.function(stage.train_step)
+    metrics = {k: float(v) for k, v in fn(hr[:, ::4, ::4], hr).items()}
+    assert metrics["content"] == pytest.approx(expected, rel=1e-3)
+    assert int(stage.g_optimizer.iterations) == 1
+    with pytest.raises(ValueError, match="random-vgg19 loss only"):
+        make_config(tmp_path, tmp_path, stage="gan", **{"gan.perceptual": "none", "gan.perceptual_redraw": True,
+                                                         "gan.pixel_weight": 1.0})

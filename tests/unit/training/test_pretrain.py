@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,11 +23,12 @@ def _fixed_batch():
 
     rng = np.random.default_rng(0)
     hr = [
-        Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((32, 32), Image.BICUBIC)
+        Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
         for _ in range(2)
     ]
-    lr = [img.resize((8, 8), Image.BICUBIC) for img in hr]
-    return np.stack(lr).astype(np.float32), np.stack(hr).astype(np.float32)
+    lr = [img.resize((8, 8), Image.Resampling.BICUBIC) for img in hr]
+    return (np.stack([np.asarray(i) for i in lr]).astype(np.float32),
+            np.stack([np.asarray(i) for i in hr]).astype(np.float32))
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,7 @@ def test_a_few_pretraining_steps_drive_the_loss_down_on_one_batch(tmp_path, make
     import tensorflow as tf
 
     from training.pretrain import PretrainStage
+    from training.stage import Stage
 
     keras.utils.set_random_seed(0)
     overrides = {
@@ -47,6 +50,7 @@ def test_a_few_pretraining_steps_drive_the_loss_down_on_one_batch(tmp_path, make
         "generator.global_skip": global_skip,
     }
     stage = PretrainStage(make_config(tmp_path, tmp_path, **overrides))
+    assert isinstance(stage, Stage)
     lr, hr = _fixed_batch()
     step = tf.function(stage.train_step)
     losses = [float(step(lr, hr)["loss"]) for _ in range(30)]
@@ -143,11 +147,14 @@ def test_cli_pretrain_then_resume(tmp_path, image_folder):
         "0.25",
         "--log-every",
         "1",
+        "--warmup-steps",
+        "1",
         "--no-xla",
     ]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "steps/s" in first.stderr and "validation step 2" in first.stderr
+    assert not re.search(r"^E\d{4} ", first.stderr, re.MULTILINE), "a healthy run logs no C++ error line"
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = subprocess.run(

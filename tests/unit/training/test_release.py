@@ -34,8 +34,8 @@ def test_release_ships_model_card_metrics_and_resume_weights(tmp_path, image_fol
     assert {"bench5_psnr_y", "bench5_ssim_y", "bench5_bicubic_psnr_y", "bench5_bicubic_ssim_y"} <= set(card["metrics"])
     assert len(card["evaluation"]["Bench5"]["per_image"]) == 2
     proto = onnx.load(str(model))
-    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
-    assert contract.metrics == card["metrics"] and contract.scale == 2
+    contract = ModelContract.of_proto(proto)
+    assert contract is not None and contract.metrics == card["metrics"] and contract.scale == 2
     assert card["resume"]["step"] == 4 and (out / card["resume"]["file"]).is_file()
     assert "--init-weights model/weights/tiny_x2.resume.weights.h5 --init-step 4" in card["resume"]["command"]
     assert Upscaler.from_file(model, tile=0).upscale(np.zeros((8, 8, 3), np.uint8)).shape == (16, 16, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from training.cli import register
+    from cli.train import register
 
     parser = argparse.ArgumentParser(prog="srgan")
     register(parser.add_subparsers(dest="command", required=True))
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_registering_imports_no_tensorflow():
     code = (
-        "import argparse, sys; from training.cli import register; "
+        "import argparse, sys; from cli.train import register; "
         "register(argparse.ArgumentParser().add_subparsers()); "
         "print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') if m in sys.modules])"
     )
@@ -41,15 +42,17 @@ def test_subcommands_and_handlers():
         ["train", "gan"],
         ["export", "x", "-o", "y.onnx"],
         ["eval", "--model", "m", "--data", "d"],
+        ["release", "runs/x", "--name", "x", "--bench", "b"],
+        ["figures", "curve", "runs/x", "-o", "c.png"],
     ):
         assert callable(parser.parse_args(argv).func)
 
 
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
-    from training.cli import resolve_config
+    from cli.train import resolve_config
 
     (tmp_path / "c.json").write_text(
-        json.dumps({"steps": 77, "optim": {"lr": 3e-4, "loss": "mse"}, "data.hr_size": 64})
+        json.dumps({"steps": 77, "optim": {"lr": 3e-4, "loss": "mse", "warmup_steps": 10}, "data.hr_size": 64})
     )
     args = _parser().parse_args(
         [
@@ -78,12 +81,11 @@ def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
 
 
 def test_resume_reads_the_saved_run(tmp_path):
-    from training.cli import resolve_config
+    from cli.train import resolve_config
     from training.config import default_config, merge
 
-    merge(default_config("pretrain"), {"generator.blocks": 3, "steps": 10, "run_dir": str(tmp_path)}).save(
-        tmp_path / "config.json"
-    )
+    merge(default_config("pretrain"), {"generator.blocks": 3, "steps": 10, "optim.warmup_steps": 5,
+                                        "run_dir": str(tmp_path)}).save(tmp_path / "config.json")
     args = _parser().parse_args(["train", "pretrain", "--run-dir", str(tmp_path), "--resume", "--steps", "20"])
     config = resolve_config(args)
     assert config.generator.blocks == 3 and config.steps == 20
@@ -125,3 +127,51 @@ def test_precision_auto_follows_the_cpu(monkeypatch, tmp_path):
     assert trainer.resolve_precision("auto") == "mixed_bfloat16"
     cpuinfo.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert trainer.resolve_precision("auto") == "float32"
+
+
+def test_one_parser_for_every_command():
+    """cli/ owns the argument parsing: no parser in training/ or bench/; `python -m training` is `srgan`."""
+    for package in ("training", "bench"):
+        parsers = [p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")
+                   if "ArgumentParser(" in p.read_text()]
+        assert not parsers, f"argument parsers outside cli/: {parsers}"
+    alias = subprocess.run([sys.executable, "-m", "training", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+    srgan = subprocess.run([sys.executable, "-m", "cli.main", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+    assert alias.returncode == srgan.returncode == 0, alias.stderr
+    assert alias.stdout == srgan.stdout
+    for command in ("train", "export", "eval", "release", "figures", "bench", "deploy", "rollback"):
+        assert command in srgan.stdout
+    assert "exit codes:" in srgan.stdout and "130" in srgan.stdout
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--steps", "50"], "the warm-up (--warmup-steps 100) is longer than the 50 steps this run trains"),
+    (["--steps", "1000", "--init-step", "950", "--schedule", "constant"],
+     "longer than the 50 steps this run trains (--steps 1000 minus --init-step 950)"),
+])
+def test_a_warmup_longer_than_the_run_is_refused(capsys, argv, message):
+    """``--steps 50`` with the default warm-up of 100 steps was accepted (the schedule cut it short silently)."""
+    args = _parser().parse_args(["train", "pretrain", "--print-config", *argv])
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--steps", "50", "--warmup-steps", "50"], ["--steps", "50", "--warmup-steps", "0"],
+                                  ["--steps", "50", "--schedule", "piecewise"]])
+def test_a_warmup_that_fits_or_is_not_used_is_accepted(capsys, argv):
+    args = _parser().parse_args(["train", "pretrain", "--print-config", *argv])
+    assert args.func(args) == 0, capsys.readouterr().err
+
+
+def test_help_states_each_default_once():
+    """``--help`` printed ``(default: 100) (default: None)``: the flag's own text and the formatter's."""
+    out = subprocess.run([sys.executable, "-m", "training", "train", "pretrain", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    assert "(default: None)" not in text
+    assert "(default: 100)" in text
+    for option in re.split(r" (?=--[a-z])", text):
+        assert option.count("(default:") <= 1, option

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import pytest
+import redis
 
+from bench.tiny_models import make_conv_model, make_nearest_model
 from core.settings import Settings
 from model.deploy import deploy_model
 from model.registry import Registry
-from tests.utils.tiny_models import make_conv_model, make_nearest_model
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit
@@ -40,7 +42,7 @@ def setup(tmp_path):
     settings = Settings(_env_file=None, models_dir=registry.root, model="sr", backend="onnxruntime", threads=1,
                         tile=32, overlap=4, model_refresh_s=3600)
     client = CountingRedis()
-    return registry, EngineCache(settings, client), client
+    return registry, EngineCache(settings, cast(redis.Redis, client)), client
 
 
 def test_engine_is_named_by_the_registry_and_reused(setup):

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import errno
-
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 
-from core.jobs import Claim, Job, new_job_id
+from bench.tiny_models import make_nearest_model
+from core.jobs import Claim, Job, JobStore, new_job_id
 from core.settings import Settings
 from core.storage import FolderStorage
 from model.engine import Upscaler
-from tests.utils.tiny_models import make_nearest_model
+from worker.engines import EngineCache
 from worker.pipeline import process_job
 
 pytestmark = pytest.mark.unit
@@ -59,11 +60,11 @@ class Engines:
         return self.upscaler
 
     def get_blend(self, spec=None, detail=None):
-        from core.catalog import ModelInfo
+        from core.catalog import ModelRef
         from core.upscalers import Blend
 
         upscaler = self.get(spec, detail)
-        return upscaler, Blend(ModelInfo(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
+        return upscaler, Blend(ModelRef(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def run(tmp_path, engines) -> tuple[str, dict]:
     job_id = new_job_id()
     storage = FolderStorage(tmp_path / "jobs").ensure()
     store = FakeStore(job_id)
-    outcome = process_job(job_id, store=store, storage=storage, engines=engines,
+    outcome = process_job(job_id, store=cast(JobStore, store), storage=storage, engines=engines,
                           settings=Settings(_env_file=None), worker="w1")
     ((finished_id, status, fields),) = store.finished
     assert finished_id == job_id and status == outcome == "failed"
@@ -121,7 +122,8 @@ def test_a_redis_error_is_raised_for_the_task_to_retry_not_recorded_as_the_jobs_
     storage = FolderStorage(tmp_path / "jobs").ensure()
     store = FlakyStore(job_id, fail)
     with pytest.raises(redis.RedisError):
-        process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
+        process_job(job_id, store=cast(JobStore, store), storage=storage,
+                    engines=cast(EngineCache, Engines(upscaler)),
                     settings=Settings(_env_file=None), worker="w1")
     assert store.finished == [], "not failed with internal_error"
 
@@ -140,7 +142,8 @@ def test_webhook_events_are_queued_in_order(tmp_path, upscaler, events, expected
     store = FakeStore(job_id)
     store.job.webhook = {"url": "https://example.com/hook", "events": events}
     told: list[str] = []
-    outcome = process_job(job_id, store=store, storage=storage, engines=Engines(upscaler),
+    outcome = process_job(job_id, store=cast(JobStore, store), storage=storage,
+                          engines=cast(EngineCache, Engines(upscaler)),
                           settings=Settings(_env_file=None), worker="w1", notify=lambda _, event: told.append(event))
     assert outcome == "succeeded"
     assert [e for i, e in enumerate(told) if i == 0 or e != told[i - 1]] == expected, told
@@ -150,6 +153,7 @@ def test_no_webhook_no_notifications(tmp_path, upscaler):
     job_id = new_job_id()
     storage = FolderStorage(tmp_path / "jobs").ensure()
     told: list[str] = []
-    process_job(job_id, store=FakeStore(job_id), storage=storage, engines=Engines(upscaler),
+    process_job(job_id, store=cast(JobStore, FakeStore(job_id)), storage=storage,
+                engines=cast(EngineCache, Engines(upscaler)),
                 settings=Settings(_env_file=None), worker="w1", notify=lambda _, event: told.append(event))
     assert told == []

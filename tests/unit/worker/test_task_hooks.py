@@ -8,9 +8,14 @@ import redis
 from celery.exceptions import TimeLimitExceeded
 
 import worker.tasks
-from worker.tasks import REDIS_RETRIES, upscale
+from worker.tasks import REDIS_RETRIES, UpscaleTask, upscale
 
 pytestmark = pytest.mark.unit
+
+
+def current_task() -> UpscaleTask:
+    """The task object behind the ``upscale`` proxy (celery-types types the proxy as the task itself)."""
+    return upscale._get_current_object()  # type: ignore[attr-defined]
 
 
 class FakeStore:
@@ -23,7 +28,7 @@ class FakeStore:
 
 
 def test_hard_time_limit_fails_the_job_with_timeout(monkeypatch):
-    task = upscale._get_current_object()
+    task = current_task()
     store = FakeStore()
     monkeypatch.setitem(task.__dict__, "store", store)
     task.on_failure(TimeLimitExceeded(660), "task-id", ["job-1"], {}, None)
@@ -33,7 +38,7 @@ def test_hard_time_limit_fails_the_job_with_timeout(monkeypatch):
 
 
 def test_other_failures_are_left_to_redelivery(monkeypatch):
-    task = upscale._get_current_object()
+    task = current_task()
     store = FakeStore()
     monkeypatch.setitem(task.__dict__, "store", store)
     task.on_failure(RuntimeError("boom"), "task-id", ["job-1"], {}, None)
@@ -43,7 +48,7 @@ def test_other_failures_are_left_to_redelivery(monkeypatch):
 @pytest.fixture
 def flaky(monkeypatch):
     """The task with a fake store, and ``process_job`` failing with a Redis error the first ``n`` times."""
-    task = upscale._get_current_object()
+    task = current_task()
     store = FakeStore()
     for name, value in (("store", store), ("storage", object()), ("engines", object())):
         monkeypatch.setitem(task.__dict__, name, value)

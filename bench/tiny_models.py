@@ -1,23 +1,25 @@
-"""Tiny ONNX generators built in code, for tests that need a real model file fast."""
+"""Tiny ONNX generators built in code, for tests and benchmarks that need a real model file fast.
+
+The one home of these builders: ``tests/`` and ``bench/`` both import them from here.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model.contract import ModelContract
+from model.contract import Layout, ModelContract
 
 
 def _save(graph: onnx.GraphProto, path: Path, contract: ModelContract | None) -> Path:
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     if contract is not None:
-        for key, value in contract.to_metadata().items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        contract.store_in(proto)
     onnx.checker.check_model(proto)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,15 +28,15 @@ def _save(graph: onnx.GraphProto, path: Path, contract: ModelContract | None) ->
 
 
 def make_nearest_model(
-    path: Path, scale: int = 4, *, layout: str = "NHWC", with_contract: bool = True, name: str = "nearest"
+    path: Path, scale: int = 4, *, layout: Layout = "NHWC", with_contract: bool = True, name: str = "nearest"
 ) -> Path:
     """An exact "generator": nearest-neighbour upscaling by ``scale`` (0..255 in and out).
 
     Tiled and untiled outputs of this model are identical, which makes tiling
     bugs show up as exact mismatches.
     """
-    dims = ["n", "h", "w", 3] if layout == "NHWC" else ["n", 3, "h", "w"]
-    out_dims = ["n", "H", "W", 3] if layout == "NHWC" else ["n", 3, "H", "W"]
+    dims: list[str | int] = ["n", "h", "w", 3] if layout == "NHWC" else ["n", 3, "h", "w"]
+    out_dims: list[str | int] = ["n", "H", "W", 3] if layout == "NHWC" else ["n", 3, "H", "W"]
     scales = [1.0, float(scale), float(scale), 1.0] if layout == "NHWC" else [1.0, 1.0, float(scale), float(scale)]
     nodes = [helper.make_node("Resize", ["lr", "", "scales"], ["hr"], mode="nearest")]
     graph = helper.make_graph(
@@ -99,7 +101,7 @@ def make_srresnet_model(
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
 
-    def const(name: str, value: np.ndarray) -> str:
+    def const(name: str, value: np.ndarray | float) -> str:
         inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
         return name
 
@@ -149,12 +151,9 @@ def make_srresnet_model(
 def with_declared_scale(src: Path, dst: Path, scale: int) -> Path:
     """A copy of ``src`` whose contract claims ``scale`` (what the graph really does is unchanged)."""
     proto = onnx.load(str(src))
-    old = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    old = ModelContract.of_proto(proto)
     assert old is not None, "the source has no contract"
-    entries = ModelContract(**{**old.__dict__, "scale": scale}).to_metadata()
-    for prop in proto.metadata_props:
-        if prop.key in entries:
-            prop.value = entries[prop.key]
+    replace(old, scale=scale).store_in(proto)
     onnx.save(proto, str(dst))
     return Path(dst)
 
@@ -188,3 +187,39 @@ def make_low_precision_fragile_model(path: Path, failure: str, *, name: str = "f
         initializer=inits,
     )
     return _save(graph, path, ModelContract(scale=1, layout="NHWC", name=name, version="1"))
+
+
+def make_foreign_style_model(
+    path: Path, scale: int = 4, *, unit_range: bool = True, layout: str = "NCHW", bgr: bool = False,
+    with_contract: bool = False, name: str = "foreign",
+) -> Path:
+    """A nearest-neighbour "generator" as other projects export them (Real-ESRGAN style: NCHW, 0..1, clamped).
+
+    ``unit_range``: takes and gives 0..1 and clips its output to 0..1 (fed 0..255 as if it were an srgan
+    model, it gives a black image). ``bgr``: swaps the red and blue channels. ``with_contract`` stores
+    an srgan contract that says all this, so that the engine adapts.
+    """
+    channel_axis = 1 if layout == "NCHW" else 3
+    dims: list[str | int | None] = ["n", 3, "h", "w"] if layout == "NCHW" else ["n", "h", "w", 3]
+    out_dims: list[str | int | None] = ["n", 3, "H", "W"] if layout == "NCHW" else ["n", "H", "W", 3]
+    scales = [1.0, 1.0, float(scale), float(scale)] if layout == "NCHW" else [1.0, float(scale), float(scale), 1.0]
+    high = 1.0 if unit_range else 255.0
+    nodes = [helper.make_node("Resize", ["lr", "", "scales"], ["up"], mode="nearest")]
+    source = "up"
+    if bgr:
+        nodes.append(helper.make_node("Gather", ["up", "bgr"], ["swapped"], axis=channel_axis))
+        source = "swapped"
+    nodes.append(helper.make_node("Clip", [source, "low", "high"], ["hr"]))
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("hr", TensorProto.FLOAT, out_dims)],
+        initializer=[numpy_helper.from_array(np.array(scales, np.float32), "scales"),
+                     numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr"),
+                     numpy_helper.from_array(np.array(0.0, np.float32), "low"),
+                     numpy_helper.from_array(np.array(high, np.float32), "high")],
+    )
+    contract = (ModelContract(scale=scale, layout=layout, value_range=(0.0, high),  # type: ignore[arg-type]
+                              name=name, version="1") if with_contract else None)
+    return _save(graph, path, contract)

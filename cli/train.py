@@ -1,7 +1,8 @@
-"""``srgan train pretrain|gan``, ``srgan export`` and ``srgan eval``.
+"""``srgan train pretrain|gan``, ``srgan export``, ``srgan eval``, ``srgan release`` and ``srgan figures``.
 
-:func:`register` adds the subcommands to the ``srgan`` parser. Importing this
-module imports neither TensorFlow nor ONNX Runtime; each handler imports
+:func:`register` adds the subcommands to the ``srgan`` parser; the work is
+in ``training.*`` (the only argument parsing of training is here). Importing
+this module imports neither TensorFlow nor ONNX Runtime; each handler imports
 what it needs when it runs (``eval`` never imports TensorFlow).
 
 Every field of :class:`training.config.TrainConfig` is a flag
@@ -13,37 +14,38 @@ stage's default, in that order.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import sys
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from training.config import TrainConfig, default_config, load_overrides_file, merge
+from cli.exits import INTERRUPTED, OK, USAGE, fail
+from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
 
 _SECTIONS = ("generator", "data", "optim", "gan")
 _TOP_SKIP = {"stage", *_SECTIONS}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train`` (``pretrain``, ``gan``), ``export`` and ``eval`` to ``subparsers``."""
+    """Add ``train`` (``pretrain``, ``gan``), ``export``, ``eval``, ``release`` and ``figures`` to ``subparsers``."""
     train = subparsers.add_parser("train", help="train SRResNet (pretrain) or SRGAN (gan)")
     stages = train.add_subparsers(dest="stage", required=True, metavar="{pretrain,gan}")
     for stage, text in (
         ("pretrain", "SRResNet with a pixel loss; defaults tuned for fast convergence on a CPU"),
         ("gan", "SRGAN from a pretrained generator: VGG54 content loss + 1e-3 adversarial loss"),
     ):
-        p = stages.add_parser(
-            stage, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
+        p = stages.add_parser(stage, help=text, description=text)  # each flag's help states its default once
         p.add_argument("--config", type=Path, help="JSON file with any of the settings below (flags win)")
         p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
         p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-        _add_config_flags(p, default_config(stage))
+        _add_config_flags(p, default_config(cast(Stage, stage)))
         p.set_defaults(func=_handle_train, stage=stage)
 
     export = subparsers.add_parser("export", help="export a trained generator to ONNX with a parity check")
@@ -51,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "source", type=Path, metavar="CHECKPOINT_OR_WEIGHTS", help="run directory, checkpoint or .weights.h5"
     )
     export.add_argument(
-        "-o", "--output", type=Path, required=True, help="the .onnx file to write (card.json goes beside it)"
+        "-o", "--output", type=Path, required=True, help="the .onnx file to write (its card goes beside it as "
+        "<stem>.card.json)"
     )
     export.add_argument("--name", default=None, help="model name (default: the run directory's name)")
     export.add_argument("--version", default=None, help="model version (default: the training step, e.g. step-50000)")
@@ -61,10 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--filters", type=int, help="architecture, when no config.json is beside the weights")
     export.add_argument("--blocks", type=int, help="architecture, when no config.json is beside the weights")
     export.add_argument("--opset", type=int, default=17)
-    export.add_argument("--eval-data", type=Path, help="measure PSNR/SSIM on this folder and store them as metrics")
+    export.add_argument("--eval-data", type=Path, help="measure PSNR/SSIM on this folder, print them beside bicubic "
+                                                       "and store them as metrics")
     export.add_argument("--tolerance", type=float, default=0.5, help="largest |ONNX - Keras| allowed on 0..255")
     export.add_argument("--publish", metavar="NAME",
-                        help="then deploy the export to the model registry as NAME (checked, made active, workers told)")
+                        help="then publish the export as `srgan deploy FILE --name NAME` does (checked, compared with "
+                             "the active version, made active, workers told)")
+    export.add_argument("--force", action="store_true", help="with --publish: activate even when it scores worse")
     export.set_defaults(func=_handle_export)
 
     ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop), NIQE and colour shift of an ONNX model "
@@ -78,17 +84,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.set_defaults(func=_handle_eval)
 
+    _register_release(subparsers)
+    _register_figures(subparsers)
+
+
+def _register_release(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("release", help="ship a run as a packaged model (ONNX, card, resume weights)",
+                              description="Export the run's best generator, measure it on the --bench folders and "
+                                          "write <name>.onnx, <name>.card.json and <name>.resume.weights.h5 into --out "
+                                          "(training.release).")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", help="default: step-<best step>")
+    p.add_argument("--bench", type=Path, nargs="+", required=True, help="benchmark folders to measure (not to pick)")
+    p.add_argument("--out", type=Path, help="default: the package's model/weights")
+    p.add_argument("--compare", type=Path, nargs="*", default=[], help="models measured beside it (.onnx)")
+    p.add_argument("--detail-base", help="the PSNR model this GAN model blends with for `detail` (e.g. srresnet_x4)")
+    p.set_defaults(func=_handle_release)
+
+
+def _register_figures(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("figures", help="draw the training curve and comparison figures (training.figures)")
+    sub = p.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("curve", help="validation PSNR against steps")
+    c.add_argument("source", type=Path, help="run directory, validation.jsonl or a model card")
+    c.add_argument("-o", "--output", type=Path, required=True)
+    c.add_argument("--title")
+    c.add_argument("--baseline", type=float, help="bicubic validation PSNR-Y to draw")
+    s = sub.add_parser("compare", help="bicubic | model(s) | ground truth crop")
+    s.add_argument("--model", type=Path, action="append", required=True, help="repeat for several models")
+    s.add_argument("--detail", type=float, help="blend GAN models with their detail base at this value")
+    s.add_argument("--image", type=Path, required=True, help="ground-truth HR image")
+    s.add_argument("--box", type=int, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"), required=True)
+    s.add_argument("--zoom", type=int, default=2)
+    s.add_argument("-o", "--output", type=Path, required=True)
+    d = sub.add_parser("pd-curve", help="PSNR against NIQE over detail values (srgan eval at each)")
+    d.add_argument("--model", type=Path, required=True, help="a GAN model with a detail base")
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--details", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    d.add_argument("--json", type=Path, help="also write the points here")
+    d.add_argument("-o", "--output", type=Path, required=True)
+    p.set_defaults(func=_handle_figures)
+
 
 # --- flags from the config models ------------------------------------------------
 
 
-def _fields():
+def _fields() -> Iterator[tuple[str, FieldInfo]]:
     """(dotted path, field) for every setting a flag can change."""
     for name, field in TrainConfig.model_fields.items():
         if name not in _TOP_SKIP:
             yield name, field
     for section in _SECTIONS:
-        model: type[BaseModel] = TrainConfig.model_fields[section].annotation
+        model = cast("type[BaseModel]", TrainConfig.model_fields[section].annotation)
         for name, field in model.model_fields.items():
             yield f"{section}.{name}", field
 
@@ -101,14 +149,21 @@ def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) ->
         default = body[section][name] if section else body[name]
         flag = "--" + name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": "cfg__" + dotted.replace(".", "__"), "default": None}
-        kwargs["help"] = f"{field.description or ''} (default: {default})".strip()
+        kwargs["help"] = _help(field.description or "", default)
         kwargs.update(_argparse_type(field.annotation))
         if "metavar" not in kwargs and "choices" not in kwargs and "action" not in kwargs:
             kwargs["metavar"] = name.upper()
         groups[section or "run"].add_argument(flag, **kwargs)
 
 
-def _argparse_type(annotation) -> dict[str, Any]:
+def _help(description: str, default: Any) -> str:
+    """A flag's help with its default stated once: not when the description says it, nor when there is none."""
+    if default is None or "default" in description:
+        return description
+    return f"{description} (default: {default})".strip()
+
+
+def _argparse_type(annotation: Any) -> dict[str, Any]:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -163,30 +218,28 @@ def _handle_train(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args)
     except (ValueError, KeyError, OSError) as exc:
-        print(f"srgan train: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), USAGE, command="train")
     if args.print_config:
         print(config.to_json())
-        return 0
+        return OK
     from training.losses import VggWeightsMissing
     from training.trainer import RunExists, train
 
     try:
         result = train(config, resume=args.resume)
     except (RunExists, VggWeightsMissing, FileNotFoundError, ValueError) as exc:
-        print(f"srgan train: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), USAGE, command="train")
     best = (f"best validation NIQE {-result.best_psnr_y:.3f} (within the PSNR floor)" if config.stage == "gan"
             else f"best validation PSNR-Y {result.best_psnr_y:.3f} dB")
     logging.getLogger(__name__).info(
         "%s at step %d; %s; %s", "stopped" if result.interrupted else "finished", result.step, best, result.run_dir
     )
-    return 130 if result.interrupted else 0
+    return INTERRUPTED if result.interrupted else OK
 
 
 def _handle_export(args: argparse.Namespace) -> int:
     _setup_logging()
-    from model.registry import DeployRefused
+    from model.registry import DeployRefused, card_path_for
     from training.export import ExportError, export_generator
 
     try:
@@ -199,16 +252,22 @@ def _handle_export(args: argparse.Namespace) -> int:
             opset=args.opset,
             tolerance=args.tolerance,
             eval_data=args.eval_data,
-            publish=args.publish,
         )
     except (ExportError, DeployRefused, FileNotFoundError, ValueError) as exc:
-        print(f"srgan export: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"wrote {args.output} (parity max |diff| {card['parity']['max_abs_diff']:.4f}) "
-        f"and {args.output.parent / 'card.json'}"
-    )
-    return 0
+        return fail(str(exc), command="export")
+    print(f"wrote {args.output} (parity max |diff| {card['parity']['max_abs_diff']:.4f}) "
+          f"and {card_path_for(args.output)}")
+    evaluation = card.get("evaluation") or {}
+    for key, value in card.get("metrics", {}).items():
+        metric = next((m for m in ("psnr_y", "ssim_y") if key.endswith(m)), key)
+        baseline = evaluation.get(f"bicubic_{metric}")
+        print(f"{key}: {value:.4f}" + (f" (bicubic {baseline:.4f})" if baseline is not None else ""))
+    if not args.publish:
+        return OK
+    from cli.deploy import publish_and_report
+
+    return publish_and_report(None, args.output, args.publish, card=card, force=args.force,
+                              source=f"srgan export: {args.output}")
 
 
 def _handle_eval(args: argparse.Namespace) -> int:
@@ -219,12 +278,40 @@ def _handle_eval(args: argparse.Namespace) -> int:
         report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile, detail=args.detail,
                                 niqe=not args.no_niqe)
     except (FileNotFoundError, ValueError, SRGANError) as exc:
-        print(f"srgan eval: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        import json
+        return fail(str(exc), USAGE, command="eval")
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return OK
 
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_table(report))
-    return 0
+
+def _handle_release(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from training.export import ExportError
+    from training.release import WEIGHTS_DIR, release
+
+    try:
+        card = release(args.run_dir, args.name, args.version, args.bench, args.out or WEIGHTS_DIR,
+                       compare=args.compare, detail_base=args.detail_base)
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        return fail(str(exc), command="release")
+    print(json.dumps({"version": card["version"], "metrics": card["metrics"], "resume": card["resume"]}, indent=2))
+    return OK
+
+
+def _handle_figures(args: argparse.Namespace) -> int:
+    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side
+
+    try:
+        if args.what == "curve":
+            print(plot_curve(args.source, args.output, args.title, args.baseline))
+        elif args.what == "pd-curve":
+            points = detail_sweep(args.model, args.data, args.details)
+            if args.json:
+                args.json.write_text(json.dumps(points, indent=2) + "\n")
+            print(json.dumps(points, indent=2))
+            print(perception_distortion(points, args.output, f"{args.model.stem} on {args.data.name}"))
+        else:
+            print(json.dumps(side_by_side(args.model, args.image, tuple(args.box), args.output, args.zoom,
+                                          args.detail)))
+    except (FileNotFoundError, ValueError) as exc:
+        return fail(str(exc), command="figures")
+    return OK

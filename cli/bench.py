@@ -1,0 +1,114 @@
+"""``srgan bench ...``: the benchmarks' arguments; the measurements are in ``bench.*``.
+
+Each benchmark module is imported only when its subcommand runs (they load
+ONNX Runtime, OpenVINO or TensorFlow). Run from the repository root: they read
+``../shared/data/bench`` and start services of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+BENCHMARKS = {
+    "engine": "engine benchmark: precisions, tiling, memory, backends against the matmul ceiling",
+    "service": "service overhead: latency and throughput through the API and a worker, against the engine alone",
+    "events": "live progress: how late job events reach event-stream watchers",
+    "chaos": "fault injection against a real `srgan serve`: lost, duplicated and failed jobs, recovery time",
+    "int8": "int8 measurement (not offered): NNCF quantization cost on Set5/Set14 (needs nncf)",
+    "gpu-check": "GPU providers: which load, their speed, agreement with the CPU",
+    "train-speed": "training step speed: plain, XLA and default compile variants (TensorFlow)",
+}
+"""``srgan bench NAME``: what each measures (the module is ``bench.<name with _>``)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS),
+                                  description="Benchmarks; run from the repository root (bench/README.md).")
+    which = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    arguments = {"engine": _engine, "service": _service, "events": _events, "chaos": _chaos, "int8": _int8,
+                 "gpu-check": _gpu_check, "train-speed": _train_speed}
+    for name, text in BENCHMARKS.items():
+        p = which.add_parser(name, help=text, description=text)
+        arguments[name](p)
+        p.set_defaults(func=_runner(name.replace("-", "_")))
+
+
+def _runner(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(f"bench.{module}").run(args))
+
+    return run
+
+
+def _engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path,
+                   help="ONNX generator (default: the shipped srresnet_x4, else a random-weight SRResNet x4)")
+    p.add_argument("--backend", help="backend of the default report (default: SRGAN_BACKEND)")
+    p.add_argument("--precisions", default="f32,bf16,f16", help="precisions to compare (f32 first)")
+    p.add_argument("--precision-size", type=int, default=256, help="input side for the precision comparison")
+    p.add_argument("--set5", type=Path, help="Set5 folder (default: ../shared/data/bench/Set5; skipped without it)")
+    p.add_argument("--backends", default="", help="also compare these backends (e.g. onnxruntime,openvino) "
+                                                   "against the matmul ceiling, with --variants")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run and Set5")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
+                   help="other tile:overlap[:batch] settings to time against the whole image")
+    p.add_argument("--rss-variants", default="", help="other tile:overlap settings whose 2048x2048 peak RSS to measure")
+
+
+def _service(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="ONNX model (default: SRGAN_MODEL, else a random-weight SRResNet x4)")
+    p.add_argument("--latency-jobs", type=int, default=40, help="sequential 64x64 jobs (default 40)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients for throughput (default 8)")
+    p.add_argument("--throughput-jobs", type=int, default=16, help="256x256 jobs in the throughput run (default 16)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+
+
+def _events(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="ONNX model (default: SRGAN_MODEL, else a random-weight SRResNet x4)")
+    p.add_argument("--jobs", type=int, default=6, help="jobs, one after another (default 6)")
+    p.add_argument("--watchers", type=int, default=4, help="event streams per job at once (default 4)")
+    p.add_argument("--size", type=int, default=192, help="input image size (default 192)")
+    p.add_argument("--tile", type=int, default=48, help="tile size: more tiles, more progress events (default 48)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+
+
+def _chaos(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mutated", type=int, default=300, help="mutated files in the corpus (default 300)")
+    p.add_argument("--jobs", type=int, default=4, help="jobs in flight per fault (default 4)")
+    p.add_argument("--wait-s", type=float, default=90, help="how long to wait for recovery per fault")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-corpus", action="store_true")
+    p.add_argument("--faults", default="", help="comma-separated subset of the faults in bench.chaos.FAULTS "
+                                                "(default: all)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+
+
+def _int8(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--crops", type=int, default=100)
+    p.add_argument("--repeat", type=int, default=2)
+
+
+def _gpu_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped srresnet_x4)")
+    p.add_argument("--sizes", default="512,2048", help="square input sides; the first is also run on the CPU")
+    p.add_argument("--tile", type=int, default=512, help="tile for inputs larger than the first size")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--providers", default="", help="providers to try, in order (default: TensorRT, then CUDA)")
+    p.add_argument("--json", type=Path, help="also write the report here")
+
+
+def _train_speed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, XLA compilation)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--hr-size", type=int, default=96)
+    p.add_argument("--blocks", type=int, default=16)
+    p.add_argument("--filters", type=int, default=64)
+    p.add_argument("--variants", default="plain,xla,default",
+                   help="comma-separated, from plain, xla, default, bf16_xla")

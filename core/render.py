@@ -1,0 +1,149 @@
+"""Rendering one image: the use-case the worker, ``srgan upscale`` and the benchmarks share.
+
+:func:`render` is the whole of it: decode (input pixel limit, EXIF
+orientation, modes), check the output pixel limit before any tile runs, run
+the engine (progress and cancellation between tiles), resample to the asked
+scale when it differs from the model's, encode. It takes bytes or a path and
+gives encoded bytes with what they are (:class:`Rendered`); where the bytes
+go is the caller's business (a job's storage, a file beside the input) and
+:func:`write_file` is the atomic write of a local file.
+
+The engine comes in already built (``core.upscalers.build_upscaler``, or a
+worker's cache of them), so a job and a local run of the same model, options
+and image give the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.settings import Settings
+from model.images import (
+    WARNINGS_KEY,
+    check_encodable,
+    check_output_pixels,
+    encode_image,
+    output_format,
+    read_image,
+    resample,
+    upscale_image,
+)
+
+if TYPE_CHECKING:
+    from model.engine import Progress, Upscaler
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What is asked of one render: ``scale`` (None: the model's), ``format`` (None: the input's), ``quality``."""
+
+    scale: int | None = None
+    format: str | None = None
+    quality: int = 95
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RenderOptions:
+        """The options of a job record's ``params``."""
+        return cls(scale=int(params["scale"]) if params.get("scale") else None, format=params.get("format") or None,
+                   quality=int(params.get("quality") or 95))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Pixel limits (width x height) of the input and of the result."""
+
+    max_input_pixels: int
+    max_output_pixels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.max_input_pixels, settings.max_output_pixels)
+
+
+@dataclass
+class Rendered:
+    """An encoded result and what it is."""
+
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    mode: str
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ext(self) -> str:
+        """File extension without the dot (``png``, ``jpg``, ``webp``)."""
+        return EXTENSIONS[self.media_type]
+
+    @property
+    def format(self) -> str:
+        """Format key (``png``, ``jpeg``, ``webp``)."""
+        return FORMATS[self.media_type]
+
+    def describe(self) -> dict[str, Any]:
+        """The job record's ``output`` object."""
+        return {"format": self.format, "width": self.width, "height": self.height, "mode": self.mode,
+                "media_type": self.media_type, "ext": self.ext, "bytes": len(self.data)}
+
+
+def render(
+    upscaler: Upscaler,
+    source: bytes | Path,
+    options: RenderOptions,
+    limits: Limits,
+    *,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Rendered:
+    """Decode ``source``, upscale it, resample to ``options.scale`` if it differs from the model's, encode.
+
+    ``provenance`` (model, detail) goes into the result's metadata. Raises the
+    typed errors of ``model.errors``: ``ImageTooLarge`` for either limit (the
+    output one before any tile runs), ``Canceled`` when ``should_stop`` said so.
+    """
+    t0 = time.perf_counter()
+    img = read_image(source, max_pixels=limits.max_input_pixels)
+    scale = options.scale or upscaler.scale
+    check_output_pixels(img.width, img.height, scale, limits.max_output_pixels)
+    fmt = output_format(img, options.format)  # an unknown format, or alpha into JPEG, is refused before the engine
+    check_encodable(img.mode, fmt)
+    t1 = time.perf_counter()
+    hr = upscale_image(upscaler, img, progress=progress, should_stop=should_stop)
+    if scale != upscaler.scale:
+        hr = resample(hr, img.width * scale, img.height * scale)
+    t2 = time.perf_counter()
+    data, media_type = encode_image(hr, fmt, options.quality, dict(provenance) if provenance else None)
+    t3 = time.perf_counter()
+    timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
+    return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
+                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])])
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, then a rename.
+
+    Missing parent folders are made. A failure leaves no temporary file, and
+    its ``OSError`` names ``path``, not the temporary file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc

@@ -1,0 +1,100 @@
+"""`srgan deploy`, `srgan models`, `srgan rollback` as a new user meets them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.tiny_models import make_conv_model, make_nearest_model
+from cli.main import main
+from core.settings import get_settings
+from model.registry import Registry
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch) -> Iterator[Registry]:
+    for key in ("SRGAN_REDIS_URL", "SRGAN_MODELS_DIR", "SRGAN_DATA_DIR", "SRGAN_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SRGAN_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield Registry(tmp_path / "data" / "models")
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def bench_set(tmp_path) -> Path:
+    """A tiny "Set5": smooth photos-like images, where nearest upscaling beats a random network by far."""
+    folder = tmp_path / "Set5"
+    folder.mkdir()
+    y, x = np.mgrid[0:48, 0:64].astype(np.float32)
+    for i in range(2):
+        img = np.stack([x * 3 + i * 20, y * 4, (x + y) * 2], axis=-1)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_deploy_refuses_a_worse_model_on_the_bench_set_unless_forced(registry, tmp_path, bench_set, capsys):
+    good, bad = make_nearest_model(tmp_path / "good.onnx"), make_conv_model(tmp_path / "bad.onnx")
+    assert main(["deploy", str(good), "--name", "sr", "--version", "v1"]) == 0
+    capsys.readouterr()
+    assert main(["deploy", str(bad), "--name", "sr", "--version", "v2", "--eval-data", str(bench_set)]) == 1
+    err = capsys.readouterr().err
+    assert "worse than the active sr:v1" in err and "set5_psnr_y" in err and "--force" in err
+    assert "the active version of sr is still v1" in err and registry.active_version("sr") == "v1"
+    assert main(["deploy", str(bad), "--name", "sr", "--version", "v2", "--eval-data", str(bench_set),
+                 "--force"]) == 0
+    assert "(worse; --force)" in capsys.readouterr().out and registry.active_version("sr") == "v2"
+    assert set(registry.get("sr", "v2").metrics) == {"set5_psnr_y", "set5_ssim_y"}, "measured metrics are kept"
+
+
+def test_deploy_compares_card_metrics_of_the_same_set(registry, tmp_path, capsys):
+    first, second = make_nearest_model(tmp_path / "a.onnx"), make_nearest_model(tmp_path / "b.onnx")
+    (tmp_path / "a.card.json").write_text(json.dumps({"metrics": {"set5_psnr_y": 31.57}}))
+    (tmp_path / "b.card.json").write_text(json.dumps({"metrics": {"set5_psnr_y": 28.43}}))
+    assert main(["deploy", str(first), "--name", "sr"]) == 0
+    assert main(["deploy", str(second), "--name", "sr", "--version", "2"]) == 1
+    assert "set5_psnr_y 28.43 dB vs 31.57" in capsys.readouterr().err
+
+
+def test_a_name_other_than_the_exported_one_is_a_warning(registry, tmp_path, capsys):
+    assert main(["deploy", str(make_nearest_model(tmp_path / "n.onnx", name="run1")), "--name", "sr"]) == 0
+    assert "exported as 'run1'; publishing it as 'sr'" in capsys.readouterr().err
+
+
+def test_rollback_to_any_version_and_the_hint(registry, tmp_path, capsys):
+    for v in ("v1", "v2", "v3"):
+        assert main(["deploy", str(make_nearest_model(tmp_path / f"{v}.onnx")), "--name", "sr", "--version", v]) == 0
+    capsys.readouterr()
+    assert main(["rollback", "sr", "--to", "v1"]) == 0
+    assert "active version v3 -> v1" in capsys.readouterr().out
+    assert main(["deploy", str(make_nearest_model(tmp_path / "solo.onnx")), "--name", "solo"]) == 0
+    assert main(["rollback", "solo"]) == 1
+    assert "srgan rollback solo --to VERSION" in capsys.readouterr().err
+
+
+def test_models_is_a_readable_table_with_the_data_folder(registry, tmp_path, capsys):
+    model = make_nearest_model(tmp_path / "m.onnx")
+    (tmp_path / "m.card.json").write_text(json.dumps({"metrics": {
+        "set5_psnr_y": 31.565812345, "set5_ssim_y": 0.887712345, "set5_bicubic_psnr_y": 28.4293,
+        "set14_psnr_y": 28.2075, "set14_ssim_y": 0.7721, "set14_bicubic_psnr_y": 26.09, "bsd100_niqe": 5.123456}}))
+    assert main(["deploy", str(model), "--name", "sr"]) == 0
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.split("\n\n")[0].splitlines()
+    assert header.split() == ["NAME", "VERSION", "ACTIVE", "SCALE", "SET5", "SET14", "NIQE", "PRECISION", "PUBLISHED"]
+    (row,) = [r for r in rows if r.startswith("sr ")]
+    assert "31.57 dB" in row and "28.21 dB" in row and "5.12" in row and "bicubic" not in row
+    assert max(len(line) for line in out.splitlines()[: len(rows) + 1]) < 140
+    assert f"registry: {registry.root.resolve()}" in out
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    (sr,) = [m for m in listing["models"] if m["name"] == "sr"]
+    assert sr["metrics"]["set5_psnr_y"] == 31.5658 and sr["metrics"]["bsd100_niqe"] == 5.1235, "rounded"
