@@ -12,7 +12,7 @@ Two backends, chosen by ``storage_url`` in one place (:func:`open_storage`):
 
 Either way an upload is first received into this host's spool (``<storage dir>/.incoming``), checked, and
 then adopted by its job (a rename, or an upload to the store). A worker reads the input through
-:meth:`Storage.input_file` (the file itself, or a download into the spool that is removed afterwards),
+:meth:`Storage.input_file` (the file itself, or a download into ``<storage dir>/.inputs`` removed afterwards),
 so no backend holds more than one image in memory.
 """
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 INPUT_NAME = "input"
 RESULT_STEM = "result"
 _INCOMING = ".incoming"
+_INPUTS = ".inputs"
 _TMP_SUFFIX = ".tmp"
 CHUNK = 1 << 20
 """Bytes per read when a result is streamed out."""
@@ -314,6 +315,8 @@ class S3Storage(_Spool):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.root = Path(spool)
         self.incoming_dir = self.root / _INCOMING
+        self.inputs_dir = self.root / _INPUTS
+        """Where a worker downloads the inputs of the jobs it runs (apart from the API's uploads)."""
         self.endpoint_url, self.region = endpoint_url, region
         self.public_endpoint_url = public_endpoint_url or endpoint_url
         self._clients: dict[tuple[int, str | None], Any] = {}
@@ -344,6 +347,7 @@ class S3Storage(_Spool):
 
     def ensure(self) -> S3Storage:
         self.incoming_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.inputs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self
 
     def describe(self) -> str:
@@ -381,11 +385,11 @@ class S3Storage(_Spool):
 
     @contextlib.contextmanager
     def input_file(self, job_id: str) -> Iterator[Path]:
-        """Download the input into the spool (streamed to disk), yield it, remove it."""
+        """Download the input into ``inputs_dir`` (streamed to disk), yield it, remove it."""
         from botocore.exceptions import ClientError
 
         self.ensure()
-        fd, name = tempfile.mkstemp(dir=self.incoming_dir, prefix=f"{job_id}.input.", suffix=_TMP_SUFFIX)
+        fd, name = tempfile.mkstemp(dir=self.inputs_dir, prefix=f"{job_id}.input.", suffix=_TMP_SUFFIX)
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -445,7 +449,7 @@ class S3Storage(_Spool):
     def discard_partial(self, job_id: str) -> None:
         """Remove this host's download of the input that a killed attempt left in the spool (an object a
         killed attempt was writing never appeared: the store drops it)."""
-        for tmp in self.incoming_dir.glob(f"{_check_id(job_id)}.input.*{_TMP_SUFFIX}"):
+        for tmp in self.inputs_dir.glob(f"{_check_id(job_id)}.input.*{_TMP_SUFFIX}"):
             tmp.unlink(missing_ok=True)
 
     # --- housekeeping --------------------------------------------------------

@@ -91,7 +91,7 @@ def test_api_and_workers_sharing_only_redis_and_the_store(redis_db, make_setting
             for name in ("a", "b"):
                 folder = tmp_path / f"worker-{name}"
                 assert Registry(folder / "models").active_version("sr") == "v1", "each host synced its own cache"
-                assert list((folder / "jobs" / ".incoming").iterdir()) == [], "no input left on the worker"
+                assert list((folder / "jobs" / ".inputs").iterdir()) == [], "no input left on the worker"
 
             # a worker dies mid-job: the job finishes on the other host
             slow = submit(client, 160, 7)  # 25 tiles of 0.1 s

@@ -45,7 +45,9 @@ def test_an_adopted_input_is_read_back_and_results_replace_each_other(storage):
     job_id = adopt(storage, b"image bytes")
     with storage.input_file(job_id) as path:
         assert path.read_bytes() == b"image bytes"
-    assert list(storage.incoming_dir.iterdir()) == [], "a downloaded input is removed after use"
+    assert list(storage.incoming_dir.iterdir()) == [], "a received upload is gone once adopted"
+    if isinstance(storage, S3Storage):
+        assert list(storage.inputs_dir.iterdir()) == [], "a downloaded input is removed after use"
 
     storage.write_result(job_id, b"first", "png", media_type="image/png", filename="a_x4.png")
     storage.write_result(job_id, b"third", "webp", media_type="image/webp", filename="a_x4.webp")  # a redelivery
@@ -130,9 +132,9 @@ def test_the_broker_message_carries_only_the_id_under_2_kb(redis_db, tmp_path):
 def test_a_download_left_by_a_killed_attempt_is_discarded_by_the_next(object_store, tmp_path):
     storage = S3Storage(object_store.new_bucket(), spool=tmp_path, endpoint_url=object_store.endpoint_url).ensure()
     job_id = adopt(storage, b"x")
-    left = storage.incoming_dir / f"{job_id}.input.abc123.tmp"  # what input_file was writing when killed
+    left = storage.inputs_dir / f"{job_id}.input.abc123.tmp"  # what input_file was writing when killed
     left.write_bytes(b"half")
-    other = storage.incoming_dir / f"{new_job_id()}.input.def456.tmp"
+    other = storage.inputs_dir / f"{new_job_id()}.input.def456.tmp"
     other.write_bytes(b"another job's")
     storage.discard_partial(job_id)
     assert not left.exists() and other.exists()
