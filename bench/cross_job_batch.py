@@ -1,6 +1,6 @@
 """Across jobs, one batch: does running several small jobs' images as one batch raise throughput?
 
-Run from the repository root: ``python -m bench.cross_job_batch [--size 64] [--jobs 16] [--batches 1,2,4,8]``.
+``srgan bench cross-job-batch [--size 64] [--jobs 16] [--batches 1,2,4,8]`` from the repository root.
 
 A worker runs one job at a time; an image that fits in one tile is one backend call of batch 1. This
 measures the alternative a batching worker would have: ``k`` jobs' images (same size, as a batcher would
@@ -48,19 +48,10 @@ def images_per_s(upscaler: Upscaler, images: list[np.ndarray], k: int) -> float:
     return len(images) / (time.perf_counter() - t0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="srresnet_x4", help="a shipped model name or an .onnx path")
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--size", type=int, default=64, help="each job's image is size x size")
-    parser.add_argument("--jobs", type=int, default=16, help="images per round")
-    parser.add_argument("--batches", default="1,2,4,8", help="batch sizes to compare")
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args(argv)
-
+def run(args: argparse.Namespace) -> int:
     path = Path(args.model) if is_path(args.model) else shipped_file(args.model)
     if path is None:
-        parser.error(f"{args.model}: not an .onnx file nor a shipped model")
+        raise SystemExit(f"{args.model}: not an .onnx file nor a shipped model")
     upscaler = Upscaler.from_file(path, backend=args.backend, tile=0, overlap=0)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.jobs)]
@@ -81,7 +72,3 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(report, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

