@@ -21,6 +21,7 @@ from api.middleware import install_middleware
 from api.openapi import install_openapi
 from api.queue import JobQueue
 from api.routes import batches, health, job_events, jobs, links, models, web
+from core import registry_sync
 from core.batches import BatchStore
 from core.catalog import ModelCatalog
 from core.cleanup import sweep_expired
@@ -28,14 +29,16 @@ from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.limits import Limiter
 from core.links import DeploymentLinks
+from core.model_updates import generation
 from core.recovery import Reaper
 from core.settings import Settings, get_settings
-from core.storage import Storage
+from core.storage import open_storage
 from core.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
 SWEEP_GRACE_S = 600.0
+MODEL_SYNC_POLL_S = 1.0
 
 
 async def _sweep_forever(services: Services) -> None:
@@ -58,6 +61,27 @@ async def _reap_forever(services: Services) -> None:
         except Exception as exc:  # noqa: BLE001 - try again next time
             log.warning("the reaper's pass failed: %s", exc)
         await asyncio.sleep(services.settings.reaper_interval_s)
+
+
+async def _sync_models_forever(services: Services) -> None:
+    """With an object store: keep this host's registry in step with the store's (``core.registry_sync``),
+    at once when the generation moves on Redis (a deploy), else every ``model_refresh_s``."""
+    settings = services.settings
+    seen: int | None = None
+    synced_at = float("-inf")
+    while True:
+        current: int | None
+        try:
+            current = await run_in_threadpool(generation, services.store.redis)
+        except Exception:  # noqa: BLE001 - Redis away: sync on the timer alone
+            current = seen
+        if current != seen or time.monotonic() - synced_at >= settings.model_refresh_s:
+            try:
+                await run_in_threadpool(registry_sync.pull, settings)
+                seen, synced_at = current, time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - try again next time
+                log.warning("cannot sync the model registry from the store: %s", exc)
+        await asyncio.sleep(MODEL_SYNC_POLL_S)
 
 
 async def _watch_redis(services: Services) -> None:
@@ -103,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(connect(settings.redis_url), ttl_s=settings.job_ttl_s)
         queue = JobQueue(settings)
         events = JobEvents(settings.redis_url)
-        services = Services(settings, store, Storage(settings.resolved_storage_dir).ensure(), queue, events,
+        services = Services(settings, store, open_storage(settings).ensure(), queue, events,
                             DeploymentLinks(settings, store.redis),
                             IdempotencyKeys(store.redis, ttl_s=settings.idempotency_ttl_s),
                             Notifier(settings, store, queue.app.send_task), BatchStore(store.redis, store),
@@ -119,10 +143,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher = asyncio.create_task(_watch_redis(services), name="srgan-redis-watch")
         deadlines = asyncio.create_task(_abort_overdue_forever(services), name="srgan-deadlines")
         reaper = asyncio.create_task(_reap_forever(services), name="srgan-reaper")
+        background = [sweeper, watcher, deadlines, reaper]
+        if settings.uses_s3:
+            background.append(asyncio.create_task(_sync_models_forever(services), name="srgan-model-sync"))
         try:
             yield
         finally:
-            for task in (sweeper, watcher, deadlines, reaper):
+            for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

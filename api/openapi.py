@@ -57,6 +57,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "the API key's request rate limit is used up (see `Retry-After`, `RateLimit-*`)"),
     "quota_exceeded": (429, "the API key's queued-jobs or pixels quota is used up (see `Retry-After`)"),
     "queue_unavailable": (503, "the broker did not take the job"),
+    "storage_unavailable": (503, "the object store did not answer; try again"),
     "model_error": (503, "the configured model is missing or cannot be read"),
     "unavailable": (503, "Redis does not answer (see `Retry-After`)"),
 }

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.jobs import Job
+from core.jobs import Job, download_name
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
@@ -192,13 +192,6 @@ class JobListOut(BaseModel):
     jobs: list[JobOut] = Field(description="the calling key's jobs, newest first")
     limit: int
     offset: int
-
-
-def download_name(job: Job) -> str:
-    stem = str(job.input.get("filename") or "image").rsplit(".", 1)[0] or "image"
-    scale = (job.model or {}).get("scale") if not job.params.get("scale") else job.params["scale"]
-    ext = (job.output or {}).get("ext", "png")
-    return f"{stem}_x{scale}.{ext}" if scale else f"{stem}_sr.{ext}"
 
 
 class ModelOut(BaseModel):

@@ -20,6 +20,8 @@ BENCHMARKS = {
     "int8": "int8 measurement (not offered): NNCF quantization cost on Set5/Set14 (needs nncf)",
     "gpu-check": "GPU providers: which load, their speed, agreement with the CPU",
     "train-speed": "training step speed: plain, XLA and default compile variants (TensorFlow)",
+    "cross-job-batch": "several small jobs' images as one batch against one call each (throughput, extra wait)",
+    "workers": "throughput of one and two workers sharing only Redis and an object store (SeaweedFS)",
 }
 """``srgan bench NAME``: what each measures (the module is ``bench.<name with _>``)."""
 
@@ -29,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   description="Benchmarks; run from the repository root (bench/README.md).")
     which = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     arguments = {"engine": _engine, "service": _service, "events": _events, "chaos": _chaos, "int8": _int8,
-                 "gpu-check": _gpu_check, "train-speed": _train_speed}
+                 "gpu-check": _gpu_check, "train-speed": _train_speed, "cross-job-batch": _cross_job_batch,
+                 "workers": _workers}
     for name, text in BENCHMARKS.items():
         p = which.add_parser(name, help=text, description=text)
         arguments[name](p)
@@ -115,3 +118,19 @@ def _train_speed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filters", type=int, default=64)
     p.add_argument("--variants", default="plain,xla,default",
                    help="comma-separated, from plain, xla, default, bf16_xla")
+
+
+def _cross_job_batch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="srresnet_x4", help="a shipped model name or an .onnx path")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--size", type=int, default=64, help="each job's image is size x size (default 64)")
+    p.add_argument("--jobs", type=int, default=16, help="images per round (default 16)")
+    p.add_argument("--batches", default="1,2,4,8", help="batch sizes to compare (default 1,2,4,8)")
+    p.add_argument("--repeat", type=int, default=5)
+
+
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, default=12, help="uploads at once per round (default 12)")
+    p.add_argument("--size", type=int, default=64, help="input image size (default 64)")
+    p.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads per worker (0: per core)")

@@ -2,7 +2,10 @@
 
 They change the registry in ``SRGAN_MODELS_DIR`` (default ``<data_dir>/models``)
 and announce the change on the service's Redis so running workers use the new
-active version for their next job (``core.model_updates``).
+active version for their next job (``core.model_updates``). With the job files on
+an object store (``SRGAN_STORAGE_URL=s3://...``) they first sync the local registry
+from the store's and push the change to it before announcing (``core.registry_sync``),
+so workers on every host find the new version.
 """
 
 from __future__ import annotations
@@ -118,17 +121,22 @@ def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **op
 
 
 def run_rollback(args: argparse.Namespace) -> int:
+    from core import registry_sync
     from core.model_updates import announce_change
     from model.errors import ModelError
 
     catalog = _catalog(args)
     registry = catalog.registry
     try:
+        registry_sync.pull(catalog.settings)  # with an object store: start from the registry every host shares
         before = registry.active_version(args.name)
         now = registry.rollback(args.name, to=args.to)
+        registry_sync.push(catalog.settings, args.name)  # before the announcement: workers pull what it names
     except ModelError as exc:
         hint = "" if args.to else f"; `srgan rollback {args.name} --to VERSION` activates any published version"
         return fail(f"{exc.message}{hint}", command="rollback")
+    except OSError as exc:
+        return fail(f"the object store failed: {exc}", command="rollback")
     print(f"{args.name}: active version {before} -> {now.version}")
     print(announce_change(catalog.settings, args.name, now.version))
     return OK
@@ -150,11 +158,16 @@ def _quality_cells(metrics: dict[str, float]) -> list[str]:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from core import registry_sync
     from core.model_updates import service_engines
     from model.errors import ModelError
 
     catalog = _catalog(args)
     settings = catalog.settings
+    try:
+        registry_sync.pull(settings)  # with an object store: list what every host runs
+    except OSError as exc:
+        print(f"could not sync the registry from the object store ({exc}); listing this host's", file=sys.stderr)
     try:
         listing = catalog.listing(service_engines(settings))
     except ModelError as exc:

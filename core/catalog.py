@@ -13,7 +13,9 @@ cache, one ``srgan`` command) over the registry of ``Settings.resolved_models_di
   so a request reads no card.
 - :meth:`ModelCatalog.publish`: check a file, compare its quality with the
   active version, copy it in, activate it, tell the workers (``srgan deploy``
-  and ``srgan export --publish``).
+  and ``srgan export --publish``). With an object store it first syncs the
+  registry from the store's and pushes the new version there before telling
+  the workers (``core.registry_sync``).
 - :meth:`ModelCatalog.seed`: put the shipped models into the registry; an
   explicit start-up step (API lifespan, worker start, ``srgan deploy``).
   Nothing else writes: reads never seed.
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from core import registry_sync
 from core.settings import Settings
 from model.contract import ModelContract, load_proto
 from model.errors import InvalidParameter, ModelError
@@ -328,6 +331,10 @@ class ModelCatalog:
         card = dict(card)
         notes: list[str] = []
         given = file
+        try:
+            registry_sync.pull(self.settings)  # with an object store: start from the registry every host shares
+        except OSError as exc:
+            raise DeployRefused(f"the object store failed: {exc}") from exc
         before = self.registry.active_version(name)
         with tempfile.TemporaryDirectory(prefix="srgan-publish-") as tmp:
             if layout is not None or value_range is not None:
@@ -348,6 +355,11 @@ class ModelCatalog:
                 notes.append(self._quality_gate(name, before, card, eval_data, force, tolerance_db))
             published = self.registry.publish(file, name=name, version=version, card=card, checked=checked,
                                               activate=activate, source=source or str(Path(file).resolve()))
+        try:
+            registry_sync.push(self.settings, name)  # before the announcement: workers pull what it names
+        except OSError as exc:
+            raise DeployRefused(f"{published.ref} is published here but not in the object store ({exc}); "
+                                f"run the deploy again") from exc
         if not activate:
             return Published(published, before, "not activated", tuple(notes))
         from core.model_updates import announce_change

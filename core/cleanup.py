@@ -1,4 +1,5 @@
-"""Delete the files of expired jobs: Redis forgets a record by its TTL, this forgets its folder."""
+"""Delete the files of expired jobs: Redis forgets a record by its TTL, this forgets its files
+(a folder, or objects in the store)."""
 
 from __future__ import annotations
 

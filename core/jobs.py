@@ -200,6 +200,14 @@ class Job:
         )
 
 
+def download_name(job: Job, ext: str | None = None) -> str:
+    """The file name a job's result is downloaded under: ``<input stem>_x<scale>.<ext>``."""
+    stem = str(job.input.get("filename") or "image").rsplit(".", 1)[0] or "image"
+    scale = (job.model or {}).get("scale") if not job.params.get("scale") else job.params["scale"]
+    ext = ext or (job.output or {}).get("ext", "png")
+    return f"{stem}_x{scale}.{ext}" if scale else f"{stem}_sr.{ext}"
+
+
 @dataclass(frozen=True)
 class Requeued:
     """What :meth:`JobStore.requeue_lost` did with one job whose run was lost."""

@@ -122,6 +122,23 @@ class Settings(BaseSettings):
         None, description="broker and job store; unset: `srgan serve` starts an embedded redis-server"
     )
     storage_dir: Path | None = Field(None, description="uploads and results; default <data_dir>/jobs")
+    storage_url: str = Field(
+        "", description="where jobs' inputs and results are kept: empty, a path or file:///path = a local folder "
+        "(storage_dir); s3://bucket/prefix = an S3-compatible object store shared by the API and workers on any "
+        "host (credentials the usual boto3 way: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a role)"
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="the S3 API's address for a server other than AWS (SeaweedFS, MinIO, Garage, Ceph RGW), "
+        "e.g. http://objectstore:8333; path-style addressing is used with it"
+    )
+    s3_region: str | None = Field(None, description="the bucket's region; unset: boto3's default (AWS_REGION...)")
+    s3_presign_links: bool = Field(
+        False, description="signed result links (/v1/links/...) redirect to a presigned object URL, so the bytes "
+        "come straight from the store; only when clients can reach s3_public_endpoint_url (or the store's address)"
+    )
+    s3_public_endpoint_url: str | None = Field(
+        None, description="the store's address as clients see it, for presigned links; default s3_endpoint_url"
+    )
     queue: str = Field("srgan", min_length=1, description="Celery queue the API sends jobs to")
     job_ttl_s: int = Field(24 * 3600, ge=1, description="seconds a job and its files are kept")
     max_queued_jobs: int = Field(1000, ge=1, description="queued jobs beyond which POST answers 429")
@@ -266,6 +283,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"worker_lost_s ({self.worker_lost_s}) must exceed two heartbeats (heartbeat_s={self.heartbeat_s})"
             )
+        url = self.storage_url.strip()
+        if "://" in url and not url.startswith(("s3://", "file:///")):
+            raise ValueError(f"storage_url {url!r}: use a path, file:///path or s3://bucket/prefix")
+        if self.uses_s3 and not url.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError(f"storage_url {url!r} names no bucket: s3://bucket/prefix")
         if self.environment == "production" and self.debug_tile_delay_s:
             raise ValueError("debug_tile_delay_s must be 0 in production")
         return self
@@ -282,7 +304,15 @@ class Settings(BaseSettings):
 
     @property
     def resolved_storage_dir(self) -> Path:
+        """The jobs' folder (the folder backend), or this host's spool for uploads and inputs (S3)."""
+        url = self.storage_url.strip()
+        if url and not self.uses_s3:
+            return Path(url.removeprefix("file://")) if url.startswith("file://") else Path(url)
         return self.storage_dir if self.storage_dir is not None else self.data_dir / "jobs"
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.storage_url.strip().startswith("s3://")
 
 
 @lru_cache

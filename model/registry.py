@@ -381,6 +381,33 @@ class Registry:
             self._write_pointer(name, to, history)
         return self.get(name, to)
 
+    def adopt(self, name: str, version: str, staging: Path) -> None:
+        """Take a version received from elsewhere (a folder with its model file and card, checked by the
+        caller) in as ``name:version``; a version already here is left as it is (versions never change)."""
+        validate_name("name", name)
+        validate_name("version", version)
+        with self._locked():
+            target = self.root / name / version
+            if (target / MODEL_FILE).is_file():
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, target)
+            _fsync_dir(target.parent)
+
+    def pointer(self, name: str) -> dict[str, Any]:
+        """The active pointer of ``name`` as stored (``{}`` when there is none)."""
+        return self._pointer(validate_name("name", name))
+
+    def replace_pointer(self, name: str, pointer: dict[str, Any]) -> None:
+        """Make ``pointer`` (another registry's, with a version published here) the active pointer of ``name``."""
+        version = str(pointer.get("version") or "")
+        with self._locked():
+            self.get(name, version)
+            body = {"version": version, "previous": [str(v) for v in pointer.get("previous", [])][-HISTORY_LIMIT:],
+                    "changed_at": str(pointer.get("changed_at") or _now())}
+            _write_atomic(self.root / name / POINTER_FILE, json.dumps(body, indent=2) + "\n")
+
     def _set_active(self, name: str, version: str) -> None:
         pointer = self._pointer(name)
         current = pointer.get("version")

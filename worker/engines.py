@@ -7,7 +7,10 @@ the registry only when the generation counter on Redis moved (``srgan
 deploy``/``rollback`` bump it, see ``core.model_updates``) or after
 ``model_refresh_s``, so a job costs one Redis ``GET``, not a file-system scan.
 A running job keeps the engine it started with; the cache keeps the few most
-recently used versions, so switching back and forth does not reload.
+recently used versions, so switching back and forth does not reload. With the
+job files on an object store, each re-read first syncs this host's registry
+from the store's (``core.registry_sync``): workers on other hosts see a deploy
+the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from core import registry_sync
 from core.catalog import ModelCatalog, ModelRef
 from core.model_updates import generation, record_engine
 from core.settings import Settings
@@ -66,6 +70,12 @@ class EngineCache:
         if current != self._generation or now - self._checked_at >= self.settings.model_refresh_s:
             if self._resolved and current != self._generation:
                 log.info("model generation %s -> %s: re-reading the active versions", self._generation, current)
+            if self.settings.uses_s3:
+                try:
+                    registry_sync.pull(self.settings)
+                except Exception as exc:  # noqa: BLE001 - the registry here still serves; try again next time
+                    log.warning("cannot sync the model registry from the store: %s", exc)
+                    current = self._generation  # so the next job tries again
             self._resolved.clear()
             self._generation, self._checked_at = current, now
 

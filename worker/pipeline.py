@@ -14,16 +14,15 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from redis import RedisError
 
 from core import throughput, webhooks
-from core.jobs import Job, JobStore
+from core.jobs import Job, JobStore, download_name
 from core.render import Limits, Rendered, RenderOptions, render
 from core.settings import Settings
-from core.storage import Storage
+from core.storage import InputMissing, Storage, StorageError
 from core.upscalers import provenance
 from model.errors import Canceled, SRGANError
 
@@ -148,16 +147,17 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
                                             "scale": upscaler.scale, "backend": upscaler.backend_name,
                                             "precision": upscaler.precision, **blend.describe()})
         t0 = time.perf_counter()
-        result = render(upscaler, storage.input_path(job_id), RenderOptions.from_params(job.params),
-                        Limits.from_settings(settings),
-                        progress=hooks.progress, should_stop=hooks.should_stop,
-                        provenance=provenance(upscaler, blend))
+        with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
+            result = render(upscaler, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
+                            progress=hooks.progress, should_stop=hooks.should_stop,
+                            provenance=provenance(upscaler, blend))
         if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
             raise Canceled("canceled after the last tile, before the result was committed")
         if not store.touch(job_id, attempt):  # given up while it ran (queued again): the new run writes it
             log.warning("job %s: attempt %d was superseded; its result is not written", job_id, attempt)
             return "superseded"
-        storage.write_result(job_id, result.data, result.ext)
+        storage.write_result(job_id, result.data, result.ext, media_type=result.media_type,
+                             filename=download_name(job, result.ext))
         result.timings["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 6)
     except Canceled:
         if job.deadline_at is not None and time.time() >= job.deadline_at and not store.cancel_requested(job_id):
@@ -166,9 +166,11 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
         return end("canceled")
     except RedisError:
         raise  # the job record is out of reach, not the job at fault: the task retries it
+    except InputMissing as exc:
+        return end("failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
+    except StorageError as exc:  # the object store failed after botocore's own retries
+        return end("failed", "storage_unavailable", f"the object store failed: {exc}")
     except FileNotFoundError as exc:
-        if exc.filename is not None and Path(exc.filename) == storage.input_path(job_id):
-            return end("failed", "input_missing", f"the uploaded image is gone: {exc.filename}")
         log.exception("job %s failed unexpectedly", job_id)  # e.g. a model file removed from the registry
         return end("failed", "internal_error", f"{type(exc).__name__}: {exc}")
     except Exception as exc:

@@ -16,7 +16,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from core.jobs import JobStore
-from core.storage import Storage
+from core.storage import Storage, open_storage
 from core.webhooks import Notifier
 from worker.celery_app import TASK_NAME, ServiceTask, app
 from worker.engines import EngineCache
@@ -38,7 +38,7 @@ class UpscaleTask(ServiceTask):
 
     @cached_property
     def storage(self) -> Storage:
-        return Storage(self.settings.resolved_storage_dir)
+        return open_storage(self.settings)
 
     @cached_property
     def notifier(self) -> Notifier:

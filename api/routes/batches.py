@@ -115,7 +115,7 @@ def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller
     **error_responses(*AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
                       "unsupported_media_type", "too_many_fields", "too_many_files", "idempotency_conflict",
                       "idempotency_in_progress", "webhook_refused", "webhooks_disabled", "queue_full",
-                      "quota_exceeded", "queue_unavailable", "model_error")},
+                      "quota_exceeded", "queue_unavailable", "storage_unavailable", "model_error")},
     openapi_extra=_BODY, summary="Upload several images, one job each")
 async def create_batch(
     request: Request,
@@ -249,12 +249,11 @@ def _zip_results(services: Services, state: BatchState) -> Iterator[bytes]:
         for job in state.jobs:
             if job.status != "succeeded":
                 continue
-            path = services.storage.result_path(job.id, str((job.output or {}).get("ext", "png")))
-            if not path.is_file():
+            stored = services.storage.open_result(job.id, str((job.output or {}).get("ext", "png")))
+            if stored is None:
                 continue
-            with path.open("rb") as src, archive.open(_unique(re.sub(r"[/\\]", "_", download_name(job)), used),
-                                                      "w") as dst:
-                for block in iter(lambda: src.read(1 << 20), b""):
+            with archive.open(_unique(re.sub(r"[/\\]", "_", download_name(job)), used), "w") as dst:
+                for block in stored.chunks():
                     dst.write(block)
                     yield sink.take()
             yield sink.take()

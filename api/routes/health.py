@@ -32,7 +32,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
 def readyz(services: ServicesDep) -> JSONResponse:
-    """Ready when Redis answers, the storage folder is writable and a worker has sent a fresh heartbeat."""
+    """Ready when Redis answers, the job storage (folder or object store) is writable and a worker has sent
+    a fresh heartbeat."""
     checks: dict[str, CheckOut] = {}
     try:
         services.store.redis.ping()
@@ -48,7 +49,7 @@ def readyz(services: ServicesDep) -> JSONResponse:
         services.storage.check_writable()
         checks["storage"] = CheckOut(ok=True, detail="writable")
     except OSError as exc:
-        log.warning("readiness: the storage folder is not writable: %s", exc)
+        log.warning("readiness: the storage (%s) is not writable: %s", services.storage.describe(), exc)
         checks["storage"] = CheckOut(ok=False, detail=f"not writable ({exc.strerror or type(exc).__name__})")
     ready = all(c.ok for c in checks.values())
     body = ReadyOut(status="ready" if ready else "not_ready", checks=checks)

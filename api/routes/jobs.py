@@ -12,7 +12,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +30,7 @@ from core.catalog import ModelRef
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
+from core.storage import StoredResult, content_disposition
 from model.images import ImageInfo
 from model.interpolate import round_detail
 
@@ -215,7 +216,13 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
     scale = params.scale or model.scale
     check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
     check_cost(services, info, model.name)
-    services.storage.adopt_input(job_id, upload.path)
+    try:
+        services.storage.adopt_input(job_id, upload.path)
+    except OSError as exc:
+        upload.path.unlink(missing_ok=True)
+        log.warning("job %s: the upload could not be stored: %s", job_id, exc)
+        raise ApiError(503, "storage_unavailable", "the upload could not be stored; try again",
+                       headers={"Retry-After": "1"}) from None
     try:  # admission (queue and quotas) and the record: one atomic step
         job = services.store.create(
             job_id,
@@ -252,7 +259,7 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
                  "unsupported_media_type", "unsupported_format", "invalid_image", "too_many_fields", "image_too_large",
                  "multi_frame", "too_expensive", "idempotency_conflict", "idempotency_in_progress", "url_refused",
                  "url_fetch_failed", "webhook_refused", "webhooks_disabled", "queue_full", "quota_exceeded",
-                 "queue_unavailable", "model_error")})
+                 "queue_unavailable", "storage_unavailable", "model_error")})
 async def create_job(
     request: Request,
     response: Response,
@@ -315,14 +322,14 @@ async def get_job(
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
-    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted")},
-    summary="The upscaled image")
-def get_result(job: JobDep, services: ServicesDep) -> FileResponse:
+    **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted",
+                      "storage_unavailable")}, summary="The upscaled image")
+def get_result(job: JobDep, services: ServicesDep) -> Response:
     return result_file(job, services)
 
 
-def result_file(job: Job, services: Services) -> FileResponse:
-    """The result of a succeeded job as a download; the 409/404 errors otherwise."""
+def finished_result(job: Job, services: Services) -> StoredResult:
+    """The stored result of a succeeded job; the 409/404 errors otherwise."""
     if job.status != "succeeded":
         if not job.finished:
             raise ApiError(409, "not_ready", f"job {job.id} is {job.status}; the result is not ready yet",
@@ -330,11 +337,27 @@ def result_file(job: Job, services: Services) -> FileResponse:
         detail = f": {job.error['message']}" if job.error else ""
         raise ApiError(409, f"job_{job.status}", f"job {job.id} {job.status} and has no result{detail}")
     output = job.output or {}
-    path = services.storage.result_path(job.id, str(output.get("ext", "png")))
-    if not path.is_file():
+    try:
+        stored = services.storage.open_result(job.id, str(output.get("ext", "png")))
+    except OSError as exc:
+        log.warning("job %s: the result could not be read: %s", job.id, exc)
+        raise ApiError(503, "storage_unavailable", "the result could not be read from the store; try again",
+                       headers={"Retry-After": "1"}) from None
+    if stored is None:
         raise ApiError(404, "not_found", f"the result of job {job.id} is gone (expired)")
-    return FileResponse(path, media_type=output.get("media_type"), filename=download_name(job),
-                        content_disposition_type="attachment")
+    return stored
+
+
+def result_file(job: Job, services: Services) -> Response:
+    """The result of a succeeded job as a download (a local file as it is, an object streamed from the
+    store); the 409/404 errors otherwise."""
+    stored = finished_result(job, services)
+    media_type = (job.output or {}).get("media_type")
+    if stored.path is not None:
+        return FileResponse(stored.path, media_type=media_type, filename=download_name(job),
+                            content_disposition_type="attachment")
+    return StreamingResponse(stored.chunks(), media_type=media_type, headers={
+        "Content-Length": str(stored.size), "Content-Disposition": content_disposition(download_name(job))})
 
 
 @router.delete("/{job_id}", response_model=JobOut,

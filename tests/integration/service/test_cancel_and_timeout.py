@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.tiny_models import make_srresnet_model
+from core.storage import open_storage
 from tests.utils.service import api_and_worker, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -22,9 +23,10 @@ def submit(client, data):
     return response.headers["location"]
 
 
-def test_cancel_of_a_running_one_tile_job_ends_canceled_and_leaves_no_result(module_redis, make_settings, tmp_path):
+def test_cancel_of_a_running_one_tile_job_ends_canceled_and_leaves_no_result(module_redis, make_settings,
+                                                                            storage_settings, backend, tmp_path):
     # one tile (16x16 < tile 32), then a long pause after it: the cancel lands after the engine's last check
-    settings = make_settings(module_redis, queue="cancel", debug_tile_delay_s=2.0)
+    settings = make_settings(module_redis, queue="cancel", debug_tile_delay_s=2.0, **storage_settings(backend))
     with api_and_worker(settings, tmp_path / "worker.log") as client:
         location = submit(client, image_bytes(16, 16))
         wait_until(lambda: client.get(location).json()["progress"] == 1, what="the only tile to be done")
@@ -36,8 +38,7 @@ def test_cancel_of_a_running_one_tile_job_ends_canceled_and_leaves_no_result(mod
         assert job["output"] is None and job["error"] is None
         result = client.get(f"{location}/result")
         assert result.status_code == 409 and result.json()["error"]["code"] == "job_canceled"
-        files = sorted(p.name for p in (settings.resolved_storage_dir / job["id"]).iterdir())
-        assert files == ["input"], "the result written before the cancel is not kept"
+        assert open_storage(settings).files(job["id"]) == ["input"], "the result written before the cancel is not kept"
 
         # a cancel after the result was committed is refused, and says so
         done = wait_for(client, submit(client, image_bytes(8, 8)), timeout_s=30)

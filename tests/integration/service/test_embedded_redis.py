@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from core.redis_server import RedisServer, find_redis_server
-from core.storage import Storage
+from core.storage import FolderStorage
 from tests.utils.service import REPO, LiveApi, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -97,7 +97,7 @@ def test_files_left_world_readable_by_an_older_version_are_made_private(tmp_path
 
 
 def test_job_folders_and_files_are_private(tmp_path):
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     path, fh = storage.open_incoming()
     with fh:
         fh.write(b"x")

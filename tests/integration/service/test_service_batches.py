@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.integration.service.conftest import BACKENDS
 from tests.utils.service import image_bytes, png_header_only, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+STORAGE_BACKENDS = BACKENDS
 
 
 def post_batch(client, files: list[tuple[str, bytes]], headers=None, **fields):

@@ -8,12 +8,15 @@ import uuid
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from core.links import SECRET_KEY, LinkSigner
+from tests.integration.service.conftest import BACKENDS
 from tests.utils.service import LiveApi, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+STORAGE_BACKENDS = BACKENDS
 
 
 def submit(client, data: bytes, headers=None, **fields):
@@ -25,9 +28,11 @@ def job_count(service) -> int:
     return sum(1 for key in service.redis.scan_iter("srgan:job:*") if not key.endswith(":events"))
 
 
-def keyed_settings(service, make_settings, keys: list[str]):
+def keyed_settings(service, make_settings, keys: list[str], **overrides):
     """A second API on the service's Redis and storage (so its worker runs the jobs), with API keys on."""
-    return make_settings(service.settings.redis_url, data_dir=service.settings.data_dir, api_keys=keys)
+    s = service.settings
+    return make_settings(s.redis_url, data_dir=s.data_dir, api_keys=keys, storage_url=s.storage_url,
+                         s3_endpoint_url=s.s3_endpoint_url, **overrides)
 
 
 def raw_post(url: str, data: bytes, headers: dict[str, str]) -> socket.socket:
@@ -146,6 +151,34 @@ def test_signed_links_download_without_a_key_until_they_expire(service, make_set
             unfinished = submit(keyed, image_bytes(160, 160)).json()
             assert unfinished["links"]["share"] is None
             wait_for(keyed, unfinished["links"]["self"])
+    finally:
+        api.stop()
+
+
+def test_presigned_links_redirect_to_the_object_store_which_keeps_type_and_name(service, make_settings):
+    """With s3_presign_links a signed link is a 307 to a presigned object URL (S3); a folder serves it itself."""
+    api = LiveApi(keyed_settings(service, make_settings, ["k1"], s3_presign_links=True)).start()
+    try:
+        with api.client(headers={"X-API-Key": "k1"}) as keyed, api.client() as anonymous:
+            job = keyed.post("/v1/jobs", files={"file": ("été.png", image_bytes(20, 12, seed=4), "image/png")},
+                             headers={"Prefer": "wait=30"}).json()
+            assert job["status"] == "succeeded"
+            expected = keyed.get(job["links"]["result"])
+            shared = anonymous.get(job["links"]["share"])
+            if not service.settings.uses_s3:
+                assert shared.status_code == 200 and shared.content == expected.content
+                return
+            assert shared.status_code == 307, shared.text
+            target = shared.headers["location"]
+            assert target.startswith(service.settings.s3_endpoint_url + "/") and "X-Amz-Signature" in target
+            direct = httpx.get(target)  # no API key, no credentials: the signature is the permission
+            assert direct.status_code == 200, direct.text
+            assert direct.content == expected.content
+            assert direct.headers["content-type"] == "image/png"
+            assert direct.headers["content-disposition"] == expected.headers["content-disposition"]
+            assert "filename*=UTF-8''%C3%A9t%C3%A9_x4.png" in direct.headers["content-disposition"]
+            tampered = httpx.get(target.replace("X-Amz-Expires=", "X-Amz-Expires=9"))
+            assert tampered.status_code == 403, "the store checks the signature"
     finally:
         api.stop()
 

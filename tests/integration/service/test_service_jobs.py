@@ -12,11 +12,12 @@ from PIL import Image
 from api.queue import JobQueue
 from core.cleanup import sweep_expired
 from core.jobs import JobStore, job_key
-from core.storage import Storage
 from model.locate import shipped_models
+from tests.integration.service.conftest import BACKENDS
 from tests.utils.service import exif_make_as_rational, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+STORAGE_BACKENDS = BACKENDS  # the tests that use `service` run on the folder and on S3
 
 
 def submit(client, data: bytes, name: str = "cat.png", **fields):
@@ -179,8 +180,7 @@ def test_records_expire_and_their_files_are_swept(client, service):
     key = job_key(job["id"])
     ttl = service.redis.ttl(key)
     assert 0 < ttl <= service.settings.job_ttl_s
-    job_dir = service.storage_dir / job["id"]
-    assert (job_dir / "input").is_file() and (job_dir / "result.png").is_file()
+    assert service.storage.files(job["id"]) == ["input", "result.png"]
 
     service.redis.pexpire(key, 1)  # as if its time to live had run out
     time.sleep(0.05)
@@ -188,9 +188,9 @@ def test_records_expire_and_their_files_are_swept(client, service):
     assert client.get(response.headers["location"] + "/result").status_code == 404
 
     store = JobStore(service.redis, ttl_s=service.settings.job_ttl_s)
-    report = sweep_expired(store, Storage(service.storage_dir), grace_s=0)
+    report = sweep_expired(store, service.storage, grace_s=0)
     assert report.removed_jobs >= 1
-    assert not job_dir.exists()
+    assert service.storage.files(job["id"]) == []
 
 
 def test_a_task_delivered_twice_leaves_one_result(client, service):
@@ -206,8 +206,7 @@ def test_a_task_delivered_twice_leaves_one_result(client, service):
     time.sleep(0.3)
     again = client.get(response.headers["location"]).json()
     assert again["finished_at"] == first["finished_at"] and again["attempts"] == 1
-    files = sorted(p.name for p in (service.storage_dir / first["id"]).iterdir())
-    assert files == ["input", "result.png"]
+    assert service.storage.files(first["id"]) == ["input", "result.png"]
 
 
 def test_wait_returns_as_soon_as_the_job_ends(client):

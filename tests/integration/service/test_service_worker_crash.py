@@ -8,6 +8,7 @@ import contextlib
 import pytest
 import redis
 
+from core.storage import open_storage
 from tests.utils.service import LiveApi, WorkerProc, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -51,11 +52,12 @@ def start_slow_job(client):
 
 
 def files_of(settings, job):
-    return sorted(p.name for p in (settings.resolved_storage_dir / job["id"]).iterdir())
+    return open_storage(settings).files(job["id"])
 
 
-def test_killed_pool_process_job_is_redelivered_and_succeeds_once(fresh_db, make_settings, tmp_path):
-    settings = make_settings(fresh_db, **LIMITS)
+def test_killed_pool_process_job_is_redelivered_and_succeeds_once(fresh_db, make_settings, storage_settings,
+                                                                  backend, tmp_path):
+    settings = make_settings(fresh_db, **LIMITS, **storage_settings(backend))
     with stack(settings, tmp_path) as (api, (worker,)), api.client() as client:
         location = start_slow_job(client)
         worker.kill_pool_process()
@@ -66,8 +68,9 @@ def test_killed_pool_process_job_is_redelivered_and_succeeds_once(fresh_db, make
         assert worker.alive(), "the worker's main process replaced its pool process"
 
 
-def test_job_of_a_killed_worker_finishes_on_a_new_worker(fresh_db, make_settings, tmp_path):
-    settings = make_settings(fresh_db, **LIMITS)
+def test_job_of_a_killed_worker_finishes_on_a_new_worker(fresh_db, make_settings, storage_settings, backend,
+                                                         tmp_path):
+    settings = make_settings(fresh_db, **LIMITS, **storage_settings(backend))
     with stack(settings, tmp_path) as (api, (worker,)), api.client() as client:
         location = start_slow_job(client)
         worker.kill_all()

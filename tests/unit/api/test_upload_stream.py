@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from api.errors import ApiError
 from api.upload import Pace, receive_upload, safe_filename
-from core.storage import Storage
+from core.storage import FolderStorage
 
 pytestmark = pytest.mark.unit
 
@@ -45,12 +45,12 @@ def request(data: bytes, *, declare_length: bool = True, chunk: int = 1000,
     return Request(scope, receive), pulled
 
 
-def receive(req: Request, storage: Storage, max_bytes: int = 10_000, max_parts: int = 8):
+def receive(req: Request, storage: FolderStorage, max_bytes: int = 10_000, max_parts: int = 8):
     return asyncio.run(receive_upload(req, storage, allowed_fields=FIELDS, max_bytes=max_bytes, max_parts=max_parts))
 
 
 def test_file_goes_to_disk_and_fields_are_kept(tmp_path):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     image = bytes(range(256)) * 20
     req, _ = request(body(part("scale", b"4"), part("file", image, "../../cat photo.png"), part("format", b" webp ")))
     upload = receive(req, storage)
@@ -63,12 +63,12 @@ def test_file_goes_to_disk_and_fields_are_kept(tmp_path):
 def test_declared_length_over_the_limit_is_refused_before_reading(tmp_path):
     req, pulled = request(body(part("file", b"x" * 200_000, "a.png")))
     with pytest.raises(ApiError) as err:
-        receive(req, Storage(tmp_path), max_bytes=1000)
+        receive(req, FolderStorage(tmp_path), max_bytes=1000)
     assert err.value.status == 413 and pulled == []
 
 
 def test_undeclared_length_is_cut_off_as_soon_as_it_passes_the_limit(tmp_path):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     req, pulled = request(body(part("file", b"x" * 500_000, "a.png")), declare_length=False, chunk=10_000)
     with pytest.raises(ApiError) as err:
         receive(req, storage, max_bytes=20_000)
@@ -91,7 +91,7 @@ def test_undeclared_length_is_cut_off_as_soon_as_it_passes_the_limit(tmp_path):
     ids=["too many parts", "unknown field", "no file", "empty file", "two files", "huge field", "garbage"],
 )
 def test_bad_forms(tmp_path, data, status, code):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     req, _ = request(data)
     with pytest.raises(ApiError) as err:
         receive(req, storage)
@@ -102,7 +102,7 @@ def test_bad_forms(tmp_path, data, status, code):
 def test_not_multipart_is_415(tmp_path):
     req, _ = request(b"\x89PNG...", content_type="image/png")
     with pytest.raises(ApiError) as err:
-        receive(req, Storage(tmp_path))
+        receive(req, FolderStorage(tmp_path))
     assert err.value.status == 415
 
 
@@ -122,7 +122,7 @@ def test_safe_filename(given, safe):
     ids=["no closing boundary", "cut in the data", "cut in the boundary"],
 )
 def test_a_body_without_its_closing_boundary_is_bad_multipart(tmp_path, data):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     req, _ = request(data)
     with pytest.raises(ApiError) as err:
         receive(req, storage)
@@ -148,12 +148,12 @@ def slow_request(data: bytes, delays: list[float]) -> Request:
                    receive)
 
 
-def receive_paced(req: Request, storage: Storage, pace: Pace):
+def receive_paced(req: Request, storage: FolderStorage, pace: Pace):
     return asyncio.run(receive_upload(req, storage, allowed_fields=FIELDS, max_bytes=10**6, max_parts=8, pace=pace))
 
 
 def test_an_idle_upload_is_cut_with_408_and_its_file_removed(tmp_path):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     data = body(part("file", b"x" * 3000, "a.png"))
     started = time.monotonic()
     with pytest.raises(ApiError) as err:
@@ -165,7 +165,7 @@ def test_an_idle_upload_is_cut_with_408_and_its_file_removed(tmp_path):
 
 
 def test_a_trickling_upload_is_cut_with_408_once_under_the_minimum_rate(tmp_path):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     data = body(part("file", b"x" * 1000, "a.png"))  # ~1.1 KB in 20 pieces of ~55 bytes every 0.1 s: ~550 B/s
     pace = Pace(idle_timeout_s=10, min_rate=2000, grace_s=0.3)
     started = time.monotonic()
@@ -180,5 +180,5 @@ def test_a_trickling_upload_is_cut_with_408_once_under_the_minimum_rate(tmp_path
 def test_an_upload_at_a_good_pace_with_pauses_passes(tmp_path):
     data = body(part("file", b"x" * 50_000, "a.png"))
     pace = Pace(idle_timeout_s=0.5, min_rate=10_000, grace_s=0.5)
-    upload = receive_paced(slow_request(data, [0.2, 0.3, 0.2, 0.1]), Storage(tmp_path), pace)
+    upload = receive_paced(slow_request(data, [0.2, 0.3, 0.2, 0.1]), FolderStorage(tmp_path), pace)
     assert upload.size == 50_000

@@ -99,6 +99,29 @@ def test_bad_api_keys_are_refused(keys, message):
         Settings(_env_file=None, api_keys=keys)
 
 
+@pytest.mark.parametrize(("url", "folder", "s3"), [
+    ("", Path("/data") / "jobs", False),
+    ("/srv/jobs", Path("/srv/jobs"), False),
+    ("file:///srv/jobs", Path("/srv/jobs"), False),
+    ("s3://bucket/some/prefix", Path("/data") / "jobs", True),  # the folder is then this host's spool
+])
+def test_storage_url_chooses_the_backend(url, folder, s3):
+    from core.storage import FolderStorage, S3Storage, open_storage
+
+    s = Settings(_env_file=None, storage_url=url, data_dir=Path("/data"))
+    assert (s.resolved_storage_dir, s.uses_s3) == (folder, s3)
+    storage = open_storage(s)
+    assert isinstance(storage, S3Storage if s3 else FolderStorage)
+    if isinstance(storage, S3Storage):
+        assert (storage.bucket, storage.prefix) == ("bucket", "some/prefix/")
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "http://host/bucket", "gs://bucket"])
+def test_unusable_storage_urls_are_refused(url):
+    with pytest.raises(ValidationError, match="storage_url"):
+        Settings(_env_file=None, storage_url=url)
+
+
 def test_the_data_folder_is_the_users_whatever_the_working_directory(tmp_path, monkeypatch):
     """`srgan models` run from another folder sees the same registry as the service (not ./.srgan)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))

@@ -10,13 +10,13 @@ import pytest
 
 from core.cleanup import sweep_expired
 from core.jobs import JobStore, new_job_id
-from core.storage import Storage
+from core.storage import FolderStorage
 
 pytestmark = pytest.mark.unit
 
 
 def test_names_are_made_by_the_server_and_only_from_job_ids(tmp_path):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     job_id = new_job_id()
     assert storage.input_path(job_id) == tmp_path / job_id / "input"
     for bad in ("../etc", "x/../../y", "", "3F1B7E1C-0000-4000-8000-000000000000"):
@@ -27,7 +27,7 @@ def test_names_are_made_by_the_server_and_only_from_job_ids(tmp_path):
 
 
 def test_upload_is_adopted_and_results_replace_each_other_atomically(tmp_path):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     job_id = new_job_id()
     incoming, fh = storage.open_incoming()
     with fh:
@@ -43,7 +43,7 @@ def test_upload_is_adopted_and_results_replace_each_other_atomically(tmp_path):
 
 
 def test_partial_files_of_a_killed_attempt_are_discarded(tmp_path):
-    storage = Storage(tmp_path)
+    storage = FolderStorage(tmp_path)
     job_id = new_job_id()
     storage.job_dir(job_id).mkdir(parents=True)
     (storage.job_dir(job_id) / ".result.abc.tmp").write_bytes(b"half")
@@ -65,7 +65,7 @@ class FakeStore:
 
 
 def test_sweep_removes_folders_without_a_record_after_the_grace_period(tmp_path):
-    storage = Storage(tmp_path).ensure()
+    storage = FolderStorage(tmp_path).ensure()
     live, expired, young = new_job_id(), new_job_id(), new_job_id()
     for job_id in (live, expired, young):
         storage.job_dir(job_id).mkdir()
@@ -83,14 +83,14 @@ def test_sweep_removes_folders_without_a_record_after_the_grace_period(tmp_path)
 
 
 def test_writable_check(tmp_path):
-    Storage(tmp_path / "new").check_writable()
+    FolderStorage(tmp_path / "new").check_writable()
     (tmp_path / "a-file").write_bytes(b"")
     with pytest.raises(OSError):
-        Storage(tmp_path / "a-file" / "jobs").check_writable()
+        FolderStorage(tmp_path / "a-file" / "jobs").check_writable()
 
 
 def test_job_dirs_skip_a_folder_removed_between_listing_and_stat(tmp_path, monkeypatch):
-    storage = Storage(tmp_path).ensure()
+    storage = FolderStorage(tmp_path).ensure()
     kept, vanished = new_job_id(), new_job_id()
     for job_id in (kept, vanished):
         storage.job_dir(job_id).mkdir()
@@ -108,7 +108,7 @@ def test_job_dirs_skip_a_folder_removed_between_listing_and_stat(tmp_path, monke
 
 
 def test_stale_incoming_skips_an_upload_gone_between_listing_and_stat(tmp_path):
-    storage = Storage(tmp_path).ensure()
+    storage = FolderStorage(tmp_path).ensure()
     uploads = []
     for _ in range(2):
         path, fh = storage.open_incoming()

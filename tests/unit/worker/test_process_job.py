@@ -12,7 +12,7 @@ import redis
 from bench.tiny_models import make_nearest_model
 from core.jobs import Claim, Job, JobStore, new_job_id
 from core.settings import Settings
-from core.storage import Storage
+from core.storage import FolderStorage
 from model.engine import Upscaler
 from worker.engines import EngineCache
 from worker.pipeline import process_job
@@ -78,7 +78,7 @@ def upscaler(tmp_path_factory):
 
 def run(tmp_path, engines) -> tuple[str, dict]:
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     store = FakeStore(job_id)
     outcome = process_job(job_id, store=cast(JobStore, store), storage=storage, engines=engines,
                           settings=Settings(_env_file=None), worker="w1")
@@ -122,7 +122,7 @@ class FlakyStore(FakeStore):
 @pytest.mark.parametrize("fail", ["update_running", "finish"])
 def test_a_redis_error_is_raised_for_the_task_to_retry_not_recorded_as_the_jobs_failure(tmp_path, upscaler, fail):
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     store = FlakyStore(job_id, fail)
     with pytest.raises(redis.RedisError):
         process_job(job_id, store=cast(JobStore, store), storage=storage,
@@ -139,7 +139,7 @@ def test_webhook_events_are_queued_in_order(tmp_path, upscaler, events, expected
     from tests.utils.service import image_bytes
 
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     storage.input_path(job_id).parent.mkdir(parents=True)
     storage.input_path(job_id).write_bytes(image_bytes(48, 48))
     store = FakeStore(job_id)
@@ -154,7 +154,7 @@ def test_webhook_events_are_queued_in_order(tmp_path, upscaler, events, expected
 
 def test_no_webhook_no_notifications(tmp_path, upscaler):
     job_id = new_job_id()
-    storage = Storage(tmp_path / "jobs").ensure()
+    storage = FolderStorage(tmp_path / "jobs").ensure()
     told: list[str] = []
     process_job(job_id, store=cast(JobStore, FakeStore(job_id)), storage=storage,
                 engines=cast(EngineCache, Engines(upscaler)),
