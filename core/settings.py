@@ -103,6 +103,16 @@ class Settings(BaseSettings):
         None, description="broker and job store; unset: `srgan serve` starts an embedded redis-server"
     )
     storage_dir: Path | None = Field(None, description="uploads and results; default <data_dir>/jobs")
+    storage_url: str = Field(
+        "", description="where jobs' inputs and results are kept: empty, a path or file:///path = a local folder "
+        "(storage_dir); s3://bucket/prefix = an S3-compatible object store shared by the API and workers on any "
+        "host (credentials the usual boto3 way: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a role)"
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="the S3 API's address for a server other than AWS (SeaweedFS, MinIO, Garage, Ceph RGW), "
+        "e.g. http://objectstore:8333; path-style addressing is used with it"
+    )
+    s3_region: str | None = Field(None, description="the bucket's region; unset: boto3's default (AWS_REGION...)")
     queue: str = Field("srgan", min_length=1, description="Celery queue the API sends jobs to")
     job_ttl_s: int = Field(24 * 3600, ge=1, description="seconds a job and its files are kept")
     max_queued_jobs: int = Field(1000, ge=1, description="queued jobs beyond which POST answers 429")
