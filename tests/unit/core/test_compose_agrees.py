@@ -263,7 +263,8 @@ def test_images_install_extras_that_exist():
     cpu_file = dockerfile(SERVICES["worker"])
     assert 'pip install --no-deps ".[cpu,openvino,s3]"' in cpu_file
     api_file = dockerfile(SERVICES["api"])
-    assert 'pip install --no-deps ".[s3]"' in api_file and "onnxruntime" not in api_file, "the API needs no ONNX Runtime"
+    assert 'pip install --no-deps ".[s3]"' in api_file
+    assert "onnxruntime" not in api_file, "the API image needs no ONNX Runtime"
     assert "boto3" in " ".join(extras["s3"])
     # the dependencies come from the lock files, hashes required; every image can reach S3 (boto3)
     assert "pip install --require-hashes -r requirements/worker-gpu.lock" in worker_file
@@ -320,9 +321,9 @@ def test_trainer_runs_srgan_and_shares_the_models_volume():
 
 def test_trainer_image_is_tensorflow_with_the_rest_of_the_train_extra():
     text = dockerfile(SERVICES["trainer"])
-    tag = re.search(r"^FROM tensorflow/tensorflow:(\S+)", text, re.M).group(1)
-    tested = re.search(r"^tensorflow-cpu==(\S+)", (REPO / "requirements" / "ci.lock").read_text(), re.M).group(1)
-    assert tag.split("-")[0] == tested, "the trainer image's TensorFlow is the one the tests run"
+    tag = re.search(r"^FROM tensorflow/tensorflow:(\S+)", text, re.M)
+    tested = re.search(r"^tensorflow-cpu==(\S+)", (REPO / "requirements" / "ci.lock").read_text(), re.M)
+    assert tag and tested and tag.group(1).split("-")[0] == tested.group(1), "the TensorFlow the tests run"
     (install,) = re.findall(r'pip install "\.\[(\w+)\]"((?: "[^"]+")*)', text)
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert install[0] in extras
@@ -377,7 +378,7 @@ def test_the_main_host_publishes_redis_with_a_password_and_the_object_store(monk
     with pytest.raises(LookupError, match="SRGAN_CLUSTER_ADDR"):
         interpolate(services["redis"]["ports"][0], EXAMPLE_DOTENV)
     # every client of Redis gives the password: whatever uses SRGAN_REDIS_URL (or Flower's broker) is overridden
-    for name, service in SERVICES.items():
+    for name in SERVICES:
         env = merged_env(name, MAIN_DOTENV)
         for key in ("SRGAN_REDIS_URL", "CELERY_BROKER_URL"):
             if key in env:
