@@ -16,6 +16,7 @@ import yaml
 
 from cli.main import build_parser
 from core.settings import Settings
+from tests.utils.compose import EXAMPLE_DOTENV, env_of, interpolate
 
 pytestmark = pytest.mark.unit
 
@@ -23,33 +24,6 @@ REPO = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-
-
-EXAMPLE_DOTENV = {"SRGAN_API_KEYS": '{"alice": "sha256:' + "ab" * 32 + '"}',
-                  "AWS_ACCESS_KEY_ID": "srgankey01", "AWS_SECRET_ACCESS_KEY": "s3cr3t" * 6}
-"""What a user's .env holds at least (docs/service.md, docs/deploy.md)."""
-
-
-def interpolate(value: str, dotenv: dict[str, str]) -> str:
-    """Compose's variable substitution: ${VAR}, ${VAR:-default}, ${VAR:?error} (raises), $$ -> $."""
-
-    def one(match: re.Match[str]) -> str:
-        name, op, arg = match.group(1), match.group(2), match.group(3)
-        given = dotenv.get(name, "")
-        if op == ":?" and not given:
-            raise LookupError(f"{name}: {arg}")
-        return given or (arg if op == ":-" else "")
-
-    value = re.sub(r"(?<!\$)\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
-    return value.replace("$$", "$")
-
-
-def env_of(service: dict, dotenv: dict[str, str] | None = None) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    dotenv = EXAMPLE_DOTENV if dotenv is None else dotenv
-    return {k: interpolate(str(v), dotenv) for k, v in env.items()}
 
 
 def dockerfile(service: dict) -> str:
