@@ -387,3 +387,24 @@ def test_a_worker_host_runs_the_same_workers_against_the_main_hosts_redis_and_st
     for missing in ("SRGAN_REDIS_URL", "SRGAN_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
         with pytest.raises(LookupError, match=missing):
             env_of(services["worker"], {k: v for k, v in WORKER_DOTENV.items() if k != missing})
+
+
+def test_the_documented_compose_commands_name_files_services_and_profiles_that_exist():
+    files = {"docker-compose.yml": COMPOSE, "docker/compose.main-host.yml": MAIN_HOST,
+             "docker/compose.worker-host.yml": WORKER_HOST}
+    lines = re.findall(r"```sh\n(.*?)```", (REPO / "docs" / "deploy.md").read_text(), re.S)
+    for name in files:  # and the usage comments at the top of each compose file
+        lines += [ln.lstrip("# ") for ln in (REPO / name).read_text().splitlines() if ln.startswith("#")]
+    commands = [re.split(r"\s{2,}|\(", ln[ln.index("docker compose"):])[0]
+                for block in lines for ln in block.splitlines() if "docker compose" in ln]
+    assert len(commands) >= 10
+    for command in commands:
+        args = shlex.split(command)
+        named = [args[i + 1] for i, a in enumerate(args) if a == "-f"] or ["docker-compose.yml"]
+        assert all(f in files for f in named), command
+        services = {name: s for f in named for name, s in files[f]["services"].items()}
+        for i, arg in enumerate(args):
+            if arg == "--profile":
+                assert any(args[i + 1] in s.get("profiles", []) for s in services.values()), command
+            if arg == "--scale":
+                assert args[i + 1].split("=")[0] in services, command
