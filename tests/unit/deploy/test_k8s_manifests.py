@@ -227,7 +227,8 @@ def test_workers_get_the_job_time_limit_to_stop(name, settings):
 def test_the_gpu_worker_asks_for_a_gpu_and_the_cpu_worker_does_not():
     gpu = DEPLOYMENTS["srgan-worker-gpu"]["spec"]["template"]["spec"]
     (container,) = gpu["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    resources = container["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
     assert any(t["key"] == "nvidia.com/gpu" for t in gpu.get("tolerations", []))
     assert "CUDAExecutionProvider" in container_env(DEPLOYMENTS["srgan-worker-gpu"])["SRGAN_PROVIDERS"]
     (cpu,) = DEPLOYMENTS["srgan-worker-cpu"]["spec"]["template"]["spec"]["containers"]
