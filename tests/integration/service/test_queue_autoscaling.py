@@ -4,6 +4,7 @@ ScaledObjects of deploy/k8s watch holds exactly the jobs waiting, and srgan_queu
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client.metrics_core import Metric
 from api.metrics import JobsCollector
 from api.queue import JobQueue
 from core.jobs import UPSCALE_TASK, JobStore, connect
+from core.redis_server import RedisServer
 from tests.utils.kustomize import build
 from tests.utils.service import WorkerProc
 
@@ -38,8 +40,15 @@ def lists_of(client: redis.Redis) -> set[str]:
     return {key for key in client.scan_iter() if client.type(key) == "list"}
 
 
-def test_the_watched_list_holds_the_waiting_jobs_and_the_metric_agrees(redis_db, make_settings, tmp_path):
-    settings = make_settings(redis_db())
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis of this test's own (the session's has no database to spare): every list in it is ours."""
+    with RedisServer(tmp_path / "redis", appendonly=False) as server:
+        yield server.url
+
+
+def test_the_watched_list_holds_the_waiting_jobs_and_the_metric_agrees(own_redis, make_settings, tmp_path):
+    settings = make_settings(own_redis)
     (listname,) = watched_lists()
     assert listname == settings.queue
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
