@@ -67,10 +67,12 @@ bench:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv
 	$(BIN)/srgan bench engine
 
-# The lock files: the API image (hashes), the GPU worker image (Python 3.10, hashes), CI and `make venv`.
+# The lock files: the API image (hashes), the CPU worker image (hashes), the GPU worker image (Python 3.10,
+# hashes), CI and `make venv`. The images keep jobs' files in S3 too (docker-compose.yml), hence the s3 extra.
 lock: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "uv>=0.5,<1"
 	$(UV_COMPILE) --python-version 3.11 --generate-hashes --extra s3 -o requirements/api.lock
+	$(UV_COMPILE) --python-version 3.11 --generate-hashes --extra cpu --extra openvino --extra s3 -o requirements/worker-cpu.lock
 	$(UV_COMPILE) --python-version 3.10 --generate-hashes --extra gpu --extra s3 -o requirements/worker-gpu.lock
 	$(UV_COMPILE) --python-version 3.11 --extra cpu --extra openvino --extra train --extra dev --extra s3 -o requirements/ci.lock
 

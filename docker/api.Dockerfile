@@ -1,4 +1,5 @@
-# The API image: FastAPI + the `srgan` command, no ONNX Runtime (the API never runs the model).
+# The API image: FastAPI + the `srgan` command + boto3 (S3 storage), no ONNX Runtime (the API never runs
+# the model).
 # Build from the repository root: docker build -f docker/api.Dockerfile -t srgan-api .
 FROM python:3.11-slim
 
@@ -18,7 +19,7 @@ COPY core ./core
 COPY model ./model
 COPY training ./training
 COPY worker ./worker
-RUN pip install --no-deps . \
+RUN pip install --no-deps ".[s3]" \
     && useradd --create-home --uid 10001 srgan \
     && mkdir -p /data /models && chown srgan:srgan /data /models
 

@@ -2,7 +2,7 @@
 # `srgan` command. It trains, exports and deploys into the shared models volume:
 #   docker compose --profile trainer run --rm trainer train pretrain --data /datasets/train --run-dir /runs/x4
 # Build from the repository root: docker build -f docker/trainer.Dockerfile -t srgan-trainer .
-FROM tensorflow/tensorflow:2.17.0-gpu
+FROM tensorflow/tensorflow:2.21.0-gpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -1,6 +1,6 @@
-# The GPU worker image: CUDA 12 + cuDNN 9 runtime, onnxruntime-gpu, `srgan worker`.
+# The GPU worker image: CUDA 12 + cuDNN 9 runtime, onnxruntime-gpu, boto3 (S3 storage), `srgan worker`.
 # Build from the repository root: docker build -f docker/worker-gpu.Dockerfile -t srgan-worker-gpu .
-# Without a GPU, ONNX Runtime falls back to its CPU provider (slowly); see docs/service.md.
+# Without a GPU, use the CPU worker image (worker-cpu.Dockerfile, the default in docker-compose.yml).
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -26,7 +26,7 @@ COPY core ./core
 COPY model ./model
 COPY training ./training
 COPY worker ./worker
-RUN pip install --no-deps ".[gpu]" \
+RUN pip install --no-deps ".[gpu,s3]" \
     && useradd --create-home --uid 10001 srgan \
     && mkdir -p /data /models && chown srgan:srgan /data /models
 

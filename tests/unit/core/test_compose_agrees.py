@@ -3,6 +3,7 @@ them and checks services, commands, ports, volumes and environment against Setti
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -15,6 +16,7 @@ import yaml
 
 from cli.main import build_parser
 from core.settings import Settings
+from tests.utils.compose import EXAMPLE_DOTENV, env_of, interpolate
 
 pytestmark = pytest.mark.unit
 
@@ -22,32 +24,6 @@ REPO = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-
-
-EXAMPLE_DOTENV = {"SRGAN_API_KEYS": '{"alice": "sha256:' + "ab" * 32 + '"}'}
-"""What a user's .env holds at least (docs/service.md)."""
-
-
-def interpolate(value: str, dotenv: dict[str, str]) -> str:
-    """Compose's variable substitution: ${VAR}, ${VAR:-default}, ${VAR:?error} (raises), $$ -> $."""
-
-    def one(match: re.Match[str]) -> str:
-        name, op, arg = match.group(1), match.group(2), match.group(3)
-        given = dotenv.get(name, "")
-        if op == ":?" and not given:
-            raise LookupError(f"{name}: {arg}")
-        return given or (arg if op == ":-" else "")
-
-    value = re.sub(r"(?<!\$)\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
-    return value.replace("$$", "$")
-
-
-def env_of(service: dict, dotenv: dict[str, str] | None = None) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    dotenv = EXAMPLE_DOTENV if dotenv is None else dotenv
-    return {k: interpolate(str(v), dotenv) for k, v in env.items()}
 
 
 def dockerfile(service: dict) -> str:
@@ -75,12 +51,13 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
 
 
 def test_the_services_are_there():
-    assert {"redis", "api", "worker", "flower", "trainer"} <= set(SERVICES)
+    assert {"redis", "objectstore", "api", "worker", "worker-gpu", "flower", "trainer"} <= set(SERVICES)
     assert SERVICES["flower"].get("profiles") == ["flower"]
     assert SERVICES["trainer"].get("profiles") == ["trainer"], "plain `docker compose up` starts no trainer"
-    for name in ("redis", "api", "worker"):
+    assert SERVICES["worker-gpu"].get("profiles") == ["gpu"], "plain `docker compose up` needs no NVIDIA toolkit"
+    for name in ("redis", "objectstore", "api", "worker", "worker-gpu"):
         assert SERVICES[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
-        assert "profiles" not in SERVICES[name]
+        assert "profiles" not in SERVICES[name] or name == "worker-gpu"
 
 
 def test_redis_keeps_jobs_appendonly_and_never_evicts():
@@ -90,10 +67,12 @@ def test_redis_keeps_jobs_appendonly_and_never_evicts():
     assert any(v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
 
 
-@pytest.mark.parametrize("name", ["api", "worker", "trainer"])
+@pytest.mark.parametrize("name", ["api", "worker", "worker-gpu", "trainer", "webhooks", "objectstore-init"])
 def test_srgan_environment_names_settings_fields_and_parses(name, monkeypatch):
     service = SERVICES[name]
-    env = {**dockerfile_env(dockerfile(service)), **env_of(service)}
+    built = service if "build" in service else next(s for s in SERVICES.values() if s.get("image") == service["image"]
+                                                      and "build" in s)
+    env = {**dockerfile_env(dockerfile(built)), **env_of(service)}
     fields = {f"SRGAN_{f.upper()}" for f in Settings.model_fields}
     unknown = sorted(k for k in env if k.startswith("SRGAN_") and k not in fields)
     assert not unknown, f"{name}: not settings: {unknown}"
@@ -104,7 +83,7 @@ def test_srgan_environment_names_settings_fields_and_parses(name, monkeypatch):
     assert settings.redis_url is not None and settings.redis_url.startswith("redis://")
 
 
-@pytest.mark.parametrize(("name", "subcommand"), [("api", "serve"), ("worker", "worker")])
+@pytest.mark.parametrize(("name", "subcommand"), [("api", "serve"), ("worker", "worker"), ("worker-gpu", "worker")])
 def test_commands_are_srgan_subcommands(name, subcommand):
     command = SERVICES[name]["command"]
     assert command[0] in PYPROJECT["project"]["scripts"], "a console script of pyproject.toml"
@@ -120,7 +99,7 @@ def test_the_api_needs_a_key_from_dotenv_and_then_may_serve_beyond_loopback(monk
 
     api = SERVICES["api"]
     with pytest.raises(LookupError, match="SRGAN_API_KEYS.*\\.env"):
-        env_of(api, dotenv={})
+        env_of(api, dotenv={k: v for k, v in EXAMPLE_DOTENV.items() if k != "SRGAN_API_KEYS"})
     settings = settings_from({k: v for k, v in env_of(api).items() if k.startswith("SRGAN_")}, monkeypatch)
     assert settings.api_keys == {"alice": "sha256:" + "ab" * 32} and settings.allowed_hosts
     host = build_parser().parse_args(api["command"][1:]).host
@@ -158,18 +137,90 @@ def test_api_port_matches_the_command_the_mapping_and_the_health_check():
     assert f"EXPOSE {port}" in dockerfile(api)
 
 
-def test_api_and_workers_share_the_data_volume():
-    api, worker = SERVICES["api"], SERVICES["worker"]
-    data_dir = env_of(api).get("SRGAN_DATA_DIR")
-    assert data_dir and env_of(worker).get("SRGAN_DATA_DIR") == data_dir
-    mounts = {name: {v.split(":")[1]: v.split(":")[0] for v in SERVICES[name]["volumes"]} for name in ("api", "worker")}
-    assert mounts["api"][data_dir] == mounts["worker"][data_dir] in COMPOSE["volumes"]
-    models_dir = env_of(api).get("SRGAN_MODELS_DIR")
-    assert models_dir and mounts["api"][models_dir] == mounts["worker"][models_dir] in COMPOSE["volumes"]
+def mounts_of(service: dict) -> dict[str, str]:
+    """target -> source of a service's volumes."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+
+
+def test_api_and_workers_share_only_redis_the_object_store_and_the_models_volume(monkeypatch):
+    """The many-hosts shape on one box: jobs' files go through the object store, not a shared folder."""
+    names = ("api", "worker", "worker-gpu", "objectstore-init")
+    settings = {name: settings_from({k: v for k, v in env_of(SERVICES[name]).items() if k.startswith("SRGAN_")},
+                                    monkeypatch) for name in names}
+    for name in names:
+        assert settings[name].storage_url == settings["api"].storage_url and settings[name].storage_url.startswith(
+            "s3://"), name
+        assert settings[name].s3_endpoint_url == settings["api"].s3_endpoint_url, name
+        assert settings[name].redis_url == settings["api"].redis_url, name
+        assert env_of(SERVICES[name])["AWS_ACCESS_KEY_ID"] == EXAMPLE_DOTENV["AWS_ACCESS_KEY_ID"], name
+    data_dir = str(settings["api"].data_dir)
+    api_data = mounts_of(SERVICES["api"])[data_dir]
+    for name in ("worker", "worker-gpu"):
+        assert data_dir not in mounts_of(SERVICES[name]), f"{name} keeps its own data folder"
+        assert api_data not in mounts_of(SERVICES[name]).values()
+    models_dir = str(settings["api"].models_dir)
+    models = {name: mounts_of(SERVICES[name])[models_dir] for name in ("api", "worker", "worker-gpu", "trainer")}
+    assert set(models.values()) == {"models"} and "models" in COMPOSE["volumes"], "one registry on this box"
+
+
+def test_the_object_store_serves_s3_where_the_services_look_with_the_key_pair_from_dotenv(monkeypatch):
+    store = SERVICES["objectstore"]
+    assert store["image"].startswith("chrislusf/seaweedfs:") and not store["image"].endswith(":latest")
+    args = dict(a.lstrip("-").split("=", 1) for a in store["command"][1:])
+    assert store["command"][0] == "mini"
+    settings = settings_from({k: v for k, v in env_of(SERVICES["api"]).items() if k.startswith("SRGAN_")}, monkeypatch)
+    endpoint = urlparse(settings.s3_endpoint_url)
+    assert endpoint.hostname == "objectstore" and endpoint.port == int(args["s3.port"]) and args["ip"] == "objectstore"
+    assert f"127.0.0.1:{args['s3.port']}/healthz" in " ".join(store["healthcheck"]["test"])
+    assert any(v.endswith(":" + args["dir"]) and v.split(":")[0] in COMPOSE["volumes"] for v in store["volumes"])
+    # the entrypoint writes S3_IDENTITIES where -s3.config reads it; the only identity is the .env key pair
+    entry = [interpolate(part, {}) for part in store["entrypoint"]]
+    assert entry[:2] == ["sh", "-c"] and f'> {args["s3.config"]} ' in entry[2] and 'exec weed "$@"' in entry[2]
+    identities = json.loads(env_of(store)["S3_IDENTITIES"])["identities"]
+    assert [i["credentials"] for i in identities] == [[{"accessKey": EXAMPLE_DOTENV["AWS_ACCESS_KEY_ID"],
+                                                        "secretKey": EXAMPLE_DOTENV["AWS_SECRET_ACCESS_KEY"]}]]
+    with pytest.raises(LookupError, match="AWS_ACCESS_KEY_ID.*\\.env"):
+        env_of(SERVICES["api"], dotenv={"SRGAN_API_KEYS": EXAMPLE_DOTENV["SRGAN_API_KEYS"]})
+
+
+def test_objectstore_init_makes_the_bucket_the_services_use_before_they_start(monkeypatch):
+    init = SERVICES["objectstore-init"]
+    assert init["image"] == SERVICES["api"]["image"], "the API image has boto3"
+    assert init["command"][:2] == ["python", "-c"]
+    code = init["command"][2]
+    compile(code, "objectstore-init", "exec")
+    assert "s.storage_url" in code and "s.s3_endpoint_url" in code, "the bucket and endpoint come from Settings"
+    assert init["depends_on"]["objectstore"]["condition"] == "service_healthy"
+    for name in ("api", "worker", "worker-gpu"):
+        assert SERVICES[name]["depends_on"]["objectstore-init"]["condition"] == "service_completed_successfully"
+
+
+def test_the_default_worker_runs_on_the_cpu():
+    worker = SERVICES["worker"]
+    assert "deploy" not in worker and "profiles" not in worker, "`docker compose up` works without the NVIDIA toolkit"
+    assert worker["build"]["dockerfile"] == "docker/worker-cpu.Dockerfile"
+    assert "CUDAExecutionProvider" not in str(env_of(worker))
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile(worker), re.M)
+
+
+def duration_s(text: str) -> float:
+    """A compose duration (``1m30s``, ``11m``, ``90s``) in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", str(text))
+    assert parts and any(parts.groups()), text
+    hours, minutes, seconds = (float(g or 0) for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@pytest.mark.parametrize("name", ["worker", "worker-gpu"])
+def test_workers_get_the_job_time_limit_to_finish_before_they_are_killed(name, monkeypatch):
+    service = SERVICES[name]
+    settings = settings_from({k: v for k, v in env_of(service).items() if k.startswith("SRGAN_")}, monkeypatch)
+    assert duration_s(service["stop_grace_period"]) >= settings.time_limit_s
+    assert duration_s("11m") == 660 and duration_s("1m30s") == 90
 
 
 def test_worker_reserves_a_gpu_and_scales():
-    worker = SERVICES["worker"]
+    worker = SERVICES["worker-gpu"]
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert "container_name" not in worker and "ports" not in worker, "--scale worker=N needs neither"
@@ -180,19 +231,27 @@ def test_worker_reserves_a_gpu_and_scales():
 
 def test_images_install_extras_that_exist():
     extras = PYPROJECT["project"]["optional-dependencies"]
-    worker_file = dockerfile(SERVICES["worker"])
+    worker_file = dockerfile(SERVICES["worker-gpu"])
     assert re.search(r"^FROM nvidia/cuda:\S+-cudnn-runtime-", worker_file, re.M)
-    assert 'pip install --no-deps ".[gpu]"' in worker_file and "onnxruntime-gpu" in " ".join(extras["gpu"])
+    assert 'pip install --no-deps ".[gpu,s3]"' in worker_file and "onnxruntime-gpu" in " ".join(extras["gpu"])
+    cpu_file = dockerfile(SERVICES["worker"])
+    assert 'pip install --no-deps ".[cpu,openvino,s3]"' in cpu_file
     api_file = dockerfile(SERVICES["api"])
-    assert "pip install --no-deps ." in api_file and "onnxruntime" not in api_file, \
-        "the API image needs no ONNX Runtime"
-    # the dependencies come from the lock files, hashes required
+    assert 'pip install --no-deps ".[s3]"' in api_file
+    assert "onnxruntime" not in api_file, "the API image needs no ONNX Runtime"
+    assert "boto3" in " ".join(extras["s3"])
+    # the dependencies come from the lock files, hashes required; every image can reach S3 (boto3)
     assert "pip install --require-hashes -r requirements/worker-gpu.lock" in worker_file
+    assert "pip install --require-hashes -r requirements/worker-cpu.lock" in cpu_file
     assert "pip install --require-hashes -r requirements/api.lock" in api_file
-    api_lock = (REPO / "requirements" / "api.lock").read_text()
-    assert "\nonnxruntime" not in api_lock and "--hash=sha256:" in api_lock
-    assert "\nonnxruntime-gpu==" in (REPO / "requirements" / "worker-gpu.lock").read_text()
-    for name in ("api", "worker"):
+    locks = {name: (REPO / "requirements" / f"{name}.lock").read_text() for name in ("api", "worker-cpu", "worker-gpu")}
+    assert "\nonnxruntime" not in locks["api"]
+    assert "\nonnxruntime==" in locks["worker-cpu"] and "\nopenvino==" in locks["worker-cpu"]
+    assert "\nonnxruntime-gpu==" not in locks["worker-cpu"] and "\ntensorflow" not in locks["worker-cpu"]
+    assert "\nonnxruntime-gpu==" in locks["worker-gpu"]
+    for name, lock in locks.items():
+        assert "--hash=sha256:" in lock and "\nboto3==" in lock, name
+    for name in ("api", "worker", "worker-gpu"):
         text = dockerfile(SERVICES[name])
         copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
         packages = set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"])
@@ -237,7 +296,9 @@ def test_trainer_runs_srgan_and_shares_the_models_volume():
 
 def test_trainer_image_is_tensorflow_with_the_rest_of_the_train_extra():
     text = dockerfile(SERVICES["trainer"])
-    assert re.search(r"^FROM tensorflow/tensorflow:\S+", text, re.M)
+    tag = re.search(r"^FROM tensorflow/tensorflow:(\S+)", text, re.M)
+    tested = re.search(r"^tensorflow-cpu==(\S+)", (REPO / "requirements" / "ci.lock").read_text(), re.M)
+    assert tag and tested and tag.group(1).split("-")[0] == tested.group(1), "the TensorFlow the tests run"
     (install,) = re.findall(r'pip install "\.\[(\w+)\]"((?: "[^"]+")*)', text)
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert install[0] in extras
@@ -253,3 +314,98 @@ def test_the_documented_retrain_sequence_parses():
     lines = [line.strip() for line in DOCS.splitlines() if line.strip().startswith(prefix)]
     commands = {build_parser().parse_args(shlex.split(line[len(prefix):].split(" #")[0])).command for line in lines}
     assert {"train", "export", "deploy", "models", "rollback"} <= commands, commands
+
+
+@pytest.mark.parametrize("name", ["api", "worker", "worker-gpu", "trainer"])
+def test_the_build_context_leaves_out_data_and_secrets(name):
+    service = SERVICES[name]
+    ignore = REPO / service["build"]["context"] / (service["build"]["dockerfile"] + ".dockerignore")
+    entries = {line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert {"datasets", "data", "runs", ".env", ".git", ".venv", ".srgan"} <= entries, ignore.name
+    copied = set(re.findall(r"^COPY (\S+) ", dockerfile(service), re.M))
+    assert not copied & entries, f"{name} copies what its ignore file leaves out"
+
+
+# --- workers on other hosts (docs/deploy.md) -------------------------------------------
+MAIN_HOST = yaml.safe_load((REPO / "docker" / "compose.main-host.yml").read_text())
+WORKER_HOST = yaml.safe_load((REPO / "docker" / "compose.worker-host.yml").read_text())
+MAIN_DOTENV = {**EXAMPLE_DOTENV, "SRGAN_REDIS_PASSWORD": "pw0123456789", "SRGAN_CLUSTER_ADDR": "10.8.0.1"}
+WORKER_DOTENV = {"SRGAN_REDIS_URL": "redis://:pw0123456789@10.8.0.1:6379/0",
+                 "SRGAN_S3_ENDPOINT_URL": "http://10.8.0.1:8333", "AWS_ACCESS_KEY_ID": "srgankey01",
+                 "AWS_SECRET_ACCESS_KEY": "s3cr3t" * 6}
+
+
+def merged_env(name: str, dotenv: dict[str, str]) -> dict[str, str]:
+    """A service's environment with docker/compose.main-host.yml over docker-compose.yml (compose merges by key)."""
+    return {**env_of(SERVICES[name], dotenv), **env_of(MAIN_HOST["services"].get(name, {}), dotenv)}
+
+
+def test_the_main_host_publishes_redis_with_a_password_and_the_object_store(monkeypatch):
+    services = MAIN_HOST["services"]
+    assert set(services) <= set(SERVICES), "it only overrides services of docker-compose.yml"
+    redis_command = services["redis"]["command"]
+    assert redis_command[:len(SERVICES["redis"]["command"])] == SERVICES["redis"]["command"], "the same Redis, plus"
+    assert [interpolate(a, MAIN_DOTENV) for a in redis_command[-2:]] == ["--requirepass", "pw0123456789"]
+    assert env_of(services["redis"], MAIN_DOTENV)["REDISCLI_AUTH"] == "pw0123456789", "the health check's password"
+    assert [interpolate(p, MAIN_DOTENV) for p in services["redis"]["ports"]] == ["10.8.0.1:6379:6379"]
+    s3_port = dict(a.lstrip("-").split("=", 1) for a in SERVICES["objectstore"]["command"][1:])["s3.port"]
+    assert [interpolate(p, MAIN_DOTENV) for p in services["objectstore"]["ports"]] == [f"10.8.0.1:{s3_port}:{s3_port}"]
+    with pytest.raises(LookupError, match="SRGAN_CLUSTER_ADDR"):
+        interpolate(services["redis"]["ports"][0], EXAMPLE_DOTENV)
+    # every client of Redis gives the password: whatever uses SRGAN_REDIS_URL (or Flower's broker) is overridden
+    for name in SERVICES:
+        env = merged_env(name, MAIN_DOTENV)
+        for key in ("SRGAN_REDIS_URL", "CELERY_BROKER_URL"):
+            if key in env:
+                url = urlparse(env[key])
+                assert url.password == "pw0123456789" and url.hostname == "redis", (name, key)
+    with pytest.raises(LookupError, match="SRGAN_REDIS_PASSWORD"):
+        merged_env("api", EXAMPLE_DOTENV)
+    settings = settings_from({k: v for k, v in merged_env("worker", MAIN_DOTENV).items() if k.startswith("SRGAN_")},
+                             monkeypatch)
+    assert settings.redis_url == "redis://:pw0123456789@redis:6379/0"
+
+
+def test_a_worker_host_runs_the_same_workers_against_the_main_hosts_redis_and_store(monkeypatch):
+    services = WORKER_HOST["services"]
+    assert set(services) == {"worker", "worker-gpu"}
+    assert services["worker-gpu"]["profiles"] == ["gpu"] and "profiles" not in services["worker"]
+    for name, service in services.items():
+        main = SERVICES[name]
+        for key in ("command", "healthcheck", "stop_grace_period", "image", "deploy"):
+            assert service.get(key) == main.get(key), (name, key)
+        assert service["build"]["dockerfile"] == main["build"]["dockerfile"]
+        assert (REPO / "docker" / service["build"]["context"]).resolve() == REPO, "built from the repository root"
+        env, main_env = env_of(service, WORKER_DOTENV), merged_env(name, MAIN_DOTENV)
+        assert set(env) == set(main_env), name
+        for key in set(env) - {"SRGAN_REDIS_URL", "SRGAN_S3_ENDPOINT_URL"}:
+            assert env[key] == main_env[key], (name, key)
+        assert env["SRGAN_REDIS_URL"] == WORKER_DOTENV["SRGAN_REDIS_URL"]
+        settings = settings_from({k: v for k, v in env.items() if k.startswith("SRGAN_")}, monkeypatch)
+        assert settings.s3_endpoint_url == WORKER_DOTENV["SRGAN_S3_ENDPOINT_URL"]
+        assert "depends_on" not in service, "Redis and the store are on another host"
+        assert mounts_of(service) == {"/models": "models"} and "models" in WORKER_HOST["volumes"]
+    for missing in ("SRGAN_REDIS_URL", "SRGAN_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
+        with pytest.raises(LookupError, match=missing):
+            env_of(services["worker"], {k: v for k, v in WORKER_DOTENV.items() if k != missing})
+
+
+def test_the_documented_compose_commands_name_files_services_and_profiles_that_exist():
+    files = {"docker-compose.yml": COMPOSE, "docker/compose.main-host.yml": MAIN_HOST,
+             "docker/compose.worker-host.yml": WORKER_HOST}
+    lines = re.findall(r"```sh\n(.*?)```", (REPO / "docs" / "deploy.md").read_text(), re.S)
+    for name in files:  # and the usage comments at the top of each compose file
+        lines += [ln.lstrip("# ") for ln in (REPO / name).read_text().splitlines() if ln.startswith("#")]
+    commands = [re.split(r"\s{2,}|\(", ln[ln.index("docker compose"):])[0]
+                for block in lines for ln in block.splitlines() if "docker compose" in ln]
+    assert len(commands) >= 10
+    for command in commands:
+        args = shlex.split(command)
+        named = [args[i + 1] for i, a in enumerate(args) if a == "-f"] or ["docker-compose.yml"]
+        assert all(f in files for f in named), command
+        services = {name: s for f in named for name, s in files[f]["services"].items()}
+        for i, arg in enumerate(args):
+            if arg == "--profile":
+                assert any(args[i + 1] in s.get("profiles", []) for s in services.values()), command
+            if arg == "--scale":
+                assert args[i + 1].split("=")[0] in services, command
