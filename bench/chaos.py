@@ -1,6 +1,6 @@
 """Chaos run against a real ``srgan serve``: bad inputs, killed processes, a restart with jobs queued.
 
-Run from the repository root: ``python -m bench.chaos [--mutated 300] [--wait-s 90] [--json OUT]``.
+Run from the repository root: ``srgan bench chaos [--mutated 300] [--wait-s 90] [--json OUT]``.
 
 Part 1, the corpus: every upload is sent to a fresh ``srgan serve`` (embedded
 Redis, one worker) and its fate counted: a clean 4xx (JSON error), a clear

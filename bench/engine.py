@@ -1,6 +1,6 @@
 """Engine benchmark: precisions, tiling cost, seams, memory; optionally backends against the matmul ceiling.
 
-Run from the repository root: ``python -m bench.engine [--model FILE.onnx] [--quick]``.
+Run from the repository root: ``srgan bench engine [--model FILE.onnx] [--quick]``.
 Everything is measured in one run on one machine, so the ratios are
 comparable even when absolute numbers drift; each timing is the median of
 ``--repeat`` runs, and the runs being compared alternate (A B A B ...) so a

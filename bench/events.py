@@ -1,6 +1,6 @@
 """Live-progress latency: how long a worker's update takes to reach an SSE client.
 
-Run from the repository root: ``python -m bench.events [--jobs N] [--watchers K] [--json OUT]``.
+Run from the repository root: ``srgan bench events [--jobs N] [--watchers K] [--json OUT]``.
 
 It starts the service as ``srgan serve`` does with nothing configured (an embedded redis-server, one
 worker, the API), with small tiles so each job reports progress many times, then for each of N jobs

@@ -1,7 +1,7 @@
 """GPU check: which ONNX Runtime GPU providers load, and what they make of the shipped model.
 
 Run by ``bench/gpu_check.sh`` (which makes a fresh virtual environment with the
-``gpu`` extra); ``python -m bench.gpu_check --help`` for the options. For each
+``gpu`` extra); ``srgan bench gpu-check --help`` for the options. For each
 GPU provider that loads (TensorRT, CUDA) and each precision (float32,
 float16): time the engine on a 512x512 input (whole image) and a 2048x2048
 input (tiles), compare the 512x512 output with ONNX Runtime's CPU output and

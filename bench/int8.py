@@ -1,7 +1,7 @@
 """int8 measurement (not offered): NNCF post-training quantization of the shipped model, Set5/Set14 cost.
 
 ``pip install nncf`` first (not a dependency: int8 is not offered). Run from the
-repository root: ``python -m bench.int8``. Calibration: ``--crops`` random
+repository root: ``srgan bench int8``. Calibration: ``--crops`` random
 64x64 crops of BSD200 training photos (``../shared/data/train/BSD200``), never
 the evaluation sets. Variants: plain PTQ, and PTQ keeping the first
 convolution, the upsampler's convolutions and the last convolution in float

@@ -1,6 +1,6 @@
 """Service benchmark: what the queue costs on top of the engine.
 
-Run from the repository root: ``python -m bench.service [--model FILE.onnx] [--json OUT]``.
+Run from the repository root: ``srgan bench service [--model FILE.onnx] [--json OUT]``.
 
 It first times the worker's own work alone in this process
 (``core.render.render``: decode, engine, encode, on the same model, settings
