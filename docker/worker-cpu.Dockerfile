@@ -13,6 +13,7 @@ COPY requirements/worker-cpu.lock requirements/
 RUN pip install --require-hashes -r requirements/worker-cpu.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
+COPY bench ./bench
 COPY cli ./cli
 COPY core ./core
 COPY model ./model
