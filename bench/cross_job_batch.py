@@ -27,21 +27,9 @@ from model.engine import Upscaler
 from model.locate import is_path, shipped_file
 
 
-def _batch_input(upscaler: Upscaler, images_hwc_u8: list[np.ndarray]) -> np.ndarray:
-    """What the engine feeds the backend for these tiles (its contract's layout and value range)."""
-    ct = upscaler.contract
-    lo, hi = ct.value_range
-    batch = np.stack(images_hwc_u8).astype(np.float32)
-    if (lo, hi) != (0.0, 255.0):
-        batch = batch * np.float32((hi - lo) / 255.0) + np.float32(lo)
-    if ct.layout == "NCHW":
-        batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-    return batch
-
-
 def images_per_s(upscaler: Upscaler, images: list[np.ndarray], k: int) -> float:
     """Throughput running ``images`` in backend calls of ``k`` images each."""
-    batches = [_batch_input(upscaler, images[i:i + k]) for i in range(0, len(images), k)]
+    batches = [upscaler.batch_input(images[i:i + k]) for i in range(0, len(images), k)]
     t0 = time.perf_counter()
     for batch in batches:
         upscaler.backend.run(batch)

@@ -293,7 +293,8 @@ class Upscaler:
             self.f32_reruns += len(bad)
         return out
 
-    def _run_on(self, backend: Backend, tiles_hwc_u8: list[np.ndarray], *, check_finite: bool) -> np.ndarray:
+    def batch_input(self, tiles_hwc_u8: list[np.ndarray]) -> np.ndarray:
+        """What the backend is fed for these same-shaped uint8 tiles (the contract's layout and value range)."""
         ct = self.contract
         lo, hi = ct.value_range
         batch = np.stack(tiles_hwc_u8).astype(np.float32)
@@ -301,6 +302,12 @@ class Upscaler:
             batch = batch * np.float32((hi - lo) / 255.0) + np.float32(lo)
         if ct.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return batch
+
+    def _run_on(self, backend: Backend, tiles_hwc_u8: list[np.ndarray], *, check_finite: bool) -> np.ndarray:
+        ct = self.contract
+        lo, hi = ct.value_range
+        batch = self.batch_input(tiles_hwc_u8)
         out = backend.run(batch)
         if ct.layout == "NCHW":
             out = out.transpose(0, 2, 3, 1)

@@ -157,16 +157,22 @@ def random_perceptual_loss(features: keras.Model) -> Loss:
 
     def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
         both = features(tf.concat([hr, sr], axis=0), training=False)
-        both = both if isinstance(both, (list, tuple)) else [both]
-        terms = []
-        for f in both:
-            f = tf.cast(f, tf.float32)
-            f_hr, f_sr = tf.split(f, 2, axis=0)
-            energy = tf.stop_gradient(tf.reduce_mean(tf.square(f_hr))) + 1e-6
-            terms.append(tf.reduce_mean(tf.square(f_sr - f_hr)) / energy)
-        return tf.add_n(terms) / len(terms)
+        return _relative_feature_error(both if isinstance(both, (list, tuple)) else [both])
 
     return loss
+
+
+def _relative_feature_error(features: list[tf.Tensor] | tuple[tf.Tensor, ...]) -> tf.Tensor:
+    """Mean over layers of each layer's squared error divided by the target's feature energy there.
+
+    Each tensor holds the HR batch then the SR batch (concatenated on the batch axis).
+    """
+    terms = []
+    for f in features:
+        f_hr, f_sr = tf.split(tf.cast(f, tf.float32), 2, axis=0)
+        energy = tf.stop_gradient(tf.reduce_mean(tf.square(f_hr))) + 1e-6
+        terms.append(tf.reduce_mean(tf.square(f_sr - f_hr)) / energy)
+    return tf.add_n(terms) / len(terms)
 
 
 def _he_fan_out_stddev(width: int) -> float:
@@ -216,13 +222,7 @@ def redrawn_random_vgg19_loss(
         return out
 
     def loss(hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
-        terms = []
-        for f in features(tf.concat([hr, sr], axis=0)):
-            f = tf.cast(f, tf.float32)
-            f_hr, f_sr = tf.split(f, 2, axis=0)
-            energy = tf.stop_gradient(tf.reduce_mean(tf.square(f_hr))) + 1e-6
-            terms.append(tf.reduce_mean(tf.square(f_sr - f_hr)) / energy)
-        return tf.add_n(terms) / len(terms)
+        return _relative_feature_error(features(tf.concat([hr, sr], axis=0)))
 
     return loss
 
