@@ -30,6 +30,10 @@ def test_tiled_matches_whole_image_at_default_settings_on_a_photo(srresnet_path,
     assert tiled.shape == (131 * 4, 257 * 4, 3)
     assert whole.std() > 5  # a real image came out, not a constant
     assert psnr(tiled, whole) >= 50.0
+    # the default auto tile runs this photo whole (it fits the budget): a fixed tile that does not divide
+    # either side makes the seams real (2 x 3 tiles at the default overlap)
+    fixed = up.upscale(photo, tile=96)
+    assert not np.array_equal(fixed, whole) and psnr(fixed, whole) >= 50.0
 
 
 def test_backends_agree(srresnet_path):
