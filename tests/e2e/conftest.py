@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -15,9 +16,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from PIL import Image
 
 from core.redis_server import free_port
-from tests.utils.service import REPO
+from tests.utils.service import REPO, image_bytes, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -133,3 +135,16 @@ def browser():
             yield browser
         finally:
             browser.close()
+
+
+def upscale_a_jpeg(client: httpx.Client) -> tuple[dict, httpx.Response]:
+    """POST a 33x21 JPEG to a served stack with the tiny x4 model, wait for it; the job and its result,
+    checked to be a 132x84 JPEG."""
+    response = client.post("/v1/jobs", files={"file": ("photo.jpg", image_bytes(33, 21, fmt="JPEG"), "image/jpeg")})
+    assert response.status_code == 202, response.text
+    job = wait_for(client, response.headers["location"])
+    assert job["status"] == "succeeded", job
+    result = client.get(job["links"]["result"])
+    assert result.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(result.content)).size == (132, 84)
+    return job, result

@@ -5,14 +5,14 @@ The tests in this module share one served stack and run in order; the last one s
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.utils.service import image_bytes, wait_for
+from tests.e2e.conftest import upscale_a_jpeg
+from tests.utils.service import image_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -20,13 +20,7 @@ def test_serve_starts_redis_a_worker_and_the_api(served):
     names = " ".join(" ".join(p.cmdline()) for p in served.descendants())
     assert "redis-server" in names and "celery" in names and "worker.celery_app" in names
     with httpx.Client(base_url=served.url, timeout=30) as client:
-        response = client.post("/v1/jobs", files={"file": ("photo.jpg", image_bytes(33, 21, fmt="JPEG"), "image/jpeg")})
-        assert response.status_code == 202, response.text
-        job = wait_for(client, response.headers["location"])
-        assert job["status"] == "succeeded", job
-        result = client.get(job["links"]["result"])
-        assert result.headers["content-type"] == "image/jpeg"
-        assert Image.open(io.BytesIO(result.content)).size == (132, 84)
+        upscale_a_jpeg(client)
     assert (served.data_dir / "redis").is_dir(), "the embedded Redis keeps its data in the data directory"
 
 
