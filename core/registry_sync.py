@@ -36,11 +36,25 @@ MIRROR = "models/"
 _lock = threading.Lock()
 
 
+_mirrors: dict[tuple[str | None, ...], S3Storage] = {}
+_mirrors_lock = threading.Lock()
+"""One store (and so one boto3 client per process) per S3 configuration: pulls run on every job's path."""
+
+
 def mirror_of(settings: Settings) -> S3Storage | None:
     """The store that holds the registry's mirror; None with the folder backend (the registry is a folder
     the hosts share, as before)."""
-    storage = open_storage(settings)
-    return storage if isinstance(storage, S3Storage) else None
+    if not settings.uses_s3:
+        return None
+    key = (settings.storage_url, settings.s3_endpoint_url, settings.s3_region, settings.s3_public_endpoint_url,
+           str(settings.resolved_storage_dir))
+    with _mirrors_lock:
+        store = _mirrors.get(key)
+        if store is None:
+            opened = open_storage(settings)
+            assert isinstance(opened, S3Storage), "uses_s3 opens an S3Storage"
+            store = _mirrors[key] = opened
+    return store
 
 
 def push(settings: Settings, name: str) -> int:

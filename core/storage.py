@@ -145,6 +145,11 @@ class Storage(Protocol):
         ...
 
 
+def _is_missing(exc: Any) -> bool:  # noqa: ANN401 - botocore's ClientError is untyped
+    """A botocore ``ClientError`` that says the object is not there (``head_object`` answers ``NotFound``)."""
+    return str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
+
 def open_storage(settings: Settings) -> Storage:
     """The backend ``settings.storage_url`` names (made, not yet contacted)."""
     if settings.uses_s3:
@@ -397,7 +402,7 @@ class S3Storage(_Spool):
                     self.client.download_fileobj(self.bucket, self.key(job_id, INPUT_NAME), fh,
                                                  Config=self._transfer())
                 except ClientError as exc:
-                    if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                    if _is_missing(exc):
                         raise InputMissing(2, "the uploaded image is gone",
                                            f"s3://{self.bucket}/{self.key(job_id, INPUT_NAME)}") from None
                     raise
@@ -424,7 +429,7 @@ class S3Storage(_Spool):
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 return None
             raise StorageError(5, str(exc.response.get("Error", {}).get("Code", "error")), "read the result") from exc
 
@@ -501,7 +506,7 @@ class S3Storage(_Spool):
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"]
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+            if _is_missing(exc):
                 return None
             raise StorageError(5, str(exc.response.get("Error", {}).get("Code", "error")), "read an object") from exc
         with body:

@@ -181,7 +181,7 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
             return end("failed", exc.code, exc.message)
         log.exception("job %s failed unexpectedly", job_id)
         return end("failed", "internal_error", f"{type(exc).__name__}: {exc}")
-    _record_throughput(store, engines, job, result)
+    _record_throughput(store, blend.target.name, job, result)
     output = result.describe()
     for warning in result.warnings:
         log.warning("job %s: %s", job_id, warning)
@@ -192,11 +192,10 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
     return "succeeded" if outcome == "ok" else outcome
 
 
-def _record_throughput(store: JobStore, engines: EngineCache, job: Job, result: Rendered) -> None:
-    """Publish this process's engine speed for the job's model (what the API's cost estimate uses)."""
+def _record_throughput(store: JobStore, name: str, job: Job, result: Rendered) -> None:
+    """Publish this process's engine speed for the model that ran the job (what the API's cost estimate uses)."""
     pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
     try:
-        name = engines.resolve(job.params.get("model")).name
         throughput.record(store.redis, name, pixels * throughput.passes_for(result.mode in ("RGBA", "LA")),
                           result.timings.get("engine_s", 0.0))
     except Exception as exc:  # noqa: BLE001 - a figure for estimates is not worth failing or retrying a job
