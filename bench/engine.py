@@ -46,6 +46,7 @@ from core.settings import Settings
 from core.upscalers import open_engine
 from model.backends import openvino_available
 from model.engine import Upscaler
+from model.engine import rgb_psnr as psnr
 
 
 def srresnet_flops_per_input_pixel(scale: int = 4, blocks: int = 16, filters: int = 64) -> float:
@@ -79,11 +80,6 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         out = fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def test_image(size: int) -> np.ndarray:

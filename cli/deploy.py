@@ -99,7 +99,7 @@ def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **op
 
     catalog = catalog or ModelCatalog(get_settings(), inspector=EngineInspector())
     catalog.seed()  # the start-up step of this process: the shipped models are there to compare with
-    before = catalog.registry.active_version(name)
+    before = catalog.registry.active_version(name)  # for the failure message; done.before once published
     try:
         done = catalog.publish(file, name, **options)
     except ModelError as exc:
@@ -112,10 +112,11 @@ def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **op
     print(f"published {published.ref} (x{published.scale}, sha256 {published.card['sha256'][:12]}..., "
           f"check: {check}) in {catalog.registry.root / name / published.version}")
     if not options.get("activate", True):
-        print(f"not activated; the active version of {name} is still {before} "
+        print(f"not activated; the active version of {name} is still {done.before} "
               f"(`srgan rollback {name} --to {published.version}` makes it active)")
         return OK
-    print(f"{name}: active version {before} -> {published.version} (undo: `srgan rollback {name}`, or --to VERSION)")
+    print(f"{name}: active version {done.before} -> {published.version} "
+          f"(undo: `srgan rollback {name}`, or --to VERSION)")
     print(done.announced)
     return OK
 

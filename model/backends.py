@@ -228,14 +228,13 @@ def rewritten_model(path: Path) -> bytes | None:
         return None
 
 
-def float16_model(path: Path) -> bytes:
-    """``path`` (rewritten, see :func:`rewritten_model`) converted to float16 inside, float32 at its input and
-    output (ONNX Runtime's converter)."""
+def float16_model(path: Path, rewritten: bytes | None) -> bytes:
+    """``path`` (or its ``rewritten`` graph, see :func:`rewritten_model`) converted to float16 inside, float32
+    at its input and output (ONNX Runtime's converter)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     try:
-        rewritten = rewritten_model(path)
         proto = onnx.load(str(path)) if rewritten is None else onnx.load_from_string(rewritten)
         return convert_float_to_float16(proto, keep_io_types=True).SerializeToString()
     except Exception as exc:
@@ -282,7 +281,7 @@ class OrtBackend:
             if chosen and chosen[0] == "TensorrtExecutionProvider":
                 provider_args[0] = ("TensorrtExecutionProvider", {"trt_fp16_enable": True})
             else:
-                model = float16_model(path)
+                model = float16_model(path, rewritten)
         try:
             self._session = ort.InferenceSession(model, sess_options=opts, providers=provider_args)
         except Exception as exc:  # onnxruntime raises its own untyped errors

@@ -110,6 +110,16 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _vgg19_layers(layers: tuple[str, ...] | list[str]) -> tuple[list[str], int]:
+    """The asked VGG19 layers and the index of the deepest (the network stops there); unknown ones refused."""
+    wanted = list(layers)
+    known = [f"block{b + 1}_conv{i + 1}" for b, n in enumerate(_VGG19_BLOCKS) for i in range(n)]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown VGG19 layers {unknown or wanted}: choose from {known}")
+    return wanted, max(known.index(name) for name in wanted)
+
+
 def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RANDOM_VGG19_LAYERS) -> keras.Model:
     """VGG19's convolutional structure with seeded random weights, frozen; outputs the pre-activation ``layers``.
 
@@ -117,11 +127,7 @@ def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RAND
     initialisation), zero biases; the same ``seed`` gives the same network on
     every machine (a stateless initializer per layer).
     """
-    wanted = list(layers)
-    known = [f"block{b + 1}_conv{i + 1}" for b, n in enumerate(_VGG19_BLOCKS) for i in range(n)]
-    unknown = [name for name in wanted if name not in known]
-    if unknown or not wanted:
-        raise ValueError(f"unknown VGG19 layers {unknown or wanted}: choose from {known}")
+    wanted, last = _vgg19_layers(layers)
     inp = keras.Input((None, None, 3), name="rgb")
     mean = tf.constant([255.0 * m for m in _IMAGENET_MEAN])
     std = tf.constant([255.0 * s for s in _IMAGENET_STD])
@@ -130,7 +136,6 @@ def build_random_vgg19(seed: int = 0, layers: tuple[str, ...] | list[str] = RAND
         name="normalise",
     )(inp)
     outputs: dict[str, tf.Tensor] = {}
-    last = max(known.index(name) for name in wanted)
     index, done = 0, False
     for b, (convs, width) in enumerate(zip(_VGG19_BLOCKS, _VGG19_WIDTHS)):
         for i in range(convs):
@@ -191,12 +196,7 @@ def redrawn_random_vgg19_loss(
     per-layer normalisation as :func:`build_random_vgg19` with
     :func:`random_perceptual_loss`.
     """
-    wanted = list(layers)
-    known = [f"block{b + 1}_conv{i + 1}" for b, n in enumerate(_VGG19_BLOCKS) for i in range(n)]
-    unknown = [name for name in wanted if name not in known]
-    if unknown or not wanted:
-        raise ValueError(f"unknown VGG19 layers {unknown or wanted}: choose from {known}")
-    last = max(known.index(name) for name in wanted)
+    wanted, last = _vgg19_layers(layers)
     mean = tf.constant([255.0 * m for m in _IMAGENET_MEAN])
     std = tf.constant([255.0 * s for s in _IMAGENET_STD])
 
