@@ -122,24 +122,17 @@ def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **op
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from core import registry_sync
-    from core.model_updates import announce_change
     from model.errors import ModelError
 
-    catalog = _catalog(args)
-    registry = catalog.registry
     try:
-        registry_sync.pull(catalog.settings)  # with an object store: start from the registry every host shares
-        before = registry.active_version(args.name)
-        now = registry.rollback(args.name, to=args.to)
-        registry_sync.push(catalog.settings, args.name)  # before the announcement: workers pull what it names
+        before, now, announced = _catalog(args).rollback(args.name, to=args.to)
     except ModelError as exc:
         hint = "" if args.to else f"; `srgan rollback {args.name} --to VERSION` activates any published version"
         return fail(f"{exc.message}{hint}", command="rollback")
     except OSError as exc:
         return fail(f"the object store failed: {exc}", command="rollback")
-    print(f"{args.name}: active version {before} -> {now.version}")
-    print(announce_change(catalog.settings, args.name, now.version))
+    print(f"{args.name}: active version {before} -> {now}")
+    print(announced)
     return OK
 
 

@@ -366,6 +366,20 @@ class ModelCatalog:
 
         return Published(published, before, announce_change(self.settings, name, published.version), tuple(notes))
 
+    def rollback(self, name: str, to: str | None = None) -> tuple[str | None, str, str]:
+        """Make the previous (or ``to``) version of ``name`` active, through the store as :meth:`publish` does:
+        ``(version before, version now, what the workers were told)``.
+
+        Raises ``ModelError`` (nothing to roll back to, unknown version) and ``OSError`` (the object store).
+        """
+        from core.model_updates import announce_change
+
+        registry_sync.pull(self.settings)  # with an object store: start from the registry every host shares
+        before = self.registry.active_version(name)
+        now = self.registry.rollback(name, to=to)
+        registry_sync.push(self.settings, name)  # before the announcement: workers pull what it names
+        return before, now.version, announce_change(self.settings, name, now.version)
+
     @staticmethod
     def _declare(file: Path, tmp: Path, card: dict[str, Any], scale: int | None,
                  layout: Literal["NHWC", "NCHW"] | None, value_range: tuple[float, float] | None) -> Path:
