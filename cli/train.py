@@ -29,7 +29,7 @@ from pydantic.fields import FieldInfo
 from cli.exits import INTERRUPTED, OK, USAGE, fail
 from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
 
-_SECTIONS = ("generator", "data", "optim", "gan")
+_SECTIONS = ("generator", "data", "degrade", "optim", "gan")
 _TOP_SKIP = {"stage", *_SECTIONS}
 
 

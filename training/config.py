@@ -53,6 +53,9 @@ class DataConfig(_Section):
     batch_size: int = Field(16, ge=1, description="crops per step")
     flip: bool = Field(True, description="random horizontal flip")
     rotate: bool = Field(True, description="random 90-degree rotation")
+    degradation: Literal["bicubic", "realworld"] = Field(
+        "bicubic", description="how LR crops are made: bicubic (the protocol, clean models) or realworld (the "
+        "high-order blur/resize/noise/JPEG model of training.degradations, on the HR crop, on the fly)")
     jpeg_noise: bool = Field(False, description="JPEG-compress the LR crop (off: evaluation uses clean bicubic LR)")
     jpeg_quality: tuple[int, int] = Field((50, 95), description="JPEG quality range, low and high")
     jpeg_prob: float = Field(0.5, ge=0, le=1, description="probability of JPEG noise on a crop")
@@ -70,6 +73,58 @@ class DataConfig(_Section):
         lo, hi = self.jpeg_quality
         if not 0 <= lo <= hi <= 100:
             raise ValueError(f"jpeg_quality must be 0 <= low <= high <= 100, got {self.jpeg_quality}")
+        return self
+
+
+Range = tuple[float, float]
+
+
+class DegradeConfig(_Section):
+    """The real-world degradation model (``training.degradations``), used when ``data.degradation`` is realworld.
+
+    Two passes of blur, resize and noise (in a random order: ``shuffle_order``), each ending in JPEG, then a resize
+    to the LR size and a sinc filter and JPEG in either order. Defaults: Real-ESRGAN's train_realesrnet_x4plus.yml
+    (sigmas and noise in 0..255 levels; resize factors of the image (first pass) or of the LR size (second)).
+    """
+
+    shuffle_order: bool = Field(True, description="shuffle blur, resize and noise within each pass (BSRGAN)")
+    blur_sigma: Range = Field((0.2, 3.0), description="first blur: Gaussian sigma range (pixels)")
+    betag: Range = Field((0.5, 4.0), description="generalized-Gaussian shape range")
+    betap: Range = Field((1.0, 2.0), description="plateau shape range")
+    sinc_prob: float = Field(0.1, ge=0, le=1, description="first blur: probability of a sinc kernel")
+    resize_up_prob: float = Field(0.2, ge=0, le=1, description="first resize: probability of upscaling")
+    resize_down_prob: float = Field(0.7, ge=0, le=1, description="first resize: probability of downscaling")
+    resize_range: Range = Field((0.15, 1.5), description="first resize: factor range")
+    gaussian_noise_prob: float = Field(0.5, ge=0, le=1, description="first noise: Gaussian (else Poisson)")
+    noise_sigma: Range = Field((1.0, 30.0), description="first noise: Gaussian sigma range (levels)")
+    poisson_scale: Range = Field((0.05, 3.0), description="first noise: Poisson scale range")
+    gray_noise_prob: float = Field(0.4, ge=0, le=1, description="first noise: probability of gray (luma) noise")
+    jpeg_range: tuple[int, int] = Field((30, 95), description="first JPEG: quality range")
+    second_blur_prob: float = Field(0.8, ge=0, le=1, description="second blur: probability")
+    blur_sigma2: Range = Field((0.2, 1.5), description="second blur: Gaussian sigma range")
+    sinc_prob2: float = Field(0.1, ge=0, le=1, description="second blur: probability of a sinc kernel")
+    resize_up_prob2: float = Field(0.3, ge=0, le=1, description="second resize: probability of upscaling")
+    resize_down_prob2: float = Field(0.4, ge=0, le=1, description="second resize: probability of downscaling")
+    resize_range2: Range = Field((0.3, 1.2), description="second resize: factor range (of the LR size)")
+    gaussian_noise_prob2: float = Field(0.5, ge=0, le=1, description="second noise: Gaussian (else Poisson)")
+    noise_sigma2: Range = Field((1.0, 25.0), description="second noise: Gaussian sigma range")
+    poisson_scale2: Range = Field((0.05, 2.5), description="second noise: Poisson scale range")
+    gray_noise_prob2: float = Field(0.4, ge=0, le=1, description="second noise: probability of gray noise")
+    jpeg_range2: tuple[int, int] = Field((30, 95), description="second and final JPEG: quality range")
+    final_sinc_prob: float = Field(0.8, ge=0, le=1, description="final sinc filter: probability")
+
+    @model_validator(mode="after")
+    def _check(self) -> DegradeConfig:
+        for name in ("blur_sigma", "betag", "betap", "resize_range", "noise_sigma", "poisson_scale", "jpeg_range",
+                     "blur_sigma2", "resize_range2", "noise_sigma2", "poisson_scale2", "jpeg_range2"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be 0 < low <= high, got {(lo, hi)}")
+        for name in ("jpeg_range", "jpeg_range2"):
+            if getattr(self, name)[1] > 100:
+                raise ValueError(f"{name}: JPEG quality is at most 100")
+        if self.resize_up_prob + self.resize_down_prob > 1 or self.resize_up_prob2 + self.resize_down_prob2 > 1:
+            raise ValueError("resize up and down probabilities add up to more than 1")
         return self
 
 
@@ -175,6 +230,7 @@ class TrainConfig(_Section):
     samples: int = Field(4, ge=0, description="validation images saved as samples at each validation")
     generator: GeneratorConfig = GeneratorConfig()
     data: DataConfig = DataConfig()
+    degrade: DegradeConfig = DegradeConfig()
     optim: OptimConfig = OptimConfig()
     gan: GanConfig = GanConfig()
 
@@ -252,4 +308,4 @@ def load_overrides_file(path: Path) -> dict[str, Any]:
     return flat
 
 
-_SECTIONS = {"generator", "data", "optim", "gan"}
+_SECTIONS = {"generator", "data", "degrade", "optim", "gan"}

@@ -6,6 +6,12 @@ its area), cropped, flipped, rotated and JPEG-degraded with stateless random
 ops seeded by ``(seed, i)``. A run resumed at step ``s`` starts the stream at
 crop ``s * batch_size`` and sees what an uninterrupted run would have seen.
 
+With ``degradation: realworld`` the LR crop is not read but made from the HR
+crop by ``training.degradations`` (blur, resize, noise, JPEG; a
+``tf.numpy_function`` seeded by the crop's seed), and the validation LR images
+are degraded the same way with fixed seeds (one per image), so checkpoint
+picking measures restoration.
+
 Images are decoded once and kept in memory (plain folders always: their LR
 is made once with the protocol's bicubic downscale), or, for a DIV2K folder
 too large for memory, decoded from disk per crop.
@@ -21,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from training import augment
-from training.config import DataConfig
+from training.config import DataConfig, DegradeConfig
+from training.degradations import degrade_u8
 from training.sources import (
     Example,
     Pair,
@@ -107,8 +114,20 @@ def combined_folder_pairs(data: Path, extra: list[Path]) -> list[Pair]:
     return sorted(pairs, key=lambda p: p.name)
 
 
-def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
-    """Read ``cfg.data`` (DIV2K or a plain folder), split off validation, cache what fits."""
+VALIDATION_SEED = 20260
+"""Validation image ``i`` of a realworld run is degraded with seed (VALIDATION_SEED, i): the same in every run."""
+
+
+def degrade_validation(examples: list[Example], scale: int, cfg: DegradeConfig) -> list[Example]:
+    """The validation pairs with their LR made by the real-world degradation, one fixed seed per image."""
+    return [Example(e.name, degrade_u8(e.hr, (VALIDATION_SEED, i), scale, cfg), e.hr) for i, e in enumerate(examples)]
+
+
+def load_training_data(cfg: DataConfig, scale: int, degrade: DegradeConfig | None = None) -> TrainingData:
+    """Read ``cfg.data`` (DIV2K or a plain folder), split off validation, cache what fits.
+
+    ``degrade``: the real-world degradation's ranges, for a ``realworld`` run's validation LR images.
+    """
     if cfg.data is None:
         raise ValueError("no training data: pass --data DIR")
     fmt = cfg.format
@@ -126,6 +145,8 @@ def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
     else:
         pairs, val_pairs = split_holdout(combined_folder_pairs(cfg.data, cfg.extra_data), cfg.val_fraction)
     validation = [centre_crop(decode_pair(p, scale), scale, cfg.val_max_side) for p in val_pairs[: cfg.val_images]]
+    if cfg.degradation == "realworld":
+        validation = degrade_validation(validation, scale, degrade or DegradeConfig())
 
     in_memory = fmt == "folder" or cfg.cache == "memory"
     if cfg.cache == "auto" and fmt == "div2k":
@@ -145,7 +166,8 @@ def load_training_data(cfg: DataConfig, scale: int) -> TrainingData:
     if not n_kept:
         raise ValueError(f"no training image in {cfg.data} is at least {cfg.hr_size} px a side")
     where = "memory" if in_memory else "disk"
-    description = f"{fmt} {cfg.data}: {n_kept} training images ({where}), {len(validation)} validation"
+    description = (f"{fmt} {cfg.data}: {n_kept} training images ({where}), {len(validation)} validation, "
+                   f"{cfg.degradation} LR")
     return TrainingData(store, validation, description)
 
 
@@ -159,9 +181,21 @@ def _lr_size(pair: Pair, scale: int) -> tuple[int, int]:
 
 def make_dataset(
     store: MemoryStore | FileStore, cfg: DataConfig, scale: int, seed: int, start_step: int = 0,
+    degrade: DegradeConfig | None = None,
 ) -> tf.data.Dataset:
-    """Endless batches of (lr, hr) float32 0..255 crops, starting at batch ``start_step``."""
+    """Endless batches of (lr, hr) float32 0..255 crops, starting at batch ``start_step``.
+
+    ``cfg.degradation == "realworld"``: the LR crop is the HR crop degraded by ``degrade`` (default ranges when None).
+    """
     logits = tf.constant(np.log(store.areas / store.areas.sum())[None, :], dtype=tf.float32)
+    realworld = cfg.degradation == "realworld"
+    ranges = degrade or DegradeConfig()
+    lr_size = cfg.hr_size // scale
+
+    def make_lr(hr: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
+        lr = tf.numpy_function(lambda img, k: degrade_u8(img, (seed, int(k)), scale, ranges), [hr, i], tf.uint8,
+                               stateful=False)
+        return tf.ensure_shape(lr, (lr_size, lr_size, 3))
 
     def example(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), i]), 5)
@@ -172,7 +206,9 @@ def make_dataset(
             lr, hr = augment.random_flip(lr, hr, seeds[2])
         if cfg.rotate:
             lr, hr = augment.random_rotate(lr, hr, seeds[3])
-        if cfg.jpeg_noise:
+        if realworld:
+            lr = make_lr(hr, i)
+        elif cfg.jpeg_noise:
             lr = augment.jpeg_noise(lr, seeds[4], cfg.jpeg_quality, cfg.jpeg_prob)
         return tf.cast(lr, tf.float32), tf.cast(hr, tf.float32)
 

@@ -158,7 +158,7 @@ def _train(config: TrainConfig, resume: bool, features: keras.Model | None, stop
         config = adopt_pretrained_architecture(config)
     configure_tensorflow(config)
     scale = config.generator.scale
-    data = load_training_data(config.data, scale)
+    data = load_training_data(config.data, scale, config.degrade)
     stage = _make_stage(config, features)
     ckpt = Checkpointer(run, config.keep, **stage.trackables())
     stage.build()
@@ -186,7 +186,7 @@ def _train(config: TrainConfig, resume: bool, features: keras.Model | None, stop
     log.info("validation bicubic baseline: PSNR-Y %.3f dB, SSIM-Y %.4f", baseline.psnr_y, baseline.ssim_y)
 
     step_fn = tf.function(stage.train_step, jit_compile=config.xla)
-    batches = iter(make_dataset(data.store, config.data, scale, config.seed, start))
+    batches = iter(make_dataset(data.store, config.data, scale, config.seed, start, config.degrade))
     train_writer = tf.summary.create_file_writer(str(run.logs / "train"))
     val_writer = tf.summary.create_file_writer(str(run.logs / "val"))
     step, last, interrupted = start, None, False

@@ -1,0 +1,301 @@
+"""Real-world degradations: what turns a clean photo into the images people upload (numpy and Pillow; no TensorFlow).
+
+The high-order model of Real-ESRGAN (Wang et al. 2021, arXiv 2107.10833,
+``realesrgan/data/realesrgan_dataset.py`` and ``models/realesrgan_model.py``)
+with BSRGAN's shuffled order (Zhang et al. 2021, arXiv 2103.14006): two passes of
+blur, resize and noise in a random order, each pass ending with a real libjpeg
+round trip, then a resize to the LR size and a sinc (ringing) filter and JPEG
+in either order. Each stage is a small pure function with its parameters named;
+:func:`degrade` draws every parameter from one ``numpy.random.Generator``, so a
+crop's degradation is a pure function of its seed (``training.data`` seeds it
+with the run's seed and the crop's index: a resumed run sees the same crops).
+
+Images are float32 HWC in 0..1 between stages; JPEG quantises to uint8 (as a real
+file would). The ranges are :class:`training.config.DegradeConfig` (documented
+in docs/training.md); their defaults are Real-ESRGAN's ``train_realesrnet_x4plus.yml``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from training.config import DegradeConfig
+
+KERNEL_SIZE = 21
+"""Blur and sinc kernels are drawn on a 21x21 grid (Real-ESRGAN's largest size); smaller sizes are zero outside."""
+
+KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+
+RESIZE_FILTERS = {"area": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR,
+                  "bicubic": Image.Resampling.BICUBIC}
+
+
+# --- kernels ----------------------------------------------------------------------------
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    return np.meshgrid(r, r, indexing="xy")
+
+
+def _quadratic_form(sigma_x: float, sigma_y: float, theta: float, size: int) -> np.ndarray:
+    """x^T S^-1 x on the grid, for the covariance S of a Gaussian with these axes turned by ``theta``."""
+    x, y = _grid(size)
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * x + s * y, -s * x + c * y
+    return (u / sigma_x) ** 2 + (v / sigma_y) ** 2
+
+
+def gaussian_kernel(sigma_x: float, sigma_y: float, theta: float, size: int = KERNEL_SIZE) -> np.ndarray:
+    """An (an)isotropic Gaussian, normalised to sum 1."""
+    k = np.exp(-0.5 * _quadratic_form(sigma_x, sigma_y, theta, size))
+    return (k / k.sum()).astype(np.float32)
+
+
+def generalized_gaussian_kernel(sigma_x: float, sigma_y: float, theta: float, beta: float,
+                                size: int = KERNEL_SIZE) -> np.ndarray:
+    """exp(-0.5 (x^T S^-1 x)^beta): flatter top (beta > 1) or heavier tails (beta < 1) than a Gaussian."""
+    k = np.exp(-0.5 * _quadratic_form(sigma_x, sigma_y, theta, size) ** beta)
+    return (k / k.sum()).astype(np.float32)
+
+
+def plateau_kernel(sigma_x: float, sigma_y: float, theta: float, beta: float, size: int = KERNEL_SIZE) -> np.ndarray:
+    """1 / (1 + (x^T S^-1 x)^beta): a flat top and slow fall (out-of-focus blur)."""
+    k = 1.0 / (1.0 + _quadratic_form(sigma_x, sigma_y, theta, size) ** beta)
+    return (k / k.sum()).astype(np.float32)
+
+
+def sinc_kernel(omega_c: float, size: int = KERNEL_SIZE) -> np.ndarray:
+    """A circular low-pass filter of cut-off ``omega_c`` (radians per pixel): ringing and overshoot at edges.
+
+    omega_c J1(omega_c r) / (2 pi r), with its limit omega_c^2 / (4 pi) at r = 0, normalised to sum 1.
+    """
+    x, y = _grid(size)
+    radii, where = np.unique(np.hypot(x, y), return_inverse=True)  # 66 distinct radii on a 21x21 grid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = omega_c * _bessel_j1(omega_c * radii) / (2 * np.pi * radii)
+    values[radii == 0] = omega_c**2 / (4 * np.pi)
+    k = values[where].reshape(x.shape)
+    return (k / k.sum()).astype(np.float32)
+
+
+def _bessel_j1(x: np.ndarray) -> np.ndarray:
+    """J1 by its integral form (1/pi) int_0^pi cos(t - x sin t) dt, on 256 midpoints: accurate to 1e-9 for x < 60."""
+    t = (np.arange(256) + 0.5) * (np.pi / 256)
+    return np.cos(t[None, :] - x.reshape(-1, 1) * np.sin(t)[None, :]).mean(axis=1).reshape(x.shape)
+
+
+def _crop_kernel(k: np.ndarray, size: int) -> np.ndarray:
+    """The kernel cut to its central ``size`` x ``size`` (zero outside), normalised again."""
+    pad = (k.shape[0] - size) // 2
+    out = np.zeros_like(k)
+    out[pad : pad + size, pad : pad + size] = k[pad : pad + size, pad : pad + size]
+    return (out / out.sum()).astype(np.float32)
+
+
+def random_kernel(rng: np.random.Generator, sigma: tuple[float, float], betag: tuple[float, float],
+                  betap: tuple[float, float], sinc_prob: float) -> np.ndarray:
+    """A blur kernel drawn as Real-ESRGAN draws one: odd size 7..21, then sinc (``sinc_prob``) or one of the
+    six kinds with probabilities 0.45, 0.25, 0.12, 0.03, 0.12, 0.03."""
+    size = int(rng.choice(np.arange(7, KERNEL_SIZE + 1, 2)))
+    if rng.uniform() < sinc_prob:
+        omega_c = rng.uniform(np.pi / 3, np.pi) if size < 13 else rng.uniform(np.pi / 5, np.pi)
+        return _crop_kernel(sinc_kernel(omega_c), size)
+    kind = KERNEL_KINDS[int(rng.choice(6, p=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03]))]
+    sx = rng.uniform(*sigma)
+    iso = kind.endswith("iso") and not kind.endswith("aniso")
+    sy, theta = (sx, 0.0) if iso else (rng.uniform(*sigma), rng.uniform(-np.pi, np.pi))
+    if kind.startswith("generalized"):
+        k = generalized_gaussian_kernel(sx, sy, theta, _draw_beta(rng, betag))
+    elif kind.startswith("plateau"):
+        k = plateau_kernel(sx, sy, theta, _draw_beta(rng, betap))
+    else:
+        k = gaussian_kernel(sx, sy, theta)
+    return _crop_kernel(k, size)
+
+
+def _draw_beta(rng: np.random.Generator, beta: tuple[float, float]) -> float:
+    """Real-ESRGAN's draw: half the time below 1 (heavy tails), half above."""
+    lo, hi = beta
+    return float(rng.uniform(lo, 1.0) if rng.uniform() < 0.5 and lo < 1 else rng.uniform(1.0, hi))
+
+
+# --- stages -------------------------------------------------------------------------------
+
+
+def blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve each channel with ``kernel`` (reflected borders), through the FFT."""
+    pad = kernel.shape[0] // 2
+    h, w = img.shape[:2]
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    ph, pw = padded.shape[:2]
+    spectrum = np.fft.rfft2(padded, axes=(0, 1)) * np.fft.rfft2(kernel, s=(ph, pw))[:, :, None]
+    out = np.fft.irfft2(spectrum, s=(ph, pw), axes=(0, 1))
+    # the product is a circular convolution whose output is shifted by the kernel's centre
+    return out[2 * pad : 2 * pad + h, 2 * pad : 2 * pad + w].astype(np.float32)
+
+
+def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize to ``size`` = (height, width) with ``mode`` (area, bilinear or bicubic), in float."""
+    h, w = size
+    if (h, w) == img.shape[:2]:
+        return img
+    channels = [Image.fromarray(np.ascontiguousarray(img[:, :, c])).resize((w, h), RESIZE_FILTERS[mode])
+                for c in range(img.shape[2])]
+    return np.stack([np.asarray(c, dtype=np.float32) for c in channels], axis=2)
+
+
+def gaussian_noise(img: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool) -> np.ndarray:
+    """Add Gaussian noise of standard deviation ``sigma`` (0..255 levels); ``gray``: the same in every channel."""
+    shape = img.shape[:2] + ((1,) if gray else (img.shape[2],))
+    return img + rng.normal(0.0, sigma / 255.0, shape).astype(np.float32)
+
+
+def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, gray: bool) -> np.ndarray:
+    """Add shot noise (Real-ESRGAN's ``add_poisson_noise``): Poisson counts of the image at 255 levels' worth of
+    photons, minus the image, times ``scale``; ``gray``: drawn on the luma and added to every channel."""
+    src = np.clip(img, 0, 1)
+    if gray:
+        src = (src @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
+    vals = 2.0 ** math.ceil(math.log2(max(len(np.unique(np.round(src * 255))), 2)))
+    noise = rng.poisson(src * vals).astype(np.float32) / vals - src
+    return img + scale * noise
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """A real JPEG round trip through libjpeg (Pillow) at ``quality``, 4:2:0 as most cameras and sites save."""
+    return jpeg_decode(jpeg_encode(img, quality))
+
+
+def jpeg_encode(img: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img)).save(buf, format="JPEG", quality=int(quality), subsampling=2)
+    return buf.getvalue()
+
+
+def jpeg_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pass:
+    """The ranges of one pass of the high-order model (the first or the second)."""
+
+    blur_prob: float
+    sigma: tuple[float, float]
+    betag: tuple[float, float]
+    betap: tuple[float, float]
+    sinc_prob: float
+    resize_up_prob: float
+    resize_down_prob: float
+    resize_range: tuple[float, float]
+    gaussian_noise_prob: float
+    noise_sigma: tuple[float, float]
+    poisson_scale: tuple[float, float]
+    gray_noise_prob: float
+    jpeg_quality: tuple[int, int]
+
+
+def passes(cfg: DegradeConfig) -> tuple[Pass, Pass]:
+    """The two passes a :class:`DegradeConfig` describes."""
+    first = Pass(1.0, cfg.blur_sigma, cfg.betag, cfg.betap, cfg.sinc_prob, cfg.resize_up_prob,
+                 cfg.resize_down_prob, cfg.resize_range, cfg.gaussian_noise_prob, cfg.noise_sigma,
+                 cfg.poisson_scale, cfg.gray_noise_prob, cfg.jpeg_range)
+    second = Pass(cfg.second_blur_prob, cfg.blur_sigma2, cfg.betag, cfg.betap, cfg.sinc_prob2, cfg.resize_up_prob2,
+                  cfg.resize_down_prob2, cfg.resize_range2, cfg.gaussian_noise_prob2, cfg.noise_sigma2,
+                  cfg.poisson_scale2, cfg.gray_noise_prob2, cfg.jpeg_range2)
+    return first, second
+
+
+def _random_blur(img: np.ndarray, rng: np.random.Generator, p: Pass) -> np.ndarray:
+    if rng.uniform() >= p.blur_prob:
+        return img
+    return blur(img, random_kernel(rng, p.sigma, p.betag, p.betap, p.sinc_prob))
+
+
+def _random_resize(img: np.ndarray, rng: np.random.Generator, p: Pass, base: tuple[int, int]) -> np.ndarray:
+    """Up (factor above 1), down (below 1) or keep, relative to ``base`` (height, width), by a random filter.
+
+    Real-ESRGAN's first pass resizes relative to the current image, its second relative to the LR size.
+    """
+    r = rng.uniform()
+    lo, hi = p.resize_range
+    if r < p.resize_up_prob:
+        factor = rng.uniform(1.0, hi)
+    elif r < p.resize_up_prob + p.resize_down_prob:
+        factor = rng.uniform(lo, 1.0)
+    else:
+        factor = 1.0
+    mode = str(rng.choice(list(RESIZE_FILTERS)))
+    size = (max(8, round(base[0] * factor)), max(8, round(base[1] * factor)))
+    return resize(img, size, mode)
+
+
+def _random_noise(img: np.ndarray, rng: np.random.Generator, p: Pass) -> np.ndarray:
+    gray = rng.uniform() < p.gray_noise_prob
+    if rng.uniform() < p.gaussian_noise_prob:
+        return gaussian_noise(img, rng, rng.uniform(*p.noise_sigma), gray)
+    return poisson_noise(img, rng, rng.uniform(*p.poisson_scale), gray)
+
+
+def _random_jpeg(img: np.ndarray, rng: np.random.Generator, p: Pass) -> np.ndarray:
+    lo, hi = p.jpeg_quality
+    return jpeg(np.clip(img, 0, 1), int(rng.integers(lo, hi + 1)))
+
+
+def _one_pass(img: np.ndarray, rng: np.random.Generator, p: Pass, shuffle: bool,
+              resize_base: tuple[int, int] | None) -> np.ndarray:
+    """Blur, resize and noise (in a random order when ``shuffle``: BSRGAN), then JPEG.
+
+    ``resize_base``: the size resize factors apply to (None: the image's size when the resize comes).
+    """
+    order = rng.permutation(3) if shuffle else np.arange(3)
+    for stage in order:
+        if stage == 0:
+            img = _random_blur(img, rng, p)
+        elif stage == 1:
+            img = _random_resize(img, rng, p, resize_base or (img.shape[0], img.shape[1]))
+        else:
+            img = np.clip(_random_noise(img, rng, p), 0, 1)
+    return _random_jpeg(img, rng, p)
+
+
+def degrade(hr: np.ndarray, rng: np.random.Generator, scale: int, cfg: DegradeConfig) -> np.ndarray:
+    """The LR image of ``hr`` (uint8 or float 0..1 HWC, sides multiples of ``scale``): float32 0..1 HWC,
+    exactly ``scale`` times smaller, every parameter drawn from ``rng``."""
+    img = hr.astype(np.float32) / 255.0 if hr.dtype == np.uint8 else hr.astype(np.float32)
+    h, w = img.shape[:2]
+    out_size = (h // scale, w // scale)
+    first, second = passes(cfg)
+    img = _one_pass(img, rng, first, cfg.shuffle_order, None)
+    img = _one_pass(img, rng, second, cfg.shuffle_order, out_size)
+    img = np.clip(resize(img, out_size, str(rng.choice(list(RESIZE_FILTERS)))), 0, 1)
+    omega_c, size = rng.uniform(np.pi / 3, np.pi), int(rng.choice(np.arange(7, KERNEL_SIZE + 1, 2)))
+    sinc = rng.uniform() < cfg.final_sinc_prob
+    kernel = _crop_kernel(sinc_kernel(omega_c), size) if sinc else None
+    quality = int(rng.integers(cfg.jpeg_range2[0], cfg.jpeg_range2[1] + 1))
+    if rng.uniform() < 0.5:  # resize, sinc, JPEG
+        img = blur(img, kernel) if kernel is not None else img
+        img = jpeg(np.clip(img, 0, 1), quality)
+    else:  # resize, JPEG, sinc
+        img = jpeg(img, quality)
+        img = blur(img, kernel) if kernel is not None else img
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def degrade_u8(hr: np.ndarray, seed: tuple[int, ...], scale: int, cfg: DegradeConfig) -> np.ndarray:
+    """:func:`degrade` seeded by ``seed``, as uint8: the training path's entry (a ``tf.numpy_function``)."""
+    return to_uint8(degrade(hr, np.random.default_rng(list(seed)), scale, cfg))
