@@ -36,12 +36,15 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, MultiFrame, UnsupportedFormat
+from model.strength import jpeg_quality
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")  # JPEG includes MPO, the multi-picture JPEG of phone cameras
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 FORMAT_ALIASES = {"jpg": "jpeg"}
 SOURCE_FORMAT_KEY = "srgan_source_format"
 WARNINGS_KEY = "srgan_warnings"
+JPEG_QUALITY_KEY = "srgan_jpeg_quality"
+"""``info`` key of a decoded JPEG: the quality its quantization tables say (``model.strength``), for denoise auto."""
 """``info`` key of a decoded image: what was dropped or changed on reading (a list of sentences)."""
 EXIF_ORIENTATION = 0x0112
 QUARTER_TURNS = 5
@@ -202,6 +205,7 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
             img.load()
         except Exception as exc:  # noqa: BLE001 - a malformed file breaks Pillow's decoders in many ways
             raise InvalidImage(f"the image data is damaged or truncated: {exc}") from exc
+        quality = jpeg_quality(img)
         oriented, notes = _apply_exif(img)
     icc = img.info.get("icc_profile")
     if icc:
@@ -211,6 +215,8 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
     out = _normalise_mode(oriented)
     out.info.update({k: v for k, v in oriented.info.items() if k in ("icc_profile", "exif")})
     out.info[SOURCE_FORMAT_KEY] = source_format
+    if quality is not None:
+        out.info[JPEG_QUALITY_KEY] = quality
     if notes:
         out.info[WARNINGS_KEY] = notes
     return out
