@@ -130,3 +130,38 @@ def test_shipped_pairs_are_seeded_base_first_and_checked(pair, tmp_path):
     shutil.copy(other, shipped / "z_psnr.onnx")  # a base of another architecture
     with pytest.raises(DeployRefused, match="cannot serve detail with z_psnr"):
         Registry(tmp_path / "bad").seed(shipped)
+
+
+def test_a_four_way_blend_is_bilinear_in_the_weights(tmp_path, image):
+    """denoise x detail: four models of one family; the blend's weights are the bilinear mix of theirs."""
+    import onnx
+    from onnx import numpy_helper
+
+    from model.interpolate import blend_models
+
+    corners = [make_conv_model(tmp_path / f"m{i}.onnx", seed=10 + i, name=f"m{i}") for i in range(4)]
+    t, n = 0.3, 0.6
+    coefs = [(1 - t) * (1 - n), t * (1 - n), (1 - t) * n, t * n]
+    proto = blend_models(list(zip(corners, coefs)))
+    weights = [{w.name: numpy_helper.to_array(w) for w in onnx.load(str(c)).graph.initializer} for c in corners]
+    for w in proto.graph.initializer:
+        expected = sum(c * ws[w.name].astype(np.float64) for c, ws in zip(coefs, weights))
+        assert np.allclose(numpy_helper.to_array(w), expected, atol=1e-6)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert '"weight": 0.42' in meta["srgan_blend"]
+    # a blend whose single part has weight 1 is that model
+    path = tmp_path / "one.onnx"
+    onnx.save(blend_models([(corners[2], 1.0)]), str(path))
+    assert np.abs(_run(path, image) - _run(corners[2], image)).max() <= 1e-3
+    with pytest.raises(ValueError, match="add up"):
+        blend_models([(corners[0], 0.5), (corners[1], 0.4)])
+    with pytest.raises(PairMismatch):
+        blend_models([(make_srresnet_model(tmp_path / "other.onnx"), 0.5), (corners[0], 0.5)])
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("inf"), "strong"])
+def test_denoise_outside_0_1_is_refused_naming_it(value):
+    from model.interpolate import round_denoise
+
+    with pytest.raises(InvalidParameter, match="^denoise must"):
+        round_denoise(value)
