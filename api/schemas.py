@@ -233,6 +233,9 @@ class ModelOut(BaseModel):
     detail_base: str | None = Field(
         None, description="the PSNR model this GAN model blends with for `detail` (null: no detail control)"
     )
+    denoise_base: str | None = Field(
+        None, description="the clean model this real-world model blends with for `denoise` (null: no denoise control)"
+    )
     precision: str | None = Field(
         None, description="the arithmetic precision (f32, bf16, f16) a worker last loaded this version in; "
         "null: no worker has loaded it yet. Each job's record says what it ran in (model.precision)"
