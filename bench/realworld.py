@@ -296,6 +296,36 @@ def calibrate(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.nd
             "images": len(sets["train-split"])}
 
 
+MEMORY_CHILD = """
+import sys
+from bench.engine import test_image
+from core.settings import get_settings
+from model.strength import Strength
+from worker.engines import EngineCache
+cache = EngineCache(get_settings(), None)
+model, size = sys.argv[1], int(sys.argv[2])
+mixes = [(d, n) for d in (0.0, 0.5, 1.0) for n in (0.0, 0.35, 1.0)] if sys.argv[3] == "gan" else \
+        [(None, n) for n in (0.0, 0.25, 0.5, 0.75, 1.0, 0.35)]
+image = test_image(size)
+for detail, denoise in mixes:  # more mixes than the cache keeps: engines are built and dropped
+    engine, _ = cache.get_blend(model, detail, Strength(denoise, "asked"))
+    engine.upscale(image)
+print(len(mixes), len(cache._engines), [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+def mixed_engines_peak_rss(model: str, gan: bool, size: int) -> tuple[int, int, float]:
+    """(mixes run, engines kept, peak RSS GB) of a fresh worker-like process that upscales a size x size image
+    at each of several detail/denoise mixes through one engine cache (as a worker's jobs would)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, model, str(size), "gan" if gan else "psnr"],
+                         capture_output=True, text=True, check=True)
+    mixes, kept, kb = res.stdout.strip().splitlines()[-1].split()
+    return int(mixes), int(kept), int(kb) / 1024**2
+
+
 def _offered(runner: Runner, name: str) -> str | None:
     from model.errors import ModelError
 
@@ -340,6 +370,12 @@ def run(args: argparse.Namespace) -> int:
               f"{'PASS on every bench image' if not bad else 'FAIL on ' + str(len(bad))}")
         for line in bad:
             print("  " + line)
+    if args.memory and (args.gan_family or args.family):
+        model = args.gan_family or args.family
+        mixes, kept, peak = mixed_engines_peak_rss(model, bool(args.gan_family), 2048)
+        print(f"\nmemory: {mixes} detail/denoise mixes of {model} on a 2048x2048 input through one engine cache "
+              f"(keeps {kept}): peak RSS {peak:.2f} GB ({'PASS' if peak <= 1.5 else 'FAIL'}: goal <= 1.5 GB)")
+        results.append(("memory: mixed engines peak RSS <= 1.5 GB", peak <= 1.5, f"{peak:.2f} GB"))
     if args.panels:
         written = panels(runner, settings, sets, args.panels, [c for c in args.conditions if c != "clean"])
         print(f"\npanels: {len(written)} in {args.panels}")

@@ -150,6 +150,8 @@ def _realworld(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", action="store_true", help="leave Real-ESRGAN x4plus out")
     p.add_argument("--no-monotonic", action="store_true")
     p.add_argument("--panels", type=Path, help="write labelled side-by-side crops here")
+    p.add_argument("--memory", action="store_true",
+                   help="peak RSS of a worker-like process running a 2048x2048 input at many detail/denoise mixes")
     p.add_argument("--json", type=Path, help="also write the whole report here")
     p.add_argument("--calibrate", action="store_true",
                    help="fit denoise auto's thresholds on the training split (needs --family) and stop")
