@@ -37,7 +37,7 @@ _TOP_SKIP = {"stage", *_SECTIONS}
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` (``pretrain``, ``gan``), ``export``, ``eval``, ``release`` and ``figures`` to ``subparsers``."""
     train = subparsers.add_parser("train", help="train SRResNet (pretrain) or SRGAN (gan)")
-    stages = train.add_subparsers(dest="stage", required=True, metavar="{pretrain,gan,degrade}")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="{pretrain,gan,degrade,pack,unpack}")
     for stage, text in (
         ("pretrain", "SRResNet with a pixel loss; defaults tuned for fast convergence on a CPU"),
         ("gan", "SRGAN from a pretrained generator: VGG54 content loss + 1e-3 adversarial loss"),
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _add_config_flags(p, default_config(cast(Stage, stage)))
         p.set_defaults(func=_handle_train, stage=stage)
     _register_degrade(stages)
+    _register_pack(stages)
 
     export = subparsers.add_parser("export", help="export a trained generator to ONNX with a parity check")
     export.add_argument(
@@ -105,6 +106,35 @@ def _register_degrade(stages: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="JSON file of degradation ranges (a TrainConfig's degrade section "
                                                "or the section alone); default: Real-ESRGAN's")
     p.set_defaults(func=_handle_degrade)
+
+
+def _register_pack(stages: argparse._SubParsersAction) -> None:
+    text = "a run's resumable state (config, latest checkpoint, best weights, history) as one file, and back"
+    p = stages.add_parser("pack", help=text, description=text + ": continue it exactly on another machine with "
+                          "`srgan train unpack FILE RUN_DIR`, then the run's command with --run-dir RUN_DIR --resume")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("output", type=Path, metavar="FILE", help="the tar file to write (e.g. model/weights/NAME.run.tar)")
+    p.set_defaults(func=_handle_pack)
+    u = stages.add_parser("unpack", help="lay a `srgan train pack` file out as a run directory to --resume")
+    u.add_argument("packed", type=Path, metavar="FILE")
+    u.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a new run directory")
+    u.set_defaults(func=_handle_pack)
+
+
+def _handle_pack(args: argparse.Namespace) -> int:
+    from training.runpack import pack_run, unpack_run
+
+    try:
+        if args.stage == "pack":
+            names = pack_run(args.run_dir, args.output)
+            print(f"wrote {args.output}: {', '.join(names)}")
+        else:
+            name = unpack_run(args.packed, args.run_dir)
+            print(f"{args.run_dir} holds {name}: continue with the run's command and --run-dir {args.run_dir} "
+                  f"--resume")
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
+        return fail(str(exc), USAGE, command=f"train {args.stage}")
+    return OK
 
 
 def _register_release(subparsers: argparse._SubParsersAction) -> None:
