@@ -125,6 +125,7 @@ def engine_options(settings: Settings, *, backend: str | None = None, tile: int 
         "tile_batch": settings.tile_batch,
         "precision": precision or settings.precision,
         "memory_budget": int(settings.memory_budget) if settings.memory_budget else None,
+        "cache_dir": settings.resolved_cache_dir,
     }
 
 
@@ -161,8 +162,9 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
                 return open_backend(path, backend=kwargs["backend"], providers=kwargs["providers"],
                                     threads=kwargs["threads"], precision=at)
 
+        # not in the compile cache: each of the 21 x 21 detail/denoise values would leave a network there
         with _as_file(proto, name) as path:  # both backends hold the network in memory once loaded
-            engine = Upscaler.from_file(path, **kwargs, reload=reload)
+            engine = Upscaler.from_file(path, **{**kwargs, "cache_dir": None}, reload=reload)
         if engine.precision == "f32":
             engine.reload = None  # no tile to re-run in float32: let the proto go
         log.info("built %s", " + ".join(f"{w:.3f} {m.ref}" for m, w in parts))
