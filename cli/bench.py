@@ -22,6 +22,7 @@ BENCHMARKS = {
     "train-speed": "training step speed: plain, XLA and default compile variants (TensorFlow)",
     "cross-job-batch": "several small jobs' images as one batch against one call each (throughput, extra wait)",
     "workers": "throughput of one and two workers sharing only Redis and an object store (SeaweedFS)",
+    "startup": "a whole srgan upscale process on a small image: f32 and auto, compile cache cold and warm",
     "realworld": "real-world conditions (JPEG, noise, blur, the training mix): our denoise/detail settings, "
                  "srresnet_x4, srgan_x4 and Real-ESRGAN x4plus side by side; criteria, panels; --calibrate",
 }
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     arguments = {"engine": _engine, "service": _service, "events": _events, "chaos": _chaos, "int8": _int8,
                  "gpu-check": _gpu_check, "train-speed": _train_speed, "cross-job-batch": _cross_job_batch,
-                 "workers": _workers, "realworld": _realworld}
+                 "workers": _workers, "realworld": _realworld,
+                 "startup": _startup}
     for name, text in BENCHMARKS.items():
         p = which.add_parser(name, help=text, description=text)
         arguments[name](p)
@@ -155,3 +157,10 @@ def _realworld(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="also write the whole report here")
     p.add_argument("--calibrate", action="store_true",
                    help="fit denoise auto's thresholds on the training split (needs --family) and stop")
+
+
+def _startup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="srresnet_x4")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=384)
+    p.add_argument("--repeat", type=int, default=3)
