@@ -91,32 +91,30 @@ class ModelRef:
                 "denoise_base": self.denoise_base}
 
 
-def require_denoise_base(info: ModelRef) -> str:
-    """The clean model ``info`` interpolates with for ``denoise`` (its card's ``denoise_base``).
+_NEEDS = {
+    "detail": "a GAN model whose card names its PSNR model as detail_base (e.g. srgan_x4)",
+    "denoise": "a real-world restoration model whose card names its clean model as denoise_base (e.g. realworld_x4)",
+}
+
+
+def require_base(info: ModelRef, knob: Literal["detail", "denoise"]) -> str:
+    """The model ``info`` interpolates with for ``knob`` (its card's ``detail_base`` or ``denoise_base``).
 
     Raises:
-        InvalidParameter: ``info`` has no denoise control.
+        InvalidParameter: ``info`` has no such control.
     """
-    if not info.denoise_base:
-        raise InvalidParameter(
-            f"model {info.ref} has no denoise control: denoise needs a real-world restoration model whose card "
-            f"names its clean model as denoise_base (e.g. realworld_x4)"
-        )
-    return info.denoise_base
+    base = info.detail_base if knob == "detail" else info.denoise_base
+    if not base:
+        raise InvalidParameter(f"model {info.ref} has no {knob} control: {knob} needs {_NEEDS[knob]}")
+    return base
 
 
 def require_detail_base(info: ModelRef) -> str:
-    """The model ``info`` interpolates with for ``detail`` (its card's ``detail_base``).
+    return require_base(info, "detail")
 
-    Raises:
-        InvalidParameter: ``info`` has no detail control.
-    """
-    if not info.detail_base:
-        raise InvalidParameter(
-            f"model {info.ref} has no detail control: detail needs a GAN model whose card names its PSNR "
-            f"model as detail_base (e.g. srgan_x4)"
-        )
-    return info.detail_base
+
+def require_denoise_base(info: ModelRef) -> str:
+    return require_base(info, "denoise")
 
 
 class FileInspector(Protocol):
