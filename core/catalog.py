@@ -32,6 +32,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from core import registry_sync
@@ -91,10 +92,10 @@ class ModelRef:
                 "denoise_base": self.denoise_base}
 
 
-_NEEDS = {
+_NEEDS = MappingProxyType({  # read-only: a constant, not module state
     "detail": "a GAN model whose card names its PSNR model as detail_base (e.g. srgan_x4)",
     "denoise": "a real-world restoration model whose card names its clean model as denoise_base (e.g. realworld_x4)",
-}
+})
 
 
 def require_base(info: ModelRef, knob: Literal["detail", "denoise"]) -> str:
