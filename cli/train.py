@@ -149,6 +149,8 @@ def _register_release(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="default: the package's model/weights")
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="models measured beside it (.onnx)")
     p.add_argument("--detail-base", help="the PSNR model this GAN model blends with for `detail` (e.g. srresnet_x4)")
+    p.add_argument("--denoise-base", help="the clean model this real-world model blends with for `denoise` (e.g. "
+                                          "srresnet_x4 for realworld_x4)")
     p.set_defaults(func=_handle_release)
 
 
@@ -362,7 +364,7 @@ def _handle_release(args: argparse.Namespace) -> int:
 
     try:
         card = release(args.run_dir, args.name, args.version, args.bench, args.out or WEIGHTS_DIR,
-                       compare=args.compare, detail_base=args.detail_base)
+                       compare=args.compare, detail_base=args.detail_base, denoise_base=args.denoise_base)
     except (ExportError, FileNotFoundError, ValueError) as exc:
         return fail(str(exc), command="release")
     print(json.dumps({"version": card["version"], "metrics": card["metrics"], "resume": card["resume"]}, indent=2))
