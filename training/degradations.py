@@ -154,20 +154,38 @@ def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
 
 
 def gaussian_noise(img: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool) -> np.ndarray:
-    """Add Gaussian noise of standard deviation ``sigma`` (0..255 levels); ``gray``: the same in every channel."""
+    """Add Gaussian noise of standard deviation ``sigma`` (0..255 levels); ``gray``: the same in every channel.
+
+    Limited near black and white (:func:`_within_range`), so that the clip to 0..1 does not shift colours.
+    """
     shape = img.shape[:2] + ((1,) if gray else (img.shape[2],))
-    return img + rng.normal(0.0, sigma / 255.0, shape).astype(np.float32)
+    noise = rng.normal(0.0, sigma / 255.0, shape).astype(np.float32)
+    return img + _within_range(img, noise, np.float32(sigma / 255.0))
 
 
 def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, gray: bool) -> np.ndarray:
     """Add shot noise (Real-ESRGAN's ``add_poisson_noise``): Poisson counts of the image at 255 levels' worth of
-    photons, minus the image, times ``scale``; ``gray``: drawn on the luma and added to every channel."""
+    photons, minus the image, times ``scale``; ``gray``: drawn on the luma and added to every channel.
+    Limited near black and white like :func:`gaussian_noise`."""
     src = np.clip(img, 0, 1)
     if gray:
         src = (src @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
     vals = 2.0 ** math.ceil(math.log2(max(len(np.unique(np.round(src * 255))), 2)))
     noise = rng.poisson(src * vals).astype(np.float32) / vals - src
-    return img + scale * noise
+    std = (scale * np.sqrt(np.maximum(src, 1.0 / vals) / vals)).astype(np.float32)
+    return img + _within_range(img, scale * noise, std)
+
+
+def _within_range(img: np.ndarray, noise: np.ndarray, std: np.ndarray | np.float32) -> np.ndarray:
+    """``noise`` scaled down where the image is within two standard deviations of 0 or 1.
+
+    Real-ESRGAN adds the noise and clips: that brightens blacks, darkens whites and desaturates strong colours
+    by up to tens of levels (a white of 235 loses about 10 under its noise ranges), and a model trained on it
+    shifts the colours of clean inputs the other way (its colour shift). Noise that shrinks at the ends of the
+    range, as a saturated sensor's does, keeps every colour's mean (a 0.5-level shift at most).
+    """
+    room = np.minimum(img, 1.0 - img).clip(0, None)
+    return noise * np.minimum(1.0, room / (2.0 * std + 1e-12)).astype(np.float32)
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:

@@ -91,14 +91,29 @@ def test_poisson_noise_grows_with_brightness_and_scale():
     rng = np.random.default_rng(2)
     levels = np.repeat(np.linspace(0.05, 0.95, 256, dtype=np.float32)[None, :, None], 256, axis=0).repeat(3, 2)
     noise = d.poisson_noise(levels, rng, 1.0, gray=False) - levels
-    dark, bright = noise[:, :64].var(), noise[:, -64:].var()
+    dark, bright = noise[:, 16:48].var(), noise[:, 112:144].var()  # levels 0.11-0.22 and 0.45-0.56
     assert bright > 3 * dark  # shot noise: variance proportional to the signal
     assert abs(noise.mean()) < 2e-3
-    vals = 256.0  # 256 distinct levels in the image: variance = level / vals
-    expected = levels[:, -64:].mean() / vals
+    vals = 256.0  # 256 distinct levels in the image: variance = level / vals (away from the ends of the range)
+    expected = levels[:, 112:144].mean() / vals
     assert bright == pytest.approx(expected, rel=0.1)
     half = d.poisson_noise(levels, np.random.default_rng(2), 0.5, gray=False) - levels
-    assert half.var() == pytest.approx(noise.var() / 4, rel=0.1)
+    assert half[:, 112:144].var() == pytest.approx(bright / 4, rel=0.1)
+
+
+@pytest.mark.parametrize("colour", [(250, 10, 10), (235, 235, 235), (18, 18, 18), (30, 120, 220)])
+@pytest.mark.parametrize("kind", ["gaussian", "poisson"])
+def test_strong_noise_keeps_the_colour_of_saturated_and_dark_regions(colour, kind):
+    """Added then clipped, noise would brighten blacks and wash out strong colours (a model trained on that
+    shifts the colours of clean inputs): near 0 and 1 it shrinks instead, and every channel keeps its mean."""
+    rng = np.random.default_rng(3)
+    img = np.zeros((256, 256, 3), np.float32) + np.array(colour, np.float32) / 255
+    img = np.clip(img + rng.integers(-2, 3, img.shape) / 255, 0, 1).astype(np.float32)  # 256 levels' worth
+    noisy = (d.gaussian_noise(img, rng, 30.0, gray=False) if kind == "gaussian"
+             else d.poisson_noise(img, rng, 3.0, gray=False))
+    shift = (np.clip(noisy, 0, 1) - img).reshape(-1, 3).mean(axis=0) * 255
+    assert np.abs(shift).max() < 0.5, shift
+    assert (noisy - img).std() > 0, "still noisy"
 
 
 @pytest.mark.parametrize("quality", [30, 60, 75, 95])
