@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.events import JobEvents
 from api.queue import JobQueue
 from core.batches import BatchStore
-from core.catalog import ModelCatalog
+from core.catalog.catalog import ModelCatalog
 from core.idempotency import IdempotencyKeys
 from core.jobs import Job, JobStore, is_job_id
 from core.limits import Limiter

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from core.catalog.load import open_engine
 from core.settings import Settings
-from core.upscalers import open_engine
 from model.backends import openvino_available
 from model.engine import Upscaler
 from model.engine import rgb_psnr as psnr
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     args.variants = [_variant(v) for v in args.variants.split(",") if v]
     args.rss_variants = [tuple(int(x) for x in v.split(":")) for v in args.rss_variants.split(",") if v]
     with tempfile.TemporaryDirectory() as tmp:
-        from model.locate import WEIGHTS_DIR
+        from core.catalog.shipped import WEIGHTS_DIR
 
         shipped = WEIGHTS_DIR / "srresnet_x4.onnx"
         model = args.model or (shipped if shipped.is_file() else None)

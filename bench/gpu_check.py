@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     import onnxruntime as ort
 
+    from core.catalog.shipped import WEIGHTS_DIR
     from model.engine import Upscaler
-    from model.locate import WEIGHTS_DIR
 
     model = args.model or WEIGHTS_DIR / "srresnet_x4.onnx"
     if not model.is_file():

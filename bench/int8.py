@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from bench.engine import DATA, alternate, test_image
-from model.locate import WEIGHTS_DIR
+from core.catalog.shipped import WEIGHTS_DIR
 from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
 
 SCALE = 4

@@ -41,11 +41,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from core.catalog import ModelCatalog
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import open_engine
 from core.redis_server import free_port
 from core.render import Limits, RenderOptions, render
 from core.settings import Settings, get_settings
-from core.upscalers import open_engine
 from model.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[1]

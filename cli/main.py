@@ -13,10 +13,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import bench, deploy, exits, key, serve, train, upscale, worker
+from cli import bench, exits, key, models, serve, train, upscale, worker
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    upscale.register, serve.register, worker.register, deploy.register, key.register, train.register, bench.register,
+    upscale.register, serve.register, worker.register, models.register, key.register, train.register, bench.register,
 ]
 
 

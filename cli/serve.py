@@ -179,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
-    from core.catalog import ModelCatalog
-    from core.model_updates import EMBEDDED_URL_FILE
+    from core.catalog.announce import EMBEDDED_URL_FILE
+    from core.catalog.catalog import ModelCatalog
     from core.redis_server import RedisServer
     from core.settings import get_settings
     from model.errors import ModelError

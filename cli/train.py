@@ -239,7 +239,7 @@ def _handle_train(args: argparse.Namespace) -> int:
 
 def _handle_export(args: argparse.Namespace) -> int:
     _setup_logging()
-    from model.registry import DeployRefused, card_path_for
+    from core.catalog.registry import DeployRefused, card_path_for
     from training.export import ExportError, export_generator
 
     try:
@@ -264,7 +264,7 @@ def _handle_export(args: argparse.Namespace) -> int:
         print(f"{key}: {value:.4f}" + (f" (bicubic {baseline:.4f})" if baseline is not None else ""))
     if not args.publish:
         return OK
-    from cli.deploy import publish_and_report
+    from cli.models import publish_and_report
 
     return publish_and_report(None, args.output, args.publish, card=card, force=args.force,
                               source=f"srgan export: {args.output}")

@@ -148,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
         return run_remote(args)
     if args.api_key:
         return _fail("--api-key goes with --server")
+    from core.catalog.catalog import ModelCatalog
+    from core.catalog.load import build_upscaler, provenance
     from core.render import Limits, RenderOptions, render, write_file
     from core.settings import get_settings
-    from core.upscalers import build_upscaler, provenance, resolve_blend
     from model.errors import SRGANError
     from model.images import default_output_format, extension_for, probe_image
 
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _fail(str(exc))
     try:
-        blend = resolve_blend(settings, args.model, args.detail)  # reads only: a local upscale writes no registry
+        blend = ModelCatalog(settings).blend(args.model, args.detail)  # reads only: a local upscale writes no registry
         upscaler = build_upscaler(settings, blend, backend=args.backend, tile=args.tile, overlap=args.overlap,
                                   precision=args.precision)  # None: the settings' value
     except SRGANError as exc:

@@ -8,7 +8,7 @@ gives encoded bytes with what they are (:class:`Rendered`); where the bytes
 go is the caller's business (a job's storage, a file beside the input) and
 :func:`write_file` is the atomic write of a local file.
 
-The engine comes in already built (``core.upscalers.build_upscaler``, or a
+The engine comes in already built (``core.catalog.load.build_upscaler``, or a
 worker's cache of them), so a job and a local run of the same model, options
 and image give the same bytes.
 """

@@ -493,7 +493,7 @@ class S3Storage(_Spool):
         with self._errors("list the job's files"):
             return sorted(key[len(start):] for key in self._keys(start))
 
-    # --- other objects under the prefix (the models' mirror, core.registry_sync) -----------------
+    # --- other objects under the prefix (the models' mirror, core.catalog.store_sync) -----------------
     def object_keys(self, under: str) -> list[str]:
         """Keys below ``<prefix><under>``, relative to the prefix."""
         with self._errors("list objects"):

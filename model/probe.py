@@ -4,7 +4,7 @@ A file whose contract does not match it (a 0..1 model read as 0..255, NCHW
 read as NHWC, BGR fed RGB) runs without error and gives black, white or
 off-colour images. :func:`judge_probe` compares the output of
 :func:`probe_image` with its bicubic upscale and names what looks wrong;
-``model.deploy`` refuses such a file, the engine refuses to load a foreign
+``core.catalog.checks`` refuses such a file, the engine refuses to load a foreign
 file (no srgan contract) that fails it.
 """
 

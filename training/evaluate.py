@@ -35,11 +35,12 @@ def evaluate_model(
     ``detail`` blends a GAN model with its detail base (its card's
     ``detail_base``) as a job would; ``niqe=False`` skips the NIQE columns.
     """
+    from core.catalog.catalog import ModelCatalog
+    from core.catalog.load import build_upscaler
     from core.settings import get_settings
-    from core.upscalers import build_upscaler, resolve_blend
 
     settings = get_settings()
-    blend = resolve_blend(settings, str(model), detail)
+    blend = ModelCatalog(settings).blend(str(model), detail)
     # the protocol measures the model itself: float32, whatever SRGAN_PRECISION says
     up = build_upscaler(settings, blend, tile=tile, overlap=min(16, tile // 4) if tile else 0, precision="f32")
     if scale is not None and scale != up.scale:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from core.catalog.registry import card_path_for, sha256_of
 from model.contract import ModelContract
 from model.quality import metric_tag
-from model.registry import card_path_for, sha256_of
 from training.config import GeneratorConfig
 from training.sources import is_div2k
 
@@ -117,7 +117,7 @@ def export_generator(
     """Export the generator at ``source`` (run directory, checkpoint or weights) to ``output``.
 
     Returns the card, written beside the file as ``<stem>.card.json``
-    (:func:`model.registry.card_path_for`: two exports into one folder keep
+    (:func:`core.catalog.registry.card_path_for`: two exports into one folder keep
     their own cards). ``srgan export --publish`` then publishes it as ``srgan
     deploy`` does.
     """

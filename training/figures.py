@@ -97,8 +97,9 @@ def plot_curve(source: Path, out: Path, title: str | None = None, baseline: floa
 def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int], out: Path, zoom: int = 2,
                  detail: float | None = None) -> dict:
     """Bicubic | each model | ground truth for the HR crop ``box`` (left, top, right, bottom)."""
+    from core.catalog.catalog import ModelCatalog
+    from core.catalog.load import build_upscaler
     from core.settings import get_settings
-    from core.upscalers import build_upscaler, resolve_blend
     from model.niqe import BLOCK as NIQE_BLOCK
     from model.niqe import niqe
 
@@ -108,7 +109,7 @@ def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int]
     lr: np.ndarray | None = None
     scale = 0
     for model in models:
-        up = build_upscaler(settings, resolve_blend(settings, str(model), detail), tile=0, overlap=0,
+        up = build_upscaler(settings, ModelCatalog(settings).blend(str(model), detail), tile=0, overlap=0,
                             precision="f32")
         if hr is None:
             scale = up.scale

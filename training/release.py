@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from core.catalog.registry import card_path_for
 from model.contract import ModelContract
-from model.registry import card_path_for
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -148,7 +148,7 @@ def release(
     run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path, *,
     compare: list[Path] | None = None, detail_base: str | None = None,
 ) -> dict[str, Any]:
-    from model.registry import sha256_of
+    from core.catalog.registry import sha256_of
     from training.config import TrainConfig
     from training.export import export_generator
 

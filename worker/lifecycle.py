@@ -2,7 +2,7 @@
 the model early.
 
 The main worker process seeds the registry with the shipped models before
-its pool starts (``core.catalog.ModelCatalog.seed``: the worker's start-up
+its pool starts (``core.catalog.catalog.ModelCatalog.seed``: the worker's start-up
 step; jobs only read the registry).
 
 The main worker process writes a heartbeat to Redis every ``heartbeat_s``
@@ -70,7 +70,7 @@ def _runs_jobs(consumer: object) -> bool:
 
 @worker_init.connect
 def seed_registry(**_: object) -> None:
-    from core.catalog import ModelCatalog
+    from core.catalog.catalog import ModelCatalog
     from worker.tasks import upscale
 
     ModelCatalog(upscale.settings).seed()
@@ -116,7 +116,7 @@ def _warm_up() -> None:
         log.error("could not load the model %r: %s", upscale.settings.model, exc)
         return
     try:
-        _measure(upscale.store.redis, upscale.engines.resolve(None).name, engine)
+        _measure(upscale.store.redis, upscale.engines.catalog.resolve(None).name, engine)
     except Exception as exc:  # noqa: BLE001 - the API then has no estimate until the first job
         log.warning("could not measure the model's throughput: %s", exc)
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Self
 from redis import RedisError
 
 from core import throughput, webhooks
+from core.catalog.load import provenance
 from core.jobs import Job, JobStore, download_name
 from core.render import Limits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
-from core.upscalers import provenance
 from model.errors import Canceled, SRGANError
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from api.options import parse_deadline, parse_prefer_wait
 from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_name
 from api.upload import Pace, Upload, receive_upload
 from core import netguard, throughput, webhooks
-from core.catalog import ModelRef
+from core.catalog.catalog import ModelRef
 from core.idempotency import MAX_KEY_LENGTH, fingerprint
 from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused

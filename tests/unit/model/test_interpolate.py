@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from bench.tiny_models import make_conv_model, make_srresnet_model
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import build_upscaler
+from core.catalog.registry import DeployRefused, Registry
 from core.settings import Settings
-from core.upscalers import build_upscaler, resolve_blend
-from model.deploy import deploy_model
 from model.engine import Upscaler
 from model.errors import InvalidParameter
 from model.interpolate import PairMismatch, check_pair, interpolate_models, round_detail
-from model.registry import DeployRefused, Registry
+from tests.utils.models import publish_checked
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit
@@ -88,20 +89,20 @@ def _card_with_base(path, base):
 def test_deploy_refuses_a_gan_model_that_cannot_blend_with_its_base(pair, tmp_path):
     base, _, _ = pair
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, base, name="psnr")
+    publish_checked(registry, base, name="psnr")
     bad = _card_with_base(make_srresnet_model(tmp_path / "bad.onnx"), "psnr")
     with pytest.raises(DeployRefused, match="cannot serve detail with psnr.*different networks"):
-        deploy_model(registry, bad, name="gan")
+        publish_checked(registry, bad, name="gan")
     assert not registry.has("gan")
 
 
 def test_the_worker_cache_builds_each_detail_once_and_the_cli_path_gives_the_same_pixels(pair, image, tmp_path):
     base, target, _ = pair
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, base, name="psnr")
+    publish_checked(registry, base, name="psnr")
     copy = tmp_path / "t.onnx"
     copy.write_bytes(target.read_bytes())
-    deploy_model(registry, _card_with_base(copy, "psnr"), name="gan")
+    publish_checked(registry, _card_with_base(copy, "psnr"), name="gan")
     settings = Settings(_env_file=None, models_dir=registry.root, model="psnr", backend="onnxruntime", threads=1,
                         tile=0, overlap=0, model_refresh_s=3600)
     cache = EngineCache(settings, None)
@@ -109,7 +110,7 @@ def test_the_worker_cache_builds_each_detail_once_and_the_cli_path_gives_the_sam
     assert cache.get("gan", 0.52) is engine, "0.52 rounds to 0.5: the same network"
     assert blend.describe() == {"detail": 0.5, "detail_base": "psnr:1", "detail_target": "gan:1"}
     assert cache.get("gan", 0.0) is not engine
-    local = build_upscaler(settings, resolve_blend(settings, "gan", 0.5))
+    local = build_upscaler(settings, ModelCatalog(settings).blend("gan", 0.5))
     assert np.array_equal(engine.upscale(image), local.upscale(image))
     assert np.array_equal(cache.get("gan", 0.0).upscale(image), cache.get("psnr").upscale(image))
     with pytest.raises(InvalidParameter, match="no detail control"):

@@ -123,8 +123,8 @@ def test_auto_on_this_machine_picks_the_native_precision(models):
 
 
 def test_settings_precision_reaches_the_engine(models, monkeypatch):
-    from core.catalog import ModelCatalog
-    from core.upscalers import Blend, build_upscaler
+    from core.catalog.catalog import Blend, ModelCatalog
+    from core.catalog.load import build_upscaler
 
     monkeypatch.setenv("SRGAN_PRECISION", "f16")
     settings = Settings()

@@ -9,9 +9,9 @@ import onnx
 import pytest
 from PIL import Image
 
+from core.catalog.registry import sha256_of
 from model.contract import ModelContract
 from model.engine import Upscaler
-from model.registry import sha256_of
 
 pytestmark = pytest.mark.train
 

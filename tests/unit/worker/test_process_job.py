@@ -63,8 +63,7 @@ class Engines:
         return self.upscaler
 
     def get_blend(self, spec=None, detail=None):
-        from core.catalog import ModelRef
-        from core.upscalers import Blend
+        from core.catalog.catalog import Blend, ModelRef
 
         upscaler = self.get(spec, detail)
         return upscaler, Blend(ModelRef(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))

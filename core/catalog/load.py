@@ -1,66 +1,33 @@
-"""Building engines from settings: the one place a model (or a detail blend of two) becomes an ``Upscaler``.
+"""Loading: the one place a resolved model (or a detail blend of two) becomes an ``Upscaler``.
 
-The worker's engine cache and ``srgan upscale`` both call :func:`build_upscaler`,
+``ModelCatalog.blend`` says which network a job runs (``core.catalog.catalog.Blend``);
+the worker's engine cache and ``srgan upscale`` both build it with :func:`build_upscaler`,
 so a job and a local run of the same model and ``detail`` run the same network
 with the same tiling; the benchmarks open a file with :func:`open_engine`. All
-of them take their engine options from :func:`engine_options`. ONNX Runtime/OpenVINO are imported only when it runs.
+of them take their engine options from :func:`engine_options`. ONNX Runtime/OpenVINO
+are imported only when it runs (``import core.catalog.load`` stays cheap for ``srgan``'s start-up).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.catalog import ModelCatalog, ModelRef, require_detail_base
+import onnx
+
+from core.catalog.catalog import Blend
 from core.settings import Settings
+from model.interpolate import interpolate_models
 
 if TYPE_CHECKING:
-    import onnx
-
     from model.backends import Backend
     from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Blend:
-    """What a ``detail`` request runs: ``target`` (a GAN model) mixed with ``base`` (its PSNR model)."""
-
-    target: ModelRef
-    base: ModelRef | None = None
-    detail: float | None = None
-
-    def describe(self) -> dict[str, Any]:
-        """The job record's and the result's account of the blend (empty when no detail was asked)."""
-        if self.detail is None:
-            return {}
-        return {"detail": self.detail, "detail_base": self.base.ref if self.base else None,
-                "detail_target": self.target.ref}
-
-
-def resolve_blend(settings: Settings, spec: str | None, detail: float | None, *,
-                  resolve: Callable[[str | None], ModelRef] | None = None) -> Blend:
-    """The model ``spec`` names and, when ``detail`` is given, its detail base.
-
-    ``resolve`` maps a spec to a version (default: a :class:`core.catalog.ModelCatalog`'s;
-    the worker passes its cached resolver). Raises ``InvalidParameter`` for a
-    bad ``detail`` or a model without detail control, ``ModelError`` when the
-    base is missing.
-    """
-    from model.interpolate import round_detail
-
-    resolve = resolve or ModelCatalog(settings).resolve
-    target = resolve(spec)
-    if detail is None:
-        return Blend(target)
-    detail = round_detail(detail)
-    return Blend(target, resolve(require_detail_base(target)), detail)
 
 
 def engine_options(settings: Settings, *, backend: str | None = None, tile: int | str | None = None,
@@ -100,8 +67,6 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
     if blend.detail is None or blend.detail == 1.0 or blend.base is None:
         engine = Upscaler.from_file(info.path, **kwargs)
     else:
-        from model.interpolate import interpolate_models
-
         proto = interpolate_models(blend.base.path, info.path, blend.detail)
         name = f"{info.name}-detail-{blend.detail:.2f}.onnx"
 
@@ -131,8 +96,6 @@ def provenance(upscaler: Upscaler, blend: Blend) -> dict[str, Any]:
 @contextmanager
 def _as_file(proto: onnx.ModelProto, name: str) -> Iterator[Path]:
     """``proto`` saved as ``name`` in a temporary folder, for a backend to load; removed afterwards."""
-    import onnx
-
     with tempfile.TemporaryDirectory(prefix="srgan-detail-") as tmp:
         path = Path(tmp) / name
         onnx.save(proto, str(path))
