@@ -22,6 +22,11 @@ from core.jobs import EVENTS_PATTERN, PREFIX
 log = logging.getLogger(__name__)
 _CHANNEL_PREFIX = PREFIX + "events:"
 
+KEEPALIVE_S = 15.0
+"""An event stream with nothing to say sends a comment this often (proxies close silent connections)."""
+RETRY_MS = 1000
+"""The ``retry:`` an event stream asks browsers to reconnect after."""
+
 
 def _is_status(data: object) -> bool:
     """False for a progress event; anything else (a status event, an unreadable one) counts as a status change."""

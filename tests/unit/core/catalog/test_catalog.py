@@ -156,7 +156,7 @@ def test_a_job_with_detail_reads_the_offer_once(tmp_path):
     """POST /v1/jobs with `detail` used to list the offered models twice (the model, then its detail base)."""
     import json
 
-    from api.routes.jobs import choose_model
+    from api.admission import choose_model
     from api.schemas import JobRequest
     from core.catalog.registry import Registry
     from tests.utils.models import publish_checked
