@@ -1,8 +1,9 @@
 """Job records in Redis: one hash per job with a time to live, changed only by atomic scripts.
 
-Both the API and the workers use :class:`JobStore`; every state change is a Lua
-script, so a cancel racing a worker's start (or two deliveries of the same
-job) always ends in one well-defined state. Writes never recreate an expired
+Both the API and the workers use :class:`JobStore`; every state change (the
+moves of ``core.job_states.TRANSITIONS``) is a Lua script, so a cancel racing
+a worker's start (or two deliveries of the same job) always ends in one
+well-defined state. Writes never recreate an expired
 record, so an expired job stays gone.
 
 Keys (all under ``srgan:``)::
@@ -42,14 +43,9 @@ from typing import Any, Literal, cast
 
 import redis
 
+from core.job_states import TERMINAL, Status
 from core.limits import JobLimits, admit_script, owner_jobs_key, owner_queued_key, pixels_key, refusal
 from core.settings import ANONYMOUS
-
-Status = Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"]
-STATUSES: tuple[Status, ...] = ("queued", "running", "succeeded", "failed", "canceled", "aborted")
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
-"""``aborted``: the job's deadline passed before it started, so it never ran (``canceled``: stopped by a
-cancel, or by its deadline while running)."""
 
 UPSCALE_TASK = "srgan.upscale"
 """Name of the Celery task that runs a job; the API sends it by this name."""

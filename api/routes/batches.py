@@ -25,7 +25,7 @@ from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_n
 from api.upload import Pace
 from core.batches import Batch, BatchState, is_batch_id
 from core.idempotency import MAX_KEY_LENGTH
-from core.jobs import TERMINAL
+from core.job_states import TERMINAL
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"],
                    dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
