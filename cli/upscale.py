@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from core.render import Limits, RenderOptions, render, write_file
     from core.settings import get_settings
     from model.errors import SRGANError
-    from model.images import default_output_format, extension_for, probe_image
+    from model.images import default_output_format, extension_for, read_header
 
     settings = get_settings()
     try:
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             if fmt is not None:
                 src_fmt = fmt
             else:
-                info = probe_image(src.path, max_pixels=settings.max_input_pixels)
+                info = read_header(src.path, max_pixels=settings.max_input_pixels)
                 src_fmt = default_output_format(info.format, info.has_alpha)
             planned.append((src, output_path(src, args.output, to_file, scale, extension_for(src_fmt)), src_fmt))
         except (SRGANError, OSError) as exc:

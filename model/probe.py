@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.quality import bicubic_upscale
+
 PROBE_HW = (20, 28)
 """Height and width of the image run through a model before it is published or a foreign file is loaded."""
 
@@ -36,8 +38,6 @@ def judge_probe(out_hwc: np.ndarray, lr_hwc_u8: np.ndarray, scale: int) -> str |
     model of this image should give, the signs of a contract that does not
     match the file (0..1 models fed 0..255, BGR models fed RGB).
     """
-    from model.quality import bicubic_upscale
-
     ref = bicubic_upscale(lr_hwc_u8, scale).astype(np.float32)
     out = np.clip(out_hwc.astype(np.float32), 0, 255)
     ref_max, out_max = float(ref.max()), float(out.max())

@@ -14,7 +14,7 @@ import pytest
 from bench.tiny_models import make_low_precision_fragile_model, make_srresnet_model
 from core.settings import Settings
 from model.backends import cpu_flags, native_precision, open_backend, openvino_capabilities
-from model.engine import CHECK_MIN_PSNR_DB, Upscaler, _checked, check_precision, probe_image
+from model.engine import CHECK_MIN_PSNR_DB, Upscaler, _checked, check_precision, precision_test_card
 from model.errors import ModelError
 
 
@@ -29,7 +29,7 @@ def models(tmp_path_factory):
 
 
 def photo(size: int = 40) -> np.ndarray:
-    return probe_image(size)
+    return precision_test_card(size)
 
 
 def test_native_precision_follows_cpu_flags_and_runtime():
