@@ -44,7 +44,7 @@ from PIL import Image
 from core.catalog.catalog import ModelCatalog
 from core.catalog.load import open_engine
 from core.redis_server import free_port
-from core.render import Limits, RenderOptions, render
+from core.render import PixelLimits, RenderOptions, render
 from core.settings import Settings, get_settings
 from model.errors import ModelError
 
@@ -91,7 +91,7 @@ def engine_alone(model: Path, settings: Settings, small: list[bytes], large: lis
     """The worker's own work on these PNG files, in this process: ``core.render.render`` (decode, engine,
     encode) with the engine built from the settings as a worker builds it."""
     up = open_engine(settings, model)
-    limits, options = Limits.from_settings(settings), RenderOptions()
+    limits, options = PixelLimits.from_settings(settings), RenderOptions()
     render(up, small[0], options, limits)
     render(up, large[0], options, limits)  # warm-up for both shapes
     small_s = []

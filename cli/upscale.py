@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--api-key goes with --server")
     from core.catalog.catalog import ModelCatalog
     from core.catalog.load import build_upscaler, provenance
-    from core.render import Limits, RenderOptions, render, write_file
+    from core.render import PixelLimits, RenderOptions, render, write_file
     from core.settings import get_settings
     from model.errors import SRGANError
     from model.images import default_output_format, extension_for, read_header
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     scale = args.scale or upscaler.scale
     options = RenderOptions(scale=scale, quality=args.quality)  # the format is each file's (below)
-    limits = Limits.from_settings(settings)
+    limits = PixelLimits.from_settings(settings)
     made_by = provenance(upscaler, blend)
     show = not args.no_progress and sys.stderr.isatty()
     tally = Tally()

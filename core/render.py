@@ -58,14 +58,14 @@ class RenderOptions:
 
 
 @dataclass(frozen=True)
-class Limits:
+class PixelLimits:
     """Pixel limits (width x height) of the input and of the result."""
 
     max_input_pixels: int
     max_output_pixels: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(cls, settings: Settings) -> PixelLimits:
         return cls(settings.max_input_pixels, settings.max_output_pixels)
 
 
@@ -101,7 +101,7 @@ def render(
     upscaler: Upscaler,
     source: bytes | Path,
     options: RenderOptions,
-    limits: Limits,
+    limits: PixelLimits,
     *,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,

@@ -21,7 +21,7 @@ from redis import RedisError
 from core import throughput, webhooks
 from core.catalog.load import provenance
 from core.jobs import Job, JobStore, download_name
-from core.render import Limits, Rendered, RenderOptions, render
+from core.render import PixelLimits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
 from model.errors import Canceled, SRGANError
@@ -148,8 +148,8 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
                                             "precision": upscaler.precision, **blend.describe()})
         t0 = time.perf_counter()
         with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
-            result = render(upscaler, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
-                            progress=hooks.progress, should_stop=hooks.should_stop,
+            result = render(upscaler, source, RenderOptions.from_params(job.params),
+                            PixelLimits.from_settings(settings), progress=hooks.progress, should_stop=hooks.should_stop,
                             provenance=provenance(upscaler, blend))
         if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
             raise Canceled("canceled after the last tile, before the result was committed")
