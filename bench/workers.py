@@ -32,7 +32,7 @@ import redis
 from PIL import Image
 
 from bench.object_store import CREDENTIALS, ObjectStore
-from core.jobs import WORKERS
+from core.keyspace import WORKERS
 from core.redis_server import RedisServer, die_with_parent, free_port
 from model.backends import cpu_model
 

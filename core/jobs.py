@@ -6,18 +6,7 @@ a worker's start (or two deliveries of the same job) always ends in one
 well-defined state. Writes never recreate an expired
 record, so an expired job stays gone.
 
-Keys (all under ``srgan:``)::
-
-    job:{id}          hash: the record (fields below), EXPIRE = job_ttl_s
-    jobs:queued       set of ids waiting for a worker   (gauges, queue limit)
-    jobs:running      set of ids being worked on
-    stats             hash of counters and histogram buckets for /metrics
-    workers           sorted set: worker name -> last heartbeat (unix time)
-    events:{id}       pub/sub channel: each change of the job, as the JSON event below
-    job:{id}:events   list: the job's last EVENT_LOG_MAX events (``Last-Event-ID`` resumes from it), same TTL
-    deadlines         sorted set: id -> deadline (unix time) of queued jobs that have one
-    reaper            lock: held by the process whose reaper pass runs now (``core.recovery``)
-    owner:{name}:...  a key's jobs and its limits' state (``core.limits``, which admits new jobs)
+Its keys are ``core.keyspace``'s (``srgan:job:{id}`` and the sets, channels and counters around it).
 
 A record's ``owner`` is the name of the API key that made the job (never the key).
 
@@ -44,19 +33,25 @@ from typing import Any, Literal, cast
 import redis
 
 from core.job_states import TERMINAL, Status
-from core.limits import JobLimits, admit_script, owner_jobs_key, owner_queued_key, pixels_key, refusal
+from core.keyspace import (
+    DEADLINES,
+    QUEUED_SET,
+    RUNNING_SET,
+    STATS,
+    WORKERS,
+    events_channel,
+    events_log_key,
+    job_key,
+    owner_jobs_key,
+    owner_queued_key,
+    pixels_key,
+)
+from core.limits import JobLimits, admit_script, refusal
 from core.settings import ANONYMOUS
 
 UPSCALE_TASK = "srgan.upscale"
 """Name of the Celery task that runs a job; the API sends it by this name."""
 
-PREFIX = "srgan:"
-QUEUED_SET = PREFIX + "jobs:queued"
-RUNNING_SET = PREFIX + "jobs:running"
-STATS = PREFIX + "stats"
-WORKERS = PREFIX + "workers"
-EVENTS_PATTERN = PREFIX + "events:*"
-DEADLINES = PREFIX + "deadlines"
 EVENT_LOG_MAX = 2000
 """Events kept per job for ``Last-Event-ID``; progress is written at most every 0.1 s, so this is minutes."""
 
@@ -79,18 +74,6 @@ def _exhausted(max_attempts: int) -> str:
 
 def _fence(value: int | None) -> str:
     return "" if value is None else str(value)
-
-
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
-
-
-def events_channel(job_id: str) -> str:
-    return f"{PREFIX}events:{job_id}"
-
-
-def events_log_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:events"
 
 
 def new_job_id() -> str:

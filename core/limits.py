@@ -6,12 +6,7 @@ so no two requests can both pass a limit that only one of them fits under
 one timestamp per limit, a burst of the whole allowance, refilled evenly), so
 a refusal knows exactly when the next request would pass (``Retry-After``).
 
-Keys (all under ``srgan:``; ``{name}`` is the API key's name, never the key)::
-
-    limit:{name}:requests   GCRA state of the requests-per-minute limit (PX: until refilled)
-    limit:{name}:pixels     GCRA state of the input-pixels-per-hour quota
-    owner:{name}:queued     set of the key's job ids that may still be queued (pruned at each admission)
-    owner:{name}:jobs       sorted set: the key's job ids by creation time (listing; pruned after job_ttl_s)
+Its keys (``srgan:limit:{name}:...``, ``srgan:owner:{name}:...``) are ``core.keyspace``'s.
 """
 
 from __future__ import annotations
@@ -22,24 +17,7 @@ from dataclasses import dataclass
 import redis
 from redis.commands.core import Script
 
-PREFIX = "srgan:"
-
-
-def requests_key(name: str) -> str:
-    return f"{PREFIX}limit:{name}:requests"
-
-
-def pixels_key(name: str) -> str:
-    return f"{PREFIX}limit:{name}:pixels"
-
-
-def owner_queued_key(name: str) -> str:
-    return f"{PREFIX}owner:{name}:queued"
-
-
-def owner_jobs_key(name: str) -> str:
-    return f"{PREFIX}owner:{name}:jobs"
-
+from core.keyspace import requests_key
 
 # GCRA on Redis' own clock (TIME), so API processes on different hosts agree. Times in milliseconds.
 # Returns {allowed 0/1, remaining, retry_after_ms, reset_ms, new_tat}; writes nothing (the caller does).

@@ -21,7 +21,7 @@ from PIL import Image
 
 from bench.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
 from core.catalog.registry import Registry, sha256_of
-from core.jobs import job_key
+from core.keyspace import job_key
 from tests.utils.models import publish_checked
 from tests.utils.service import REPO, LiveApi, WorkerProc, image_bytes, service_env, wait_for, wait_until
 

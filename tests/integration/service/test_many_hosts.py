@@ -22,7 +22,7 @@ from PIL import Image
 
 from bench.tiny_models import make_conv_model, make_nearest_model
 from core.catalog.registry import Registry
-from core.jobs import job_key
+from core.keyspace import job_key
 from core.settings import Settings
 from tests.utils.service import REPO, LiveApi, WorkerProc, image_bytes, service_env, wait_for, wait_until
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from core.jobs import job_key
+from core.keyspace import job_key
 from core.settings import hash_api_key
 from tests.utils.service import LiveApi, image_bytes, wait_for
 
