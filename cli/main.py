@@ -3,7 +3,7 @@
 Each subcommand module only registers its arguments here; what it needs
 (ONNX Runtime, TensorFlow, Celery...) is imported when it runs. Every command
 returns an exit code of :data:`cli.exits.EXIT_CODES` (listed by ``srgan --help``).
-``python -m training ...`` is this same parser.
+``python -m cli ...`` is this same parser.
 """
 
 from __future__ import annotations
