@@ -21,6 +21,8 @@ from core.catalog.shipped import WEIGHTS_DIR
 from model.backends import open_backend, openvino_available
 from model.graph import subpixel_kernel, subpixel_tail
 
+pytestmark = pytest.mark.unit
+
 SHIPPED = [WEIGHTS_DIR / "srresnet_x4.onnx", WEIGHTS_DIR / "srgan_x4.onnx"]
 EXACT = 1e-3
 """Largest difference allowed between the file and its rewrite, on the 0..255 scale (float32)."""

@@ -17,6 +17,8 @@ from model.backends import cpu_flags, native_precision, open_backend, openvino_c
 from model.engine import CHECK_MIN_PSNR_DB, Upscaler, _checked, check_precision, precision_test_card
 from model.errors import ModelError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):

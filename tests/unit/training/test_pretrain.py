@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 
 ROOT = Path(__file__).resolve().parents[3]
 

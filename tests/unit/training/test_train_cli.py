@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 
 ROOT = Path(__file__).resolve().parents[3]
 
