@@ -35,7 +35,7 @@ from core import netguard, throughput, webhooks
 from core.batches import Batch, new_batch_id
 from core.catalog.catalog import ModelRef
 from core.idempotency import fingerprint
-from core.jobs import Job, new_job_id
+from core.job_record import Job, new_job_id
 from core.limits import JobLimits, Refused
 from model.errors import ModelError, SRGANError
 from model.images import ImageInfo

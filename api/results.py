@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from api.deps import Services
 from api.errors import ApiError
 from api.schemas import JobOut, download_name
-from core.jobs import Job
+from core.job_record import Job
 from core.storage import StoredResult, content_disposition
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from typing import cast
 
 import redis
 
-from core.jobs import Job, JobStore, is_job_id, new_job_id
+from core.job_record import Job, is_job_id, new_job_id
+from core.jobs import JobStore
 from core.keyspace import batch_key, job_key
 
 new_batch_id = new_job_id

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import quote
 
-from core.jobs import is_job_id
+from core.job_record import is_job_id
 
 if TYPE_CHECKING:
     from core.settings import Settings

@@ -20,7 +20,8 @@ from redis import RedisError
 
 from core import throughput, webhooks
 from core.catalog.load import provenance
-from core.jobs import Job, JobStore, download_name
+from core.job_record import Job, download_name
+from core.jobs import JobStore
 from core.render import PixelLimits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError

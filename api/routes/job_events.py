@@ -21,8 +21,8 @@ from api.deps import JobDep, Services, ServicesDep, reject_unknown_query, requir
 from api.errors import ApiError
 from api.events import KEEPALIVE_S, RETRY_MS
 from api.openapi import AUTH, error_responses
+from core.job_record import Job
 from core.job_states import TERMINAL
-from core.jobs import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
                    dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])

@@ -25,7 +25,7 @@ from api.results import job_out, result_file
 from api.schemas import JobListOut, JobOptions, JobOut, JobRequest
 from api.upload import Pace, receive_upload
 from core.idempotency import MAX_KEY_LENGTH
-from core.jobs import Job
+from core.job_record import Job
 
 log = logging.getLogger(__name__)
 

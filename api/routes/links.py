@@ -13,7 +13,7 @@ from api.errors import ApiError
 from api.openapi import error_responses
 from api.results import finished_result, result_file
 from api.schemas import download_name
-from core.jobs import is_job_id
+from core.job_record import is_job_id
 
 router = APIRouter(prefix="/v1/links", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 

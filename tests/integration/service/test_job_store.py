@@ -8,7 +8,8 @@ import time
 import pytest
 import redis
 
-from core.jobs import JobStore, new_job_id
+from core.job_record import new_job_id
+from core.jobs import JobStore
 from core.keyspace import job_key
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from core.jobs import JobStore, new_job_id
+from core.job_record import new_job_id
+from core.jobs import JobStore
 from core.keyspace import REAPER_LOCK, events_log_key, job_key
 from core.recovery import Reaper, broker_job_ids, run_pass
 from core.settings import Settings

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from bench.tiny_models import make_nearest_model
-from core.jobs import Claim, Job, JobStore, new_job_id
+from core.job_record import Job, new_job_id
+from core.jobs import Claim, JobStore
 from core.settings import Settings
 from core.storage import FolderStorage
 from model.engine import Upscaler
