@@ -41,6 +41,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.tiny_models import make_srresnet_model
 from core.catalog.catalog import ModelCatalog
 from core.catalog.load import open_engine
 from core.redis_server import free_port
@@ -81,8 +82,6 @@ def pick_model(spec: str | None, tmp: Path) -> tuple[Path, str]:
         path = ModelCatalog(get_settings()).resolve(spec).path
         return path, str(path)
     except ModelError:
-        from bench.tiny_models import make_srresnet_model
-
         path = make_srresnet_model(tmp / "srresnet_x4.onnx", scale=4)
         return path, "random-weight SRResNet x4 (the default model is not shipped in this build)"
 

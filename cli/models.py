@@ -189,6 +189,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def _auto_here() -> str:
     """What ``auto`` picks on this machine's CPU (a GPU worker picks f16)."""
+    # start-up: the engine's backends
     from model.backends import BF16_CPU_FLAGS, cpu_flags, cpu_model, native_precision, openvino_available
 
     flags = cpu_flags()

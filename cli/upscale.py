@@ -8,7 +8,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+from cli.exits import USAGE, fail
+from core.catalog.catalog import ModelCatalog
+from core.settings import get_settings
+from model.errors import SRGANError
+
+if TYPE_CHECKING:  # start-up: the engine
     from model.engine import Progress
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -148,12 +153,9 @@ def run(args: argparse.Namespace) -> int:
         return run_remote(args)
     if args.api_key:
         return _fail("--api-key goes with --server")
-    from core.catalog.catalog import ModelCatalog
-    from core.catalog.load import build_upscaler, provenance
-    from core.render import PixelLimits, RenderOptions, render, write_file
-    from core.settings import get_settings
-    from model.errors import SRGANError
-    from model.images import default_output_format, extension_for, read_header
+    from core.catalog.load import build_upscaler, provenance  # start-up: onnx and the engine
+    from core.render import PixelLimits, RenderOptions, render, write_file  # start-up: Pillow
+    from model.images import default_output_format, extension_for, read_header  # start-up: Pillow
 
     settings = get_settings()
     try:
@@ -227,10 +229,10 @@ def _error(src: Source | Path, exc: Exception) -> None:
 
 def run_remote(args: argparse.Namespace) -> int:
     """The same files-and-folders command against a service (``cli.client``)."""
-    import httpx
+    import httpx  # start-up: httpx
 
-    from cli.client import Client, ClientError, JobFailed
-    from core.render import write_file
+    from cli.client import Client, ClientError, JobFailed  # start-up: httpx
+    from core.render import write_file  # start-up: Pillow
 
     for name in ("tile", "overlap", "backend"):
         if getattr(args, name) is not None:
@@ -276,8 +278,6 @@ def run_remote(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    from cli.exits import USAGE, fail
-
     return fail(message, USAGE)
 
 
@@ -291,7 +291,7 @@ class ProgressBar:
     def __enter__(self) -> Progress | None:
         if not self.show:
             return None
-        from tqdm import tqdm
+        from tqdm import tqdm  # start-up: tqdm
 
         bar = self.bar = tqdm(desc=self.name, unit="tile", leave=False)
 

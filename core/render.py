@@ -21,9 +21,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.settings import Settings
+from model.engine import Progress, Upscaler
 from model.images import (
     WARNINGS_KEY,
     check_encodable,
@@ -34,9 +35,6 @@ from model.images import (
     resample,
     upscale_image,
 )
-
-if TYPE_CHECKING:
-    from model.engine import Progress, Upscaler
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}

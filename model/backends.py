@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import onnx
 
 from model.errors import InferenceError, ModelError, OutOfMemory
+from model.graph import subpixel_tail
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +159,6 @@ def parse_free_mib(text: str) -> int | None:
 
 def gpu_free_memory(gpu: str | None = None) -> int | None:
     """Free memory of ``gpu`` (default :func:`visible_gpu`) in bytes, from ``nvidia-smi``; None without it."""
-    import shutil
-    import subprocess
-
     if shutil.which("nvidia-smi") is None:
         return None
     try:
@@ -180,7 +181,7 @@ def device_memory_budget(backend_name: str, *, free: int | None = None) -> int |
 def openvino_capabilities(device: str = "CPU") -> list[str]:
     """OpenVINO's OPTIMIZATION_CAPABILITIES for ``device`` (e.g. ``FP32``, ``BF16``, ``INT8``); empty without it."""
     try:
-        import openvino as ov
+        import openvino as ov  # optional: the openvino extra
 
         return list(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # not installed, or no such device
@@ -213,10 +214,6 @@ def _check_precision(precision: str) -> None:
 
 def rewritten_model(path: Path) -> bytes | None:
     """``path`` with the exact rewrites of ``model.graph`` applied, or None when none applies (load the file)."""
-    import onnx
-
-    from model.graph import subpixel_tail
-
     try:
         proto = onnx.load(str(path))
     except Exception as exc:
@@ -231,8 +228,7 @@ def rewritten_model(path: Path) -> bytes | None:
 def float16_model(path: Path, rewritten: bytes | None) -> bytes:
     """``path`` (or its ``rewritten`` graph, see :func:`rewritten_model`) converted to float16 inside, float32
     at its input and output (ONNX Runtime's converter)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import convert_float_to_float16  # optional: the cpu or gpu extra
 
     try:
         proto = onnx.load(str(path)) if rewritten is None else onnx.load_from_string(rewritten)
@@ -251,7 +247,7 @@ class OrtBackend:
 
     def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0,
                  precision: str = "f32", rewrite: bool = True) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the cpu or gpu extra
 
         _check_precision(precision)
         if precision == "bf16":
@@ -317,8 +313,7 @@ class OpenVinoBackend:
 
     def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32",
                  rewrite: bool = True) -> None:
-        import onnx
-        import openvino as ov
+        import openvino as ov  # optional: the openvino extra
 
         _check_precision(precision)
         core = ov.Core()
@@ -360,7 +355,7 @@ class OpenVinoBackend:
 
 def openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401
+        import openvino  # noqa: F401 - optional: the openvino extra
     except ImportError:
         return False
     return True
@@ -368,7 +363,7 @@ def openvino_available() -> bool:
 
 def gpu_available() -> bool:
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the cpu or gpu extra
     except ImportError:
         return False
     return any(p in ort.get_available_providers() for p in GPU_PROVIDERS)

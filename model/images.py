@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+import simplejpeg
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, MultiFrame, UnsupportedFormat
 
@@ -170,8 +171,6 @@ def check_intact(data: bytes | Path, fmt: str) -> None:
     limit ``read_header`` has already checked.
     """
     if fmt in JPEG_FORMATS:
-        import simplejpeg
-
         raw = data if isinstance(data, (bytes, bytearray, memoryview)) else Path(data).read_bytes()
         try:
             simplejpeg.decode_jpeg(bytes(raw), colorspace="RGB", min_factor=8, strict=True)
@@ -243,8 +242,6 @@ def _apply_exif(img: Image.Image) -> tuple[Image.Image, list[str]]:
 
 def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
     """Colour-manage a CMYK image into sRGB: its CMYK profile cannot travel with RGB pixels."""
-    from PIL import ImageCms
-
     srgb = ImageCms.createProfile("sRGB")
     try:
         managed = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import build_upscaler
+from core.settings import get_settings
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe as niqe_score
 from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y, ssim_y
@@ -35,10 +38,6 @@ def evaluate_model(
     ``detail`` blends a GAN model with its detail base (its card's
     ``detail_base``) as a job would; ``niqe=False`` skips the NIQE columns.
     """
-    from core.catalog.catalog import ModelCatalog
-    from core.catalog.load import build_upscaler
-    from core.settings import get_settings
-
     settings = get_settings()
     blend = ModelCatalog(settings).blend(str(model), detail)
     # the protocol measures the model itself: float32, whatever SRGAN_PRECISION says

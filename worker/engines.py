@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 import redis
 
@@ -23,9 +22,7 @@ from core.catalog.announce import record_engine
 from core.catalog.catalog import Blend, ModelCatalog
 from core.catalog.load import build_upscaler
 from core.settings import Settings
-
-if TYPE_CHECKING:
-    from model.engine import Upscaler
+from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
 

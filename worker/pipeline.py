@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 from redis import RedisError
 
@@ -26,9 +26,7 @@ from core.render import PixelLimits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
 from model.errors import Canceled, SRGANError
-
-if TYPE_CHECKING:
-    from worker.engines import EngineCache
+from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx
 
 from core.catalog.catalog import Blend
 from core.settings import Settings
+from model.backends import Backend, open_backend
+from model.engine import Upscaler
 from model.interpolate import interpolate_models
-
-if TYPE_CHECKING:
-    from model.backends import Backend
-    from model.engine import Upscaler
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,6 @@ def engine_options(settings: Settings, *, backend: str | None = None, tile: int 
 def open_engine(settings: Settings, path: Path, *, backend: str | None = None, tile: int | str | None = None,
                 overlap: int | None = None, precision: str | None = None) -> Upscaler:
     """An engine for one ONNX file with the settings' engine options (what the benchmarks time)."""
-    from model.engine import Upscaler
-
     return Upscaler.from_file(path, **engine_options(settings, backend=backend, tile=tile, overlap=overlap,
                                                      precision=precision))
 
@@ -59,9 +55,6 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
                    overlap: int | None = None, precision: str | None = None) -> Upscaler:
     """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
     override them)."""
-    from model.backends import open_backend
-    from model.engine import Upscaler
-
     kwargs = engine_options(settings, backend=backend, tile=tile, overlap=overlap, precision=precision)
     info = blend.target
     if blend.detail is None or blend.detail == 1.0 or blend.base is None:

@@ -338,7 +338,7 @@ class Registry:
             log.warning("%s names detail_base %s, which is not in the registry yet: detail is checked when used",
                         name, base)
             return
-        from model.interpolate import PairMismatch, check_pair
+        from model.interpolate import PairMismatch, check_pair  # start-up: onnx, for a detail pair only
 
         try:
             check_pair(self.get(base_name).path, file)
@@ -507,7 +507,7 @@ def check_file(path: Path, card: dict[str, Any] | None = None, scale: int | None
     adds a probe run through the engine; the shipped files are seeded with
     this check alone. Raises :class:`DeployRefused` saying what is wrong.
     """
-    import onnx
+    import onnx  # start-up: onnx, for checks only
 
     path = Path(path)
     card = card or {}
