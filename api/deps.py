@@ -14,9 +14,10 @@ from api.errors import ApiError
 from api.events import JobEvents
 from api.queue import JobQueue
 from core.batches import BatchStore
-from core.catalog import ModelCatalog
+from core.catalog.catalog import ModelCatalog
 from core.idempotency import IdempotencyKeys
-from core.jobs import Job, JobStore, is_job_id
+from core.job_record import Job, is_job_id
+from core.jobs import JobStore
 from core.limits import Limiter
 from core.links import DeploymentLinks
 from core.settings import ANONYMOUS, Settings, hash_api_key

@@ -17,10 +17,14 @@ from collections.abc import Iterator
 
 import redis.asyncio as aioredis
 
-from core.jobs import EVENTS_PATTERN, PREFIX
+from core.keyspace import EVENTS_CHANNEL_PREFIX, EVENTS_PATTERN
 
 log = logging.getLogger(__name__)
-_CHANNEL_PREFIX = PREFIX + "events:"
+
+KEEPALIVE_S = 15.0
+"""An event stream with nothing to say sends a comment this often (proxies close silent connections)."""
+RETRY_MS = 1000
+"""The ``retry:`` an event stream asks browsers to reconnect after."""
 
 
 def _is_status(data: object) -> bool:
@@ -59,7 +63,8 @@ class JobEvents:
                     backoff = 0.1
                     async for message in pubsub.listen():
                         if message.get("type") == "pmessage":
-                            self._wake(str(message["channel"])[len(_CHANNEL_PREFIX):], _is_status(message["data"]))
+                            job_id = str(message["channel"])[len(EVENTS_CHANNEL_PREFIX):]
+                            self._wake(job_id, _is_status(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reconnect; waiters fall back to their timeout

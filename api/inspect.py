@@ -1,6 +1,6 @@
 """Check an uploaded image before it is queued: format, size, pixel limits, frames, and that it is whole.
 
-``probe_image`` reads only the header (format sniffed from the bytes,
+``read_header`` reads only the header (format sniffed from the bytes,
 decompression bombs refused before decoding, animations and multi-page files
 refused). Then ``check_intact`` decodes the file once to prove it whole
 (JPEG strictly at 1/8 scale; PNG by its chunk checksums and a decode; WebP,
@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from model.errors import InvalidParameter
-from model.images import ImageInfo, check_intact, check_output_pixels, probe_image
+from model.images import ImageInfo, check_intact, check_output_pixels, read_header
 
 
 def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
-    info = probe_image(path, max_pixels=max_input_pixels)
+    info = read_header(path, max_pixels=max_input_pixels)
     check_intact(path, info.format)
     return info
 

@@ -21,15 +21,15 @@ from api.middleware import install_middleware
 from api.openapi import install_openapi
 from api.queue import JobQueue
 from api.routes import batches, health, job_events, jobs, links, models, web
-from core import registry_sync
 from core.batches import BatchStore
-from core.catalog import ModelCatalog
+from core.catalog import store_sync
+from core.catalog.announce import generation
+from core.catalog.catalog import ModelCatalog
 from core.cleanup import sweep_expired
 from core.idempotency import IdempotencyKeys
 from core.jobs import JobStore, connect
 from core.limits import Limiter
 from core.links import DeploymentLinks
-from core.model_updates import generation
 from core.recovery import Reaper
 from core.settings import Settings, get_settings
 from core.storage import open_storage
@@ -64,7 +64,7 @@ async def _reap_forever(services: Services) -> None:
 
 
 async def _sync_models_forever(services: Services) -> None:
-    """With an object store: keep this host's registry in step with the store's (``core.registry_sync``),
+    """With an object store: keep this host's registry in step with the store's (``core.catalog.store_sync``),
     at once when the generation moves on Redis (a deploy), else every ``model_refresh_s``."""
     settings = services.settings
     seen: int | None = None
@@ -77,7 +77,7 @@ async def _sync_models_forever(services: Services) -> None:
             current = seen
         if current != seen or time.monotonic() - synced_at >= settings.model_refresh_s:
             try:
-                await run_in_threadpool(registry_sync.pull, settings)
+                await run_in_threadpool(store_sync.pull, settings)
                 seen, synced_at = current, time.monotonic()
             except Exception as exc:  # noqa: BLE001 - try again next time
                 log.warning("cannot sync the model registry from the store: %s", exc)

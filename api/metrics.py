@@ -15,7 +15,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.jobs import DURATION_BUCKETS, STATUSES, JobStore
+from core.job_states import STATUSES
+from core.jobs import DURATION_BUCKETS, JobStore
 
 
 class JobsCollector(Collector):

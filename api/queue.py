@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import redis
 from celery import Celery
 
 from core.recovery import send_job
 from core.settings import Settings
-
-if TYPE_CHECKING:
-    import redis
 
 
 class JobQueue:

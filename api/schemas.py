@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.jobs import Job, download_name
+from core.job_record import Job, download_name
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 

@@ -40,10 +40,12 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from bench.tiny_models import make_conv_model
 from core.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,8 +168,6 @@ def bad_files() -> dict[str, tuple[bytes, dict[str, str]]]:
     files["palette png with tRNS as jpeg"] = (encode(img.quantize(16), "PNG", transparency=0), {"format": "jpeg"})
     files["text"] = (b"not an image at all\n" * 20, {})
     files["empty"] = (b"", {})
-    import struct
-    import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -352,7 +353,6 @@ FAULTS = ("kill -9 pool process", "kill -9 worker main process", "kill -9 redis"
 def run(args: argparse.Namespace) -> int:
     """``srgan bench chaos`` (arguments: ``cli/bench.py``)."""
 
-    from bench.tiny_models import make_conv_model
 
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="srgan-chaos-") as tmp_name:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.catalog.shipped import is_path, shipped_file
 from model.backends import cpu_model
 from model.engine import Upscaler
-from model.locate import is_path, shipped_file
 
 
 def images_per_s(upscaler: Upscaler, images: list[np.ndarray], k: int) -> float:

@@ -41,12 +41,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from bench.data import training_photo
+from bench.tiny_models import make_srresnet_model
+from core.catalog.load import open_engine
+from core.catalog.shipped import WEIGHTS_DIR
 from core.settings import Settings
-from core.upscalers import open_engine
-from model.backends import openvino_available
+from model.backends import cpu_flags, cpu_model, open_backend, openvino_available, openvino_capabilities
+from model.contract import ModelContract
 from model.engine import Upscaler
 from model.engine import rgb_psnr as psnr
+from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
 
 
 def srresnet_flops_per_input_pixel(scale: int = 4, blocks: int = 16, filters: int = 64) -> float:
@@ -85,8 +91,6 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 def test_image(size: int) -> np.ndarray:
     """A photo-like input: a real training photo tiled up to ``size``, else smooth noise."""
     try:
-        from bench.data import training_photo
-
         photo = training_photo(0)
         reps = (size // photo.shape[0] + 1, size // photo.shape[1] + 1, 1)
         return np.ascontiguousarray(np.tile(photo, reps)[:size, :size])
@@ -118,8 +122,6 @@ PRECISION_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp1
 
 
 def cpu_report() -> dict:
-    from model.backends import cpu_flags, cpu_model, openvino_capabilities
-
     flags = cpu_flags()
     return {"cpu": cpu_model(), "flags": {f: f in flags for f in PRECISION_FLAGS},
             "openvino_capabilities": openvino_capabilities()}
@@ -141,10 +143,6 @@ def alternate(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple
 
 def set5_psnr(up: Upscaler, data: Path) -> float | None:
     """Mean Y-PSNR (border of ``scale`` cropped) of ``up`` on the images under ``data``; None without them."""
-    from PIL import Image
-
-    from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
-
     paths = sorted(p for p in data.glob("*.png")) if data.is_dir() else []
     if not paths:
         return None
@@ -208,9 +206,6 @@ def bench_rewrite(model: Path, backend: str, precisions: list[str], size: int, r
     """Per precision, the file as it is and its exact rewrite (``model.graph``), all in one alternation on a
     whole ``size`` image: seconds, speed-up of the rewrite, throughput against the float32 file (the engine
     before the rewrite and ``auto``), and the largest difference between file and rewrite (0..255)."""
-    from model.backends import open_backend
-    from model.contract import ModelContract
-
     img = test_image(size)
     engines: dict[str, Upscaler] = {}
     for precision in precisions:
@@ -274,13 +269,9 @@ def run(args: argparse.Namespace) -> int:
     args.variants = [_variant(v) for v in args.variants.split(",") if v]
     args.rss_variants = [tuple(int(x) for x in v.split(":")) for v in args.rss_variants.split(",") if v]
     with tempfile.TemporaryDirectory() as tmp:
-        from model.locate import WEIGHTS_DIR
-
         shipped = WEIGHTS_DIR / "srresnet_x4.onnx"
         model = args.model or (shipped if shipped.is_file() else None)
         if model is None:
-            from bench.tiny_models import make_srresnet_model
-
             model = make_srresnet_model(Path(tmp) / "srresnet_x4.onnx", scale=4)
         flops_px = srresnet_flops_per_input_pixel()
         load_before = os.getloadavg()

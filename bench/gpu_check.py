@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.engine import psnr, srresnet_flops_per_input_pixel, test_image
+from core.catalog.shipped import WEIGHTS_DIR
+from model.backends import device_memory_budget, gpu_free_memory
+from model.engine import Upscaler
 
 # Dense (no sparsity) peak TFLOP/s: (float32 on CUDA cores, float16 on tensor cores with float32 accumulation),
 # from NVIDIA's datasheets. Matched as substrings of the nvidia-smi name, most specific first.
@@ -65,7 +68,7 @@ def peak_tflops(name: str) -> tuple[float, float] | None:
 
 def try_provider(model: Path, provider: str) -> str | None:
     """None when a session on ``provider`` loads and runs, else the first line of why not."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the gpu extra
 
     try:
         sess = ort.InferenceSession(str(model), providers=[provider])
@@ -90,10 +93,8 @@ def timed(fn, repeat: int) -> tuple[float, np.ndarray]:
 def run(args: argparse.Namespace) -> int:
     """``srgan bench gpu-check`` (arguments: ``cli/bench.py``)."""
 
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the gpu extra
 
-    from model.engine import Upscaler
-    from model.locate import WEIGHTS_DIR
 
     model = args.model or WEIGHTS_DIR / "srresnet_x4.onnx"
     if not model.is_file():
@@ -112,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
                     "peak_tflops_fp32_fp16": peaks, "providers": {}, "runs": []}
     print(f"GPU: {name}\nONNX Runtime {ort.__version__}, available providers: {report['available']}")
     print(f"dense peak (fp32, fp16 tensor) TFLOP/s: {peaks if peaks else 'unknown for this name'}")
-    from model.backends import device_memory_budget, gpu_free_memory
 
     free = gpu_free_memory()
     report["gpu_free_bytes"] = free

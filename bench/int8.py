@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from bench.engine import DATA, alternate, test_image
-from model.locate import WEIGHTS_DIR
+from core.catalog.shipped import WEIGHTS_DIR
 from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
 
 SCALE = 4
@@ -55,11 +55,11 @@ def evaluate(compiled, folder: Path) -> float:
 def run(args: argparse.Namespace) -> int:
     """``srgan bench int8`` (arguments: ``cli/bench.py``)."""
     try:
-        import nncf
+        import nncf  # optional: nncf (bench int8 only)
     except ImportError:
         print("bench.int8 needs NNCF: pip install nncf", file=sys.stderr)
         return 2
-    import openvino as ov
+    import openvino as ov  # optional: the openvino extra
 
     core = ov.Core()
     fp = core.read_model(str(WEIGHTS_DIR / "srresnet_x4.onnx"))

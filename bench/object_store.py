@@ -76,8 +76,8 @@ class ObjectStore:
                 time.sleep(0.2)
 
     def client(self):  # noqa: ANN201 - botocore's client is untyped
-        import boto3
-        from botocore.config import Config
+        import boto3  # optional: the s3 extra
+        from botocore.config import Config  # optional: the s3 extra
 
         return boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint_url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,

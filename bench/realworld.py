@@ -31,8 +31,9 @@ from PIL import Image, ImageDraw
 
 from bench.data import shared_data
 from bench.engine import cpu_report
+from core.catalog.catalog import Blend, ModelCatalog, choose_denoise
+from core.catalog.load import build_upscaler
 from core.settings import get_settings
-from core.upscalers import Blend, build_upscaler, choose_denoise, resolve_blend
 from model.images import JPEG_QUALITY_KEY, read_image
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe
@@ -76,13 +77,14 @@ class Runner:
 
     def __init__(self, precision: str | None) -> None:
         self.settings = get_settings()
+        self.catalog = ModelCatalog(self.settings)
         self.precision = precision
         self._engines: dict[tuple, Any] = {}
         self._reference: Any = None
 
     def blend(self, s: Setting, img: Image.Image) -> Blend:
-        target = resolve_blend(self.settings, s.model, None).target
-        return resolve_blend(self.settings, s.model, s.detail, denoise=choose_denoise(target, s.denoise, img))
+        target = self.catalog.resolve(s.model)
+        return self.catalog.blend(s.model, s.detail, choose_denoise(target, s.denoise, img))
 
     def run(self, s: Setting, img: Image.Image) -> tuple[np.ndarray, float, str]:
         """(SR uint8, engine seconds, what ran)."""
@@ -330,7 +332,7 @@ def _offered(runner: Runner, name: str) -> str | None:
     from model.errors import ModelError
 
     try:
-        return name if resolve_blend(runner.settings, name, None).target.denoise_base else None
+        return name if runner.catalog.resolve(name).denoise_base else None
     except ModelError:
         return None
 

@@ -41,11 +41,12 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from core.catalog import ModelCatalog
+from bench.tiny_models import make_srresnet_model
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import open_engine
 from core.redis_server import free_port
-from core.render import Limits, RenderOptions, render
+from core.render import PixelLimits, RenderOptions, render
 from core.settings import Settings, get_settings
-from core.upscalers import open_engine
 from model.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,8 +82,6 @@ def pick_model(spec: str | None, tmp: Path) -> tuple[Path, str]:
         path = ModelCatalog(get_settings()).resolve(spec).path
         return path, str(path)
     except ModelError:
-        from bench.tiny_models import make_srresnet_model
-
         path = make_srresnet_model(tmp / "srresnet_x4.onnx", scale=4)
         return path, "random-weight SRResNet x4 (the default model is not shipped in this build)"
 
@@ -91,7 +90,7 @@ def engine_alone(model: Path, settings: Settings, small: list[bytes], large: lis
     """The worker's own work on these PNG files, in this process: ``core.render.render`` (decode, engine,
     encode) with the engine built from the settings as a worker builds it."""
     up = open_engine(settings, model)
-    limits, options = Limits.from_settings(settings), RenderOptions()
+    limits, options = PixelLimits.from_settings(settings), RenderOptions()
     render(up, small[0], options, limits)
     render(up, large[0], options, limits)  # warm-up for both shapes
     small_s = []

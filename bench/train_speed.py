@@ -16,6 +16,14 @@ import argparse
 import os
 import time
 
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.config import default_config, merge
+from training.pretrain import PretrainStage
+from training.trainer import resolve_precision
+
 VARIANTS = {
     # name: (description, jit_compile, precision, config overrides)
     "plain": ("tutorial: tf.function, float32, MSE, no XLA", False, "float32", {"optim.loss": "mse"}),
@@ -26,14 +34,6 @@ VARIANTS = {
 
 
 def measure(name: str, steps: int, warmup: int, batch: int, hr_size: int, blocks: int, filters: int) -> float:
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from training.config import default_config, merge
-    from training.pretrain import PretrainStage
-    from training.trainer import resolve_precision
-
     description, jit, precision, overrides = VARIANTS[name]
     precision = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(precision)
@@ -68,7 +68,6 @@ def measure(name: str, steps: int, warmup: int, batch: int, hr_size: int, blocks
 def run(args: argparse.Namespace) -> int:
     """``srgan bench train-speed`` (arguments: ``cli/bench.py``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (in measure)
-    import tensorflow as tf
 
     names = args.variants.split(",")
     print(

@@ -29,11 +29,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import redis
+import uvicorn
 from PIL import Image
 
+from api.main import create_app
 from bench.object_store import CREDENTIALS, ObjectStore
-from core.jobs import WORKERS
+from core.keyspace import WORKERS
 from core.redis_server import RedisServer, die_with_parent, free_port
+from core.settings import Settings
 from model.backends import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,11 +61,6 @@ def wait_for(client: httpx.Client, location: str, timeout_s: float) -> dict:
 @contextlib.contextmanager
 def api(env: dict[str, str]) -> Iterator[str]:
     """The API (uvicorn, in a thread of this process) on the settings ``env`` gives; yields its URL."""
-    import uvicorn
-
-    from api.main import create_app
-    from core.settings import Settings
-
     os.environ.update(env)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(_env_file=None)), host="127.0.0.1", port=port,

@@ -7,6 +7,7 @@ import json
 import secrets
 
 from cli.exits import USAGE, fail
+from core.settings import check_key_name, hash_api_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.settings import check_key_name, hash_api_key
-
     try:
         check_key_name(args.name)
     except ValueError as exc:

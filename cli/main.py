@@ -3,7 +3,7 @@
 Each subcommand module only registers its arguments here; what it needs
 (ONNX Runtime, TensorFlow, Celery...) is imported when it runs. Every command
 returns an exit code of :data:`cli.exits.EXIT_CODES` (listed by ``srgan --help``).
-``python -m training ...`` is this same parser.
+``python -m cli ...`` is this same parser.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import bench, deploy, exits, key, serve, train, upscale, worker
+from cli import bench, exits, key, models, serve, train, upscale, worker
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
-    upscale.register, serve.register, worker.register, deploy.register, key.register, train.register, bench.register,
+    upscale.register, serve.register, worker.register, models.register, key.register, train.register, bench.register,
 ]
 
 

@@ -24,6 +24,12 @@ import threading
 from pathlib import Path
 
 from cli.exits import USAGE, fail
+from cli.worker import celery_argv
+from core.catalog.announce import EMBEDDED_URL_FILE
+from core.catalog.catalog import ModelCatalog
+from core.redis_server import RedisServer, die_with_parent
+from core.settings import get_settings, is_loopback
+from model.errors import ModelError
 
 log = logging.getLogger("srgan.serve")
 
@@ -58,8 +64,6 @@ class WorkerProcess:
     RESTART_LIMIT = 5
 
     def __init__(self, env: dict[str, str], loglevel: str, index: int, webhooks: bool = False) -> None:
-        from cli.worker import celery_argv
-
         name = f"srgan-{'webhooks' if webhooks else index}-{os.getpid()}@%h"
         self.argv = [sys.executable, "-m", "celery", *celery_argv(loglevel=loglevel.upper(), name=name,
                                                                    webhooks=webhooks)]
@@ -70,8 +74,6 @@ class WorkerProcess:
         self._watcher = threading.Thread(target=self._watch, name="srgan-worker-watch", daemon=True)
 
     def start(self) -> WorkerProcess:
-        from core.redis_server import die_with_parent
-
         self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,  # noqa: S603
                                         preexec_fn=die_with_parent, start_new_session=True)
         if not self._watcher.is_alive():
@@ -154,8 +156,6 @@ class RedisSupervisor:
 
 def refuse_exposure(host: str, settings, insecure: bool) -> str | None:  # noqa: ANN001 - core.settings.Settings
     """Why serving on ``host`` is refused (beyond loopback with no keys or no host allow-list), or None."""
-    from core.settings import is_loopback
-
     if insecure or is_loopback(host):
         return None
     required = (("API keys (SRGAN_API_KEYS)", settings.api_keys),
@@ -176,14 +176,9 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # start-up: uvicorn
 
-    from api.main import create_app
-    from core.catalog import ModelCatalog
-    from core.model_updates import EMBEDDED_URL_FILE
-    from core.redis_server import RedisServer
-    from core.settings import get_settings
-    from model.errors import ModelError
+    from api.main import create_app  # start-up: FastAPI
 
     settings = get_settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

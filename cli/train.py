@@ -27,6 +27,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from cli.exits import INTERRUPTED, OK, USAGE, fail
+from cli.models import publish_and_report
+from core.catalog.registry import DeployRefused, card_path_for
+from model.errors import SRGANError
 from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
 from training.degradations import CONDITIONS
 
@@ -273,8 +276,8 @@ def _handle_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_json())
         return OK
-    from training.losses import VggWeightsMissing
-    from training.trainer import RunExists, train
+    from training.losses import VggWeightsMissing  # start-up: TensorFlow
+    from training.trainer import RunExists, train  # start-up: TensorFlow
 
     try:
         result = train(config, resume=args.resume)
@@ -313,8 +316,7 @@ def _handle_degrade(args: argparse.Namespace) -> int:
 
 def _handle_export(args: argparse.Namespace) -> int:
     _setup_logging()
-    from model.registry import DeployRefused, card_path_for
-    from training.export import ExportError, export_generator
+    from training.export import ExportError, export_generator  # start-up: TensorFlow
 
     try:
         card = export_generator(
@@ -338,15 +340,13 @@ def _handle_export(args: argparse.Namespace) -> int:
         print(f"{key}: {value:.4f}" + (f" (bicubic {baseline:.4f})" if baseline is not None else ""))
     if not args.publish:
         return OK
-    from cli.deploy import publish_and_report
 
     return publish_and_report(None, args.output, args.publish, card=card, force=args.force,
                               source=f"srgan export: {args.output}")
 
 
 def _handle_eval(args: argparse.Namespace) -> int:
-    from model.errors import SRGANError
-    from training.evaluate import evaluate_model, format_table
+    from training.evaluate import evaluate_model, format_table  # start-up: TensorFlow
 
     try:
         report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile, detail=args.detail,
@@ -359,8 +359,8 @@ def _handle_eval(args: argparse.Namespace) -> int:
 
 def _handle_release(args: argparse.Namespace) -> int:
     _setup_logging()
-    from training.export import ExportError
-    from training.release import WEIGHTS_DIR, release
+    from training.export import ExportError  # start-up: TensorFlow
+    from training.release import WEIGHTS_DIR, release  # start-up: TensorFlow
 
     try:
         card = release(args.run_dir, args.name, args.version, args.bench, args.out or WEIGHTS_DIR,
@@ -372,7 +372,7 @@ def _handle_release(args: argparse.Namespace) -> int:
 
 
 def _handle_figures(args: argparse.Namespace) -> int:
-    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side
+    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side  # start-up: TensorFlow
 
     try:
         if args.what == "curve":

@@ -8,9 +8,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+from cli.exits import USAGE, fail
+from core.catalog.catalog import ModelCatalog, choose_denoise, require_denoise_base
+from core.settings import get_settings
+from model.errors import SRGANError
+
+if TYPE_CHECKING:  # start-up: the engine
     from PIL import Image
 
+    from core.catalog.catalog import Blend
     from model.engine import Progress, Upscaler
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -154,12 +160,9 @@ def run(args: argparse.Namespace) -> int:
         return run_remote(args)
     if args.api_key:
         return _fail("--api-key goes with --server")
-    from core.catalog import require_denoise_base
-    from core.render import Limits, RenderOptions, render, write_file
-    from core.settings import get_settings
-    from core.upscalers import Blend, build_upscaler, choose_denoise, provenance, resolve_blend
-    from model.errors import SRGANError
-    from model.images import default_output_format, extension_for, probe_image
+    from core.catalog.load import build_upscaler, provenance  # start-up: onnx and the engine
+    from core.render import PixelLimits, RenderOptions, render, write_file  # start-up: Pillow
+    from model.images import default_output_format, extension_for, read_header  # start-up: Pillow
 
     settings = get_settings()
     try:
@@ -176,13 +179,15 @@ def run(args: argparse.Namespace) -> int:
                                           overlap=args.overlap, precision=args.precision)  # None: the settings'
         return engines[key]
 
+    catalog = ModelCatalog(settings)  # reads only: a local upscale writes no registry
+
     def pick(img: Image.Image) -> tuple[Upscaler, dict[str, Any]]:
-        blend = resolve_blend(settings, args.model, args.detail, denoise=choose_denoise(target, args.denoise, img))
+        blend = catalog.blend(args.model, args.detail, choose_denoise(target, args.denoise, img))
         upscaler = engine_for(blend)
         return upscaler, provenance(upscaler, blend)
 
     try:
-        first = resolve_blend(settings, args.model, args.detail)  # reads only: a local upscale writes no registry
+        first = catalog.blend(args.model, args.detail)
         target = first.target
         if isinstance(args.denoise, float):  # an asked strength needs a model with denoise control: say so now
             require_denoise_base(target)
@@ -191,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     scale = args.scale or model_scale
     options = RenderOptions(scale=scale, quality=args.quality)  # the format is each file's (below)
-    limits = Limits.from_settings(settings)
+    limits = PixelLimits.from_settings(settings)
     show = not args.no_progress and sys.stderr.isatty()
     tally = Tally()
     planned: list[tuple[Source, Path, str]] = []
@@ -200,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             if fmt is not None:
                 src_fmt = fmt
             else:
-                info = probe_image(src.path, max_pixels=settings.max_input_pixels)
+                info = read_header(src.path, max_pixels=settings.max_input_pixels)
                 src_fmt = default_output_format(info.format, info.has_alpha)
             planned.append((src, output_path(src, args.output, to_file, scale, extension_for(src_fmt)), src_fmt))
         except (SRGANError, OSError) as exc:
@@ -261,10 +266,10 @@ def _error(src: Source | Path, exc: Exception) -> None:
 
 def run_remote(args: argparse.Namespace) -> int:
     """The same files-and-folders command against a service (``cli.client``)."""
-    import httpx
+    import httpx  # start-up: httpx
 
-    from cli.client import Client, ClientError, JobFailed
-    from core.render import write_file
+    from cli.client import Client, ClientError, JobFailed  # start-up: httpx
+    from core.render import write_file  # start-up: Pillow
 
     for name in ("tile", "overlap", "backend"):
         if getattr(args, name) is not None:
@@ -311,8 +316,6 @@ def run_remote(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    from cli.exits import USAGE, fail
-
     return fail(message, USAGE)
 
 
@@ -326,7 +329,7 @@ class ProgressBar:
     def __enter__(self) -> Progress | None:
         if not self.show:
             return None
-        from tqdm import tqdm
+        from tqdm import tqdm  # start-up: tqdm
 
         bar = self.bar = tqdm(desc=self.name, unit="tile", leave=False)
 

@@ -6,6 +6,7 @@ import argparse
 import uuid
 
 from cli.exits import USAGE, fail
+from core.settings import get_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +32,6 @@ def celery_argv(*, concurrency: int | None = None, loglevel: str = "INFO", name:
 
     ``webhooks``: a worker that delivers webhook messages (its own queue, a thread pool) instead.
     """
-    from core.settings import get_settings
-
     settings = get_settings()
     if webhooks:
         return ["-A", "worker.celery_app", "worker", "--loglevel", loglevel,
@@ -51,12 +50,10 @@ def celery_argv(*, concurrency: int | None = None, loglevel: str = "INFO", name:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.settings import get_settings
-
     if not get_settings().redis_url:
         return fail("SRGAN_REDIS_URL is not set; a worker needs the service's Redis "
                     "(`srgan serve` starts one of its own with a worker beside it)", USAGE)
-    from celery.bin.celery import celery as celery_command
+    from celery.bin.celery import celery as celery_command  # start-up: Celery
 
     argv = celery_argv(concurrency=args.concurrency, loglevel=args.loglevel, name=args.name, webhooks=args.webhooks)
     try:

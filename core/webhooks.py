@@ -26,7 +26,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from core.jobs import Job, JobStore
+from core.job_record import Job
+from core.jobs import JobStore
 from core.links import DeploymentLinks, LinkSigner
 from core.settings import Settings
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import onnx
 
 from model.compile_cache import CompileCache, content_hash
 from model.errors import InferenceError, ModelError, OutOfMemory
+from model.graph import subpixel_tail
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +160,6 @@ def parse_free_mib(text: str) -> int | None:
 
 def gpu_free_memory(gpu: str | None = None) -> int | None:
     """Free memory of ``gpu`` (default :func:`visible_gpu`) in bytes, from ``nvidia-smi``; None without it."""
-    import shutil
-    import subprocess
-
     if shutil.which("nvidia-smi") is None:
         return None
     try:
@@ -181,7 +182,7 @@ def device_memory_budget(backend_name: str, *, free: int | None = None) -> int |
 def openvino_capabilities(device: str = "CPU") -> list[str]:
     """OpenVINO's OPTIMIZATION_CAPABILITIES for ``device`` (e.g. ``FP32``, ``BF16``, ``INT8``); empty without it."""
     try:
-        import openvino as ov
+        import openvino as ov  # optional: the openvino extra
 
         return list(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # not installed, or no such device
@@ -217,10 +218,6 @@ def rewritten_model(path: Path, cache: CompileCache | None = None) -> bytes | No
 
     With a ``cache``, the rewritten graph of an earlier process (keyed by the file's content) is read back.
     """
-    import onnx
-
-    from model.graph import subpixel_tail
-
     saved = cache.rewritten_file(content_hash(path)) if cache is not None else None
     if saved is not None and saved.is_file():
         data = saved.read_bytes()
@@ -242,8 +239,7 @@ def rewritten_model(path: Path, cache: CompileCache | None = None) -> bytes | No
 def float16_model(path: Path, rewritten: bytes | None) -> bytes:
     """``path`` (or its ``rewritten`` graph, see :func:`rewritten_model`) converted to float16 inside, float32
     at its input and output (ONNX Runtime's converter)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import convert_float_to_float16  # optional: the cpu or gpu extra
 
     try:
         proto = onnx.load(str(path)) if rewritten is None else onnx.load_from_string(rewritten)
@@ -262,7 +258,7 @@ class OrtBackend:
 
     def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0,
                  precision: str = "f32", rewrite: bool = True, cache: CompileCache | None = None) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the cpu or gpu extra
 
         _check_precision(precision)
         if precision == "bf16":
@@ -339,8 +335,7 @@ class OpenVinoBackend:
 
     def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32",
                  rewrite: bool = True, cache: CompileCache | None = None) -> None:
-        import onnx
-        import openvino as ov
+        import openvino as ov  # optional: the openvino extra
 
         _check_precision(precision)
         core = ov.Core()
@@ -384,7 +379,7 @@ class OpenVinoBackend:
 
 def openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401
+        import openvino  # noqa: F401 - optional: the openvino extra
     except ImportError:
         return False
     return True
@@ -392,7 +387,7 @@ def openvino_available() -> bool:
 
 def gpu_available() -> bool:
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the cpu or gpu extra
     except ImportError:
         return False
     return any(p in ort.get_available_providers() for p in GPU_PROVIDERS)
@@ -409,10 +404,10 @@ def resolve_backend(backend: str, providers: list[str] | None) -> str:
 def runtime_version(backend: str) -> str:
     """The runtime and its version a backend name means (part of every compile cache key)."""
     if backend == "openvino":
-        import openvino as ov
+        import openvino as ov  # optional: the openvino extra
 
         return f"openvino-{ov.get_version()}"
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the cpu or gpu extra
 
     return f"onnxruntime-{ort.__version__}"
 

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:
+from model.errors import ModelError
+
+if TYPE_CHECKING:  # start-up: the API and srgan read contracts without onnx
     import onnx
 
 METADATA_KEY = "srgan_contract"
@@ -111,9 +113,8 @@ class ModelContract:
 
 def load_proto(path: str | Path) -> onnx.ModelProto:
     """The ONNX graph in ``path`` without external weights; raises ModelError when it is not ONNX."""
-    import onnx
+    import onnx  # start-up: the API and srgan read contracts without onnx
 
-    from model.errors import ModelError
 
     try:
         return onnx.load(str(path), load_external_data=False)

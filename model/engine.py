@@ -28,6 +28,7 @@ from model.backends import (
 from model.compile_cache import CompileCache, content_hash
 from model.contract import Layout, ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
+from model.probe import judge_probe, probe_image
 from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tiles, iter_batches, validate_tiling
 
 log = logging.getLogger(__name__)
@@ -338,7 +339,7 @@ def _bad_tile(lr: np.ndarray, hr: np.ndarray) -> bool:
     return float(np.ptp(hr)) < BLANK_RANGE and float(np.ptp(lr)) >= BLANK_INPUT_RANGE
 
 
-def probe_image(size: int = CHECK_SIZE) -> np.ndarray:
+def precision_test_card(size: int = CHECK_SIZE) -> np.ndarray:
     """A deterministic ``size x size`` RGB test card: gradients, stripes, an edge, mild noise."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     r = 255 * x
@@ -355,12 +356,13 @@ def rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_precision(reference: Backend, candidate: Backend, contract: ModelContract | None = None) -> float:
-    """RGB PSNR of ``candidate``'s output against ``reference``'s (float32) on :func:`probe_image`; nan on NaN."""
+    """RGB PSNR of ``candidate``'s output against ``reference``'s (float32) on :func:`precision_test_card`;
+    nan on NaN."""
     contract = contract or ModelContract.from_metadata(reference.metadata)
     if contract is None:
         contract = ModelContract(scale=1, input_name=reference.input_name, layout=infer_layout(reference.input_shape))
         contract = _with_probed_scale(reference, contract)
-    img = probe_image()
+    img = precision_test_card()
     ref = Upscaler(reference, contract, tile=0)._run_on(reference, [img], check_finite=True)[0]
     got = Upscaler(candidate, contract, tile=0)._run_on(candidate, [img], check_finite=False)[0]
     if not np.isfinite(got).all():
@@ -431,8 +433,6 @@ def _normalise_u8(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
 
 def _refuse_if_off(up: Upscaler, path: Path) -> None:
     """Run the probe image through a foreign file as read; ModelError names what looks wrong."""
-    from model.probe import judge_probe, probe_image
-
     lr = probe_image()
     try:
         out = up._run_on(up.backend, [lr], check_finite=False)[0]

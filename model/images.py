@@ -9,7 +9,7 @@
 - ``check_intact`` decodes the whole file to prove it is not truncated or
   damaged (JPEG strictly, where libjpeg's warnings count as errors, at 1/8
   scale), in time and memory bounded by the pixel limit.
-- EXIF orientation is applied on read (``probe_image`` already gives the
+- EXIF orientation is applied on read (``read_header`` already gives the
   size as displayed, and the orientation); the ICC profile and the EXIF block
   (orientation reset to 1) are carried to the output. EXIF that cannot be
   read or written back is dropped with a warning in ``info[WARNINGS_KEY]``.
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+import simplejpeg
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, MultiFrame, UnsupportedFormat
 from model.strength import jpeg_quality
@@ -142,7 +143,7 @@ def _orientation(img: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def probe_image(data: bytes | Path, *, max_pixels: int) -> ImageInfo:
+def read_header(data: bytes | Path, *, max_pixels: int) -> ImageInfo:
     """Sniff the format and size from the header; refuse too many pixels, and animations, before decoding."""
     with _open(data) as img:
         orientation = _orientation(img)
@@ -170,11 +171,9 @@ def check_intact(data: bytes | Path, fmt: str) -> None:
     entropy-coded byte is still read, so a cut or zeroed tail is found; Pillow
     would fill it with grey). The others are decoded by Pillow, which fails on
     truncated data and bad checksums. Time and memory are bounded by the pixel
-    limit ``probe_image`` has already checked.
+    limit ``read_header`` has already checked.
     """
     if fmt in JPEG_FORMATS:
-        import simplejpeg
-
         raw = data if isinstance(data, (bytes, bytearray, memoryview)) else Path(data).read_bytes()
         try:
             simplejpeg.decode_jpeg(bytes(raw), colorspace="RGB", min_factor=8, strict=True)
@@ -196,7 +195,7 @@ def check_intact(data: bytes | Path, fmt: str) -> None:
 
 def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
     """Decode an image: limits checked first, EXIF orientation applied, ICC/EXIF kept in ``info``."""
-    info = probe_image(data, max_pixels=max_pixels)
+    info = read_header(data, max_pixels=max_pixels)
     if info.format in JPEG_FORMATS:
         check_intact(data, info.format)  # Pillow decodes a damaged JPEG without a word
     with _open(data) as img:
@@ -249,8 +248,6 @@ def _apply_exif(img: Image.Image) -> tuple[Image.Image, list[str]]:
 
 def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
     """Colour-manage a CMYK image into sRGB: its CMYK profile cannot travel with RGB pixels."""
-    from PIL import ImageCms
-
     srgb = ImageCms.createProfile("sRGB")
     try:
         managed = ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb, outputMode="RGB")

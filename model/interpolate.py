@@ -18,6 +18,7 @@ onnx and numpy only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -73,8 +74,6 @@ def _structure(proto: onnx.ModelProto) -> dict[tuple[str, int], onnx.TensorProto
     operators differently. A weight's key is (signature of its first reader,
     input slot).
     """
-    import hashlib
-
     inits = {t.name: t for t in proto.graph.initializer}
     produced: dict[str, str] = {}
     keyed: dict[tuple[str, int], onnx.TensorProto] = {}

@@ -4,13 +4,15 @@ A file whose contract does not match it (a 0..1 model read as 0..255, NCHW
 read as NHWC, BGR fed RGB) runs without error and gives black, white or
 off-colour images. :func:`judge_probe` compares the output of
 :func:`probe_image` with its bicubic upscale and names what looks wrong;
-``model.deploy`` refuses such a file, the engine refuses to load a foreign
+``core.catalog.checks`` refuses such a file, the engine refuses to load a foreign
 file (no srgan contract) that fails it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from model.quality import bicubic_upscale
 
 PROBE_HW = (20, 28)
 """Height and width of the image run through a model before it is published or a foreign file is loaded."""
@@ -36,8 +38,6 @@ def judge_probe(out_hwc: np.ndarray, lr_hwc_u8: np.ndarray, scale: int) -> str |
     model of this image should give, the signs of a contract that does not
     match the file (0..1 models fed 0..255, BGR models fed RGB).
     """
-    from model.quality import bicubic_upscale
-
     ref = bicubic_upscale(lr_hwc_u8, scale).astype(np.float32)
     out = np.clip(out_hwc.astype(np.float32), 0, 255)
     ref_max, out_max = float(ref.max()), float(out.max())

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from training import augment
 from training.config import DataConfig, DegradeConfig
@@ -156,8 +157,6 @@ def load_training_data(cfg: DataConfig, scale: int, degrade: DegradeConfig | Non
 
 
 def _lr_size(pair: Pair, scale: int) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(pair.lr_path or pair.hr_path) as img:
         w, h = img.size
     return (w, h) if pair.lr_path else (w // scale, h // scale)

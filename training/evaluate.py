@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import build_upscaler
+from core.settings import get_settings
 from model.images import read_image
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe as niqe_score
@@ -41,11 +44,8 @@ def evaluate_model(
     ``detail`` blends a GAN model with its detail base (its card's
     ``detail_base``) as a job would; ``niqe=False`` skips the NIQE columns.
     """
-    from core.settings import get_settings
-    from core.upscalers import build_upscaler, resolve_blend
-
     settings = get_settings()
-    blend = resolve_blend(settings, str(model), detail)
+    blend = ModelCatalog(settings).blend(str(model), detail)
     # the protocol measures the model itself: float32, whatever SRGAN_PRECISION says
     up = build_upscaler(settings, blend, tile=tile, overlap=min(16, tile // 4) if tile else 0, precision="f32")
     if scale is not None and scale != up.scale:
@@ -72,7 +72,7 @@ def evaluate_model(
             "bicubic_psnr_y": psnr_y(bicubic, hr, crop=s),
             "bicubic_ssim_y": ssim_y(bicubic, hr, crop=s),
             "color_shift": color_shift(sr, hr),
-            "flat_error": flat_region_error(sr, hr, crop=s),
+            "flat_error": _finite_or_none(flat_region_error(sr, hr, crop=s)),  # None: no flat pixel (JSON has no NaN)
         }
         if niqe and min(hr.shape[:2]) >= NIQE_BLOCK:
             row.update(niqe=niqe_score(sr), bicubic_niqe=niqe_score(bicubic), hr_niqe=niqe_score(hr))
@@ -124,9 +124,13 @@ def _means(images: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def _nanmean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return float(np.mean(finite)) if finite else None
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -158,7 +162,8 @@ def format_table(report: dict[str, Any]) -> str:
             line += f"   {means['mean_niqe']:6.3f} {means['bicubic_mean_niqe']:7.3f} {means['hr_mean_niqe']:6.3f}"
         lines.append(line)
     lines.append(f"largest colour shift (channel mean, SR vs HR): {report['max_color_shift']:.2f} levels; "
-                 f"flat-region error (Y error std where HR is flat): {report['mean_flat_error']:.2f} levels")
+                 "flat-region error (Y error std where HR is flat): " +
+                 (f"{report['mean_flat_error']:.2f} levels" if report["mean_flat_error"] is not None else "no flat pixel"))
     lines.append(f"input: {report.get('condition', 'clean')} ({CONDITIONS[report.get('condition', 'clean')]})")
     if "detail" in report:
         lines.append(f"detail: {report['detail']}")

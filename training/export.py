@@ -16,21 +16,23 @@ import logging
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import keras
 import numpy as np
 import onnx
+import tensorflow as tf
+import tf2onnx
 
+from core.catalog.registry import card_path_for, sha256_of
 from model.contract import ModelContract
+from model.engine import Upscaler
 from model.quality import metric_tag
-from model.registry import card_path_for, sha256_of
+from training.arch import build_generator
+from training.checkpoint import GeneratorSource, find_generator, generator_config_of, load_generator_weights
 from training.config import GeneratorConfig, TrainConfig
+from training.evaluate import evaluate_model
 from training.sources import is_div2k
-
-if TYPE_CHECKING:
-    import keras
-
-    from training.checkpoint import GeneratorSource
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,6 @@ class ExportError(RuntimeError):
 
 def keras_to_onnx(generator: keras.Model, opset: int = 17) -> onnx.ModelProto:
     """The generator as an ONNX graph with input ``lr`` and output ``hr``, sizes dynamic."""
-    import tensorflow as tf
-    import tf2onnx
-
     spec = (tf.TensorSpec((None, None, None, 3), tf.float32, name="lr"),)
     fn = tf.function(lambda lr: generator(lr, training=False))
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
@@ -76,7 +75,7 @@ def _name_dims(value_info: onnx.ValueInfoProto, dims: list[str | int]) -> None:
 
 def parity_check(generator: keras.Model, path: Path, tolerance: float, seed: int = 0) -> float:
     """Max |ONNX Runtime - Keras| on a random image; raises :class:`ExportError` above ``tolerance``."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the cpu or gpu extra
 
     lr = np.random.default_rng(seed).uniform(0, 255, PARITY_SHAPE).astype(np.float32)
     expected = np.asarray(generator(lr, training=False))
@@ -92,8 +91,6 @@ def parity_check(generator: keras.Model, path: Path, tolerance: float, seed: int
 
 def engine_check(path: Path, scale: int) -> None:
     """Run the file through ``model.engine.Upscaler``, tiled, as the workers will."""
-    from model.engine import Upscaler
-
     up = Upscaler.from_file(path, backend="onnxruntime", tile=16, overlap=4)
     if up.scale != scale:
         raise ExportError(f"the engine reads scale {up.scale} from the file, expected {scale}")
@@ -117,13 +114,10 @@ def export_generator(
     """Export the generator at ``source`` (run directory, checkpoint or weights) to ``output``.
 
     Returns the card, written beside the file as ``<stem>.card.json``
-    (:func:`model.registry.card_path_for`: two exports into one folder keep
+    (:func:`core.catalog.registry.card_path_for`: two exports into one folder keep
     their own cards). ``srgan export --publish`` then publishes it as ``srgan
     deploy`` does.
     """
-    from training.arch import build_generator
-    from training.checkpoint import find_generator, generator_config_of, load_generator_weights
-
     src = find_generator(Path(source))
     gen_cfg = generator_config_of(src, GeneratorConfig(**arch) if arch else None)
     if arch:
@@ -149,8 +143,6 @@ def export_generator(
         metrics: dict[str, float] = {}
         evaluation: dict[str, Any] = {}
         if eval_data is not None:
-            from training.evaluate import evaluate_model
-
             report = evaluate_model(output, eval_data, scale=gen_cfg.scale)
             tag = metric_tag(eval_data)
             metrics = {f"{tag}_psnr_y": report["mean_psnr_y"], f"{tag}_ssim_y": report["mean_ssim_y"]}

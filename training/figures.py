@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
-if TYPE_CHECKING:
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import build_upscaler
+from core.settings import get_settings
+from model.niqe import BLOCK as NIQE_BLOCK
+from model.niqe import niqe
+from training.evaluate import evaluate_model
+
+if TYPE_CHECKING:  # matplotlib loads after the Agg backend is chosen
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.typing import LegendLocType
@@ -52,10 +59,10 @@ def read_curve(source: Path) -> tuple[list[int], list[float], float | None]:
 
 def _axes(size: tuple[float, float]) -> tuple[Figure, Axes]:
     """A matplotlib figure and axes drawn off-screen (the Agg backend)."""
-    import matplotlib
+    import matplotlib  # the Agg backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the Agg backend is chosen before pyplot loads
 
     return plt.subplots(figsize=size, dpi=120)
 
@@ -64,7 +71,7 @@ def _save(
     fig: Figure, ax: Axes, out: Path, title: str, xlabel: str, ylabel: str, legend: LegendLocType,
 ) -> Path:
     """Label, grid, legend, save to ``out`` (folders made) and close."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the Agg backend is chosen before pyplot loads
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -97,18 +104,13 @@ def plot_curve(source: Path, out: Path, title: str | None = None, baseline: floa
 def side_by_side(models: list[Path], image: Path, box: tuple[int, int, int, int], out: Path, zoom: int = 2,
                  detail: float | None = None) -> dict:
     """Bicubic | each model | ground truth for the HR crop ``box`` (left, top, right, bottom)."""
-    from core.settings import get_settings
-    from core.upscalers import build_upscaler, resolve_blend
-    from model.niqe import BLOCK as NIQE_BLOCK
-    from model.niqe import niqe
-
     settings = get_settings()
     panels: dict[str, np.ndarray] = {}
     hr: np.ndarray | None = None
     lr: np.ndarray | None = None
     scale = 0
     for model in models:
-        up = build_upscaler(settings, resolve_blend(settings, str(model), detail), tile=0, overlap=0,
+        up = build_upscaler(settings, ModelCatalog(settings).blend(str(model), detail), tile=0, overlap=0,
                             precision="f32")
         if hr is None:
             scale = up.scale
@@ -156,8 +158,6 @@ def perception_distortion(points: list[dict], out: Path, title: str | None = Non
 
 def detail_sweep(model: Path, data: Path, details: list[float]) -> list[dict]:
     """``srgan eval`` of ``model`` at each detail: the points of :func:`perception_distortion`."""
-    from training.evaluate import evaluate_model
-
     points = []
     for d in details:
         report = evaluate_model(model, data, detail=d)

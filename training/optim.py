@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import keras
+import tensorflow as tf
 
 from training.config import OptimConfig
-
-if TYPE_CHECKING:
-    import tensorflow as tf
 
 
 def build_schedule(
@@ -56,8 +52,6 @@ class ContinuedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.inner, self.offset, self.warmup = inner, offset, warmup
 
     def __call__(self, step: tf.Tensor) -> tf.Tensor:
-        import tensorflow as tf
-
         step = tf.cast(step, tf.float32)
         rate = self.inner(step + self.offset) if callable(self.inner) else tf.constant(self.inner, tf.float32)
         ramp = tf.minimum(1.0, (step + 1.0) / float(max(self.warmup, 1)))

@@ -21,16 +21,20 @@ import os
 import platform
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx
+import tensorflow as tf
 
+from core.catalog.registry import card_path_for, sha256_of
 from model.contract import ModelContract
-from model.registry import card_path_for
-
-if TYPE_CHECKING:
-    from training.config import TrainConfig
+from training.arch import build_discriminator, build_generator
+from training.config import TrainConfig, default_config
+from training.evaluate import evaluate_model
+from training.export import export_generator
+from training.gan import save_pair
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
@@ -53,8 +57,6 @@ def _bench_metrics(
     model: Path, folders: list[Path], compare: list[Path] | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Means (``set5_psnr_y``, ``set14_niqe``...) and per-image results; ``compare`` models measured beside."""
-    from training.evaluate import evaluate_model
-
     metrics: dict[str, float] = {}
     details: dict[str, Any] = {}
     for folder in folders:
@@ -85,11 +87,6 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
     A pretraining run saves its generator; a gan run its generator and
     discriminator together (``training.gan.save_pair``).
     """
-    import tensorflow as tf
-
-    from training.arch import build_discriminator, build_generator
-    from training.config import TrainConfig
-
     config = TrainConfig.load(run_dir / "config.json")
     latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     if latest is None:
@@ -97,8 +94,6 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
     generator = build_generator(**config.generator.model_dump())
     step = tf.Variable(0, dtype=tf.int64)
     if config.stage == "gan":
-        from training.gan import save_pair
-
         discriminator = build_discriminator(config.data.hr_size, config.gan.d_filters, config.generator.bn_momentum)
         tf.train.Checkpoint(generator=generator, discriminator=discriminator, step=step).restore(
             latest).expect_partial()
@@ -111,8 +106,6 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
 
 def resume_command(config: TrainConfig, name: str, resume_file: str, step: int) -> str:
     """The ``srgan train`` command that continues ``config``'s run on a new machine from the shipped file."""
-    from training.config import default_config
-
     flags = _changed_flags(config.model_dump(mode="json"), default_config(config.stage).model_dump(mode="json"))
     return " ".join([f"srgan train {config.stage}", f"--run-dir runs/{name}", *flags,
                      f"--init-weights model/weights/{resume_file}", f"--init-step {step}", "--resume"])
@@ -148,10 +141,6 @@ def release(
     run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path, *,
     compare: list[Path] | None = None, detail_base: str | None = None, denoise_base: str | None = None,
 ) -> dict[str, Any]:
-    from model.registry import sha256_of
-    from training.config import TrainConfig
-    from training.export import export_generator
-
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / f"{name}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,8 +214,6 @@ def _wall_hours(run_dir: Path) -> float | None:
 
 def _hours_from_log(lines: list[str]) -> float:
     """Sum the gaps between consecutive progress lines, ignoring pauses longer than 10 minutes."""
-    from datetime import datetime
-
     stamps = []
     for line in lines:
         if " INFO training.trainer: step " in line:

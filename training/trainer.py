@@ -27,8 +27,10 @@ import tensorflow as tf
 from training.checkpoint import Checkpointer, RunDir, find_generator, write_json
 from training.config import TrainConfig
 from training.data import TrainingData, load_training_data, make_dataset
+from training.gan import GanStage
 from training.losses import resolve_perceptual
 from training.optim import current_lr
+from training.pretrain import PretrainStage
 from training.stage import Stage
 from training.validate import Validation, bicubic_baseline, save_references, save_samples, validate
 
@@ -93,10 +95,7 @@ def adopt_pretrained_architecture(config: TrainConfig) -> TrainConfig:
 
 def _make_stage(config: TrainConfig, features: keras.Model | None) -> Stage:
     if config.stage == "pretrain":
-        from training.pretrain import PretrainStage
-
         return PretrainStage(config)
-    from training.gan import GanStage
 
     return GanStage(config, features=features)
 

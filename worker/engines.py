@@ -1,16 +1,12 @@
-"""The engines of one worker process: each model version is loaded once and reused by every job.
+"""The engines of one worker process: each network is loaded once and reused by every job.
 
-Hot reload: a job names a model (``None`` for the configured default, a
-registry name, ``name:version`` or a path); a bare name means the registry's
-active version *when the job starts*. Which version that is gets re-read from
-the registry only when the generation counter on Redis moved (``srgan
-deploy``/``rollback`` bump it, see ``core.model_updates``) or after
-``model_refresh_s``, so a job costs one Redis ``GET``, not a file-system scan.
-A running job keeps the engine it started with; the cache keeps the few most
-recently used versions, so switching back and forth does not reload. With the
-job files on an object store, each re-read first syncs this host's registry
-from the store's (``core.registry_sync``): workers on other hosts see a deploy
-the same way.
+Which version a job's model spec means is the catalog's to say
+(``core.catalog.catalog.ModelCatalog.blend``; this cache's catalog follows the
+generation counter, so a job costs one Redis ``GET``, not a file-system scan);
+building the network is ``core.catalog.load.build_upscaler``. This module only
+keeps what was built: a running job keeps the engine it started with; the cache
+keeps the few most recently used networks, so switching back and forth does not
+reload.
 """
 
 from __future__ import annotations
@@ -19,78 +15,40 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 import redis
 
-from core import registry_sync
-from core.catalog import ModelCatalog, ModelRef
-from core.model_updates import generation, record_engine
+from core.catalog.announce import record_engine
+from core.catalog.catalog import Blend, ModelCatalog
+from core.catalog.load import build_upscaler
 from core.settings import Settings
-from core.upscalers import Blend, build_upscaler, resolve_blend
-
-if TYPE_CHECKING:
-    from model.engine import Upscaler
-    from model.strength import Strength
+from model.engine import Upscaler
+from model.strength import Strength
 
 log = logging.getLogger(__name__)
 
 MAX_ENGINES = 4
-"""Loaded networks kept per worker process (model versions and detail blends; the least recently used goes)."""
+"""Loaded networks kept per worker process (model versions and detail/denoise blends; the least recently used
+goes)."""
 
 
 class EngineCache:
-    """Upscalers keyed by model file, and what each job's model spec resolves to right now.
+    """Upscalers keyed by the files (and the ``detail``) they were built from.
 
     ``get(spec)`` takes what a job record names. ``client`` is the service's
-    Redis (for the generation counter); without it, resolutions are re-read
-    every ``model_refresh_s``.
+    Redis (the catalog reads the generation counter there; without it,
+    resolutions are re-read every ``model_refresh_s``).
     """
 
     def __init__(
         self, settings: Settings, client: redis.Redis | None = None, *, max_engines: int = MAX_ENGINES,
     ) -> None:
         self.settings = settings
-        self.catalog = ModelCatalog(settings)
+        self.catalog = ModelCatalog(settings, follow=True, client=client)
         self.client = client
         self.max_engines = max_engines
         self._engines: OrderedDict[tuple, Upscaler] = OrderedDict()
-        self._resolved: dict[str | None, ModelRef] = {}
-        self._generation: int | None = None
-        self._checked_at = float("-inf")
         self._lock = threading.Lock()
-
-    def _forget_stale_resolutions(self) -> None:
-        current = self._generation
-        if self.client is not None:
-            try:
-                current = generation(self.client)
-            except redis.RedisError as exc:
-                log.warning("cannot read the model generation from Redis: %s", exc)
-        now = time.monotonic()
-        if current != self._generation or now - self._checked_at >= self.settings.model_refresh_s:
-            if self._resolved and current != self._generation:
-                log.info("model generation %s -> %s: re-reading the active versions", self._generation, current)
-            if self.settings.uses_s3:
-                try:
-                    registry_sync.pull(self.settings)
-                except Exception as exc:  # noqa: BLE001 - the registry here still serves; try again next time
-                    log.warning("cannot sync the model registry from the store: %s", exc)
-                    current = self._generation  # so the next job tries again
-            self._resolved.clear()
-            self._generation, self._checked_at = current, now
-
-    def resolve(self, spec: str | None) -> ModelRef:
-        """The model version ``spec`` names now."""
-        with self._lock:
-            return self._resolve(spec)
-
-    def _resolve(self, spec: str | None) -> ModelRef:
-        self._forget_stale_resolutions()
-        info = self._resolved.get(spec)
-        if info is None:
-            info = self._resolved[spec] = self.catalog.resolve(spec)
-        return info
 
     def get(self, spec: str | None = None, detail: float | None = None) -> Upscaler:
         """The engine for ``spec``'s current version (blended with its detail base at ``detail``), loaded once."""
@@ -103,7 +61,7 @@ class EngineCache:
         One engine per blend of model files (the weights, not how the denoise value was chosen): an ``auto``
         strength and an asked one of the same value share it."""
         with self._lock:
-            blend = resolve_blend(self.settings, spec, detail, denoise=denoise, resolve=self._resolve)
+            blend = self.catalog.blend(spec, detail, denoise)
             parts = blend.parts()
             files = tuple((str(m.path), m.path.stat().st_mtime_ns) for m, _ in parts)
             key = (*files, tuple(w for _, w in parts))

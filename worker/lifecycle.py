@@ -2,7 +2,7 @@
 the model early.
 
 The main worker process seeds the registry with the shipped models before
-its pool starts (``core.catalog.ModelCatalog.seed``: the worker's start-up
+its pool starts (``core.catalog.catalog.ModelCatalog.seed``: the worker's start-up
 step; jobs only read the registry).
 
 The main worker process writes a heartbeat to Redis every ``heartbeat_s``
@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+import time
 
+import numpy as np
+import redis
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
-if TYPE_CHECKING:
-    import redis
-
-    from model.engine import Upscaler
+from core import throughput
+from core.catalog.catalog import ModelCatalog
+from core.recovery import Reaper
+from model.engine import Upscaler
+from worker.celery_app import app
+from worker.tasks import upscale
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,6 @@ _threads: list[threading.Thread] = []
 
 
 def _heartbeat_loop(name: str) -> None:
-    from worker.tasks import upscale
-
     interval = upscale.settings.heartbeat_s
     while not _stop.is_set():
         try:
@@ -45,10 +47,6 @@ def _heartbeat_loop(name: str) -> None:
 
 
 def _reaper_loop() -> None:
-    from core.recovery import Reaper
-    from worker.celery_app import app
-    from worker.tasks import upscale
-
     reaper = Reaper(upscale.store, upscale.settings, app.send_task, upscale.notifier)
     while not _stop.wait(upscale.settings.reaper_interval_s):
         try:
@@ -59,8 +57,6 @@ def _reaper_loop() -> None:
 
 def _runs_jobs(consumer: object) -> bool:
     """False for a worker that consumes only the webhook queue: it runs no jobs, so it sends no heartbeat."""
-    from worker.tasks import upscale
-
     try:
         queues = set(consumer.app.amqp.queues.consume_from or {})  # type: ignore[attr-defined]
     except AttributeError:
@@ -70,9 +66,6 @@ def _runs_jobs(consumer: object) -> bool:
 
 @worker_init.connect
 def seed_registry(**_: object) -> None:
-    from core.catalog import ModelCatalog
-    from worker.tasks import upscale
-
     ModelCatalog(upscale.settings).seed()
 
 
@@ -95,8 +88,6 @@ def stop_heartbeat(sender: object = None, **_: object) -> None:
     for thread in _threads:
         thread.join(timeout=2)
     try:
-        from worker.tasks import upscale
-
         upscale.store.worker_gone(getattr(sender, "hostname", None) or "worker")
     except Exception as exc:  # noqa: BLE001
         log.warning("could not remove the heartbeat: %s", exc)
@@ -107,8 +98,6 @@ PROBE_SIDE = 128
 
 
 def _warm_up() -> None:
-    from worker.tasks import upscale
-
     try:
         engine = upscale.engines.get(None)
         log.info("model ready: %s x%d on %s", engine.contract.name, engine.scale, engine.backend_name)
@@ -116,19 +105,13 @@ def _warm_up() -> None:
         log.error("could not load the model %r: %s", upscale.settings.model, exc)
         return
     try:
-        _measure(upscale.store.redis, upscale.engines.resolve(None).name, engine)
+        _measure(upscale.store.redis, upscale.engines.catalog.resolve(None).name, engine)
     except Exception as exc:  # noqa: BLE001 - the API then has no estimate until the first job
         log.warning("could not measure the model's throughput: %s", exc)
 
 
 def _measure(client: redis.Redis, model: str, engine: Upscaler) -> None:
     """Time one probe run through the engine and publish it (see ``core.throughput``)."""
-    import time
-
-    import numpy as np
-
-    from core import throughput
-
     probe = np.random.default_rng(0).integers(0, 256, (PROBE_SIDE, PROBE_SIDE, 3), dtype=np.uint8)
     started = time.perf_counter()
     engine.upscale(probe)

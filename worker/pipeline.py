@@ -14,23 +14,22 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
+from PIL import Image
 from redis import RedisError
 
 from core import throughput, webhooks
-from core.jobs import Job, JobStore, download_name
-from core.render import Limits, Rendered, RenderOptions, render
+from core.catalog.catalog import Blend, choose_denoise
+from core.catalog.load import provenance
+from core.job_record import Job, download_name
+from core.jobs import JobStore
+from core.render import PixelLimits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
-from core.upscalers import Blend, choose_denoise, provenance
+from model.engine import Upscaler
 from model.errors import Canceled, SRGANError
-
-if TYPE_CHECKING:
-    from PIL import Image
-
-    from model.engine import Upscaler
-    from worker.engines import EngineCache
+from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
         def pick(img: Image.Image) -> tuple[Upscaler, dict[str, Any]]:
             """The engine for the decoded upload (denoise auto reads it), recorded on the job before it runs."""
             spec = job.params.get("model")
-            denoise = choose_denoise(engines.resolve(spec), job.params.get("denoise"), img)
+            denoise = choose_denoise(engines.catalog.resolve(spec), job.params.get("denoise"), img)
             upscaler, blend = engines.get_blend(spec, job.params.get("detail"), denoise)
             contract = upscaler.contract
             store.update_running(job_id, attempt=attempt, model={
@@ -160,7 +159,7 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
 
         t0 = time.perf_counter()
         with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
-            result = render(pick, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
+            result = render(pick, source, RenderOptions.from_params(job.params), PixelLimits.from_settings(settings),
                             progress=hooks.progress, should_stop=hooks.should_stop)
         blend = ran[-1]
         if store.cancel_requested(job_id):  # after the last tile: the result is not written at all

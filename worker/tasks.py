@@ -10,9 +10,10 @@ import logging
 import socket
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
+from billiard.einfo import ExceptionInfo
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from core.jobs import JobStore
@@ -21,9 +22,6 @@ from core.webhooks import Notifier
 from worker.celery_app import TASK_NAME, ServiceTask, app
 from worker.engines import EngineCache
 from worker.pipeline import process_job
-
-if TYPE_CHECKING:
-    from billiard.einfo import ExceptionInfo
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
@@ -15,20 +14,18 @@ from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.admission import admit_batch
 from api.batch_upload import discard_all, receive_batch
-from api.deps import Caller, CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
-from api.errors import ApiError, status_for
-from api.idempotent import claim_or_replay
+from api.deps import CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
+from api.errors import ApiError
+from api.events import KEEPALIVE_S, RETRY_MS
 from api.openapi import AUTH, error_responses
-from api.options import parse_deadline
-from api.routes.job_events import KEEPALIVE_S, RETRY_MS
-from api.routes.jobs import _accept, _parse_params, _webhook, choose_model, job_out
+from api.results import job_out
 from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_name
-from api.upload import Pace, Upload
-from core.batches import Batch, BatchState, is_batch_id, new_batch_id
-from core.idempotency import MAX_KEY_LENGTH, fingerprint
-from core.jobs import TERMINAL, new_job_id
-from model.errors import ModelError, SRGANError
+from api.upload import Pace
+from core.batches import Batch, BatchState, is_batch_id
+from core.idempotency import MAX_KEY_LENGTH
+from core.job_states import TERMINAL
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"],
                    dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
@@ -52,60 +49,6 @@ def batch_out(request: Request, services: Services, state: BatchState) -> BatchO
                     created_at=datetime.fromtimestamp(state.batch.created_at, timezone.utc),
                     counts=state.counts(), jobs=[job_out(request, services, job) for job in state.jobs],
                     links=BatchLinks(self=prefix, archive=f"{prefix}/archive", events=f"{prefix}/events"))
-
-
-def _admit_batch(services: Services, files: list[Upload], fields: dict[str, str], *, caller: Caller,
-                 idempotency_key: str | None, cancel_after: str | None) -> tuple[Batch, bool]:
-    params, options = _parse_params(fields)
-    if options.url:
-        raise ApiError(422, "invalid_parameter", "a batch takes `file` parts; `url` is for single jobs")
-    choose_model(services, params)  # the model and detail are the whole request's, checked once
-    try:
-        deadline_at = parse_deadline(cancel_after=cancel_after, deadline=options.deadline, now=time.time(),
-                                     longest_s=services.settings.job_ttl_s)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_parameter", f"deadline: {exc}") from None
-    batch_id = new_batch_id()
-    keys = services.idempotency
-    if idempotency_key:
-        fp = fingerprint([f.path for f in files], {**fields, "cancel-after": cancel_after or ""})
-        earlier = claim_or_replay(keys, caller.name, idempotency_key, fingerprint=fp, kind="batch",
-                                  new_id=batch_id, lookup=services.batches.get)
-        if earlier is not None:
-            return earlier, True
-    try:
-        extra = {"deadline_at": deadline_at, "webhook": _webhook(services, options), "batch_id": batch_id}
-        job_ids: list[str] = []
-        for upload in files:
-            job_ids.append(_job_for_file(services, upload, params, caller, extra, first=not job_ids))
-        return services.batches.create(batch_id, job_ids, owner=caller.name), False
-    except BaseException:
-        if idempotency_key:
-            keys.release(caller.name, idempotency_key, batch_id)
-        raise
-
-
-def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller: Caller, extra: dict, *,
-                  first: bool) -> str:
-    """Queue the file's job; a file that cannot be read becomes a ``failed`` job with the error it got.
-
-    A refusal by the queue or the key's quotas (429) refuses the whole request at the first file (nothing
-    of the batch exists yet); later in the batch it fails that file's job with the refusal's code.
-    """
-    job_id = new_job_id()
-    try:
-        _accept(services, upload, params, job_id, caller, extra)
-    except ModelError:
-        raise  # the same for every file: the request's fault, not this file's
-    except (SRGANError, ApiError) as exc:
-        status = exc.status if isinstance(exc, ApiError) else status_for(exc)
-        if status == 503 or (status == 429 and first):
-            raise
-        code = exc.code
-        services.store.create_failed(job_id, input={"filename": upload.filename, "bytes": upload.size},
-                                     error={"code": code, "message": exc.message}, owner=caller.name,
-                                     extra=extra)
-    return job_id
 
 
 @router.post("", status_code=202, response_model=BatchOut, responses={
@@ -138,7 +81,7 @@ async def create_batch(
         max_parts=settings.max_batch_files + settings.max_form_fields, max_files=settings.max_batch_files,
         pace=Pace.of(settings))
     try:
-        batch, replayed = await run_in_threadpool(_admit_batch, services, files, fields, caller=caller,
+        batch, replayed = await run_in_threadpool(admit_batch, services, files, fields, caller=caller,
                                                   idempotency_key=idempotency_key, cancel_after=cancel_after)
     finally:
         discard_all(files)

@@ -19,15 +19,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
+from api.events import KEEPALIVE_S, RETRY_MS
 from api.openapi import AUTH, error_responses
-from core.jobs import TERMINAL, Job
+from core.job_record import Job
+from core.job_states import TERMINAL
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"],
                    dependencies=[Depends(require_api_key), Depends(reject_unknown_query)])
-
-KEEPALIVE_S = 15.0
-RETRY_MS = 1000
-
 
 def format_event(event: dict) -> str:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"

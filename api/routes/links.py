@@ -11,9 +11,9 @@ from fastapi.responses import FileResponse, RedirectResponse
 from api.deps import ServicesDep, reject_unknown_query
 from api.errors import ApiError
 from api.openapi import error_responses
-from api.routes.jobs import finished_result, result_file
+from api.results import finished_result, result_file
 from api.schemas import download_name
-from core.jobs import is_job_id
+from core.job_record import is_job_id
 
 router = APIRouter(prefix="/v1/links", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ServicesDep, reject_unknown_query, require_api_key
 from api.openapi import AUTH, error_responses
 from api.schemas import ModelOut, ModelsOut
-from core.model_updates import loaded_engines
+from core.catalog.announce import loaded_engines
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from bench.tiny_models import make_conv_model
-from model.deploy import deploy_model
-from model.registry import Registry
+from core.catalog.registry import Registry
 from tests.e2e.conftest import start_served
+from tests.utils.models import publish_checked
 from tests.utils.service import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -34,7 +34,7 @@ def served_family(tmp_path_factory):
     for i, (name, card) in enumerate(cards.items()):
         path = make_conv_model(files / f"{name}.onnx", seed=30 + i, name=name)
         (files / f"{name}.card.json").write_text(json.dumps(card))
-        deploy_model(registry, path, name=name)
+        publish_checked(registry, path, name=name)
     with start_served(data_dir, "psnr") as stack:
         yield stack
 

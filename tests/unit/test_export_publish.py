@@ -1,5 +1,5 @@
 """`srgan export --publish`: an export goes into the registry through the publish of `srgan deploy`
-(``cli.deploy.publish_and_report``; no TensorFlow needed)."""
+(``cli.models.publish_and_report``; no TensorFlow needed)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import json
 import pytest
 
 from bench.tiny_models import make_nearest_model, with_declared_scale
+from core.catalog.registry import Registry, sha256_of
+from core.catalog.shipped import shipped_models
 from core.settings import get_settings
-from model.locate import shipped_models
-from model.registry import Registry, sha256_of
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ def exported(folder, model):
 
 
 def test_publish_export_deploys_with_the_card(models_dir, tmp_path, capsys):
-    from cli.deploy import publish_and_report
+    from cli.models import publish_and_report
 
     path = exported(tmp_path / "out", lambda p: make_nearest_model(p, scale=4))
     assert publish_and_report(None, path, "mine", source=f"srgan export: {path}") == 0
@@ -50,7 +50,7 @@ def test_publish_export_deploys_with_the_card(models_dir, tmp_path, capsys):
 
 
 def test_publish_export_refuses_a_bad_export(models_dir, tmp_path, capsys):
-    from cli.deploy import publish_and_report
+    from cli.models import publish_and_report
 
     path = exported(tmp_path / "out", lambda p: with_declared_scale(make_nearest_model(p, scale=2), p, 4))
     assert publish_and_report(None, path, "mine") == 1
@@ -61,7 +61,7 @@ def test_publish_export_refuses_a_bad_export(models_dir, tmp_path, capsys):
 @pytest.mark.skipif(not shipped_models(), reason="no model ships in model/weights")
 def test_a_worse_export_is_refused_unless_forced(models_dir, tmp_path, capsys):
     """A 40-step model scoring like bicubic on Set5 was activated over the shipped one without a word."""
-    from cli.deploy import publish_and_report
+    from cli.models import publish_and_report
 
     path = exported(tmp_path / "out", lambda p: make_nearest_model(p, scale=4))
     assert publish_and_report(None, path, "srresnet_x4") == 1

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.locate import WEIGHTS_DIR
+from core.catalog.shipped import WEIGHTS_DIR
 from model.tiling import MIN_AUTO_TILE, TilePlan, axis_windows, choose_tiles, tile_memory
 
 pytestmark = pytest.mark.integration

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import build_upscaler
+from core.catalog.shipped import WEIGHTS_DIR
 from core.settings import Settings
-from core.upscalers import build_upscaler, resolve_blend
 from model.engine import Upscaler
 from model.interpolate import check_pair
-from model.locate import WEIGHTS_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +49,9 @@ def test_the_card_names_srresnet_x4_as_detail_base_and_the_pair_matches():
 def test_detail_0_is_srresnet_x4_and_detail_1_is_srgan_x4(settings, image):
     psnr = _raw(Upscaler.from_file(PSNR, backend="onnxruntime", tile=0, overlap=0), image)
     gan = _raw(Upscaler.from_file(GAN, backend="onnxruntime", tile=0, overlap=0), image)
-    at0 = _raw(build_upscaler(settings, resolve_blend(settings, str(GAN), 0.0)), image)
-    at1 = _raw(build_upscaler(settings, resolve_blend(settings, str(GAN), 1.0)), image)
-    half = _raw(build_upscaler(settings, resolve_blend(settings, str(GAN), 0.5)), image)
+    at0 = _raw(build_upscaler(settings, ModelCatalog(settings).blend(str(GAN), 0.0)), image)
+    at1 = _raw(build_upscaler(settings, ModelCatalog(settings).blend(str(GAN), 1.0)), image)
+    half = _raw(build_upscaler(settings, ModelCatalog(settings).blend(str(GAN), 0.5)), image)
     assert np.abs(at0 - psnr).max() <= 1e-3
     assert np.abs(at1 - gan).max() <= 1e-3
     assert np.abs(psnr - gan).max() > 1.0, "the GAN model must differ from its base"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bench.tiny_models import make_srresnet_model
-from core.throughput import KEY
+from core.keyspace import THROUGHPUT
 from tests.utils.service import LiveApi, api_and_worker, image_bytes, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -29,7 +29,7 @@ def fresh(url: str) -> str:
 
 
 def measurements(service_redis, model: str) -> dict[str, float]:
-    raw = service_redis.hgetall(KEY)
+    raw = service_redis.hgetall(THROUGHPUT)
     return {k: json.loads(v)["px_s"] for k, v in raw.items() if k.startswith(model + "|")}
 
 

@@ -20,9 +20,9 @@ import redis
 from PIL import Image
 
 from bench.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
-from core.jobs import job_key
-from model.deploy import deploy_model
-from model.registry import Registry, sha256_of
+from core.catalog.registry import Registry, sha256_of
+from core.keyspace import job_key
+from tests.utils.models import publish_checked
 from tests.utils.service import REPO, LiveApi, WorkerProc, image_bytes, service_env, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -39,7 +39,7 @@ def files(tmp_path):
 @pytest.fixture
 def settings(redis_db, make_settings, tmp_path, files):
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, files["v1"], name="sr", version="v1")
+    publish_checked(registry, files["v1"], name="sr", version="v1")
     return make_settings(redis_db(), model="sr", models_dir=registry.root, debug_tile_delay_s=SLOW_TILE_S)
 
 

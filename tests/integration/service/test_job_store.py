@@ -8,7 +8,9 @@ import time
 import pytest
 import redis
 
-from core.jobs import JobStore, job_key, new_job_id
+from core.job_record import new_job_id
+from core.jobs import JobStore
+from core.keyspace import job_key
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ import redis
 from PIL import Image
 
 from bench.tiny_models import make_conv_model, make_nearest_model
-from core.jobs import job_key
+from core.catalog.registry import Registry
+from core.keyspace import job_key
 from core.settings import Settings
-from model.registry import Registry
 from tests.utils.service import REPO, LiveApi, WorkerProc, image_bytes, service_env, wait_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]

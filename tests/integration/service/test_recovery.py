@@ -13,8 +13,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from core.jobs import JobStore, events_log_key, job_key, new_job_id
-from core.recovery import LOCK, Reaper, broker_job_ids, run_pass
+from core.job_record import new_job_id
+from core.jobs import JobStore
+from core.keyspace import REAPER_LOCK, events_log_key, job_key
+from core.recovery import Reaper, broker_job_ids, run_pass
 from core.settings import Settings
 from tests.utils.service import LiveApi, WorkerProc, image_bytes, wait_for, wait_until
 
@@ -164,8 +166,8 @@ def test_one_reaper_pass_per_interval_across_processes(db, module_db, make_setti
 
     reapers = [Reaper(store, settings, send_task) for _ in range(3)]
     assert [r.maybe_run() is not None for r in reapers] == [True, False, False]
-    assert 3000 < db.pttl(LOCK) <= 4000
-    db.delete(LOCK)
+    assert 3000 < db.pttl(REAPER_LOCK) <= 4000
+    db.delete(REAPER_LOCK)
     job_id = new_job_id()
     store.create(job_id, input={}, params={})
     store.start(job_id, worker="dead@host", max_attempts=3)

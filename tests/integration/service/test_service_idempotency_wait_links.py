@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from core.links import SECRET_KEY, LinkSigner
+from core.keyspace import LINK_SECRET
+from core.links import LinkSigner
 from tests.integration.service.conftest import BACKENDS
 from tests.utils.service import LiveApi, image_bytes, wait_for, wait_until
 
@@ -144,7 +145,7 @@ def test_signed_links_download_without_a_key_until_they_expire(service, make_set
             moved = anonymous.get(f"/v1/links/{other['id']}", params={"expires": expires, "signature": signature})
             assert moved.status_code == 403, "a signature is for one job only"
 
-            signer = LinkSigner(service.redis.get(SECRET_KEY).encode(), ttl_s=1)
+            signer = LinkSigner(service.redis.get(LINK_SECRET).encode(), ttl_s=1)
             stale, _ = signer.sign(job["id"], now=time.time() - 10)
             expired = anonymous.get(stale)
             assert (expired.status_code, expired.json()["error"]["code"]) == (403, "link_expired")

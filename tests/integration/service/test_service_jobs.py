@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from api.queue import JobQueue
+from core.catalog.shipped import shipped_models
 from core.cleanup import sweep_expired
-from core.jobs import JobStore, job_key
-from model.locate import shipped_models
+from core.jobs import JobStore
+from core.keyspace import job_key
 from tests.integration.service.conftest import BACKENDS
 from tests.utils.service import exif_make_as_rational, image_bytes, wait_for, wait_until
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from core.cleanup import sweep_expired
-from core.jobs import new_job_id
+from core.job_record import new_job_id
 from core.settings import Settings
 from core.storage import MULTIPART_THRESHOLD, FolderStorage, InputMissing, S3Storage, Storage, open_storage
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from core.jobs import job_key
+from core.keyspace import job_key
 from core.settings import hash_api_key
 from tests.utils.service import LiveApi, image_bytes, wait_for
 
@@ -61,7 +61,7 @@ def keyed_api(service) -> Iterator[LiveApi]:
 
 
 def test_a_job_belongs_to_the_key_that_made_it(keyed_api, service, caplog):
-    caplog.set_level(logging.INFO, logger="api.routes.jobs")
+    caplog.set_level(logging.INFO, logger="api.admission")
     with keyed_api.client(headers={"X-API-Key": ALICE}) as alice, keyed_api.client(headers={"X-API-Key": BOB}) as bob:
         made = submit(alice, image_bytes(12, 10, seed=3), None)
         assert made.status_code == 202, made.text

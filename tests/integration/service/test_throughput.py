@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from core import throughput
+from core.keyspace import THROUGHPUT
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +35,8 @@ def test_each_process_keeps_a_moving_average_and_the_fastest_fresh_one_counts(cl
 
 def test_stale_and_unreadable_figures_are_dropped(client):
     model = f"m-{time.time_ns()}"
-    client.hset(throughput.KEY, f"{model}|old", json.dumps({"px_s": 1e9, "at": time.time() - 1000}))
-    client.hset(throughput.KEY, f"{model}|junk", "not json")
+    client.hset(THROUGHPUT, f"{model}|old", json.dumps({"px_s": 1e9, "at": time.time() - 1000}))
+    client.hset(THROUGHPUT, f"{model}|junk", "not json")
     throughput.record(client, model, 20_000, 1.0, source="fresh")
     assert throughput.fastest(client, model, max_age_s=100) == pytest.approx(20_000)
-    assert not client.hexists(throughput.KEY, f"{model}|old") and not client.hexists(throughput.KEY, f"{model}|junk")
+    assert not client.hexists(THROUGHPUT, f"{model}|old") and not client.hexists(THROUGHPUT, f"{model}|junk")

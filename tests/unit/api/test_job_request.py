@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.schemas import JobOut, JobRequest, download_name
-from core.jobs import Job
+from core.job_record import Job
 
 pytestmark = pytest.mark.unit
 

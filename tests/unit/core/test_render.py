@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bench.tiny_models import make_nearest_model
-from core.render import Limits, RenderOptions, render, write_file
+from core.render import PixelLimits, RenderOptions, render, write_file
 from model.engine import Upscaler
 from model.errors import Canceled, ImageTooLarge, InvalidImage, InvalidParameter
 from tests.utils.service import image_bytes
@@ -25,7 +25,7 @@ def upscaler(tmp_path_factory):
 
 @pytest.fixture
 def limits():
-    return Limits(max_input_pixels=10**6, max_output_pixels=100_000)
+    return PixelLimits(max_input_pixels=10**6, max_output_pixels=100_000)
 
 
 def source(tmp_path, data: bytes):

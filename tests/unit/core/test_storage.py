@@ -9,7 +9,8 @@ from typing import cast
 import pytest
 
 from core.cleanup import sweep_expired
-from core.jobs import JobStore, new_job_id
+from core.job_record import new_job_id
+from core.jobs import JobStore
 from core.storage import FolderStorage
 
 pytestmark = pytest.mark.unit

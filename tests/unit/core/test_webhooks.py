@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from core.jobs import Job
+from core.job_record import Job
 from core.links import LinkSigner
 from core.settings import Settings
 from core.webhooks import WebhookConfigError, backoff_s, headers, message, parse_events, secret_key, sign, wants

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bench.tiny_models import make_conv_model, make_srresnet_model
+from core.catalog.load import engine_options
 from core.settings import Settings
-from core.upscalers import engine_options
 from model.backends import open_backend, rewritten_model
 from model.compile_cache import CompileCache, content_hash
 from model.engine import Upscaler

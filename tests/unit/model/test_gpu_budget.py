@@ -17,6 +17,8 @@ from model.backends import (
 )
 from model.tiling import MIN_AUTO_TILE, STRIP_BYTES_PER_OUTPUT_PIXEL, axis_windows, choose_tiles
 
+pytestmark = pytest.mark.unit
+
 
 def test_gpu_backends_are_recognised_by_name() -> None:
     assert is_gpu_backend("onnxruntime:CUDAExecutionProvider")

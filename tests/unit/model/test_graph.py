@@ -17,9 +17,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.tiny_models import make_srresnet_model
+from core.catalog.shipped import WEIGHTS_DIR
 from model.backends import open_backend, openvino_available
 from model.graph import subpixel_kernel, subpixel_tail
-from model.locate import WEIGHTS_DIR
+
+pytestmark = pytest.mark.unit
 
 SHIPPED = [WEIGHTS_DIR / "srresnet_x4.onnx", WEIGHTS_DIR / "srgan_x4.onnx"]
 EXACT = 1e-3

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from model.errors import InvalidImage, MultiFrame
-from model.images import check_intact, probe_image, read_image
+from model.images import check_intact, read_header, read_image
 
 pytestmark = pytest.mark.unit
 LIMIT = 10_000_000
@@ -48,7 +48,7 @@ def encoded(kind: str) -> tuple[bytes, str]:
 @pytest.mark.parametrize("kind", list(SAVE))
 def test_whole_files_are_intact(kind):
     data, fmt = encoded(kind)
-    assert probe_image(data, max_pixels=LIMIT).format == fmt
+    assert read_header(data, max_pixels=LIMIT).format == fmt
     check_intact(data, fmt)
 
 
@@ -90,7 +90,7 @@ def test_damaged_compressed_data_is_refused(kind):
 
 def test_phone_camera_mpo_is_intact():
     data = to_bytes(photo(), "MPO", save_all=True, append_images=[photo(seed=1)])
-    info = probe_image(data, max_pixels=LIMIT)
+    info = read_header(data, max_pixels=LIMIT)
     check_intact(data, info.format)
 
 
@@ -98,7 +98,7 @@ def test_phone_camera_mpo_is_intact():
 def test_animations_and_multi_page_files_are_refused(fmt):
     data = to_bytes(photo(), fmt, save_all=True, append_images=[photo(seed=1), photo(seed=2)])
     with pytest.raises(MultiFrame) as err:
-        probe_image(data, max_pixels=LIMIT)
+        read_header(data, max_pixels=LIMIT)
     assert err.value.code == "multi_frame"
     with pytest.raises(MultiFrame):
         read_image(data, max_pixels=LIMIT)
@@ -108,9 +108,9 @@ def test_tiff_with_a_thumbnail_page_is_one_image():
     """A reduced-resolution page (NewSubfileType bit 0), as cameras and scanners add, is not a second image."""
     two_pages = to_bytes(photo(), "TIFF", save_all=True, append_images=[photo(24, 16)])
     with pytest.raises(MultiFrame):
-        probe_image(two_pages, max_pixels=LIMIT)
+        read_header(two_pages, max_pixels=LIMIT)
     # Pillow cannot give each page its own tags on save, so the second page's first tag is rewritten
-    info = probe_image(_with_thumbnail_flag(two_pages), max_pixels=LIMIT)
+    info = read_header(_with_thumbnail_flag(two_pages), max_pixels=LIMIT)
     assert (info.width, info.height) == (96, 64)
 
 
@@ -133,9 +133,9 @@ def _with_thumbnail_flag(tiff: bytes) -> bytes:
 def test_palette_png_with_trns_has_alpha():
     pal = photo().quantize(16)
     data = to_bytes(pal, "PNG", transparency=0)
-    assert probe_image(data, max_pixels=LIMIT).has_alpha
+    assert read_header(data, max_pixels=LIMIT).has_alpha
     opaque = to_bytes(pal, "PNG")
-    assert not probe_image(opaque, max_pixels=LIMIT).has_alpha
+    assert not read_header(opaque, max_pixels=LIMIT).has_alpha
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
@@ -143,7 +143,7 @@ def test_colour_key_trns_becomes_alpha(mode):
     img = photo().convert(mode)
     key = img.getpixel((5, 5))
     data = to_bytes(img, "PNG", transparency=key)
-    assert probe_image(data, max_pixels=LIMIT).has_alpha
+    assert read_header(data, max_pixels=LIMIT).has_alpha
     out = read_image(data, max_pixels=LIMIT)
     assert out.mode == {"RGB": "RGBA", "L": "LA"}[mode]
     alpha = np.asarray(out.getchannel("A"))

@@ -8,7 +8,7 @@ from PIL import Image, ImageCms
 
 from model.engine import Upscaler
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, UnsupportedFormat
-from model.images import encode_image, output_format, probe_image, read_image, upscale_image
+from model.images import encode_image, output_format, read_header, read_image, upscale_image
 
 pytestmark = pytest.mark.unit
 LIMIT = 10_000_000
@@ -32,7 +32,7 @@ def srgb_icc():
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF"])
 def test_every_input_format_is_sniffed_from_bytes(fmt, rng):
     img = Image.fromarray(rng.integers(0, 256, (21, 34, 3), dtype=np.uint8))
-    info = probe_image(to_bytes(img, fmt), max_pixels=LIMIT)
+    info = read_header(to_bytes(img, fmt), max_pixels=LIMIT)
     assert (info.format, info.width, info.height) == (fmt, 34, 21)
 
 
@@ -104,16 +104,16 @@ def test_probe_gives_the_size_as_displayed_and_the_orientation(rng, fmt, orienta
     exif = Image.Exif()
     exif[0x0112] = orientation
     data = to_bytes(Image.fromarray(rng.integers(0, 256, (10, 30, 3), dtype=np.uint8)), fmt, exif=exif.tobytes())
-    info = probe_image(data, max_pixels=LIMIT)
+    info = read_header(data, max_pixels=LIMIT)
     assert ((info.width, info.height), info.orientation) == (size, orientation)
     assert read_image(data, max_pixels=LIMIT).size == size
 
 
 def test_probe_without_exif_or_with_a_broken_one_is_upright(rng):
     arr = rng.integers(0, 256, (10, 30, 3), dtype=np.uint8)
-    assert probe_image(to_bytes(Image.fromarray(arr), "JPEG"), max_pixels=LIMIT).orientation == 1
+    assert read_header(to_bytes(Image.fromarray(arr), "JPEG"), max_pixels=LIMIT).orientation == 1
     bad = to_bytes(Image.fromarray(arr), "JPEG", exif=b"Exif\x00\x00MM\x00*garbage")
-    info = probe_image(bad, max_pixels=LIMIT)
+    info = read_header(bad, max_pixels=LIMIT)
     assert (info.width, info.height, info.orientation) == (30, 10, 1)
 
 
@@ -148,12 +148,12 @@ def test_bad_quality_or_format_refused(rng, quality):
 
 def test_text_named_png_and_empty_bytes_are_unsupported():
     with pytest.raises(UnsupportedFormat):
-        probe_image(b"hello, I am not an image", max_pixels=LIMIT)
+        read_header(b"hello, I am not an image", max_pixels=LIMIT)
     with pytest.raises(UnsupportedFormat):
-        probe_image(b"", max_pixels=LIMIT)
+        read_header(b"", max_pixels=LIMIT)
     gif = to_bytes(Image.new("RGB", (4, 4)), "GIF")
     with pytest.raises(UnsupportedFormat):
-        probe_image(gif, max_pixels=LIMIT)
+        read_header(gif, max_pixels=LIMIT)
 
 
 def test_truncated_png_is_invalid(rng):
@@ -173,7 +173,7 @@ def png_header_only(width, height):
 @pytest.mark.parametrize("side", [5000, 50000])
 def test_decompression_bomb_refused_before_decoding(side):
     with pytest.raises(ImageTooLarge):
-        probe_image(png_header_only(side, side), max_pixels=LIMIT)
+        read_header(png_header_only(side, side), max_pixels=LIMIT)
     with pytest.raises(ImageTooLarge):
         read_image(png_header_only(side, side), max_pixels=LIMIT)
 

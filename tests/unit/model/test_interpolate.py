@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from bench.tiny_models import make_conv_model, make_srresnet_model
+from core.catalog.catalog import ModelCatalog
+from core.catalog.load import build_upscaler
+from core.catalog.registry import DeployRefused, Registry
 from core.settings import Settings
-from core.upscalers import build_upscaler, resolve_blend
-from model.deploy import deploy_model
 from model.engine import Upscaler
 from model.errors import InvalidParameter
 from model.interpolate import PairMismatch, check_pair, interpolate_models, round_detail
-from model.registry import DeployRefused, Registry
+from tests.utils.models import publish_checked
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit
@@ -88,20 +89,20 @@ def _card_with_base(path, base):
 def test_deploy_refuses_a_gan_model_that_cannot_blend_with_its_base(pair, tmp_path):
     base, _, _ = pair
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, base, name="psnr")
+    publish_checked(registry, base, name="psnr")
     bad = _card_with_base(make_srresnet_model(tmp_path / "bad.onnx"), "psnr")
     with pytest.raises(DeployRefused, match="cannot serve detail with psnr.*different networks"):
-        deploy_model(registry, bad, name="gan")
+        publish_checked(registry, bad, name="gan")
     assert not registry.has("gan")
 
 
 def test_the_worker_cache_builds_each_detail_once_and_the_cli_path_gives_the_same_pixels(pair, image, tmp_path):
     base, target, _ = pair
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, base, name="psnr")
+    publish_checked(registry, base, name="psnr")
     copy = tmp_path / "t.onnx"
     copy.write_bytes(target.read_bytes())
-    deploy_model(registry, _card_with_base(copy, "psnr"), name="gan")
+    publish_checked(registry, _card_with_base(copy, "psnr"), name="gan")
     settings = Settings(_env_file=None, models_dir=registry.root, model="psnr", backend="onnxruntime", threads=1,
                         tile=0, overlap=0, model_refresh_s=3600)
     cache = EngineCache(settings, None)
@@ -109,7 +110,7 @@ def test_the_worker_cache_builds_each_detail_once_and_the_cli_path_gives_the_sam
     assert cache.get("gan", 0.52) is engine, "0.52 rounds to 0.5: the same network"
     assert blend.describe() == {"detail": 0.5, "detail_base": "psnr:1", "detail_target": "gan:1"}
     assert cache.get("gan", 0.0) is not engine
-    local = build_upscaler(settings, resolve_blend(settings, "gan", 0.5))
+    local = build_upscaler(settings, ModelCatalog(settings).blend("gan", 0.5))
     assert np.array_equal(engine.upscale(image), local.upscale(image))
     assert np.array_equal(cache.get("gan", 0.0).upscale(image), cache.get("psnr").upscale(image))
     with pytest.raises(InvalidParameter, match="no detail control"):
@@ -180,10 +181,10 @@ def family(tmp_path):
     registry = Registry(tmp_path / "models")
     files = {name: make_conv_model(tmp_path / f"{name}.onnx", seed=20 + i, name=name)
              for i, name in enumerate(["psnr", "gan", "rw", "rw_gan"])}
-    deploy_model(registry, files["psnr"], name="psnr")
-    deploy_model(registry, _card(files["gan"], detail_base="psnr"), name="gan")
-    deploy_model(registry, _card(files["rw"], denoise_base="psnr"), name="rw")
-    deploy_model(registry, _card(files["rw_gan"], detail_base="rw", denoise_base="gan"), name="rw_gan")
+    publish_checked(registry, files["psnr"], name="psnr")
+    publish_checked(registry, _card(files["gan"], detail_base="psnr"), name="gan")
+    publish_checked(registry, _card(files["rw"], denoise_base="psnr"), name="rw")
+    publish_checked(registry, _card(files["rw_gan"], detail_base="rw", denoise_base="gan"), name="rw_gan")
     settings = Settings(_env_file=None, models_dir=registry.root, model="psnr", backend="onnxruntime", threads=1,
                         tile=0, overlap=0, model_refresh_s=3600)
     return settings, files
@@ -200,12 +201,12 @@ def _jpeg_image(quality):
 
 
 def test_denoise_and_detail_blend_the_four_models_of_a_family(family, image):
-    from core.upscalers import choose_denoise
+    from core.catalog.catalog import choose_denoise
     from model.strength import Strength
 
     settings, files = family
     cache = EngineCache(settings, None)
-    rw_gan = cache.resolve("rw_gan")
+    rw_gan = cache.catalog.resolve("rw_gan")
     # the corners are the four models themselves
     for detail, denoise, corner in ((0.0, 0.0, "psnr"), (1.0, 0.0, "gan"), (0.0, 1.0, "rw"), (1.0, 1.0, "rw_gan")):
         engine, blend = cache.get_blend("rw_gan", detail, Strength(denoise, "asked"))
@@ -231,7 +232,7 @@ def test_denoise_and_detail_blend_the_four_models_of_a_family(family, image):
     assert q60.reason.startswith("auto: jpeg q60")
     assert choose_denoise(rw_gan, 0.62, _png_image()) == Strength(0.6, "asked")
     # a model without denoise control: auto leaves it alone, a number is refused
-    psnr = cache.resolve("psnr")
+    psnr = cache.catalog.resolve("psnr")
     assert choose_denoise(psnr, "auto", _jpeg_image(30)) is None
     with pytest.raises(InvalidParameter, match="no denoise control"):
         choose_denoise(psnr, 0.5, _png_image())
@@ -248,7 +249,7 @@ def _png_image():
 
 def test_deploy_refuses_a_denoise_model_that_cannot_blend_with_its_clean_model(tmp_path):
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, make_conv_model(tmp_path / "clean.onnx", seed=1, name="clean"), name="clean")
+    publish_checked(registry, make_conv_model(tmp_path / "clean.onnx", seed=1, name="clean"), name="clean")
     bad = _card(make_srresnet_model(tmp_path / "bad.onnx"), denoise_base="clean")
     with pytest.raises(DeployRefused, match="cannot serve denoise with clean.*different networks"):
-        deploy_model(registry, bad, name="rw")
+        publish_checked(registry, bad, name="rw")

@@ -10,6 +10,8 @@ from bench.data import shared_data
 from model.niqe import NiqeModel, matlab_imresize_half, niqe
 from model.quality import crop_to_multiple
 
+pytestmark = pytest.mark.unit
+
 REFERENCE = {
     "baboon": 5.7296, "barbara": 4.5839, "bridge": 2.4864, "coastguard": 5.3512, "comic": 4.1388,
     "face": 8.4930, "flowers": 2.8860, "foreman": 5.9350, "lenna": 5.1971, "man": 3.6622,

@@ -14,8 +14,10 @@ import pytest
 from bench.tiny_models import make_low_precision_fragile_model, make_srresnet_model
 from core.settings import Settings
 from model.backends import cpu_flags, native_precision, open_backend, openvino_capabilities
-from model.engine import CHECK_MIN_PSNR_DB, Upscaler, _checked, check_precision, probe_image
+from model.engine import CHECK_MIN_PSNR_DB, Upscaler, _checked, check_precision, precision_test_card
 from model.errors import ModelError
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def models(tmp_path_factory):
 
 
 def photo(size: int = 40) -> np.ndarray:
-    return probe_image(size)
+    return precision_test_card(size)
 
 
 def test_native_precision_follows_cpu_flags_and_runtime():
@@ -123,8 +125,8 @@ def test_auto_on_this_machine_picks_the_native_precision(models):
 
 
 def test_settings_precision_reaches_the_engine(models, monkeypatch):
-    from core.catalog import ModelCatalog
-    from core.upscalers import Blend, build_upscaler
+    from core.catalog.catalog import Blend, ModelCatalog
+    from core.catalog.load import build_upscaler
 
     monkeypatch.setenv("SRGAN_PRECISION", "f16")
     settings = Settings()

@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 
 from bench.tiny_models import make_conv_model, make_foreign_style_model, make_nearest_model
-from core.catalog import ModelCatalog
+from core.catalog.catalog import ModelCatalog
+from core.catalog.checks import EngineInspector, check_model_file
+from core.catalog.publish import Publisher
+from core.catalog.registry import DeployRefused, Registry
 from core.settings import Settings
-from model.deploy import EngineInspector, check_model_file, deploy_model
 from model.engine import Upscaler
 from model.errors import ModelError
 from model.probe import judge_probe, probe_image
 from model.quality import bicubic_upscale
-from model.registry import DeployRefused, Registry
+from tests.utils.models import publish_checked
 
 pytestmark = pytest.mark.unit
 
@@ -68,13 +70,13 @@ def test_deploy_can_declare_the_contract_of_a_foreign_file(tmp_path):
     """`srgan deploy --layout NCHW --value-range 0 1`: the published copy carries the contract; the file is kept."""
     model = make_foreign_style_model(tmp_path / "unit.onnx", scale=2)
     before = model.read_bytes()
-    catalog = ModelCatalog(Settings(_env_file=None, models_dir=tmp_path / "models"), inspector=EngineInspector())
+    publisher = Publisher(ModelCatalog(Settings(_env_file=None, models_dir=tmp_path / "models")), EngineInspector())
     with pytest.raises(DeployRefused, match="nearly black"):
-        catalog.publish(model, "unit", scale=2)
-    done = catalog.publish(model, "unit", scale=2, layout="NCHW", value_range=(0.0, 1.0))
+        publisher.publish(model, "unit", scale=2)
+    done = publisher.publish(model, "unit", scale=2, layout="NCHW", value_range=(0.0, 1.0))
     assert model.read_bytes() == before
     up = Upscaler.from_file(done.version.path, backend="onnxruntime", tile=0)
     lr = probe_image()
     assert np.abs(up.upscale(lr).astype(int) - _nearest(lr, 2)).max() <= 1
     assert Registry(tmp_path / "models").get("unit").scale == 2
-    deploy_model(Registry(tmp_path / "other"), done.version.path, name="again")  # its contract now says it all
+    publish_checked(Registry(tmp_path / "other"), done.version.path, name="again")  # its contract now says it all

@@ -16,7 +16,7 @@ from PIL import Image
 
 from model.quality import bicubic_downscale, crop_to_multiple
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 ROOT = Path(__file__).resolve().parents[3]
 
 

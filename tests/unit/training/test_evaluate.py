@@ -17,7 +17,7 @@ from PIL import Image
 
 from model.contract import ModelContract
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -11,7 +11,7 @@ import pytest
 
 from model.contract import ModelContract
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 
 
 def _fake_run(make_config, tmp_path, data, **arch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -126,7 +126,7 @@ def test_cli_pretrain_then_resume(tmp_path, image_folder):
     cmd = [
         sys.executable,
         "-m",
-        "training",
+        "cli",
         "train",
         "pretrain",
         "--data",
@@ -161,7 +161,7 @@ def test_cli_pretrain_then_resume(tmp_path, image_folder):
         [
             sys.executable,
             "-m",
-            "training",
+            "cli",
             "train",
             "pretrain",
             "--run-dir",

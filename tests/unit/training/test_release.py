@@ -9,11 +9,11 @@ import onnx
 import pytest
 from PIL import Image
 
+from core.catalog.registry import sha256_of
 from model.contract import ModelContract
 from model.engine import Upscaler
-from model.registry import sha256_of
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 
 
 def test_release_ships_model_card_metrics_and_resume_weights(tmp_path, image_folder, make_config, make_images):

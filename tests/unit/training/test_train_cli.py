@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.unit, pytest.mark.train]
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -130,12 +130,12 @@ def test_precision_auto_follows_the_cpu(monkeypatch, tmp_path):
 
 
 def test_one_parser_for_every_command():
-    """cli/ owns the argument parsing: no parser in training/ or bench/; `python -m training` is `srgan`."""
+    """cli/ owns the argument parsing: no parser in training/ or bench/; `python -m cli` is `srgan`."""
     for package in ("training", "bench"):
         parsers = [p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")
                    if "ArgumentParser(" in p.read_text()]
         assert not parsers, f"argument parsers outside cli/: {parsers}"
-    alias = subprocess.run([sys.executable, "-m", "training", "--help"], cwd=ROOT, capture_output=True, text=True,
+    alias = subprocess.run([sys.executable, "-m", "cli", "--help"], cwd=ROOT, capture_output=True, text=True,
                            timeout=60)
     srgan = subprocess.run([sys.executable, "-m", "cli.main", "--help"], cwd=ROOT, capture_output=True, text=True,
                            timeout=60)
@@ -167,7 +167,7 @@ def test_a_warmup_that_fits_or_is_not_used_is_accepted(capsys, argv):
 
 def test_help_states_each_default_once():
     """``--help`` printed ``(default: 100) (default: None)``: the flag's own text and the formatter's."""
-    out = subprocess.run([sys.executable, "-m", "training", "train", "pretrain", "--help"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "cli", "train", "pretrain", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())  # argparse wraps lines

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from bench.tiny_models import make_conv_model, make_nearest_model
+from core.catalog.registry import Registry
 from core.settings import Settings
-from model.deploy import deploy_model
-from model.registry import Registry
+from tests.utils.models import publish_checked
 from worker.engines import EngineCache
 
 pytestmark = pytest.mark.unit
@@ -37,8 +37,8 @@ class CountingRedis:
 @pytest.fixture
 def setup(tmp_path):
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, make_nearest_model(tmp_path / "a.onnx"), name="sr", version="v1")
-    deploy_model(registry, make_conv_model(tmp_path / "b.onnx"), name="sr", version="v2", activate=False)
+    publish_checked(registry, make_nearest_model(tmp_path / "a.onnx"), name="sr", version="v1")
+    publish_checked(registry, make_conv_model(tmp_path / "b.onnx"), name="sr", version="v2", activate=False)
     settings = Settings(_env_file=None, models_dir=registry.root, model="sr", backend="onnxruntime", threads=1,
                         tile=32, overlap=4, model_refresh_s=3600)
     client = CountingRedis()
@@ -83,7 +83,8 @@ def test_least_recently_used_versions_are_dropped(setup, tmp_path):
     registry, cache, client = setup
     last = cache.max_engines + 1
     for i in range(3, last + 1):
-        deploy_model(registry, make_nearest_model(tmp_path / f"{i}.onnx"), name="sr", version=f"v{i}", activate=False)
+        publish_checked(registry, make_nearest_model(tmp_path / f"{i}.onnx"), name="sr", version=f"v{i}",
+                        activate=False)
     first = cache.get("sr:v1")
     for i in range(2, last + 1):
         cache.get(f"sr:v{i}")

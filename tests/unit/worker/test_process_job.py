@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from bench.tiny_models import make_nearest_model
-from core.jobs import Claim, Job, JobStore, new_job_id
+from core.job_record import Job, new_job_id
+from core.jobs import Claim, JobStore
 from core.settings import Settings
 from core.storage import FolderStorage
 from model.engine import Upscaler
@@ -63,9 +64,13 @@ class Engines:
         return self.upscaler
 
     def _ref(self):
-        from core.catalog import ModelRef
+        from core.catalog.catalog import ModelRef
 
         return ModelRef(name="n", version="1", scale=self.upscaler.scale if self.upscaler else 4, path=Path("n.onnx"))
+
+    @property
+    def catalog(self):
+        return self  # resolve() below: the catalog the worker's cache reads
 
     def resolve(self, spec=None):
         if self.error is not None:
@@ -73,7 +78,7 @@ class Engines:
         return self._ref()
 
     def get_blend(self, spec=None, detail=None, denoise=None):
-        from core.upscalers import Blend
+        from core.catalog.catalog import Blend
 
         upscaler = self.get(spec, detail)
         return upscaler, Blend(self._ref())

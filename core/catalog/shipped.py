@@ -1,10 +1,12 @@
-"""Where the shipped models are, and the one test of whether what a user typed is a path or a name."""
+"""The models shipped in the package (``model/weights``), and the one test of whether what a user typed is a path
+or a name."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "model" / "weights"
+"""The package data of ``model`` (``model/weights/<name>.onnx`` with their cards): seeded into the registry."""
 DEFAULT_MODEL = "srresnet_x4"
 
 

@@ -1,53 +1,60 @@
-"""The model catalog: what a model name means, which models the service offers, and publishing one.
+"""The model catalog: what a model name means now, and which models the service offers.
 
 One :class:`ModelCatalog` per process (the API's services, a worker's engine
 cache, one ``srgan`` command) over the registry of ``Settings.resolved_models_dir``
-(``model.registry``, a file store that knows nothing of settings):
+(``core.catalog.registry``, a file store that knows nothing of settings):
 
 - :meth:`ModelCatalog.resolve`: a spec (what a user types: ``None`` for the
   configured default, a registry name for its active version, ``name:version``,
   or a path) -> :class:`ModelRef`. Names not in the registry fall back to the
-  configured default file, then to the shipped files.
+  configured default file, then to the shipped files. The one resolve of the
+  project; a catalog made with ``follow=True`` (a worker's) keeps what it
+  resolved until the generation counter on Redis moves or ``model_refresh_s``
+  passes (``core.catalog.announce``), so a job costs one Redis ``GET``.
+- :meth:`ModelCatalog.blend`: what a job's network is: a model and, for a
+  ``detail`` request, its detail base (:class:`Blend`; ``core.catalog.load``
+  builds the engine from it).
 - :meth:`ModelCatalog.offered`: every version jobs may ask for, the default
-  marked; cached until the registry changes (:meth:`model.registry.Registry.fingerprint`),
+  marked; cached until the registry changes (:meth:`core.catalog.registry.Registry.fingerprint`),
   so a request reads no card.
-- :meth:`ModelCatalog.publish`: check a file, compare its quality with the
-  active version, copy it in, activate it, tell the workers (``srgan deploy``
-  and ``srgan export --publish``). With an object store it first syncs the
-  registry from the store's and pushes the new version there before telling
-  the workers (``core.registry_sync``).
 - :meth:`ModelCatalog.seed`: put the shipped models into the registry; an
   explicit start-up step (API lifespan, worker start, ``srgan deploy``).
-  Nothing else writes: reads never seed.
+  Nothing else here writes: reads never seed. Publishing and rolling back are
+  ``core.catalog.publish``.
 
-The engine (ONNX Runtime) comes in only through the :class:`FileInspector`
-given for :meth:`publish` (the API may not import it).
+Nothing here imports the engine (the API reads the catalog).
 ``GET /v1/models`` and ``srgan models --json`` both print :meth:`ModelCatalog.listing`.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
-from core import registry_sync
+import numpy as np
+import redis
+
+from core.catalog import store_sync
+from core.catalog.announce import generation
+from core.catalog.registry import ModelVersion, Registry, find_card, read_card
+from core.catalog.shipped import WEIGHTS_DIR, is_path, shipped_file, shipped_models
 from core.settings import Settings
 from model.contract import ModelContract, load_proto
 from model.errors import InvalidParameter, ModelError
-from model.locate import WEIGHTS_DIR, is_path, shipped_file, shipped_models
-from model.registry import DeployRefused, FileCheck, ModelVersion, Registry, find_card, read_card
+from model.images import JPEG_QUALITY_KEY
+from model.strength import Strength, auto_denoise, noise_sigma
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
 Source = Literal["registry", "file"]
-
-QUALITY_TOLERANCE_DB = 0.2
-"""How much lower a candidate's PSNR-Y may be than the active version's before ``publish`` refuses it."""
 
 
 def _round(value: float) -> float:
@@ -118,44 +125,81 @@ def require_denoise_base(info: ModelRef) -> str:
     return require_base(info, "denoise")
 
 
-class FileInspector(Protocol):
-    """What :meth:`ModelCatalog.publish` runs a candidate file through (``model.deploy.EngineInspector``:
-    the engine; passed in, so that the API, which never publishes, never imports the engine)."""
-
-    def check(self, path: Path, *, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
-        """The file's checks and probe; raises DeployRefused."""
-        ...
-
-    def measure(self, path: Path, folder: Path) -> dict[str, float]:
-        """``<tag>_psnr_y``/``<tag>_ssim_y`` of the file on the HR images under ``folder``."""
-        ...
-
-
 @dataclass(frozen=True)
-class Published:
-    """What :meth:`ModelCatalog.publish` did, for the user."""
+class Blend:
+    """What a job's network is: ``target`` (the model asked for), blended for ``detail`` with its PSNR model
+    ``base`` and for ``denoise`` with its clean model ``clean`` (and, with both knobs, ``clean``'s PSNR model
+    ``clean_base``): the bilinear blend of up to four models of one family (``model.interpolate``)."""
 
-    version: ModelVersion
-    before: str | None
-    """The active version before (None: the model was new)."""
-    announced: str
-    """What the workers were told (or why not)."""
-    notes: tuple[str, ...] = ()
-    """Warnings and the quality comparison, one line each."""
+    target: ModelRef
+    base: ModelRef | None = None
+    detail: float | None = None
+    denoise: Strength | None = None
+    clean: ModelRef | None = None
+    clean_base: ModelRef | None = None
+
+    def parts(self) -> list[tuple[ModelRef, float]]:
+        """The models and their weights (each > 0, adding up to 1; the target last when it takes part)."""
+        t = 1.0 if self.detail is None else self.detail
+        n = 1.0 if self.denoise is None else self.denoise.value
+        corners = [(self.clean_base, (1 - t) * (1 - n)), (self.clean, t * (1 - n)), (self.base, (1 - t) * n),
+                   (self.target, t * n)]
+        return [(m, round(w, 6)) for m, w in corners if m is not None and w > 1e-9]
+
+    def describe(self) -> dict[str, Any]:
+        """The job record's and the result's account of the blend (empty when no knob was asked)."""
+        out: dict[str, Any] = {}
+        if self.detail is not None:
+            out.update(detail=self.detail, detail_base=self.base.ref if self.base else None,
+                       detail_target=self.target.ref)
+        if self.denoise is not None:
+            out.update(denoise=self.denoise.to_json(), denoise_base=self.clean.ref if self.clean else None)
+        return out
+
+
+def choose_denoise(target: ModelRef, requested: float | str | None, img: Image.Image) -> Strength | None:
+    """The denoise strength a request for ``target`` runs at on the decoded upload ``img``.
+
+    ``requested``: a number 0..1 (rounded to 0.05), or ``auto``/None: estimated from the upload's JPEG tables and
+    noise (``model.strength``; a clean image gets 0, which is the clean model itself). A model without denoise
+    control runs as it is under ``auto`` (None) and refuses a number (``InvalidParameter``).
+    """
+    from model.interpolate import round_denoise  # start-up: onnx, for denoise requests only
+
+    if requested is None or requested == "auto":
+        if not target.denoise_base:
+            return None
+        pixels = np.asarray(img.convert("RGB"))
+        strength = auto_denoise(img.info.get(JPEG_QUALITY_KEY), noise_sigma(pixels))
+        return Strength(round_denoise(strength.value), f"auto: {strength.reason}")
+    if isinstance(requested, str):
+        try:
+            requested = float(requested)
+        except ValueError:
+            raise InvalidParameter(f"denoise must be a number between 0 and 1 or auto, got {requested!r}") from None
+    require_denoise_base(target)
+    return Strength(round_denoise(requested), "asked")
 
 
 class ModelCatalog:
     """The models of ``settings``' registry, the configured default and the shipped files."""
 
-    def __init__(self, settings: Settings, *, weights_dir: Path = WEIGHTS_DIR,
-                 inspector: FileInspector | None = None) -> None:
+    def __init__(self, settings: Settings, *, weights_dir: Path = WEIGHTS_DIR, follow: bool = False,
+                 client: redis.Redis | None = None) -> None:
+        """``follow``: keep resolutions until ``client``'s generation counter moves (without ``client``: until
+        ``model_refresh_s`` passes), syncing the registry from the object store first when there is one."""
         self.settings = settings
-        self.inspector = inspector
         self.registry = Registry(settings.resolved_models_dir)
         self.weights_dir = Path(weights_dir)
+        self.follow = follow
+        self.client = client
         self._lock = threading.Lock()
         self._files: dict[tuple[str, int, int], ModelRef] = {}
         self._offered: tuple[tuple[Any, ...], list[ModelRef]] | None = None
+        self._resolve_lock = threading.RLock()
+        self._resolved: dict[str | None, ModelRef] = {}
+        self._generation: int | None = None
+        self._checked_at = float("-inf")
 
     # --- start-up -----------------------------------------------------------------
     def seed(self) -> list[ModelVersion]:
@@ -208,11 +252,63 @@ class ModelCatalog:
 
         A name is looked up in the registry (its active version), then
         compared with a configured default file's contract, then among the
-        shipped files. Nothing is written.
+        shipped files. Nothing is written (but a following catalog may sync
+        the registry from the object store: :meth:`_forget_stale_resolutions`).
 
         Raises:
             ModelError: nothing matches; the message says what exists.
         """
+        if not self.follow:
+            return self._lookup(spec)
+        with self._resolve_lock:
+            self._forget_stale_resolutions()
+            info = self._resolved.get(spec)
+            if info is None:
+                info = self._resolved[spec] = self._lookup(spec)
+            return info
+
+    def _forget_stale_resolutions(self) -> None:
+        current = self._generation
+        if self.client is not None:
+            try:
+                current = generation(self.client)
+            except redis.RedisError as exc:
+                log.warning("cannot read the model generation from Redis: %s", exc)
+        now = time.monotonic()
+        if current != self._generation or now - self._checked_at >= self.settings.model_refresh_s:
+            if self._resolved and current != self._generation:
+                log.info("model generation %s -> %s: re-reading the active versions", self._generation, current)
+            if self.settings.uses_s3:
+                try:
+                    store_sync.pull(self.settings)
+                except Exception as exc:  # noqa: BLE001 - the registry here still serves; try again next time
+                    log.warning("cannot sync the model registry from the store: %s", exc)
+                    current = self._generation  # so the next job tries again
+            self._resolved.clear()
+            self._generation, self._checked_at = current, now
+
+    def blend(self, spec: str | None, detail: float | None = None, denoise: Strength | None = None) -> Blend:
+        """The network a job asking for ``spec`` (``detail``, ``denoise``) runs: the model and, with ``detail``, its
+        detail base; with ``denoise``, its clean model (and that one's detail base when both are given).
+
+        Raises ``InvalidParameter`` for a bad ``detail`` or a model without
+        detail or denoise control, ``ModelError`` when a model is missing.
+        """
+        with self._resolve_lock:  # every part from one generation
+            target = self.resolve(spec)
+            base = clean = clean_base = None
+            if detail is not None:
+                from model.interpolate import round_detail  # start-up: onnx, for detail requests only
+
+                detail = round_detail(detail)
+                base = self.resolve(require_detail_base(target))
+            if denoise is not None:
+                clean = self.resolve(require_denoise_base(target))
+                if detail is not None:
+                    clean_base = self.resolve(require_detail_base(clean))
+            return Blend(target, base, detail, denoise, clean, clean_base)
+
+    def _lookup(self, spec: str | None) -> ModelRef:
         spec = spec or self.settings.model
         if is_path(spec):
             return self._file(spec)
@@ -306,7 +402,7 @@ class ModelCatalog:
 
     def listing(self, engines: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` answer: :meth:`offered`, each with the precision a
-        worker last loaded it in (``engines``, from ``core.model_updates.loaded_engines``), and the configured
+        worker last loaded it in (``engines``, from ``core.catalog.announce.loaded_engines``), and the configured
         precision. Raises ModelError when there is no model."""
         models = []
         for m in self.offered():
@@ -314,146 +410,3 @@ class ModelCatalog:
             models.append({**m.to_json(), "precision": engine.get("precision"),
                            "precision_note": engine.get("precision_note")})
         return {"models": models, "precision": self.settings.precision}
-
-    # --- publishing -------------------------------------------------------------------
-    def publish(
-        self,
-        file: Path,
-        name: str,
-        *,
-        version: str | None = None,
-        card: dict[str, Any] | None = None,
-        scale: int | None = None,
-        layout: Literal["NHWC", "NCHW"] | None = None,
-        value_range: tuple[float, float] | None = None,
-        activate: bool = True,
-        eval_data: Path | None = None,
-        force: bool = False,
-        tolerance_db: float = QUALITY_TOLERANCE_DB,
-        source: str | None = None,
-    ) -> Published:
-        """Check ``file``, compare it with the active version, copy it in as ``name``, activate it, tell the workers.
-
-        ``card`` defaults to the one beside the file. ``layout``/``value_range``
-        declare the contract of a file that lacks one (a copy with the contract
-        stored is published). The quality gate: the candidate's PSNR-Y on a
-        bench set (``eval_data``, measured now for both; else the card metrics
-        both versions share) must not be lower than the active version's by
-        more than ``tolerance_db``, unless ``force``.
-
-        Raises:
-            DeployRefused: a check failed or the candidate is worse; the registry is unchanged.
-        """
-        if self.inspector is None:
-            raise DeployRefused("this catalog cannot publish: it was made without a FileInspector "
-                                "(model.deploy.EngineInspector)")
-        file = Path(file)
-        if card is None:
-            found = find_card(file)
-            card = read_card(found) if found else {}
-        card = dict(card)
-        notes: list[str] = []
-        given = file
-        try:
-            registry_sync.pull(self.settings)  # with an object store: start from the registry every host shares
-        except OSError as exc:
-            raise DeployRefused(f"the object store failed: {exc}") from exc
-        before = self.registry.active_version(name)
-        with tempfile.TemporaryDirectory(prefix="srgan-publish-") as tmp:
-            if layout is not None or value_range is not None:
-                file = self._declare(file, Path(tmp), card, scale, layout, value_range)
-                card.pop("sha256", None)
-                notes.append(f"declared {layout or 'the inferred layout'}, values {value_range or (0, 255)} "
-                             "in the published copy's contract")
-            checked = self.inspector.check(file, card=card, scale=scale)
-            exported_as = card.get("name") or (checked.contract.name if checked.contract else None)
-            if exported_as and exported_as != name:
-                notes.insert(0, f"warning: {given.name} was exported as {exported_as!r}; publishing it as {name!r} "
-                                "(the card keeps the exported name under registry.exported_as)")
-            if not card.get("metrics") and checked.contract is not None and checked.contract.metrics:
-                card["metrics"] = dict(checked.contract.metrics)
-            if eval_data is not None:
-                card["metrics"] = {**(card.get("metrics") or {}), **self._measure(file, eval_data)}
-            if activate and before is not None:
-                notes.append(self._quality_gate(name, before, card, eval_data, force, tolerance_db))
-            published = self.registry.publish(file, name=name, version=version, card=card, checked=checked,
-                                              activate=activate, source=source or str(Path(file).resolve()))
-        try:
-            registry_sync.push(self.settings, name)  # before the announcement: workers pull what it names
-        except OSError as exc:
-            raise DeployRefused(f"{published.ref} is published here but not in the object store ({exc}); "
-                                f"run the deploy again") from exc
-        if not activate:
-            return Published(published, before, "not activated", tuple(notes))
-        from core.model_updates import announce_change
-
-        return Published(published, before, announce_change(self.settings, name, published.version), tuple(notes))
-
-    def rollback(self, name: str, to: str | None = None) -> tuple[str | None, str, str]:
-        """Make the previous (or ``to``) version of ``name`` active, through the store as :meth:`publish` does:
-        ``(version before, version now, what the workers were told)``.
-
-        Raises ``ModelError`` (nothing to roll back to, unknown version) and ``OSError`` (the object store).
-        """
-        from core.model_updates import announce_change
-
-        registry_sync.pull(self.settings)  # with an object store: start from the registry every host shares
-        before = self.registry.active_version(name)
-        now = self.registry.rollback(name, to=to)
-        registry_sync.push(self.settings, name)  # before the announcement: workers pull what it names
-        return before, now.version, announce_change(self.settings, name, now.version)
-
-    @staticmethod
-    def _declare(file: Path, tmp: Path, card: dict[str, Any], scale: int | None,
-                 layout: Literal["NHWC", "NCHW"] | None, value_range: tuple[float, float] | None) -> Path:
-        import onnx
-
-        from model.contract import infer_layout
-
-        proto = load_proto(file)
-        old = ModelContract.of_proto(proto)
-        declared = scale or card.get("scale") or (old.scale if old else None)
-        if declared is None:
-            raise DeployRefused(f"{file} declares no scale (no srgan contract, no card); pass --scale")
-        dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-        base = old or ModelContract(scale=int(declared), input_name=proto.graph.input[0].name,
-                                    output_name=proto.graph.output[0].name, layout=infer_layout(dims))
-        try:
-            contract = replace(base, scale=int(declared), layout=layout or base.layout,
-                               value_range=value_range or base.value_range)
-        except ValueError as exc:
-            raise DeployRefused(str(exc)) from None
-        contract.store_in(proto)
-        out = tmp / file.name
-        onnx.save(proto, str(out))
-        return out
-
-    def _measure(self, file: Path, folder: Path) -> dict[str, float]:
-        assert self.inspector is not None
-        try:
-            return self.inspector.measure(file, folder)
-        except (OSError, ModelError) as exc:
-            raise DeployRefused(f"cannot measure {file} on {folder}: {exc}") from exc
-
-    def _quality_gate(self, name: str, before: str, card: dict[str, Any], eval_data: Path | None, force: bool,
-                      tolerance_db: float) -> str:
-        """A line comparing the candidate with the active version; raises DeployRefused when it is worse."""
-        active = self.registry.get(name, before)
-        candidate = {k: float(v) for k, v in (card.get("metrics") or {}).items()}
-        if eval_data is not None:
-            from model.quality import metric_tag
-
-            keys = [f"{metric_tag(eval_data)}_psnr_y"]
-            theirs = active.metrics if keys[0] in active.metrics else self._measure(active.path, eval_data)
-        else:
-            theirs = active.metrics
-            keys = sorted(k for k in candidate if k.endswith("_psnr_y") and "bicubic" not in k and k in theirs)
-        if not keys:
-            return (f"quality not compared: the candidate and {active.ref} share no measured bench set; "
-                    "pass --eval-data FOLDER to measure both")
-        worse = [(k, candidate[k], theirs[k]) for k in keys if candidate[k] < theirs[k] - tolerance_db]
-        lines = ", ".join(f"{k} {candidate[k]:.2f} dB vs {theirs[k]:.2f}" for k in keys)
-        if worse and not force:
-            raise DeployRefused(f"the candidate is worse than the active {active.ref} by more than "
-                                f"{tolerance_db:g} dB ({lines}); pass --force to publish it anyway")
-        return f"quality against the active {active.ref}: {lines}" + (" (worse; --force)" if worse else "")

@@ -9,8 +9,9 @@ import threading
 import pytest
 
 from bench.tiny_models import make_conv_model, make_nearest_model, with_declared_scale
-from model.deploy import check_model_file, deploy_model
-from model.registry import POINTER_FILE, DeployRefused, Registry, find_card, sha256_of
+from core.catalog.checks import check_model_file
+from core.catalog.registry import POINTER_FILE, DeployRefused, Registry, find_card, sha256_of
+from tests.utils.models import publish_checked
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +42,7 @@ def registry_state(registry):
 
 
 def test_deploy_copies_the_file_and_a_card_and_activates_it(registry, files):
-    v1 = deploy_model(registry, files["nearest"], name="sr", version="v1")
+    v1 = publish_checked(registry, files["nearest"], name="sr", version="v1")
     assert v1.path == registry.root / "sr" / "v1" / "model.onnx"
     assert v1.path.read_bytes() == files["nearest"].read_bytes()
     card = json.loads((v1.path.parent / "card.json").read_text())
@@ -54,8 +55,8 @@ def test_deploy_copies_the_file_and_a_card_and_activates_it(registry, files):
 
 
 def test_a_new_version_becomes_active_and_rollback_returns_to_the_previous(registry, files):
-    deploy_model(registry, files["nearest"], name="sr", version="v1")
-    deploy_model(registry, files["conv"], name="sr", version="v2")
+    publish_checked(registry, files["nearest"], name="sr", version="v1")
+    publish_checked(registry, files["conv"], name="sr", version="v2")
     assert registry.active_version("sr") == "v2"
     assert registry.get("sr").version == "v2" and registry.get("sr", "v1").version == "v1"
     assert registry.rollback("sr").version == "v1"
@@ -68,23 +69,23 @@ def test_a_new_version_becomes_active_and_rollback_returns_to_the_previous(regis
 
 def test_rollback_walks_back_through_the_activation_history(registry, files):
     for version, file in (("a", "nearest"), ("b", "conv"), ("c", "nearest")):
-        deploy_model(registry, files[file], name="sr", version=version)
+        publish_checked(registry, files[file], name="sr", version=version)
     assert registry.rollback("sr").version == "b"
     assert registry.rollback("sr").version == "a"
 
 
 def test_no_activate_publishes_without_changing_the_active_version(registry, files):
-    deploy_model(registry, files["nearest"], name="sr", version="v1")
-    v2 = deploy_model(registry, files["conv"], name="sr", version="v2", activate=False)
+    publish_checked(registry, files["nearest"], name="sr", version="v1")
+    v2 = publish_checked(registry, files["conv"], name="sr", version="v2", activate=False)
     assert not v2.active and registry.active_version("sr") == "v1"
     assert registry.activate("sr", "v2").active
 
 
 def test_default_version_is_the_files_own_then_the_next_number(registry, files):
-    assert deploy_model(registry, files["nearest"], name="sr").version == "1"  # the contract says version 1
-    assert deploy_model(registry, files["conv"], name="sr").version == "2"  # "1" is taken
+    assert publish_checked(registry, files["nearest"], name="sr").version == "1"  # the contract says version 1
+    assert publish_checked(registry, files["conv"], name="sr").version == "2"  # "1" is taken
     with pytest.raises(DeployRefused, match="already published"):
-        deploy_model(registry, files["conv"], name="sr", version="2")
+        publish_checked(registry, files["conv"], name="sr", version="2")
 
 
 @pytest.mark.parametrize(("kind", "message"), [
@@ -93,12 +94,12 @@ def test_default_version_is_the_files_own_then_the_next_number(registry, files):
     ("sha256", "differs from the card's"),
 ])
 def test_bad_files_are_refused_and_nothing_changes(registry, files, tmp_path, kind, message):
-    deploy_model(registry, files["nearest"], name="sr", version="v1")
+    publish_checked(registry, files["nearest"], name="sr", version="v1")
     before = registry_state(registry)
     card = {"sha256": sha256_of(files["nearest"])} if kind == "sha256" else None  # the card of another file
     file = files["conv"] if kind == "sha256" else files[kind]
     with pytest.raises(DeployRefused, match=message):
-        deploy_model(registry, file, name="sr", version="v2", card=card)
+        publish_checked(registry, file, name="sr", version="v2", card=card)
     assert registry.active_version("sr") == "v1"
     assert registry_state(registry) == before, "a refused file leaves no trace"
 
@@ -124,7 +125,7 @@ def test_the_card_beside_the_file_is_found_and_kept(registry, tmp_path, files):
         "metrics": {"set5_psnr_y": 30.5}, "onnx": {"file": "srresnet.onnx", "opset": 17},
     }))
     assert find_card(file) == file.parent / "card.json"
-    published = deploy_model(registry, file, name="sr")
+    published = publish_checked(registry, file, name="sr")
     assert published.version == "step-500" and published.metrics == {"set5_psnr_y": 30.5}
     assert published.card["architecture"]["blocks"] == 16 and published.card["training"] == {"steps": 500}
     (file.parent / "card.json").write_text(json.dumps({"onnx": {"file": "other.onnx"}}))
@@ -134,7 +135,7 @@ def test_the_card_beside_the_file_is_found_and_kept(registry, tmp_path, files):
 def test_bad_names_are_refused(registry, files):
     for name in ("../x", "a/b", "a:b", ".hidden", ""):
         with pytest.raises(DeployRefused, match="bad model name"):
-            deploy_model(registry, files["nearest"], name=name)
+            publish_checked(registry, files["nearest"], name=name)
 
 
 def files_outside(root, registry):
@@ -146,7 +147,7 @@ def files_outside(root, registry):
 @pytest.mark.parametrize("name", ["../x", "a/b"])
 @pytest.mark.parametrize("change", ["activate", "rollback"])
 def test_activate_and_rollback_refuse_bad_names_and_write_nothing_outside(registry, files, tmp_path, name, change):
-    deploy_model(registry, files["nearest"], name="sr", version="v1")
+    publish_checked(registry, files["nearest"], name="sr", version="v1")
     # What the escaping name would point at: a published-looking version beside the registry.
     decoy = tmp_path / "x" / "v1"
     decoy.mkdir(parents=True)
@@ -165,8 +166,8 @@ def test_activate_and_rollback_refuse_bad_names_and_write_nothing_outside(regist
 
 
 def test_pointer_is_replaced_atomically(registry, files, monkeypatch):
-    deploy_model(registry, files["nearest"], name="sr", version="v1")
-    deploy_model(registry, files["conv"], name="sr", version="v2", activate=False)
+    publish_checked(registry, files["nearest"], name="sr", version="v1")
+    publish_checked(registry, files["conv"], name="sr", version="v2", activate=False)
     pointer = registry.root / "sr" / POINTER_FILE
     seen, stop = set(), threading.Event()
 
@@ -192,10 +193,10 @@ def test_a_failed_copy_leaves_no_version(registry, files, monkeypatch):
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    deploy_model(registry, files["nearest"], name="sr", version="v1")
+    publish_checked(registry, files["nearest"], name="sr", version="v1")
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
-        deploy_model(registry, files["conv"], name="sr", version="v2")
+        publish_checked(registry, files["conv"], name="sr", version="v2")
     monkeypatch.undo()
     assert [v.version for v in registry.versions("sr")] == ["v1"] and registry.active_version("sr") == "v1"
     assert not [p for p in (registry.root / "sr").iterdir() if p.name.startswith(".incoming")]
@@ -216,7 +217,7 @@ def test_seeding_adds_the_shipped_model_once_and_never_replaces_a_deploy(registr
     (weights / "srresnet_x4.card.json").write_text(json.dumps({"version": "2025.1", "scale": 4}))
     (newer,) = registry.seed(weights)
     assert newer.version == "2025.1" and newer.active, "a newer shipped default replaces the shipped one"
-    deploy_model(registry, files["conv"], name="srresnet_x4", version="retrained")
+    publish_checked(registry, files["conv"], name="srresnet_x4", version="retrained")
     make_conv_model(shipped, seed=8)
     (weights / "srresnet_x4.card.json").write_text(json.dumps({"version": "2026.1", "scale": 4}))
     (newest,) = registry.seed(weights)

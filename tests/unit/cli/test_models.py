@@ -12,8 +12,8 @@ from PIL import Image
 
 from bench.tiny_models import make_conv_model, make_nearest_model
 from cli.main import main
+from core.catalog.registry import Registry
 from core.settings import get_settings
-from model.registry import Registry
 
 pytestmark = pytest.mark.unit
 

@@ -1,10 +1,11 @@
-"""Deploying a model file: check it as the workers will run it, then publish it to the registry.
+"""The checks a candidate file passes before it is published, run through the engine as the workers will run it.
 
 :func:`check_model_file` loads the file with the engine (ONNX Runtime on the
-CPU) and runs a small random image through it; :func:`deploy_model` checks,
-then hands the result to :meth:`model.registry.Registry.publish`. Kept apart
-from ``model.registry`` so that readers of the registry (the API) never
-import the engine.
+CPU) and runs a small test image through it; :func:`measure_file` measures
+PSNR-Y/SSIM-Y on a bench set. :class:`EngineInspector` hands both to
+``core.catalog.publish.Publisher``. Kept apart from the rest of the catalog so
+that the API (which reads the catalog, never publishes) never imports the
+engine: an import-linter contract forbids ``api`` this module.
 """
 
 from __future__ import annotations
@@ -16,39 +17,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.catalog.registry import DeployRefused, FileCheck, check_file
 from model.contract import ModelContract
+from model.engine import Upscaler
+from model.errors import SRGANError
 from model.probe import PROBE_HW, judge_probe, probe_image
-from model.registry import DeployRefused, FileCheck, ModelVersion, Registry, check_file, find_card, read_card
-
-
-def deploy_model(
-    registry: Registry,
-    file: Path,
-    *,
-    name: str,
-    version: str | None = None,
-    card: dict[str, Any] | None = None,
-    scale: int | None = None,
-    activate: bool = True,
-    source: str | None = None,
-) -> ModelVersion:
-    """Check ``file`` and publish it as ``name`` (``srgan deploy``); raises :class:`DeployRefused`.
-
-    ``card`` defaults to the one beside the file (:func:`model.registry.find_card`), or none.
-    """
-    file = Path(file)
-    if card is None:
-        found = find_card(file)
-        card = read_card(found) if found else {}
-    checked = check_model_file(file, card=card, scale=scale)
-    return registry.publish(file, name=name, version=version, card=card, checked=checked, activate=activate,
-                            source=source or str(file.resolve()))
+from model.quality import bicubic_downscale, crop_to_multiple, metric_tag, psnr_y, ssim_y
 
 
 def check_model_file(path: Path, *, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
     """Check ``path`` before it is published; raises :class:`DeployRefused` saying what is wrong.
 
-    :func:`model.registry.check_file` (sha256, a valid graph, the declared
+    :func:`core.catalog.registry.check_file` (sha256, a valid graph, the declared
     scales agree), then a probe run through the engine: the output must be
     the declared scale and look like the image (:func:`_run_probe`).
     """
@@ -59,9 +39,6 @@ def check_model_file(path: Path, *, card: dict[str, Any] | None = None, scale: i
 
 def _run_probe(path: Path, scale: int, contract: ModelContract | None) -> str:
     """Run :func:`probe_image` through the engine; returns ``"WxH -> WxH"`` or raises DeployRefused."""
-    from model.engine import Upscaler
-    from model.errors import SRGANError
-
     h, w = PROBE_HW
     lr = probe_image(h, w)
     try:
@@ -108,9 +85,6 @@ def measure_file(model_file: str | Path, folder: str | Path) -> dict[str, float]
     """PSNR-Y and SSIM-Y of an ONNX model on the HR images under ``folder`` (the protocol, whole image, float32),
     keyed ``<tag>_psnr_y``/``<tag>_ssim_y`` (:func:`metric_tag`). ``srgan deploy --eval-data`` compares versions
     with it; ``srgan eval`` gives the full report."""
-    from model.engine import Upscaler
-    from model.quality import bicubic_downscale, crop_to_multiple, metric_tag, psnr_y, ssim_y
-
     folder = Path(folder)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in BENCH_SUFFIXES and p.is_file())
     if not paths:
@@ -128,7 +102,8 @@ def measure_file(model_file: str | Path, folder: str | Path) -> dict[str, float]
 
 
 class EngineInspector:
-    """The :class:`core.catalog.FileInspector` that runs files through the engine (``srgan deploy``, ``export``)."""
+    """The :class:`core.catalog.publish.FileInspector` that runs files through the engine (``srgan deploy``,
+    ``export``)."""
 
     def check(self, path: Path, *, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
         return check_model_file(path, card=card, scale=scale)

@@ -1,13 +1,9 @@
 """Announcing a change of a model's active version on Redis, so workers load it for their next job.
 
-The registry's pointer files are the truth; Redis only says that they changed:
-
-    srgan:models:generation   counter, incremented by every change; a worker reads it before each job
-                              and re-reads the registry's pointers only when it moved
-    srgan:models:active       hash: model name -> active version (for people and dashboards)
-    srgan:models:changed      pub/sub channel: {"name", "version", "generation"} of each change
-    srgan:models:engines      hash: name:version -> JSON {"precision", "precision_note", "backend", "at"} of
-                              the engine a worker last loaded for it (``GET /v1/models`` shows it)
+The registry's pointer files are the truth; Redis only says that they changed (the
+``srgan:models:*`` keys of ``core.keyspace``): a counter every change increments (a worker reads it
+before each job and re-reads the pointers only when it moved), each model's active version, a pub/sub
+channel, and the engine a worker last loaded for each version (``GET /v1/models`` shows it).
 
 ``srgan deploy`` and ``srgan rollback`` announce through :func:`announce_change`. With
 no ``SRGAN_REDIS_URL`` they use the embedded Redis of a running ``srgan serve``
@@ -23,14 +19,11 @@ from pathlib import Path
 
 import redis
 
+from core.keyspace import MODELS_ACTIVE, MODELS_CHANGED, MODELS_ENGINES, MODELS_GENERATION
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GENERATION = "srgan:models:generation"
-ACTIVE = "srgan:models:active"
-CHANNEL = "srgan:models:changed"
-ENGINES = "srgan:models:engines"
 EMBEDDED_URL_FILE = Path("redis") / "url"
 """Where ``srgan serve`` leaves the URL of its embedded Redis, under ``data_dir``."""
 
@@ -38,27 +31,27 @@ EMBEDDED_URL_FILE = Path("redis") / "url"
 def announce(client: redis.Redis, name: str, version: str) -> int:
     """Record and publish that ``name`` now runs ``version``; returns the new generation."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.hset(ACTIVE, name, version)
-        pipe.incr(GENERATION)
+        pipe.hset(MODELS_ACTIVE, name, version)
+        pipe.incr(MODELS_GENERATION)
         _, generation = pipe.execute()
-    client.publish(CHANNEL, json.dumps({"name": name, "version": version, "generation": int(generation)}))
+    client.publish(MODELS_CHANGED, json.dumps({"name": name, "version": version, "generation": int(generation)}))
     return int(generation)
 
 
 def generation(client: redis.Redis) -> int:
     """The current generation (0 before any change)."""
-    return int(client.get(GENERATION) or 0)
+    return int(client.get(MODELS_GENERATION) or 0)
 
 
 def record_engine(client: redis.Redis, ref: str, engine: dict) -> None:
     """Note what a worker loaded ``ref`` (name:version) as: precision, how it was chosen, backend."""
-    client.hset(ENGINES, ref, json.dumps(engine))
+    client.hset(MODELS_ENGINES, ref, json.dumps(engine))
 
 
 def loaded_engines(client: redis.Redis) -> dict[str, dict]:
     """name:version -> what a worker last loaded it as (see :func:`record_engine`)."""
     out = {}
-    for ref, raw in client.hgetall(ENGINES).items():
+    for ref, raw in client.hgetall(MODELS_ENGINES).items():
         try:
             out[ref.decode() if isinstance(ref, bytes) else ref] = json.loads(raw)
         except ValueError:

@@ -25,10 +25,10 @@ import tempfile
 import threading
 from pathlib import Path
 
+from core.catalog.registry import CARD_FILE, MODEL_FILE, POINTER_FILE, Registry, sha256_of, validate_name
 from core.settings import Settings
 from core.storage import S3Storage, open_storage
 from model.errors import ModelError
-from model.registry import CARD_FILE, MODEL_FILE, POINTER_FILE, Registry, sha256_of, validate_name
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.model_updates import EMBEDDED_URL_FILE, announce_change, service_redis_url
+from core.catalog.announce import EMBEDDED_URL_FILE, announce_change, service_redis_url
 from core.redis_server import free_port
 from core.settings import Settings
 

@@ -1,11 +1,11 @@
-"""``srgan deploy``, ``srgan models`` and ``srgan rollback``: the model registry from the command line.
+"""``srgan deploy``, ``srgan models`` and ``srgan rollback``: the model catalog from the command line.
 
-They change the registry in ``SRGAN_MODELS_DIR`` (default ``<data_dir>/models``)
-and announce the change on the service's Redis so running workers use the new
-active version for their next job (``core.model_updates``). With the job files on
-an object store (``SRGAN_STORAGE_URL=s3://...``) they first sync the local registry
-from the store's and push the change to it before announcing (``core.registry_sync``),
-so workers on every host find the new version.
+Deploy and rollback go through ``core.catalog.publish.Publisher``, the one
+publish path (``srgan export --publish`` too): it syncs the registry in
+``SRGAN_MODELS_DIR`` (default ``<data_dir>/models``) with the object store's,
+changes it, pushes the change and announces it on the service's Redis so
+running workers use the new active version for their next job. This module
+only turns arguments into a call and the result into lines for the user.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from cli.exits import OK, fail
-from core.catalog import QUALITY_TOLERANCE_DB, ModelCatalog
+from core.catalog import store_sync
+from core.catalog.announce import service_engines
+from core.catalog.catalog import ModelCatalog
+from core.catalog.publish import QUALITY_TOLERANCE_DB, Publisher
+from core.catalog.registry import read_card
+from core.settings import get_settings
+from model.errors import ModelError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,19 +72,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _catalog(args: argparse.Namespace) -> ModelCatalog:
-    from core.settings import get_settings
-    from model.deploy import EngineInspector
-
     settings = get_settings()
     if args.models_dir is not None:
         settings = settings.model_copy(update={"models_dir": args.models_dir})
-    return ModelCatalog(settings, inspector=EngineInspector())
+    return ModelCatalog(settings)
+
+
+def _publisher(catalog: ModelCatalog | None = None) -> Publisher:
+    """The publisher of ``catalog`` (default: the settings'), checking files with the engine."""
+    from core.catalog.checks import EngineInspector  # lazy: the engine (ONNX Runtime) for deploy only
+
+    return Publisher(catalog or ModelCatalog(get_settings()), EngineInspector())
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from model.errors import ModelError
-    from model.registry import read_card
-
     try:
         card = read_card(args.card) if args.card else None
     except ModelError as exc:
@@ -91,17 +98,14 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **options: Any) -> int:
-    """Publish ``file`` as ``name`` (:meth:`core.catalog.ModelCatalog.publish`) and tell the user what happened:
+    """Publish ``file`` as ``name`` (:meth:`core.catalog.publish.Publisher.publish`) and tell the user what happened:
     ``srgan deploy`` and ``srgan export --publish``. ``catalog=None``: the settings' registry."""
-    from core.settings import get_settings
-    from model.deploy import EngineInspector
-    from model.errors import ModelError
-
-    catalog = catalog or ModelCatalog(get_settings(), inspector=EngineInspector())
+    publisher = _publisher(catalog)
+    catalog = publisher.catalog
     catalog.seed()  # the start-up step of this process: the shipped models are there to compare with
     before = catalog.registry.active_version(name)  # for the failure message; done.before once published
     try:
-        done = catalog.publish(file, name, **options)
+        done = publisher.publish(file, name, **options)
     except ModelError as exc:
         kept = f"; the active version of {name} is still {before}" if before else ""
         return fail(f"{exc.message}{kept}", command="deploy")
@@ -122,10 +126,8 @@ def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **op
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from model.errors import ModelError
-
     try:
-        before, now, announced = _catalog(args).rollback(args.name, to=args.to)
+        before, now, announced = Publisher(_catalog(args)).rollback(args.name, to=args.to)
     except ModelError as exc:
         hint = "" if args.to else f"; `srgan rollback {args.name} --to VERSION` activates any published version"
         return fail(f"{exc.message}{hint}", command="rollback")
@@ -152,14 +154,10 @@ def _quality_cells(metrics: dict[str, float]) -> list[str]:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from core import registry_sync
-    from core.model_updates import service_engines
-    from model.errors import ModelError
-
     catalog = _catalog(args)
     settings = catalog.settings
     try:
-        registry_sync.pull(settings)  # with an object store: list what every host runs
+        store_sync.pull(settings)  # with an object store: list what every host runs
     except OSError as exc:
         print(f"could not sync the registry from the object store ({exc}); listing this host's", file=sys.stderr)
     try:
@@ -191,6 +189,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def _auto_here() -> str:
     """What ``auto`` picks on this machine's CPU (a GPU worker picks f16)."""
+    # start-up: the engine's backends
     from model.backends import BF16_CPU_FLAGS, cpu_flags, cpu_model, native_precision, openvino_available
 
     flags = cpu_flags()

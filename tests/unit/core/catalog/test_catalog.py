@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-import core.catalog
+import core.catalog.catalog
 from bench.tiny_models import make_nearest_model
-from core.catalog import ModelCatalog
+from core.catalog.catalog import ModelCatalog
+from core.catalog.shipped import shipped_models
 from core.settings import Settings
 from model.errors import InvalidParameter, ModelError
-from model.locate import shipped_models
 
 pytestmark = pytest.mark.unit
 
@@ -66,13 +66,13 @@ def test_the_shipped_default_is_in_every_registry_once_seeded(tmp_path):
 # --- with the registry -----------------------------------------------------------
 @pytest.fixture
 def registry_settings(tmp_path):
-    from model.deploy import deploy_model
-    from model.registry import Registry
+    from core.catalog.registry import Registry
+    from tests.utils.models import publish_checked
 
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, make_nearest_model(tmp_path / "v1.onnx", scale=4), name="sr", version="v1")
-    deploy_model(registry, make_nearest_model(tmp_path / "v2.onnx", scale=4, name="other"), name="sr", version="v2")
-    deploy_model(registry, make_nearest_model(tmp_path / "x2.onnx", scale=2), name="sr2", version="1")
+    publish_checked(registry, make_nearest_model(tmp_path / "v1.onnx", scale=4), name="sr", version="v1")
+    publish_checked(registry, make_nearest_model(tmp_path / "v2.onnx", scale=4, name="other"), name="sr", version="v2")
+    publish_checked(registry, make_nearest_model(tmp_path / "x2.onnx", scale=2), name="sr2", version="1")
     return Settings(_env_file=None, models_dir=tmp_path / "models", model="sr")
 
 
@@ -125,19 +125,19 @@ def test_reads_never_write_the_registry(tmp_path):
 
 def test_no_module_level_state():
     """Two catalogs never share a cache or a "seeded" flag through the module."""
-    mutable = {k for k, v in vars(core.catalog).items()
+    mutable = {k for k, v in vars(core.catalog.catalog).items()
                if not k.startswith("__") and isinstance(v, (dict, set, list)) and k != "__all__"}
-    assert not mutable, f"module-level state in core.catalog: {mutable}"
+    assert not mutable, f"module-level state in core.catalog.catalog: {mutable}"
 
 
 def test_the_offer_is_read_once_until_the_registry_changes(registry_settings, tmp_path):
-    from model.deploy import deploy_model
-    from model.registry import Registry
+    from core.catalog.registry import Registry
+    from tests.utils.models import publish_checked
 
     catalog = ModelCatalog(registry_settings)
     first = catalog.offered()
     assert catalog.offered() is first, "an unchanged registry: no card re-read"
-    deploy_model(Registry(tmp_path / "models"), make_nearest_model(tmp_path / "v3.onnx", scale=4), name="sr",
+    publish_checked(Registry(tmp_path / "models"), make_nearest_model(tmp_path / "v3.onnx", scale=4), name="sr",
                  version="v3")
     assert [m.ref for m in ours(catalog.offered()) if m.active] == ["sr:v3", "sr2:1"], "a deploy is seen at once"
     Registry(tmp_path / "models").rollback("sr")
@@ -156,16 +156,16 @@ def test_a_job_with_detail_reads_the_offer_once(tmp_path):
     """POST /v1/jobs with `detail` used to list the offered models twice (the model, then its detail base)."""
     import json
 
-    from api.routes.jobs import choose_model
+    from api.admission import choose_model
     from api.schemas import JobRequest
-    from model.deploy import deploy_model
-    from model.registry import Registry
+    from core.catalog.registry import Registry
+    from tests.utils.models import publish_checked
 
     registry = Registry(tmp_path / "models")
-    deploy_model(registry, make_nearest_model(tmp_path / "psnr.onnx", scale=4, name="psnr"), name="psnr")
+    publish_checked(registry, make_nearest_model(tmp_path / "psnr.onnx", scale=4, name="psnr"), name="psnr")
     gan = make_nearest_model(tmp_path / "gan.onnx", scale=4, name="gan")
     (tmp_path / "gan.card.json").write_text(json.dumps({"detail_base": "psnr"}))
-    deploy_model(registry, gan, name="gan")
+    publish_checked(registry, gan, name="gan")
     catalog = CountingCatalog(Settings(_env_file=None, models_dir=tmp_path / "models", model="gan"))
 
     class Services:  # what choose_model reads of api.deps.Services

@@ -11,12 +11,12 @@ A version appears all at once (written in a hidden folder, then renamed) and
 the pointer is replaced atomically (temporary file, fsync, rename), so a
 reader sees the old state or the new one, never half of either.
 :meth:`Registry.publish` takes the result of a file's check, made before
-anything changes (``model.deploy.check_model_file``: a valid ONNX graph, the
+anything changes (``core.catalog.checks.check_model_file``: a valid ONNX graph, the
 engine runs a small image through it, the output is the declared scale, the
 sha256 is the card's); a refused file leaves the registry as it was.
 
 Telling the workers is not done here: callers announce a change on Redis
-(``core.model_updates``). Nothing here imports the engine or ONNX Runtime, so
+(``core.catalog.announce``). Nothing here imports the engine or ONNX Runtime, so
 the API can read the registry.
 """
 
@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from core.catalog.shipped import WEIGHTS_DIR
 from model.contract import ModelContract, load_proto
 from model.errors import ModelError
-from model.locate import WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class ModelVersion:
 
 @dataclass(frozen=True)
 class FileCheck:
-    """What a file's check found out (``model.deploy.check_model_file`` or :func:`check_file`)."""
+    """What a file's check found out (``core.catalog.checks.check_model_file`` or :func:`check_file`)."""
 
     sha256: str
     scale: int
@@ -294,7 +294,7 @@ class Registry:
     ) -> ModelVersion:
         """Copy ``file`` in as ``name:version`` with its card, and (by default) make it active.
 
-        ``checked`` is what the file's check found (``model.deploy.check_model_file``,
+        ``checked`` is what the file's check found (``core.catalog.checks.check_model_file``,
         or :func:`check_file` for the shipped files); the copy must have its
         sha256. ``version`` defaults to the card's or the contract's version
         when that is free, else the next number. Raises :class:`DeployRefused`.
@@ -346,7 +346,7 @@ class Registry:
             log.warning("%s names %s_base %s, which is not in the registry yet: %s is checked when used",
                         name, knob, base, knob)
             return
-        from model.interpolate import PairMismatch, check_pair
+        from model.interpolate import PairMismatch, check_pair  # start-up: onnx, for a detail pair only
 
         try:
             check_pair(self.get(base_name).path, file)
@@ -512,11 +512,11 @@ def check_file(path: Path, card: dict[str, Any] | None = None, scale: int | None
 
     The sha256 must equal the card's (when the card has one); the file must be
     a valid ONNX graph; the scales declared by its contract, the card and
-    ``scale`` (those given) must agree. ``model.deploy.check_model_file``
+    ``scale`` (those given) must agree. ``core.catalog.checks.check_model_file``
     adds a probe run through the engine; the shipped files are seeded with
     this check alone. Raises :class:`DeployRefused` saying what is wrong.
     """
-    import onnx
+    import onnx  # start-up: onnx, for checks only
 
     path = Path(path)
     card = card or {}

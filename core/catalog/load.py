@@ -1,0 +1,98 @@
+"""Loading: the one place a resolved model (or a detail/denoise blend) becomes an ``Upscaler``.
+
+``ModelCatalog.blend`` says which network a job runs (``core.catalog.catalog.Blend``);
+the worker's engine cache and ``srgan upscale`` both build it with :func:`build_upscaler`,
+so a job and a local run of the same model and ``detail`` run the same network
+with the same tiling; the benchmarks open a file with :func:`open_engine`. All
+of them take their engine options from :func:`engine_options`. ONNX Runtime/OpenVINO
+are imported only when it runs (``import core.catalog.load`` stays cheap for ``srgan``'s start-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from core.catalog.catalog import Blend
+from core.settings import Settings
+from model.backends import Backend, open_backend
+from model.engine import Upscaler
+from model.interpolate import blend_models
+
+log = logging.getLogger(__name__)
+
+
+def engine_options(settings: Settings, *, backend: str | None = None, tile: int | str | None = None,
+                   overlap: int | None = None, precision: str | None = None) -> dict[str, Any]:
+    """``Upscaler.from_file``'s engine arguments from the settings (``backend``/``tile``/``overlap``/``precision``
+    override them): the one place settings become engine options."""
+    return {
+        "backend": backend or settings.backend,
+        "providers": settings.providers,
+        "threads": settings.threads,
+        "tile": settings.tile if tile is None else tile,
+        "overlap": settings.overlap if overlap is None else overlap,
+        "tile_batch": settings.tile_batch,
+        "precision": precision or settings.precision,
+        "memory_budget": int(settings.memory_budget) if settings.memory_budget else None,
+        "cache_dir": settings.resolved_cache_dir,
+    }
+
+
+def open_engine(settings: Settings, path: Path, *, backend: str | None = None, tile: int | str | None = None,
+                overlap: int | None = None, precision: str | None = None) -> Upscaler:
+    """An engine for one ONNX file with the settings' engine options (what the benchmarks time)."""
+    return Upscaler.from_file(path, **engine_options(settings, backend=backend, tile=tile, overlap=overlap,
+                                                     precision=precision))
+
+
+def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = None, tile: int | str | None = None,
+                   overlap: int | None = None, precision: str | None = None) -> Upscaler:
+    """Load ``blend``'s network with the engine settings (``backend``/``tile``/``overlap``/``precision``
+    override them)."""
+    kwargs = engine_options(settings, backend=backend, tile=tile, overlap=overlap, precision=precision)
+    info = blend.target
+    parts = blend.parts()
+    if len(parts) == 1:
+        engine = Upscaler.from_file(parts[0][0].path, **kwargs)
+    else:
+        proto = blend_models([(m.path, w) for m, w in parts])
+        name = f"{info.name}-blend-{'-'.join(f'{w:.3f}' for _, w in parts)}.onnx"
+
+        def reload(at: str) -> Backend:
+            """The blend again at precision ``at`` (a float32 re-run of a bad tile), from the proto kept here."""
+            with _as_file(proto, name) as path:
+                return open_backend(path, backend=kwargs["backend"], providers=kwargs["providers"],
+                                    threads=kwargs["threads"], precision=at)
+
+        # not in the compile cache: each of the 21 x 21 detail/denoise values would leave a network there
+        with _as_file(proto, name) as path:  # both backends hold the network in memory once loaded
+            engine = Upscaler.from_file(path, **{**kwargs, "cache_dir": None}, reload=reload)
+        if engine.precision == "f32":
+            engine.reload = None  # no tile to re-run in float32: let the proto go
+        log.info("built %s", " + ".join(f"{w:.3f} {m.ref}" for m, w in parts))
+    if info.source == "registry":  # the registry's name and version, whatever the file was exported as
+        engine.contract = engine.contract.with_identity(info.name, info.version, info.metrics)
+    return engine
+
+
+def provenance(upscaler: Upscaler, blend: Blend) -> dict[str, Any]:
+    """What a result's metadata says made it: the model (``name:version``) and the detail blend."""
+    contract = upscaler.contract
+    return {"model": f"{contract.name}:{contract.version}" if contract.version else contract.name,
+            **blend.describe()}
+
+
+@contextmanager
+def _as_file(proto: onnx.ModelProto, name: str) -> Iterator[Path]:
+    """``proto`` saved as ``name`` in a temporary folder, for a backend to load; removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="srgan-blend-") as tmp:
+        path = Path(tmp) / name
+        onnx.save(proto, str(path))
+        yield path
