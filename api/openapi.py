@@ -60,6 +60,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "storage_unavailable": (503, "the object store did not answer; try again"),
     "model_error": (503, "the configured model is missing or cannot be read"),
     "unavailable": (503, "Redis does not answer (see `Retry-After`)"),
+    "no_worker": (503, "`srgan serve`'s workers died too often and wait out their restart budget (see "
+                  "`Retry-After`)"),
 }
 
 AUTH = ("unauthorized", "forbidden")

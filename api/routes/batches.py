@@ -16,7 +16,16 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.batch_upload import discard_all, receive_batch
-from api.deps import Caller, CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
+from api.deps import (
+    AcceptingCallerDep,
+    Caller,
+    CallerDep,
+    Services,
+    ServicesDep,
+    owned,
+    reject_unknown_query,
+    require_api_key,
+)
 from api.errors import ApiError, status_for
 from api.idempotent import claim_or_replay
 from api.openapi import AUTH, error_responses
@@ -115,13 +124,13 @@ def _job_for_file(services: Services, upload: Upload, params: JobRequest, caller
     **error_responses(*AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
                       "unsupported_media_type", "too_many_fields", "too_many_files", "idempotency_conflict",
                       "idempotency_in_progress", "webhook_refused", "webhooks_disabled", "queue_full",
-                      "quota_exceeded", "queue_unavailable", "storage_unavailable", "model_error")},
+                      "quota_exceeded", "queue_unavailable", "storage_unavailable", "model_error", "no_worker")},
     openapi_extra=_BODY, summary="Upload several images, one job each")
 async def create_batch(
     request: Request,
     response: Response,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: AcceptingCallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY_LENGTH, description="as on POST /v1/jobs")] = None,
     cancel_after: Annotated[str | None, Header(description="as on POST /v1/jobs, for every job")] = None,
 ) -> BatchOut:

@@ -16,7 +16,16 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Caller, CallerDep, JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
+from api.deps import (
+    AcceptingCallerDep,
+    Caller,
+    CallerDep,
+    JobDep,
+    Services,
+    ServicesDep,
+    reject_unknown_query,
+    require_api_key,
+)
 from api.errors import ApiError
 from api.fetch import MAX_URL_LENGTH, fetch_upload
 from api.idempotent import claim_or_replay
@@ -259,12 +268,12 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
                  "unsupported_media_type", "unsupported_format", "invalid_image", "too_many_fields", "image_too_large",
                  "multi_frame", "too_expensive", "idempotency_conflict", "idempotency_in_progress", "url_refused",
                  "url_fetch_failed", "webhook_refused", "webhooks_disabled", "queue_full", "quota_exceeded",
-                 "queue_unavailable", "storage_unavailable", "model_error")})
+                 "queue_unavailable", "storage_unavailable", "model_error", "no_worker")})
 async def create_job(
     request: Request,
     response: Response,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: AcceptingCallerDep,
     prefer: Annotated[str | None, _PREFER] = None,
     idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
     cancel_after: Annotated[str | None, _CANCEL_AFTER] = None,
