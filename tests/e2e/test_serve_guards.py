@@ -20,7 +20,7 @@ import pytest
 
 from core.redis_server import free_port
 from tests.e2e.conftest import upscale_a_jpeg
-from tests.utils.service import REPO
+from tests.utils.service import REPO, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -132,8 +132,8 @@ def public_address() -> str | None:
     return None
 
 
-def test_the_factory_route_refuses_requests_beyond_loopback_without_keys(redis_db, tiny_model: Path,
-                                                                         tmp_path: Path):
+def test_the_factory_route_has_the_deadlines_and_refuses_requests_beyond_loopback_without_keys(
+        redis_db, tiny_model: Path, tmp_path: Path):
     address = public_address()
     if address is None:
         pytest.skip("this machine has no address beyond loopback to reach the server on")
@@ -144,8 +144,9 @@ def test_the_factory_route_refuses_requests_beyond_loopback_without_keys(redis_d
     log_path = tmp_path / "uvicorn.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603 - the documented route, as a user runs it
-            [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0",
-             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--http",
+             "api.server:GuardedH11Protocol", "--no-server-header", "--host", "0.0.0.0", "--port", str(port)],
+            cwd=REPO, env={**env, "SRGAN_HTTP_IDLE_TIMEOUT_S": "1"}, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -156,7 +157,10 @@ def test_the_factory_route_refuses_requests_beyond_loopback_without_keys(redis_d
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.2)
-        assert local.status_code == 200
+        assert local.status_code == 200 and "server" not in local.headers
+        idle = connect(f"http://127.0.0.1:{port}")  # the documented --http class: the same deadlines
+        wait_until(lambda: closed_by_peer(idle), timeout_s=5, interval_s=0.1, what="the idle socket's close")
+        idle.close()
         remote = httpx.get(f"http://{address}:{port}/v1/models", timeout=5)
         assert remote.status_code == 503
         error = remote.json()["error"]
