@@ -10,6 +10,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +121,10 @@ class Settings(BaseSettings):
     # --- service: queue, jobs, storage -----------------------------------
     redis_url: str | None = Field(
         None, description="broker and job store; unset: `srgan serve` starts an embedded redis-server"
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis's password, put into redis_url (which then names the user only, e.g. "
+        "redis://srgan@srgan-redis:6379/0): a URL in a ConfigMap, the password in a Secret"
     )
     storage_dir: Path | None = Field(None, description="uploads and results; default <data_dir>/jobs")
     storage_url: str = Field(
@@ -317,6 +322,11 @@ class Settings(BaseSettings):
             raise ValueError(f"storage_url {url!r} names no bucket: s3://bucket/prefix")
         if self.environment == "production" and self.debug_tile_delay_s:
             raise ValueError("debug_tile_delay_s must be 0 in production")
+        if self.environment == "production" and self.link_secret is None:
+            raise ValueError("link_secret must be set in production: without it the key that signs result links "
+                             "is kept in Redis, where anything that reaches Redis can read it and forge links")
+        if self.redis_password is not None and self.redis_url:
+            self.redis_url = _with_password(self.redis_url, self.redis_password.get_secret_value())
         return self
 
     @property
@@ -340,6 +350,18 @@ class Settings(BaseSettings):
     @property
     def uses_s3(self) -> bool:
         return self.storage_url.strip().startswith("s3://")
+
+
+def _with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (URL-quoted) after its user name; ValueError if it holds another one."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        if unquote(parts.password) == password:
+            return url
+        raise ValueError("redis_url holds a password and redis_password gives another: give it once")
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def exposure_gaps(settings: Settings) -> list[str]:
