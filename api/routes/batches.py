@@ -28,7 +28,7 @@ from api.deps import (
 )
 from api.errors import ApiError, status_for
 from api.idempotent import claim_or_replay
-from api.openapi import AUTH, error_responses
+from api.openapi import AUTH, error_responses, form_fields
 from api.options import parse_deadline
 from api.routes.job_events import KEEPALIVE_S, RETRY_MS
 from api.routes.jobs import _accept, _parse_params, _webhook, choose_model, job_out
@@ -48,9 +48,7 @@ _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"
     "properties": {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
                  "description": "the images, one `file` part each (at most max_batch_files)"},
-        **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
-        **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields
-           if name != "url"},
+        **form_fields(JobRequest, JobOptions, exclude=("url",)),
     }}}}}}
 
 

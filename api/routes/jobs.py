@@ -30,7 +30,7 @@ from api.errors import ApiError
 from api.fetch import MAX_URL_LENGTH, fetch_upload
 from api.idempotent import claim_or_replay
 from api.inspect import check_output, inspect_image
-from api.openapi import AUTH, error_responses
+from api.openapi import AUTH, error_responses, form_fields
 from api.options import parse_deadline, parse_prefer_wait
 from api.schemas import JobListOut, JobOptions, JobOut, JobRequest, download_name
 from api.upload import Pace, Upload, receive_upload
@@ -56,8 +56,7 @@ _UPLOAD_BODY = {
             "properties": {
                 "file": {"type": "string", "format": "binary",
                          "description": "PNG, JPEG, WebP, BMP or TIFF (or give `url` instead)"},
-                **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
-                **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields},
+                **form_fields(JobRequest, JobOptions),
             },
         }}},
     }
