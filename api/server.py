@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import resource
 import time
@@ -77,7 +78,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, config: uvicorn.Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        settings = self.settings or get_settings()
+        settings = self.settings or _environment_settings()
         self.idle_s = settings.http_idle_timeout_s
         self.header_s = settings.http_header_timeout_s
         self.max_connections = settings.http_max_connections
@@ -160,6 +161,13 @@ class GuardedH11Protocol(H11Protocol):
             return
         self.transport.close()
         self.loop.call_later(self.idle_s, self.transport.abort)
+
+
+@functools.lru_cache(maxsize=1)
+def _environment_settings() -> Settings:
+    """The settings of ``uvicorn --http api.server:GuardedH11Protocol``, the cap fitted once, at the first
+    connection."""
+    return fit_connection_cap(get_settings())
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedH11Protocol]:
