@@ -42,28 +42,40 @@ LOG_EVERY_S = 10.0
 FD_RESERVE = 256
 """File descriptors kept free of client connections: Redis, uploads' temporary files, logs, the model files."""
 
-_Waiting = collections.OrderedDict["GuardedH11Protocol", None]
-_WAITING: weakref.WeakKeyDictionary[ServerState, _Waiting] = weakref.WeakKeyDictionary()
-
 
 class _Closures:
-    """Counts of connections closed by the guards, logged as one line at most every LOG_EVERY_S."""
+    """Counts of the connections one server's guards closed, logged as one line at most every LOG_EVERY_S:
+    the first closure schedules the line, which sums up every closure until it is written."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
         self.logged_at = float("-inf")
+        self.pending: asyncio.TimerHandle | None = None
 
-    def note(self, reason: str) -> None:
+    def note(self, reason: str, loop: asyncio.AbstractEventLoop) -> None:
         self.counts[reason] += 1
-        now = time.monotonic()
-        if now - self.logged_at >= LOG_EVERY_S:
+        if self.pending is None:
+            self.pending = loop.call_later(max(0.0, self.logged_at + LOG_EVERY_S - time.monotonic()), self.write)
+
+    def write(self) -> None:
+        self.pending = None
+        if self.counts:
             summary = ", ".join(f"{n} {why}" for why, n in sorted(self.counts.items()))
-            log.warning("connections closed since the last note: %s", summary)
+            log.warning("connections closed: %s", summary)
             self.counts.clear()
-            self.logged_at = now
+            self.logged_at = time.monotonic()
 
 
-CLOSURES = _Closures()
+class _ServerGuard:
+    """What the connections of one uvicorn server share: those waiting for a request, oldest first, and the
+    count of closures."""
+
+    def __init__(self) -> None:
+        self.waiting: collections.OrderedDict[GuardedH11Protocol, None] = collections.OrderedDict()
+        self.closures = _Closures()
+
+
+_GUARDS: weakref.WeakKeyDictionary[ServerState, _ServerGuard] = weakref.WeakKeyDictionary()
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -82,7 +94,8 @@ class GuardedH11Protocol(H11Protocol):
         self.idle_s = settings.http_idle_timeout_s
         self.header_s = settings.http_header_timeout_s
         self.max_connections = settings.http_max_connections
-        self.waiting = _WAITING.setdefault(server_state, collections.OrderedDict())
+        guard = _GUARDS.setdefault(server_state, _ServerGuard())
+        self.waiting, self.closures = guard.waiting, guard.closures
         self.waiting_since: float | None = None
         self.bytes_seen = False
         self.deadline: asyncio.TimerHandle | None = None
@@ -94,10 +107,10 @@ class GuardedH11Protocol(H11Protocol):
         if len(self.connections) > self.max_connections:
             victim = next(iter(self.waiting), None)  # the one waiting longest for a request
             if victim is None:  # every connection is busy with a request: refuse this one
-                CLOSURES.note("refused at the connection cap")
+                self.closures.note("refused at the connection cap", self.loop)
                 transport.abort()
                 return
-            CLOSURES.note("closed idle at the connection cap")
+            self.closures.note("closed idle at the connection cap", self.loop)
             victim.close_waiting(abort=True)
         self.await_request()
 
@@ -147,9 +160,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.waiting_since is None or self.in_request():
             return
         if self.bytes_seen and self.conn.their_state is h11.IDLE:
-            CLOSURES.note(f"slow request headers (over {self.header_s:g} s)")
+            self.closures.note(f"slow request headers (over {self.header_s:g} s)", self.loop)
         else:
-            CLOSURES.note(f"idle (nothing sent for {self.idle_s:g} s)")
+            self.closures.note(f"idle (nothing sent for {self.idle_s:g} s)", self.loop)
         self.close_waiting(abort=False)
 
     def close_waiting(self, *, abort: bool) -> None:

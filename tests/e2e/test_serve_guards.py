@@ -100,6 +100,9 @@ def test_a_flood_of_idle_sockets_locks_out_neither_health_checks_nor_uploads(ser
     finally:
         for sock in flood:
             sock.close()
+    # one summary line (at most every 10 s), never a line per socket
+    wait_until(lambda: "closed idle at the connection cap" in served.log_tail(5_000), timeout_s=15, interval_s=0.2,
+               what="the summary of the closures")
     assert served.log_path.stat().st_size - log_before < 20_000, served.log_tail()
 
 
