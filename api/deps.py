@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import math
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.dependencies.models import Dependant
@@ -138,6 +139,34 @@ def reject_unknown_query(request: Request) -> None:
 T = TypeVar("T")
 
 CallerDep = Annotated[Caller, Depends(require_api_key)]
+
+
+class WorkerSupervision(Protocol):
+    """What ``srgan serve`` tells the app about the workers it supervises (``app.state.worker_supervision``)."""
+
+    def unavailable(self) -> tuple[str, float] | None:
+        """Why no worker can run jobs now, and for how many more seconds; None while one can."""
+
+    def describe(self) -> str: ...
+
+
+def worker_supervision(request: Request) -> WorkerSupervision | None:
+    return getattr(request.app.state, "worker_supervision", None)
+
+
+def _accepting_caller(request: Request, caller: CallerDep) -> Caller:
+    """The caller of a route that queues jobs: ``503 no_worker`` (``Retry-After``) while the workers that
+    ``srgan serve`` supervises have used up their restart budget, instead of a job no one would run."""
+    supervision = worker_supervision(request)
+    down = supervision.unavailable() if supervision is not None else None
+    if down is not None:
+        reason, retry_after_s = down
+        raise ApiError(503, "no_worker", reason, {"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+    return caller
+
+
+AcceptingCallerDep = Annotated[Caller, Depends(_accepting_caller)]
+"""``CallerDep`` for the routes that queue jobs (``POST /v1/jobs``, ``POST /v1/batches``)."""
 
 
 def owned(record: T | None, caller: Caller, kind: str, record_id: str) -> T:

@@ -114,7 +114,9 @@ async def _abort_overdue_forever(services: Services) -> None:
         await asyncio.sleep(DEADLINE_CHECK_S)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, exposure_checked: bool = False) -> FastAPI:
+    """The app. ``exposure_checked``: the caller (``srgan serve``) refused to bind beyond loopback without API
+    keys and a host allow-list; otherwise (``uvicorn --factory``) the app refuses such requests itself."""
     settings = settings or get_settings()
     registry = CollectorRegistry()
 
@@ -173,6 +175,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (jobs, job_events, batches, links, models, health, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
-    install_middleware(app, settings)
+    install_middleware(app, settings, exposure_checked=exposure_checked)
     app.add_middleware(RequestMetrics, registry=registry)
     return app

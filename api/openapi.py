@@ -16,6 +16,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 DOCS_ASSETS = "/docs-assets"
 
@@ -60,6 +61,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "storage_unavailable": (503, "the object store did not answer; try again"),
     "model_error": (503, "the configured model is missing or cannot be read"),
     "unavailable": (503, "Redis does not answer (see `Retry-After`)"),
+    "no_worker": (503, "`srgan serve`'s workers died too often and wait out their restart budget (see "
+                  "`Retry-After`)"),
 }
 
 AUTH = ("unauthorized", "forbidden")
@@ -112,6 +115,22 @@ SECURITY_SCHEMES = {
                "description": "one of `SRGAN_API_KEYS`, when keys are configured"},
     "Bearer": {"type": "http", "scheme": "bearer", "description": "the same key as `Authorization: Bearer KEY`"},
 }
+
+
+def form_fields(*models: type[BaseModel], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON schemas of ``models``' fields as multipart form fields. A form part is text or absent, never
+    null: an optional field's ``null`` branch is dropped (leaving the field out gives its default), so the
+    document offers nothing the server refuses (a ``null`` would arrive as the text "null")."""
+    fields: dict[str, Any] = {}
+    for model in models:
+        for name, schema in model.model_json_schema()["properties"].items():
+            if name in exclude:
+                continue
+            branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+            if len(branches) == 1:
+                schema = {**{k: v for k, v in schema.items() if k not in ("anyOf", "default")}, **branches[0]}
+            fields[name] = schema
+    return fields
 
 
 def install_openapi(app: FastAPI, *, keys_required: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from core.job_record import Job, download_name
 
@@ -20,7 +20,9 @@ class JobRequest(BaseModel):
     scale: int | None = Field(None, ge=1, le=8, description="output size / input size; default: the model's")
     model: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$",
                               description="model name or name:version; default: the active model")
-    format: OutputFormat | None = Field(None, description="output format; default: the input's family")
+    format: Annotated[OutputFormat | None, WithJsonSchema(
+        {"anyOf": [{"type": "string", "enum": ["png", "jpeg", "jpg", "webp"]}, {"type": "null"}]}
+    )] = Field(None, description="output format (`jpg` is `jpeg`); default: the input's family")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
     detail: float | None = Field(
         None, ge=0, le=1,

@@ -1,6 +1,8 @@
-"""Chaos run against a real ``srgan serve``: bad inputs, killed processes, a restart with jobs queued.
+"""Chaos run against a real ``srgan serve``: bad inputs, killed processes, a restart with jobs queued, slow
+and idle connections, a worker that keeps dying.
 
-Run from the repository root: ``srgan bench chaos [--mutated 300] [--wait-s 90] [--json OUT]``.
+Run from the repository root: ``srgan bench chaos [--mutated 300] [--wait-s 90] [--connections]
+[--restart-budget] [--skip-corpus] [--skip-faults] [--json OUT]``.
 
 Part 1, the corpus: every upload is sent to a fresh ``srgan serve`` (embedded
 Redis, one worker) and its fate counted: a clean 4xx (JSON error), a clear
@@ -29,6 +31,16 @@ finished and a new job had succeeded. Goals with default settings: 0 lost,
 The faults use a tiny random conv model with ``SRGAN_TILE=32`` and
 ``SRGAN_DEBUG_TILE_DELAY_S=0.05`` so that a job runs for seconds and can be
 hit mid-way; every other setting is the default.
+
+Part 3, connections (``--connections``), on a service with the default connection settings (idle 5 s,
+headers 10 s, at most 1000 connections): ``--slow`` sockets sending their request head one byte every 2 s
+and as many idle sockets (no byte at all), and the seconds until the server closed each (goal: all within
+15 s); then ``--flood`` idle sockets held open while ``/healthz`` is timed (goal: under 1 s) and a job is
+uploaded and run (goal: it succeeds), with the growth of the service's log meanwhile (goal: under 1 MB).
+
+Part 4, the worker's restart budget (``--restart-budget``), with a 60 s window standing in for the default
+600 s: six worker crashes spaced over 1.5 window (each is restarted), then crashes in a row until the budget
+is used up (an upload gets 503 ``no_worker``, not 202), and the seconds until a worker runs jobs again.
 """
 
 from __future__ import annotations
@@ -39,7 +51,9 @@ import io
 import json
 import os
 import random
+import resource
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -98,15 +112,18 @@ class Serve:
         return psutil.Process(self.process.pid).children(recursive=True)
 
     def find(self, what: str) -> int:
+        assert self.process is not None
+        serve_pid = self.process.pid
         for proc in self.descendants():
             with contextlib.suppress(psutil.Error):
                 cmd = " ".join(proc.cmdline())
                 if what == "redis" and "redis-server" in cmd:
                     return proc.pid
-                if what in ("worker", "pool") and "celery" in cmd and " worker" in cmd:
-                    parent = proc.parent()
+                if what in ("worker", "pool") and "celery" in cmd and " worker" in cmd and "webhooks" not in cmd:
+                    parent = proc.parent()  # the job worker's main process is a child of srgan serve itself
+                    is_main = parent is not None and parent.pid == serve_pid
                     is_pool = parent is not None and "celery" in " ".join(parent.cmdline())
-                    if (what == "pool") == is_pool:
+                    if (what == "pool" and is_pool) or (what == "worker" and is_main):
                         return proc.pid
         raise RuntimeError(f"no {what} process under srgan serve")
 
@@ -347,6 +364,128 @@ def run_fault(tmp: Path, env: dict[str, str], fault: str, jobs: int, wait_s: flo
         return measure_recovery(serve, locations, running, fault_at, wait_s)
 
 
+# --- connections ---------------------------------------------------------------------------
+def _open_sockets(url: str, count: int) -> list[socket.socket]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def run_connections(tmp: Path, env: dict[str, str], slow: int, flood: int) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds the flood's sockets
+    head = b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
+    results: dict[str, Any] = {}
+    with service(tmp, "connections", env) as serve:
+        slow_socks, idle_socks = _open_sockets(serve.url, slow), _open_sockets(serve.url, slow)
+        closed_at: dict[socket.socket, float] = {}
+        opened, sent = time.monotonic(), 0
+        next_byte = opened
+        while len(closed_at) < 2 * slow and time.monotonic() - opened < 60:
+            if time.monotonic() >= next_byte:  # one byte every 2 s on each slow socket
+                for sock in slow_socks:
+                    if sock not in closed_at:
+                        with contextlib.suppress(OSError):
+                            sock.send(head[sent:sent + 1])
+                sent, next_byte = sent + 1, next_byte + 2.0
+            for sock in slow_socks + idle_socks:
+                if sock not in closed_at and _closed(sock):
+                    closed_at[sock] = time.monotonic() - opened
+            time.sleep(0.05)
+        for name, socks in (("slow_headers", slow_socks), ("idle", idle_socks)):
+            times = [closed_at.get(s) for s in socks]
+            done = [t for t in times if t is not None]
+            results[name] = {"sockets": len(socks), "closed": len(done),
+                             "closed_within_15_s": sum(1 for t in done if t <= 15),
+                             "max_s": round(max(done), 1) if done else None}
+            for sock in socks:
+                sock.close()
+        log_path = serve.data_dir / "serve.log"
+        log_before = log_path.stat().st_size
+        flood_socks = _open_sockets(serve.url, flood)
+        try:
+            started = time.monotonic()
+            health = httpx.get(serve.url + "/healthz", timeout=30)
+            health_s = time.monotonic() - started
+            with httpx.Client(base_url=serve.url, timeout=60) as client:
+                response = post(client, encode(photo(64, 64, 5), "PNG"))
+                job = finish(client, response.headers["location"]) if response.status_code == 202 else {}
+        finally:
+            for sock in flood_socks:
+                sock.close()
+        results["flood"] = {"sockets": flood, "healthz_status": health.status_code, "healthz_s": round(health_s, 3),
+                            "upload": job.get("status", f"HTTP {response.status_code}"),
+                            "log_growth_bytes": log_path.stat().st_size - log_before}
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return results
+
+
+def run_restart_budget(tmp: Path, env: dict[str, str], window_s: float = 60.0) -> dict:
+    budget_env = {**env, "SRGAN_WORKER_RESTART_BUDGET": "5", "SRGAN_WORKER_RESTART_WINDOW_S": str(window_s)}
+    results: dict[str, Any] = {}
+    with service(tmp, "restart-budget", budget_env) as serve, \
+            httpx.Client(base_url=serve.url, timeout=30) as client:
+        spaced = []
+        for _ in range(6):  # spread over 1.5 windows: never more than 4 restarts inside one
+            killed = serve.find("worker")
+            os.killpg(killed, signal.SIGKILL)
+            spaced.append(_wait_restarted(serve, killed, timeout_s=window_s))
+            time.sleep(max(0.0, window_s / 4 - (spaced[-1] or 0)))
+        results["spaced_crashes"] = {"crashes": 6, "restarted": sum(1 for t in spaced if t is not None),
+                                     "restart_s": [None if t is None else round(t, 1) for t in spaced]}
+        time.sleep(window_s)  # a fresh window
+        crashes, refused = 0, None
+        while refused is None and crashes < 12:
+            killed = serve.find("worker")
+            os.killpg(killed, signal.SIGKILL)
+            crashes += 1
+            time.sleep(1.0)
+            response = post(client, encode(photo(16, 16, 3), "PNG"))
+            if response.status_code == 503:
+                refused = response
+            elif _wait_restarted(serve, killed, timeout_s=window_s) is None:
+                break
+        exhausted_at = time.monotonic()
+        ready_after = None
+        if refused is not None:
+            while time.monotonic() - exhausted_at < 2 * window_s:
+                response = post(client, encode(photo(16, 16, 3), "PNG"))
+                if response.status_code == 202 and finish(client, response.headers["location"])["status"] == \
+                        "succeeded":
+                    ready_after = time.monotonic() - exhausted_at
+                    break
+                time.sleep(1.0)
+        results["crashes_in_a_row"] = {
+            "crashes_until_refused": crashes,
+            "refused": None if refused is None else f"{refused.status_code} {refused.json()['error']['code']}",
+            "retry_after_s": None if refused is None else int(refused.headers.get("retry-after", "0")),
+            "jobs_run_again_after_s": None if ready_after is None else round(ready_after, 1)}
+    return results
+
+
+def _wait_restarted(serve: Serve, killed: int, timeout_s: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        with contextlib.suppress(RuntimeError):
+            if serve.find("worker") != killed:
+                return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
 FAULTS = ("kill -9 pool process", "kill -9 worker main process", "kill -9 redis", "restart with jobs queued")
 
 
@@ -367,6 +506,17 @@ def run(args: argparse.Namespace) -> int:
             for item in corpus["silent_successes"]:
                 print(f"  silent success: {item}")
         env = {**FAULT_ENV, "SRGAN_MODEL": str(model)}
+        if args.connections:
+            results["connections"] = connections = run_connections(tmp, {"SRGAN_MODEL": str(model)}, args.slow,
+                                                                    args.flood)
+            print(f"connections: {json.dumps(connections)}", flush=True)
+        if args.restart_budget:
+            results["restart_budget"] = budget = run_restart_budget(tmp, {"SRGAN_MODEL": str(model)})
+            print(f"restart budget: {json.dumps(budget)}", flush=True)
+        if args.skip_faults:
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
+            return 0
         results["faults"] = {}
         print(f"\n{'fault':32s} {'jobs':>4s} {'lost':>4s} {'dup':>4s} {'ok':>4s} {'recovery':>10s}  failed")
         for fault in [f.strip() for f in (args.faults or ",".join(FAULTS)).split(",") if f.strip()]:

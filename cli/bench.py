@@ -97,6 +97,13 @@ def _chaos(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faults", default="", help="comma-separated subset of the faults in bench.chaos.FAULTS "
                                                 "(default: all)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--skip-faults", action="store_true", help="no process faults (part 2)")
+    p.add_argument("--connections", action="store_true",
+                   help="part 3: slow-header and idle sockets, then an idle flood with /healthz and an upload")
+    p.add_argument("--slow", type=int, default=300, help="slow-header sockets, and as many idle ones (default 300)")
+    p.add_argument("--flood", type=int, default=10_000, help="idle sockets of the flood (default 10000)")
+    p.add_argument("--restart-budget", action="store_true",
+                   help="part 4: worker crashes spaced out, then in a row until uploads get 503")
 
 
 def _int8(p: argparse.ArgumentParser) -> None:

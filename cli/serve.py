@@ -14,13 +14,16 @@ runs only the API and the workers are started separately (``srgan worker``).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from cli.exits import USAGE, fail
@@ -28,7 +31,7 @@ from cli.worker import celery_argv
 from core.catalog.announce import EMBEDDED_URL_FILE
 from core.catalog.catalog import ModelCatalog
 from core.redis_server import RedisServer, die_with_parent
-from core.settings import get_settings, is_loopback
+from core.settings import exposure_gaps, get_settings, is_loopback
 from model.errors import ModelError
 
 log = logging.getLogger("srgan.serve")
@@ -59,38 +62,74 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 class WorkerProcess:
-    """One ``celery worker`` child in its own process group, restarted if it dies while serving."""
+    """One ``celery worker`` child in its own process group, restarted when it dies while serving.
 
-    RESTART_LIMIT = 5
+    Restarts are budgeted, never given up: 1 s after a death, doubled for each earlier restart still inside
+    ``window_s`` (at most ``backoff_max_s``); once ``budget`` restarts fall inside the window, the next waits
+    until the oldest leaves it (``unavailable`` says why and for how long meanwhile), and then goes on.
+    """
 
-    def __init__(self, env: dict[str, str], loglevel: str, index: int, webhooks: bool = False) -> None:
+    def __init__(self, env: dict[str, str], loglevel: str, index: int, webhooks: bool = False, *,
+                 budget: int = 5, window_s: float = 600.0, backoff_max_s: float = 30.0) -> None:
         name = f"srgan-{'webhooks' if webhooks else index}-{os.getpid()}@%h"
         self.argv = [sys.executable, "-m", "celery", *celery_argv(loglevel=loglevel.upper(), name=name,
                                                                    webhooks=webhooks)]
         self.env = env
+        self.webhooks = webhooks
+        self.budget, self.window_s, self.backoff_max_s = budget, window_s, backoff_max_s
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.restart_times: collections.deque[float] = collections.deque()
+        self.down_until: float | None = None
+        """While dead: when the next restart is due (``time.monotonic``); None while running."""
+        self.exhausted = False
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="srgan-worker-watch", daemon=True)
 
     def start(self) -> WorkerProcess:
         self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,  # noqa: S603
                                         preexec_fn=die_with_parent, start_new_session=True)
+        self.down_until, self.exhausted = None, False
         if not self._watcher.is_alive():
             self._watcher.start()
         return self
 
+    def next_delay(self, now: float) -> tuple[float, bool]:
+        """Seconds until the next restart after a death at ``now``, and whether the budget is used up."""
+        while self.restart_times and now - self.restart_times[0] >= self.window_s:
+            self.restart_times.popleft()
+        if len(self.restart_times) >= self.budget:
+            return self.restart_times[0] + self.window_s - now, True
+        return min(self.backoff_max_s, 2.0 ** len(self.restart_times)), False
+
     def _watch(self) -> None:
-        while not self._stopping.wait(1.0):
+        while not self._stopping.wait(0.5):
             proc = self.process
-            if proc is not None and proc.poll() is not None and not self._stopping.is_set():
-                if self.restarts >= self.RESTART_LIMIT:
-                    log.error("the worker keeps dying (exit %s); not restarting it again", proc.returncode)
-                    return
-                self.restarts += 1
-                log.warning("the worker exited with %s; restarting it (%d)", proc.returncode, self.restarts)
-                self._kill_group(proc)
-                self.start()
+            if proc is None or proc.poll() is None or self._stopping.is_set():
+                continue
+            self._kill_group(proc)  # pool processes left behind, if any
+            delay, exhausted = self.next_delay(time.monotonic())
+            self.down_until, self.exhausted = time.monotonic() + delay, exhausted
+            if exhausted:
+                log.error("the worker exited with %s and was restarted %d times in the last %.0f s: waiting %.0f s "
+                          "before the next restart (uploads are refused with 503 while no worker runs)",
+                          proc.returncode, len(self.restart_times), self.window_s, delay)
+            else:
+                log.warning("the worker exited with %s; restarting it in %.0f s", proc.returncode, delay)
+            if self._stopping.wait(delay):
+                return
+            self.restarts += 1
+            self.restart_times.append(time.monotonic())
+            log.warning("restarting the worker (restart %d)", self.restarts)
+            self.start()
+
+    def unavailable(self) -> tuple[str, float] | None:
+        """Why this worker runs no jobs now and for how many more seconds, while its restart budget is used up."""
+        until = self.down_until
+        if until is None or not self.exhausted:
+            return None
+        return (f"the worker died {self.budget} times within {self.window_s:g} s; it is restarted again in "
+                f"{max(0.0, until - time.monotonic()):.0f} s", max(0.0, until - time.monotonic()))
 
     @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -114,6 +153,25 @@ class WorkerProcess:
         self._kill_group(proc)  # pool processes left behind, if any
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
+
+
+class WorkerPool:
+    """The job workers ``srgan serve`` supervises, as the API asks about them (``app.state.worker_supervision``):
+    jobs are refused (503 ``no_worker``) only while every one of them waits out a used-up restart budget."""
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers = workers
+
+    def unavailable(self) -> tuple[str, float] | None:
+        reasons = [w.unavailable() for w in self.workers]
+        if not self.workers or any(r is None for r in reasons):
+            return None
+        why = [r for r in reasons if r is not None]
+        return "no worker runs: " + "; ".join(r[0] for r in why), min(r[1] for r in why)
+
+    def describe(self) -> str:
+        running = sum(1 for w in self.workers if w.down_until is None)
+        return f"{running} of {len(self.workers)} supervised worker(s) running"
 
 
 class RedisSupervisor:
@@ -158,9 +216,7 @@ def refuse_exposure(host: str, settings, insecure: bool) -> str | None:  # noqa:
     """Why serving on ``host`` is refused (beyond loopback with no keys or no host allow-list), or None."""
     if insecure or is_loopback(host):
         return None
-    required = (("API keys (SRGAN_API_KEYS)", settings.api_keys),
-                ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts))
-    missing = [what for what, given in required if not given]
+    missing = exposure_gaps(settings)
     if not missing:
         return None
     return (f"refusing to serve on {host}, beyond loopback, without {' or '.join(missing)}: anyone who reaches "
@@ -179,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn  # start-up: uvicorn
 
     from api.main import create_app  # start-up: FastAPI
+    from api.server import fit_connection_cap, server_config  # start-up: uvicorn
 
     settings = get_settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -195,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         with contextlib.ExitStack() as stack:
+            workers: list[WorkerProcess] = []
             if not settings.redis_url:
                 data_dir = Path(settings.data_dir).resolve()
                 redis_server = RedisServer(data_dir / "redis").start()
@@ -205,16 +263,24 @@ def run(args: argparse.Namespace) -> int:
                 _write_private(url_file, redis_server.url + "\n")  # it holds the password
                 stack.callback(url_file.unlink, missing_ok=True)
                 env = {**os.environ, "SRGAN_REDIS_URL": redis_server.url, "SRGAN_DATA_DIR": str(data_dir)}
+                supervised = functools.partial(WorkerProcess, env, args.log_level,
+                                               budget=settings.worker_restart_budget,
+                                               window_s=settings.worker_restart_window_s,
+                                               backoff_max_s=settings.worker_restart_backoff_max_s)
                 for index in range(max(0, args.workers)):
-                    stack.callback(WorkerProcess(env, args.log_level, index).start().stop)
+                    worker = supervised(index).start()
+                    stack.callback(worker.stop)
+                    workers.append(worker)
                 if args.workers > 0:  # webhook deliveries: threads on their own queue, never behind a job
-                    stack.callback(WorkerProcess(env, args.log_level, 0, webhooks=True).start().stop)
+                    stack.callback(supervised(0, webhooks=True).start().stop)
                 log.info("embedded Redis %s at %s (data in %s), %d worker(s), model %s",
                          redis_server.binary and redis_server.binary.version,
                          redis_server.address, data_dir / "redis", args.workers, model_path)
-            app = create_app(settings)
-            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
-                                                   timeout_graceful_shutdown=10))
+            settings = fit_connection_cap(settings)
+            app = create_app(settings, exposure_checked=True)
+            if workers:
+                app.state.worker_supervision = WorkerPool(workers)
+            server = uvicorn.Server(server_config(app, settings, host=host, port=port, log_level=args.log_level))
             print(f"srgan: serving on http://{host}:{server.config.port} (Ctrl-C to stop)", file=sys.stderr,
                   flush=True)
             server.run()

@@ -10,6 +10,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -125,6 +126,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="broker and job store; unset: `srgan serve` starts an embedded redis-server"
     )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis's password, put into redis_url (which then names the user only, e.g. "
+        "redis://srgan@srgan-redis:6379/0): a URL in a ConfigMap, the password in a Secret"
+    )
     storage_dir: Path | None = Field(None, description="uploads and results; default <data_dir>/jobs")
     storage_url: str = Field(
         "", description="where jobs' inputs and results are kept: empty, a path or file:///path = a local folder "
@@ -209,6 +214,23 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = Field(3, ge=0, description="redirects followed when fetching a `url` input")
     host: str = Field("127.0.0.1", description="`srgan serve` address")
     port: int = Field(8000, ge=0, le=65535, description="`srgan serve` port")
+    http_idle_timeout_s: float = Field(
+        5.0, gt=0, description="a connection that sends no byte of a request for this long (after it opens, or "
+        "after its previous answer) is closed"
+    )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection whose request line and headers are not complete this long after it "
+        "opens (or after its previous answer) is closed, however slowly the bytes trickle in"
+    )
+    http_max_connections: int = Field(
+        1000, ge=1, description="open connections the API keeps at most; a new one beyond it closes the "
+        "connection that has waited longest for a request, or is refused when all are busy (lowered to fit the "
+        "process's file descriptor limit)"
+    )
+    insecure: bool = Field(
+        False, description="`uvicorn --factory api.main:create_app` beyond loopback without API keys or a host "
+        "allow-list: answer anyway (the same as `srgan serve --insecure`); refused with 503 otherwise"
+    )
 
     # --- workers ------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1, description="jobs one worker runs at once (each its own process)")
@@ -241,6 +263,16 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(
         5.0, gt=0, description="seconds between passes of the reaper that does both (it runs in every worker and "
         "the API, one pass at a time across all of them)"
+    )
+    worker_restart_budget: int = Field(
+        5, ge=1, description="`srgan serve` restarts a worker that dies at most this many times within "
+        "worker_restart_window_s; beyond it the worker waits for the window to free a restart (uploads get 503 "
+        "while no worker runs) and is then restarted again: never given up for good"
+    )
+    worker_restart_window_s: float = Field(600.0, gt=0, description="the window of worker_restart_budget")
+    worker_restart_backoff_max_s: float = Field(
+        30.0, ge=0, description="longest wait before restarting a dead worker: 1 s after a death, doubled for "
+        "each earlier restart still inside the window"
     )
     debug_tile_delay_s: float = Field(
         0.0, ge=0, description="testing aid: pause after each tile to widen failure windows; keep 0"
@@ -294,6 +326,11 @@ class Settings(BaseSettings):
             raise ValueError(f"storage_url {url!r} names no bucket: s3://bucket/prefix")
         if self.environment == "production" and self.debug_tile_delay_s:
             raise ValueError("debug_tile_delay_s must be 0 in production")
+        if self.environment == "production" and self.link_secret is None:
+            raise ValueError("link_secret must be set in production: without it the key that signs result links "
+                             "is kept in Redis, where anything that reaches Redis can read it and forge links")
+        if self.redis_password is not None and self.redis_url:
+            self.redis_url = _with_password(self.redis_url, self.redis_password.get_secret_value())
         return self
 
     @property
@@ -324,6 +361,28 @@ class Settings(BaseSettings):
     @property
     def uses_s3(self) -> bool:
         return self.storage_url.strip().startswith("s3://")
+
+
+def _with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (URL-quoted) after its user name; ValueError if it holds another one."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        if unquote(parts.password) == password:
+            return url
+        raise ValueError("redis_url holds a password and redis_password gives another: give it once")
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def exposure_gaps(settings: Settings) -> list[str]:
+    """What serving beyond loopback still lacks (API keys, a host allow-list); empty: nothing.
+
+    ``srgan serve`` refuses to start without them, an app run by ``uvicorn --factory`` refuses each request
+    that arrives on a non-loopback address (``api.middleware.ExposureGuard``), unless ``insecure``."""
+    required = (("API keys (SRGAN_API_KEYS)", settings.api_keys),
+                ("a host allow-list (SRGAN_ALLOWED_HOSTS)", settings.allowed_hosts))
+    return [what for what, given in required if not given]
 
 
 @lru_cache

@@ -26,7 +26,10 @@ RUN pip install --no-deps ".[s3]" \
 USER srgan
 ENV SRGAN_DATA_DIR=/data \
     SRGAN_HOST=0.0.0.0 \
-    SRGAN_PORT=8000
+    SRGAN_PORT=8000 \
+    SRGAN_HTTP_IDLE_TIMEOUT_S=5 \
+    SRGAN_HTTP_HEADER_TIMEOUT_S=10 \
+    SRGAN_HTTP_MAX_CONNECTIONS=1000
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]

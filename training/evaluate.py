@@ -161,9 +161,10 @@ def format_table(report: dict[str, Any]) -> str:
         if "mean_niqe" in means:
             line += f"   {means['mean_niqe']:6.3f} {means['bicubic_mean_niqe']:7.3f} {means['hr_mean_niqe']:6.3f}"
         lines.append(line)
+    flat = report["mean_flat_error"]
     lines.append(f"largest colour shift (channel mean, SR vs HR): {report['max_color_shift']:.2f} levels; "
                  "flat-region error (Y error std where HR is flat): " +
-                 (f"{report['mean_flat_error']:.2f} levels" if report["mean_flat_error"] is not None else "no flat pixel"))
+                 (f"{flat:.2f} levels" if flat is not None else "no flat pixel"))
     lines.append(f"input: {report.get('condition', 'clean')} ({CONDITIONS[report.get('condition', 'clean')]})")
     if "detail" in report:
         lines.append(f"detail: {report['detail']}")

@@ -16,10 +16,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.admission import admit_batch
 from api.batch_upload import discard_all, receive_batch
-from api.deps import CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
+from api.deps import AcceptingCallerDep, CallerDep, Services, ServicesDep, owned, reject_unknown_query, require_api_key
 from api.errors import ApiError
 from api.events import KEEPALIVE_S, RETRY_MS
-from api.openapi import AUTH, error_responses
+from api.openapi import AUTH, error_responses, form_fields
 from api.results import job_out
 from api.schemas import BatchLinks, BatchOut, JobOptions, JobRequest, download_name
 from api.upload import Pace
@@ -36,9 +36,7 @@ _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"
     "properties": {
         "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
                  "description": "the images, one `file` part each (at most max_batch_files)"},
-        **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
-        **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields
-           if name != "url"},
+        **form_fields(JobRequest, JobOptions, exclude=("url",)),
     }}}}}}
 
 
@@ -58,13 +56,13 @@ def batch_out(request: Request, services: Services, state: BatchState) -> BatchO
     **error_responses(*AUTH, "bad_multipart", "client_disconnected", "upload_timeout", "upload_too_large",
                       "unsupported_media_type", "too_many_fields", "too_many_files", "idempotency_conflict",
                       "idempotency_in_progress", "webhook_refused", "webhooks_disabled", "queue_full",
-                      "quota_exceeded", "queue_unavailable", "storage_unavailable", "model_error")},
+                      "quota_exceeded", "queue_unavailable", "storage_unavailable", "model_error", "no_worker")},
     openapi_extra=_BODY, summary="Upload several images, one job each")
 async def create_batch(
     request: Request,
     response: Response,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: AcceptingCallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY_LENGTH, description="as on POST /v1/jobs")] = None,
     cancel_after: Annotated[str | None, Header(description="as on POST /v1/jobs, for every job")] = None,
 ) -> BatchOut:

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ServicesDep
+from api.deps import CallerDep, ServicesDep, worker_supervision
+from api.openapi import AUTH, error_responses
 from api.schemas import CheckOut, HealthOut, ReadyOut
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,13 @@ async def healthz(request: Request) -> JSONResponse:
         if down_s > grace:
             body = HealthOut(status="failing", detail=f"Redis has not answered for {down_s:.0f} s (grace {grace:g} s)")
             return JSONResponse(body.model_dump(), status_code=503)
-    return JSONResponse(HealthOut().model_dump(exclude_none=True))
+    supervision = worker_supervision(request)
+    down = supervision.unavailable() if supervision is not None else None
+    return JSONResponse(HealthOut(detail=down[0] if down else None).model_dump(exclude_none=True))
 
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
-def readyz(services: ServicesDep) -> JSONResponse:
+def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     """Ready when Redis answers, the job storage (folder or object store) is writable and a worker has sent
     a fresh heartbeat."""
     checks: dict[str, CheckOut] = {}
@@ -45,6 +48,10 @@ def readyz(services: ServicesDep) -> JSONResponse:
         log.warning("readiness: Redis does not answer: %s", exc)
         checks["redis"] = CheckOut(ok=False, detail=f"does not answer ({type(exc).__name__})")
         checks["workers"] = CheckOut(ok=False, detail="unknown: Redis does not answer")
+    supervision = worker_supervision(request)
+    if supervision is not None:  # `srgan serve`'s own workers: say why none runs, not only that none beats
+        down = supervision.unavailable()
+        checks["supervisor"] = CheckOut(ok=down is None, detail=down[0] if down else supervision.describe())
     try:
         services.storage.check_writable()
         checks["storage"] = CheckOut(ok=True, detail="writable")
@@ -56,6 +63,8 @@ def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-def metrics(request: Request) -> Response:
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses=error_responses(*AUTH))
+def metrics(request: Request, _: CallerDep) -> Response:
+    """With API keys on, scrape it with one (``Authorization: Bearer KEY``): it shows the whole service."""
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

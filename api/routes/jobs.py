@@ -17,9 +17,9 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.admission import admit_job, image_from_url
-from api.deps import CallerDep, JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
+from api.deps import AcceptingCallerDep, CallerDep, JobDep, Services, ServicesDep, reject_unknown_query, require_api_key
 from api.errors import ApiError
-from api.openapi import AUTH, error_responses
+from api.openapi import AUTH, error_responses, form_fields
 from api.options import parse_prefer_wait
 from api.results import job_out, result_file
 from api.schemas import JobListOut, JobOptions, JobOut, JobRequest
@@ -40,8 +40,7 @@ _UPLOAD_BODY = {
             "properties": {
                 "file": {"type": "string", "format": "binary",
                          "description": "PNG, JPEG, WebP, BMP or TIFF (or give `url` instead)"},
-                **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
-                **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields},
+                **form_fields(JobRequest, JobOptions),
             },
         }}},
     }
@@ -91,12 +90,12 @@ async def wait_for_end(services: Services, job: Job, seconds: float) -> Job:
                  "unsupported_media_type", "unsupported_format", "invalid_image", "too_many_fields", "image_too_large",
                  "multi_frame", "too_expensive", "idempotency_conflict", "idempotency_in_progress", "url_refused",
                  "url_fetch_failed", "webhook_refused", "webhooks_disabled", "queue_full", "quota_exceeded",
-                 "queue_unavailable", "storage_unavailable", "model_error")})
+                 "queue_unavailable", "storage_unavailable", "model_error", "no_worker")})
 async def create_job(
     request: Request,
     response: Response,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: AcceptingCallerDep,
     prefer: Annotated[str | None, _PREFER] = None,
     idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
     cancel_after: Annotated[str | None, _CANCEL_AFTER] = None,

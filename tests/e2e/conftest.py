@@ -137,6 +137,16 @@ def browser():
             browser.close()
 
 
+def wait_in_page(page, expression: str, timeout: float = 30_000) -> None:  # noqa: ANN001 - a playwright Page
+    """``page.wait_for_function(expression)`` without its in-page ``eval``, which the page's
+    Content-Security-Policy refuses (no 'unsafe-eval', as it should): the expression is evaluated through
+    the DevTools protocol, which the policy does not govern, every 50 ms until it is true."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out after {timeout / 1000:g} s waiting for {expression}"
+        page.wait_for_timeout(50)
+
+
 def upscale_a_jpeg(client: httpx.Client) -> tuple[dict, httpx.Response]:
     """POST a 33x21 JPEG to a served stack with the tiny x4 model, wait for it; the job and its result,
     checked to be a 132x84 JPEG."""

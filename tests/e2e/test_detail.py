@@ -20,7 +20,7 @@ from PIL import Image
 
 from bench.tiny_models import make_conv_model
 from core.catalog.registry import Registry
-from tests.e2e.conftest import start_served
+from tests.e2e.conftest import start_served, wait_in_page
 from tests.utils.models import publish_checked
 from tests.utils.service import REPO, image_bytes, wait_for
 
@@ -114,7 +114,7 @@ def test_web_page_picker_and_detail_slider(served_pair, browser, tmp_path: Path)
     picture.write_bytes(image_bytes(24, 20))
     page = browser.new_page()
     page.goto(served_pair.url + "/")
-    page.wait_for_function("document.querySelectorAll('#model option').length >= 2")
+    wait_in_page(page, "document.querySelectorAll('#model option').length >= 2")
     assert page.is_hidden("#detail-row"), "psnr, the default, has no detail control"
     page.select_option("#model", "gan")
     assert page.is_visible("#detail-row")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import upscale_a_jpeg
+from tests.e2e.conftest import upscale_a_jpeg, wait_in_page
 from tests.utils.service import image_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -28,8 +28,11 @@ def test_web_page_upload_progress_compare_and_download(served, browser, tmp_path
     picture = tmp_path / "small picture.png"
     picture.write_bytes(image_bytes(48, 40, "RGB", seed=7))
     page = browser.new_page(accept_downloads=True)
+    refused = []  # what the page's Content-Security-Policy blocked, if anything
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
     page.goto(served.url + "/")
-    page.wait_for_function("document.getElementById('model-info').textContent.startsWith('Model: nearest')")
+    wait_in_page(page, "document.getElementById('model-info').textContent.startsWith('Model: nearest')")
     page.set_input_files("#file", str(picture))
     page.wait_for_selector("#result:not([hidden])", timeout=30_000)
     assert page.inner_text("#status") == "Done."
@@ -49,6 +52,7 @@ def test_web_page_upload_progress_compare_and_download(served, browser, tmp_path
     download.save_as(saved)
     assert Image.open(saved).size == (192, 160)
     page.screenshot(path=str(served.data_dir / "web-page.png"), full_page=True)
+    assert refused == [], refused
     page.close()
 
 

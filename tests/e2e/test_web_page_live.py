@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.e2e.conftest import wait_in_page
 from tests.utils.service import image_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -28,9 +29,9 @@ def test_one_image_follows_its_events_and_compares_smoothly(served, browser, tmp
     requests: list[str] = []
     page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
     page.goto(served.url + "/")
-    page.wait_for_function("document.getElementById('model-info').textContent.startsWith('Model:')")
+    wait_in_page(page, "document.getElementById('model-info').textContent.startsWith('Model:')")
     page.set_input_files("#file", str(picture))
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('Upscaling')", timeout=30_000)
+    wait_in_page(page, "document.getElementById('status').textContent.startsWith('Upscaling')", timeout=30_000)
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     assert page.inner_text("#status") == "Done."
 
@@ -86,8 +87,8 @@ def test_a_batch_shows_each_file_and_downloads_a_zip_and_the_history_remembers(s
     page.evaluate("localStorage.removeItem('srgan-history')")
     page.set_input_files("#file", files)
     page.wait_for_selector("#batch:not([hidden])", timeout=30_000)
-    page.wait_for_function("document.getElementById('batch-summary').textContent.startsWith('3 of 3 done')",
-                           timeout=60_000)
+    wait_in_page(page, "document.getElementById('batch-summary').textContent.startsWith('3 of 3 done')",
+                 timeout=60_000)
     rows = page.eval_on_selector_all("#batch-list tbody tr", """rows => rows.map(r => [
         r.cells[0].textContent, r.querySelector('.status').textContent, r.querySelector('progress').value])""")
     assert [r[0] for r in rows] == ["a.png", "b.jpg", "notes.png"]
@@ -109,7 +110,7 @@ def test_a_batch_shows_each_file_and_downloads_a_zip_and_the_history_remembers(s
     assert "40×30 → 160×120" in page.inner_text("#result-info")
 
     page.reload()
-    page.wait_for_function("[...document.querySelectorAll('#history .status')].every(s => s.textContent !== '…')")
+    wait_in_page(page, "[...document.querySelectorAll('#history .status')].every(s => s.textContent !== '…')")
     items = page.eval_on_selector_all("#history li", "lis => lis.map(li => li.textContent)")
     assert len(items) == 3
     assert sum("succeeded" in item for item in items) == 2 and sum("failed" in item for item in items) == 1

@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 EXAMPLE_DOTENV = {"SRGAN_API_KEYS": '{"alice": "sha256:' + "ab" * 32 + '"}',
-                  "AWS_ACCESS_KEY_ID": "srgankey01", "AWS_SECRET_ACCESS_KEY": "s3cr3t" * 6}
+                  "AWS_ACCESS_KEY_ID": "srgankey01", "AWS_SECRET_ACCESS_KEY": "s3cr3t" * 6,
+                  "SRGAN_REDIS_PASSWORD": "redispw" + "0123456789" * 3, "SRGAN_LINK_SECRET": "link" + "0123456789" * 3}
 """What a user's .env holds at least (docs/service.md, docs/deploy.md)."""
 
 

@@ -118,7 +118,7 @@ def test_flower_never_starts_without_basic_auth(tmp_path):
     import subprocess
 
     flower = SERVICES["flower"]
-    assert env_of(flower, {})["FLOWER_BASIC_AUTH"] == ""
+    assert env_of(flower, EXAMPLE_DOTENV)["FLOWER_BASIC_AUTH"] == ""
     entrypoint = [interpolate(part, {}) for part in flower["entrypoint"]]
     marker = tmp_path / "started"
     probe = ["sh", "-c", f'echo "$FLOWER_BASIC_AUTH" > {marker}']  # stands in for `celery flower`
@@ -180,7 +180,7 @@ def test_the_object_store_serves_s3_where_the_services_look_with_the_key_pair_fr
     assert [i["credentials"] for i in identities] == [[{"accessKey": EXAMPLE_DOTENV["AWS_ACCESS_KEY_ID"],
                                                         "secretKey": EXAMPLE_DOTENV["AWS_SECRET_ACCESS_KEY"]}]]
     with pytest.raises(LookupError, match="AWS_ACCESS_KEY_ID.*\\.env"):
-        env_of(SERVICES["api"], dotenv={"SRGAN_API_KEYS": EXAMPLE_DOTENV["SRGAN_API_KEYS"]})
+        env_of(SERVICES["api"], dotenv={k: v for k, v in EXAMPLE_DOTENV.items() if not k.startswith("AWS_")})
 
 
 def test_objectstore_init_makes_the_bucket_the_services_use_before_they_start(monkeypatch):
@@ -330,7 +330,8 @@ def test_the_build_context_leaves_out_data_and_secrets(name):
 MAIN_HOST = yaml.safe_load((REPO / "docker" / "compose.main-host.yml").read_text())
 WORKER_HOST = yaml.safe_load((REPO / "docker" / "compose.worker-host.yml").read_text())
 MAIN_DOTENV = {**EXAMPLE_DOTENV, "SRGAN_REDIS_PASSWORD": "pw0123456789", "SRGAN_CLUSTER_ADDR": "10.8.0.1"}
-WORKER_DOTENV = {"SRGAN_REDIS_URL": "redis://:pw0123456789@10.8.0.1:6379/0",
+WORKER_DOTENV = {"SRGAN_REDIS_URL": "redis://srgan:pw0123456789@10.8.0.1:6379/0",
+                 "SRGAN_LINK_SECRET": "link" + "0123456789" * 3,
                  "SRGAN_S3_ENDPOINT_URL": "http://10.8.0.1:8333", "AWS_ACCESS_KEY_ID": "srgankey01",
                  "AWS_SECRET_ACCESS_KEY": "s3cr3t" * 6}
 
@@ -340,30 +341,50 @@ def merged_env(name: str, dotenv: dict[str, str]) -> dict[str, str]:
     return {**env_of(SERVICES[name], dotenv), **env_of(MAIN_HOST["services"].get(name, {}), dotenv)}
 
 
-def test_the_main_host_publishes_redis_with_a_password_and_the_object_store(monkeypatch):
+def test_the_main_host_publishes_redis_and_the_object_store_and_changes_nothing_else():
     services = MAIN_HOST["services"]
-    assert set(services) <= set(SERVICES), "it only overrides services of docker-compose.yml"
-    redis_command = services["redis"]["command"]
-    assert redis_command[:len(SERVICES["redis"]["command"])] == SERVICES["redis"]["command"], "the same Redis, plus"
-    assert [interpolate(a, MAIN_DOTENV) for a in redis_command[-2:]] == ["--requirepass", "pw0123456789"]
-    assert env_of(services["redis"], MAIN_DOTENV)["REDISCLI_AUTH"] == "pw0123456789", "the health check's password"
+    assert set(services) == {"redis", "objectstore"}, "only ports: the password is docker-compose.yml's"
+    assert all(set(service) == {"ports"} for service in services.values())
     assert [interpolate(p, MAIN_DOTENV) for p in services["redis"]["ports"]] == ["10.8.0.1:6379:6379"]
     s3_port = dict(a.lstrip("-").split("=", 1) for a in SERVICES["objectstore"]["command"][1:])["s3.port"]
     assert [interpolate(p, MAIN_DOTENV) for p in services["objectstore"]["ports"]] == [f"10.8.0.1:{s3_port}:{s3_port}"]
     with pytest.raises(LookupError, match="SRGAN_CLUSTER_ADDR"):
         interpolate(services["redis"]["ports"][0], EXAMPLE_DOTENV)
-    # every client of Redis gives the password: whatever uses SRGAN_REDIS_URL (or Flower's broker) is overridden
-    for name in SERVICES:
+
+
+def test_redis_requires_the_password_from_dotenv_of_its_one_user_and_every_client_gives_it(monkeypatch):
+    """The default user off; `srgan` with the password and no admin or dangerous commands (that the service
+    runs with exactly these rules: tests/integration/service/test_production_redis.py)."""
+    redis = SERVICES["redis"]
+    command = [interpolate(a, MAIN_DOTENV) for a in redis["command"]]
+    rules = command[command.index("--user"):]
+    assert rules == ["--user", "default", "off", "--user", "srgan", "on", ">pw0123456789", "~*", "&*", "+@all",
+                     "-@admin", "-@dangerous"]
+    assert env_of(redis, MAIN_DOTENV)["REDISCLI_AUTH"] == "pw0123456789", "the health check's password"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "--user", "srgan", "ping"]
+    assert "ports" not in redis, "not published on one box"
+    with pytest.raises(LookupError, match="SRGAN_REDIS_PASSWORD"):
+        env_of(SERVICES["api"], {k: v for k, v in MAIN_DOTENV.items() if k != "SRGAN_REDIS_PASSWORD"})
+    for name in SERVICES:  # whatever uses SRGAN_REDIS_URL (or Flower's broker) gives the user and password
         env = merged_env(name, MAIN_DOTENV)
         for key in ("SRGAN_REDIS_URL", "CELERY_BROKER_URL"):
             if key in env:
                 url = urlparse(env[key])
-                assert url.password == "pw0123456789" and url.hostname == "redis", (name, key)
-    with pytest.raises(LookupError, match="SRGAN_REDIS_PASSWORD"):
-        merged_env("api", EXAMPLE_DOTENV)
+                assert (url.username, url.password, url.hostname) == ("srgan", "pw0123456789", "redis"), (name, key)
     settings = settings_from({k: v for k, v in merged_env("worker", MAIN_DOTENV).items() if k.startswith("SRGAN_")},
                              monkeypatch)
-    assert settings.redis_url == "redis://:pw0123456789@redis:6379/0"
+    assert settings.redis_url == "redis://srgan:pw0123456789@redis:6379/0"
+
+
+@pytest.mark.parametrize("name", ["api", "worker", "webhooks"])
+def test_the_link_secret_comes_from_dotenv_never_from_redis(name, monkeypatch):
+    with pytest.raises(LookupError, match="SRGAN_LINK_SECRET"):
+        env_of(SERVICES[name], {k: v for k, v in MAIN_DOTENV.items() if k != "SRGAN_LINK_SECRET"})
+    env = {k: v for k, v in env_of(SERVICES[name], MAIN_DOTENV).items() if k.startswith("SRGAN_")}
+    settings = settings_from(env, monkeypatch)
+    assert settings.environment == "production" and settings.link_secret is not None
+    with pytest.raises(ValueError, match="link_secret must be set in production"):
+        settings_from({k: v for k, v in env.items() if k != "SRGAN_LINK_SECRET"}, monkeypatch)
 
 
 def test_a_worker_host_runs_the_same_workers_against_the_main_hosts_redis_and_store(monkeypatch):
@@ -409,3 +430,14 @@ def test_the_documented_compose_commands_name_files_services_and_profiles_that_e
                 assert any(args[i + 1] in s.get("profiles", []) for s in services.values()), command
             if arg == "--scale":
                 assert args[i + 1].split("=")[0] in services, command
+
+
+def test_the_api_serves_with_the_connection_deadlines_and_cap_in_compose_and_the_image(monkeypatch):
+    """`srgan serve` in the image and in compose, with the deadlines against idle sockets and slow headers."""
+    api = SERVICES["api"]
+    assert api["command"][:2] == ["srgan", "serve"]
+    assert dockerfile(api).rstrip().splitlines()[-1] == 'CMD ["srgan", "serve", "--host", "0.0.0.0", "--port", "8000"]'
+    for env in (env_of(api), dockerfile_env(dockerfile(api))):
+        settings = settings_from({k: v for k, v in env.items() if k.startswith("SRGAN_")}, monkeypatch)
+        assert settings.http_idle_timeout_s == 5 and settings.http_header_timeout_s == 10
+        assert settings.http_max_connections == 1000

@@ -133,3 +133,18 @@ def test_the_data_folder_is_the_users_whatever_the_working_directory(tmp_path, m
     assert Settings(_env_file=None).resolved_models_dir == here == tmp_path / "xdg" / "srgan" / "models"
     monkeypatch.setenv("SRGAN_DATA_DIR", str(tmp_path / "mine"))
     assert Settings(_env_file=None).resolved_models_dir == tmp_path / "mine" / "models"  # overridable as before
+
+
+def test_production_needs_a_link_secret_so_it_is_never_kept_in_redis():
+    with pytest.raises(ValueError, match="link_secret must be set in production"):
+        Settings(_env_file=None, environment="production")
+    assert Settings(_env_file=None, environment="production", link_secret="s" * 32).link_secret is not None
+
+
+def test_redis_password_goes_into_the_url_quoted_and_only_once():
+    settings = Settings(_env_file=None, redis_url="redis://srgan@srgan-redis:6379/0", redis_password="p@ss/:w")
+    assert settings.redis_url == "redis://srgan:p%40ss%2F%3Aw@srgan-redis:6379/0"
+    same = Settings(_env_file=None, redis_url=settings.redis_url, redis_password="p@ss/:w")
+    assert same.redis_url == settings.redis_url  # a subprocess given both by a test's environment
+    with pytest.raises(ValueError, match="give it once"):
+        Settings(_env_file=None, redis_url="redis://:other@h:6379/0", redis_password="p")

@@ -317,3 +317,65 @@ def test_images_are_the_ones_docker_builds():
         if doc["kind"] in ("Deployment", "StatefulSet"):
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 assert ":" in container["image"] and not container["image"].endswith(":latest"), container["image"]
+
+
+# --- Redis: password, ACL, network policy, the link secret ----------------------------------------
+def test_redis_requires_the_secrets_password_of_the_same_acl_user_as_compose(settings):
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["redis"]["command"]
+    (redis,) = objects("StatefulSet")["srgan-redis"]["spec"]["template"]["spec"]["containers"]
+    args = redis["args"]
+    assert args[args.index("--user"):] == [a.replace("${SRGAN_REDIS_PASSWORD}", "$(SRGAN_REDIS_PASSWORD)")
+                                           for a in compose[compose.index("--user"):]]
+    assert args[:args.index("--user")] == compose[:compose.index("--user")], "the same server otherwise"
+    secret = documented_secret()
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}
+    assert refs["SRGAN_REDIS_PASSWORD"] == refs["REDISCLI_AUTH"] == {"name": secret["name"],
+                                                                      "key": "SRGAN_REDIS_PASSWORD"}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert redis[probe]["exec"]["command"] == ["redis-cli", "--user", "srgan", "ping"]
+    url = urlparse(settings.redis_url)  # the pods' URL, with the Secret's password put in by the settings
+    assert (url.username, url.password) == ("srgan", secret["SRGAN_REDIS_PASSWORD"])
+    assert "SRGAN_REDIS_PASSWORD" not in CONFIG and "@" in CONFIG["SRGAN_REDIS_URL"]
+    assert ":" not in urlparse(CONFIG["SRGAN_REDIS_URL"]).netloc.split("@")[0], "no password in the ConfigMap"
+    for name, meta in redis_triggers():  # KEDA logs in as the same user
+        target = DEPLOYMENTS[objects("ScaledObject")[name]["spec"]["scaleTargetRef"]["name"]]
+        assert container_env(target)[meta["usernameFromEnv"]] == url.username, name
+        assert meta["passwordFromEnv"] == "SRGAN_REDIS_PASSWORD" and "SRGAN_REDIS_PASSWORD" in secret, name
+
+
+def test_the_link_secret_comes_from_the_secret_never_from_redis(settings):
+    assert settings.environment == "production" and settings.link_secret is not None
+    assert "SRGAN_LINK_SECRET" in documented_secret() and "SRGAN_LINK_SECRET" not in CONFIG
+    with pytest.raises(ValueError, match="link_secret must be set in production"):
+        Settings(_env_file=None, environment="production", redis_url=settings.redis_url)
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions In/NotIn/Exists) against labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value, op = labels.get(expr["key"]), expr["operator"]
+        if (op == "In" and value not in expr["values"]) or (op == "NotIn" and value in expr["values"]) \
+                or (op == "Exists" and value is None) or (op == "DoesNotExist" and value is not None):
+            return False
+    return True
+
+
+def test_a_network_policy_lets_only_the_api_workers_webhooks_and_keda_reach_redis():
+    (policy,) = objects("NetworkPolicy").values()
+    spec = policy["spec"]
+    pods = {name: w["spec"]["template"]["metadata"]["labels"] for name, w in {**DEPLOYMENTS,
+                                                                               **objects("StatefulSet")}.items()}
+    assert [n for n, labels in pods.items() if selects(spec["podSelector"], labels)] == ["srgan-redis"]
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    same_namespace = [peer["podSelector"] for peer in rule["from"] if "namespaceSelector" not in peer]
+    admitted = {n for n, labels in pods.items() if any(selects(s, labels) for s in same_namespace)}
+    assert admitted == {"srgan-api", "srgan-worker-cpu", "srgan-worker-gpu", "srgan-webhooks"}
+    others = [peer for peer in rule["from"] if "namespaceSelector" in peer]
+    assert others == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+                       "podSelector": {"matchLabels": {"app.kubernetes.io/name": "keda-operator"}}}]
+    assert not any(selects(s, {"app.kubernetes.io/name": "srgan", "app.kubernetes.io/component": "debug"})
+                   for s in same_namespace), "another pod of the app is refused"
