@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.jobs import Job, download_name
 
-OutputFormat = Literal["png", "jpeg", "webp"]
+OutputFormat = Literal["png", "jpeg", "webp", "avif"]
 
 
 class JobRequest(BaseModel):
@@ -21,7 +21,7 @@ class JobRequest(BaseModel):
     model: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$",
                               description="model name or name:version; default: the active model")
     format: OutputFormat | None = Field(None, description="output format; default: the input's family")
-    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
+    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP/AVIF quality; WebP 100 is lossless")
     detail: float | None = Field(
         None, ge=0, le=1,
         description="for a GAN model with a detail base (srgan_x4): 0 = its PSNR model (faithful, smooth), "
@@ -89,6 +89,9 @@ class ImageOut(BaseModel):
                                     "(1 = none, 3 = half turn, 6 and 8 = quarter turns, 2/4/5/7 mirrored)")
     format: str | None = None
     mode: str | None = None
+    bit_depth: int | None = Field(None, description="bits per channel: 16 for a 16-bit PNG or TIFF input, and for "
+                                  "its result when written as PNG (another output format holds 8: the job's "
+                                  "warnings say so)")
     bytes: int | None = None
     media_type: str | None = None
     filename: str | None = None

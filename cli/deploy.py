@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.exits import OK, fail
+from cli.exits import FAILED, OK, USAGE, fail
 from core.catalog import QUALITY_TOLERANCE_DB, ModelCatalog
 
 
@@ -79,6 +79,9 @@ def run_deploy(args: argparse.Namespace) -> int:
     from model.errors import ModelError
     from model.registry import read_card
 
+    for given in (args.file, args.card):
+        if given is not None and not given.is_file():
+            return fail(f"{given}: no such file; check the path (nothing was published)", USAGE, command="deploy")
     try:
         card = read_card(args.card) if args.card else None
     except ModelError as exc:
@@ -124,11 +127,14 @@ def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **op
 def run_rollback(args: argparse.Namespace) -> int:
     from model.errors import ModelError
 
+    catalog = _catalog(args)
     try:
-        before, now, announced = _catalog(args).rollback(args.name, to=args.to)
+        before, now, announced = catalog.rollback(args.name, to=args.to)
     except ModelError as exc:
         hint = "" if args.to else f"; `srgan rollback {args.name} --to VERSION` activates any published version"
-        return fail(f"{exc.message}{hint}", command="rollback")
+        known = catalog.registry.has(args.name) and (
+            args.to is None or any(v.version == args.to for v in catalog.registry.versions(args.name)))
+        return fail(f"{exc.message}{hint}", FAILED if known else USAGE, command="rollback")
     except OSError as exc:
         return fail(f"the object store failed: {exc}", command="rollback")
     print(f"{args.name}: active version {before} -> {now}")

@@ -38,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return exits.fail("interrupted", exits.INTERRUPTED, command=args.command)
+    except FileNotFoundError as exc:  # a path a command was given that is not there: nothing could be done
+        return exits.fail(exits.describe_os_error(exc), exits.USAGE, command=args.command)
+    except OSError as exc:  # what a command did not handle itself: one sentence, not a traceback or [Errno N]
+        return exits.fail(exits.describe_os_error(exc), exits.FAILED, command=args.command)
 
 
 if __name__ == "__main__":

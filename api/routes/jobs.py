@@ -46,7 +46,7 @@ _UPLOAD_BODY = {
             "type": "object",
             "properties": {
                 "file": {"type": "string", "format": "binary",
-                         "description": "PNG, JPEG, WebP, BMP or TIFF (or give `url` instead)"},
+                         "description": "PNG, JPEG, WebP, BMP, TIFF, AVIF or HEIC (or give `url` instead)"},
                 **{name: {**JobRequest.model_json_schema()["properties"][name]} for name in JobRequest.model_fields},
                 **{name: {**JobOptions.model_json_schema()["properties"][name]} for name in JobOptions.model_fields},
             },
@@ -227,7 +227,8 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
         job = services.store.create(
             job_id,
             input={"filename": upload.filename, "format": info.format.lower(), "width": info.width,
-                   "height": info.height, "orientation": info.orientation, "mode": info.mode, "bytes": upload.size},
+                   "height": info.height, "orientation": info.orientation, "mode": info.mode, "bit_depth": info.bits,
+                   "bytes": upload.size},
             # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
             params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
                     "format": params.format, "quality": params.quality,
@@ -321,7 +322,8 @@ async def get_job(
 
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
-    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
+    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "image/avif": {}},
+          "description": "the upscaled image"},
     **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted",
                       "storage_unavailable")}, summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> Response:

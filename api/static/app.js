@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const PREFER_WAIT_S = 1; // a quick job comes back finished with the upload's answer
 const TERMINAL = new Set(["succeeded", "failed", "canceled", "aborted"]);
-const IMAGE_TYPES = /\.(png|jpe?g|webp|bmp|tiff?)$/i;
+const IMAGE_TYPES = /\.(png|jpe?g|webp|bmp|tiff?|avif|heic|heif)$/i;
 const HISTORY_KEY = "srgan-history";
 const HISTORY_MAX = 50;
 let current = null; // { url, file, stopped, abort }
