@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("models", help="list the registry's models and versions",
                        description="Names, versions, which is active, scale and measured quality (PSNR-Y on Set5 "
-                                   "and Set14, NIQE when measured), and the registry's folder.")
+                                   "and Set14; the model's NIQE, with the ground truth's and bicubic's in their own "
+                                   "columns, when measured), and the registry's folder.")
     p.add_argument("--json", action="store_true", help="print what GET /v1/models answers")
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_models)
@@ -142,18 +143,27 @@ def run_rollback(args: argparse.Namespace) -> int:
     return OK
 
 
-QUALITY_COLUMNS = (("SET5", "set5_psnr_y", "{:.2f} dB"), ("SET14", "set14_psnr_y", "{:.2f} dB"),
-                   ("NIQE", "niqe", "{:.2f}"))
-"""The quality columns of ``srgan models``: header, metric key (a ``*_niqe`` key also fills NIQE), format."""
+QUALITY_COLUMNS = (("SET5", "set5_psnr_y", "{:.2f} dB"), ("SET14", "set14_psnr_y", "{:.2f} dB"))
+"""The PSNR columns of ``srgan models``: header, metric key, format."""
+NIQE_COLUMNS = (("NIQE", ""), ("NIQE-HR", "hr_"), ("NIQE-BICUBIC", "bicubic_"))
+"""The NIQE columns: the model's own, then the references measured on the same images (the ground truth and
+bicubic), each labelled; a metric ``<set>_<prefix>niqe``."""
+_REFERENCES = ("hr", "bicubic")
 
 
-def _quality_cells(metrics: dict[str, float]) -> list[str]:
-    cells = []
-    for _, key, fmt in QUALITY_COLUMNS:
-        value = metrics.get(key)
-        if value is None and key == "niqe":
-            value = next((v for k, v in sorted(metrics.items()) if k.endswith("_niqe") and "bicubic" not in k), None)
-        cells.append(fmt.format(value) if value is not None else "-")
+def niqe_set(metrics: dict[str, float]) -> str | None:
+    """The set the model's own NIQE was measured on: ``set14`` when it was, else the first other (or None)."""
+    own = sorted(key[: -len("_niqe")] for key in metrics
+                 if key.endswith("_niqe") and not key[: -len("_niqe")].endswith(tuple(f"_{r}" for r in _REFERENCES)))
+    return "set14" if "set14" in own else own[0] if own else None
+
+
+def _quality_cells(metrics: dict[str, float], references: bool) -> list[str]:
+    cells = [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in QUALITY_COLUMNS]
+    where = niqe_set(metrics)
+    for _, prefix in NIQE_COLUMNS[: None if references else 1]:
+        value = metrics.get(f"{where}_{prefix}niqe") if where else None
+        cells.append(f"{value:.2f}" if value is not None else "-")
     return cells
 
 
@@ -178,19 +188,27 @@ def run_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(listing, indent=2))
         return OK
-    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), "PRECISION", "PUBLISHED")]
+    references = any(f"{niqe_set(m['metrics'])}_{r}_niqe" in m["metrics"] for m in listing["models"]
+                     for r in _REFERENCES)
+    niqe_headers = [c[0] for c in NIQE_COLUMNS[: None if references else 1]]
+    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers, "PRECISION",
+             "PUBLISHED")]
     for m in listing["models"]:
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
             active += " (file, not in the registry)"
         rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
-                     *_quality_cells(m["metrics"]), m["precision"] or "-", (m["published_at"] or "-")[:16]))
+                     *_quality_cells(m["metrics"], references), m["precision"] or "-",
+                     (m["published_at"] or "-")[:16]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print(f"\nregistry: {catalog.registry.root.resolve()} (SRGAN_MODELS_DIR, or SRGAN_DATA_DIR/models; "
           f"data folder {Path(settings.data_dir).resolve()})")
     print("quality: PSNR-Y on Set5/Set14 as measured at export or deploy (`srgan models --json` for every metric)")
+    print("NIQE (lower looks more natural): the model's own on Set14 (else the set it was measured on)"
+          + ("; NIQE-HR and NIQE-BICUBIC: the ground-truth images' and bicubic's on the same set" if references
+             else ""))
     print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
     return OK
 
