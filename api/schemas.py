@@ -139,6 +139,9 @@ class JobOut(BaseModel):
         description="`aborted`: its deadline passed before it started, it never ran; `canceled`: stopped by "
         "DELETE, or by its deadline while running")
     progress: float = Field(ge=0, le=1)
+    eta_s: float | None = Field(None, ge=0, description="running jobs: estimated seconds until the result, from "
+                                "the tiles per second this worker measured on this job (before its first tiles: "
+                                "its recorded speed for the model); null otherwise")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -172,6 +175,7 @@ class JobOut(BaseModel):
                               filename=download_name(job))
         return cls(
             id=job.id, status=job.status, progress=min(max(job.progress, 0.0), 1.0),
+            eta_s=max(job.eta_s, 0.0) if job.eta_s is not None else None,
             created_at=datetime.fromtimestamp(job.created_at, timezone.utc), started_at=ts(job.started_at),
             finished_at=ts(job.finished_at),
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,

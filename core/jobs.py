@@ -156,6 +156,8 @@ class Job:
     """The last heartbeat of the run of a ``running`` job (Redis time)."""
     warnings: list[str] = field(default_factory=list)
     """What was dropped or changed on the way (e.g. EXIF that could not be written back)."""
+    eta_s: float | None = None
+    """Seconds left of a running job's run, from its worker's measured speed (None when not running)."""
 
     @property
     def finished(self) -> bool:
@@ -197,6 +199,7 @@ class Job:
             queued_at=num("queued_at"),
             beat_at=num("beat_at"),
             warnings=parsed.get("warnings") or [],
+            eta_s=num("eta_s") if raw.get("status") == "running" else None,
         )
 
 
@@ -235,11 +238,12 @@ class Claim:
 _EMIT = """
 local function emit(job, channel, kind)
   local seq = redis.call('HINCRBY', job, 'seq', 1)
-  local f = redis.call('HMGET', job, 'status', 'progress', 'error')
+  local f = redis.call('HMGET', job, 'status', 'progress', 'error', 'eta_s')
   local t = redis.call('TIME')
   local event = {seq = seq, type = kind, status = f[1], progress = tonumber(f[2]) or 0,
                  at = tonumber(t[1]) + tonumber(t[2]) / 1000000}
   if f[3] and kind == 'status' then event['error'] = cjson.decode(f[3]) end
+  if f[4] and f[1] == 'running' then event['eta_s'] = tonumber(f[4]) end
   local payload = cjson.encode(event)
   local log = job .. ':events'
   redis.call('RPUSH', log, payload)

@@ -66,18 +66,25 @@ class _Heartbeat:
 
 
 class _JobHooks:
-    """Progress and cancellation callbacks bound to one run of a job (its attempt)."""
+    """Progress and cancellation callbacks bound to one run of a job (its attempt), and its time left."""
 
     def __init__(self, store: JobStore, job_id: str, attempt: int, delay_s: float,
                  on_progress: Callable[[], None] | None) -> None:
         self.store, self.job_id, self.attempt, self.delay_s = store, job_id, attempt, delay_s
         self.on_progress = on_progress
         self._last_write = 0.0
+        self.time_left = throughput.TimeLeft()
+
+    def begin(self, prior_s: float | None) -> None:
+        """The render starts now; ``prior_s``: its expected engine time from the recorded speed, if any."""
+        self.time_left = throughput.TimeLeft(prior_s)
 
     def progress(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done >= total or now - self._last_write >= PROGRESS_EVERY_S:
-            self.store.update_running(self.job_id, attempt=self.attempt, progress=round(done / max(total, 1), 4))
+            eta = self.time_left.at(done, total)
+            self.store.update_running(self.job_id, attempt=self.attempt, progress=round(done / max(total, 1), 4),
+                                      **({"eta_s": round(eta, 1)} if eta is not None else {}))
             self._last_write = now
             if self.on_progress is not None:
                 self.on_progress()
@@ -143,9 +150,12 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
         storage.discard_partial(job_id)
         upscaler, blend = engines.get_blend(job.params.get("model"), job.params.get("detail"))
         contract = upscaler.contract
+        prior_s = _expected_engine_s(store, blend.target.name, job, settings)
         store.update_running(job_id, attempt=attempt, model={"name": contract.name, "version": contract.version,
                                             "scale": upscaler.scale, "backend": upscaler.backend_name,
-                                            "precision": upscaler.precision, **blend.describe()})
+                                            "precision": upscaler.precision, **blend.describe()},
+                             **({"eta_s": round(prior_s, 1)} if prior_s is not None else {}))
+        hooks.begin(prior_s)
         t0 = time.perf_counter()
         with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
             result = render(upscaler, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
@@ -190,6 +200,21 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
     if outcome == "canceled":  # canceled as the result was being written: it is not committed
         storage.discard_result(job_id)
     return "succeeded" if outcome == "ok" else outcome
+
+
+def _expected_engine_s(store: JobStore, name: str, job: Job, settings: Settings) -> float | None:
+    """The job's engine time at the speed this process measured for the model (else the fastest worker's)."""
+    pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
+    try:
+        px_s = (throughput.of_this_process(store.redis, name, max_age_s=settings.throughput_max_age_s)
+                or throughput.fastest(store.redis, name, max_age_s=settings.throughput_max_age_s))
+    except Exception as exc:  # noqa: BLE001 - an estimate is not worth failing or retrying a job
+        log.warning("job %s: no recorded speed to estimate its time from: %s", job.id, exc)
+        return None
+    if not pixels or px_s is None:
+        return None
+    return throughput.estimate_engine_s(pixels, throughput.passes_for(job.input.get("mode") in ("RGBA", "LA", "PA")),
+                                        px_s)
 
 
 def _record_throughput(store: JobStore, name: str, job: Job, result: Rendered) -> None:

@@ -113,3 +113,4 @@ def test_interrupted_is_130(monkeypatch, capsys):
 def test_an_os_error_is_one_sentence():
     text = exits.describe_os_error(FileNotFoundError(2, "No such file or directory", "photo.png"))
     assert text == "photo.png: no such file or folder; check the path"
+
