@@ -22,6 +22,7 @@ BENCHMARKS = {
     "train-speed": "training step speed: plain, XLA and default compile variants (TensorFlow)",
     "cross-job-batch": "several small jobs' images as one batch against one call each (throughput, extra wait)",
     "workers": "throughput of one and two workers sharing only Redis and an object store (SeaweedFS)",
+    "eta": "how right a job's eta_s is: the estimate at 50% progress against the time really left",
 }
 """``srgan bench NAME``: what each measures (the module is ``bench.<name with _>``)."""
 
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     arguments = {"engine": _engine, "service": _service, "events": _events, "chaos": _chaos, "int8": _int8,
                  "gpu-check": _gpu_check, "train-speed": _train_speed, "cross-job-batch": _cross_job_batch,
-                 "workers": _workers}
+                 "workers": _workers, "eta": _eta}
     for name, text in BENCHMARKS.items():
         p = which.add_parser(name, help=text, description=text)
         arguments[name](p)
@@ -127,6 +128,13 @@ def _cross_job_batch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=16, help="images per round (default 16)")
     p.add_argument("--batches", default="1,2,4,8", help="batch sizes to compare (default 1,2,4,8)")
     p.add_argument("--repeat", type=int, default=5)
+
+
+def _eta(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model name or .onnx path (default: SRGAN_MODEL, else srresnet_x4)")
+    p.add_argument("--size", default="768x512", help="image WIDTHxHEIGHT (default 768x512)")
+    p.add_argument("--tile", type=int, default=192, help="tile size: 4 tiles or more (default 192: 4x3)")
+    p.add_argument("--repeat", type=int, default=3)
 
 
 def _workers(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
 from core.upscalers import provenance
 from model.errors import Canceled, SRGANError
+from model.images import default_output_format
 
 if TYPE_CHECKING:
     from worker.engines import EngineCache
@@ -75,9 +76,10 @@ class _JobHooks:
         self._last_write = 0.0
         self.time_left = throughput.TimeLeft()
 
-    def begin(self, prior_s: float | None) -> None:
-        """The render starts now; ``prior_s``: its expected engine time from the recorded speed, if any."""
-        self.time_left = throughput.TimeLeft(prior_s)
+    def begin(self, prior_s: float | None, tail_s: float) -> None:
+        """The render starts now; ``prior_s``: its expected engine time from the recorded speed, if any;
+        ``tail_s``: its expected encode time."""
+        self.time_left = throughput.TimeLeft(prior_s, tail_s)
 
     def progress(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -150,12 +152,13 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
         storage.discard_partial(job_id)
         upscaler, blend = engines.get_blend(job.params.get("model"), job.params.get("detail"))
         contract = upscaler.contract
-        prior_s = _expected_engine_s(store, blend.target.name, job, settings)
+        prior_s, tail_s = _expected_s(store, blend.target.name, job, settings, upscaler.scale)
+        prior_s = prior_s + tail_s if prior_s is not None else None
         store.update_running(job_id, attempt=attempt, model={"name": contract.name, "version": contract.version,
                                             "scale": upscaler.scale, "backend": upscaler.backend_name,
                                             "precision": upscaler.precision, **blend.describe()},
                              **({"eta_s": round(prior_s, 1)} if prior_s is not None else {}))
-        hooks.begin(prior_s)
+        hooks.begin(prior_s - tail_s if prior_s is not None else None, tail_s)
         t0 = time.perf_counter()
         with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
             result = render(upscaler, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
@@ -202,19 +205,27 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
     return "succeeded" if outcome == "ok" else outcome
 
 
-def _expected_engine_s(store: JobStore, name: str, job: Job, settings: Settings) -> float | None:
-    """The job's engine time at the speed this process measured for the model (else the fastest worker's)."""
+def _expected_s(store: JobStore, name: str, job: Job, settings: Settings, scale: int) -> tuple[float | None, float]:
+    """The job's engine time at the speed this process measured for the model (else the fastest worker's;
+    None: none recorded), and its encode time at its output format's recorded speed (0: none recorded)."""
     pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
+    alpha = job.input.get("mode") in ("RGBA", "LA", "PA")
+    fmt = job.params.get("format") or default_output_format(str(job.input.get("format") or "png"), alpha)
+    out_pixels = pixels * int(job.params.get("scale") or scale) ** 2
+
+    def speed(what: str) -> float | None:
+        return (throughput.of_this_process(store.redis, what, max_age_s=settings.throughput_max_age_s)
+                or throughput.fastest(store.redis, what, max_age_s=settings.throughput_max_age_s))
+
     try:
-        px_s = (throughput.of_this_process(store.redis, name, max_age_s=settings.throughput_max_age_s)
-                or throughput.fastest(store.redis, name, max_age_s=settings.throughput_max_age_s))
+        px_s, encode_px_s = speed(name), speed(throughput.encoder(fmt))
     except Exception as exc:  # noqa: BLE001 - an estimate is not worth failing or retrying a job
         log.warning("job %s: no recorded speed to estimate its time from: %s", job.id, exc)
-        return None
+        return None, 0.0
+    tail_s = out_pixels / encode_px_s if encode_px_s else 0.0
     if not pixels or px_s is None:
-        return None
-    return throughput.estimate_engine_s(pixels, throughput.passes_for(job.input.get("mode") in ("RGBA", "LA", "PA")),
-                                        px_s)
+        return None, tail_s
+    return throughput.estimate_engine_s(pixels, throughput.passes_for(alpha), px_s), tail_s
 
 
 def _record_throughput(store: JobStore, name: str, job: Job, result: Rendered) -> None:
@@ -223,6 +234,8 @@ def _record_throughput(store: JobStore, name: str, job: Job, result: Rendered) -
     try:
         throughput.record(store.redis, name, pixels * throughput.passes_for(result.mode in ("RGBA", "LA")),
                           result.timings.get("engine_s", 0.0))
+        throughput.record(store.redis, throughput.encoder(result.format), result.width * result.height,
+                          result.timings.get("encode_s", 0.0))
     except Exception as exc:  # noqa: BLE001 - a figure for estimates is not worth failing or retrying a job
         log.warning("job %s: could not record the engine's throughput: %s", job.id, exc)
 
