@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +28,14 @@ class JobRequest(BaseModel):
                     "1 = the GAN model (textured), between: their weights interpolated (rounded to 0.05); "
                     "default: the model as it is",
     )
+    denoise: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | Literal["auto"] | None = Field(
+        None,
+        description="for a real-world restoration model (one whose card names a denoise_base): how much of the "
+                    "upload's JPEG blocks, noise and blur to remove: 0 = its clean model (keeps everything in the "
+                    "input), 1 = the strongest restoration it was trained for, between: their weights interpolated "
+                    "(rounded to 0.05); `auto` (the default) estimates it from the upload's JPEG quality and noise "
+                    "(a clean image gets 0); the job's `model.denoise` says the value and why",
+    )
 
     @field_validator("format", mode="before")
     @classmethod
@@ -37,7 +45,12 @@ class JobRequest(BaseModel):
             return {"jpg": "jpeg", "": None}.get(value, value)
         return value
 
-    @field_validator("scale", "model", "detail", mode="before")
+    @field_validator("denoise", mode="before")
+    @classmethod
+    def _denoise_word(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+    @field_validator("scale", "model", "detail", "denoise", mode="before")
     @classmethod
     def _blank_is_default(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -97,6 +110,13 @@ class ImageOut(BaseModel):
     filename: str | None = None
 
 
+class DenoiseOut(BaseModel):
+    value: float = Field(description="0 (the clean model) .. 1 (the strongest restoration)")
+    from_: str = Field(alias="from", description="why: `asked`, or `auto: jpeg q58, noise 3.1`")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
 class ModelRefOut(BaseModel):
     name: str
     version: str | None = None
@@ -107,6 +127,9 @@ class ModelRefOut(BaseModel):
     detail: float | None = Field(None, description="the detail the job ran at (GAN models with a detail base)")
     detail_base: str | None = Field(None, description="name:version of the PSNR model blended in for detail")
     detail_target: str | None = Field(None, description="name:version of the GAN model blended for detail")
+    denoise: DenoiseOut | None = Field(None, description="the denoise strength the job ran at and why (models "
+                                       "with a denoise base)")
+    denoise_base: str | None = Field(None, description="name:version of the clean model blended in for denoise")
 
 
 class JobLinks(BaseModel):
@@ -216,6 +239,9 @@ class ModelOut(BaseModel):
     sha256: str | None = None
     detail_base: str | None = Field(
         None, description="the PSNR model this GAN model blends with for `detail` (null: no detail control)"
+    )
+    denoise_base: str | None = Field(
+        None, description="the clean model this real-world model blends with for `denoise` (null: no denoise control)"
     )
     precision: str | None = Field(
         None, description="the arithmetic precision (f32, bf16, f16) a worker last loaded this version in; "

@@ -22,6 +22,9 @@ BENCHMARKS = {
     "train-speed": "training step speed: plain, XLA and default compile variants (TensorFlow)",
     "cross-job-batch": "several small jobs' images as one batch against one call each (throughput, extra wait)",
     "workers": "throughput of one and two workers sharing only Redis and an object store (SeaweedFS)",
+    "startup": "a whole srgan upscale process on a small image: f32 and auto, compile cache cold and warm",
+    "realworld": "real-world conditions (JPEG, noise, blur, the training mix): our denoise/detail settings, "
+                 "srresnet_x4, srgan_x4 and Real-ESRGAN x4plus side by side; criteria, panels; --calibrate",
     "eta": "how right a job's eta_s is: the estimate at 50% progress against the time really left",
 }
 """``srgan bench NAME``: what each measures (the module is ``bench.<name with _>``)."""
@@ -33,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     arguments = {"engine": _engine, "service": _service, "events": _events, "chaos": _chaos, "int8": _int8,
                  "gpu-check": _gpu_check, "train-speed": _train_speed, "cross-job-batch": _cross_job_batch,
-                 "workers": _workers, "eta": _eta}
+                 "workers": _workers, "realworld": _realworld,
+                 "startup": _startup, "eta": _eta}
     for name, text in BENCHMARKS.items():
         p = which.add_parser(name, help=text, description=text)
         arguments[name](p)
@@ -142,3 +146,29 @@ def _workers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=64, help="input image size (default 64)")
     p.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
     p.add_argument("--threads", type=int, default=0, help="inference threads per worker (0: per core)")
+
+
+def _realworld(p: argparse.ArgumentParser) -> None:
+    conditions = ["jpeg", "noise-jpeg", "blur-jpeg", "mix", "clean"]  # training.degradations.CONDITIONS
+    p.add_argument("--family", help="our model with a denoise base (default: realworld_x4 when it is offered)")
+    p.add_argument("--gan-family", help="our GAN model with both knobs (default: realworld_gan_x4 when offered)")
+    p.add_argument("--conditions", nargs="+", default=conditions, choices=conditions)
+    p.add_argument("--sets", nargs="+", choices=["train-split", "Set5", "Set14"], help="default: all three")
+    p.add_argument("--split-images", type=int, default=16, help="held-out training images used (default: 16)")
+    p.add_argument("--precision", help="engine precision (default: SRGAN_PRECISION)")
+    p.add_argument("--no-niqe", action="store_true")
+    p.add_argument("--no-reference", action="store_true", help="leave Real-ESRGAN x4plus out")
+    p.add_argument("--no-monotonic", action="store_true")
+    p.add_argument("--panels", type=Path, help="write labelled side-by-side crops here")
+    p.add_argument("--memory", action="store_true",
+                   help="peak RSS of a worker-like process running a 2048x2048 input at many detail/denoise mixes")
+    p.add_argument("--json", type=Path, help="also write the whole report here")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit denoise auto's thresholds on the training split (needs --family) and stop")
+
+
+def _startup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="srresnet_x4")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=384)
+    p.add_argument("--repeat", type=int, default=3)

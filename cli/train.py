@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 
 from cli.exits import INTERRUPTED, OK, USAGE, error_text, fail, missing_path
 from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
+from training.degradations import CONDITIONS
 
 _SECTIONS = ("generator", "data", "degrade", "optim", "gan")
 _TOP_SKIP = {"stage", *_SECTIONS}
@@ -36,7 +37,7 @@ _TOP_SKIP = {"stage", *_SECTIONS}
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` (``pretrain``, ``gan``), ``export``, ``eval``, ``release`` and ``figures`` to ``subparsers``."""
     train = subparsers.add_parser("train", help="train SRResNet (pretrain) or SRGAN (gan)")
-    stages = train.add_subparsers(dest="stage", required=True, metavar="{pretrain,gan}")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="{pretrain,gan,degrade,pack,unpack}")
     for stage, text in (
         ("pretrain", "SRResNet with a pixel loss; defaults tuned for fast convergence on a CPU"),
         ("gan", "SRGAN from a pretrained generator: VGG54 content loss + 1e-3 adversarial loss"),
@@ -47,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
         _add_config_flags(p, default_config(cast(Stage, stage)))
         p.set_defaults(func=_handle_train, stage=stage)
+    _register_degrade(stages)
+    _register_pack(stages)
 
     export = subparsers.add_parser("export", help="export a trained generator to ONNX with a parity check")
     export.add_argument(
@@ -80,12 +83,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--scale", type=int, default=None, help="default: the model's scale")
     ev.add_argument("--tile", type=int, default=0, help="engine tile size; 0 = whole image (the protocol)")
     ev.add_argument("--detail", type=float, help="0..1: blend a GAN model with its detail base, as a job would")
+    ev.add_argument("--condition", default="clean", choices=list(CONDITIONS),
+                    help="the LR input: clean (the protocol) or a real-world degradation (" +
+                    "; ".join(f"{k}: {v}" for k, v in CONDITIONS.items() if k != "clean") + ")")
     ev.add_argument("--no-niqe", action="store_true", help="skip NIQE (faster)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.set_defaults(func=_handle_eval)
 
     _register_release(subparsers)
     _register_figures(subparsers)
+
+
+def _register_degrade(stages: argparse._SubParsersAction) -> None:
+    text = ("write examples of the real-world degradation (training.degradations) of images, and a panel of each, "
+            "for a person to look at")
+    p = stages.add_parser("degrade", help=text, description=text)
+    p.add_argument("input", type=Path, metavar="IN", help="an HR image or a folder of them")
+    p.add_argument("output", type=Path, metavar="OUT", help="folder for the LR images, panels and degradations.json")
+    p.add_argument("--seed", type=int, default=0, help="the examples of a seed are always the same (default: 0)")
+    p.add_argument("--count", type=int, default=4, help="degraded examples per image (default: 4)")
+    p.add_argument("--scale", type=int, default=4, choices=(2, 3, 4, 8), help="LR is this much smaller (default: 4)")
+    p.add_argument("--config", type=Path, help="JSON file of degradation ranges (a TrainConfig's degrade section "
+                                               "or the section alone); default: Real-ESRGAN's")
+    p.set_defaults(func=_handle_degrade)
+
+
+def _register_pack(stages: argparse._SubParsersAction) -> None:
+    text = "a run's resumable state (config, latest checkpoint, best weights, history) as one file, and back"
+    p = stages.add_parser("pack", help=text, description=text + ": continue it exactly on another machine with "
+                          "`srgan train unpack FILE RUN_DIR`, then the run's command with --run-dir RUN_DIR --resume")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("output", type=Path, metavar="FILE", help="the tar file to write (e.g. model/weights/NAME.run.tar)")
+    p.set_defaults(func=_handle_pack)
+    u = stages.add_parser("unpack", help="lay a `srgan train pack` file out as a run directory to --resume")
+    u.add_argument("packed", type=Path, metavar="FILE")
+    u.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a new run directory")
+    u.set_defaults(func=_handle_pack)
+
+
+def _handle_pack(args: argparse.Namespace) -> int:
+    from training.runpack import pack_run, unpack_run
+
+    try:
+        if args.stage == "pack":
+            names = pack_run(args.run_dir, args.output)
+            print(f"wrote {args.output}: {', '.join(names)}")
+        else:
+            name = unpack_run(args.packed, args.run_dir)
+            print(f"{args.run_dir} holds {name}: continue with the run's command and --run-dir {args.run_dir} "
+                  f"--resume")
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
+        return fail(str(exc), USAGE, command=f"train {args.stage}")
+    return OK
 
 
 def _register_release(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +149,8 @@ def _register_release(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="default: the package's model/weights")
     p.add_argument("--compare", type=Path, nargs="*", default=[], help="models measured beside it (.onnx)")
     p.add_argument("--detail-base", help="the PSNR model this GAN model blends with for `detail` (e.g. srresnet_x4)")
+    p.add_argument("--denoise-base", help="the clean model this real-world model blends with for `denoise` (e.g. "
+                                          "srresnet_x4 for realworld_x4)")
     p.set_defaults(func=_handle_release)
 
 
@@ -237,6 +288,29 @@ def _handle_train(args: argparse.Namespace) -> int:
     return INTERRUPTED if result.interrupted else OK
 
 
+def _handle_degrade(args: argparse.Namespace) -> int:
+    from training.config import DegradeConfig
+    from training.degradations import write_examples
+    from training.sources import list_images
+
+    try:
+        paths = list_images(args.input) if args.input.is_dir() else [args.input]
+        if not args.input.exists():
+            raise FileNotFoundError(f"{args.input} does not exist: name an image or a folder of images")
+        if not paths:
+            raise FileNotFoundError(f"no images under {args.input}")
+        cfg = DegradeConfig()
+        if args.config:
+            body = json.loads(args.config.read_text())
+            cfg = DegradeConfig.model_validate(body.get("degrade", body))
+        rows = write_examples(paths, args.output, args.seed, args.count, args.scale, cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        return fail(str(exc), USAGE, command="train degrade")
+    for row in rows:
+        print(f"{args.output / str(row['file'])}: {', '.join(map(str, cast(list, row['applied'])))}")
+    return OK
+
+
 def _handle_export(args: argparse.Namespace) -> int:
     missing = missing_path(args.source, args.eval_data)
     if missing:
@@ -282,7 +356,7 @@ def _handle_eval(args: argparse.Namespace) -> int:
         return fail(missing, USAGE, command="eval")
     try:
         report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile, detail=args.detail,
-                                niqe=not args.no_niqe)
+                                niqe=not args.no_niqe, condition=args.condition)
     except (FileNotFoundError, ValueError, SRGANError) as exc:
         return fail(error_text(exc), USAGE, command="eval")
     print(json.dumps(report, indent=2) if args.json else format_table(report))
@@ -299,7 +373,7 @@ def _handle_release(args: argparse.Namespace) -> int:
 
     try:
         card = release(args.run_dir, args.name, args.version, args.bench, args.out or WEIGHTS_DIR,
-                       compare=args.compare, detail_base=args.detail_base)
+                       compare=args.compare, detail_base=args.detail_base, denoise_base=args.denoise_base)
     except (ExportError, FileNotFoundError, ValueError) as exc:
         return fail(error_text(exc), command="release")
     print(json.dumps({"version": card["version"], "metrics": card["metrics"], "resume": card["resume"]}, indent=2))

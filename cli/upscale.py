@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from model.engine import Progress
+    from PIL import Image
+
+    from model.engine import Progress, Upscaler
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif"}
@@ -48,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detail", type=float, metavar="A",
                    help="0..1, for a GAN model with a detail base (srgan_x4): 0 = its PSNR model (smooth, "
                         "faithful), 1 = the GAN model (textured); between: weights interpolated (step 0.05)")
+    p.add_argument("--denoise", type=_denoise, metavar="auto|N", default=None,
+                   help="0..1 or auto, for a real-world model (realworld_x4): how much JPEG blocking, noise and blur "
+                        "to remove; 0 = its clean model (keeps everything), 1 = the strongest restoration; auto (the "
+                        "default) estimates it from each image's JPEG quality and noise (a clean image gets 0)")
     p.add_argument("--scale", type=int, help="output scale; resamples the model's result when it differs")
     p.add_argument("--tile", type=_tile, help="tile size in input pixels, 0 = whole image, auto = the largest that "
                                              "fits SRGAN_MEMORY_BUDGET (default auto, SRGAN_TILE)")
@@ -149,9 +155,10 @@ def run(args: argparse.Namespace) -> int:
         return run_remote(args)
     if args.api_key:
         return _fail("--api-key goes with --server")
+    from core.catalog import require_denoise_base
     from core.render import Limits, RenderOptions, render, write_file
     from core.settings import get_settings
-    from core.upscalers import build_upscaler, provenance, resolve_blend
+    from core.upscalers import Blend, build_upscaler, choose_denoise, provenance, resolve_blend
     from model.errors import SRGANError
     from model.images import default_output_format, extension_for, probe_image
 
@@ -160,16 +167,32 @@ def run(args: argparse.Namespace) -> int:
         sources, to_file, fmt = _plan(args)
     except UsageError as exc:
         return _fail(str(exc))
+    engines: dict[tuple[tuple[str, float], ...], Upscaler] = {}
+
+    def engine_for(blend: Blend) -> Upscaler:
+        """Each blend's engine built once (denoise auto may pick another one for each image)."""
+        key = tuple((str(m.path), w) for m, w in blend.parts())
+        if key not in engines:
+            engines[key] = build_upscaler(settings, blend, backend=args.backend, tile=args.tile,
+                                          overlap=args.overlap, precision=args.precision)  # None: the settings'
+        return engines[key]
+
+    def pick(img: Image.Image) -> tuple[Upscaler, dict[str, Any]]:
+        blend = resolve_blend(settings, args.model, args.detail, denoise=choose_denoise(target, args.denoise, img))
+        upscaler = engine_for(blend)
+        return upscaler, provenance(upscaler, blend)
+
     try:
-        blend = resolve_blend(settings, args.model, args.detail)  # reads only: a local upscale writes no registry
-        upscaler = build_upscaler(settings, blend, backend=args.backend, tile=args.tile, overlap=args.overlap,
-                                  precision=args.precision)  # None: the settings' value
+        first = resolve_blend(settings, args.model, args.detail)  # reads only: a local upscale writes no registry
+        target = first.target
+        if isinstance(args.denoise, float):  # an asked strength needs a model with denoise control: say so now
+            require_denoise_base(target)
+        model_scale = target.scale or engine_for(first).scale
     except SRGANError as exc:
         return _fail(str(exc))
-    scale = args.scale or upscaler.scale
+    scale = args.scale or model_scale
     options = RenderOptions(scale=scale, quality=args.quality)  # the format is each file's (below)
     limits = Limits.from_settings(settings)
-    made_by = provenance(upscaler, blend)
     show = not args.no_progress and sys.stderr.isatty()
     tally = Tally()
     planned: list[tuple[Source, Path, str]] = []
@@ -194,8 +217,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             with ProgressBar(src.path.name, show) as progress:
-                result = render(upscaler, src.path, replace(options, format=src_fmt), limits,
-                                progress=progress, provenance=made_by)
+                result = render(pick, src.path, replace(options, format=src_fmt), limits, progress=progress)
             write_file(dst, result.data)
         except (SRGANError, OSError) as exc:
             tally.failed += 1
@@ -209,6 +231,19 @@ def run(args: argparse.Namespace) -> int:
     if len(sources) > 1 or any(i.is_dir() for i in args.inputs):
         print(tally.report())
     return tally.exit_status()
+
+
+def _denoise(value: str) -> float | str:
+    """``--denoise``: auto, or a number 0..1."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"denoise must be between 0 and 1, got {value}")
+    return number
 
 
 def _plan(args: argparse.Namespace) -> tuple[list[Source], bool, str | None]:
@@ -264,6 +299,7 @@ def run_remote(args: argparse.Namespace) -> int:
                     on_progress = (lambda p, bar=progress: bar(round(p * 100), 100)) if progress else None
                     job, data = client.upscale_job(src.path, progress=on_progress, scale=args.scale,
                                                    model=args.model, detail=args.detail, format=fmt,
+                                                   denoise=args.denoise,
                                                    quality=args.quality if args.quality != 95 else None)
                 name = Path(str(job["output"].get("filename") or "")).name or f"{src.path.stem}_sr"  # never a path
                 dst = args.output if to_file else \

@@ -32,6 +32,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from core import registry_sync
@@ -69,6 +70,8 @@ class ModelRef:
     sha256: str | None = None
     detail_base: str | None = None
     """The PSNR model this GAN model interpolates with for ``detail`` (None: no detail control)."""
+    denoise_base: str | None = None
+    """The clean model this real-world model interpolates with for ``denoise`` (None: no denoise control)."""
 
     @property
     def ref(self) -> str:
@@ -78,28 +81,41 @@ class ModelRef:
     def from_version(cls, v: ModelVersion) -> ModelRef:
         return cls(name=v.name, version=v.version, scale=v.scale, path=v.path, active=v.active, metrics=v.metrics,
                    source="registry", published_at=v.published_at, sha256=v.card.get("sha256"),
-                   detail_base=v.detail_base)
+                   detail_base=v.detail_base, denoise_base=v.denoise_base)
 
     def to_json(self) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` show of one version (metrics to 4 decimals)."""
         return {"name": self.name, "version": self.version, "ref": self.ref, "scale": self.scale,
                 "active": self.active, "default": self.default,
                 "metrics": {k: _round(v) for k, v in self.metrics.items()}, "source": self.source,
-                "published_at": self.published_at, "sha256": self.sha256, "detail_base": self.detail_base}
+                "published_at": self.published_at, "sha256": self.sha256, "detail_base": self.detail_base,
+                "denoise_base": self.denoise_base}
+
+
+_NEEDS = MappingProxyType({  # read-only: a constant, not module state
+    "detail": "a GAN model whose card names its PSNR model as detail_base (e.g. srgan_x4)",
+    "denoise": "a real-world restoration model whose card names its clean model as denoise_base (e.g. realworld_x4)",
+})
+
+
+def require_base(info: ModelRef, knob: Literal["detail", "denoise"]) -> str:
+    """The model ``info`` interpolates with for ``knob`` (its card's ``detail_base`` or ``denoise_base``).
+
+    Raises:
+        InvalidParameter: ``info`` has no such control.
+    """
+    base = info.detail_base if knob == "detail" else info.denoise_base
+    if not base:
+        raise InvalidParameter(f"model {info.ref} has no {knob} control: {knob} needs {_NEEDS[knob]}")
+    return base
 
 
 def require_detail_base(info: ModelRef) -> str:
-    """The model ``info`` interpolates with for ``detail`` (its card's ``detail_base``).
+    return require_base(info, "detail")
 
-    Raises:
-        InvalidParameter: ``info`` has no detail control.
-    """
-    if not info.detail_base:
-        raise InvalidParameter(
-            f"model {info.ref} has no detail control: detail needs a GAN model whose card names its PSNR "
-            f"model as detail_base (e.g. srgan_x4)"
-        )
-    return info.detail_base
+
+def require_denoise_base(info: ModelRef) -> str:
+    return require_base(info, "denoise")
 
 
 class FileInspector(Protocol):
@@ -175,6 +191,7 @@ class ModelCatalog:
             path=path,
             metrics=dict(contract.metrics) if contract else {},
             detail_base=str(card["detail_base"]) if card.get("detail_base") else None,
+            denoise_base=str(card["denoise_base"]) if card.get("denoise_base") else None,
         )
         with self._lock:
             self._files[key] = info
@@ -246,12 +263,14 @@ class ModelCatalog:
             offered.insert(0, default)
         return [replace(m, default=m.name == default.name and m.active) for m in offered]
 
-    def select(self, *, model: str | None, scale: int | None, detail: bool = False) -> ModelRef:
+    def select(self, *, model: str | None, scale: int | None, detail: bool = False,
+               denoise: bool = False) -> ModelRef:
         """The model for a job asking for ``model`` (``name`` or ``name:version``) and/or ``scale``.
 
         A model made for ``scale`` is preferred among the active ones when no
         model is named; otherwise the worker resamples the model's output to the
-        requested scale. With ``detail``, the model's detail base must be offered too.
+        requested scale. With ``detail``, the model's detail base must be offered too; with ``denoise`` (a strength
+        asked for, not ``auto``), its denoise base.
 
         Raises:
             InvalidParameter: no offered model matches; the message lists what is offered.
@@ -261,6 +280,10 @@ class ModelCatalog:
         chosen = self._pick(offered, model, scale)
         if detail:
             self._pick(offered, require_detail_base(chosen), None)
+        if denoise:
+            clean = self._pick(offered, require_denoise_base(chosen), None)
+            if detail:
+                self._pick(offered, require_detail_base(clean), None)
         return chosen
 
     def _pick(self, offered: list[ModelRef], model: str | None, scale: int | None) -> ModelRef:

@@ -10,7 +10,9 @@ go is the caller's business (a job's storage, a file beside the input) and
 
 The engine comes in already built (``core.upscalers.build_upscaler``, or a
 worker's cache of them), so a job and a local run of the same model, options
-and image give the same bytes.
+and image give the same bytes; or as a :data:`PickEngine` called with the
+decoded image, when which network runs depends on the upload (``denoise
+auto`` reads its JPEG tables and noise).
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ from model.images import (
 )
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from model.engine import Progress, Upscaler
+
+PickEngine = Callable[["Image.Image"], tuple["Upscaler", Mapping[str, Any]]]
+"""Chooses the engine for a decoded upload; returns it and the provenance its result's metadata records."""
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/avif": "avif"}
 FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/avif": "avif"}
@@ -102,7 +109,7 @@ class Rendered:
 
 
 def render(
-    upscaler: Upscaler,
+    engine: Upscaler | PickEngine,
     source: bytes | Path,
     options: RenderOptions,
     limits: Limits,
@@ -113,12 +120,17 @@ def render(
 ) -> Rendered:
     """Decode ``source``, upscale it, resample to ``options.scale`` if it differs from the model's, encode.
 
-    ``provenance`` (model, detail) goes into the result's metadata. Raises the
+    ``engine`` is an upscaler, or a :data:`PickEngine` that chooses one for the decoded image (its provenance
+    then replaces ``provenance``). ``provenance`` (model, detail, denoise) goes into the result's metadata. Raises the
     typed errors of ``model.errors``: ``ImageTooLarge`` for either limit (the
     output one before any tile runs), ``Canceled`` when ``should_stop`` said so.
     """
     t0 = time.perf_counter()
     img = read_image(source, max_pixels=limits.max_input_pixels)
+    if callable(engine):
+        upscaler, provenance = engine(img)
+    else:
+        upscaler = engine
     scale = options.scale or upscaler.scale
     check_output_pixels(img.width, img.height, scale, limits.max_output_pixels)
     fmt = output_format(img, options.format)  # an unknown format, or alpha into JPEG, is refused before the engine

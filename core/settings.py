@@ -67,6 +67,10 @@ class Settings(BaseSettings):
                            description="jobs' files, the embedded Redis, the registry; default the per-user data "
                                        "folder (~/.local/share/srgan)")
     models_dir: Path | None = Field(None, description="model registry; default <data_dir>/models")
+    compile_cache: bool = Field(
+        True, description="keep compiled networks (OpenVINO's cache, ONNX Runtime's optimized model) and precision "
+        "auto's decision in cache_dir, keyed by network, runtime and CPU: the next start on this machine skips them")
+    cache_dir: Path | None = Field(None, description="the compile cache; default <data_dir>/cache")
 
     # --- model and engine --------------------------------------------------
     model: str = Field("srresnet_x4", description="default model: a registry name, name:version, or a .onnx path")
@@ -295,6 +299,13 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def resolved_cache_dir(self) -> Path | None:
+        """The compile cache folder, or None when ``compile_cache`` is off."""
+        if not self.compile_cache:
+            return None
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
 
     @property
     def requeue_within_s(self) -> float:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from model.compile_cache import CompileCache, content_hash
 from model.errors import InferenceError, ModelError, OutOfMemory
 
 log = logging.getLogger(__name__)
@@ -211,21 +212,31 @@ def _check_precision(precision: str) -> None:
         raise ModelError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
 
 
-def rewritten_model(path: Path) -> bytes | None:
-    """``path`` with the exact rewrites of ``model.graph`` applied, or None when none applies (load the file)."""
+def rewritten_model(path: Path, cache: CompileCache | None = None) -> bytes | None:
+    """``path`` with the exact rewrites of ``model.graph`` applied, or None when none applies (load the file).
+
+    With a ``cache``, the rewritten graph of an earlier process (keyed by the file's content) is read back.
+    """
     import onnx
 
     from model.graph import subpixel_tail
 
+    saved = cache.rewritten_file(content_hash(path)) if cache is not None else None
+    if saved is not None and saved.is_file():
+        data = saved.read_bytes()
+        return data or None  # empty: no rewrite applies to this network
     try:
         proto = onnx.load(str(path))
     except Exception as exc:
         raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
     try:
-        return proto.SerializeToString() if subpixel_tail(proto) else None
+        rewritten = proto.SerializeToString() if subpixel_tail(proto) else None
     except Exception as exc:  # a graph the rewrite did not foresee: run it as it is
         log.warning("%s: graph rewrite skipped: %s", path, exc)
         return None
+    if cache is not None and saved is not None:
+        cache.store(saved, rewritten or b"")
+    return rewritten
 
 
 def float16_model(path: Path, rewritten: bytes | None) -> bytes:
@@ -250,7 +261,7 @@ class OrtBackend:
     """
 
     def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0,
-                 precision: str = "f32", rewrite: bool = True) -> None:
+                 precision: str = "f32", rewrite: bool = True, cache: CompileCache | None = None) -> None:
         import onnxruntime as ort
 
         _check_precision(precision)
@@ -274,7 +285,7 @@ class OrtBackend:
         # whole 512x512 image peaks at 3.3 GB instead of 7.6 GB (bench/engine.py).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
-        rewritten = rewritten_model(path) if rewrite else None
+        rewritten = rewritten_model(path, cache) if rewrite else None
         model: str | bytes = str(path) if rewritten is None else rewritten
         provider_args: list = list(chosen)
         if precision == "f16":
@@ -282,10 +293,21 @@ class OrtBackend:
                 provider_args[0] = ("TensorrtExecutionProvider", {"trt_fp16_enable": True})
             else:
                 model = float16_model(path, rewritten)
+        saved = None
+        if cache is not None and chosen == ["CPUExecutionProvider"]:
+            # offline mode: the optimized graph saved once, then loaded with the optimizations off
+            saved = cache.onnxruntime_file(content_hash(model), f"onnxruntime-{ort.__version__}", precision, chosen)
+            if saved.is_file():
+                model, opts.graph_optimization_level = str(saved), ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                saved = None
+            else:
+                opts.optimized_model_filepath = str(saved.with_name(f".{saved.name}.{os.getpid()}"))
         try:
             self._session = ort.InferenceSession(model, sess_options=opts, providers=provider_args)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        if saved is not None:
+            Path(opts.optimized_model_filepath).replace(saved)
         got = self._session.get_providers()
         if chosen and got[0] != chosen[0]:
             log.warning("asked for %s, ONNX Runtime gave %s", chosen[0], got[0])
@@ -316,14 +338,16 @@ class OpenVinoBackend:
     """
 
     def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32",
-                 rewrite: bool = True) -> None:
+                 rewrite: bool = True, cache: CompileCache | None = None) -> None:
         import onnx
         import openvino as ov
 
         _check_precision(precision)
         core = ov.Core()
+        if cache is not None:  # OpenVINO's own cache of compiled networks, keyed by network, device and options
+            core.set_property({"CACHE_DIR": str(cache.openvino_dir())})
         try:
-            rewritten = rewritten_model(path) if rewrite else None
+            rewritten = rewritten_model(path, cache) if rewrite else None
             model = core.read_model(str(path) if rewritten is None else rewritten)
             config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
             if threads:
@@ -374,9 +398,28 @@ def gpu_available() -> bool:
     return any(p in ort.get_available_providers() for p in GPU_PROVIDERS)
 
 
+def resolve_backend(backend: str, providers: list[str] | None) -> str:
+    """``auto``: ONNX Runtime when providers are given or a GPU provider exists, else OpenVINO when it is
+    installed, else ONNX Runtime."""
+    if backend == "auto":
+        return "onnxruntime" if providers or gpu_available() or not openvino_available() else "openvino"
+    return backend
+
+
+def runtime_version(backend: str) -> str:
+    """The runtime and its version a backend name means (part of every compile cache key)."""
+    if backend == "openvino":
+        import openvino as ov
+
+        return f"openvino-{ov.get_version()}"
+    import onnxruntime as ort
+
+    return f"onnxruntime-{ort.__version__}"
+
+
 def open_backend(
     path: Path, *, backend: str = "auto", providers: list[str] | None = None, threads: int = 0,
-    precision: str = "f32", rewrite: bool = True,
+    precision: str = "f32", rewrite: bool = True, cache: CompileCache | None = None,
 ) -> Backend:
     """Load ``path`` with the chosen backend at ``precision`` (``f32``, ``bf16``, ``f16``).
 
@@ -387,10 +430,10 @@ def open_backend(
     else OpenVINO when it is installed (faster on this class of CPU, see
     bench/engine.py), else ONNX Runtime on the CPU.
     """
-    if backend == "auto":
-        backend = "onnxruntime" if providers or gpu_available() or not openvino_available() else "openvino"
+    backend = resolve_backend(backend, providers)
     if backend == "openvino":
-        return OpenVinoBackend(path, threads=threads, precision=precision, rewrite=rewrite)
+        return OpenVinoBackend(path, threads=threads, precision=precision, rewrite=rewrite, cache=cache)
     if backend == "onnxruntime":
-        return OrtBackend(path, providers=providers, threads=threads, precision=precision, rewrite=rewrite)
+        return OrtBackend(path, providers=providers, threads=threads, precision=precision, rewrite=rewrite,
+                          cache=cache)
     raise ModelError(f"unknown backend {backend!r}: use auto, onnxruntime or openvino")

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from model.backends import Backend, default_memory_budget, device_memory_budget, native_precision, open_backend
+from model.backends import (
+    Backend,
+    default_memory_budget,
+    device_memory_budget,
+    native_precision,
+    open_backend,
+    resolve_backend,
+    runtime_version,
+)
+from model.compile_cache import CompileCache, content_hash
 from model.contract import Layout, ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
 from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tiles, iter_batches, validate_tiling
@@ -104,6 +113,7 @@ class Upscaler:
         precision: str = "f32",
         reload: BackendFactory | None = None,
         memory_budget: int | None = None,
+        cache_dir: Path | None = None,
     ) -> Upscaler:
         """Load an ONNX generator; its contract comes from its metadata, else is inferred.
 
@@ -114,23 +124,22 @@ class Upscaler:
         runs natively, kept only when it passes :func:`check_precision` on a probe
         image, else float32). ``reload`` loads the network again at a precision
         (default: from ``path``; pass one when ``path`` will not outlive the engine).
+        ``cache_dir``: a :class:`model.compile_cache.CompileCache` folder for compiled networks and ``auto``'s
+        decision (start-up of the next process on this machine skips both).
         """
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
+        cache = CompileCache(cache_dir) if cache_dir is not None else None
 
         def reload_from_path(p: str) -> Backend:
-            return open_backend(path, backend=backend, providers=providers, threads=threads, precision=p)
+            return open_backend(path, backend=backend, providers=providers, threads=threads, precision=p,
+                                cache=cache)
 
         reload = reload or reload_from_path
         note = None
         if precision == "auto":
-            engine = reload("f32")
-            candidate = native_precision(engine.name)
-            if candidate != "f32":
-                engine, note = _checked(engine, reload(candidate), candidate)
-            else:
-                note = f"auto: {engine.name} runs f32 natively"
+            engine, note = _auto_precision(path, reload, cache, resolve_backend(backend, providers))
             log.info("%s: %s", path.name, note)
         else:
             engine = reload(precision)
@@ -368,6 +377,28 @@ def check_precision(reference: Backend, candidate: Backend, contract: ModelContr
     if not np.isfinite(got).all():
         return float("nan")
     return rgb_psnr(np.clip(ref, 0, 255), np.clip(got, 0, 255))
+
+
+def _auto_precision(path: Path, reload: BackendFactory, cache: CompileCache | None,
+                    backend: str) -> tuple[Backend, str]:
+    """``auto``: the fastest precision the device runs natively, kept when it passes the check against float32;
+    with a ``cache``, the decision of an earlier process for the same network, runtime and CPU (one compile,
+    no check)."""
+    key = cache.precision_key(content_hash(path), backend, runtime_version(backend)) if cache else None
+    known = cache.precision(key) if cache is not None and key is not None else None
+    if known is not None:
+        precision, note = known
+        log.info("%s: auto's decision of an earlier process on this machine: %s", path.name, precision)
+        return reload(precision), note
+    engine = reload("f32")
+    candidate = native_precision(engine.name)
+    if candidate != "f32":
+        engine, note = _checked(engine, reload(candidate), candidate)
+    else:
+        note = f"auto: {engine.name} runs f32 natively"
+    if cache is not None and key is not None:
+        cache.remember_precision(key, engine.precision, note)
+    return engine, note
 
 
 def _checked(reference: Backend, candidate: Backend, precision: str) -> tuple[Backend, str]:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 ELEMENTWISE = {"Relu", "Neg", "Mul", "Add", "PRelu", "LeakyRelu"}
 """Operations that commute with a pixel shuffle when their constants are per channel (or scalars)."""
+REWRITE_VERSION = 1
+"""Bumped whenever a rewrite changes what it makes: rewritten graphs in a compile cache of an older version are not
+read back (``model.compile_cache``)."""
 MAX_COST = 1.5
 """Rewrite only when the new convolution does at most this many times the multiply-adds of the old one."""
 

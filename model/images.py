@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from model.errors import ImageTooLarge, InvalidImage, InvalidParameter, MultiFrame, UnsupportedFormat
+from model.strength import jpeg_quality
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "AVIF", "HEIF")  # JPEG includes MPO (phone cameras')
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp"),
@@ -51,6 +52,8 @@ OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "
 FORMAT_ALIASES = {"jpg": "jpeg"}
 SOURCE_FORMAT_KEY = "srgan_source_format"
 WARNINGS_KEY = "srgan_warnings"
+JPEG_QUALITY_KEY = "srgan_jpeg_quality"
+"""``info`` key of a decoded JPEG: the quality its quantization tables say (``model.strength``), for denoise auto."""
 """``info`` key of a decoded image: what was dropped or changed on reading (a list of sentences)."""
 DEEP_KEY = "srgan_deep"
 """``info`` key of an image read with 16 bits per channel: its pixels, an ``(H, W, C)`` uint16 array (C = the
@@ -256,6 +259,7 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
             img.load()
         except Exception as exc:  # noqa: BLE001 - a malformed file breaks Pillow's decoders in many ways
             raise InvalidImage(f"the image data is damaged or truncated: {exc}") from exc
+        quality = jpeg_quality(img)
         oriented, notes = _apply_exif(img)
     icc = img.info.get("icc_profile")
     if icc:
@@ -269,6 +273,8 @@ def read_image(data: bytes | Path, *, max_pixels: int) -> Image.Image:
         if why:
             notes.append(why)
     out.info[SOURCE_FORMAT_KEY] = source_format
+    if quality is not None:
+        out.info[JPEG_QUALITY_KEY] = quality
     if notes:
         out.info[WARNINGS_KEY] = notes
     return out

@@ -1,4 +1,4 @@
-"""Detail control: one network between a PSNR model and its GAN fine-tune, by weight interpolation.
+"""Detail and denoise control: one network between models of one family, by weight interpolation.
 
 ESRGAN (Wang et al. 2018, section 3.4): with theta = (1 - a) * theta_psnr + a *
 theta_gan, ``a`` moves smoothly from the faithful, smooth PSNR network (0) to
@@ -7,6 +7,12 @@ Both files must have the same topology: the same operators and initialisers
 of the same shapes, paired by name (two exports by the same code) or else by
 position in graph order. :func:`check_pair` says why a pair does not match;
 the registry runs it when a model that names a ``detail_base`` is deployed.
+
+``denoise`` is the same idea on a second axis (Real-ESRGAN's ``-dn``, which
+blends its general model with a weak-denoise one): a real-world restoration
+model names its clean counterpart (``denoise_base``), and a job's network is
+the bilinear blend of up to four models, (detail, denoise) in 0..1 x 0..1:
+:func:`blend_models` takes any number of (file, coefficient) parts.
 onnx and numpy only.
 """
 
@@ -23,10 +29,11 @@ from onnx import numpy_helper
 from model.contract import METADATA_KEY, ModelContract, load_proto
 from model.errors import InvalidParameter, ModelError
 
-__all__ = ["DETAIL_STEP", "PairMismatch", "check_pair", "interpolate_models", "round_detail"]
+__all__ = ["DETAIL_STEP", "PairMismatch", "blend_models", "check_pair", "interpolate_models", "round_denoise",
+           "round_detail"]
 
 DETAIL_STEP = 0.05
-"""Detail values are rounded to this step, so a handful of networks serve every request."""
+"""Detail and denoise values are rounded to this step, so a handful of networks serve every request."""
 
 
 class PairMismatch(ModelError):
@@ -37,12 +44,21 @@ class PairMismatch(ModelError):
 
 def round_detail(value: float) -> float:
     """``value`` (0..1) rounded to :data:`DETAIL_STEP`; anything else is an :class:`InvalidParameter`."""
+    return _round_knob("detail", value)
+
+
+def round_denoise(value: float) -> float:
+    """A denoise strength (0..1) rounded to :data:`DETAIL_STEP`; anything else is an :class:`InvalidParameter`."""
+    return _round_knob("denoise", value)
+
+
+def _round_knob(name: str, value: float) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise InvalidParameter(f"detail must be a number between 0 and 1, got {value!r}") from None
+        raise InvalidParameter(f"{name} must be a number between 0 and 1, got {value!r}") from None
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidParameter(f"detail must be between 0 and 1, got {value}")
+        raise InvalidParameter(f"{name} must be between 0 and 1, got {value}")
     steps = round(value / DETAIL_STEP)
     return round(steps * DETAIL_STEP, 2)
 
@@ -114,28 +130,59 @@ def interpolate_models(base: Path, target: Path, detail: float) -> onnx.ModelPro
     The result keeps ``target``'s contract and records ``detail`` and both
     models' identities in its metadata.
     """
-    base_p, target_p = load_proto(Path(base)), load_proto(Path(target))
-    pairs = _pair(base_p, target_p, Path(base).name, Path(target).name)
-    a = float(detail)
-    for tb, tt in pairs:
-        if tt.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
-            wb, wt = numpy_helper.to_array(tb), numpy_helper.to_array(tt)
-            mixed = ((1.0 - a) * wb.astype(np.float64) + a * wt.astype(np.float64)).astype(wt.dtype)
-            tt.CopyFrom(numpy_helper.from_array(mixed, tt.name))
-        elif numpy_helper.to_array(tb).tolist() != numpy_helper.to_array(tt).tolist():
-            raise PairMismatch(
-                f"non-float constant {tt.name} differs between {Path(target).name} and {Path(base).name}")
-    cb, ct = ModelContract.of_proto(base_p), ModelContract.of_proto(target_p)
-    blend = {
-        "detail": a,
+    proto = blend_models([(Path(base), 1.0 - float(detail)), (Path(target), float(detail))])
+    cb, ct = ModelContract.of_proto(load_proto(Path(base))), ModelContract.of_proto(proto)
+    _record(proto, "srgan_detail", {
+        "detail": float(detail),
         "detail_base": {"name": cb.name if cb else "", "version": cb.version if cb else ""},
         "detail_target": {"name": ct.name if ct else "", "version": ct.version if ct else ""},
-    }
-    props = {p.key: p.value for p in target_p.metadata_props}
-    props["srgan_detail"] = json.dumps(blend, sort_keys=True)
+    })
+    return proto
+
+
+def blend_models(parts: list[tuple[Path, float]]) -> onnx.ModelProto:
+    """The network sum(c_i * theta_i) of ``parts`` (file, coefficient); the coefficients must add up to 1.
+
+    Every part must pair with the last one (:func:`check_pair`); the result keeps the last part's contract and
+    records the parts in its metadata (``srgan_blend``).
+    """
+    if not parts:
+        raise ValueError("nothing to blend")
+    total = sum(c for _, c in parts)
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ValueError(f"blend coefficients add up to {total}, not 1")
+    target_path = Path(parts[-1][0])
+    protos = {Path(path): load_proto(Path(path)) for path, _ in parts}
+    target_p = protos[target_path]
+    mixed: dict[int, np.ndarray] = {}
+    tensors: dict[int, onnx.TensorProto] = {}
+    for path, coef in parts:
+        for i, (tb, tt) in enumerate(_pair(protos[Path(path)], target_p, Path(path).name, target_path.name)):
+            tensors[i] = tt
+            if tt.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+                mixed[i] = mixed.get(i, 0.0) + float(coef) * numpy_helper.to_array(tb).astype(np.float64)
+            elif numpy_helper.to_array(tb).tolist() != numpy_helper.to_array(tt).tolist():
+                raise PairMismatch(
+                    f"non-float constant {tt.name} differs between {target_path.name} and {Path(path).name}")
+    for i, values in mixed.items():
+        tt = tensors[i]
+        tt.CopyFrom(numpy_helper.from_array(values.astype(numpy_helper.to_array(tt).dtype), tt.name))
+    parts_meta = []
+    for path, coef in parts:
+        c = ModelContract.of_proto(protos[Path(path)])
+        parts_meta.append({"name": c.name if c else Path(path).stem, "version": c.version if c else "",
+                           "weight": round(float(coef), 6)})
+    _record(target_p, "srgan_blend", {"parts": parts_meta})
+    return target_p
+
+
+def _record(proto: onnx.ModelProto, key: str, value: dict) -> None:
+    """Set metadata ``key`` to ``value`` (JSON), keeping the contract."""
+    ct = ModelContract.of_proto(proto)
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[key] = json.dumps(value, sort_keys=True)
     if METADATA_KEY not in props and ct is not None:
         props.update(ct.to_metadata())
-    del target_p.metadata_props[:]
-    for key, value in props.items():
-        target_p.metadata_props.add(key=key, value=value)
-    return target_p
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        proto.metadata_props.add(key=k, value=v)

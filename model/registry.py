@@ -94,6 +94,12 @@ class ModelVersion:
         return str(base) if base else None
 
     @property
+    def denoise_base(self) -> str | None:
+        """The clean model this one (a real-world restoration fine-tune) interpolates with for ``denoise``."""
+        base = self.card.get("denoise_base")
+        return str(base) if base else None
+
+    @property
     def seq(self) -> int:
         return int((self.card.get("registry") or {}).get("seq", 0))
 
@@ -304,7 +310,8 @@ class Registry:
                                         f"(or `srgan rollback {name} --to {version}` to make it active)")
             else:
                 version = self._default_version(card, checked.contract, taken)
-            self._check_detail_pair(file, name, card)
+            for knob in ("detail", "denoise"):
+                self._check_pair(file, name, card, knob)
             new_card = self._card_for(name, version, card, checked, source or str(file))
             folder = self.root / name
             staging = folder / f".incoming-{uuid.uuid4().hex[:8]}"
@@ -326,24 +333,25 @@ class Registry:
                 self._set_active(name, version)
         return self.get(name, version)
 
-    def _check_detail_pair(self, file: Path, name: str, card: dict[str, Any]) -> None:
-        """A model whose card names a ``detail_base`` must interpolate with that model's active version."""
-        base = card.get("detail_base")
+    def _check_pair(self, file: Path, name: str, card: dict[str, Any], knob: str) -> None:
+        """A model whose card names a ``detail_base`` (``denoise_base``) must interpolate with that model's active
+        version."""
+        base = card.get(f"{knob}_base")
         if not base:
             return
         base_name = str(base).partition(":")[0]
         if base_name == name:
-            raise DeployRefused(f"{name} names itself as its detail_base")
+            raise DeployRefused(f"{name} names itself as its {knob}_base")
         if not self.has(base_name) or self.active_version(base_name) is None:
-            log.warning("%s names detail_base %s, which is not in the registry yet: detail is checked when used",
-                        name, base)
+            log.warning("%s names %s_base %s, which is not in the registry yet: %s is checked when used",
+                        name, knob, base, knob)
             return
         from model.interpolate import PairMismatch, check_pair
 
         try:
             check_pair(self.get(base_name).path, file)
         except PairMismatch as exc:
-            raise DeployRefused(f"{name} cannot serve detail with {base}: {exc.message}") from None
+            raise DeployRefused(f"{name} cannot serve {knob} with {base}: {exc.message}") from None
 
     def activate(self, name: str, version: str) -> ModelVersion:
         """Make ``name:version`` (already published) the active version."""
@@ -470,7 +478,8 @@ class Registry:
         for file in sorted(Path(weights_dir).glob("*.onnx")):
             found = find_card(file)
             shipped.append((file, read_card(found) if found else {}))
-        shipped.sort(key=lambda item: bool(item[1].get("detail_base")))  # a detail base before its GAN model
+        # a clean model before its real-world fine-tune, a PSNR model before its GAN model
+        shipped.sort(key=lambda item: (bool(item[1].get("denoise_base")), bool(item[1].get("detail_base"))))
         for file, card in shipped:
             checked = check_file(file, card)
             contract = checked.contract

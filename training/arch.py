@@ -192,3 +192,45 @@ def build_discriminator(hr_size: int = 96, filters: int = 64, bn_momentum: float
     x = layers.LeakyReLU(negative_slope=0.2, name="fc_lrelu")(x)
     prob = layers.Dense(1, activation="sigmoid", dtype="float32", name="prob")(x)
     return keras.Model(image, prob, name="discriminator")
+
+
+def build_unet_discriminator(filters: int = 64) -> keras.Model:
+    """Real-ESRGAN's U-Net discriminator with spectral normalisation (``UNetDiscriminatorSN``, Wang et al. 2021).
+
+    Three stride-2 convolutions down, three bilinear x2 upsamplings with skip additions back up, then two
+    3x3 convolutions and a one-channel head: a real/fake judgement for every pixel, so the generator is told
+    where its texture is wrong, not only whether the whole crop is. Every convolution but the first and the
+    last is spectrally normalised (``keras.layers.SpectralNormalization``): the discriminator stays
+    1-Lipschitz-ish and the stage is stable without batch norm.
+
+    Returns:
+        A model mapping (N, H, W, 3) float32 0..255 (H, W multiples of 8) to (N, H, W, 1) probabilities.
+    """
+    def conv(x: keras.KerasTensor, n: int, k: int, stride: int, name: str, sn: bool = True,
+             bias: bool = True) -> keras.KerasTensor:
+        layer = layers.Conv2D(n, k, strides=stride, padding="same", use_bias=bias, name=name)
+        return (layers.SpectralNormalization(layer, name=f"{name}_sn") if sn else layer)(x)
+
+    def lrelu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+        return layers.LeakyReLU(negative_slope=0.2, name=name)(x)
+
+    def up(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+        return layers.UpSampling2D(2, interpolation="bilinear", name=name)(x)
+
+    image = keras.Input(shape=(None, None, 3), name="hr")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(image)
+    x0 = lrelu(conv(x, filters, 3, 1, "u0_conv", sn=False), "u0_lrelu")
+    x1 = lrelu(conv(x0, filters * 2, 4, 2, "u1_conv", bias=False), "u1_lrelu")
+    x2 = lrelu(conv(x1, filters * 4, 4, 2, "u2_conv", bias=False), "u2_lrelu")
+    x3 = lrelu(conv(x2, filters * 8, 4, 2, "u3_conv", bias=False), "u3_lrelu")
+    x4 = lrelu(conv(up(x3, "u4_up"), filters * 4, 3, 1, "u4_conv", bias=False), "u4_lrelu")
+    x4 = layers.Add(name="u4_skip")([x4, x2])
+    x5 = lrelu(conv(up(x4, "u5_up"), filters * 2, 3, 1, "u5_conv", bias=False), "u5_lrelu")
+    x5 = layers.Add(name="u5_skip")([x5, x1])
+    x6 = lrelu(conv(up(x5, "u6_up"), filters, 3, 1, "u6_conv", bias=False), "u6_lrelu")
+    x6 = layers.Add(name="u6_skip")([x6, x0])
+    y = lrelu(conv(x6, filters, 3, 1, "u7_conv", bias=False), "u7_lrelu")
+    y = lrelu(conv(y, filters, 3, 1, "u8_conv", bias=False), "u8_lrelu")
+    logits = conv(y, 1, 3, 1, "u9_conv", sn=False)
+    prob = layers.Activation("sigmoid", dtype="float32", name="prob")(logits)
+    return keras.Model(image, prob, name="unet_discriminator")

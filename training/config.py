@@ -180,6 +180,9 @@ class GanConfig(_Section):
     vgg_layer: str = Field("block5_conv4", description="VGG19 layer of the content loss")
     vgg_rescale: float = Field(12.75, gt=0, description="VGG features are divided by this (VGG54 loss)")
     adv_weight: float = Field(1e-3, ge=0, description="weight of the adversarial loss")
+    discriminator: Literal["srgan", "unet"] = Field(
+        "srgan", description="srgan: the paper's (one judgement per crop); unet: Real-ESRGAN's U-Net with spectral "
+        "normalisation (a judgement per pixel; the reference for real-world texture models)")
     d_filters: int = Field(64, ge=1, description="discriminator channels of the first block")
     d_lr: float | None = Field(None, gt=0, description="discriminator peak learning rate (default: lr)")
     max_psnr_drop: float = Field(

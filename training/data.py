@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -33,10 +32,10 @@ from training.sources import (
     Example,
     Pair,
     centre_crop,
+    combined_folder_pairs,
     decode_pair,
     decoded_bytes,
     div2k_pairs,
-    folder_pairs,
     is_div2k,
     split_holdout,
 )
@@ -97,21 +96,6 @@ class TrainingData:
     store: MemoryStore | FileStore
     validation: list[Example]
     description: str
-
-
-def combined_folder_pairs(data: Path, extra: list[Path]) -> list[Pair]:
-    """The images of ``data`` and every ``extra`` folder, named relative to their folder, sorted by name.
-
-    Sorting makes the set (and so the split and the crop stream) the same however the folders are given,
-    e.g. ``train/`` plus ``train-extra/`` or one folder of links to both.
-    """
-    pairs = [p for folder in [data, *extra] for p in folder_pairs(folder)]
-    seen: dict[str, Path] = {}
-    for p in pairs:
-        if p.name in seen:
-            raise ValueError(f"two training images are both named {p.name}: {seen[p.name]} and {p.hr_path}")
-        seen[p.name] = p.hr_path
-    return sorted(pairs, key=lambda p: p.name)
 
 
 VALIDATION_SEED = 20260

@@ -18,12 +18,15 @@ in docs/training.md); their defaults are Real-ESRGAN's ``train_realesrnet_x4plus
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from model.quality import bicubic_downscale, crop_to_multiple
 from training.config import DegradeConfig
 
 KERNEL_SIZE = 21
@@ -151,20 +154,38 @@ def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
 
 
 def gaussian_noise(img: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool) -> np.ndarray:
-    """Add Gaussian noise of standard deviation ``sigma`` (0..255 levels); ``gray``: the same in every channel."""
+    """Add Gaussian noise of standard deviation ``sigma`` (0..255 levels); ``gray``: the same in every channel.
+
+    Limited near black and white (:func:`_within_range`), so that the clip to 0..1 does not shift colours.
+    """
     shape = img.shape[:2] + ((1,) if gray else (img.shape[2],))
-    return img + rng.normal(0.0, sigma / 255.0, shape).astype(np.float32)
+    noise = rng.normal(0.0, sigma / 255.0, shape).astype(np.float32)
+    return img + _within_range(img, noise, np.float32(sigma / 255.0))
 
 
 def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, gray: bool) -> np.ndarray:
     """Add shot noise (Real-ESRGAN's ``add_poisson_noise``): Poisson counts of the image at 255 levels' worth of
-    photons, minus the image, times ``scale``; ``gray``: drawn on the luma and added to every channel."""
+    photons, minus the image, times ``scale``; ``gray``: drawn on the luma and added to every channel.
+    Limited near black and white like :func:`gaussian_noise`."""
     src = np.clip(img, 0, 1)
     if gray:
         src = (src @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
     vals = 2.0 ** math.ceil(math.log2(max(len(np.unique(np.round(src * 255))), 2)))
     noise = rng.poisson(src * vals).astype(np.float32) / vals - src
-    return img + scale * noise
+    std = (scale * np.sqrt(np.maximum(src, 1.0 / vals) / vals)).astype(np.float32)
+    return img + _within_range(img, scale * noise, std)
+
+
+def _within_range(img: np.ndarray, noise: np.ndarray, std: np.ndarray | np.float32) -> np.ndarray:
+    """``noise`` scaled down where the image is within two standard deviations of 0 or 1.
+
+    Real-ESRGAN adds the noise and clips: that brightens blacks, darkens whites and desaturates strong colours
+    by up to tens of levels (a white of 235 loses about 10 under its noise ranges), and a model trained on it
+    shifts the colours of clean inputs the other way (its colour shift). Noise that shrinks at the ends of the
+    range, as a saturated sensor's does, keeps every colour's mean (a 0.5-level shift at most).
+    """
+    room = np.minimum(img, 1.0 - img).clip(0, None)
+    return noise * np.minimum(1.0, room / (2.0 * std + 1e-12)).astype(np.float32)
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
@@ -220,13 +241,16 @@ def passes(cfg: DegradeConfig) -> tuple[Pass, Pass]:
     return first, second
 
 
-def _random_blur(img: np.ndarray, rng: np.random.Generator, p: Pass) -> np.ndarray:
+def _random_blur(img: np.ndarray, rng: np.random.Generator, p: Pass, trace: list[str]) -> np.ndarray:
     if rng.uniform() >= p.blur_prob:
         return img
-    return blur(img, random_kernel(rng, p.sigma, p.betag, p.betap, p.sinc_prob))
+    kernel = random_kernel(rng, p.sigma, p.betag, p.betap, p.sinc_prob)
+    trace.append(f"blur {int((kernel.sum(axis=0) > 0).sum())}px")
+    return blur(img, kernel)
 
 
-def _random_resize(img: np.ndarray, rng: np.random.Generator, p: Pass, base: tuple[int, int]) -> np.ndarray:
+def _random_resize(img: np.ndarray, rng: np.random.Generator, p: Pass, base: tuple[int, int],
+                   trace: list[str]) -> np.ndarray:
     """Up (factor above 1), down (below 1) or keep, relative to ``base`` (height, width), by a random filter.
 
     Real-ESRGAN's first pass resizes relative to the current image, its second relative to the LR size.
@@ -241,23 +265,31 @@ def _random_resize(img: np.ndarray, rng: np.random.Generator, p: Pass, base: tup
         factor = 1.0
     mode = str(rng.choice(list(RESIZE_FILTERS)))
     size = (max(8, round(base[0] * factor)), max(8, round(base[1] * factor)))
+    trace.append(f"resize {mode} to {size[1]}x{size[0]}")
     return resize(img, size, mode)
 
 
-def _random_noise(img: np.ndarray, rng: np.random.Generator, p: Pass) -> np.ndarray:
+def _random_noise(img: np.ndarray, rng: np.random.Generator, p: Pass, trace: list[str]) -> np.ndarray:
     gray = rng.uniform() < p.gray_noise_prob
+    kind = "gray" if gray else "colour"
     if rng.uniform() < p.gaussian_noise_prob:
-        return gaussian_noise(img, rng, rng.uniform(*p.noise_sigma), gray)
-    return poisson_noise(img, rng, rng.uniform(*p.poisson_scale), gray)
+        sigma = rng.uniform(*p.noise_sigma)
+        trace.append(f"{kind} gaussian noise {sigma:.1f}")
+        return gaussian_noise(img, rng, sigma, gray)
+    scale = rng.uniform(*p.poisson_scale)
+    trace.append(f"{kind} poisson noise x{scale:.2f}")
+    return poisson_noise(img, rng, scale, gray)
 
 
-def _random_jpeg(img: np.ndarray, rng: np.random.Generator, p: Pass) -> np.ndarray:
+def _random_jpeg(img: np.ndarray, rng: np.random.Generator, p: Pass, trace: list[str]) -> np.ndarray:
     lo, hi = p.jpeg_quality
-    return jpeg(np.clip(img, 0, 1), int(rng.integers(lo, hi + 1)))
+    quality = int(rng.integers(lo, hi + 1))
+    trace.append(f"jpeg q{quality}")
+    return jpeg(np.clip(img, 0, 1), quality)
 
 
 def _one_pass(img: np.ndarray, rng: np.random.Generator, p: Pass, shuffle: bool,
-              resize_base: tuple[int, int] | None) -> np.ndarray:
+              resize_base: tuple[int, int] | None, trace: list[str]) -> np.ndarray:
     """Blur, resize and noise (in a random order when ``shuffle``: BSRGAN), then JPEG.
 
     ``resize_base``: the size resize factors apply to (None: the image's size when the resize comes).
@@ -265,37 +297,129 @@ def _one_pass(img: np.ndarray, rng: np.random.Generator, p: Pass, shuffle: bool,
     order = rng.permutation(3) if shuffle else np.arange(3)
     for stage in order:
         if stage == 0:
-            img = _random_blur(img, rng, p)
+            img = _random_blur(img, rng, p, trace)
         elif stage == 1:
-            img = _random_resize(img, rng, p, resize_base or (img.shape[0], img.shape[1]))
+            img = _random_resize(img, rng, p, resize_base or (img.shape[0], img.shape[1]), trace)
         else:
-            img = np.clip(_random_noise(img, rng, p), 0, 1)
-    return _random_jpeg(img, rng, p)
+            img = np.clip(_random_noise(img, rng, p, trace), 0, 1)
+    return _random_jpeg(img, rng, p, trace)
 
 
-def degrade(hr: np.ndarray, rng: np.random.Generator, scale: int, cfg: DegradeConfig) -> np.ndarray:
+def degrade(hr: np.ndarray, rng: np.random.Generator, scale: int, cfg: DegradeConfig,
+            trace: list[str] | None = None) -> np.ndarray:
     """The LR image of ``hr`` (uint8 or float 0..1 HWC, sides multiples of ``scale``): float32 0..1 HWC,
-    exactly ``scale`` times smaller, every parameter drawn from ``rng``."""
+    exactly ``scale`` times smaller, every parameter drawn from ``rng``. ``trace`` collects what was applied."""
+    return _degrade(hr, rng, scale, cfg, [] if trace is None else trace)[0]
+
+
+def _degrade(hr: np.ndarray, rng: np.random.Generator, scale: int, cfg: DegradeConfig,
+             trace: list[str]) -> tuple[np.ndarray, bytes | None]:
+    """:func:`degrade`, and the final JPEG file when JPEG was the last stage (what a user would upload)."""
     img = hr.astype(np.float32) / 255.0 if hr.dtype == np.uint8 else hr.astype(np.float32)
     h, w = img.shape[:2]
     out_size = (h // scale, w // scale)
     first, second = passes(cfg)
-    img = _one_pass(img, rng, first, cfg.shuffle_order, None)
-    img = _one_pass(img, rng, second, cfg.shuffle_order, out_size)
-    img = np.clip(resize(img, out_size, str(rng.choice(list(RESIZE_FILTERS)))), 0, 1)
+    img = _one_pass(img, rng, first, cfg.shuffle_order, None, trace)
+    img = _one_pass(img, rng, second, cfg.shuffle_order, out_size, trace)
+    mode = str(rng.choice(list(RESIZE_FILTERS)))
+    trace.append(f"resize {mode} to {out_size[1]}x{out_size[0]}")
+    img = np.clip(resize(img, out_size, mode), 0, 1)
     omega_c, size = rng.uniform(np.pi / 3, np.pi), int(rng.choice(np.arange(7, KERNEL_SIZE + 1, 2)))
     sinc = rng.uniform() < cfg.final_sinc_prob
     kernel = _crop_kernel(sinc_kernel(omega_c), size) if sinc else None
     quality = int(rng.integers(cfg.jpeg_range2[0], cfg.jpeg_range2[1] + 1))
+    sinc_step = [f"sinc {size}px cut-off {omega_c:.2f}"] if sinc else []
     if rng.uniform() < 0.5:  # resize, sinc, JPEG
+        trace.extend([*sinc_step, f"jpeg q{quality}"])
         img = blur(img, kernel) if kernel is not None else img
-        img = jpeg(np.clip(img, 0, 1), quality)
-    else:  # resize, JPEG, sinc
-        img = jpeg(img, quality)
-        img = blur(img, kernel) if kernel is not None else img
-    return np.clip(img, 0, 1).astype(np.float32)
+        data = jpeg_encode(np.clip(img, 0, 1), quality)
+        return jpeg_decode(data), data
+    trace.extend([f"jpeg q{quality}", *sinc_step])  # resize, JPEG, sinc
+    img = blur(jpeg(img, quality), kernel) if kernel is not None else jpeg(img, quality)
+    return np.clip(img, 0, 1).astype(np.float32), None
 
 
 def degrade_u8(hr: np.ndarray, seed: tuple[int, ...], scale: int, cfg: DegradeConfig) -> np.ndarray:
     """:func:`degrade` seeded by ``seed``, as uint8: the training path's entry (a ``tf.numpy_function``)."""
     return to_uint8(degrade(hr, np.random.default_rng(list(seed)), scale, cfg))
+
+
+# --- fixed conditions for evaluation ---------------------------------------------------------------
+
+CONDITIONS = {
+    "clean": "the protocol's bicubic downscale",
+    "jpeg": "bicubic downscale, JPEG q60",
+    "noise-jpeg": "bicubic downscale, Gaussian colour noise sigma 6, JPEG q75",
+    "blur-jpeg": "Gaussian blur sigma 1.2 (on HR), bicubic downscale, JPEG q80",
+    "mix": "the training's second-order model (DegradeConfig defaults), seeded per image",
+}
+"""The real-world conditions ``srgan eval --condition`` and ``srgan bench realworld`` measure: what the issue's
+users uploaded (JPEG q60; mild noise + JPEG 75; slightly blurred + JPEG 80) and the full training mix."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A degraded LR image as a user would upload it: the file (JPEG when JPEG was the last stage, else PNG)."""
+
+    data: bytes
+    format: str
+
+
+def degrade_condition(hr: np.ndarray, condition: str, scale: int, seed: int = 0) -> Upload:
+    """The LR upload of uint8 ``hr`` (sides multiples of ``scale``) under a named :data:`CONDITIONS` entry.
+
+    ``seed`` draws the noise and the mix's parameters: one fixed seed per image makes a condition a fixed set.
+    """
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}: one of {', '.join(CONDITIONS)}")
+    if condition == "mix":
+        img, data = _degrade(hr, np.random.default_rng([seed, 1]), scale, DegradeConfig(), [])
+        return Upload(data, "jpeg") if data is not None else _png(to_uint8(img))
+    if condition == "blur-jpeg":
+        hr = to_uint8(blur(hr.astype(np.float32) / 255.0, gaussian_kernel(1.2, 1.2, 0.0)))
+    lr = bicubic_downscale(hr, scale)
+    if condition == "clean":
+        return _png(lr)
+    img = lr.astype(np.float32) / 255.0
+    if condition == "noise-jpeg":
+        img = np.clip(gaussian_noise(img, np.random.default_rng([seed, 2]), 6.0, gray=False), 0, 1)
+    quality = {"jpeg": 60, "noise-jpeg": 75, "blur-jpeg": 80}[condition]
+    return Upload(jpeg_encode(img, quality), "jpeg")
+
+
+def _png(img_u8: np.ndarray) -> Upload:
+    buf = io.BytesIO()
+    Image.fromarray(img_u8).save(buf, format="PNG")
+    return Upload(buf.getvalue(), "png")
+
+
+# --- examples for people to look at (srgan train degrade) ------------------------------------------
+
+
+def write_examples(hr_paths: list[Path], out: Path, seed: int, count: int, scale: int,
+                   cfg: DegradeConfig) -> list[dict[str, object]]:
+    """For each image: ``count`` degraded LR images (``<stem>_s<seed>_<k>.png``), drawn with seeds (seed, k), and a
+    panel ``<stem>_panel.png`` (the clean bicubic LR, then each degraded one, all enlarged ``scale`` times with
+    nearest neighbour so the artifacts show). Returns what each file holds (also in ``degradations.json``)."""
+    from training.sources import read_rgb
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    for path in hr_paths:
+        hr = crop_to_multiple(read_rgb(path), scale)
+        tiles = [bicubic_downscale(hr, scale)]
+        for k in range(count):
+            trace: list[str] = []
+            lr = to_uint8(degrade(hr, np.random.default_rng([seed, k]), scale, cfg, trace))
+            name = f"{path.stem}_s{seed}_{k}.png"
+            Image.fromarray(lr).save(out / name)
+            rows.append({"file": name, "source": str(path), "seed": [seed, k], "applied": trace})
+            tiles.append(lr)
+        h, w = tiles[0].shape[:2]
+        panel = Image.new("RGB", ((w * scale + 4) * len(tiles) - 4, h * scale), "white")
+        for i, tile in enumerate(tiles):
+            panel.paste(Image.fromarray(tile).resize((w * scale, h * scale), Image.Resampling.NEAREST),
+                        (i * (w * scale + 4), 0))
+        panel.save(out / f"{path.stem}_panel.png")
+    (out / "degradations.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows

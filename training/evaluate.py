@@ -4,8 +4,12 @@ For each HR image: crop to a multiple of the scale, LR = the protocol's
 bicubic downscale, SR = the engine of ``model/`` (whole image by default),
 PSNR and SSIM on Y with ``scale`` border pixels cropped; NIQE (no reference,
 lower is more natural; ``model.niqe``) of the SR, of the bicubic upscale and
-of the HR itself; and the colour shift, the largest difference of an RGB
-channel's mean between SR and HR (0..255 levels). No TensorFlow.
+of the HR itself; the colour shift, the largest difference of an RGB
+channel's mean between SR and HR (0..255 levels); and the flat-region error
+(``model.quality.flat_region_error``). ``condition`` replaces the clean LR by a
+real-world one (``training.degradations.CONDITIONS``: JPEG, noise + JPEG,
+blur + JPEG, the training mix), decoded from the file a user would upload. No
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from model.images import read_image
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe as niqe_score
-from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y, ssim_y
+from model.quality import bicubic_upscale, crop_to_multiple, flat_region_error, psnr_y, ssim_y
+from training.degradations import CONDITIONS, degrade_condition
 from training.sources import list_images, read_rgb
 
 PROTOCOL = (
@@ -28,7 +34,7 @@ PROTOCOL = (
 
 def evaluate_model(
     model: Path, data: Path, *, scale: int | None = None, tile: int = 0, detail: float | None = None,
-    niqe: bool = True,
+    niqe: bool = True, condition: str = "clean",
 ) -> dict[str, Any]:
     """Measure ``model`` on every image under ``data``; the report ``srgan eval --json`` prints.
 
@@ -49,10 +55,12 @@ def evaluate_model(
     paths = list_images(data)
     if not paths:
         raise FileNotFoundError(f"no images under {data}")
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}: one of {', '.join(CONDITIONS)}")
     images = []
-    for path in paths:
+    for i, path in enumerate(paths):
         hr = crop_to_multiple(read_rgb(path), s)
-        lr = bicubic_downscale(hr, s)
+        lr = degraded_input(hr, condition, s, seed=i)
         sr = up.upscale(lr)
         bicubic = bicubic_upscale(lr, s)
         row = {
@@ -64,11 +72,13 @@ def evaluate_model(
             "bicubic_psnr_y": psnr_y(bicubic, hr, crop=s),
             "bicubic_ssim_y": ssim_y(bicubic, hr, crop=s),
             "color_shift": color_shift(sr, hr),
+            "flat_error": flat_region_error(sr, hr, crop=s),
         }
         if niqe and min(hr.shape[:2]) >= NIQE_BLOCK:
             row.update(niqe=niqe_score(sr), bicubic_niqe=niqe_score(bicubic), hr_niqe=niqe_score(hr))
         images.append(row)
-    report: dict[str, Any] = {"model": str(model), "data": str(data), "scale": s, "protocol": PROTOCOL}
+    report: dict[str, Any] = {"model": str(model), "data": str(data), "scale": s, "protocol": PROTOCOL,
+                              "condition": condition}
     if detail is not None:
         report["detail"] = blend.describe()
     report.update(_means(images))
@@ -77,6 +87,12 @@ def evaluate_model(
         report["datasets"] = {g: _means([i for i in images if i["name"].startswith(g + "/")]) for g in sorted(groups)}
     report["images"] = images
     return report
+
+
+def degraded_input(hr: np.ndarray, condition: str, scale: int, seed: int) -> np.ndarray:
+    """The LR input of ``hr`` under ``condition``, decoded from its upload file as the service decodes it."""
+    upload = degrade_condition(hr, condition, scale, seed)
+    return np.asarray(read_image(upload.data, max_pixels=hr.shape[0] * hr.shape[1]).convert("RGB"))
 
 
 def color_shift(sr: np.ndarray, hr: np.ndarray) -> float:
@@ -95,6 +111,7 @@ def _means(images: list[dict[str, Any]]) -> dict[str, Any]:
         "bicubic_mean_psnr_y": means["bicubic_psnr_y"],
         "bicubic_mean_ssim_y": means["bicubic_ssim_y"],
         "max_color_shift": max(img["color_shift"] for img in images),
+        "mean_flat_error": _nanmean([img["flat_error"] for img in images]),
     }
     scored = [img for img in images if "niqe" in img]
     if scored:
@@ -105,6 +122,11 @@ def _means(images: list[dict[str, Any]]) -> dict[str, Any]:
             hr_mean_niqe=float(np.mean([img["hr_niqe"] for img in scored])),
         )
     return out
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -135,7 +157,9 @@ def format_table(report: dict[str, Any]) -> str:
         if "mean_niqe" in means:
             line += f"   {means['mean_niqe']:6.3f} {means['bicubic_mean_niqe']:7.3f} {means['hr_mean_niqe']:6.3f}"
         lines.append(line)
-    lines.append(f"largest colour shift (channel mean, SR vs HR): {report['max_color_shift']:.2f} levels")
+    lines.append(f"largest colour shift (channel mean, SR vs HR): {report['max_color_shift']:.2f} levels; "
+                 f"flat-region error (Y error std where HR is flat): {report['mean_flat_error']:.2f} levels")
+    lines.append(f"input: {report.get('condition', 'clean')} ({CONDITIONS[report.get('condition', 'clean')]})")
     if "detail" in report:
         lines.append(f"detail: {report['detail']}")
     lines.append(f"protocol: {report['protocol']}; NIQE: Mittal et al. 2013, lower is more natural")

@@ -24,7 +24,7 @@ import onnx
 from model.contract import ModelContract
 from model.quality import metric_tag
 from model.registry import card_path_for, sha256_of
-from training.config import GeneratorConfig
+from training.config import GeneratorConfig, TrainConfig
 from training.sources import is_div2k
 
 if TYPE_CHECKING:
@@ -223,13 +223,16 @@ def _card(
             stage=cfg.stage,
             data=str(cfg.data.data),
             data_format=fmt,
-            degradation=f"div2k {cfg.data.div2k_track}" if fmt == "div2k" else "bicubic (model.quality)",
+            degradation=_degradation(cfg, fmt),
             hr_crop=cfg.data.hr_size,
             batch_size=cfg.data.batch_size,
             loss=loss,
             optimizer={"name": "adam", "lr": cfg.optim.lr, "schedule": cfg.optim.schedule},
             planned_steps=cfg.steps,
         )
+    if cfg is not None and cfg.data.degradation == "realworld":
+        training["degradation_ranges"] = cfg.degrade.model_dump(mode="json")
+        training["extra_data"] = [str(p) for p in cfg.data.extra_data]
     training.update(_validation_history(src))
     return {
         "name": contract.name,
@@ -259,3 +262,10 @@ def _card(
         "sha256": sha256_of(output),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _degradation(cfg: TrainConfig, fmt: str) -> str:
+    if cfg.data.degradation == "realworld":
+        return ("realworld: Real-ESRGAN's second-order blur/resize/noise/JPEG model, BSRGAN's shuffled order, "
+                "sinc + JPEG last (training.degradations; ranges in degradation_ranges)")
+    return f"div2k {cfg.data.div2k_track}" if fmt == "div2k" else "bicubic (model.quality)"

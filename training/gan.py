@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from training.arch import build_discriminator, build_generator
+from training.arch import build_discriminator, build_generator, build_unet_discriminator
 from training.checkpoint import find_generator, load_generator_weights
 from training.config import TrainConfig
 from training.losses import build_content_loss, discriminator_loss, generator_adversarial_loss
@@ -55,7 +55,8 @@ class GanStage:
         self.config = config
         gen, gan = config.generator, config.gan
         self.generator = build_generator(**gen.model_dump())
-        self.discriminator = build_discriminator(config.data.hr_size, gan.d_filters, gen.bn_momentum)
+        self.discriminator = (build_unet_discriminator(gan.d_filters) if gan.discriminator == "unet"
+                              else build_discriminator(config.data.hr_size, gan.d_filters, gen.bn_momentum))
         self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
         self._content = build_content_loss(gan, features, gen.scale, self.g_optimizer.iterations)
         self.d_optimizer = build_adam(config.optim, config.steps, peak=gan.d_lr, name="d_adam")

@@ -146,7 +146,7 @@ def _changed_flags(body: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
 
 def release(
     run_dir: Path, name: str, version: str | None, bench: list[Path], out_dir: Path, *,
-    compare: list[Path] | None = None, detail_base: str | None = None,
+    compare: list[Path] | None = None, detail_base: str | None = None, denoise_base: str | None = None,
 ) -> dict[str, Any]:
     from model.registry import sha256_of
     from training.config import TrainConfig
@@ -207,6 +207,8 @@ def release(
         )
     if detail_base:
         card["detail_base"] = detail_base
+    if denoise_base:
+        card["denoise_base"] = denoise_base
     card["onnx"]["file"] = model_path.name
     card["sha256"] = sha256_of(model_path)
     card_path_for(model_path).write_text(json.dumps(card, indent=2) + "\n")

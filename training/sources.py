@@ -180,3 +180,18 @@ def decoded_bytes(pairs: list[Pair], scale: int) -> int:
             w, h = img.size
         total += 3 * w * h * (1 + 1 / scale**2)
     return int(total)
+
+
+def combined_folder_pairs(data: Path, extra: list[Path]) -> list[Pair]:
+    """The images of ``data`` and every ``extra`` folder, named relative to their folder, sorted by name.
+
+    Sorting makes the set (and so the split and the crop stream) the same however the folders are given,
+    e.g. ``train/`` plus ``train-extra/`` or one folder of links to both.
+    """
+    pairs = [p for folder in [data, *extra] for p in folder_pairs(folder)]
+    seen: dict[str, Path] = {}
+    for p in pairs:
+        if p.name in seen:
+            raise ValueError(f"two training images are both named {p.name}: {seen[p.name]} and {p.hr_path}")
+        seen[p.name] = p.hr_path
+    return sorted(pairs, key=lambda p: p.name)

@@ -31,6 +31,7 @@ from core.upscalers import Blend, build_upscaler, resolve_blend
 
 if TYPE_CHECKING:
     from model.engine import Upscaler
+    from model.strength import Strength
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,17 @@ class EngineCache:
         """The engine for ``spec``'s current version (blended with its detail base at ``detail``), loaded once."""
         return self.get_blend(spec, detail)[0]
 
-    def get_blend(self, spec: str | None = None, detail: float | None = None) -> tuple[Upscaler, Blend]:
-        """:meth:`get`, and what it resolved to (the record says which models and which detail ran)."""
+    def get_blend(self, spec: str | None = None, detail: float | None = None,
+                  denoise: Strength | None = None) -> tuple[Upscaler, Blend]:
+        """:meth:`get`, and what it resolved to (the record says which models, which detail and denoise ran).
+
+        One engine per blend of model files (the weights, not how the denoise value was chosen): an ``auto``
+        strength and an asked one of the same value share it."""
         with self._lock:
-            blend = resolve_blend(self.settings, spec, detail, resolve=self._resolve)
-            parts = [blend.target] + ([blend.base] if blend.base is not None and blend.detail != 1.0 else [])
-            files = tuple((str(i.path), i.path.stat().st_mtime_ns) for i in parts)
-            key = (*files, blend.detail)
+            blend = resolve_blend(self.settings, spec, detail, denoise=denoise, resolve=self._resolve)
+            parts = blend.parts()
+            files = tuple((str(m.path), m.path.stat().st_mtime_ns) for m, _ in parts)
+            key = (*files, tuple(w for _, w in parts))
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)
@@ -113,12 +118,12 @@ class EngineCache:
             self._engines[key] = engine
             while len(self._engines) > self.max_engines:
                 self._engines.popitem(last=False)
-            what = blend.target.ref + (f" at detail {blend.detail:.2f}" if blend.detail is not None else "")
+            what = " + ".join(f"{w:.2f} {m.ref}" for m, w in parts) if len(parts) > 1 else parts[0][0].ref
             log.info("loaded %s (%s, x%d) on %s in %s (%s)", what, blend.target.path, engine.scale,
                      engine.backend_name, engine.precision, engine.precision_note or "as configured")
-            if self.client is not None and blend.detail is None:
+            if self.client is not None and len(parts) == 1:
                 try:
-                    record_engine(self.client, blend.target.ref, {
+                    record_engine(self.client, parts[0][0].ref, {
                         "precision": engine.precision, "precision_note": engine.precision_note,
                         "backend": engine.backend_name, "at": round(time.time(), 3)})
                 except redis.RedisError as exc:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from redis import RedisError
 
@@ -23,11 +23,14 @@ from core.jobs import Job, JobStore, download_name
 from core.render import Limits, Rendered, RenderOptions, render
 from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
-from core.upscalers import provenance
+from core.upscalers import Blend, choose_denoise, provenance
 from model.errors import Canceled, SRGANError
 from model.images import default_output_format
 
 if TYPE_CHECKING:
+    from PIL import Image
+
+    from model.engine import Upscaler
     from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)
@@ -150,20 +153,28 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
 
     try:
         storage.discard_partial(job_id)
-        upscaler, blend = engines.get_blend(job.params.get("model"), job.params.get("detail"))
-        contract = upscaler.contract
-        prior_s, tail_s = _expected_s(store, blend.target.name, job, settings, upscaler.scale)
-        prior_s = prior_s + tail_s if prior_s is not None else None
-        store.update_running(job_id, attempt=attempt, model={"name": contract.name, "version": contract.version,
-                                            "scale": upscaler.scale, "backend": upscaler.backend_name,
-                                            "precision": upscaler.precision, **blend.describe()},
-                             **({"eta_s": round(prior_s, 1)} if prior_s is not None else {}))
-        hooks.begin(prior_s - tail_s if prior_s is not None else None, tail_s)
+        ran: list[Blend] = []
+
+        def pick(img: Image.Image) -> tuple[Upscaler, dict[str, Any]]:
+            """The engine for the decoded upload (denoise auto reads it), recorded on the job before it runs."""
+            spec = job.params.get("model")
+            denoise = choose_denoise(engines.resolve(spec), job.params.get("denoise"), img)
+            upscaler, blend = engines.get_blend(spec, job.params.get("detail"), denoise)
+            contract = upscaler.contract
+            prior_s, tail_s = _expected_s(store, blend.target.name, job, settings, upscaler.scale)
+            store.update_running(job_id, attempt=attempt, model={
+                "name": contract.name, "version": contract.version, "scale": upscaler.scale,
+                "backend": upscaler.backend_name, "precision": upscaler.precision, **blend.describe()},
+                **({"eta_s": round(prior_s + tail_s, 1)} if prior_s is not None else {}))
+            hooks.begin(prior_s, tail_s)  # the engine starts now
+            ran.append(blend)
+            return upscaler, provenance(upscaler, blend)
+
         t0 = time.perf_counter()
         with storage.input_file(job_id) as source:  # the file itself, or a download removed after the block
-            result = render(upscaler, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
-                            progress=hooks.progress, should_stop=hooks.should_stop,
-                            provenance=provenance(upscaler, blend))
+            result = render(pick, source, RenderOptions.from_params(job.params), Limits.from_settings(settings),
+                            progress=hooks.progress, should_stop=hooks.should_stop)
+        blend = ran[-1]
         if store.cancel_requested(job_id):  # after the last tile: the result is not written at all
             raise Canceled("canceled after the last tile, before the result was committed")
         if not store.touch(job_id, attempt):  # given up while it ran (queued again): the new run writes it

@@ -32,7 +32,7 @@ from core.jobs import Job, new_job_id
 from core.limits import JobLimits, Refused
 from core.storage import StoredResult, content_disposition
 from model.images import ImageInfo
-from model.interpolate import round_detail
+from model.interpolate import round_denoise, round_detail
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,10 @@ def _limits(services: Services, caller: Caller) -> JobLimits:
 
 
 def choose_model(services: Services, params: JobRequest) -> ModelRef:
-    """The model a job with ``params`` runs; a ``detail`` needs a model with a detail base that is offered."""
-    return services.catalog.select(model=params.model, scale=params.scale, detail=params.detail is not None)
+    """The model a job with ``params`` runs; a ``detail`` needs a model with a detail base that is offered, an asked
+    ``denoise`` strength (not ``auto``) one with a denoise base."""
+    return services.catalog.select(model=params.model, scale=params.scale, detail=params.detail is not None,
+                                   denoise=isinstance(params.denoise, float))
 
 
 def _admit(services: Services, upload: Upload, *, caller: Caller, idempotency_key: str | None,
@@ -232,7 +234,9 @@ def _accept(services: Services, upload: Upload, params: JobRequest, job_id: str,
             # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
             params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
                     "format": params.format, "quality": params.quality,
-                    **({"detail": round_detail(params.detail)} if params.detail is not None else {})},
+                    **({"detail": round_detail(params.detail)} if params.detail is not None else {}),
+                    **({"denoise": params.denoise if params.denoise == "auto" else round_denoise(params.denoise)}
+                       if params.denoise is not None else {})},
             owner=caller.name, limits=_limits(services, caller), pixels=info.width * info.height, extra=extra,
         )
     except Refused as exc:

@@ -53,7 +53,8 @@ async function loadModels() {
     picker.replaceChildren(...offered.map((m) => {
       const option = document.createElement("option");
       option.value = m.name;
-      option.textContent = `${m.name} (×${m.scale ?? "?"}${m.detail_base ? ", detail" : ""})`;
+      const knobs = [m.detail_base ? "detail" : "", m.denoise_base ? "denoise" : ""].filter(Boolean);
+      option.textContent = `${m.name} (×${m.scale ?? "?"}${knobs.map((k) => ", " + k).join("")})`;
       option.selected = active && m.name === active.name;
       return option;
     }));
@@ -69,6 +70,9 @@ function updateDetail() {
   const model = chosenModel();
   show("detail-row", Boolean(model && model.detail_base));
   $("detail-value").textContent = Number($("detail").value).toFixed(2);
+  show("denoise-row", Boolean(model && model.denoise_base));
+  $("denoise").disabled = $("denoise-auto").checked;
+  $("denoise-value").textContent = $("denoise-auto").checked ? "auto" : Number($("denoise").value).toFixed(2);
 }
 
 // --- Server-Sent Events over fetch (EventSource cannot send the API key header) -----------------
@@ -129,6 +133,7 @@ function formFor(files) {
   for (const file of files) form.append("file", file, file.name);
   for (const name of ["scale", "format", "model"]) if ($(name).value) form.append(name, $(name).value);
   if (!$("detail-row").hidden) form.append("detail", $("detail").value);
+  if (!$("denoise-row").hidden) form.append("denoise", $("denoise-auto").checked ? "auto" : $("denoise").value);
   if ($("quality").value && $("quality").value !== "95") form.append("quality", $("quality").value);
   return form;
 }
@@ -224,10 +229,11 @@ async function showResult(job, file) {
   $("download").download = job.output.filename;
   const ran = job.model || {};
   const detail = ran.detail !== null && ran.detail !== undefined ? `, detail ${ran.detail.toFixed(2)}` : "";
+  const denoise = ran.denoise ? `, denoise ${ran.denoise.value.toFixed(2)} (${ran.denoise.from})` : "";
   $("result-info").textContent =
     `${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}, ` +
     `${(blob.size / 1024).toFixed(0)} KiB, ${ran.name ?? "?"}${ran.version ? ":" + ran.version : ""}${detail}` +
-    (job.output.bit_depth === 16 ? ", 16 bits per channel" : "") +
+    denoise + (job.output.bit_depth === 16 ? ", 16 bits per channel" : "") +
     (drawn ? "" : " (this browser cannot show the original, so \"before\" is blank)");
   setSlider(50);
   setZoom(false);
@@ -494,6 +500,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("cancel").addEventListener("click", cancel);
   $("model").addEventListener("change", updateDetail);
   $("detail").addEventListener("input", updateDetail);
+  $("denoise").addEventListener("input", updateDetail);
+  $("denoise-auto").addEventListener("change", updateDetail);
   $("archive").addEventListener("click", downloadArchive);
   $("clear-history").addEventListener("click", () => { localStorage.removeItem(HISTORY_KEY); renderHistory(); });
   enablePanning();

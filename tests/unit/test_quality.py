@@ -87,3 +87,22 @@ def test_ssim_of_constant_images_with_a_luminance_shift():
 def test_metrics_reject_mismatched_shapes():
     with pytest.raises(ValueError):
         psnr_y(_image(20, 20), _image(20, 24))
+
+
+def test_flat_region_error_sees_noise_on_flat_ground_truth_only():
+    from model.quality import flat_region_error
+
+    rng = np.random.default_rng(0)
+    hr = np.full((64, 64, 3), 120, np.uint8)
+    hr[:, 32:] = (rng.random((64, 32, 3)) * 255).astype(np.uint8)  # right half: texture, never flat
+    noise = rng.normal(0, 6, hr.shape)
+    on_flat = hr.astype(np.float64).copy()
+    on_flat[:, :26] += noise[:, :26]
+    on_texture = hr.astype(np.float64).copy()
+    on_texture[:, 40:] += noise[:, 40:]
+    assert flat_region_error(hr, hr) == 0.0
+    assert flat_region_error(on_flat, hr) > 2.0  # Y error std of RGB noise sigma 6
+    assert flat_region_error(on_texture, hr) == 0.0
+    offset = hr.astype(np.float64) + 10  # a uniform shift is colour shift's business, not this
+    assert flat_region_error(offset, hr, crop=4) == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(flat_region_error(hr[:, 34:], hr[:, 34:]))  # no flat pixel

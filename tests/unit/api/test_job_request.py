@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 def test_defaults_and_aliases():
     assert JobRequest.model_validate({}).model_dump() == {"scale": None, "model": None, "format": None, "quality": 95,
-                                                          "detail": None}
+                                                          "detail": None, "denoise": None}
     assert JobRequest.model_validate({"detail": "0.25"}).detail == 0.25
     assert JobRequest.model_validate({"detail": ""}).detail is None
     parsed = JobRequest.model_validate({"scale": "2", "format": "JPG", "quality": "80", "model": "srresnet_x4:3"})
@@ -24,10 +24,24 @@ def test_defaults_and_aliases():
 @pytest.mark.parametrize("fields", [{"scale": "0"}, {"scale": "9"}, {"scale": "2.5"}, {"scale": "x"},
                                     {"format": "gif"}, {"quality": "0"}, {"quality": "101"},
                                     {"detail": "-0.1"}, {"detail": "1.5"}, {"detail": "nan"},
+                                    {"denoise": "-0.1"}, {"denoise": "1.01"}, {"denoise": "nan"},
+                                    {"denoise": "strong"}, {"denoise": "inf"},
                                     {"model": "../../etc/passwd.onnx"}, {"model": "/abs/path.onnx"}, {"other": "1"}])
 def test_bad_parameters(fields):
     with pytest.raises(ValidationError):
         JobRequest.model_validate(fields)
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("auto", "auto"), (" AUTO ", "auto"), ("0", 0.0), ("0.62", 0.62),
+                                               ("1", 1.0), ("", None)])
+def test_denoise_is_auto_or_a_strength(value, parsed):
+    assert JobRequest.model_validate({"denoise": value}).denoise == parsed
+
+
+def test_a_bad_denoise_names_the_field():
+    with pytest.raises(ValidationError) as info:
+        JobRequest.model_validate({"denoise": "strong"})
+    assert {err["loc"][0] for err in info.value.errors()} == {"denoise"}
 
 
 def test_job_view_and_download_name():

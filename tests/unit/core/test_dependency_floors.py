@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 LOCKS = {"api": ["s3"], "worker-cpu": ["cpu", "openvino", "s3"], "worker-gpu": ["gpu", "s3"],
-         "ci": ["cpu", "openvino", "train", "dev", "s3"]}
+         "ci": ["cpu", "openvino", "train", "dev", "s3", "reference"]}
 
 # package -> first version without the advisory (what a floor must reach)
 ADVISORY_FLOORS = {

@@ -130,3 +130,125 @@ def test_shipped_pairs_are_seeded_base_first_and_checked(pair, tmp_path):
     shutil.copy(other, shipped / "z_psnr.onnx")  # a base of another architecture
     with pytest.raises(DeployRefused, match="cannot serve detail with z_psnr"):
         Registry(tmp_path / "bad").seed(shipped)
+
+
+def test_a_four_way_blend_is_bilinear_in_the_weights(tmp_path, image):
+    """denoise x detail: four models of one family; the blend's weights are the bilinear mix of theirs."""
+    import onnx
+    from onnx import numpy_helper
+
+    from model.interpolate import blend_models
+
+    corners = [make_conv_model(tmp_path / f"m{i}.onnx", seed=10 + i, name=f"m{i}") for i in range(4)]
+    t, n = 0.3, 0.6
+    coefs = [(1 - t) * (1 - n), t * (1 - n), (1 - t) * n, t * n]
+    proto = blend_models(list(zip(corners, coefs)))
+    weights = [{w.name: numpy_helper.to_array(w) for w in onnx.load(str(c)).graph.initializer} for c in corners]
+    for w in proto.graph.initializer:
+        expected = sum(c * ws[w.name].astype(np.float64) for c, ws in zip(coefs, weights))
+        assert np.allclose(numpy_helper.to_array(w), expected, atol=1e-6)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert '"weight": 0.42' in meta["srgan_blend"]
+    # a blend whose single part has weight 1 is that model
+    path = tmp_path / "one.onnx"
+    onnx.save(blend_models([(corners[2], 1.0)]), str(path))
+    assert np.abs(_run(path, image) - _run(corners[2], image)).max() <= 1e-3
+    with pytest.raises(ValueError, match="add up"):
+        blend_models([(corners[0], 0.5), (corners[1], 0.4)])
+    with pytest.raises(PairMismatch):
+        blend_models([(make_srresnet_model(tmp_path / "other.onnx"), 0.5), (corners[0], 0.5)])
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("inf"), "strong"])
+def test_denoise_outside_0_1_is_refused_naming_it(value):
+    from model.interpolate import round_denoise
+
+    with pytest.raises(InvalidParameter, match="^denoise must"):
+        round_denoise(value)
+
+
+def _card(path, **fields):
+    import json
+
+    path.with_name(f"{path.stem}.card.json").write_text(json.dumps(fields))
+    return path
+
+
+@pytest.fixture
+def family(tmp_path):
+    """Four models of one family in a registry: clean psnr/gan and real-world psnr/gan (tiny conv nets)."""
+    registry = Registry(tmp_path / "models")
+    files = {name: make_conv_model(tmp_path / f"{name}.onnx", seed=20 + i, name=name)
+             for i, name in enumerate(["psnr", "gan", "rw", "rw_gan"])}
+    deploy_model(registry, files["psnr"], name="psnr")
+    deploy_model(registry, _card(files["gan"], detail_base="psnr"), name="gan")
+    deploy_model(registry, _card(files["rw"], denoise_base="psnr"), name="rw")
+    deploy_model(registry, _card(files["rw_gan"], detail_base="rw", denoise_base="gan"), name="rw_gan")
+    settings = Settings(_env_file=None, models_dir=registry.root, model="psnr", backend="onnxruntime", threads=1,
+                        tile=0, overlap=0, model_refresh_s=3600)
+    return settings, files
+
+
+def _jpeg_image(quality):
+    import io
+
+    from model.images import read_image
+
+    buf = io.BytesIO()
+    _png_image().save(buf, "JPEG", quality=quality)
+    return read_image(buf.getvalue(), max_pixels=10**6)
+
+
+def test_denoise_and_detail_blend_the_four_models_of_a_family(family, image):
+    from core.upscalers import choose_denoise
+    from model.strength import Strength
+
+    settings, files = family
+    cache = EngineCache(settings, None)
+    rw_gan = cache.resolve("rw_gan")
+    # the corners are the four models themselves
+    for detail, denoise, corner in ((0.0, 0.0, "psnr"), (1.0, 0.0, "gan"), (0.0, 1.0, "rw"), (1.0, 1.0, "rw_gan")):
+        engine, blend = cache.get_blend("rw_gan", detail, Strength(denoise, "asked"))
+        assert [(m.name, w) for m, w in blend.parts()] == [(corner, 1.0)]
+        assert np.abs(engine.upscale(image).astype(int) - _run(files[corner], image).astype(int)).max() <= 1
+    engine, blend = cache.get_blend("rw_gan", 0.25, Strength(0.5, "auto: jpeg q60, noise 1.0"))
+    assert [(m.name, w) for m, w in blend.parts()] == [("psnr", 0.375), ("gan", 0.125), ("rw", 0.375),
+                                                      ("rw_gan", 0.125)]
+    assert blend.describe() == {"detail": 0.25, "detail_base": "rw:1", "detail_target": "rw_gan:1",
+                                "denoise": {"value": 0.5, "from": "auto: jpeg q60, noise 1.0"},
+                                "denoise_base": "gan:1"}
+    # the same weights, however the strength was chosen: one engine
+    assert cache.get_blend("rw_gan", 0.25, Strength(0.5, "asked"))[0] is engine
+    # a denoise model alone: denoise blends it with its clean model
+    _, blend = cache.get_blend("rw", None, Strength(0.3, "asked"))
+    assert [(m.name, w) for m, w in blend.parts()] == [("psnr", 0.7), ("rw", 0.3)]
+
+    # auto: a clean PNG gets 0 (the clean model), a bad JPEG more, a strong one the most
+    clean = choose_denoise(rw_gan, "auto", _png_image())
+    assert clean is not None and clean.value == 0.0 and clean.reason.startswith("auto: no jpeg tables")
+    q60, q30 = choose_denoise(rw_gan, None, _jpeg_image(60)), choose_denoise(rw_gan, "auto", _jpeg_image(30))
+    assert q60 is not None and q30 is not None and 0 < q60.value < q30.value
+    assert q60.reason.startswith("auto: jpeg q60")
+    assert choose_denoise(rw_gan, 0.62, _png_image()) == Strength(0.6, "asked")
+    # a model without denoise control: auto leaves it alone, a number is refused
+    psnr = cache.resolve("psnr")
+    assert choose_denoise(psnr, "auto", _jpeg_image(30)) is None
+    with pytest.raises(InvalidParameter, match="no denoise control"):
+        choose_denoise(psnr, 0.5, _png_image())
+    with pytest.raises(InvalidParameter, match="denoise must be between 0 and 1"):
+        choose_denoise(rw_gan, 1.5, _png_image())
+
+
+def _png_image():
+    from PIL import Image
+
+    y, x = np.mgrid[0:24, 0:32]
+    return Image.fromarray(np.stack([x * 8, y * 10, x * 0 + 90], axis=2).astype(np.uint8))
+
+
+def test_deploy_refuses_a_denoise_model_that_cannot_blend_with_its_clean_model(tmp_path):
+    registry = Registry(tmp_path / "models")
+    deploy_model(registry, make_conv_model(tmp_path / "clean.onnx", seed=1, name="clean"), name="clean")
+    bad = _card(make_srresnet_model(tmp_path / "bad.onnx"), denoise_base="clean")
+    with pytest.raises(DeployRefused, match="cannot serve denoise with clean.*different networks"):
+        deploy_model(registry, bad, name="rw")

@@ -59,3 +59,18 @@ def test_discriminator_output_shape():
     out = disc(np.zeros((3, 32, 32, 3), np.float32), training=False)
     assert tuple(out.shape) == (3, 1)
     assert np.all((np.asarray(out) >= 0) & (np.asarray(out) <= 1))
+
+
+def test_unet_discriminator_judges_every_pixel_and_is_spectrally_normalised():
+    import keras
+
+    from training.arch import build_unet_discriminator
+
+    disc = build_unet_discriminator(filters=8)
+    for h, w in ((32, 32), (48, 64)):  # any size that is a multiple of 8
+        out = disc(np.random.default_rng(0).uniform(0, 255, (2, h, w, 3)).astype(np.float32), training=False)
+        assert tuple(out.shape) == (2, h, w, 1)
+        assert np.all((np.asarray(out) > 0) & (np.asarray(out) < 1))
+    wrapped = [layer for layer in disc.layers if isinstance(layer, keras.layers.SpectralNormalization)]
+    assert len(wrapped) == 8  # all but the first and the last convolution
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in disc.layers)

@@ -187,3 +187,29 @@ def test_small_images_are_left_out(tmp_path, make_images):
     make_images(tmp_path / "d", 2, size=(20, 20), prefix="tiny")
     data = load_training_data(DataConfig(data=tmp_path / "d", hr_size=32, val_fraction=0), 4)
     assert data.store.count == 3 and data.validation == []
+
+
+def test_realworld_crops_are_degraded_from_the_hr_crop_and_resume_exactly(image_folder):
+    from training.config import DataConfig, DegradeConfig
+    from training.data import load_training_data, make_dataset
+
+    cfg = DataConfig(data=image_folder, hr_size=32, batch_size=2, val_fraction=0.25, degradation="realworld")
+    data = load_training_data(cfg, 4, DegradeConfig())
+    assert "realworld LR" in data.description
+    val = data.validation[0]
+    assert val.lr.shape[0] * 4 == val.hr.shape[0] and val.lr.shape[1] * 4 == val.hr.shape[1]
+    assert not np.array_equal(val.lr, bicubic_downscale(val.hr, 4))  # degraded, not the protocol's LR
+    again = load_training_data(cfg, 4, DegradeConfig())
+    assert np.array_equal(again.validation[0].lr, val.lr)  # fixed seeds: the same validation set every run
+
+    batches = iter(make_dataset(data.store, cfg, 4, seed=3))
+    first, _, third = next(batches), next(batches), next(batches)
+    lr, hr = (np.asarray(t) for t in first)
+    assert lr.shape == (2, 8, 8, 3) and hr.shape == (2, 32, 32, 3)
+    clean = np.stack([bicubic_downscale(h.astype(np.uint8), 4) for h in hr])
+    assert np.abs(lr - clean).mean() > 1.0
+    resumed = next(iter(make_dataset(data.store, cfg, 4, seed=3, start_step=2)))
+    assert np.array_equal(np.asarray(resumed[0]), np.asarray(third[0]))
+    assert np.array_equal(np.asarray(resumed[1]), np.asarray(third[1]))
+    other = next(iter(make_dataset(data.store, cfg, 4, seed=4)))
+    assert not np.array_equal(np.asarray(other[0]), lr)

@@ -256,3 +256,22 @@ def test_gan_step_with_redrawn_weights_and_the_lowfreq_term(tmp_path, make_confi
     with pytest.raises(ValueError, match="random-vgg19 loss only"):
         make_config(tmp_path, tmp_path, stage="gan", **{"gan.perceptual": "none", "gan.perceptual_redraw": True,
                                                          "gan.pixel_weight": 1.0})
+
+
+def test_gan_step_with_the_unet_discriminator(tmp_path, make_config):
+    import tensorflow as tf
+
+    from training.gan import GanStage
+
+    config = make_config(tmp_path, tmp_path, stage="gan", **{
+        "gan.discriminator": "unet", "gan.d_filters": 4, "gan.perceptual": "none", "gan.pixel_weight": 1.0,
+        "gan.adv_weight": 0.1})
+    stage = GanStage(config)
+    stage.build()
+    assert stage.discriminator.name == "unet_discriminator"
+    hr = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    d_before = [v.numpy().copy() for v in stage.discriminator.trainable_variables]
+    metrics = {k: float(v) for k, v in tf.function(stage.train_step)(hr[:, ::4, ::4], hr).items()}
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert metrics["d_loss"] > 0
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(d_before, stage.discriminator.trainable_variables))

@@ -211,3 +211,51 @@ def test_a_run_seeded_from_bare_weights_continues_at_their_step(tmp_path, image_
     result = train(seeded)
     assert result.step == 40
     assert json.loads((tmp_path / "b" / "config.json").read_text())["init_step"] == 30
+
+
+PACK_SCRIPT = textwrap.dedent(
+    """
+    import json, subprocess, sys
+    from pathlib import Path
+    import numpy as np
+    import tensorflow as tf
+    from training.config import TrainConfig, merge
+    from training.runpack import pack_run, unpack_run
+    from training.trainer import train
+
+    base = TrainConfig.load(Path(sys.argv[1]))
+    straight, split, moved = sys.argv[2], sys.argv[3], sys.argv[4]
+    train(merge(base, {"run_dir": straight, "steps": 4}))
+    train(merge(base, {"run_dir": split, "steps": 4}), stop_at=2)
+    packed = Path(split).parent / "run.tar"
+    names = pack_run(Path(split), packed)
+    unpack_run(packed, Path(moved))  # another machine: only the file travelled
+    second = train(merge(TrainConfig.load(Path(moved) / "config.json"), {"run_dir": moved}), resume=True)
+
+    def variables(run):
+        reader = tf.train.load_checkpoint(str(Path(run) / "checkpoints"))
+        return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k}
+
+    a, b = variables(straight), variables(moved)
+    worst = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
+    print(json.dumps({"worst": worst, "second": second.step, "names": names, "same": sorted(a) == sorted(b)}))
+    """
+)
+
+
+def test_a_packed_run_continues_exactly_elsewhere(tmp_path, image_folder, make_config):
+    config = make_config(tmp_path, image_folder, deterministic=True, seed=5, ckpt_every=1, keep=3)
+    config_file = tmp_path / "config.json"
+    config.save(config_file)
+    out = subprocess.run(
+        [sys.executable, "-c", PACK_SCRIPT, str(config_file), str(tmp_path / "straight"), str(tmp_path / "split"),
+         str(tmp_path / "moved")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["second"] == 4 and result["same"]
+    assert result["worst"] < 1e-5, result
+    assert "checkpoints/ckpt-2.index" in result["names"] and "checkpoints/ckpt-1.index" not in result["names"]
+    assert {"config.json", "validation.jsonl", "best.weights.h5", "checkpoints/checkpoint"} <= set(result["names"])
+    again = subprocess.run([sys.executable, "-m", "cli.main", "train", "unpack", str(tmp_path / "run.tar"),
+                            str(tmp_path / "moved")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds checkpoints" in again.stderr

@@ -62,12 +62,21 @@ class Engines:
             raise self.error
         return self.upscaler
 
-    def get_blend(self, spec=None, detail=None):
+    def _ref(self):
         from core.catalog import ModelRef
+
+        return ModelRef(name="n", version="1", scale=self.upscaler.scale if self.upscaler else 4, path=Path("n.onnx"))
+
+    def resolve(self, spec=None):
+        if self.error is not None:
+            raise self.error
+        return self._ref()
+
+    def get_blend(self, spec=None, detail=None, denoise=None):
         from core.upscalers import Blend
 
         upscaler = self.get(spec, detail)
-        return upscaler, Blend(ModelRef(name="n", version="1", scale=upscaler.scale, path=Path("n.onnx")))
+        return upscaler, Blend(self._ref())
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +85,12 @@ def upscaler(tmp_path_factory):
     return Upscaler.from_file(path, backend="onnxruntime", threads=1, tile=16, overlap=2)
 
 
-def run(tmp_path, engines) -> tuple[str, dict]:
+def run(tmp_path, engines, upload: bytes | None = None) -> tuple[str, dict]:
     job_id = new_job_id()
     storage = FolderStorage(tmp_path / "jobs").ensure()
+    if upload is not None:  # the engine is chosen for the decoded upload: a model error comes after it is read
+        storage.input_path(job_id).parent.mkdir(parents=True, exist_ok=True)
+        storage.input_path(job_id).write_bytes(upload)
     store = FakeStore(job_id)
     outcome = process_job(job_id, store=cast(JobStore, store), storage=storage, engines=engines,
                           settings=Settings(_env_file=None), worker="w1")
@@ -87,10 +99,20 @@ def run(tmp_path, engines) -> tuple[str, dict]:
     return outcome, fields["error"]
 
 
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def test_a_missing_model_file_is_an_internal_error_not_a_missing_upload(tmp_path):
     model_file = tmp_path / "models" / "sr" / "v1" / "model.onnx"  # removed from the registry meanwhile
     gone = FileNotFoundError(errno.ENOENT, "No such file or directory", str(model_file))
-    _, error = run(tmp_path, Engines(error=gone))
+    _, error = run(tmp_path, Engines(error=gone), upload=_png())
     assert error["code"] == "internal_error"
     assert "uploaded image" not in error["message"]
 
@@ -123,6 +145,8 @@ class FlakyStore(FakeStore):
 def test_a_redis_error_is_raised_for_the_task_to_retry_not_recorded_as_the_jobs_failure(tmp_path, upscaler, fail):
     job_id = new_job_id()
     storage = FolderStorage(tmp_path / "jobs").ensure()
+    storage.input_path(job_id).parent.mkdir(parents=True)
+    storage.input_path(job_id).write_bytes(_png())  # the model is recorded once the upload is decoded
     store = FlakyStore(job_id, fail)
     with pytest.raises(redis.RedisError):
         process_job(job_id, store=cast(JobStore, store), storage=storage,

@@ -1,0 +1,78 @@
+"""denoise ``auto``'s inputs: the JPEG quality from the file's tables and the noise level from the pixels."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.strength import AUTO, auto_denoise, estimate, jpeg_quality, noise_sigma, standard_table
+
+pytestmark = pytest.mark.unit
+
+
+def _smooth(h: int = 256, w: int = 256) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 200 / w + 20, y * 200 / h + 20, 100 + 50 * np.sin(x / 40)], axis=2)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf)
+
+
+@pytest.mark.parametrize("quality", [10, 30, 45, 50, 58, 60, 75, 80, 90, 95, 100])
+def test_jpeg_quality_read_back_from_the_tables(quality):
+    assert jpeg_quality(_jpeg(_smooth(), quality)) == quality
+
+
+def test_no_tables_no_quality():
+    buf = io.BytesIO()
+    Image.fromarray(_smooth().astype(np.uint8)).save(buf, "PNG")
+    buf.seek(0)
+    assert jpeg_quality(Image.open(buf)) is None
+
+
+def test_standard_table_is_libjpegs():
+    assert standard_table(50)[:8].tolist() == [16, 11, 10, 16, 24, 40, 51, 61]
+    assert standard_table(100).max() == 1
+    assert standard_table(1).min() == 255 or standard_table(1).max() == 255
+
+
+@pytest.mark.parametrize("sigma", [2.0, 5.0, 10.0, 20.0])
+def test_noise_sigma_of_gray_noise_on_a_smooth_image(sigma):
+    rng = np.random.default_rng(0)
+    noisy = _smooth() + rng.normal(0, sigma, (256, 256, 1))  # gray noise: the luma's sigma is sigma
+    assert noise_sigma(np.clip(np.round(noisy), 0, 255).astype(np.uint8)) == pytest.approx(sigma, rel=0.15)
+
+
+def test_noise_sigma_of_a_clean_image_is_small_and_grows_with_noise():
+    clean = np.round(_smooth()).astype(np.uint8)
+    rng = np.random.default_rng(1)
+    levels = [noise_sigma(np.clip(clean + rng.normal(0, s, clean.shape), 0, 255).astype(np.uint8))
+              for s in (0.0, 3.0, 6.0, 12.0)]
+    assert levels[0] < 0.7
+    assert levels == sorted(levels) and levels[-1] > 4 * levels[1] / 2
+
+
+def test_auto_is_zero_for_clean_and_grows_with_damage():
+    clean = auto_denoise(None, 0.5)
+    assert clean.value == 0.0 and clean.reason == "no jpeg tables, noise 0.5"
+    assert auto_denoise(95, 0.5).value == 0.0
+    values = [auto_denoise(q, 1.0).value for q in (90, 75, 60, 45, 30)]
+    assert values == sorted(values) and values[-1] == 1.0 and values[0] > 0
+    assert auto_denoise(None, AUTO.noise_strong + 5).value == 1.0
+    both = auto_denoise(60, 8.0)
+    assert both.value == max(auto_denoise(60, 0).value, auto_denoise(None, 8.0).value)
+    assert both.to_json() == {"value": both.value, "from": "jpeg q60, noise 8.0"}
+
+
+def test_estimate_reads_a_decoded_upload():
+    img = _jpeg(_smooth(), 58)
+    strength = estimate(img, np.asarray(img.convert("RGB")))
+    assert strength.reason.startswith("jpeg q58, noise ")
+    assert 0 < strength.value < 1
