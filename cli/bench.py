@@ -46,6 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _runner(module: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from cli.exits import USAGE, fail, missing_path
+        from model.locate import is_path
+
+        model = getattr(args, "model", None)
+        models = model if isinstance(model, list) else [model]
+        missing = missing_path(*(Path(m) for m in models if m is not None and is_path(str(m))))
+        if missing:  # before a benchmark starts services or loads anything
+            return fail(missing, USAGE, command="bench")
         return int(importlib.import_module(f"bench.{module}").run(args))
 
     return run

@@ -72,6 +72,10 @@ TABLE = [
     ("figures: a missing source", ["figures", "curve", "{d}/no_run", "-o", "{d}/c.png"], exits.USAGE, ["no_run"]),
     ("train: no stage", ["train"], exits.USAGE, []),
     ("bench: no benchmark", ["bench"], exits.USAGE, []),
+    ("bench: a missing model", ["bench", "engine", "--model", "{d}/missing.onnx", "--quick"], exits.USAGE,
+     ["missing.onnx", "check the path"]),
+    ("bench: a model that is not one", ["bench", "engine", "--model", "{d}/garbage.onnx", "--quick"], exits.FAILED,
+     ["garbage.onnx"]),
     ("no command", [], exits.USAGE, []),
 ]
 
