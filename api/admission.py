@@ -173,7 +173,8 @@ def accept(services: Services, upload: Upload, params: JobRequest, job_id: str, 
         job = services.store.create(
             job_id,
             input={"filename": upload.filename, "format": info.format.lower(), "width": info.width,
-                   "height": info.height, "orientation": info.orientation, "mode": info.mode, "bytes": upload.size},
+                   "height": info.height, "orientation": info.orientation, "mode": info.mode, "bit_depth": info.bits,
+                   "bytes": upload.size},
             # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
             params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
                     "format": params.format, "quality": params.quality,

@@ -25,4 +25,4 @@ def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
 def check_output(info: ImageInfo, *, scale: int, max_output_pixels: int, fmt: str | None) -> None:
     check_output_pixels(info.width, info.height, scale, max_output_pixels)
     if fmt == "jpeg" and info.has_alpha:
-        raise InvalidParameter("JPEG cannot hold this image's transparency; ask for png or webp")
+        raise InvalidParameter("JPEG cannot hold this image's transparency; ask for png, webp or avif")

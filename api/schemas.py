@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from core.job_record import Job, download_name
 
-OutputFormat = Literal["png", "jpeg", "webp"]
+OutputFormat = Literal["png", "jpeg", "webp", "avif"]
 
 
 class JobRequest(BaseModel):
@@ -21,9 +21,9 @@ class JobRequest(BaseModel):
     model: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$",
                               description="model name or name:version; default: the active model")
     format: Annotated[OutputFormat | None, WithJsonSchema(
-        {"anyOf": [{"type": "string", "enum": ["png", "jpeg", "jpg", "webp"]}, {"type": "null"}]}
+        {"anyOf": [{"type": "string", "enum": ["png", "jpeg", "jpg", "webp", "avif"]}, {"type": "null"}]}
     )] = Field(None, description="output format (`jpg` is `jpeg`); default: the input's family")
-    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality; WebP 100 is lossless")
+    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP/AVIF quality; WebP 100 is lossless")
     detail: float | None = Field(
         None, ge=0, le=1,
         description="for a GAN model with a detail base (srgan_x4): 0 = its PSNR model (faithful, smooth), "
@@ -104,6 +104,9 @@ class ImageOut(BaseModel):
                                     "(1 = none, 3 = half turn, 6 and 8 = quarter turns, 2/4/5/7 mirrored)")
     format: str | None = None
     mode: str | None = None
+    bit_depth: int | None = Field(None, description="bits per channel: 16 for a 16-bit PNG or TIFF input, and for "
+                                  "its result when written as PNG (another output format holds 8: the job's "
+                                  "warnings say so)")
     bytes: int | None = None
     media_type: str | None = None
     filename: str | None = None
@@ -161,6 +164,9 @@ class JobOut(BaseModel):
         description="`aborted`: its deadline passed before it started, it never ran; `canceled`: stopped by "
         "DELETE, or by its deadline while running")
     progress: float = Field(ge=0, le=1)
+    eta_s: float | None = Field(None, ge=0, description="running jobs: estimated seconds until the result, from "
+                                "the tiles per second this worker measured on this job (before its first tiles: "
+                                "its recorded speed for the model); null otherwise")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -194,6 +200,7 @@ class JobOut(BaseModel):
                               filename=download_name(job))
         return cls(
             id=job.id, status=job.status, progress=min(max(job.progress, 0.0), 1.0),
+            eta_s=max(job.eta_s, 0.0) if job.eta_s is not None else None,
             created_at=datetime.fromtimestamp(job.created_at, timezone.utc), started_at=ts(job.started_at),
             finished_at=ts(job.finished_at),
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,

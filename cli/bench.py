@@ -25,6 +25,7 @@ BENCHMARKS = {
     "startup": "a whole srgan upscale process on a small image: f32 and auto, compile cache cold and warm",
     "realworld": "real-world conditions (JPEG, noise, blur, the training mix): our denoise/detail settings, "
                  "srresnet_x4, srgan_x4 and Real-ESRGAN x4plus side by side; criteria, panels; --calibrate",
+    "eta": "how right a job's eta_s is: the estimate at 50% progress against the time really left",
 }
 """``srgan bench NAME``: what each measures (the module is ``bench.<name with _>``)."""
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arguments = {"engine": _engine, "service": _service, "events": _events, "chaos": _chaos, "int8": _int8,
                  "gpu-check": _gpu_check, "train-speed": _train_speed, "cross-job-batch": _cross_job_batch,
                  "workers": _workers, "realworld": _realworld,
-                 "startup": _startup}
+                 "startup": _startup, "eta": _eta}
     for name, text in BENCHMARKS.items():
         p = which.add_parser(name, help=text, description=text)
         arguments[name](p)
@@ -45,6 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _runner(module: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from cli.exits import USAGE, fail, missing_path
+        from core.catalog.shipped import is_path
+
+        model = getattr(args, "model", None)
+        models = model if isinstance(model, list) else [model]
+        missing = missing_path(*(Path(m) for m in models if m is not None and is_path(str(m))))
+        if missing:  # before a benchmark starts services or loads anything
+            return fail(missing, USAGE, command="bench")
         return int(importlib.import_module(f"bench.{module}").run(args))
 
     return run
@@ -138,6 +147,13 @@ def _cross_job_batch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=16, help="images per round (default 16)")
     p.add_argument("--batches", default="1,2,4,8", help="batch sizes to compare (default 1,2,4,8)")
     p.add_argument("--repeat", type=int, default=5)
+
+
+def _eta(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model name or .onnx path (default: SRGAN_MODEL, else srresnet_x4)")
+    p.add_argument("--size", default="768x512", help="image WIDTHxHEIGHT (default 768x512)")
+    p.add_argument("--tile", type=int, default=192, help="tile size: 4 tiles or more (default 192: 4x3)")
+    p.add_argument("--repeat", type=int, default=3)
 
 
 def _workers(p: argparse.ArgumentParser) -> None:

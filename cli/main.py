@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cli import bench, exits, key, models, serve, train, upscale, worker
+from model.errors import SRGANError
 
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     upscale.register, serve.register, worker.register, models.register, key.register, train.register, bench.register,
@@ -38,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return exits.fail("interrupted", exits.INTERRUPTED, command=args.command)
+    except SRGANError as exc:  # a typed error (a model that fails to load...) a command did not report itself
+        return exits.fail(exc.message, exits.FAILED, command=args.command)
+    except FileNotFoundError as exc:  # a path a command was given that is not there: nothing could be done
+        return exits.fail(exits.describe_os_error(exc), exits.USAGE, command=args.command)
+    except OSError as exc:  # what a command did not handle itself: one sentence, not a traceback or [Errno N]
+        return exits.fail(exits.describe_os_error(exc), exits.FAILED, command=args.command)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.exits import OK, fail
+from cli.exits import FAILED, OK, USAGE, fail
 from core.catalog import store_sync
 from core.catalog.announce import service_engines
 from core.catalog.catalog import ModelCatalog
@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("models", help="list the registry's models and versions",
                        description="Names, versions, which is active, scale and measured quality (PSNR-Y on Set5 "
-                                   "and Set14, NIQE when measured), and the registry's folder.")
+                                   "and Set14; the model's NIQE, with the ground truth's and bicubic's in their own "
+                                   "columns, when measured), and the registry's folder.")
     p.add_argument("--json", action="store_true", help="print what GET /v1/models answers")
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_models)
@@ -86,6 +87,9 @@ def _publisher(catalog: ModelCatalog | None = None) -> Publisher:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
+    for given in (args.file, args.card):
+        if given is not None and not given.is_file():
+            return fail(f"{given}: no such file; check the path (nothing was published)", USAGE, command="deploy")
     try:
         card = read_card(args.card) if args.card else None
     except ModelError as exc:
@@ -126,11 +130,14 @@ def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **op
 
 
 def run_rollback(args: argparse.Namespace) -> int:
+    catalog = _catalog(args)
     try:
-        before, now, announced = Publisher(_catalog(args)).rollback(args.name, to=args.to)
+        before, now, announced = Publisher(catalog).rollback(args.name, to=args.to)
     except ModelError as exc:
         hint = "" if args.to else f"; `srgan rollback {args.name} --to VERSION` activates any published version"
-        return fail(f"{exc.message}{hint}", command="rollback")
+        known = catalog.registry.has(args.name) and (
+            args.to is None or any(v.version == args.to for v in catalog.registry.versions(args.name)))
+        return fail(f"{exc.message}{hint}", FAILED if known else USAGE, command="rollback")
     except OSError as exc:
         return fail(f"the object store failed: {exc}", command="rollback")
     print(f"{args.name}: active version {before} -> {now}")
@@ -138,18 +145,27 @@ def run_rollback(args: argparse.Namespace) -> int:
     return OK
 
 
-QUALITY_COLUMNS = (("SET5", "set5_psnr_y", "{:.2f} dB"), ("SET14", "set14_psnr_y", "{:.2f} dB"),
-                   ("NIQE", "niqe", "{:.2f}"))
-"""The quality columns of ``srgan models``: header, metric key (a ``*_niqe`` key also fills NIQE), format."""
+QUALITY_COLUMNS = (("SET5", "set5_psnr_y", "{:.2f} dB"), ("SET14", "set14_psnr_y", "{:.2f} dB"))
+"""The PSNR columns of ``srgan models``: header, metric key, format."""
+NIQE_COLUMNS = (("NIQE", ""), ("NIQE-HR", "hr_"), ("NIQE-BICUBIC", "bicubic_"))
+"""The NIQE columns: the model's own, then the references measured on the same images (the ground truth and
+bicubic), each labelled; a metric ``<set>_<prefix>niqe``."""
+_REFERENCES = ("hr", "bicubic")
 
 
-def _quality_cells(metrics: dict[str, float]) -> list[str]:
-    cells = []
-    for _, key, fmt in QUALITY_COLUMNS:
-        value = metrics.get(key)
-        if value is None and key == "niqe":
-            value = next((v for k, v in sorted(metrics.items()) if k.endswith("_niqe") and "bicubic" not in k), None)
-        cells.append(fmt.format(value) if value is not None else "-")
+def niqe_set(metrics: dict[str, float]) -> str | None:
+    """The set the model's own NIQE was measured on: ``set14`` when it was, else the first other (or None)."""
+    own = sorted(key[: -len("_niqe")] for key in metrics
+                 if key.endswith("_niqe") and not key[: -len("_niqe")].endswith(tuple(f"_{r}" for r in _REFERENCES)))
+    return "set14" if "set14" in own else own[0] if own else None
+
+
+def _quality_cells(metrics: dict[str, float], references: bool) -> list[str]:
+    cells = [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in QUALITY_COLUMNS]
+    where = niqe_set(metrics)
+    for _, prefix in NIQE_COLUMNS[: None if references else 1]:
+        value = metrics.get(f"{where}_{prefix}niqe") if where else None
+        cells.append(f"{value:.2f}" if value is not None else "-")
     return cells
 
 
@@ -170,19 +186,27 @@ def run_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(listing, indent=2))
         return OK
-    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), "PRECISION", "PUBLISHED")]
+    references = any(f"{niqe_set(m['metrics'])}_{r}_niqe" in m["metrics"] for m in listing["models"]
+                     for r in _REFERENCES)
+    niqe_headers = [c[0] for c in NIQE_COLUMNS[: None if references else 1]]
+    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers, "PRECISION",
+             "PUBLISHED")]
     for m in listing["models"]:
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
             active += " (file, not in the registry)"
         rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
-                     *_quality_cells(m["metrics"]), m["precision"] or "-", (m["published_at"] or "-")[:16]))
+                     *_quality_cells(m["metrics"], references), m["precision"] or "-",
+                     (m["published_at"] or "-")[:16]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print(f"\nregistry: {catalog.registry.root.resolve()} (SRGAN_MODELS_DIR, or SRGAN_DATA_DIR/models; "
           f"data folder {Path(settings.data_dir).resolve()})")
     print("quality: PSNR-Y on Set5/Set14 as measured at export or deploy (`srgan models --json` for every metric)")
+    print("NIQE (lower looks more natural): the model's own on Set14 (else the set it was measured on)"
+          + ("; NIQE-HR and NIQE-BICUBIC: the ground-truth images' and bicubic's on the same set" if references
+             else ""))
     print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
     return OK
 

@@ -26,7 +26,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from cli.exits import INTERRUPTED, OK, USAGE, fail
+from cli.exits import INTERRUPTED, OK, USAGE, error_text, fail, missing_path
 from cli.models import publish_and_report
 from core.catalog.registry import DeployRefused, card_path_for
 from model.errors import SRGANError
@@ -282,7 +282,7 @@ def _handle_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume)
     except (RunExists, VggWeightsMissing, FileNotFoundError, ValueError) as exc:
-        return fail(str(exc), USAGE, command="train")
+        return fail(error_text(exc), USAGE, command="train")
     best = (f"best validation NIQE {-result.best_psnr_y:.3f} (within the PSNR floor)" if config.stage == "gan"
             else f"best validation PSNR-Y {result.best_psnr_y:.3f} dB")
     logging.getLogger(__name__).info(
@@ -315,6 +315,9 @@ def _handle_degrade(args: argparse.Namespace) -> int:
 
 
 def _handle_export(args: argparse.Namespace) -> int:
+    missing = missing_path(args.source, args.eval_data)
+    if missing:
+        return fail(missing, USAGE, command="export")
     _setup_logging()
     from training.export import ExportError, export_generator  # start-up: TensorFlow
 
@@ -330,7 +333,7 @@ def _handle_export(args: argparse.Namespace) -> int:
             eval_data=args.eval_data,
         )
     except (ExportError, DeployRefused, FileNotFoundError, ValueError) as exc:
-        return fail(str(exc), command="export")
+        return fail(error_text(exc), command="export")
     print(f"wrote {args.output} (parity max |diff| {card['parity']['max_abs_diff']:.4f}) "
           f"and {card_path_for(args.output)}")
     evaluation = card.get("evaluation") or {}
@@ -348,16 +351,22 @@ def _handle_export(args: argparse.Namespace) -> int:
 def _handle_eval(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_model, format_table  # start-up: TensorFlow
 
+    missing = missing_path(args.model, args.data)
+    if missing:
+        return fail(missing, USAGE, command="eval")
     try:
         report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile, detail=args.detail,
                                 niqe=not args.no_niqe, condition=args.condition)
     except (FileNotFoundError, ValueError, SRGANError) as exc:
-        return fail(str(exc), USAGE, command="eval")
+        return fail(error_text(exc), USAGE, command="eval")
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return OK
 
 
 def _handle_release(args: argparse.Namespace) -> int:
+    missing = missing_path(args.run_dir, *args.bench, *args.compare)
+    if missing:
+        return fail(missing, USAGE, command="release")
     _setup_logging()
     from training.export import ExportError  # start-up: TensorFlow
     from training.release import WEIGHTS_DIR, release  # start-up: TensorFlow
@@ -366,12 +375,17 @@ def _handle_release(args: argparse.Namespace) -> int:
         card = release(args.run_dir, args.name, args.version, args.bench, args.out or WEIGHTS_DIR,
                        compare=args.compare, detail_base=args.detail_base, denoise_base=args.denoise_base)
     except (ExportError, FileNotFoundError, ValueError) as exc:
-        return fail(str(exc), command="release")
+        return fail(error_text(exc), command="release")
     print(json.dumps({"version": card["version"], "metrics": card["metrics"], "resume": card["resume"]}, indent=2))
     return OK
 
 
 def _handle_figures(args: argparse.Namespace) -> int:
+    given = [args.source] if args.what == "curve" else [*args.model, args.image] if args.what == "compare" \
+        else [args.model, args.data]
+    missing = missing_path(*given)
+    if missing:
+        return fail(missing, USAGE, command="figures")
     from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side  # start-up: TensorFlow
 
     try:
@@ -387,5 +401,5 @@ def _handle_figures(args: argparse.Namespace) -> int:
             print(json.dumps(side_by_side(args.model, args.image, tuple(args.box), args.output, args.zoom,
                                           args.detail)))
     except (FileNotFoundError, ValueError) as exc:
-        return fail(str(exc), command="figures")
+        return fail(error_text(exc), command="figures")
     return OK

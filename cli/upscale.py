@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # start-up: the engine
     from core.catalog.catalog import Blend
     from model.engine import Progress, Upscaler
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".avif": "avif"}
 """The output formats, by the extension of a named output file."""
 
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--server URL the same files are upscaled by a running service instead.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
-                   help="output file (one input; its extension .png/.jpg/.webp sets the format) or folder (made "
+                   help="output file (one input; its extension .png/.jpg/.webp/.avif sets the format) or folder (made "
                         "if missing); default: <name>_x<scale>.<ext> beside each input")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also the images in subfolders of a folder input (the tree is mirrored under -o)")
@@ -64,9 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=_tile, help="tile size in input pixels, 0 = whole image, auto = the largest that "
                                              "fits SRGAN_MEMORY_BUDGET (default auto, SRGAN_TILE)")
     p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP)")
-    p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"],
-                   help="output format (default: the extension of -o FILE, else the input's)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
+    p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp", "avif"],
+                   help="output format (default: the extension of -o FILE, else the input's; a HEIC photo: jpeg). "
+                        "A 16-bit PNG or TIFF keeps 16 bits as png; the others hold 8 (a warning says so)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP/AVIF quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
     p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
                    help="arithmetic precision (default auto, SRGAN_PRECISION): auto = bf16 on a CPU with AMX or "
@@ -117,7 +118,7 @@ def requested_format(fmt: str | None, output: Path | None, to_file: bool) -> str
         return asked
     by_suffix = SUFFIX_FORMATS.get(output.suffix.lower())
     if asked is None and by_suffix is None:
-        raise UsageError(f"cannot tell the output format from {output.name!r}: name it .png, .jpg or .webp, "
+        raise UsageError(f"cannot tell the output format from {output.name!r}: name it .png, .jpg, .webp or .avif, "
                          "or give --format")
     if asked is not None and by_suffix is not None and asked != by_suffix:
         raise UsageError(f"--format {fmt} conflicts with the output file {output.name!r} ({by_suffix}); "
@@ -228,7 +229,10 @@ def run(args: argparse.Namespace) -> int:
             _error(src, exc)
             continue
         tally.done += 1
-        print(f"{src} -> {dst} ({result.width}x{result.height})")
+        depth = ", 16 bits per channel" if result.bit_depth == 16 else ""
+        print(f"{src} -> {dst} ({result.width}x{result.height}{depth})")
+        for warning in result.warnings:
+            print(f"srgan: warning: {src}: {warning}", file=sys.stderr)
     if len(sources) > 1 or any(i.is_dir() for i in args.inputs):
         print(tally.report())
     return tally.exit_status()
@@ -253,6 +257,9 @@ def _plan(args: argparse.Namespace) -> tuple[list[Source], bool, str | None]:
         raise UsageError(f"--quality must be between 1 and 100, got {args.quality}")
     if args.scale is not None and args.scale < 1:
         raise UsageError(f"--scale must be 1 or more, got {args.scale}")
+    missing = [str(item) for item in args.inputs if not item.exists()]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder; check the path (nothing was upscaled)")
     sources = collect_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
     if not sources:
         raise UsageError("no input images found" + ("" if args.recursive else " (--recursive looks in subfolders)"))
@@ -261,6 +268,12 @@ def _plan(args: argparse.Namespace) -> tuple[list[Source], bool, str | None]:
 
 
 def _error(src: Source | Path, exc: Exception) -> None:
+    if isinstance(exc, OSError):
+        from cli.exits import describe_os_error
+
+        text = describe_os_error(exc)
+        print(f"srgan: error: {text if exc.filename is not None else f'{src}: {text}'}", file=sys.stderr)
+        return
     print(f"srgan: error: {src}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
 
 
@@ -287,8 +300,8 @@ def run_remote(args: argparse.Namespace) -> int:
                 print(f"{src} -> {args.output}: exists, skipped (--overwrite replaces it)")
                 continue
             try:
-                with ProgressBar(src.path.name, show) as progress:
-                    on_progress = (lambda p, bar=progress: bar(round(p * 1000), 1000)) if progress else None
+                with ProgressBar(src.path.name, show, unit="%") as progress:
+                    on_progress = (lambda p, bar=progress: bar(round(p * 100), 100)) if progress else None
                     job, data = client.upscale_job(src.path, progress=on_progress, scale=args.scale,
                                                    model=args.model, detail=args.detail, format=fmt,
                                                    denoise=args.denoise,
@@ -306,10 +319,16 @@ def run_remote(args: argparse.Namespace) -> int:
                 _error(src, exc)
                 continue
             except httpx.HTTPError as exc:
-                print(f"srgan: error: cannot reach {args.server}: {exc}", file=sys.stderr)
+                why = "nothing answers there" if isinstance(exc, httpx.ConnectError) else \
+                    "it did not answer in time" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+                print(f"srgan: error: cannot reach {args.server} ({why}); check the address and that the service "
+                      "is running (`srgan serve`)", file=sys.stderr)
                 return 2
             tally.done += 1
-            print(f"{src} -> {dst} ({job['output']['width']}x{job['output']['height']})")
+            depth = ", 16 bits per channel" if job["output"].get("bit_depth") == 16 else ""
+            print(f"{src} -> {dst} ({job['output']['width']}x{job['output']['height']}{depth})")
+            for warning in job.get("warnings") or []:
+                print(f"srgan: warning: {src}: {warning}", file=sys.stderr)
     if len(sources) > 1 or any(i.is_dir() for i in args.inputs):
         print(tally.report())
     return tally.exit_status()
@@ -320,10 +339,11 @@ def _fail(message: str) -> int:
 
 
 class ProgressBar:
-    """A tqdm bar over tiles when ``show`` (on a terminal); entering gives its callback, or None."""
+    """A tqdm bar over tiles (``unit``) when ``show`` (on a terminal), with the rate and the time left measured
+    on them (``3/12 [00:04<00:12, 0.75tile/s]``); entering gives its callback, or None."""
 
-    def __init__(self, name: str, show: bool) -> None:
-        self.name, self.show = name, show
+    def __init__(self, name: str, show: bool, *, unit: str = "tile") -> None:
+        self.name, self.show, self.unit = name, show, unit
         self.bar: Any = None
 
     def __enter__(self) -> Progress | None:
@@ -331,11 +351,12 @@ class ProgressBar:
             return None
         from tqdm import tqdm  # start-up: tqdm
 
-        bar = self.bar = tqdm(desc=self.name, unit="tile", leave=False)
+        bar = self.bar = tqdm(desc=self.name, unit=self.unit, leave=False, smoothing=0.1)
 
         def update(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)  # through update(), so tqdm measures the rate and the time left
             bar.refresh()
 
         return update

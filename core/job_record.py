@@ -71,6 +71,8 @@ class Job:
     """The last heartbeat of the run of a ``running`` job (Redis time)."""
     warnings: list[str] = field(default_factory=list)
     """What was dropped or changed on the way (e.g. EXIF that could not be written back)."""
+    eta_s: float | None = None
+    """Seconds left of a running job's run, from its worker's measured speed (None when not running)."""
 
     @property
     def finished(self) -> bool:
@@ -112,6 +114,7 @@ class Job:
             queued_at=num("queued_at"),
             beat_at=num("beat_at"),
             warnings=parsed.get("warnings") or [],
+            eta_s=num("eta_s") if raw.get("status") == "running" else None,
         )
 
 

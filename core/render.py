@@ -30,7 +30,9 @@ from PIL import Image
 from core.settings import Settings
 from model.engine import Progress, Upscaler
 from model.images import (
+    DEEP_OUTPUTS,
     WARNINGS_KEY,
+    bit_depth,
     check_encodable,
     check_output_pixels,
     encode_image,
@@ -43,8 +45,8 @@ from model.images import (
 PickEngine = Callable[[Image.Image], tuple[Upscaler, Mapping[str, Any]]]
 """Chooses the engine for a decoded upload; returns it and the provenance its result's metadata records."""
 
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/avif": "avif"}
+FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/avif": "avif"}
 
 
 @dataclass(frozen=True)
@@ -85,21 +87,23 @@ class Rendered:
     mode: str
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    bit_depth: int = 8
+    """Bits per channel of the encoded result (16: a 16-bit input written as PNG)."""
 
     @property
     def ext(self) -> str:
-        """File extension without the dot (``png``, ``jpg``, ``webp``)."""
+        """File extension without the dot (``png``, ``jpg``, ``webp``, ``avif``)."""
         return EXTENSIONS[self.media_type]
 
     @property
     def format(self) -> str:
-        """Format key (``png``, ``jpeg``, ``webp``)."""
+        """Format key (``png``, ``jpeg``, ``webp``, ``avif``)."""
         return FORMATS[self.media_type]
 
     def describe(self) -> dict[str, Any]:
         """The job record's ``output`` object."""
         return {"format": self.format, "width": self.width, "height": self.height, "mode": self.mode,
-                "media_type": self.media_type, "ext": self.ext, "bytes": len(self.data)}
+                "media_type": self.media_type, "ext": self.ext, "bytes": len(self.data), "bit_depth": self.bit_depth}
 
 
 def render(
@@ -137,8 +141,9 @@ def render(
     data, media_type = encode_image(hr, fmt, options.quality, dict(provenance) if provenance else None)
     t3 = time.perf_counter()
     timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
+    written = 16 if bit_depth(hr) == 16 and fmt in DEEP_OUTPUTS else 8
     return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
-                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])])
+                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])], written)
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -79,5 +79,42 @@ def fastest(client: redis.Redis, model: str, *, max_age_s: float) -> float | Non
     return best
 
 
+def of_this_process(client: redis.Redis, model: str, *, max_age_s: float) -> float | None:
+    """The pixels/s this process measured for ``model`` in the last ``max_age_s``, or None."""
+    raw = client.hget(THROUGHPUT, f"{model}|{process_name()}")
+    try:
+        entry = json.loads(cast(str, raw)) if raw else None
+        px_s, at = (float(entry["px_s"]), float(entry["at"])) if entry else (0.0, 0.0)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return px_s if px_s > 0 and time.time() - at <= max_age_s else None
+
+
+def encoder(fmt: str) -> str:
+    """The name the encoder of output format ``fmt`` records its speed under (output pixels per second)."""
+    return f"encode:{fmt}"
+
+
+class TimeLeft:
+    """Seconds left of one render, from its own pace: the tiles left at the rate of its tiles so far (the
+    tiles of an image all have the same shape), plus ``tail_s``, the expected encode time (at the speed the
+    encoder recorded; a large PNG takes as long to encode as to upscale). Before its first tile:
+    ``prior_s`` (the expected engine time at a recorded speed, :func:`estimate_engine_s`) less the time spent."""
+
+    def __init__(self, prior_s: float | None = None, tail_s: float = 0.0) -> None:
+        self.began = time.monotonic()
+        self.prior_s = prior_s
+        self.tail_s = tail_s
+
+    def at(self, done: int, total: int) -> float | None:
+        """Seconds left with ``done`` of ``total`` tiles done; None with neither tiles done nor a prior."""
+        elapsed = time.monotonic() - self.began
+        if done >= total:
+            return self.tail_s
+        if done > 0:
+            return (total - done) * elapsed / done + self.tail_s
+        return max(self.prior_s - elapsed, 0.0) + self.tail_s if self.prior_s is not None else None
+
+
 def estimate_engine_s(pixels: int, passes: int, px_s: float) -> float:
     return pixels * passes / px_s

@@ -3,8 +3,11 @@
 ``Upscaler`` is small and stateless between calls: the backend and the
 contract come in, images go through ``upscale``. Output rows are accumulated
 in horizontal strips, so working memory is bounded by the tile and strip
-sizes, not by the image (only the finished uint8 result is image-sized; use
-``iter_strips`` to hand rows to an encoder without even that).
+sizes, not by the image (only the finished result is image-sized; use
+``iter_strips`` to hand rows to an encoder without even that). Images come in
+as uint8 or uint16 (16 bits per channel): the network and the blending run in
+float either way, and the result has the input's type, so 16-bit images keep
+their levels end to end.
 """
 
 from __future__ import annotations
@@ -201,10 +204,10 @@ class Upscaler:
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """Upscale an ``(H, W, 3)`` uint8 RGB image; returns ``(H*s, W*s, 3)`` uint8."""
+        """Upscale an ``(H, W, 3)`` uint8 (or uint16) RGB image; returns ``(H*s, W*s, 3)`` of the same type."""
         h, w, c = _check_image(lr_hwc_u8)
         s = self.scale
-        out = np.empty((h * s, w * s, c), np.uint8)
+        out = np.empty((h * s, w * s, c), lr_hwc_u8.dtype)
         for y0, rows in self.iter_strips(lr_hwc_u8, tile=tile, overlap=overlap, progress=progress,
                                          should_stop=should_stop):
             out[y0 : y0 + rows.shape[0]] = rows
@@ -219,7 +222,7 @@ class Upscaler:
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first_output_row, rows_u8)`` top to bottom as rows are finished."""
+        """Yield ``(first_output_row, rows)`` top to bottom as rows are finished (the input's type)."""
         h, w, c = _check_image(lr_hwc_u8)
         overlap = self.overlap if overlap is None else overlap
         plan = TilePlan.make(h, w, self.tile_for(h, w, tile, overlap), overlap)
@@ -258,7 +261,7 @@ class Upscaler:
                     progress(done, plan.count)
             finished = plan.finished_before(j) * s - acc_top
             if finished > 0:
-                yield acc_top, _normalise_u8(acc[:finished], wsum[:finished])
+                yield acc_top, _normalise(acc[:finished], wsum[:finished], lr_hwc_u8.dtype)
                 acc, wsum = acc[finished:].copy(), wsum[finished:].copy()
                 acc_top += finished
 
@@ -279,7 +282,7 @@ class Upscaler:
             self.oom_splits += 1
             sub = Upscaler(self.backend, self.contract, tile=half, overlap=overlap, reload=self.reload)
             sub._f32 = self._f32
-            out = sub.upscale(tiles_hwc_u8[0]).astype(np.float32)[None]
+            out = sub.upscale(tiles_hwc_u8[0]).astype(np.float32)[None] * np.float32(255.0 / _peak(tiles_hwc_u8[0]))
             self.oom_splits += sub.oom_splits
             self.f32_reruns += sub.f32_reruns
             return out
@@ -288,10 +291,15 @@ class Upscaler:
         """Run same-shaped uint8 tiles through the model; returns float (N, h*s, w*s, 3) in 0..255.
 
         At a reduced precision, tiles whose output has NaN/inf or is blank while
-        their input is not are run again in float32.
+        their input is not are run again in float32; 16-bit tiles run in float32 from
+        the start (bfloat16's 8-bit significand would cut them to about 8 bits).
         """
         if self.precision == "f32" or self.reload is None:
             return self._run_on(self.backend, tiles_hwc_u8, check_finite=True)
+        if tiles_hwc_u8[0].dtype == np.uint16:
+            if self._f32 is None:
+                self._f32 = self.reload("f32")
+            return self._run_on(self._f32, tiles_hwc_u8, check_finite=True)
         out = self._run_on(self.backend, tiles_hwc_u8, check_finite=False)
         bad = [i for i, (lr, hr) in enumerate(zip(tiles_hwc_u8, out)) if _bad_tile(lr, hr)]
         if bad:
@@ -304,10 +312,13 @@ class Upscaler:
         return out
 
     def batch_input(self, tiles_hwc_u8: list[np.ndarray]) -> np.ndarray:
-        """What the backend is fed for these same-shaped uint8 tiles (the contract's layout and value range)."""
+        """What the backend is fed for these same-shaped uint8 (or uint16) tiles (the contract's layout and
+        value range)."""
         ct = self.contract
         lo, hi = ct.value_range
         batch = np.stack(tiles_hwc_u8).astype(np.float32)
+        if _peak(tiles_hwc_u8[0]) != 255:
+            batch *= np.float32(255.0 / _peak(tiles_hwc_u8[0]))  # the network's 0..255 scale, in float
         if (lo, hi) != (0.0, 255.0):
             batch = batch * np.float32((hi - lo) / 255.0) + np.float32(lo)
         if ct.layout == "NCHW":
@@ -336,7 +347,7 @@ def _bad_tile(lr: np.ndarray, hr: np.ndarray) -> bool:
     """NaN/inf in the output, or a blank output for an input that is not blank."""
     if not np.isfinite(hr).all():
         return True
-    return float(np.ptp(hr)) < BLANK_RANGE and float(np.ptp(lr)) >= BLANK_INPUT_RANGE
+    return float(np.ptp(hr)) < BLANK_RANGE and float(np.ptp(lr)) * 255.0 / _peak(lr) >= BLANK_INPUT_RANGE
 
 
 def precision_test_card(size: int = CHECK_SIZE) -> np.ndarray:
@@ -413,22 +424,31 @@ def _validate_tile(tile: int | str, overlap: int) -> None:
         raise InvalidParameter(f"tile must be an integer >= 0 or 'auto', got {tile!r}")
 
 
+def _peak(img: np.ndarray) -> int:
+    """The largest value of an image's type: 255 (uint8) or 65535 (uint16)."""
+    return 65535 if img.dtype == np.uint16 else 255
+
+
 def _check_image(img: np.ndarray) -> tuple[int, int, int]:
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise InvalidParameter(f"expected an (H, W, 3) uint8 RGB array, got {img.dtype} {img.shape}")
+    if img.dtype not in (np.uint8, np.uint16) or img.ndim != 3 or img.shape[2] != 3:
+        raise InvalidParameter(f"expected an (H, W, 3) uint8 or uint16 RGB array, got {img.dtype} {img.shape}")
     h, w, c = img.shape
     if h == 0 or w == 0:
         raise InvalidParameter(f"empty image {img.shape}")
     return h, w, c
 
 
-def _normalise_u8(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-    """``acc / wsum`` rounded to uint8, computed in place in ``acc`` (no strip-sized temporaries)."""
+def _normalise(acc: np.ndarray, wsum: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``acc / wsum`` (0..255) rounded to ``dtype`` (uint8, or uint16 on 0..65535), computed in place in
+    ``acc`` (no strip-sized temporaries)."""
     np.maximum(wsum, 1e-12, out=wsum)
     np.divide(acc, wsum, out=acc)
+    peak = 65535 if dtype == np.uint16 else 255
+    if peak != 255:
+        np.multiply(acc, np.float32(peak / 255.0), out=acc)
     np.rint(acc, out=acc)
-    np.clip(acc, 0, 255, out=acc)
-    return acc.astype(np.uint8)
+    np.clip(acc, 0, peak, out=acc)
+    return acc.astype(dtype)
 
 
 def _refuse_if_off(up: Upscaler, path: Path) -> None:

@@ -29,6 +29,7 @@ from core.settings import Settings
 from core.storage import InputMissing, Storage, StorageError
 from model.engine import Upscaler
 from model.errors import Canceled, SRGANError
+from model.images import default_output_format
 from worker.engines import EngineCache
 
 log = logging.getLogger(__name__)
@@ -68,18 +69,26 @@ class _Heartbeat:
 
 
 class _JobHooks:
-    """Progress and cancellation callbacks bound to one run of a job (its attempt)."""
+    """Progress and cancellation callbacks bound to one run of a job (its attempt), and its time left."""
 
     def __init__(self, store: JobStore, job_id: str, attempt: int, delay_s: float,
                  on_progress: Callable[[], None] | None) -> None:
         self.store, self.job_id, self.attempt, self.delay_s = store, job_id, attempt, delay_s
         self.on_progress = on_progress
         self._last_write = 0.0
+        self.time_left = throughput.TimeLeft()
+
+    def begin(self, prior_s: float | None, tail_s: float) -> None:
+        """The render starts now; ``prior_s``: its expected engine time from the recorded speed, if any;
+        ``tail_s``: its expected encode time."""
+        self.time_left = throughput.TimeLeft(prior_s, tail_s)
 
     def progress(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done >= total or now - self._last_write >= PROGRESS_EVERY_S:
-            self.store.update_running(self.job_id, attempt=self.attempt, progress=round(done / max(total, 1), 4))
+            eta = self.time_left.at(done, total)
+            self.store.update_running(self.job_id, attempt=self.attempt, progress=round(done / max(total, 1), 4),
+                                      **({"eta_s": round(eta, 1)} if eta is not None else {}))
             self._last_write = now
             if self.on_progress is not None:
                 self.on_progress()
@@ -151,9 +160,12 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
             denoise = choose_denoise(engines.catalog.resolve(spec), job.params.get("denoise"), img)
             upscaler, blend = engines.get_blend(spec, job.params.get("detail"), denoise)
             contract = upscaler.contract
+            prior_s, tail_s = _expected_s(store, blend.target.name, job, settings, upscaler.scale)
             store.update_running(job_id, attempt=attempt, model={
                 "name": contract.name, "version": contract.version, "scale": upscaler.scale,
-                "backend": upscaler.backend_name, "precision": upscaler.precision, **blend.describe()})
+                "backend": upscaler.backend_name, "precision": upscaler.precision, **blend.describe()},
+                **({"eta_s": round(prior_s + tail_s, 1)} if prior_s is not None else {}))
+            hooks.begin(prior_s, tail_s)  # the engine starts now
             ran.append(blend)
             return upscaler, provenance(upscaler, blend)
 
@@ -203,12 +215,37 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
     return "succeeded" if outcome == "ok" else outcome
 
 
+def _expected_s(store: JobStore, name: str, job: Job, settings: Settings, scale: int) -> tuple[float | None, float]:
+    """The job's engine time at the speed this process measured for the model (else the fastest worker's;
+    None: none recorded), and its encode time at its output format's recorded speed (0: none recorded)."""
+    pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
+    alpha = job.input.get("mode") in ("RGBA", "LA", "PA")
+    fmt = job.params.get("format") or default_output_format(str(job.input.get("format") or "png"), alpha)
+    out_pixels = pixels * int(job.params.get("scale") or scale) ** 2
+
+    def speed(what: str) -> float | None:
+        return (throughput.of_this_process(store.redis, what, max_age_s=settings.throughput_max_age_s)
+                or throughput.fastest(store.redis, what, max_age_s=settings.throughput_max_age_s))
+
+    try:
+        px_s, encode_px_s = speed(name), speed(throughput.encoder(fmt))
+    except Exception as exc:  # noqa: BLE001 - an estimate is not worth failing or retrying a job
+        log.warning("job %s: no recorded speed to estimate its time from: %s", job.id, exc)
+        return None, 0.0
+    tail_s = out_pixels / encode_px_s if encode_px_s else 0.0
+    if not pixels or px_s is None:
+        return None, tail_s
+    return throughput.estimate_engine_s(pixels, throughput.passes_for(alpha), px_s), tail_s
+
+
 def _record_throughput(store: JobStore, name: str, job: Job, result: Rendered) -> None:
     """Publish this process's engine speed for the model that ran the job (what the API's cost estimate uses)."""
     pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
     try:
         throughput.record(store.redis, name, pixels * throughput.passes_for(result.mode in ("RGBA", "LA")),
                           result.timings.get("engine_s", 0.0))
+        throughput.record(store.redis, throughput.encoder(result.format), result.width * result.height,
+                          result.timings.get("encode_s", 0.0))
     except Exception as exc:  # noqa: BLE001 - a figure for estimates is not worth failing or retrying a job
         log.warning("job %s: could not record the engine's throughput: %s", job.id, exc)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
@@ -183,6 +184,12 @@ def _unique(name: str, used: set[str]) -> str:
     return candidate
 
 
+def _zip_time(finished_at: float | None) -> tuple[int, int, int, int, int, int]:
+    """A zip entry's date and time (UTC; zip has no zone) for a job that finished at ``finished_at``."""
+    at = time.gmtime(finished_at if finished_at is not None else time.time())
+    return (max(at.tm_year, 1980), at.tm_mon, at.tm_mday, at.tm_hour, at.tm_min, at.tm_sec)
+
+
 def _zip_results(services: Services, state: BatchState) -> Iterator[bytes]:
     sink, used = _Sink(), set[str]()
     # zipfile writes to any object with write, tell and flush; typeshed asks for a whole IO[bytes]
@@ -193,7 +200,9 @@ def _zip_results(services: Services, state: BatchState) -> Iterator[bytes]:
             stored = services.storage.open_result(job.id, str((job.output or {}).get("ext", "png")))
             if stored is None:
                 continue
-            with archive.open(_unique(re.sub(r"[/\\]", "_", download_name(job)), used), "w") as dst:
+            entry = zipfile.ZipInfo(_unique(re.sub(r"[/\\]", "_", download_name(job)), used),
+                                    _zip_time(job.finished_at))  # not 1980-01-01, zipfile's default
+            with archive.open(entry, "w") as dst:
                 for block in stored.chunks():
                     dst.write(block)
                     yield sink.take()

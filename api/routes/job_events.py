@@ -61,7 +61,8 @@ async def stream_events(services: Services, job: Job, after: int) -> AsyncIterat
                 200: {"content": {"text/event-stream": {}}, "description": (
                     "`text/event-stream`. Each event has `id` = the job's event number `seq`, `event` = "
                     "`status` or `progress`, and `data` = JSON `{seq, type, status, progress, at}` (`at`: unix "
-                    "time of the change; `error` on failed, canceled and aborted jobs). The stream ends after "
+                    "time of the change; `error` on failed, canceled and aborted jobs; `eta_s`, the estimated "
+                    "seconds left, on a running job's events once known). The stream ends after "
                     "the final status.")},
                 **error_responses(*AUTH, "not_found")})
 async def job_events(

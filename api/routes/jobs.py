@@ -39,7 +39,7 @@ _UPLOAD_BODY = {
             "type": "object",
             "properties": {
                 "file": {"type": "string", "format": "binary",
-                         "description": "PNG, JPEG, WebP, BMP or TIFF (or give `url` instead)"},
+                         "description": "PNG, JPEG, WebP, BMP, TIFF, AVIF or HEIC (or give `url` instead)"},
                 **form_fields(JobRequest, JobOptions),
             },
         }}},
@@ -152,7 +152,8 @@ async def get_job(
 
 
 @router.get("/{job_id}/result", response_class=FileResponse, responses={
-    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
+    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "image/avif": {}},
+          "description": "the upscaled image"},
     **error_responses(*AUTH, "not_found", "not_ready", "job_failed", "job_canceled", "job_aborted",
                       "storage_unavailable")}, summary="The upscaled image")
 def get_result(job: JobDep, services: ServicesDep) -> Response:

@@ -19,7 +19,8 @@ router = APIRouter(prefix="/v1/links", tags=["jobs"], dependencies=[Depends(reje
 
 
 @router.get("/{job_id}", response_class=FileResponse, summary="A result through a signed link", responses={
-    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "the upscaled image"},
+    200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "image/avif": {}},
+          "description": "the upscaled image"},
     **error_responses("link_invalid", "link_expired", "not_found", "not_ready", "job_failed", "job_canceled",
                       "job_aborted", "storage_unavailable")})
 def shared_result(

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const PREFER_WAIT_S = 1; // a quick job comes back finished with the upload's answer
 const TERMINAL = new Set(["succeeded", "failed", "canceled", "aborted"]);
-const IMAGE_TYPES = /\.(png|jpe?g|webp|bmp|tiff?)$/i;
+const IMAGE_TYPES = /\.(png|jpe?g|webp|bmp|tiff?|avif|heic|heif)$/i;
 const HISTORY_KEY = "srgan-history";
 const HISTORY_MAX = 50;
 let current = null; // { url, file, stopped, abort }
@@ -148,6 +148,7 @@ async function submit(files) {
   files = files.filter((f) => IMAGE_TYPES.test(f.name) || files.length === 1);
   if (!files.length) return showError("No images found in what was dropped.");
   stopCurrent();
+  loadModels();  // the header names what is offered now, not what was offered when the page was loaded
   show("error", false); show("result", false); show("batch", false);
   if (files.length > 1) return submitBatch(files);
   const file = files[0];
@@ -189,16 +190,27 @@ async function submit(files) {
   finish(state, job);
 }
 
+// "about 40 s left", "about 3 min left": the worker's estimate (eta_s), measured on this job's tiles
+function timeLeft(etaS) {
+  if (etaS === null || etaS === undefined) return "";
+  if (etaS < 1) return "less than a second left";
+  if (etaS < 90) return `about ${Math.round(etaS)} s left`;
+  if (etaS < 5400) return `about ${Math.round(etaS / 60)} min left`;
+  return `about ${(etaS / 3600).toFixed(1)} h left`;
+}
+
 function showProgress(job) {
   $("progress").value = job.progress;
   const pct = Math.round(job.progress * 100);
-  $("status").textContent = job.status === "running" ? `Upscaling… ${pct}%`
+  const left = timeLeft(job.eta_s);
+  $("status").textContent = job.status === "running" ? `Upscaling… ${pct}%${left ? ", " + left : ""}`
     : job.status === "queued" ? "Waiting for a worker…" : `Job ${job.status}.`;
 }
 
 function finish(state, job) {
   show("cancel", false);
   renderHistory();
+  loadModels();  // a deploy or rollback since the page was loaded shows in the header
   showProgress(job);
   if (job.status === "succeeded") return showResult(job, state.file);
   if (job.status === "failed") return showError(`The job failed: ${job.error ? job.error.message : "unknown error"}`);
@@ -212,7 +224,7 @@ async function showResult(job, file) {
   const afterUrl = URL.createObjectURL(blob);
   const after = $("after");
   await new Promise((resolve, reject) => { after.onload = resolve; after.onerror = reject; after.src = afterUrl; });
-  await drawBefore(file, after.naturalWidth, after.naturalHeight);
+  const drawn = await drawBefore(file, after.naturalWidth, after.naturalHeight);
   $("download").href = afterUrl;
   $("download").download = job.output.filename;
   const ran = job.model || {};
@@ -221,7 +233,8 @@ async function showResult(job, file) {
   $("result-info").textContent =
     `${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}, ` +
     `${(blob.size / 1024).toFixed(0)} KiB, ${ran.name ?? "?"}${ran.version ? ":" + ran.version : ""}${detail}` +
-    denoise;
+    denoise + (job.output.bit_depth === 16 ? ", 16 bits per channel" : "") +
+    (drawn ? "" : " (this browser cannot show the original, so \"before\" is blank)");
   setSlider(50);
   setZoom(false);
   show("result", true);
@@ -236,12 +249,18 @@ async function drawBefore(file, width, height) {
   canvas.height = height;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, width, height);
-  if (!file) return;
-  const bitmap = await createImageBitmap(file);
+  if (!file) return true;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (_) {
+    return false;  // e.g. HEIC, which the service reads and the browser does not
+  }
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = "high";
   ctx.drawImage(bitmap, 0, 0, width, height);
   bitmap.close();
+  return true;
 }
 
 function setSlider(value) {
@@ -360,9 +379,14 @@ function updateRow(state, jobId, change) {
   entry.status = change.status;
   entry.progress = change.progress;
   const status = row.querySelector(".status");
-  status.textContent = change.status === "failed" && change.error ? `failed: ${change.error.message}` : change.status;
-  row.classList.toggle("failed", change.status === "failed");
-  row.querySelector("progress").value = TERMINAL.has(change.status) ? 1 : change.progress;
+  const left = change.status === "running" ? timeLeft(change.eta_s) : "";
+  status.textContent = change.status === "failed" && change.error ? `failed: ${change.error.message}`
+    : left ? `${change.status}, ${left}` : change.status;
+  const ended = TERMINAL.has(change.status);
+  row.classList.toggle("failed", ended && change.status !== "succeeded");
+  const bar = row.querySelector("progress");
+  bar.value = ended ? 1 : change.progress;
+  bar.hidden = ended && change.status !== "succeeded";  // a full bar would read as done
   row.querySelector("button").hidden = change.status !== "succeeded";
   const all = [...state.jobs.values()];
   const done = all.filter((j) => TERMINAL.has(j.status));
@@ -482,5 +506,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("clear-history").addEventListener("click", () => { localStorage.removeItem(HISTORY_KEY); renderHistory(); });
   enablePanning();
   loadModels();
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) loadModels(); });
   renderHistory();
 });

@@ -7,11 +7,12 @@
 
 local function emit(job, channel, kind)
   local seq = redis.call('HINCRBY', job, 'seq', 1)
-  local f = redis.call('HMGET', job, 'status', 'progress', 'error')
+  local f = redis.call('HMGET', job, 'status', 'progress', 'error', 'eta_s')
   local t = redis.call('TIME')
   local event = {seq = seq, type = kind, status = f[1], progress = tonumber(f[2]) or 0,
                  at = tonumber(t[1]) + tonumber(t[2]) / 1000000}
   if f[3] and kind == 'status' then event['error'] = cjson.decode(f[3]) end
+  if f[4] and f[1] == 'running' then event['eta_s'] = tonumber(f[4]) end
   local payload = cjson.encode(event)
   local log = job .. ':events'
   redis.call('RPUSH', log, payload)

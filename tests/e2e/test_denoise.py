@@ -17,7 +17,7 @@ from PIL import Image
 
 from bench.tiny_models import make_conv_model
 from core.catalog.registry import Registry
-from tests.e2e.conftest import start_served
+from tests.e2e.conftest import start_served, wait_in_page
 from tests.utils.models import publish_checked
 from tests.utils.service import wait_for
 
@@ -123,7 +123,7 @@ def test_the_page_offers_denoise_for_a_family_model_and_says_what_ran(served_fam
         again = tmp_path / "photo2.jpg"
         again.write_bytes(path.read_bytes())
         page.set_input_files("#file", str(again))
-        page.wait_for_function("document.querySelector('#result-info').textContent.includes('(asked)')",
+        wait_in_page(page, "document.querySelector('#result-info').textContent.includes('(asked)')",
                                timeout=60_000)
         assert "denoise 0.25 (asked)" in page.inner_text("#result-info")
         page.select_option("#model", "psnr")

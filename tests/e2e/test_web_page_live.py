@@ -3,7 +3,10 @@ zoom and pan, batches with per-file progress and a zip, and the history of this 
 
 from __future__ import annotations
 
+import calendar
 import io
+import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -27,12 +30,20 @@ def test_one_image_follows_its_events_and_compares_smoothly(served, browser, tmp
     checkerboard(picture, size=256)  # 64 tiles of 32 px at 20 ms each: the job runs for over a second
     page = browser.new_page()
     requests: list[str] = []
+    missing: list[str] = []
     page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
     page.goto(served.url + "/")
     wait_in_page(page, "document.getElementById('model-info').textContent.startsWith('Model:')")
     page.set_input_files("#file", str(picture))
     wait_in_page(page, "document.getElementById('status').textContent.startsWith('Upscaling')", timeout=30_000)
+    # the time left, from the worker's measured speed on this job's tiles
+    wait_in_page(page, "/Upscaling… \\d+%, (about \\d+ (s|min)|less than a second) left/"
+                 ".test(document.getElementById('status').textContent)", timeout=30_000)
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert missing == [], f"404s while the page loaded and ran: {missing}"  # /favicon.ico among them before
+    icon = page.request.get(served.url + "/favicon.ico")
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/")
     assert page.inner_text("#status") == "Done."
 
     job_gets = [r for r in requests if r.startswith("GET ") and "/v1/jobs/" in r and "/result" not in r]
@@ -104,6 +115,11 @@ def test_a_batch_shows_each_file_and_downloads_a_zip_and_the_history_remembers(s
     with zipfile.ZipFile(saved) as z:
         assert sorted(z.namelist()) == ["a_x4.png", "b_x4.jpg"]
         assert Image.open(io.BytesIO(z.read("a_x4.png"))).size == (160, 120)
+        dated = calendar.timegm((*z.getinfo("a_x4.png").date_time, 0, 0, 0))  # the entry's time is UTC
+        assert abs(dated - time.time()) < 600, z.getinfo("a_x4.png").date_time  # the job's finish, not 1980
+    bars = page.eval_on_selector_all("#batch-list tbody tr", "rows => rows.map(r => r.querySelector('progress')"
+                                                               ".checkVisibility())")
+    assert bars == [True, True, False]  # a failed file has no full (done-looking) progress bar
 
     page.click("#batch-list tbody tr:first-child button")
     page.wait_for_selector("#result:not([hidden])")
@@ -116,4 +132,41 @@ def test_a_batch_shows_each_file_and_downloads_a_zip_and_the_history_remembers(s
     assert sum("succeeded" in item for item in items) == 2 and sum("failed" in item for item in items) == 1
     links = page.eval_on_selector_all("#history li a", "as => as.map(a => a.href)")
     assert len(links) == 2 and all("/v1/links/" in href and "signature=" in href for href in links)
+    page.close()
+
+
+def test_a_batch_where_nothing_succeeded_offers_no_zip(served, browser, tmp_path: Path):
+    files = []
+    for name in ("x.png", "y.png"):
+        (tmp_path / name).write_bytes(b"not a picture at all")
+        files.append(str(tmp_path / name))
+    page = browser.new_page()
+    page.goto(served.url + "/")
+    page.set_input_files("#file", files)
+    wait_in_page(page, "document.getElementById('batch-summary').textContent.startsWith('2 of 2 done')",
+                           timeout=60_000)
+    assert page.inner_text("#batch-summary") == "2 of 2 done, 2 failed"
+    assert not page.is_visible("#archive")  # hidden, although a .button rule sets its display
+    page.close()
+
+
+def test_the_header_names_the_model_offered_now(served, browser, tmp_path: Path):
+    """After a deploy the header names the new version once the page uploads (or is shown) again."""
+    picture = tmp_path / "small.png"
+    picture.write_bytes(image_bytes(16, 16, seed=3))
+    page = browser.new_page()
+    page.goto(served.url + "/")
+    wait_in_page(page, "document.getElementById('model-info').textContent.startsWith('Model:')")
+    first = page.inner_text("#model-info")
+    listing = page.request.get(served.url + "/v1/models").json()
+    for model in listing["models"]:
+        if model["default"]:
+            model["version"] = "deployed-since"  # what /v1/models answers after `srgan deploy`
+
+    page.route("**/v1/models", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                          body=json.dumps(listing)))
+    page.set_input_files("#file", str(picture))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    wait_in_page(page, "document.getElementById('model-info').textContent.includes('deployed-since')")
+    assert page.inner_text("#model-info") != first
     page.close()

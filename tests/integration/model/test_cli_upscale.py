@@ -99,7 +99,8 @@ def test_bad_options_are_one_clear_error(model, images, tmp_path, args, message)
 
 def test_missing_input_file(model, tmp_path):
     res = srgan("upscale", tmp_path / "nope.png", "--model", model)
-    assert res.returncode == 1 and "nope.png" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "nope.png" in res.stderr and "Traceback" not in res.stderr  # nothing done
+    assert "Errno" not in res.stderr and "check the path" in res.stderr
 
 
 def test_upscale_never_imports_tensorflow(model, images, tmp_path):
@@ -231,3 +232,20 @@ def test_an_output_folder_inside_beside_or_above_the_inputs(model, images, tmp_p
     assert "3 done, 0 skipped, 1 failed" in first.stdout, first.stdout + first.stderr
     again = srgan("upscale", images, "-o", target, "--model", model, "--recursive")
     assert "0 done, 3 skipped, 1 failed" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_16_bit_png_comes_back_16_bit_and_jpeg_says_it_holds_8(model, tmp_path):
+    import imagecodecs
+
+    x = np.linspace(0, 65535, 24 * 40).reshape(24, 40)
+    src = np.stack([x, x[::-1], 65535 - x], -1).astype(np.uint16)
+    (tmp_path / "scan.png").write_bytes(bytes(imagecodecs.png_encode(src)))
+    res = srgan("upscale", tmp_path / "scan.png", "-o", tmp_path / "big.png", "--model", model)
+    assert res.returncode == 0, res.stderr
+    assert "16 bits per channel" in res.stdout
+    out = imagecodecs.png_decode((tmp_path / "big.png").read_bytes())
+    assert out.dtype == np.uint16 and min(len(np.unique(out[..., c])) for c in range(3)) > 256
+    np.testing.assert_array_equal(out[::4, ::4], src)
+    res = srgan("upscale", tmp_path / "scan.png", "-o", tmp_path / "big.jpg", "--model", model)
+    assert res.returncode == 0, res.stderr
+    assert "srgan: warning:" in res.stderr and "8 bits per channel" in res.stderr

@@ -89,7 +89,8 @@ def test_models_is_a_readable_table_with_the_data_folder(registry, tmp_path, cap
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     header, *rows = out.split("\n\n")[0].splitlines()
-    assert header.split() == ["NAME", "VERSION", "ACTIVE", "SCALE", "SET5", "SET14", "NIQE", "PRECISION", "PUBLISHED"]
+    assert header.split() == ["NAME", "VERSION", "ACTIVE", "SCALE", "SET5", "SET14", "NIQE", "NIQE-HR", "NIQE-BICUBIC",
+                              "PRECISION", "PUBLISHED"]  # the shipped srgan_x4 has reference NIQEs
     (row,) = [r for r in rows if r.startswith("sr ")]
     assert "31.57 dB" in row and "28.21 dB" in row and "5.12" in row and "bicubic" not in row
     assert max(len(line) for line in out.splitlines()[: len(rows) + 1]) < 140
@@ -98,3 +99,22 @@ def test_models_is_a_readable_table_with_the_data_folder(registry, tmp_path, cap
     listing = json.loads(capsys.readouterr().out)
     (sr,) = [m for m in listing["models"] if m["name"] == "sr"]
     assert sr["metrics"]["set5_psnr_y"] == 31.5658 and sr["metrics"]["bsd100_niqe"] == 5.1235, "rounded"
+
+
+def test_models_shows_the_models_own_niqe_and_labels_the_references(registry, tmp_path, capsys):
+    model = make_nearest_model(tmp_path / "g.onnx")
+    (tmp_path / "g.card.json").write_text(json.dumps({"metrics": {  # as the shipped srgan_x4's card has them
+        "set14_psnr_y": 27.0522, "set14_niqe": 4.3586, "set14_hr_niqe": 4.8391, "set14_bicubic_niqe": 7.7269,
+        "set5_niqe": 5.6308, "set5_hr_niqe": 5.1043}}))
+    assert main(["deploy", str(model), "--name", "gan"]) == 0
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.split("\n\n")[0].splitlines()
+    columns = header.split()
+    assert columns[columns.index("NIQE"):][:3] == ["NIQE", "NIQE-HR", "NIQE-BICUBIC"]
+    (row,) = [r for r in rows if r.startswith("gan ")]
+    cells = row.split()
+    at = columns.index("NIQE") + 1  # the ACTIVE cell "active" is one word here, the SET5 cell "-", dB cells two
+    assert cells[at: at + 3] == ["4.36", "4.84", "7.73"], row  # the model's own NIQE, not the ground truth's
+    assert "ground-truth" in out

@@ -82,7 +82,7 @@ def test_nearest_model_output_is_exact(tmp_path, upscaler, limits):
 def test_bytes_in_and_the_record_of_the_output(upscaler, limits):
     out = render(upscaler, image_bytes(10, 6, fmt="JPEG"), RenderOptions(), limits)
     assert out.describe() == {"format": "jpeg", "width": 40, "height": 24, "mode": "RGB", "media_type": "image/jpeg",
-                              "ext": "jpg", "bytes": len(out.data)}
+                              "ext": "jpg", "bytes": len(out.data), "bit_depth": 8}
 
 
 def test_alpha_into_jpeg_is_refused_before_the_engine_runs(upscaler, limits):

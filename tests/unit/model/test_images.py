@@ -178,11 +178,12 @@ def test_decompression_bomb_refused_before_decoding(side):
         read_image(png_header_only(side, side), max_pixels=LIMIT)
 
 
-def test_sixteen_bit_grayscale_is_reduced_to_eight_bits(up):
+def test_sixteen_bit_grayscale_keeps_sixteen_bits_beside_an_eight_bit_view(up):
     arr = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
     img = read_image(to_bytes(Image.fromarray(arr), "PNG"), max_pixels=LIMIT)
     assert img.mode == "L"
     np.testing.assert_array_equal(np.asarray(img), np.rint(arr / 257.0).astype(np.uint8))
+    np.testing.assert_array_equal(img.info["srgan_deep"][:, :, 0], arr)
 
 
 def test_phone_camera_mpo_jpeg_is_read_as_jpeg(rng):
