@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from core.job_record import Job, download_name
 
 OutputFormat = Literal["png", "jpeg", "webp", "avif"]
+DENOISE_PATTERN = r"^(auto|0(\.[0-9]{1,6})?|1(\.0{1,6})?|\.[0-9]{1,6})$"
+"""What a ``denoise`` form field may say: ``auto`` or a number 0..1 (a form part is text)."""
 
 
 class JobRequest(BaseModel):
@@ -30,7 +32,9 @@ class JobRequest(BaseModel):
                     "1 = the GAN model (textured), between: their weights interpolated (rounded to 0.05); "
                     "default: the model as it is",
     )
-    denoise: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | Literal["auto"] | None = Field(
+    denoise: Annotated[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | Literal["auto"] | None,
+                       WithJsonSchema({"anyOf": [{"type": "string", "pattern": DENOISE_PATTERN}, {"type": "null"}]})
+                       ] = Field(
         None,
         description="for a real-world restoration model (one whose card names a denoise_base): how much of the "
                     "upload's JPEG blocks, noise and blur to remove: 0 = its clean model (keeps everything in the "

@@ -50,12 +50,14 @@ async function loadModels() {
       : "No model is offered.";
     offered = models.filter((m) => m.active);
     const picker = $("model");
+    const picked = picker.value;  // a reload keeps the user's choice while it is still offered
+    const keep = offered.some((m) => m.name === picked) ? picked : active && active.name;
     picker.replaceChildren(...offered.map((m) => {
       const option = document.createElement("option");
       option.value = m.name;
       const knobs = [m.detail_base ? "detail" : "", m.denoise_base ? "denoise" : ""].filter(Boolean);
       option.textContent = `${m.name} (×${m.scale ?? "?"}${knobs.map((k) => ", " + k).join("")})`;
-      option.selected = active && m.name === active.name;
+      option.selected = m.name === keep;
       return option;
     }));
     updateDetail();
