@@ -272,7 +272,7 @@ def _handle_export(args: argparse.Namespace) -> int:
 
 
 def _handle_eval(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_model, format_table  # start-up: TensorFlow
+    from training.evaluate import evaluate_model, format_table  # start-up: onnx, Pillow and the engine
 
     try:
         report = evaluate_model(args.model, args.data, scale=args.scale, tile=args.tile, detail=args.detail,
@@ -298,7 +298,8 @@ def _handle_release(args: argparse.Namespace) -> int:
 
 
 def _handle_figures(args: argparse.Namespace) -> int:
-    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side  # start-up: TensorFlow
+    # start-up: numpy, Pillow, matplotlib and the engine
+    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side
 
     try:
         if args.what == "curve":
