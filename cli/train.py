@@ -74,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="then publish the export as `srgan deploy FILE --name NAME` does (checked, compared with "
                              "the active version, made active, workers told)")
     export.add_argument("--force", action="store_true", help="with --publish: activate even when it scores worse")
+    export.add_argument("--detail-base", metavar="NAME",
+                        help="for a GAN model: the PSNR model it blends with for `detail` (e.g. srresnet_x4), "
+                             "written into the card and kept by --publish")
     export.set_defaults(func=_handle_export)
 
     ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop), NIQE and colour shift of an ONNX model "
@@ -257,6 +260,9 @@ def _handle_export(args: argparse.Namespace) -> int:
         )
     except (ExportError, DeployRefused, FileNotFoundError, ValueError) as exc:
         return fail(str(exc), command="export")
+    if args.detail_base:
+        card["detail_base"] = args.detail_base
+        card_path_for(args.output).write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {args.output} (parity max |diff| {card['parity']['max_abs_diff']:.4f}) "
           f"and {card_path_for(args.output)}")
     evaluation = card.get("evaluation") or {}

@@ -83,6 +83,7 @@ class Publisher:
         force: bool = False,
         tolerance_db: float = QUALITY_TOLERANCE_DB,
         source: str | None = None,
+        detail_base: str | None = None,
     ) -> Published:
         """Check ``file``, compare it with the active version, copy it in as ``name``, activate it, tell the workers.
 
@@ -91,7 +92,9 @@ class Publisher:
         stored is published). The quality gate: the candidate's PSNR-Y on a
         bench set (``eval_data``, measured now for both; else the card metrics
         both versions share) must not be lower than the active version's by
-        more than ``tolerance_db``, unless ``force``.
+        more than ``tolerance_db``, unless ``force``. ``detail_base`` names the PSNR model a GAN model
+        blends with for ``detail`` (it replaces the card's; the registry refuses a pair whose networks
+        differ), so a retrained GAN model keeps its detail control.
 
         Raises:
             DeployRefused: a check failed or the candidate is worse; the registry is unchanged.
@@ -104,6 +107,8 @@ class Publisher:
             found = find_card(file)
             card = read_card(found) if found else {}
         card = dict(card)
+        if detail_base:
+            card["detail_base"] = detail_base
         notes: list[str] = []
         given = file
         try:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.tiny_models import make_conv_model, make_nearest_model
+from bench.tiny_models import make_conv_model, make_nearest_model, make_srresnet_model
 from cli.main import main
+from core.catalog.catalog import ModelCatalog
 from core.catalog.registry import Registry
 from core.settings import get_settings
 
@@ -98,3 +99,25 @@ def test_models_is_a_readable_table_with_the_data_folder(registry, tmp_path, cap
     listing = json.loads(capsys.readouterr().out)
     (sr,) = [m for m in listing["models"] if m["name"] == "sr"]
     assert sr["metrics"]["set5_psnr_y"] == 31.5658 and sr["metrics"]["bsd100_niqe"] == 5.1235, "rounded"
+
+
+def test_deploy_detail_base_is_kept_by_the_published_versions_and_a_rollback(registry, tmp_path, capsys):
+    """`srgan deploy --detail-base`: a retrained GAN model keeps its detail control, and a rollback returns to a
+    version that has its own."""
+    assert main(["deploy", str(make_conv_model(tmp_path / "psnr.onnx", seed=0, name="psnr")), "--name", "psnr"]) == 0
+    for version, seed in (("v1", 1), ("v2", 2)):
+        gan = make_conv_model(tmp_path / f"gan{seed}.onnx", seed=seed, name="gan")
+        assert main(["deploy", str(gan), "--name", "gan", "--version", version, "--detail-base", "psnr"]) == 0
+    assert registry.get("gan").version == "v2" and registry.get("gan").detail_base == "psnr"
+    assert main(["rollback", "gan"]) == 0
+    assert registry.get("gan").version == "v1" and registry.get("gan").detail_base == "psnr"
+    blend = ModelCatalog(get_settings()).blend("gan", 0.5)
+    assert (blend.target.ref, blend.base.ref if blend.base else None) == ("gan:v1", "psnr:1")
+
+
+def test_deploy_refuses_a_detail_base_whose_network_differs(registry, tmp_path, capsys):
+    assert main(["deploy", str(make_conv_model(tmp_path / "psnr.onnx", seed=0, name="psnr")), "--name", "psnr"]) == 0
+    other = make_srresnet_model(tmp_path / "other.onnx")
+    assert main(["deploy", str(other), "--name", "gan", "--detail-base", "psnr"]) == 1
+    assert "cannot serve detail with psnr" in capsys.readouterr().err
+    assert not registry.has("gan")
