@@ -20,7 +20,7 @@ from core.catalog.load import build_upscaler
 from core.settings import get_settings
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe as niqe_score
-from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y, ssim_y
+from model.quality import bicubic_downscale, bicubic_upscale, color_shift, crop_to_multiple, psnr_y, ssim_y
 from training.sources import list_images, read_rgb
 
 PROTOCOL = (
@@ -77,12 +77,6 @@ def evaluate_model(
         report["datasets"] = {g: _means([i for i in images if i["name"].startswith(g + "/")]) for g in sorted(groups)}
     report["images"] = images
     return report
-
-
-def color_shift(sr: np.ndarray, hr: np.ndarray) -> float:
-    """Largest difference of a channel's mean between ``sr`` and ``hr`` (0..255 levels)."""
-    diff = sr.reshape(-1, 3).astype(np.float64).mean(axis=0) - hr.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    return float(np.abs(diff).max())
 
 
 def _means(images: list[dict[str, Any]]) -> dict[str, Any]:

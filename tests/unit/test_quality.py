@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y, rgb_to_y, ssim_y
+from model.quality import (
+    bicubic_downscale,
+    bicubic_upscale,
+    color_shift,
+    crop_to_multiple,
+    flat_region_error,
+    psnr_y,
+    rgb_to_y,
+    ssim_y,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +96,21 @@ def test_ssim_of_constant_images_with_a_luminance_shift():
 def test_metrics_reject_mismatched_shapes():
     with pytest.raises(ValueError):
         psnr_y(_image(20, 20), _image(20, 24))
+
+
+def test_flat_region_error_measures_only_where_the_image_is_flat():
+    hr = np.full((40, 40, 3), 120, np.uint8)
+    hr[:, 20:] = np.random.default_rng(0).integers(0, 256, (40, 20, 3), dtype=np.uint8)  # texture on the right
+    noisy = hr.astype(np.int16)
+    noisy[:, :20] += 6  # +6 levels on every channel of the flat half: +6 on Y
+    noisy[:, 20:] = 255 - hr[:, 20:]  # the textured half far off, which must not count
+    error = flat_region_error(np.clip(noisy, 0, 255).astype(np.uint8), hr)
+    assert abs(error - 6 * (65.481 + 128.553 + 24.966) / 255) < 1e-6
+    assert math.isnan(flat_region_error(hr[:, 20:], hr[:, 20:])), "no flat pixel: nothing to measure"
+
+
+def test_color_shift_is_the_largest_channel_mean_difference():
+    hr = np.full((8, 8, 3), 100, np.uint8)
+    sr = hr.copy()
+    sr[..., 2] += 3
+    assert color_shift(sr, hr) == 3.0 and color_shift(hr, hr) == 0.0
