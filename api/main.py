@@ -34,6 +34,7 @@ from core.recovery import Reaper
 from core.settings import Settings, get_settings
 from core.storage import open_storage
 from core.webhooks import Notifier
+from core.workers import WorkerHeartbeats
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def create_app(settings: Settings | None = None, *, exposure_checked: bool = Fal
         app.state.services = services
         collector = JobsCollector(
             store, queue_depth=lambda: queue.depth(store.redis),
-            live_workers=lambda: len(store.live_workers(max_age_s=3 * settings.heartbeat_s)),
+            live_workers=lambda: len(WorkerHeartbeats(store.redis).alive(max_age_s=3 * settings.heartbeat_s)),
         )
         registry.register(collector)
         await events.start()

@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "without it, the metrics both cards have for the same set are compared")
     p.add_argument("--tolerance", type=float, default=QUALITY_TOLERANCE_DB,
                    help="dB PSNR-Y the candidate may lose against the active version (default %(default)s)")
+    p.add_argument("--detail-base", metavar="NAME",
+                   help="for a GAN model: the PSNR model it blends with for `detail` (e.g. srresnet_x4); written "
+                        "into its card, and refused when the two networks cannot be blended")
     p.add_argument("--force", action="store_true", help="publish and activate even when it scores worse")
     p.add_argument("--no-activate", dest="activate", action="store_false",
                    help="publish only; make it active later with `srgan rollback NAME --to VERSION`")
@@ -98,7 +101,7 @@ def run_deploy(args: argparse.Namespace) -> int:
                               scale=args.scale, layout=args.layout,
                               value_range=tuple(args.value_range) if args.value_range else None,
                               activate=args.activate, eval_data=args.eval_data, force=args.force,
-                              tolerance_db=args.tolerance)
+                              tolerance_db=args.tolerance, detail_base=args.detail_base)
 
 
 def publish_and_report(catalog: ModelCatalog | None, file: Path, name: str, **options: Any) -> int:

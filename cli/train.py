@@ -77,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="then publish the export as `srgan deploy FILE --name NAME` does (checked, compared with "
                              "the active version, made active, workers told)")
     export.add_argument("--force", action="store_true", help="with --publish: activate even when it scores worse")
+    export.add_argument("--detail-base", metavar="NAME",
+                        help="for a GAN model: the PSNR model it blends with for `detail` (e.g. srresnet_x4), "
+                             "written into the card and kept by --publish")
     export.set_defaults(func=_handle_export)
 
     ev = subparsers.add_parser("eval", help="PSNR/SSIM (Y, border crop), NIQE and colour shift of an ONNX model "
@@ -334,6 +337,9 @@ def _handle_export(args: argparse.Namespace) -> int:
         )
     except (ExportError, DeployRefused, FileNotFoundError, ValueError) as exc:
         return fail(error_text(exc), command="export")
+    if args.detail_base:
+        card["detail_base"] = args.detail_base
+        card_path_for(args.output).write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {args.output} (parity max |diff| {card['parity']['max_abs_diff']:.4f}) "
           f"and {card_path_for(args.output)}")
     evaluation = card.get("evaluation") or {}
@@ -349,7 +355,7 @@ def _handle_export(args: argparse.Namespace) -> int:
 
 
 def _handle_eval(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_model, format_table  # start-up: TensorFlow
+    from training.evaluate import evaluate_model, format_table  # start-up: onnx, Pillow and the engine
 
     missing = missing_path(args.model, args.data)
     if missing:
@@ -386,7 +392,8 @@ def _handle_figures(args: argparse.Namespace) -> int:
     missing = missing_path(*given)
     if missing:
         return fail(missing, USAGE, command="figures")
-    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side  # start-up: TensorFlow
+    # start-up: numpy, Pillow, matplotlib and the engine
+    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side
 
     try:
         if args.what == "curve":

@@ -38,7 +38,6 @@ from core.keyspace import (
     QUEUED_SET,
     RUNNING_SET,
     STATS,
-    WORKERS,
     events_channel,
     events_log_key,
     job_key,
@@ -344,21 +343,6 @@ class JobStore:
                 pipe.hincrbyfloat(STATS, f"{prefix}:sum", seconds)
                 pipe.hincrby(STATS, f"{prefix}:count", 1)
             pipe.execute()
-
-    # --- workers' heartbeats ------------------------------------------------
-    def heartbeat(self, worker: str) -> None:
-        self.redis.zadd(WORKERS, {worker: time.time()})
-
-    def worker_gone(self, worker: str) -> None:
-        self.redis.zrem(WORKERS, worker)
-
-    def live_workers(self, max_age_s: float) -> list[str]:
-        """Workers whose last heartbeat is at most ``max_age_s`` old; older entries are pruned."""
-        now = time.time()
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(WORKERS, "-inf", now - max(max_age_s, 60.0))
-            pipe.zrangebyscore(WORKERS, now - max_age_s, "+inf")
-            return list(pipe.execute()[1])
 
     # --- housekeeping ---------------------------------------------------------
     def requeue_lost(self, max_silence_s: float, max_attempts: int) -> list[Requeued]:

@@ -9,7 +9,7 @@ Jobs (``core.jobs``; their moves: ``core.job_states``)::
     srgan:jobs:running            set of ids being worked on
     srgan:deadlines               sorted set: id -> deadline (unix time) of queued jobs that have one
     srgan:stats                   hash of counters and histogram buckets for /metrics
-    srgan:workers                 sorted set: worker name -> last heartbeat (unix time)
+    srgan:workers                 sorted set: worker name -> last heartbeat (unix time) (``core.workers``)
     srgan:reaper                  lock: held by the process whose reaper pass runs now (``core.recovery``)
     srgan:throughput              hash: model|worker -> measured input pixels/s (``core.throughput``)
 

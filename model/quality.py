@@ -25,7 +25,9 @@ from PIL import Image
 __all__ = [
     "bicubic_downscale",
     "bicubic_upscale",
+    "color_shift",
     "crop_to_multiple",
+    "flat_region_error",
     "metric_tag",
     "psnr_y",
     "rgb_to_y",
@@ -97,26 +99,6 @@ def psnr_y(a_hwc: np.ndarray, b_hwc: np.ndarray, crop: int = 0) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-FLAT_WINDOW = 7
-FLAT_STD = 3.0
-
-
-def flat_region_error(sr_hwc: np.ndarray, hr_hwc: np.ndarray, crop: int = 0) -> float:
-    """Standard deviation of the Y error where the ground truth is flat: pixels whose 7x7 neighbourhood in ``hr``
-    has a Y standard deviation under 3 levels (amplified JPEG blocks, noise and invented crackle show here; the
-    mean offset is colour shift's business). NaN when ``hr`` has no flat pixel."""
-    ys, yh = _y_pair(sr_hwc, hr_hwc, crop)
-    k = FLAT_WINDOW
-    if min(yh.shape) < k:
-        return math.nan
-    windows = np.lib.stride_tricks.sliding_window_view(yh, (k, k))
-    flat = np.zeros(yh.shape, dtype=bool)
-    flat[k // 2 : k // 2 + windows.shape[0], k // 2 : k // 2 + windows.shape[1]] = windows.std(axis=(2, 3)) < FLAT_STD
-    if not flat.any():
-        return math.nan
-    return float((ys - yh)[flat].std())
-
-
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     g = np.exp(-(x**2) / (2.0 * sigma**2))
@@ -143,6 +125,44 @@ def ssim_y(a_hwc: np.ndarray, b_hwc: np.ndarray, crop: int = 0) -> float:
     cov = _filter_valid(ya * yb, g) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(ssim_map.mean())
+
+
+def color_shift(sr_hwc: np.ndarray, hr_hwc: np.ndarray) -> float:
+    """Largest difference of a channel's mean between ``sr_hwc`` and ``hr_hwc`` (0..255 levels)."""
+    sr = sr_hwc.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    hr = hr_hwc.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    return float(np.abs(sr - hr).max())
+
+
+FLAT_WINDOW = 7
+FLAT_MAX_STD = 3.0
+"""A pixel is flat when the HR's Y varies by less than this (standard deviation, levels) in the
+FLAT_WINDOW x FLAT_WINDOW box around it: sky, walls, skin, where a model must not paint texture or keep noise."""
+
+
+def _box_mean(img: np.ndarray, k: int) -> np.ndarray:
+    """Mean of every ``k`` x ``k`` box of ``img`` that fits inside it (an integral image)."""
+    c = np.pad(img, ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
+    return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
+
+
+def flat_region_error(sr_hwc: np.ndarray, hr_hwc: np.ndarray, crop: int = 0) -> float:
+    """Standard deviation of the Y error of ``sr_hwc`` on the HR's flat pixels (see FLAT_MAX_STD); nan when none
+    is flat.
+
+    Amplified JPEG blocks, noise and invented crackle show here, where PSNR averages them away and NIQE can
+    reward them; a mean offset is ``color_shift``'s business (it does not count).
+    """
+    ya, yb = _y_pair(sr_hwc, hr_hwc, crop)
+    k = FLAT_WINDOW
+    if min(yb.shape) < k:
+        return math.nan
+    mean = _box_mean(yb, k)
+    var = _box_mean(yb * yb, k) - mean * mean
+    flat = var < FLAT_MAX_STD**2
+    h = k // 2
+    err = (ya - yb)[h:h + flat.shape[0], h:h + flat.shape[1]]
+    return float(err[flat].std()) if flat.any() else math.nan
 
 
 def metric_tag(folder: str | Path) -> str:

@@ -25,7 +25,7 @@ from core.settings import get_settings
 from model.images import read_image
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe as niqe_score
-from model.quality import bicubic_upscale, crop_to_multiple, flat_region_error, psnr_y, ssim_y
+from model.quality import bicubic_upscale, color_shift, crop_to_multiple, flat_region_error, psnr_y, ssim_y
 from training.degradations import CONDITIONS, degrade_condition
 from training.sources import list_images, read_rgb
 
@@ -93,12 +93,6 @@ def degraded_input(hr: np.ndarray, condition: str, scale: int, seed: int) -> np.
     """The LR input of ``hr`` under ``condition``, decoded from its upload file as the service decodes it."""
     upload = degrade_condition(hr, condition, scale, seed)
     return np.asarray(read_image(upload.data, max_pixels=hr.shape[0] * hr.shape[1]).convert("RGB"))
-
-
-def color_shift(sr: np.ndarray, hr: np.ndarray) -> float:
-    """Largest difference of a channel's mean between ``sr`` and ``hr`` (0..255 levels)."""
-    diff = sr.reshape(-1, 3).astype(np.float64).mean(axis=0) - hr.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    return float(np.abs(diff).max())
 
 
 def _means(images: list[dict[str, Any]]) -> dict[str, Any]:

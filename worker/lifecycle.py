@@ -26,6 +26,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 from core import throughput
 from core.catalog.catalog import ModelCatalog
 from core.recovery import Reaper
+from core.workers import WorkerHeartbeats
 from model.engine import Upscaler
 from worker.celery_app import app
 from worker.tasks import upscale
@@ -38,9 +39,10 @@ _threads: list[threading.Thread] = []
 
 def _heartbeat_loop(name: str) -> None:
     interval = upscale.settings.heartbeat_s
+    heartbeats = WorkerHeartbeats(upscale.store.redis)
     while not _stop.is_set():
         try:
-            upscale.store.heartbeat(name)
+            heartbeats.beat(name)
         except Exception as exc:  # noqa: BLE001 - Redis may be away for a while; keep trying
             log.warning("heartbeat failed: %s", exc)
         _stop.wait(interval)
@@ -88,7 +90,7 @@ def stop_heartbeat(sender: object = None, **_: object) -> None:
     for thread in _threads:
         thread.join(timeout=2)
     try:
-        upscale.store.worker_gone(getattr(sender, "hostname", None) or "worker")
+        WorkerHeartbeats(upscale.store.redis).gone(getattr(sender, "hostname", None) or "worker")
     except Exception as exc:  # noqa: BLE001
         log.warning("could not remove the heartbeat: %s", exc)
 

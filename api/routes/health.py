@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import CallerDep, ServicesDep, worker_supervision
 from api.openapi import AUTH, error_responses
 from api.schemas import CheckOut, HealthOut, ReadyOut
+from core.workers import WorkerHeartbeats
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -41,7 +42,7 @@ def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     try:
         services.store.redis.ping()
         checks["redis"] = CheckOut(ok=True, detail="answers")
-        workers = services.store.live_workers(max_age_s=3 * services.settings.heartbeat_s)
+        workers = WorkerHeartbeats(services.store.redis).alive(max_age_s=3 * services.settings.heartbeat_s)
         checks["workers"] = CheckOut(ok=bool(workers), detail=f"{len(workers)} alive")
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         # the error's kind only: its text names the internal Redis address (and the log has it)

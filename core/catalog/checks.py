@@ -10,6 +10,7 @@ engine: an import-linter contract forbids ``api`` this module.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,19 @@ from core.catalog.registry import DeployRefused, FileCheck, check_file
 from model.contract import ModelContract
 from model.engine import Upscaler
 from model.errors import SRGANError
+from model.niqe import BLOCK as NIQE_BLOCK
+from model.niqe import niqe
 from model.probe import PROBE_HW, judge_probe, probe_image
-from model.quality import bicubic_downscale, crop_to_multiple, metric_tag, psnr_y, ssim_y
+from model.quality import (
+    bicubic_downscale,
+    bicubic_upscale,
+    color_shift,
+    crop_to_multiple,
+    flat_region_error,
+    metric_tag,
+    psnr_y,
+    ssim_y,
+)
 
 
 def check_model_file(path: Path, *, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
@@ -81,24 +93,38 @@ def _raw_output_size(up: Any, lr_hwc_u8: np.ndarray) -> tuple[int, int] | None:
 BENCH_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def measure_file(model_file: str | Path, folder: str | Path) -> dict[str, float]:
+def measure_file(model_file: str | Path, folder: str | Path, *, perceptual: bool = False) -> dict[str, float]:
     """PSNR-Y and SSIM-Y of an ONNX model on the HR images under ``folder`` (the protocol, whole image, float32),
     keyed ``<tag>_psnr_y``/``<tag>_ssim_y`` (:func:`metric_tag`). ``srgan deploy --eval-data`` compares versions
-    with it; ``srgan eval`` gives the full report."""
+    with it; ``srgan eval`` gives the full report.
+
+    ``perceptual`` (a GAN model's gate) adds ``<tag>_bicubic_psnr_y`` (the floor), ``<tag>_niqe`` (the mean
+    over images of at least NIQE's block size), ``<tag>_max_color_shift`` and ``<tag>_flat_error``
+    (:func:`model.quality.flat_region_error`, the mean over images with flat regions)."""
     folder = Path(folder)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in BENCH_SUFFIXES and p.is_file())
     if not paths:
         raise FileNotFoundError(f"no images under {folder}")
     up = Upscaler.from_file(model_file, backend="onnxruntime", providers=["CPUExecutionProvider"], tile=0)
-    psnrs, ssims = [], []
+    rows: dict[str, list[float]] = {"psnr_y": [], "ssim_y": []}
     for path in paths:
         with Image.open(path) as img:
             hr = crop_to_multiple(np.asarray(img.convert("RGB"), dtype=np.uint8), up.scale)
-        sr = up.upscale(bicubic_downscale(hr, up.scale))
-        psnrs.append(psnr_y(sr, hr, crop=up.scale))
-        ssims.append(ssim_y(sr, hr, crop=up.scale))
+        lr = bicubic_downscale(hr, up.scale)
+        sr = up.upscale(lr)
+        rows["psnr_y"].append(psnr_y(sr, hr, crop=up.scale))
+        rows["ssim_y"].append(ssim_y(sr, hr, crop=up.scale))
+        if perceptual:
+            rows.setdefault("bicubic_psnr_y", []).append(psnr_y(bicubic_upscale(lr, up.scale), hr, crop=up.scale))
+            rows.setdefault("max_color_shift", []).append(color_shift(sr, hr))
+            flat = flat_region_error(sr, hr, crop=up.scale)
+            if not math.isnan(flat):
+                rows.setdefault("flat_error", []).append(flat)
+            if min(hr.shape[:2]) >= NIQE_BLOCK:
+                rows.setdefault("niqe", []).append(niqe(sr))
     tag = metric_tag(folder)
-    return {f"{tag}_psnr_y": float(np.mean(psnrs)), f"{tag}_ssim_y": float(np.mean(ssims))}
+    return {f"{tag}_{key}": float(max(values) if key == "max_color_shift" else np.mean(values))
+            for key, values in rows.items()}
 
 
 class EngineInspector:
@@ -108,5 +134,5 @@ class EngineInspector:
     def check(self, path: Path, *, card: dict[str, Any] | None = None, scale: int | None = None) -> FileCheck:
         return check_model_file(path, card=card, scale=scale)
 
-    def measure(self, path: Path, folder: Path) -> dict[str, float]:
-        return measure_file(path, folder)
+    def measure(self, path: Path, folder: Path, *, perceptual: bool = False) -> dict[str, float]:
+        return measure_file(path, folder, perceptual=perceptual)

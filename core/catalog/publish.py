@@ -32,6 +32,17 @@ from model.errors import ModelError
 QUALITY_TOLERANCE_DB = 0.2
 """How much lower a candidate's PSNR-Y may be than the active version's before ``publish`` refuses it."""
 
+# The gate of a GAN model (a card that names a detail_base): it is for texture, so PSNR alone would refuse
+# every better GAN model and pass a noisy one. Its NIQE is compared with the version it replaces, and
+# floors keep it faithful.
+GAN_NIQE_MARGIN = 0.2
+"""How much higher (worse) a GAN candidate's NIQE may be than the active version's: the noise of NIQE
+between two fine-tunes of one network on Set5/Set14 (about 5% of srgan_x4's 4.36 on Set14)."""
+GAN_MAX_COLOR_SHIFT = 3.0
+"""Largest channel-mean shift (levels) a GAN candidate may have on any bench image (srgan_x4: 1.33)."""
+GAN_FLAT_MARGIN = 0.5
+"""How much more error (levels of Y) a GAN candidate may add on flat regions than the active version."""
+
 
 class FileInspector(Protocol):
     """What :meth:`Publisher.publish` runs a candidate file through (``core.catalog.checks.EngineInspector``:
@@ -41,8 +52,9 @@ class FileInspector(Protocol):
         """The file's checks and probe; raises DeployRefused."""
         ...
 
-    def measure(self, path: Path, folder: Path) -> dict[str, float]:
-        """``<tag>_psnr_y``/``<tag>_ssim_y`` of the file on the HR images under ``folder``."""
+    def measure(self, path: Path, folder: Path, *, perceptual: bool = False) -> dict[str, float]:
+        """``<tag>_psnr_y``/``<tag>_ssim_y`` of the file on the HR images under ``folder``; with ``perceptual``
+        also ``<tag>_bicubic_psnr_y``, ``<tag>_niqe``, ``<tag>_max_color_shift`` and ``<tag>_flat_error``."""
         ...
 
 
@@ -83,6 +95,7 @@ class Publisher:
         force: bool = False,
         tolerance_db: float = QUALITY_TOLERANCE_DB,
         source: str | None = None,
+        detail_base: str | None = None,
     ) -> Published:
         """Check ``file``, compare it with the active version, copy it in as ``name``, activate it, tell the workers.
 
@@ -91,7 +104,9 @@ class Publisher:
         stored is published). The quality gate: the candidate's PSNR-Y on a
         bench set (``eval_data``, measured now for both; else the card metrics
         both versions share) must not be lower than the active version's by
-        more than ``tolerance_db``, unless ``force``.
+        more than ``tolerance_db``, unless ``force``. ``detail_base`` names the PSNR model a GAN model
+        blends with for ``detail`` (it replaces the card's; the registry refuses a pair whose networks
+        differ), so a retrained GAN model keeps its detail control.
 
         Raises:
             DeployRefused: a check failed or the candidate is worse; the registry is unchanged.
@@ -104,6 +119,8 @@ class Publisher:
             found = find_card(file)
             card = read_card(found) if found else {}
         card = dict(card)
+        if detail_base:
+            card["detail_base"] = detail_base
         notes: list[str] = []
         given = file
         try:
@@ -125,7 +142,8 @@ class Publisher:
             if not card.get("metrics") and checked.contract is not None and checked.contract.metrics:
                 card["metrics"] = dict(checked.contract.metrics)
             if eval_data is not None:
-                card["metrics"] = {**(card.get("metrics") or {}), **self._measure(file, eval_data)}
+                measured = self._measure(file, eval_data, perceptual=bool(card.get("detail_base")))
+                card["metrics"] = {**(card.get("metrics") or {}), **measured}
             if activate and before is not None:
                 notes.append(self._quality_gate(name, before, card, eval_data, force, tolerance_db))
             published = self.registry.publish(file, name=name, version=version, card=card, checked=checked,
@@ -174,10 +192,10 @@ class Publisher:
         onnx.save(proto, str(out))
         return out
 
-    def _measure(self, file: Path, folder: Path) -> dict[str, float]:
+    def _measure(self, file: Path, folder: Path, perceptual: bool = False) -> dict[str, float]:
         assert self.inspector is not None
         try:
-            return self.inspector.measure(file, folder)
+            return self.inspector.measure(file, folder, perceptual=perceptual)
         except (OSError, ModelError) as exc:
             raise DeployRefused(f"cannot measure {file} on {folder}: {exc}") from exc
 
@@ -186,6 +204,8 @@ class Publisher:
         """A line comparing the candidate with the active version; raises DeployRefused when it is worse."""
         active = self.registry.get(name, before)
         candidate = {k: float(v) for k, v in (card.get("metrics") or {}).items()}
+        if card.get("detail_base"):
+            return self._gan_gate(active, candidate, eval_data, force)
         if eval_data is not None:
             from model.quality import metric_tag  # start-up: numpy and Pillow, for --eval-data only
 
@@ -203,3 +223,52 @@ class Publisher:
             raise DeployRefused(f"the candidate is worse than the active {active.ref} by more than "
                                 f"{tolerance_db:g} dB ({lines}); pass --force to publish it anyway")
         return f"quality against the active {active.ref}: {lines}" + (" (worse; --force)" if worse else "")
+
+    def _gan_gate(self, active: ModelVersion, candidate: dict[str, float], eval_data: Path | None,
+                  force: bool) -> str:
+        """The gate of a GAN model: NIQE no worse than ``active``'s beyond GAN_NIQE_MARGIN, PSNR-Y not below
+        bicubic's, colour shift within GAN_MAX_COLOR_SHIFT, flat-region error within GAN_FLAT_MARGIN of
+        ``active``'s; on ``eval_data`` (measured now) or on the bench sets both cards measured NIQE on."""
+        if eval_data is not None:
+            from model.quality import metric_tag  # start-up: numpy and Pillow, for --eval-data only
+
+            tags = [metric_tag(eval_data)]
+            theirs = active.metrics
+            if f"{tags[0]}_niqe" not in theirs:
+                theirs = {**theirs, **self._measure(active.path, eval_data, perceptual=True)}
+        else:
+            theirs = active.metrics
+            tags = sorted(k.removesuffix("_niqe") for k in candidate
+                          if k.endswith("_niqe") and not k.endswith(("bicubic_niqe", "hr_niqe")) and k in theirs)
+        if not tags:
+            return (f"quality not compared: a GAN model is compared on NIQE, and the candidate and {active.ref} "
+                    "share no bench set with it measured; pass --eval-data FOLDER to measure both")
+        lines, problems = [], []
+        for tag in tags:
+            niqe, their_niqe = candidate.get(f"{tag}_niqe"), theirs.get(f"{tag}_niqe")
+            if niqe is not None and their_niqe is not None:
+                lines.append(f"{tag} NIQE {niqe:.2f} vs {their_niqe:.2f}")
+                if niqe > their_niqe + GAN_NIQE_MARGIN:
+                    problems.append(f"{tag} NIQE {niqe:.2f} is worse than {their_niqe:.2f} by more than "
+                                    f"{GAN_NIQE_MARGIN:g}")
+            psnr, bicubic = candidate.get(f"{tag}_psnr_y"), candidate.get(f"{tag}_bicubic_psnr_y")
+            if psnr is not None and bicubic is not None:
+                lines.append(f"PSNR-Y {psnr:.2f} dB (bicubic {bicubic:.2f})")
+                if psnr < bicubic:
+                    problems.append(f"{tag} PSNR-Y {psnr:.2f} dB is below bicubic's {bicubic:.2f}")
+            shift = candidate.get(f"{tag}_max_color_shift")
+            if shift is not None:
+                lines.append(f"colour shift {shift:.2f}")
+                if shift > GAN_MAX_COLOR_SHIFT:
+                    problems.append(f"{tag} colour shift {shift:.2f} levels is over {GAN_MAX_COLOR_SHIFT:g}")
+            flat, their_flat = candidate.get(f"{tag}_flat_error"), theirs.get(f"{tag}_flat_error")
+            if flat is not None and their_flat is not None:
+                lines.append(f"flat-region error {flat:.2f} vs {their_flat:.2f}")
+                if flat > their_flat + GAN_FLAT_MARGIN:
+                    problems.append(f"{tag} flat-region error {flat:.2f} is over {their_flat:.2f} by more than "
+                                    f"{GAN_FLAT_MARGIN:g} levels")
+        if problems and not force:
+            raise DeployRefused(f"the GAN candidate fails the gate against the active {active.ref}: "
+                                f"{'; '.join(problems)}; pass --force to publish it anyway")
+        return (f"GAN gate against the active {active.ref}: {', '.join(lines)}"
+                + (" (fails; --force)" if problems else ""))

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.quality import bicubic_downscale, bicubic_upscale, crop_to_multiple, psnr_y, rgb_to_y, ssim_y
+from model.quality import (
+    bicubic_downscale,
+    bicubic_upscale,
+    color_shift,
+    crop_to_multiple,
+    flat_region_error,
+    psnr_y,
+    rgb_to_y,
+    ssim_y,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -90,7 +99,6 @@ def test_metrics_reject_mismatched_shapes():
 
 
 def test_flat_region_error_sees_noise_on_flat_ground_truth_only():
-    from model.quality import flat_region_error
 
     rng = np.random.default_rng(0)
     hr = np.full((64, 64, 3), 120, np.uint8)
@@ -106,3 +114,10 @@ def test_flat_region_error_sees_noise_on_flat_ground_truth_only():
     offset = hr.astype(np.float64) + 10  # a uniform shift is colour shift's business, not this
     assert flat_region_error(offset, hr, crop=4) == pytest.approx(0.0, abs=1e-9)
     assert np.isnan(flat_region_error(hr[:, 34:], hr[:, 34:]))  # no flat pixel
+
+
+def test_color_shift_is_the_largest_channel_mean_difference():
+    hr = np.full((8, 8, 3), 100, np.uint8)
+    sr = hr.copy()
+    sr[..., 2] += 3
+    assert color_shift(sr, hr) == 3.0 and color_shift(hr, hr) == 0.0

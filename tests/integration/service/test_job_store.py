@@ -131,13 +131,6 @@ def test_a_forgotten_job_is_not_counted_as_queued(store):
     assert int(store.stats()["jobs_total:queued"]) == before_total
 
 
-def test_heartbeats(store):
-    store.heartbeat("w1@host")
-    assert "w1@host" in store.live_workers(max_age_s=5)
-    store.worker_gone("w1@host")
-    assert "w1@host" not in store.live_workers(max_age_s=5)
-
-
 # --- the reaper: running jobs whose run stopped beating are queued again ------------------------
 def silent_run(store: JobStore, *, silent_s: float = 120, max_attempts: int = 3) -> tuple[str, int]:
     """A running job whose run last beat ``silent_s`` ago; its id and the run's attempt."""

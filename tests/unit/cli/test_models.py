@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.tiny_models import make_conv_model, make_nearest_model
+from bench.tiny_models import make_conv_model, make_nearest_model, make_srresnet_model
 from cli.main import main
+from core.catalog.catalog import ModelCatalog
 from core.catalog.registry import Registry
 from core.settings import get_settings
 
@@ -118,3 +119,85 @@ def test_models_shows_the_models_own_niqe_and_labels_the_references(registry, tm
     at = columns.index("NIQE") + 1  # the ACTIVE cell "active" is one word here, the SET5 cell "-", dB cells two
     assert cells[at: at + 3] == ["4.36", "4.84", "7.73"], row  # the model's own NIQE, not the ground truth's
     assert "ground-truth" in out
+
+
+def test_deploy_detail_base_is_kept_by_the_published_versions_and_a_rollback(registry, tmp_path, capsys):
+    """`srgan deploy --detail-base`: a retrained GAN model keeps its detail control, and a rollback returns to a
+    version that has its own."""
+    assert main(["deploy", str(make_conv_model(tmp_path / "psnr.onnx", seed=0, name="psnr")), "--name", "psnr"]) == 0
+    for version, seed in (("v1", 1), ("v2", 2)):
+        gan = make_conv_model(tmp_path / f"gan{seed}.onnx", seed=seed, name="gan")
+        assert main(["deploy", str(gan), "--name", "gan", "--version", version, "--detail-base", "psnr"]) == 0
+    assert registry.get("gan").version == "v2" and registry.get("gan").detail_base == "psnr"
+    assert main(["rollback", "gan"]) == 0
+    assert registry.get("gan").version == "v1" and registry.get("gan").detail_base == "psnr"
+    blend = ModelCatalog(get_settings()).blend("gan", 0.5)
+    assert (blend.target.ref, blend.base.ref if blend.base else None) == ("gan:v1", "psnr:1")
+
+
+def test_deploy_refuses_a_detail_base_whose_network_differs(registry, tmp_path, capsys):
+    assert main(["deploy", str(make_conv_model(tmp_path / "psnr.onnx", seed=0, name="psnr")), "--name", "psnr"]) == 0
+    other = make_srresnet_model(tmp_path / "other.onnx")
+    assert main(["deploy", str(other), "--name", "gan", "--detail-base", "psnr"]) == 1
+    assert "cannot serve detail with psnr" in capsys.readouterr().err
+    assert not registry.has("gan")
+
+
+GAN_METRICS = {"set14_psnr_y": 27.05, "set14_bicubic_psnr_y": 26.09, "set14_niqe": 4.36, "set14_max_color_shift": 1.33}
+"""srgan_x4's card on Set14, the figures a GAN model's gate reads."""
+
+
+def _gan(tmp_path, seed, **metrics):
+    """A GAN-style candidate (blends with `psnr`) whose card says ``metrics``."""
+    path = make_conv_model(tmp_path / f"gan{seed}.onnx", seed=seed, name="gan")
+    path.with_name(f"gan{seed}.card.json").write_text(json.dumps({"detail_base": "psnr",
+                                                                  "metrics": {**GAN_METRICS, **metrics}}))
+    return str(path)
+
+
+def test_a_gan_model_is_gated_on_niqe_and_floors_not_on_psnr_alone(registry, tmp_path, capsys):
+    assert main(["deploy", str(make_conv_model(tmp_path / "psnr.onnx", seed=0, name="psnr")), "--name", "psnr"]) == 0
+    assert main(["deploy", _gan(tmp_path, 1), "--name", "gan", "--version", "v1"]) == 0
+    capsys.readouterr()
+    # 0.5 dB lower PSNR-Y than v1 (the PSNR gate's 0.2 dB would refuse it) but a better NIQE: it passes
+    assert main(["deploy", _gan(tmp_path, 2, set14_psnr_y=26.55, set14_niqe=4.1), "--name", "gan",
+                 "--version", "v2"]) == 0
+    out = capsys.readouterr().out
+    assert "GAN gate against the active gan:v1: set14 NIQE 4.10 vs 4.36" in out
+    assert registry.active_version("gan") == "v2"
+    refused = {
+        "v3": ({"set14_niqe": 4.4}, "set14 NIQE 4.40 is worse than 4.10 by more than 0.2"),
+        "v4": ({"set14_psnr_y": 25.9}, "set14 PSNR-Y 25.90 dB is below bicubic's 26.09"),
+        "v5": ({"set14_niqe": 4.1, "set14_max_color_shift": 4.2}, "set14 colour shift 4.20 levels is over 3"),
+    }
+    for seed, (version, (metrics, reason)) in enumerate(refused.items(), start=3):
+        assert main(["deploy", _gan(tmp_path, seed, **metrics), "--name", "gan", "--version", version]) == 1
+        err = capsys.readouterr().err
+        assert reason in err and "the active version of gan is still v2" in err, err
+    assert registry.active_version("gan") == "v2"
+    assert main(["deploy", _gan(tmp_path, 6, set14_niqe=4.4), "--name", "gan", "--version", "v6", "--force"]) == 0
+    assert "(fails; --force)" in capsys.readouterr().out and registry.active_version("gan") == "v6"
+
+
+def test_a_gan_gate_on_eval_data_measures_niqe_flat_regions_and_colour_for_both(registry, tmp_path, capsys):
+    """With --eval-data a GAN candidate and the active version are measured as the gate reads them."""
+    from bench.data import training_photo
+
+    bench = tmp_path / "Set5"
+    bench.mkdir()
+    photo = training_photo(0)
+    for i in range(2):
+        Image.fromarray(photo[i * 100:i * 100 + 128, :128]).save(bench / f"{i}.png")
+    assert main(["deploy", str(make_conv_model(tmp_path / "psnr.onnx", seed=0, name="psnr")), "--name", "psnr"]) == 0
+    first = make_conv_model(tmp_path / "g1.onnx", seed=1, name="gan")
+    assert main(["deploy", str(first), "--name", "gan", "--version", "v1", "--detail-base", "psnr"]) == 0
+    capsys.readouterr()
+    second = make_conv_model(tmp_path / "g2.onnx", seed=2, name="gan")
+    assert main(["deploy", str(second), "--name", "gan", "--version", "v2", "--detail-base", "psnr",
+                 "--eval-data", str(bench), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "GAN gate against the active gan:v1: set5 NIQE" in out and "flat-region error" in out, out
+    measured = registry.get("gan", "v2").metrics
+    assert {"set5_psnr_y", "set5_bicubic_psnr_y", "set5_niqe", "set5_max_color_shift",
+            "set5_flat_error"} <= set(measured)
+    assert measured["set5_psnr_y"] < measured["set5_bicubic_psnr_y"], "a random network is below bicubic"

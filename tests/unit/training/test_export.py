@@ -118,3 +118,30 @@ def test_export_prints_its_metrics_and_each_file_keeps_its_card(tmp_path, capsys
     assert a["onnx"]["file"] == "a.onnx" and "set5_psnr_y" in a["metrics"]
     assert b["onnx"]["file"] == "b.onnx" and b["version"] == "2"
     assert not (out / "card.json").exists()
+
+
+def test_export_detail_base_goes_into_the_card_and_through_publish(tmp_path, capsys, monkeypatch):
+    """A retrained GAN model exported with --publish lost its detail base: --detail-base writes it into the card,
+    and the published version keeps it."""
+    from cli.main import main
+    from core.catalog.registry import Registry
+    from core.settings import get_settings
+    from training.arch import build_generator
+
+    for key in ("SRGAN_REDIS_URL", "SRGAN_MODELS_DIR", "SRGAN_MODEL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SRGAN_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    weights = tmp_path / "w" / "g.weights.h5"
+    weights.parent.mkdir()
+    build_generator(scale=2, filters=8, blocks=1).save_weights(str(weights))
+    arch = ["--scale", "2", "--filters", "8", "--blocks", "1"]
+    out = tmp_path / "models"
+    try:
+        assert main(["export", str(weights), "-o", str(out / "psnr.onnx"), *arch, "--publish", "psnr"]) == 0
+        assert main(["export", str(weights), "-o", str(out / "gan.onnx"), *arch, "--detail-base", "psnr",
+                     "--publish", "gan"]) == 0, capsys.readouterr().err
+        assert json.loads((out / "gan.card.json").read_text())["detail_base"] == "psnr"
+        assert Registry(tmp_path / "data" / "models").get("gan").detail_base == "psnr"
+    finally:
+        get_settings.cache_clear()
