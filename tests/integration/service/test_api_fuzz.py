@@ -52,7 +52,7 @@ def test_the_upload_forms_document_what_the_server_takes_format_jpg_yes_null_no(
             for name, field in form_schema(document, path)["properties"].items():
                 assert "null" not in str(field.get("type")) and "anyOf" not in field, (path, name, field)
         formats = form_schema(document, "/v1/jobs")["properties"]["format"]["enum"]
-        assert set(formats) == {"png", "jpeg", "jpg", "webp"}
+        assert set(formats) == {"png", "jpeg", "jpg", "webp", "avif"}
         for fmt in formats:
             created = client.post("/v1/jobs", data={"format": fmt},
                                   files={"file": ("a.png", image_bytes(8, 8), "image/png")})
