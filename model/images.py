@@ -413,12 +413,7 @@ def upscale_image(
     colour_mode = "L" if img.mode in ("L", "LA") else "RGB"
     alpha = np.asarray(img.getchannel("A")) if img.mode in ("LA", "RGBA") else None
     alpha_varies = alpha is not None and alpha.min() != alpha.max()
-    passes = 2 if alpha_varies else 1
-
-    def report(offset: int) -> Progress | None:
-        if progress is None:
-            return None
-        return lambda done, total: progress(offset * total + done, passes * total)
+    report = _pass_progress(progress, 2 if alpha_varies else 1)
 
     colour = np.asarray(img.convert("RGB"))
     run: dict[str, Any] = dict(tile=tile, overlap=overlap, should_stop=should_stop)
@@ -438,6 +433,17 @@ def upscale_image(
     return hr
 
 
+def _pass_progress(progress: Progress | None, passes: int) -> Callable[[int], Progress | None]:
+    """``report(k)``: the progress callback of pass ``k`` of ``passes`` (colour, then alpha), over the whole job."""
+
+    def report(offset: int) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(offset * total + done, passes * total)
+
+    return report
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma of an ``(H, W, 3)`` uint16 image, as Pillow's ``convert("L")`` weighs it."""
     weighted = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -454,12 +460,7 @@ def _upscale_deep(
     colour = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else np.ascontiguousarray(colour)
     alpha = deep[:, :, -1] if has_alpha else None
     alpha_varies = alpha is not None and alpha.min() != alpha.max()
-    passes = 2 if alpha_varies else 1
-
-    def report(offset: int) -> Progress | None:
-        if progress is None:
-            return None
-        return lambda done, total: progress(offset * total + done, passes * total)
+    report = _pass_progress(progress, 2 if alpha_varies else 1)
 
     hr = upscaler.upscale(colour, progress=report(0), **run)
     bands = [_luma(hr)[:, :, None]] if img.mode in ("L", "LA") else [hr]

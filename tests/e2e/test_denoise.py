@@ -8,17 +8,15 @@ The models are tiny conv nets of one architecture (``bench.tiny_models``); ``rw`
 from __future__ import annotations
 
 import io
-import json
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from bench.tiny_models import make_conv_model
 from core.catalog.registry import Registry
 from tests.e2e.conftest import start_served, wait_in_page
-from tests.utils.models import publish_checked
+from tests.utils.models import publish_family
 from tests.utils.service import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -28,13 +26,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 def served_family(tmp_path_factory):
     files = tmp_path_factory.mktemp("family")
     data_dir = tmp_path_factory.mktemp("served-family")
-    registry = Registry(data_dir / "models")
-    cards = {"psnr": {}, "gan": {"detail_base": "psnr"}, "rw": {"denoise_base": "psnr"},
-             "rw_gan": {"detail_base": "rw", "denoise_base": "gan"}}
-    for i, (name, card) in enumerate(cards.items()):
-        path = make_conv_model(files / f"{name}.onnx", seed=30 + i, name=name)
-        (files / f"{name}.card.json").write_text(json.dumps(card))
-        publish_checked(registry, path, name=name)
+    publish_family(Registry(data_dir / "models"), files, {
+        "psnr": {}, "gan": {"detail_base": "psnr"}, "rw": {"denoise_base": "psnr"},
+        "rw_gan": {"detail_base": "rw", "denoise_base": "gan"}}, seed=30)
     with start_served(data_dir, "psnr") as stack:
         yield stack
 

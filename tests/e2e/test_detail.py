@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.tiny_models import make_conv_model
 from core.catalog.registry import Registry
 from tests.e2e.conftest import start_served, wait_in_page
-from tests.utils.models import publish_checked
+from tests.utils.models import publish_family
 from tests.utils.service import REPO, image_bytes, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -31,11 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 def served_pair(tmp_path_factory):
     files = tmp_path_factory.mktemp("pair")
     data_dir = tmp_path_factory.mktemp("served-pair")
-    registry = Registry(data_dir / "models")
-    publish_checked(registry, make_conv_model(files / "psnr.onnx", seed=0, name="psnr"), name="psnr")
-    gan = make_conv_model(files / "gan.onnx", seed=1, name="gan")
-    (files / "gan.card.json").write_text(json.dumps({"detail_base": "psnr"}))
-    publish_checked(registry, gan, name="gan")
+    publish_family(Registry(data_dir / "models"), files, {"psnr": {}, "gan": {"detail_base": "psnr"}})
     with start_served(data_dir, "psnr") as stack:
         yield stack
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.tiny_models import make_conv_model
 from core.catalog.checks import check_model_file
 from core.catalog.registry import ModelVersion, Registry, find_card, read_card
 
@@ -36,3 +37,11 @@ def publish_checked(
     checked = check_model_file(file, card=card, scale=scale)
     return registry.publish(file, name=name, version=version, card=card, checked=checked, activate=activate,
                             source=source or str(file.resolve()))
+
+
+def publish_family(registry: Registry, folder: Path, cards: dict[str, dict[str, Any]], *, seed: int = 0) -> None:
+    """Publish one tiny conv model of one architecture per ``cards`` entry (name -> its card: ``detail_base``,
+    ``denoise_base``), each with other weights: a model family whose ``detail``/``denoise`` blends are real."""
+    for i, (name, card) in enumerate(cards.items()):
+        path = make_conv_model(Path(folder) / f"{name}.onnx", seed=seed + i, name=name)
+        publish_checked(registry, path, name=name, card=card)
