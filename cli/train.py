@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from cli.exits import INTERRUPTED, OK, USAGE, error_text, fail, missing_path
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--config", type=Path, help="JSON file with any of the settings below (flags win)")
         p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
         p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-        _add_config_flags(p, default_config(cast(Stage, stage)))
+        _add_config_flags(p, default_config(cast(Stage, stage)), cast(Stage, stage))
         p.set_defaults(func=_handle_train, stage=stage)
     _register_degrade(stages)
     _register_pack(stages)
@@ -187,21 +187,26 @@ def _register_figures(subparsers: argparse._SubParsersAction) -> None:
 # --- flags from the config models ------------------------------------------------
 
 
-def _fields() -> Iterator[tuple[str, FieldInfo]]:
-    """(dotted path, field) for every setting a flag can change."""
+def _sections(stage: Stage) -> tuple[str, ...]:
+    """The config sections a stage's flags come from: the gan section's settings mean nothing to pretraining."""
+    return tuple(s for s in _SECTIONS if s != "gan" or stage == "gan")
+
+
+def _fields(stage: Stage) -> Iterator[tuple[str, FieldInfo]]:
+    """(dotted path, field) for every setting a flag of ``stage`` can change."""
     for name, field in TrainConfig.model_fields.items():
         if name not in _TOP_SKIP:
             yield name, field
-    for section in _SECTIONS:
+    for section in _sections(stage):
         model = cast("type[BaseModel]", TrainConfig.model_fields[section].annotation)
         for name, field in model.model_fields.items():
             yield f"{section}.{name}", field
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, defaults: TrainConfig, stage: Stage) -> None:
     body = defaults.model_dump(mode="json")
-    groups = {s: parser.add_argument_group(s) for s in ("run", *_SECTIONS)}
-    for dotted, field in _fields():
+    groups = {s: parser.add_argument_group(s) for s in ("run", *_sections(stage))}
+    for dotted, field in _fields(stage):
         section, _, name = dotted.rpartition(".")
         default = body[section][name] if section else body[name]
         flag = "--" + name.replace("_", "-")
@@ -260,6 +265,16 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return merge(base, overrides)
 
 
+def one_line(exc: ValidationError) -> str:
+    """A configuration error as one line naming the flags (``--warmup-steps: ...``), not pydantic's dump."""
+    parts = []
+    for error in exc.errors():
+        names = [str(x) for x in error["loc"] if not isinstance(x, int)]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"--{names[-1].replace('_', '-')}: {message}" if names else message)
+    return "; ".join(parts)
+
+
 # --- handlers ------------------------------------------------------------------------
 
 
@@ -274,6 +289,8 @@ def _handle_train(args: argparse.Namespace) -> int:
     _setup_logging()
     try:
         config = resolve_config(args)
+    except ValidationError as exc:
+        return fail(one_line(exc), USAGE, command="train")
     except (ValueError, KeyError, OSError) as exc:
         return fail(str(exc), USAGE, command="train")
     if args.print_config:

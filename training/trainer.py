@@ -278,18 +278,24 @@ def _validate(
             tf.summary.scalar("niqe", result.niqe)
     if config.samples:
         save_samples(generator, data.validation[: config.samples], run.samples / f"step_{step:08d}")
-    best = float(ckpt.best_psnr.numpy())
     log.info(
-        "validation step %d: PSNR-Y %.3f dB  SSIM-Y %.4f%s  (best %s %.3f%s)",
+        "validation step %d: PSNR-Y %.3f dB  SSIM-Y %.4f%s  (best %s%s)",
         step,
         result.psnr_y,
         result.ssim_y,
         f"  NIQE {result.niqe:.3f}" if result.niqe is not None else "",
-        "-NIQE" if gan else "PSNR-Y",
-        best,
+        best_text(float(ckpt.best_psnr.numpy()), gan),
         ", saved best.weights.h5" if improved else "",
     )
     return result
+
+
+def best_text(score: float, gan: bool) -> str:
+    """The best score so far as people read it: ``PSNR-Y 28.812`` (pretrain), ``NIQE 6.708`` (gan: the score is
+    minus the NIQE, within the PSNR floor)."""
+    if not gan:
+        return f"PSNR-Y {score:.3f}"
+    return f"NIQE {-score:.3f}" if math.isfinite(score) else "NIQE: none within the PSNR floor yet"
 
 
 def selection_score(result: Validation, baseline: Validation, config: TrainConfig) -> float:

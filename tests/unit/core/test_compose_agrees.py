@@ -441,3 +441,14 @@ def test_the_api_serves_with_the_connection_deadlines_and_cap_in_compose_and_the
         settings = settings_from({k: v for k, v in env.items() if k.startswith("SRGAN_")}, monkeypatch)
         assert settings.http_idle_timeout_s == 5 and settings.http_header_timeout_s == 10
         assert settings.http_max_connections == 1000
+
+
+def test_the_trainer_needs_no_gpu_and_its_gpu_twin_is_in_the_gpu_profile():
+    """The trainer image runs on the CPU: only the `gpu` profile's trainer reserves an NVIDIA device."""
+    trainer, gpu = SERVICES["trainer"], SERVICES["trainer-gpu"]
+    assert "deploy" not in trainer, "`docker compose --profile trainer run trainer` must not need the NVIDIA toolkit"
+    assert gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert {k: v for k, v in gpu.items() if k not in ("profiles", "deploy")} == \
+        {k: v for k, v in trainer.items() if k != "profiles"}, "the same trainer otherwise"

@@ -112,7 +112,8 @@ def test_print_config(capsys):
 def test_bad_values_are_refused(capsys):
     args = _parser().parse_args(["train", "pretrain", "--print-config", "--val-fraction", "1.5"])
     assert args.func(args) == 2
-    assert "val_fraction" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--val-fraction" in err and err.count("\n") == 1, err  # the flag, in one line (issue 22, item 8)
 
 
 def test_precision_auto_follows_the_cpu(monkeypatch, tmp_path):
@@ -175,3 +176,39 @@ def test_help_states_each_default_once():
     assert "(default: 100)" in text
     for option in re.split(r" (?=--[a-z])", text):
         assert option.count("(default:") <= 1, option
+
+
+def _help(stage: str) -> str:
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    stages = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return stages[stage].format_help()
+
+
+def test_pretrain_help_lists_no_gan_only_flags():
+    pretrain, gan = _help("pretrain"), _help("gan")
+    for flag in ("--adv-weight", "--perceptual", "--discriminator", "--d-filters", "--max-psnr-drop"):
+        assert flag not in pretrain, flag
+        assert flag in gan, flag
+    for flag in ("--lr", "--degradation", "--jpeg-range", "--hr-size"):
+        assert flag in pretrain and flag in gan, flag
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--warmup-steps", "-3"], "srgan train: error: --warmup-steps: Input should be greater than or equal to 0\n"),
+    (["--hr-size", "2"], "srgan train: error: --hr-size: Input should be greater than or equal to 8\n"),
+])
+def test_a_bad_setting_is_one_line_naming_its_flag(flags, expected, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cli.main", "train", "pretrain", "--data", str(tmp_path),
+                             "--run-dir", str(tmp_path / "run"), *flags, "--print-config"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr == expected, result.stderr
+
+
+def test_the_best_score_reads_as_a_score():
+    from training.trainer import best_text
+
+    assert best_text(28.8123, gan=False) == "PSNR-Y 28.812"
+    assert best_text(-6.708, gan=True) == "NIQE 6.708"
+    assert best_text(float("-inf"), gan=True) == "NIQE: none within the PSNR floor yet"
