@@ -107,7 +107,7 @@ def test_the_api_needs_a_key_from_dotenv_and_then_may_serve_beyond_loopback(monk
     assert "--insecure" not in api["command"]
 
 
-@pytest.mark.parametrize("name", ["api", "flower"])
+@pytest.mark.parametrize("name", ["proxy", "flower"])
 def test_ports_are_published_on_loopback_unless_dotenv_says_otherwise(name):
     for mapping in SERVICES[name]["ports"]:
         assert interpolate(mapping, {}).startswith("127.0.0.1:"), mapping
@@ -129,12 +129,51 @@ def test_flower_never_starts_without_basic_auth(tmp_path):
     assert flower["command"][:2] == ["celery", "flower"]
 
 
-def test_api_port_matches_the_command_the_mapping_and_the_health_check():
-    api = SERVICES["api"]
+def test_api_port_matches_the_command_the_proxy_and_the_health_check():
+    api, proxy = SERVICES["api"], SERVICES["proxy"]
     port = build_parser().parse_args(api["command"][1:]).port
-    assert [str(p).split(":")[-1] for p in api["ports"]] == [str(port)]
+    assert "ports" not in api and [str(p) for p in api["expose"]] == [str(port)], "reached through the proxy only"
+    assert env_of(proxy)["SRGAN_PROXY_UPSTREAM"] == f"api:{port}"
     assert f"127.0.0.1:{port}/healthz" in " ".join(api["healthcheck"]["test"])
     assert f"EXPOSE {port}" in dockerfile(api)
+    listen = re.search(r"^\s*listen (\d+);", PROXY_TEMPLATE, re.M)
+    assert listen and [str(p).split(":")[-1] for p in proxy["ports"]] == [listen[1]]
+    assert f"127.0.0.1:{listen[1]}/healthz" in " ".join(proxy["healthcheck"]["test"])
+
+
+PROXY_TEMPLATE = (REPO / "docker" / "nginx" / "srgan.conf.template").read_text()
+
+
+def rendered_proxy(env: dict[str, str]) -> str:
+    """The template as nginx's image renders it (envsubst of the variables in its environment only)."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: env.get(m[1], m[0]), PROXY_TEMPLATE)
+
+
+def test_a_proxy_fronts_the_api_with_the_apis_own_deadlines_caps_and_upload_limit(monkeypatch):
+    proxy = SERVICES["proxy"]
+    assert proxy["image"].startswith("nginxinc/nginx-unprivileged:")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in proxy["volumes"]}
+    assert mounts["/etc/nginx/templates/default.conf.template"] == "./docker/nginx/srgan.conf.template"
+    env = env_of(proxy)
+    api_env = {k: v for k, v in env_of(SERVICES["api"]).items() if k.startswith("SRGAN_")}
+    settings = settings_from(api_env, monkeypatch)
+    conf = rendered_proxy(env)
+    assert "${" not in conf, "every variable of the template is given"
+
+    def directive(name: str) -> str:
+        found = re.search(rf"^\s*{name} ([^;]+);", conf, re.M)
+        assert found, name
+        return found[1]
+
+    assert directive("client_header_timeout") == f"{settings.http_header_timeout_s:g}s"
+    assert directive("keepalive_timeout") == f"{settings.http_idle_timeout_s:g}s"
+    assert directive("client_body_timeout") == f"{settings.upload_idle_timeout_s:g}s"
+    assert directive("limit_conn srgan_all") == str(settings.http_max_connections)
+    assert int(directive("limit_conn srgan_per_client")) <= settings.http_max_connections
+    body = directive("client_max_body_size")
+    assert body.endswith("m") and int(body[:-1]) * 2**20 >= max(settings.max_batch_bytes, settings.max_upload_bytes)
+    assert directive("server_tokens") == "off"
+    assert directive("proxy_buffering") == "off", "Server-Sent Events pass as they happen"
 
 
 def mounts_of(service: dict) -> dict[str, str]:

@@ -288,6 +288,10 @@ def test_the_configmap_holds_settings_and_the_documented_secret_the_rest(setting
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "SRGAN_API_KEYS"} & set(CONFIG), "secrets stay secret"
     for name, deployment in DEPLOYMENTS.items():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
+            if name == "srgan-proxy":  # nginx: a few values of srgan-config, never the secret
+                refs = {e["valueFrom"]["configMapKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+                assert refs == {"srgan-config"} and "envFrom" not in container, name
+                continue
             refs = {(k, v["name"]) for source in container["envFrom"] for k, v in source.items()}
             assert refs == {("configMapRef", "srgan-config"), ("secretRef", secret["name"])}, name
 
@@ -301,7 +305,9 @@ def test_pods_run_as_the_images_user_without_privileges():
             assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"], name
             assert context["readOnlyRootFilesystem"] is True, name
             mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
-            if name != "srgan-redis":
+            if name == "srgan-proxy":
+                assert {"/etc/nginx/conf.d", "/tmp"} <= mounted, f"{name}: the rendered template and nginx's files"
+            elif name != "srgan-redis":
                 assert {"/data", "/tmp"} <= mounted, f"{name}: writable data and temporary folders"
     for name in ("srgan-api", "srgan-worker-cpu", "srgan-worker-gpu", "srgan-webhooks"):
         assert DEPLOYMENTS[name]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001, \
@@ -379,3 +385,26 @@ def test_a_network_policy_lets_only_the_api_workers_webhooks_and_keda_reach_redi
                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "keda-operator"}}}]
     assert not any(selects(s, {"app.kubernetes.io/name": "srgan", "app.kubernetes.io/component": "debug"})
                    for s in same_namespace), "another pod of the app is refused"
+
+
+def test_a_proxy_fronts_the_api_with_the_compose_template_and_the_apis_deadlines(settings):
+    """nginx in front of the API, as in compose: the same template, the values of srgan-config."""
+    (template,) = objects("ConfigMap")["srgan-proxy-template"]["data"].values()
+    assert template == (REPO / "docker" / "nginx" / "srgan.conf.template").read_text(), "one template for both"
+    proxy = DEPLOYMENTS["srgan-proxy"]["spec"]["template"]["spec"]
+    (container,) = proxy["containers"]
+    assert container["image"].startswith("nginxinc/nginx-unprivileged:")
+    env = {e["name"]: e.get("value") or CONFIG[e["valueFrom"]["configMapKeyRef"]["key"]] for e in container["env"]}
+    rendered = re.sub(r"\$\{(\w+)\}", lambda m: env[m[1]], template)
+    assert re.search(rf"client_header_timeout {settings.http_header_timeout_s:g}s;", rendered)
+    assert re.search(rf"keepalive_timeout {settings.http_idle_timeout_s:g}s;", rendered)
+    assert re.search(rf"client_body_timeout {settings.upload_idle_timeout_s:g}s;", rendered)
+    assert re.search(rf"limit_conn srgan_all {settings.http_max_connections};", rendered)
+    body = re.search(r"client_max_body_size (\d+)m;", rendered)
+    assert body and int(body[1]) * 2**20 >= max(settings.max_batch_bytes, settings.max_upload_bytes)
+    api = objects("Service")["srgan-api"]["spec"]["ports"][0]["port"]
+    assert env["SRGAN_PROXY_UPSTREAM"] == f"srgan-api:{api}"
+    listen = re.search(r"listen (\d+);", template)
+    assert listen and container["ports"][0]["containerPort"] == int(listen[1])
+    service = objects("Service")["srgan-proxy"]["spec"]
+    assert service["selector"] == DEPLOYMENTS["srgan-proxy"]["spec"]["selector"]["matchLabels"]
