@@ -62,6 +62,7 @@ lint:
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/vulture
 
 bench:
 	$(MAKE) EXTRAS=cpu,openvino,dev venv

@@ -96,10 +96,6 @@ class ErrorBody(BaseModel):
     message: str
 
 
-class ErrorOut(BaseModel):
-    error: ErrorBody
-
-
 class ImageOut(BaseModel):
     width: int | None = Field(None, description="absent only for a batch file that was not an image we read")
     height: int | None = Field(None, description="width and height as the image is displayed: for an input, "

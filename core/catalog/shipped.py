@@ -7,7 +7,6 @@ from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "model" / "weights"
 """The package data of ``model`` (``model/weights/<name>.onnx`` with their cards): seeded into the registry."""
-DEFAULT_MODEL = "srresnet_x4"
 
 
 def shipped_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:

@@ -52,7 +52,7 @@ def test_detail_0_is_the_psnr_model_1_the_gan_model_and_the_record_says_so(serve
         _, psnr = _run(client, upload, model="psnr")
         _, gan = _run(client, upload, model="gan")
         job0, at0 = _run(client, upload, model="gan", detail=0)
-        job1, at1 = _run(client, upload, model="gan", detail=1)
+        _, at1 = _run(client, upload, model="gan", detail=1)
         job_half, half = _run(client, upload, model="gan", detail=0.52)
     assert np.array_equal(np.asarray(at0), np.asarray(psnr))
     assert np.array_equal(np.asarray(at1), np.asarray(gan))
