@@ -48,7 +48,7 @@ upscale: $(STAMP)
 	$(BIN)/srgan upscale $(IN) $(if $(OUT),-o $(OUT),)
 
 test:
-	$(MAKE) EXTRAS=cpu,openvino,train,dev venv
+	$(MAKE) EXTRAS=cpu,openvino,train,dev,reference venv
 	$(MAKE) lint
 	$(BIN)/python -m pytest -q -ra
 

@@ -58,6 +58,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_deploy)
 
+    imp = sub.add_parser("import", help="import a third-party model (ncnn .param/.bin, PyTorch .pth/.safetensors) "
+                                        "and publish it like `srgan deploy`",
+                         description="Convert FILE to ONNX (ncnn: its graph; PyTorch: Real-ESRGAN's compact "
+                                     "architecture, read without torch), write a card (source files and sha256, "
+                                     "architecture, scale, parameters, FLOPs per input pixel), then check, gate and "
+                                     "publish it as NAME through the one publish path, made active unless "
+                                     "--no-activate.")
+    imp.add_argument("file", type=Path, metavar="FILE", help="model.param (its .bin beside it), .pth, .pt or "
+                                                             ".safetensors")
+    imp.add_argument("--name", help="model name (default: the file's stem, made a valid name)")
+    imp.add_argument("--licence", help="the model's licence, for its card (e.g. BSD-3-Clause)")
+    imp.add_argument("--output", type=Path, metavar="DIR",
+                     help="also keep the converted <name>.onnx and its card here")
+    imp.add_argument("--no-activate", dest="activate", action="store_false", help="publish only")
+    imp.add_argument("--force", action="store_true", help="publish and activate even when it scores worse")
+    imp.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
+    imp.set_defaults(func=run_import)
+
     p = sub.add_parser("models", help="list the registry's models and versions",
                        description="Names, versions, which is active, scale and measured quality (PSNR-Y on Set5 "
                                    "and Set14; the model's NIQE, with the ground truth's and bicubic's in their own "
@@ -87,6 +105,36 @@ def _publisher(catalog: ModelCatalog | None = None) -> Publisher:
     from core.catalog.checks import EngineInspector  # lazy: the engine (ONNX Runtime) for deploy only
 
     return Publisher(catalog or ModelCatalog(get_settings()), EngineInspector())
+
+
+def run_import(args: argparse.Namespace) -> int:
+    import json
+    import re
+    import tempfile
+
+    import onnx  # start-up: onnx, for imports only
+
+    from importers.convert import import_file  # start-up: numpy and onnx
+
+    name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", args.file.stem).strip("._-") or "imported"
+    try:
+        imported = import_file(args.file, name)
+    except FileNotFoundError as exc:
+        return fail(str(exc), USAGE, command="import")
+    except ValueError as exc:
+        return fail(f"{args.file}: {exc}", command="import")
+    card = {**imported.card, **({"licence": args.licence} if args.licence else {})}
+    arch = card["architecture"]
+    print(f"{args.file}: {arch['type']}, x{card['scale']}, {arch['parameters']:,} parameters, "
+          f"{arch['flops_per_input_pixel'] / 1e6:.2f} MFLOP per input pixel")
+    with tempfile.TemporaryDirectory(prefix="srgan-import-") as tmp:
+        folder = args.output or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx_path = folder / f"{name}.onnx"
+        onnx.save(imported.proto, str(onnx_path))
+        (folder / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
+        return publish_and_report(_catalog(args), onnx_path, name, card=card, activate=args.activate,
+                                  force=args.force, source=f"srgan import: {args.file}")
 
 
 def run_deploy(args: argparse.Namespace) -> int:
