@@ -121,8 +121,8 @@ def run_import(args: argparse.Namespace) -> int:
         imported = import_file(args.file, name)
     except FileNotFoundError as exc:
         return fail(str(exc), USAGE, command="import")
-    except ValueError as exc:
-        return fail(f"{args.file}: {exc}", command="import")
+    except ValueError as exc:  # refused: unknown architecture or op, damaged or truncated file (nothing published)
+        return fail(f"{args.file}: {exc}", USAGE, command="import")
     card = {**imported.card, **({"licence": args.licence} if args.licence else {})}
     arch = card["architecture"]
     print(f"{args.file}: {arch['type']}, x{card['scale']}, {arch['parameters']:,} parameters, "

@@ -78,13 +78,18 @@ def load_pth(path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise WeightsError(f"{path}: not a torch zip file (files saved by PyTorch before 1.6 are not read; "
                            "save it again with a current torch, or as .safetensors)")
-    with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
-        if len(pickles) != 1:
-            raise WeightsError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
-        prefix = pickles[0][: -len("data.pkl")]
-        with archive.open(pickles[0]) as f:
-            obj = _Unpickler(f, archive, prefix).load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            if len(pickles) != 1:
+                raise WeightsError(f"{path}: expected one data.pkl in the archive, found {len(pickles)}")
+            prefix = pickles[0][: -len("data.pkl")]
+            with archive.open(pickles[0]) as f:
+                obj = _Unpickler(f, archive, prefix).load()
+    except (pickle.UnpicklingError, EOFError, KeyError, zipfile.BadZipFile, ValueError, TypeError) as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"{path}: damaged or not a state dict ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict")
     return obj

@@ -143,3 +143,36 @@ def test_srgan_import_publishes_and_the_model_upscales(tmp_path):
     assert Image.open(tmp_path / "out.png").size == (128, 96)
     missing = run("import", str(tmp_path / "nope.pth"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("case", ["unknown-op", "truncated-bin", "corrupt-pth", "other-architecture"])
+def test_a_file_it_cannot_import_is_one_line_exit_2_and_nothing_published(case, tmp_path):
+    src = _ncnn_dir() / "realesr-animevideov3-x4.param"
+    if case == "unknown-op":
+        path = tmp_path / "m.param"
+        path.write_text(src.read_text().replace("PixelShuffle ", "Deconvolution "))
+        (tmp_path / "m.bin").write_bytes(src.with_suffix(".bin").read_bytes())
+        words = "Deconvolution"
+    elif case == "truncated-bin":
+        path = tmp_path / "m.param"
+        path.write_text(src.read_text())
+        (tmp_path / "m.bin").write_bytes(src.with_suffix(".bin").read_bytes()[:100_000])
+        words = ".bin ends before the weights"
+    elif case == "corrupt-pth":
+        path = tmp_path / "m.pth"
+        data = bytearray(PTH.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 4096] = b"\0" * 4096
+        path.write_bytes(bytes(data))
+        words = "damaged"
+    else:
+        path = tmp_path / "m.safetensors"
+        raw = json.dumps({"conv_first.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
+        words = "architecture not recognised"
+    env = {"SRGAN_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "cli.main", "import", str(path), "--name", "m"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "models" / "m").exists(), "nothing written to the registry"
