@@ -22,6 +22,8 @@ BENCHMARKS = {
     "train-speed": "training step speed: plain, XLA and default compile variants (TensorFlow)",
     "cross-job-batch": "several small jobs' images as one batch against one call each (throughput, extra wait)",
     "workers": "throughput of one and two workers sharing only Redis and an object store (SeaweedFS)",
+    "imported": "imported models (animevideov3 from .pth and ncnn, x4plus from ncnn) in our engine against the "
+                "wheel's ncnn runner: s/MP and agreement",
     "startup": "a whole srgan upscale process on a small image: f32 and auto, compile cache cold and warm",
     "realworld": "real-world conditions (JPEG, noise, blur, the training mix): our denoise/detail settings, "
                  "srresnet_x4, srgan_x4 and Real-ESRGAN x4plus side by side; criteria, panels; --calibrate",
@@ -37,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arguments = {"engine": _engine, "service": _service, "events": _events, "chaos": _chaos, "int8": _int8,
                  "gpu-check": _gpu_check, "train-speed": _train_speed, "cross-job-batch": _cross_job_batch,
                  "workers": _workers, "realworld": _realworld,
-                 "startup": _startup, "eta": _eta}
+                 "startup": _startup, "eta": _eta, "imported": _imported}
     for name, text in BENCHMARKS.items():
         p = which.add_parser(name, help=text, description=text)
         arguments[name](p)
@@ -186,4 +188,10 @@ def _startup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="srresnet_x4")
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--height", type=int, default=384)
+    p.add_argument("--repeat", type=int, default=3)
+
+
+def _imported(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=int, default=4, help="Set14 images (default: 4)")
+    p.add_argument("--size", type=int, default=128, help="side of the crop of each (default: 128)")
     p.add_argument("--repeat", type=int, default=3)
