@@ -13,6 +13,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY bench ./bench
+COPY importers ./importers
 COPY cli ./cli
 COPY core ./core
 COPY model ./model

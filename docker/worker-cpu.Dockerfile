@@ -14,6 +14,7 @@ RUN pip install --require-hashes -r requirements/worker-cpu.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY bench ./bench
+COPY importers ./importers
 COPY cli ./cli
 COPY core ./core
 COPY model ./model
