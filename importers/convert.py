@@ -14,7 +14,6 @@ pixel and the input range; ``core.catalog.publish.Publisher`` then checks, gates
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from core.catalog.registry import sha256_of
 from importers.ncnn import OUTPUT, read_ncnn, to_onnx
 from importers.torchfile import WeightsError, state_dict
 from model.contract import ModelContract
@@ -35,14 +35,6 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 class Imported:
     proto: onnx.ModelProto
     card: dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def flops_per_input_pixel(proto: onnx.ModelProto, scale: int) -> float:
@@ -85,7 +77,7 @@ def import_file(path: Path, name: str) -> Imported:
         "scale": scale,
         "architecture": {**arch, "parameters": params,
                          "flops_per_input_pixel": flops_per_input_pixel(proto, scale)},
-        "source": {"files": [{"name": p.name, "sha256": sha256_file(p)} for p in sources],
+        "source": {"files": [{"name": p.name, "sha256": sha256_of(p)} for p in sources],
                    "imported_by": "srgan import"},
         "contract": {"layout": "NCHW", "value_range": [0.0, 1.0]},
         "licence": "unknown: say it with --licence (Real-ESRGAN's own models are BSD-3-Clause)",
