@@ -76,8 +76,9 @@ def noise_sigma(rgb_hwc_u8: np.ndarray) -> float:
 class AutoThresholds:
     """``auto``'s mapping (fitted by ``srgan bench realworld --calibrate`` on the 16 held-out training images and
     all five conditions, for ``realworld_x4`` at step 5555: 0.10 dB below each image's best denoise on average;
-    to be fitted again on the finished model): a quality at or above ``jpeg_clean`` or a noise under ``noise_clean`` adds nothing;
-    strength grows linearly to 1 at ``jpeg_strong`` / ``noise_strong``; the larger of the two is taken."""
+    to be fitted again on the finished model): a quality at or above ``jpeg_clean`` or a noise under
+    ``noise_clean`` adds nothing; strength grows linearly to 1 at ``jpeg_strong`` / ``noise_strong``; the larger
+    of the two is taken."""
 
     jpeg_clean: float = 95.0
     jpeg_strong: float = 40.0
