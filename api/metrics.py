@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.job_states import STATUSES
-from core.jobs import DURATION_BUCKETS, JobStore
+from core.job_stats import DURATION_BUCKETS
+from core.jobs import JobStore
 
 
 class JobsCollector(Collector):

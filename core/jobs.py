@@ -23,7 +23,6 @@ An event is ``{"seq": n, "type": "status"|"progress", "status": ..., "progress":
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import redis
 
 from core.job_record import DELIVERY_PREFIX, JSON_FIELDS, Job
 from core.job_states import TERMINAL, Status
+from core.job_stats import observe_durations
 from core.keyspace import (
     DEADLINES,
     QUEUED_SET,
@@ -54,10 +54,6 @@ UPSCALE_TASK = "srgan.upscale"
 
 EVENT_LOG_MAX = 2000
 """Events kept per job for ``Last-Event-ID``; progress is written at most every 0.1 s, so this is minutes."""
-
-DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, math.inf)
-"""Upper bounds (seconds) of the job duration histograms kept in ``stats``."""
-
 
 
 def _exhausted(max_attempts: int) -> str:
@@ -325,24 +321,10 @@ class JobStore:
                 args += [name, json.dumps(value) if name in JSON_FIELDS else str(value)]
         result = self._finish(keys=self._keys(job_id), args=args)
         if result == "ok":
-            self._observe_durations(job_id, status, now)
+            observe_durations(self.redis, job_id, status, now)
         elif result == "canceled" and status != "canceled":
-            self._observe_durations(job_id, "canceled", now)
+            observe_durations(self.redis, job_id, "canceled", now)
         return result
-
-    def _observe_durations(self, job_id: str, status: str, now: float) -> None:
-        created, started = self.redis.hmget(job_key(job_id), "created_at", "started_at")
-        observations = {"total": now - float(created or now)}
-        if started:
-            observations["run"] = now - float(started)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for phase, seconds in observations.items():
-                bucket = next(b for b in DURATION_BUCKETS if seconds <= b)
-                prefix = f"duration:{phase}:{status}"
-                pipe.hincrby(STATS, f"{prefix}:bucket:{bucket}", 1)
-                pipe.hincrbyfloat(STATS, f"{prefix}:sum", seconds)
-                pipe.hincrby(STATS, f"{prefix}:count", 1)
-            pipe.execute()
 
     # --- housekeeping ---------------------------------------------------------
     def requeue_lost(self, max_silence_s: float, max_attempts: int) -> list[Requeued]:
@@ -364,7 +346,7 @@ class JobStore:
             if code:
                 outcome = {1: "requeued", 2: "failed", 3: "canceled"}[int(code)]
                 if outcome != "requeued":
-                    self._observe_durations(job_id, outcome, time.time())
+                    observe_durations(self.redis, job_id, outcome, time.time())
                 done.append(Requeued(job_id, outcome, int(generation)))  # type: ignore[arg-type]
         return done
 
