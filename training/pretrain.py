@@ -1,4 +1,5 @@
-"""Pretraining stage: SRResNet with a pixel loss (MSE as in the paper, or L1)."""
+"""Pretraining stage: SRResNet with a pixel loss (MSE as in the paper, or L1), and optionally an L1 of both images
+average-pooled by the scale (``optim.pooled_weight``: keeps local colour means)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import tensorflow as tf
 
 from training.arch import build_generator
 from training.config import TrainConfig
-from training.losses import pixel_loss
+from training.losses import lowfreq_loss, pixel_loss
 from training.optim import build_adam
 
 
@@ -18,6 +19,8 @@ class PretrainStage:
         self.generator = build_generator(**config.generator.model_dump())
         self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam", offset=config.init_step)
         self._loss = pixel_loss(config.optim.loss)
+        self._pooled_weight = config.optim.pooled_weight
+        self._pooled = lowfreq_loss(config.generator.scale)
         self._init_weights = config.init_weights
 
     def trackables(self) -> dict[str, object]:
@@ -40,6 +43,8 @@ class PretrainStage:
         with tf.GradientTape() as tape:
             sr = self.generator(lr, training=True)
             loss = self._loss(hr, sr)
+            if self._pooled_weight:
+                loss += self._pooled_weight * self._pooled(hr, sr)
         variables = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return {"loss": loss}

@@ -175,6 +175,11 @@ def release(
         "holds": "generator and discriminator" if config.stage == "gan" else "generator",
         "command": resume_command(config, name, resume_path.name, resume_step),
     }
+    if config.stage == "pretrain":
+        card["training"]["losses"] = {
+            "pixel": {"kind": config.optim.loss, "weight": 1.0},
+            "pooled": {"kind": "l1 of images average-pooled by the scale", "weight": config.optim.pooled_weight},
+        }
     if config.stage == "gan":
         gan = config.gan
         perceptual: dict[str, Any] = {"name": gan.perceptual, "weight": gan.perceptual_weight}

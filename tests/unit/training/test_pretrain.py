@@ -259,3 +259,26 @@ def test_a_packed_run_continues_exactly_elsewhere(tmp_path, image_folder, make_c
     again = subprocess.run([sys.executable, "-m", "cli.main", "train", "unpack", str(tmp_path / "run.tar"),
                             str(tmp_path / "moved")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already holds checkpoints" in again.stderr
+
+
+def test_the_pooled_term_adds_an_l1_of_the_pooled_images_to_the_pixel_loss(tmp_path, make_config):
+    """optim.pooled_weight: the step's loss is the pixel L1 plus the weight times the L1 of both images
+    average-pooled by the scale (what keeps local colour means), computed on the same output."""
+    import keras
+    import tensorflow as tf
+
+    from training.losses import lowfreq_loss, pixel_loss
+    from training.pretrain import PretrainStage
+
+    lr, hr = _fixed_batch()
+    losses = {}
+    for weight in (0.0, 2.5):
+        keras.utils.set_random_seed(0)
+        config = make_config(tmp_path, tmp_path, **{"optim.pooled_weight": weight, "optim.lr": 1e-12})
+        stage = PretrainStage(config)
+        sr = stage.generator(tf.constant(lr), training=True)
+        expected = float(pixel_loss("l1")(hr, sr) + weight * lowfreq_loss(config.generator.scale)(hr, sr))
+        losses[weight] = (float(stage.train_step(tf.constant(lr), tf.constant(hr))["loss"]), expected)
+    for got, expected in losses.values():
+        assert got == pytest.approx(expected, rel=1e-4)
+    assert losses[2.5][0] > losses[0.0][0]
