@@ -196,5 +196,5 @@ def test_a_job_with_detail_reads_the_offer_once(tmp_path):
 
     services = Services()
     services.catalog = catalog  # type: ignore[attr-defined]
-    chosen = choose_model(services, JobRequest(model="gan", detail=0.5))  # type: ignore[arg-type]
+    chosen = choose_model(services, JobRequest(model="gan", detail=0.5), None)  # type: ignore[arg-type]
     assert chosen.ref == "gan:1" and catalog.calls == 1
