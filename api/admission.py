@@ -6,8 +6,10 @@ The steps, in order, for ``POST /v1/jobs`` (a file or a ``url``) and each file o
    the webhook (:func:`webhook_of`);
 2. idempotency: a retry with the same ``Idempotency-Key`` gets the first request's job (:func:`admit_job`,
    :func:`admit_batch`, through ``api.idempotent.claim_or_replay``);
-3. read the image's header and choose the model (:func:`choose_model`, the catalog's ``select``);
-4. check the limits: output pixels, estimated engine time (:func:`check_cost`), then the queue and the
+3. read the image's header, work out the scale its asked size needs (``core.sizing``: 422 outside 1..8) and
+   choose the model (:func:`choose_model`, the catalog's ``select``: with none named, the smallest native
+   scale that reaches it);
+4. check the limits: the result's pixels, estimated engine time (:func:`check_cost`), then the queue and the
    caller's quotas, atomically with the record (``JobStore.create`` with :func:`job_limits`);
 5. accept: store the upload, write the record (``queued``), send the id to the queue (:func:`accept`).
 
@@ -37,7 +39,8 @@ from core.catalog.catalog import ModelRef
 from core.idempotency import fingerprint
 from core.job_record import Job, new_job_id
 from core.limits import JobLimits, Refused
-from model.errors import ModelError, SRGANError
+from core.sizing import OutputSize
+from model.errors import InvalidParameter, ModelError, SRGANError
 from model.images import ImageInfo
 from model.interpolate import round_denoise, round_detail
 
@@ -45,12 +48,17 @@ log = logging.getLogger(__name__)
 
 
 def parse_params(fields: dict[str, str]) -> tuple[JobRequest, JobOptions]:
+    """The image's and the job's options of a form; 422 ``invalid_parameter`` naming the field."""
     image_fields, option_fields = JobOptions.split(fields)
     try:
-        return JobRequest.model_validate(image_fields), JobOptions.model_validate(option_fields)
+        params, options = JobRequest.model_validate(image_fields), JobOptions.model_validate(option_fields)
+        params.output_size()
     except ValidationError as exc:
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ApiError(422, "invalid_parameter", message) from None
+    except InvalidParameter as exc:
+        raise ApiError(422, "invalid_parameter", exc.message) from None
+    return params, options
 
 
 def job_limits(services: Services, caller: Caller) -> JobLimits:
@@ -61,11 +69,21 @@ def job_limits(services: Services, caller: Caller) -> JobLimits:
                      pixels_per_hour=settings.key_max_pixels_per_hour)
 
 
-def choose_model(services: Services, params: JobRequest) -> ModelRef:
-    """The model a job with ``params`` runs; a ``detail`` needs a model with a detail base that is offered, an asked
-    ``denoise`` strength (not ``auto``) one with a denoise base."""
-    return services.catalog.select(model=params.model, scale=params.scale, detail=params.detail is not None,
+def choose_model(services: Services, params: JobRequest, scale: float | None) -> ModelRef:
+    """The model a job with ``params`` runs to reach ``scale`` (None: the model's own); a ``detail`` needs a model
+    with a detail base that is offered, an asked ``denoise`` strength (not ``auto``) one with a denoise base."""
+    return services.catalog.select(model=params.model, scale=scale, detail=params.detail is not None,
                                    denoise=isinstance(params.denoise, float))
+
+
+def image_params(params: JobRequest, size: OutputSize, model: ModelRef) -> dict:
+    """The job record's ``params``: the asked size (nothing asked: the model's scale), model, format and knobs."""
+    asked = size.params() or ({"scale": model.scale} if model.scale else {})
+    return {**asked, "model": params.model if params.model and ":" in params.model else model.name,
+            "format": params.format, "quality": params.quality,
+            **({"detail": round_detail(params.detail)} if params.detail is not None else {}),
+            **({"denoise": params.denoise if params.denoise == "auto" else round_denoise(params.denoise)}
+               if params.denoise is not None else {})}
 
 
 def deadline_of(services: Services, options: JobOptions, cancel_after: str | None) -> float | None:
@@ -158,9 +176,10 @@ def accept(services: Services, upload: Upload, params: JobRequest, job_id: str, 
     """Check the upload and its parameters, then store and queue the job (runs in a thread)."""
     settings = services.settings
     info = inspect_image(upload.path, max_input_pixels=settings.max_input_pixels)
-    model = choose_model(services, params)
-    scale = params.scale or model.scale
-    check_output(info, scale=scale or 1, max_output_pixels=settings.max_output_pixels, fmt=params.format)
+    size = params.output_size()
+    model = choose_model(services, params, size.needed_scale(info.width, info.height))
+    check_output(info, size=size.result_size(info.width, info.height, model.scale or 1),
+                 max_output_pixels=settings.max_output_pixels, fmt=params.format)
     check_cost(services, info, model.name)
     try:
         services.storage.adopt_input(job_id, upload.path)
@@ -176,11 +195,7 @@ def accept(services: Services, upload: Upload, params: JobRequest, job_id: str, 
                    "height": info.height, "orientation": info.orientation, "mode": info.mode, "bit_depth": info.bits,
                    "bytes": upload.size},
             # a bare name runs the version active when the job starts (a deploy or rollback reaches queued jobs)
-            params={"scale": scale, "model": params.model if params.model and ":" in params.model else model.name,
-                    "format": params.format, "quality": params.quality,
-                    **({"detail": round_detail(params.detail)} if params.detail is not None else {}),
-                    **({"denoise": params.denoise if params.denoise == "auto" else round_denoise(params.denoise)}
-                       if params.denoise is not None else {})},
+            params=image_params(params, size, model),
             owner=caller.name, limits=job_limits(services, caller), pixels=info.width * info.height, extra=extra,
         )
     except Refused as exc:
@@ -207,7 +222,8 @@ def admit_batch(services: Services, files: list[Upload], fields: dict[str, str],
     params, options = parse_params(fields)
     if options.url:
         raise ApiError(422, "invalid_parameter", "a batch takes `file` parts; `url` is for single jobs")
-    choose_model(services, params)  # the model and detail are the whole request's, checked once
+    # the model and detail are the whole request's, checked once; a size's scale is each file's (accept)
+    choose_model(services, params, params.scale)
     deadline_at = deadline_of(services, options, cancel_after)
     batch_id = new_batch_id()
     keys = services.idempotency

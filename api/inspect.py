@@ -22,7 +22,8 @@ def inspect_image(path: Path, *, max_input_pixels: int) -> ImageInfo:
     return info
 
 
-def check_output(info: ImageInfo, *, scale: int, max_output_pixels: int, fmt: str | None) -> None:
-    check_output_pixels(info.width, info.height, scale, max_output_pixels)
+def check_output(info: ImageInfo, *, size: tuple[int, int], max_output_pixels: int, fmt: str | None) -> None:
+    """Refuse a result of ``size`` (width, height) over the pixel limit, or ``fmt`` JPEG for an image with alpha."""
+    check_output_pixels(*size, max_output_pixels)
     if fmt == "jpeg" and info.has_alpha:
         raise InvalidParameter("JPEG cannot hold this image's transparency; ask for png, webp or avif")

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from core.job_record import Job, download_name
+from core.sizing import MAX_SCALE, MIN_SCALE, OutputSize
 
 OutputFormat = Literal["png", "jpeg", "webp", "avif"]
 DENOISE_PATTERN = r"^(auto|0(\.[0-9]{1,6})?|1(\.0{1,6})?|\.[0-9]{1,6})$"
@@ -19,7 +20,16 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scale: int | None = Field(None, ge=1, le=8, description="output size / input size; default: the model's")
+    scale: float | None = Field(
+        None, ge=MIN_SCALE, le=MAX_SCALE, allow_inf_nan=False,
+        description="output size / input size, 1 to 8, fractional too (2.5); the result is round(w * scale) x "
+                    "round(h * scale); default: the model's. Not with width, height or max_side")
+    width: int | None = Field(None, ge=1, description="the result's width in pixels, the height from the aspect "
+                              "ratio; with height: fit inside width x height, aspect kept")
+    height: int | None = Field(None, ge=1, description="the result's height in pixels, the width from the aspect "
+                               "ratio; with width: fit inside width x height, aspect kept")
+    max_side: int | None = Field(None, ge=1, description="the result's longer side in pixels, aspect kept; "
+                                 "not with width or height. A size must need a scale from 1 to 8 of the image")
     model: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$",
                               description="model name or name:version; default: the active model")
     format: Annotated[OutputFormat | None, WithJsonSchema(
@@ -56,10 +66,15 @@ class JobRequest(BaseModel):
     def _denoise_word(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) and value.strip().lower() == "auto" else value
 
-    @field_validator("scale", "model", "detail", "denoise", mode="before")
+    @field_validator("scale", "width", "height", "max_side", "model", "detail", "denoise", mode="before")
     @classmethod
     def _blank_is_default(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def output_size(self) -> OutputSize:
+        """The asked size; ``InvalidParameter`` (naming the field) for scale with a size, or max_side with
+        width or height."""
+        return OutputSize.checked(scale=self.scale, width=self.width, height=self.height, max_side=self.max_side)
 
 
 class JobOptions(BaseModel):
@@ -117,6 +132,13 @@ class DenoiseOut(BaseModel):
     from_: str = Field(alias="from", description="why: `asked`, or `auto: jpeg q58, noise 3.1`")
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+class ResampleOut(BaseModel):
+    model_scale: int = Field(description="the scale of the model that ran: its output, model_scale times the "
+                             "input, was resized to `size`")
+    size: list[int] = Field(min_length=2, max_length=2, description="[width, height] of the result")
+    filter: Literal["lanczos"] = Field(description="the resampling filter (antialiased when it shrinks)")
 
 
 class ModelRefOut(BaseModel):
@@ -178,6 +200,9 @@ class JobOut(BaseModel):
     output: ImageOut | None = None
     params: dict[str, object] = Field(default_factory=dict)
     model: ModelRefOut | None = None
+    resample: ResampleOut | None = Field(None, description="how the model's output was resized to the asked scale "
+                                         "or size; null when the model's output is the result (or before the "
+                                         "job has run)")
     timings: dict[str, float] | None = None
     warnings: list[str] = Field(default_factory=list, description="what was dropped or changed, e.g. "
                                 "EXIF metadata that could not be written back")
@@ -206,7 +231,9 @@ class JobOut(BaseModel):
             expires_at=ts(job.expires_at), attempts=job.attempts, cancel_requested=job.cancel_requested,
             owner=job.owner,
             input=ImageOut(**job.input) if job.input else None, output=output, params=job.params,
-            model=ModelRefOut(**job.model) if job.model else None, timings=job.timings, warnings=job.warnings,
+            model=ModelRefOut(**job.model) if job.model else None,
+            resample=ResampleOut(**job.resample) if job.resample and job.status == "succeeded" else None,
+            timings=job.timings, warnings=job.warnings,
             error=ErrorBody(**job.error) if job.error else None, deadline_at=ts(job.deadline_at),
             webhook=WebhookOut(url=job.webhook["url"], events=job.webhook.get("events", []),
                                deliveries={k: WebhookDeliveryOut.model_validate(v, strict=False)

@@ -92,8 +92,8 @@ class Client:
                idempotency_key: str | None = None, **params: Any) -> dict[str, Any]:
         """Upload an image (a path or bytes; or ``url=...`` with no image) and return the job.
 
-        ``params``: the form fields (``scale``, ``model``, ``detail``, ``format``, ``quality``, ``deadline``,
-        ``webhook``...).
+        ``params``: the form fields (``scale`` or ``width``/``height``/``max_side``, ``model``, ``detail``,
+        ``format``, ``quality``, ``deadline``, ``webhook``...).
         ``wait_s``: ask the server to answer when the job ends, if within that many seconds.
         """
         data = {k: str(v) for k, v in params.items() if v is not None}

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from cli.exits import USAGE, fail
 from core.catalog.catalog import ModelCatalog, choose_denoise, require_denoise_base
 from core.settings import get_settings
-from model.errors import SRGANError
+from core.sizing import MAX_SCALE, MIN_SCALE, OutputSize
+from model.errors import InvalidParameter, SRGANError
 
 if TYPE_CHECKING:  # start-up: the engine
     from PIL import Image
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files or folders")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
                    help="output file (one input; its extension .png/.jpg/.webp/.avif sets the format) or folder (made "
-                        "if missing); default: <name>_x<scale>.<ext> beside each input")
+                        "if missing); default: <name>_<size>.<ext> beside each input (photo_x4.png, photo_x2.5.png, "
+                        "photo_1920w.png, photo_1080h.png, photo_1920x1080.png, photo_max1600.png)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also the images in subfolders of a folder input (the tree is mirrored under -o)")
     p.add_argument("--overwrite", action="store_true",
@@ -60,7 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="0..1 or auto, for a real-world model (realworld_x4): how much JPEG blocking, noise and blur "
                         "to remove; 0 = its clean model (keeps everything), 1 = the strongest restoration; auto (the "
                         "default) estimates it from each image's JPEG quality and noise (a clean image gets 0)")
-    p.add_argument("--scale", type=int, help="output scale; resamples the model's result when it differs")
+    size = p.add_argument_group("size", "the result's size: a scale, or a width, height or longer side (aspect kept); "
+                                        "the scale it needs must be from 1 to 8. With no --model, the smallest "
+                                        "model whose scale reaches it runs and its output is resampled (Lanczos)")
+    size.add_argument("--scale", type=_scale, metavar="S",
+                      help="1 to 8, fractional too (2.5): round(w*S) x round(h*S) (default: the model's scale)")
+    size.add_argument("--width", type=_pixels, metavar="W", help="the result's width; the height keeps the aspect")
+    size.add_argument("--height", type=_pixels, metavar="H",
+                      help="the result's height; with --width: fit inside W x H, aspect kept")
+    size.add_argument("--max-side", type=_pixels, metavar="N", help="the result's longer side")
     p.add_argument("--tile", type=_tile, help="tile size in input pixels, 0 = whole image, auto = the largest that "
                                              "fits SRGAN_MEMORY_BUDGET (default auto, SRGAN_TILE)")
     p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP)")
@@ -89,6 +99,56 @@ def _tile(text: str) -> int | str:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text!r}")
     return value
+
+
+def _scale(text: str) -> float:
+    """``--scale``: a number from 1 to 8."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from {MIN_SCALE} to {MAX_SCALE}, got {text!r}") from None
+    if not MIN_SCALE <= value <= MAX_SCALE:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"expected a number from {MIN_SCALE} to {MAX_SCALE}, got {text!r}")
+    return value
+
+
+def _pixels(text: str) -> int:
+    """``--width``, ``--height``, ``--max-side``: a whole number of pixels, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 pixel or more, got {text!r}")
+    return value
+
+
+def asked_size(args: argparse.Namespace) -> OutputSize:
+    """The size the arguments ask for; ``UsageError`` for --scale with a size, or --max-side with --width/--height."""
+    sizes = [f"--{name.replace('_', '-')}" for name in ("width", "height", "max_side") if getattr(args, name)]
+    if args.scale is not None and sizes:
+        raise UsageError(f"--scale goes alone, not with {' or '.join(sizes)}: give a scale or a size")
+    if args.max_side is not None and len(sizes) > 1:
+        raise UsageError("--max-side goes alone, not with --width or --height")
+    return OutputSize.checked(scale=args.scale, width=args.width, height=args.height, max_side=args.max_side)
+
+
+def check_sizes(sources: list[Source], size: OutputSize, max_input_pixels: int) -> None:
+    """``UsageError`` for the first input the asked size cannot be made of (a scale outside 1..8), before any
+    runs; an input whose header cannot be read fails later, on its own."""
+    if not size.fixed_by_size:
+        return
+    from model.images import read_header  # start-up: Pillow
+
+    for src in sources:
+        try:
+            info = read_header(src.path, max_pixels=max_input_pixels)
+        except (SRGANError, OSError):
+            continue
+        try:
+            size.needed_scale(info.width, info.height)
+        except InvalidParameter as exc:
+            raise UsageError(f"{src}: {exc.message} (nothing was upscaled)") from None
 
 
 def collect_inputs(inputs: list[Path], *, recursive: bool = False, exclude: Path | None = None) -> list[Source]:
@@ -132,13 +192,14 @@ def writes_one_file(inputs: list[Path], sources: list[Source], output: Path | No
             and not output.is_dir())
 
 
-def output_path(src: Source, out: Path | None, to_file: bool, scale: int, ext: str) -> Path:
-    """Where ``src``'s result goes: ``out`` itself, or ``<name>_x<scale><ext>`` under ``out`` (mirroring
-    ``src.folder``) or beside the input."""
+def output_path(src: Source, out: Path | None, to_file: bool, label: str, ext: str) -> Path:
+    """Where ``src``'s result goes: ``out`` itself, or ``<name>_<label><ext>`` (``label``: the size,
+    ``OutputSize.label``: ``x4``, ``x2.5``, ``1920w``...) under ``out`` (mirroring ``src.folder``) or beside the
+    input."""
     if to_file and out is not None:
         return out
     folder = out / src.folder if out is not None else src.path.parent
-    return folder / f"{src.path.stem}_x{scale}{ext}"
+    return folder / f"{src.path.stem}_{label}{ext}"
 
 
 @dataclass
@@ -167,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     try:
-        sources, to_file, fmt = _plan(args)
+        sources, to_file, fmt, size = _plan(args, settings.max_input_pixels)
     except UsageError as exc:
         return _fail(str(exc))
     engines: dict[tuple[tuple[str, float], ...], Upscaler] = {}
@@ -183,20 +244,24 @@ def run(args: argparse.Namespace) -> int:
     catalog = ModelCatalog(settings)  # reads only: a local upscale writes no registry
 
     def pick(img: Image.Image) -> tuple[Upscaler, dict[str, Any]]:
-        blend = catalog.blend(args.model, args.detail, choose_denoise(target, args.denoise, img))
+        """The engine for this image: the named model, else the one the catalog picks for its needed scale."""
+        spec = args.model
+        needed = size.needed_scale(img.width, img.height)
+        if spec is None and needed is not None:
+            chosen = catalog.select(model=None, scale=needed)
+            spec = None if chosen.default else chosen.spec
+        blend = catalog.blend(spec, args.detail, choose_denoise(catalog.resolve(spec), args.denoise, img))
         upscaler = engine_for(blend)
         return upscaler, provenance(upscaler, blend)
 
     try:
         first = catalog.blend(args.model, args.detail)
-        target = first.target
         if isinstance(args.denoise, float):  # an asked strength needs a model with denoise control: say so now
-            require_denoise_base(target)
-        model_scale = target.scale or engine_for(first).scale
+            require_denoise_base(first.target)
+        label = size.label(first.target.scale or engine_for(first).scale)
     except SRGANError as exc:
         return _fail(str(exc))
-    scale = args.scale or model_scale
-    options = RenderOptions(scale=scale, quality=args.quality)  # the format is each file's (below)
+    options = RenderOptions(size=size, quality=args.quality)  # the format is each file's (below)
     limits = PixelLimits.from_settings(settings)
     show = not args.no_progress and sys.stderr.isatty()
     tally = Tally()
@@ -208,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 info = read_header(src.path, max_pixels=settings.max_input_pixels)
                 src_fmt = default_output_format(info.format, info.has_alpha)
-            planned.append((src, output_path(src, args.output, to_file, scale, extension_for(src_fmt)), src_fmt))
+            planned.append((src, output_path(src, args.output, to_file, label, extension_for(src_fmt)), src_fmt))
         except (SRGANError, OSError) as exc:
             tally.failed += 1
             _error(src, exc)
@@ -251,12 +316,11 @@ def _denoise(value: str) -> float | str:
     return number
 
 
-def _plan(args: argparse.Namespace) -> tuple[list[Source], bool, str | None]:
-    """The inputs, whether ``-o`` names one file, and the asked format; ``UsageError`` for bad arguments."""
+def _plan(args: argparse.Namespace, max_input_pixels: int) -> tuple[list[Source], bool, str | None, OutputSize]:
+    """The inputs, whether ``-o`` names one file, the asked format and size; ``UsageError`` for bad arguments."""
     if not 1 <= args.quality <= 100:
         raise UsageError(f"--quality must be between 1 and 100, got {args.quality}")
-    if args.scale is not None and args.scale < 1:
-        raise UsageError(f"--scale must be 1 or more, got {args.scale}")
+    size = asked_size(args)
     missing = [str(item) for item in args.inputs if not item.exists()]
     if missing:
         raise UsageError(f"{', '.join(missing)}: no such file or folder; check the path (nothing was upscaled)")
@@ -264,7 +328,9 @@ def _plan(args: argparse.Namespace) -> tuple[list[Source], bool, str | None]:
     if not sources:
         raise UsageError("no input images found" + ("" if args.recursive else " (--recursive looks in subfolders)"))
     to_file = writes_one_file(args.inputs, sources, args.output)
-    return sources, to_file, requested_format(args.format, args.output, to_file)
+    fmt = requested_format(args.format, args.output, to_file)
+    check_sizes(sources, size, max_input_pixels)
+    return sources, to_file, fmt, size
 
 
 def _error(src: Source | Path, exc: Exception) -> None:
@@ -288,7 +354,7 @@ def run_remote(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             return _fail(f"--{name} applies to local upscaling only, not with --server")
     try:
-        sources, to_file, fmt = _plan(args)
+        sources, to_file, fmt, size = _plan(args, get_settings().max_input_pixels)
     except UsageError as exc:
         return _fail(str(exc))
     show = not args.no_progress and sys.stderr.isatty()
@@ -302,7 +368,7 @@ def run_remote(args: argparse.Namespace) -> int:
             try:
                 with ProgressBar(src.path.name, show, unit="%") as progress:
                     on_progress = (lambda p, bar=progress: bar(round(p * 100), 100)) if progress else None
-                    job, data = client.upscale_job(src.path, progress=on_progress, scale=args.scale,
+                    job, data = client.upscale_job(src.path, progress=on_progress, **size.params(),
                                                    model=args.model, detail=args.detail, format=fmt,
                                                    denoise=args.denoise,
                                                    quality=args.quality if args.quality != 95 else None)

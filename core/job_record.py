@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.job_states import TERMINAL, Status
+from core.sizing import OutputSize
 
-JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "source", "warnings")
+JSON_FIELDS = ("input", "params", "model", "output", "error", "timings", "webhook", "source", "warnings",
+               "resample")
 DELIVERY_PREFIX = "webhook:"
 """``webhook:<event>`` fields hold the last delivery of each webhook event (JSON), one field per event
 so deliveries running at once never overwrite each other's record."""
@@ -73,6 +75,9 @@ class Job:
     """What was dropped or changed on the way (e.g. EXIF that could not be written back)."""
     eta_s: float | None = None
     """Seconds left of a running job's run, from its worker's measured speed (None when not running)."""
+    resample: dict[str, Any] | None = None
+    """How the model's output was resized to the asked size (``core.render.resampled``: ``model_scale``, ``size``,
+    ``filter``); None while it has not run, or when the model's output is the result."""
 
     @property
     def finished(self) -> bool:
@@ -115,12 +120,17 @@ class Job:
             beat_at=num("beat_at"),
             warnings=parsed.get("warnings") or [],
             eta_s=num("eta_s") if raw.get("status") == "running" else None,
+            resample=parsed.get("resample"),
         )
 
 
 def download_name(job: Job, ext: str | None = None) -> str:
-    """The file name a job's result is downloaded under: ``<input stem>_x<scale>.<ext>``."""
+    """The file name a job's result is downloaded under: ``<input stem>_<size>.<ext>``, the size as asked
+    (``x4``, ``x2.5``, ``1920w``, ``1080h``, ``1920x1080``, ``max1600``: ``core.sizing.OutputSize.label``)."""
     stem = str(job.input.get("filename") or "image").rsplit(".", 1)[0] or "image"
-    scale = (job.model or {}).get("scale") if not job.params.get("scale") else job.params["scale"]
     ext = ext or (job.output or {}).get("ext", "png")
-    return f"{stem}_x{scale}.{ext}" if scale else f"{stem}_sr.{ext}"
+    try:
+        label = OutputSize.from_params(job.params).label((job.model or {}).get("scale"))
+    except (ValueError, TypeError):  # not a size this version reads: the name stays usable
+        label = "sr"
+    return f"{stem}_{label}.{ext}"

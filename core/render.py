@@ -2,8 +2,9 @@
 
 :func:`render` is the whole of it: decode (input pixel limit, EXIF
 orientation, modes), check the output pixel limit before any tile runs, run
-the engine (progress and cancellation between tiles), resample to the asked
-scale when it differs from the model's, encode. It takes bytes or a path and
+the engine (progress and cancellation between tiles), resample the model's
+output to the asked size when it differs (``core.sizing``: a scale from 1 to 8,
+or a width, height or longer side; ``model.images.resample``), encode. It takes bytes or a path and
 gives encoded bytes with what they are (:class:`Rendered`); where the bytes
 go is the caller's business (a job's storage, a file beside the input) and
 :func:`write_file` is the atomic write of a local file.
@@ -28,9 +29,11 @@ from typing import Any
 from PIL import Image
 
 from core.settings import Settings
+from core.sizing import OutputSize
 from model.engine import Progress, Upscaler
 from model.images import (
     DEEP_OUTPUTS,
+    RESAMPLE_FILTER,
     WARNINGS_KEY,
     bit_depth,
     check_encodable,
@@ -51,16 +54,17 @@ FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "imag
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """What is asked of one render: ``scale`` (None: the model's), ``format`` (None: the input's), ``quality``."""
+    """What is asked of one render: ``size`` (a scale or a size to fit; nothing: the model's own scale),
+    ``format`` (None: the input's), ``quality``."""
 
-    scale: int | None = None
+    size: OutputSize = OutputSize()
     format: str | None = None
     quality: int = 95
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RenderOptions:
         """The options of a job record's ``params``."""
-        return cls(scale=int(params["scale"]) if params.get("scale") else None, format=params.get("format") or None,
+        return cls(size=OutputSize.from_params(params), format=params.get("format") or None,
                    quality=int(params.get("quality") or 95))
 
 
@@ -89,6 +93,8 @@ class Rendered:
     warnings: list[str] = field(default_factory=list)
     bit_depth: int = 8
     """Bits per channel of the encoded result (16: a 16-bit input written as PNG)."""
+    resample: dict[str, Any] | None = None
+    """How the model's output was resized to the asked size (:func:`resampled`); None: it is the result."""
 
     @property
     def ext(self) -> str:
@@ -116,12 +122,13 @@ def render(
     should_stop: Callable[[], bool] | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> Rendered:
-    """Decode ``source``, upscale it, resample to ``options.scale`` if it differs from the model's, encode.
+    """Decode ``source``, upscale it, resample the model's output to ``options.size`` if it differs, encode.
 
     ``engine`` is an upscaler, or a :data:`PickEngine` that chooses one for the decoded image (its provenance
-    then replaces ``provenance``). ``provenance`` (model, detail, denoise) goes into the result's metadata. Raises the
-    typed errors of ``model.errors``: ``ImageTooLarge`` for either limit (the
-    output one before any tile runs), ``Canceled`` when ``should_stop`` said so.
+    then replaces ``provenance``). ``provenance`` (model, detail, denoise) goes into the result's metadata, with
+    the resample when there is one. Raises the typed errors of ``model.errors``: ``ImageTooLarge`` for either
+    limit (the output one before any tile runs), ``InvalidParameter`` for a size needing a scale outside 1..8,
+    ``Canceled`` when ``should_stop`` said so.
     """
     t0 = time.perf_counter()
     img = read_image(source, max_pixels=limits.max_input_pixels)
@@ -129,21 +136,31 @@ def render(
         upscaler, provenance = engine(img)
     else:
         upscaler = engine
-    scale = options.scale or upscaler.scale
-    check_output_pixels(img.width, img.height, scale, limits.max_output_pixels)
+    out_w, out_h = options.size.result_size(img.width, img.height, upscaler.scale)
+    check_output_pixels(out_w, out_h, limits.max_output_pixels)
     fmt = output_format(img, options.format)  # an unknown format, or alpha into JPEG, is refused before the engine
     check_encodable(img.mode, fmt)
     t1 = time.perf_counter()
     hr = upscale_image(upscaler, img, progress=progress, should_stop=should_stop)
-    if scale != upscaler.scale:
-        hr = resample(hr, img.width * scale, img.height * scale)
+    how = resampled(hr.size, (out_w, out_h), upscaler.scale)
+    if how is not None:
+        hr = resample(hr, out_w, out_h)
     t2 = time.perf_counter()
-    data, media_type = encode_image(hr, fmt, options.quality, dict(provenance) if provenance else None)
+    meta = {**provenance, **({"resample": how} if how else {})} if provenance else None
+    data, media_type = encode_image(hr, fmt, options.quality, meta)
     t3 = time.perf_counter()
     timings = {"decode_s": t1 - t0, "engine_s": t2 - t1, "encode_s": t3 - t2}
     written = 16 if bit_depth(hr) == 16 and fmt in DEEP_OUTPUTS else 8
     return Rendered(data, media_type, hr.width, hr.height, hr.mode, {k: round(v, 6) for k, v in timings.items()},
-                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])], written)
+                    [*img.info.get(WARNINGS_KEY, []), *hr.info.get(WARNINGS_KEY, [])], written, how)
+
+
+def resampled(model_size: tuple[int, int], size: tuple[int, int], model_scale: int) -> dict[str, Any] | None:
+    """The record of resizing a model's ``model_size`` output to ``size`` (None when they are the same):
+    ``{"model_scale": 4, "size": [w, h], "filter": "lanczos"}``."""
+    if model_size == size:
+        return None
+    return {"model_scale": model_scale, "size": list(size), "filter": RESAMPLE_FILTER}
 
 
 def write_file(path: Path, data: bytes) -> None:

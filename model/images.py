@@ -484,15 +484,30 @@ def _from_deep(deep: np.ndarray, info: Mapping[Any, Any]) -> Image.Image:
     return out
 
 
-def check_output_pixels(width: int, height: int, scale: int, max_pixels: int) -> None:
-    """Refuse an upscale whose result would have more than ``max_pixels`` pixels."""
-    out_w, out_h = width * scale, height * scale
-    if out_w * out_h > max_pixels:
-        raise ImageTooLarge(f"the result would be {out_w}x{out_h} = {out_w * out_h} pixels; the limit is {max_pixels}")
+def check_output_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse a result of ``width`` x ``height`` with more than ``max_pixels`` pixels."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"the result would be {width}x{height} = {width * height} pixels; "
+                            f"the limit is {max_pixels}")
+
+
+RESAMPLE_FILTER = "lanczos"
+"""The filter :func:`resample` uses, as the job record names it."""
 
 
 def resample(img: Image.Image, width: int, height: int) -> Image.Image:
-    """Lanczos resize to ``width x height`` keeping ``info`` (ICC, EXIF, source format)."""
+    """Resize a model's output to ``width x height`` with Lanczos (a = 3), keeping ``info`` (ICC, EXIF, source format).
+
+    Down (an x4 model's output to x2, x2.5 or x3) Pillow widens the filter's support by the ratio, so the
+    Lanczos kernel is also the antialiasing low-pass: no blur or ``reduce`` step before it (unlike OpenCV's
+    ``INTER_LANCZOS4``, which does not widen it and aliases). Measured on 8 BSD200 training images (LR: Pillow
+    bicubic; the x4 model, then resized to the asked scale; PSNR-Y against the HR; docs/service.md "Any output
+    size"): Lanczos and bicubic tie (32.32/32.32 dB at x2, 30.50/30.52 at x2.5, 29.33/29.35 at x3, 26.48/26.48
+    up to x6), both at or above Hamming, box, bilinear and ``reduce(2)``, and 0.9-2.1 dB above a bicubic upscale
+    of the input; each costs under 0.07 us per output pixel, nothing beside the model. On a tie Lanczos stays:
+    it is what the service used before (results asked at another scale do not change) and what Real-ESRGAN's
+    ``--outscale`` uses.
+    """
     if img.size == (width, height):
         return img
     deep = deep_pixels(img)

@@ -26,6 +26,7 @@ from core.job_record import Job, download_name
 from core.jobs import JobStore
 from core.render import PixelLimits, Rendered, RenderOptions, render
 from core.settings import Settings
+from core.sizing import OutputSize
 from core.storage import InputMissing, Storage, StorageError
 from model.engine import Upscaler
 from model.errors import Canceled, SRGANError
@@ -209,7 +210,7 @@ def _run(job: Job, attempt: int, *, store: JobStore, storage: Storage, engines: 
     for warning in result.warnings:
         log.warning("job %s: %s", job_id, warning)
     outcome = store.finish(job_id, "succeeded", attempt=attempt, output=output, timings=result.timings,
-                           warnings=result.warnings or None)
+                           warnings=result.warnings or None, resample=result.resample)
     if outcome == "canceled":  # canceled as the result was being written: it is not committed
         storage.discard_result(job_id)
     return "succeeded" if outcome == "ok" else outcome
@@ -221,7 +222,12 @@ def _expected_s(store: JobStore, name: str, job: Job, settings: Settings, scale:
     pixels = int(job.input.get("width") or 0) * int(job.input.get("height") or 0)
     alpha = job.input.get("mode") in ("RGBA", "LA", "PA")
     fmt = job.params.get("format") or default_output_format(str(job.input.get("format") or "png"), alpha)
-    out_pixels = pixels * int(job.params.get("scale") or scale) ** 2
+    try:
+        out_w, out_h = OutputSize.from_params(job.params).result_size(
+            int(job.input.get("width") or 0), int(job.input.get("height") or 0), scale)
+    except (ValueError, ZeroDivisionError):  # no input size, or a size render refuses: no encode estimate
+        out_w = out_h = 0
+    out_pixels = out_w * out_h
 
     def speed(what: str) -> float | None:
         return (throughput.of_this_process(store.redis, what, max_age_s=settings.throughput_max_age_s)

@@ -38,6 +38,7 @@ async function errorMessage(response) {
 }
 
 let offered = []; // the active versions of /v1/models, in the picker's order
+let defaultModel = null; // the one a job naming no model runs
 
 async function loadModels() {
   try {
@@ -49,10 +50,14 @@ async function loadModels() {
       ? `Model: ${active.name}${active.version ? ":" + active.version : ""}, ×${active.scale ?? "?"}`
       : "No model is offered.";
     offered = models.filter((m) => m.active);
+    defaultModel = active;
     const picker = $("model");
     const picked = picker.value;  // a reload keeps the user's choice while it is still offered
-    const keep = offered.some((m) => m.name === picked) ? picked : active && active.name;
-    picker.replaceChildren(...offered.map((m) => {
+    const keep = offered.some((m) => m.name === picked) ? picked : "";
+    // auto sends no model: the default, or for another size the smallest model whose scale reaches it
+    const auto = new Option(active ? `auto: ${active.name} (×${active.scale ?? "?"}), or the model for the size`
+      : "auto", "", false, keep === "");
+    picker.replaceChildren(auto, ...offered.map((m) => {
       const option = document.createElement("option");
       option.value = m.name;
       const knobs = [m.detail_base ? "detail" : "", m.denoise_base ? "denoise" : ""].filter(Boolean);
@@ -66,7 +71,9 @@ async function loadModels() {
   }
 }
 
-function chosenModel() { return offered.find((m) => m.name === $("model").value); }
+function chosenModel() {
+  return $("model").value ? offered.find((m) => m.name === $("model").value) : defaultModel;
+}
 
 function updateDetail() {
   const model = chosenModel();
@@ -129,11 +136,22 @@ async function* events(url, state, resume = true) {
   }
 }
 
+// The size control: a scale (1 to 8, fractional too) or a number of pixels for the side chosen.
+function updateSize() {
+  const by = $("size-by").value, input = $("size");
+  input.hidden = !by;
+  if (by === "scale") Object.assign(input, { max: 8, step: "any", placeholder: "1 to 8" });
+  else Object.assign(input, { max: "", step: 1, placeholder: "pixels" });
+  input.value = by === "scale" ? "2" : "";
+  if (by && by !== "scale") input.focus();
+}
+
 // --- one image -----------------------------------------------------------------------------------
 function formFor(files) {
   const form = new FormData();
   for (const file of files) form.append("file", file, file.name);
-  for (const name of ["scale", "format", "model"]) if ($(name).value) form.append(name, $(name).value);
+  for (const name of ["format", "model"]) if ($(name).value) form.append(name, $(name).value);
+  if ($("size-by").value && $("size").value) form.append($("size-by").value, $("size").value);
   if (!$("detail-row").hidden) form.append("detail", $("detail").value);
   if (!$("denoise-row").hidden) form.append("denoise", $("denoise-auto").checked ? "auto" : $("denoise").value);
   if ($("quality").value && $("quality").value !== "95") form.append("quality", $("quality").value);
@@ -232,10 +250,11 @@ async function showResult(job, file) {
   const ran = job.model || {};
   const detail = ran.detail !== null && ran.detail !== undefined ? `, detail ${ran.detail.toFixed(2)}` : "";
   const denoise = ran.denoise ? `, denoise ${ran.denoise.value.toFixed(2)} (${ran.denoise.from})` : "";
+  const resample = job.resample ? `, its ×${job.resample.model_scale} output resized (${job.resample.filter})` : "";
   $("result-info").textContent =
     `${job.input.width}×${job.input.height} → ${job.output.width}×${job.output.height}, ` +
     `${(blob.size / 1024).toFixed(0)} KiB, ${ran.name ?? "?"}${ran.version ? ":" + ran.version : ""}${detail}` +
-    denoise + (job.output.bit_depth === 16 ? ", 16 bits per channel" : "") +
+    denoise + resample + (job.output.bit_depth === 16 ? ", 16 bits per channel" : "") +
     (drawn ? "" : " (this browser cannot show the original, so \"before\" is blank)");
   setSlider(50);
   setZoom(false);
@@ -501,6 +520,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("zoom").addEventListener("click", () => setZoom(!$("viewport").classList.contains("zoomed")));
   $("cancel").addEventListener("click", cancel);
   $("model").addEventListener("change", updateDetail);
+  $("size-by").addEventListener("change", updateSize);
   $("detail").addEventListener("input", updateDetail);
   $("denoise").addEventListener("input", updateDetail);
   $("denoise-auto").addEventListener("change", updateDetail);

@@ -84,6 +84,11 @@ class ModelRef:
     def ref(self) -> str:
         return f"{self.name}:{self.version}" if self.version else self.name
 
+    @property
+    def spec(self) -> str:
+        """What :meth:`ModelCatalog.resolve` takes to find this version again: its ref, or a file's path."""
+        return self.ref if self.source == "registry" else str(self.path)
+
     @classmethod
     def from_version(cls, v: ModelVersion) -> ModelRef:
         return cls(name=v.name, version=v.version, scale=v.scale, path=v.path, active=v.active, metrics=v.metrics,
@@ -179,6 +184,25 @@ def choose_denoise(target: ModelRef, requested: float | str | None, img: Image.I
             raise InvalidParameter(f"denoise must be a number between 0 and 1 or auto, got {requested!r}") from None
     require_denoise_base(target)
     return Strength(round_denoise(requested), "asked")
+
+
+def by_scale(default: ModelRef, offered: list[ModelRef], scale: float | None) -> ModelRef:
+    """The model a job naming none runs to reach ``scale`` (None: ``default``, the configured default).
+
+    The smallest native scale that reaches it, among ``default`` and the active versions: the least work, and
+    its output is then only resampled down (antialiased, ``model.images.resample``), never enlarged by the
+    filter; on a tie the default, else the first offered. When none reaches it (x6 with only x4 models), the
+    largest, whose output is then resampled up. A model of unknown scale is not a candidate.
+    """
+    if scale is None:
+        return default
+    candidates = [m for m in [default, *offered] if m.scale and (m is default or m.active)]
+    if not candidates:
+        return default
+    reaching = [m for m in candidates if m.scale is not None and m.scale >= scale]
+    if reaching:
+        return min(reaching, key=lambda m: m.scale or 0)  # min and max keep the first of equals: the default
+    return max(candidates, key=lambda m: m.scale or 0)
 
 
 class ModelCatalog:
@@ -359,14 +383,13 @@ class ModelCatalog:
             offered.insert(0, default)
         return [replace(m, default=m.name == default.name and m.active) for m in offered]
 
-    def select(self, *, model: str | None, scale: int | None, detail: bool = False,
+    def select(self, *, model: str | None, scale: float | None, detail: bool = False,
                denoise: bool = False) -> ModelRef:
-        """The model for a job asking for ``model`` (``name`` or ``name:version``) and/or ``scale``.
+        """The model for a job asking for ``model`` (``name`` or ``name:version``) and/or needing ``scale``.
 
-        A model made for ``scale`` is preferred among the active ones when no
-        model is named; otherwise the worker resamples the model's output to the
-        requested scale. With ``detail``, the model's detail base must be offered too; with ``denoise`` (a strength
-        asked for, not ``auto``), its denoise base.
+        A named model is the one (the worker resamples its output to the asked size). With no model named,
+        :meth:`by_scale` picks among the active ones. With ``detail``, the model's detail base must be offered
+        too; with ``denoise`` (a strength asked for, not ``auto``), its denoise base.
 
         Raises:
             InvalidParameter: no offered model matches; the message lists what is offered.
@@ -382,7 +405,7 @@ class ModelCatalog:
                 self._pick(offered, require_detail_base(clean), None)
         return chosen
 
-    def _pick(self, offered: list[ModelRef], model: str | None, scale: int | None) -> ModelRef:
+    def _pick(self, offered: list[ModelRef], model: str | None, scale: float | None) -> ModelRef:
         if model:
             name, _, version = model.partition(":")
             matches = [m for m in offered if m.name == name and (m.version == version if version else m.active)]
@@ -394,11 +417,7 @@ class ModelCatalog:
         default = next((m for m in offered if m.default), None)
         if default is None:
             default = self.resolve(None)
-        if scale is not None and default.scale != scale:
-            native = [m for m in offered if m.active and m.scale == scale]
-            if native:
-                return native[0]
-        return default
+        return by_scale(default, offered, scale)
 
     def listing(self, engines: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` answer: :meth:`offered`, each with the precision a

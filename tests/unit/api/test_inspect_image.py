@@ -44,8 +44,8 @@ def test_text_is_not_an_image(tmp_path):
 
 def test_output_limits_and_alpha(tmp_path):
     info = inspect_image(write(tmp_path, image_bytes(10, 10, "RGBA")), max_input_pixels=100)
-    check_output(info, scale=4, max_output_pixels=1600, fmt="png")
+    check_output(info, size=(40, 40), max_output_pixels=1600, fmt="png")
     with pytest.raises(ImageTooLarge):
-        check_output(info, scale=4, max_output_pixels=1599, fmt="png")
+        check_output(info, size=(40, 40), max_output_pixels=1599, fmt="png")
     with pytest.raises(InvalidParameter):
-        check_output(info, scale=4, max_output_pixels=1600, fmt="jpeg")
+        check_output(info, size=(40, 40), max_output_pixels=1600, fmt="jpeg")

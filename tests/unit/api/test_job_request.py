@@ -12,16 +12,22 @@ pytestmark = pytest.mark.unit
 
 
 def test_defaults_and_aliases():
-    assert JobRequest.model_validate({}).model_dump() == {"scale": None, "model": None, "format": None, "quality": 95,
-                                                          "detail": None, "denoise": None}
+    assert JobRequest.model_validate({}).model_dump() == {"scale": None, "width": None, "height": None,
+                                                          "max_side": None, "model": None, "format": None,
+                                                          "quality": 95, "detail": None, "denoise": None}
     assert JobRequest.model_validate({"detail": "0.25"}).detail == 0.25
     assert JobRequest.model_validate({"detail": ""}).detail is None
     parsed = JobRequest.model_validate({"scale": "2", "format": "JPG", "quality": "80", "model": "srresnet_x4:3"})
     assert (parsed.scale, parsed.format, parsed.quality, parsed.model) == (2, "jpeg", 80, "srresnet_x4:3")
     assert JobRequest.model_validate({"scale": " ", "format": ""}).scale is None
+    assert JobRequest.model_validate({"scale": "2.5"}).scale == 2.5
+    sized = JobRequest.model_validate({"width": "1920", "height": "1080", "max_side": ""})
+    assert (sized.width, sized.height, sized.max_side) == (1920, 1080, None)
 
 
-@pytest.mark.parametrize("fields", [{"scale": "0"}, {"scale": "9"}, {"scale": "2.5"}, {"scale": "x"},
+@pytest.mark.parametrize("fields", [{"scale": "0"}, {"scale": "9"}, {"scale": "0.99"}, {"scale": "8.5"},
+                                    {"scale": "x"}, {"scale": "nan"}, {"scale": "inf"}, {"width": "0"},
+                                    {"height": "-1"}, {"max_side": "1.5"}, {"width": "wide"},
                                     {"format": "gif"}, {"quality": "0"}, {"quality": "101"},
                                     {"detail": "-0.1"}, {"detail": "1.5"}, {"detail": "nan"},
                                     {"denoise": "-0.1"}, {"denoise": "1.01"}, {"denoise": "nan"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 
 from bench.tiny_models import make_nearest_model
 from core.render import PixelLimits, RenderOptions, render, write_file
+from core.sizing import OutputSize
 from model.engine import Upscaler
 from model.errors import Canceled, ImageTooLarge, InvalidImage, InvalidParameter
 from tests.utils.service import image_bytes
@@ -46,8 +48,37 @@ def test_render_gives_the_encoded_upscaled_image_and_timings(tmp_path, upscaler,
 
 
 def test_requested_scale_resamples(tmp_path, upscaler, limits):
-    out = render(upscaler, source(tmp_path, image_bytes(30, 10)), RenderOptions(scale=2), limits)
+    out = render(upscaler, source(tmp_path, image_bytes(30, 10)), RenderOptions(OutputSize.checked(scale=2)), limits)
     assert (out.width, out.height, out.media_type) == (60, 20, "image/png")
+    assert out.resample == {"model_scale": 4, "size": [60, 20], "filter": "lanczos"}
+
+
+@pytest.mark.parametrize(("asked", "size"), [({"scale": 2.5}, (75, 25)), ({"scale": 1.5}, (45, 15)),
+                                             ({"width": 200}, (200, 67)), ({"height": 64}, (192, 64)),
+                                             ({"width": 100, "height": 100}, (100, 33)),
+                                             ({"max_side": 240}, (240, 80))])
+def test_any_size_is_exact_and_recorded(tmp_path, upscaler, limits, asked, size):
+    """A fractional scale, a width, a height, a box or a longer side: exactly that size, resampled from the x4
+    output (a scale over 4 is resampled up), and the resample is in the file's metadata too."""
+    out = render(upscaler, source(tmp_path, image_bytes(30, 10)), RenderOptions(OutputSize.checked(**asked)), limits,
+                 provenance={"model": "nearest:1"})
+    assert (out.width, out.height) == size == Image.open(io.BytesIO(out.data)).size
+    assert out.resample == {"model_scale": 4, "size": list(size), "filter": "lanczos"}
+    assert json.loads(Image.open(io.BytesIO(out.data)).info["srgan"])["resample"] == out.resample
+
+
+def test_the_model_output_is_the_result_when_the_size_is_its_own(tmp_path, upscaler, limits):
+    for size in (OutputSize(), OutputSize.checked(scale=4), OutputSize.checked(width=120)):
+        out = render(upscaler, source(tmp_path, image_bytes(30, 10)), RenderOptions(size), limits)
+        assert (out.width, out.height, out.resample) == (120, 40, None)
+
+
+def test_a_size_beyond_8x_is_refused_before_the_engine(upscaler, limits):
+    ran = []
+    with pytest.raises(InvalidParameter, match="width=300: .*scale of 10"):
+        render(upscaler, image_bytes(30, 10), RenderOptions(OutputSize.checked(width=300)), limits,
+               progress=lambda d, t: ran.append(d))
+    assert ran == []
 
 
 def test_output_limit_is_checked_before_running(tmp_path, upscaler, limits):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import core.catalog.catalog
@@ -98,6 +100,27 @@ def test_selection_uses_the_registry(registry_settings):
     catalog = ModelCatalog(registry_settings)
     assert catalog.select(model=None, scale=2).ref == "sr2:1", "a model made for x2 is preferred"
     assert ModelCatalog(registry_settings).select(model="sr", scale=2).ref == "sr:v2", "a named model is resampled"
+
+
+@pytest.mark.parametrize(("scale", "ref"), [(None, "sr:v2"), (1, "sr2:1"), (1.5, "sr2:1"), (2, "sr2:1"), (2.5, "sr:v2"),
+                                            (3, "sr:v2"), (4, "sr:v2"), (6, "sr:v2"), (8, "sr:v2")])
+def test_the_smallest_native_scale_that_reaches_the_need_runs(registry_settings, scale, ref):
+    """x2 and x1.5 run the x2 model (then resampled down), x3 the x4 one; x6, beyond every model, the largest
+    (resampled up). The inactive sr:v1 is never picked by scale."""
+    assert ModelCatalog(registry_settings).select(model=None, scale=scale).ref == ref
+
+
+def test_ties_go_to_the_default_and_unknown_scales_are_skipped(registry_settings, tmp_path):
+    from core.catalog.catalog import by_scale
+
+    default = ModelCatalog(registry_settings).resolve(None)
+    other = dataclasses.replace(default, name="other4")
+    unknown = dataclasses.replace(default, name="foreign", scale=None)
+    small = dataclasses.replace(default, name="x3", scale=3)
+    assert by_scale(default, [unknown, other, default], 3).name == "sr"
+    assert by_scale(default, [unknown, other, small, default], 3).name == "x3"
+    assert by_scale(default, [unknown, other, default], 8).name == "sr"
+    assert by_scale(default, [dataclasses.replace(small, active=False)], 2).name == "sr", "only active versions"
     with pytest.raises(InvalidParameter, match=r"offered: sr:v1, sr:v2 \(active\), sr2:1 \(active\)"):
         ModelCatalog(registry_settings).select(model="sr:v3", scale=None)
 
@@ -173,5 +196,5 @@ def test_a_job_with_detail_reads_the_offer_once(tmp_path):
 
     services = Services()
     services.catalog = catalog  # type: ignore[attr-defined]
-    chosen = choose_model(services, JobRequest(model="gan", detail=0.5))  # type: ignore[arg-type]
+    chosen = choose_model(services, JobRequest(model="gan", detail=0.5), None)  # type: ignore[arg-type]
     assert chosen.ref == "gan:1" and catalog.calls == 1
