@@ -166,6 +166,26 @@ def build_generator(
     return keras.Model(lr, hr, name=f"srresnet_x{scale}")
 
 
+def copy_matching_layers(source: keras.Model, target: keras.Model) -> list[str]:
+    """Copy the weights of ``source``'s layers into ``target``'s layers of the same name and shapes (an x4
+    SRResNet seeding an x2 one: all but the second upsampler); the names of ``target``'s weighted layers left as
+    they were."""
+    fresh = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            weights = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            fresh.append(layer.name)
+            continue
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            fresh.append(layer.name)
+            continue
+        layer.set_weights(weights)
+    return fresh
+
+
 def build_discriminator(hr_size: int = 96, filters: int = 64, bn_momentum: float = 0.8) -> keras.Model:
     """SRGAN discriminator.
 

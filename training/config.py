@@ -237,6 +237,10 @@ class TrainConfig(_Section):
     )
     init_step: int = Field(
         0, ge=0, description="training step init_weights were saved at: the schedule and crops go on from it")
+    init_scale: int | None = Field(
+        None, description="the scale of the network init_weights hold, when it is not generator.scale: its "
+        "layers are copied by name where their shapes match (an x4 model's head, trunk, first upsampler and tail "
+        "seeding an x2 one); the others start fresh")
     samples: int = Field(4, ge=0, description="validation images saved as samples at each validation")
     generator: GeneratorConfig = GeneratorConfig()
     data: DataConfig = DataConfig()

@@ -3,13 +3,17 @@ average-pooled by the scale (``optim.pooled_weight``: keeps local colour means).
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import tensorflow as tf
 
-from training.arch import build_generator
+from training.arch import build_generator, copy_matching_layers
 from training.config import TrainConfig
 from training.losses import lowfreq_loss, pixel_loss
 from training.optim import build_adam
+
+log = logging.getLogger(__name__)
 
 
 class PretrainStage:
@@ -22,6 +26,9 @@ class PretrainStage:
         self._pooled_weight = config.optim.pooled_weight
         self._pooled = lowfreq_loss(config.generator.scale)
         self._init_weights = config.init_weights
+        self._scale = config.generator.scale
+        self._init_from = (config.generator.model_copy(update={"scale": config.init_scale})
+                           if config.init_scale and config.init_scale != config.generator.scale else None)
 
     def trackables(self) -> dict[str, object]:
         """What the checkpoint holds besides the step and the best PSNR."""
@@ -33,8 +40,16 @@ class PretrainStage:
 
     def initialize(self) -> None:
         """Fresh run: start from ``init_weights`` when given."""
-        if self._init_weights is not None:
+        if self._init_weights is None:
+            return
+        if self._init_from is None:
             self.generator.load_weights(str(self._init_weights))
+            return
+        source = build_generator(**self._init_from.model_dump())
+        source.load_weights(str(self._init_weights))
+        fresh = copy_matching_layers(source, self.generator)
+        log.info("%s: x%d weights copied into the x%d generator by layer name; fresh: %s", self._init_weights,
+                 self._init_from.scale, self._scale, ", ".join(fresh) or "none")
 
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
         return {"g": self.g_optimizer}

@@ -282,3 +282,32 @@ def test_the_pooled_term_adds_an_l1_of_the_pooled_images_to_the_pixel_loss(tmp_p
     for got, expected in losses.values():
         assert got == pytest.approx(expected, rel=1e-4)
     assert losses[2.5][0] > losses[0.0][0]
+
+
+def test_an_x4_models_weights_seed_an_x2_generator_layer_by_layer(tmp_path, make_config):
+    """init_scale: an x2 run starting from x4 weights gets every layer the two share (head, trunk, first upsampler,
+    tail) and keeps nothing of the x4's second upsampler; the x2 still upscales by 2."""
+    import keras
+    import numpy as np
+
+    from training.arch import build_generator
+    from training.pretrain import PretrainStage
+
+    keras.utils.set_random_seed(1)
+    x4 = build_generator(scale=4, filters=8, blocks=1, global_skip="bicubic")
+    rng = np.random.default_rng(7)
+    for layer in x4.layers:  # non-zero everywhere, so a copied layer cannot equal a fresh one by chance
+        layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+    x4.save_weights(tmp_path / "x4.weights.h5")
+    config = make_config(tmp_path, tmp_path, **{"generator.scale": 2, "generator.filters": 8, "generator.blocks": 1,
+                                                "generator.global_skip": "bicubic", "init_scale": 4,
+                                                "init_weights": str(tmp_path / "x4.weights.h5")})
+    stage = PretrainStage(config)
+    stage.build()
+    stage.initialize()
+    x2 = stage.generator
+    assert not any(layer.name.startswith("up1") for layer in x2.layers)
+    for name in ("head_conv", "res0_conv1", "trunk_bn", "up0_conv", "tail_conv"):
+        for got, want in zip(x2.get_layer(name).get_weights(), x4.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    assert x2(np.zeros((1, 8, 8, 3), "float32")).shape == (1, 16, 16, 3)
