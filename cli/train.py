@@ -86,7 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "against bicubic")
     ev.add_argument("--model", required=True, type=Path, help="the .onnx file")
     ev.add_argument("--data", required=True, type=Path, help="folder of HR images (searched recursively)")
-    ev.add_argument("--scale", type=int, default=None, help="default: the model's scale")
+    ev.add_argument("--scale", type=int, default=None, help="default: the model's scale; another measures what a "
+                    "job asking it gets (the model's output resized with the service's filter)")
     ev.add_argument("--tile", type=int, default=0, help="engine tile size; 0 = whole image (the protocol)")
     ev.add_argument("--detail", type=float, help="0..1: blend a GAN model with its detail base, as a job would")
     ev.add_argument("--condition", default="clean", choices=list(CONDITIONS),

@@ -2,7 +2,9 @@
 
 For each HR image: crop to a multiple of the scale, LR = the protocol's
 bicubic downscale, SR = the engine of ``model/`` (whole image by default),
-PSNR and SSIM on Y with ``scale`` border pixels cropped; NIQE (no reference,
+PSNR and SSIM on Y with ``scale`` border pixels cropped (a ``scale`` other than the
+model's measures what a job asking it gets: the model's output resized with the
+service's filter); NIQE (no reference,
 lower is more natural; ``model.niqe``) of the SR, of the bicubic upscale and
 of the HR itself; the colour shift, the largest difference of an RGB
 channel's mean between SR and HR (0..255 levels); and the flat-region error
@@ -18,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from core.catalog.catalog import ModelCatalog
 from core.catalog.load import build_upscaler
 from core.settings import get_settings
-from model.images import read_image
+from model.images import RESAMPLE_FILTER, read_image, resample
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe as niqe_score
 from model.quality import bicubic_upscale, color_shift, crop_to_multiple, flat_region_error, psnr_y, ssim_y
@@ -48,9 +51,7 @@ def evaluate_model(
     blend = ModelCatalog(settings).blend(str(model), detail)
     # the protocol measures the model itself: float32, whatever SRGAN_PRECISION says
     up = build_upscaler(settings, blend, tile=tile, overlap=min(16, tile // 4) if tile else 0, precision="f32")
-    if scale is not None and scale != up.scale:
-        raise ValueError(f"{model} upscales x{up.scale}, not x{scale}")
-    s = up.scale
+    s = scale or up.scale
     data = Path(data)
     paths = list_images(data)
     if not paths:
@@ -61,7 +62,7 @@ def evaluate_model(
     for i, path in enumerate(paths):
         hr = crop_to_multiple(read_rgb(path), s)
         lr = degraded_input(hr, condition, s, seed=i)
-        sr = up.upscale(lr)
+        sr = at_scale(up.upscale(lr), (hr.shape[1], hr.shape[0]))
         bicubic = bicubic_upscale(lr, s)
         row = {
             "name": path.relative_to(data).as_posix(),
@@ -79,6 +80,8 @@ def evaluate_model(
         images.append(row)
     report: dict[str, Any] = {"model": str(model), "data": str(data), "scale": s, "protocol": PROTOCOL,
                               "condition": condition}
+    if s != up.scale:
+        report["resample"] = {"model_scale": up.scale, "filter": RESAMPLE_FILTER}
     if detail is not None:
         report["detail"] = blend.describe()
     report.update(_means(images))
@@ -87,6 +90,14 @@ def evaluate_model(
         report["datasets"] = {g: _means([i for i in images if i["name"].startswith(g + "/")]) for g in sorted(groups)}
     report["images"] = images
     return report
+
+
+def at_scale(sr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The model's output resized to ``size`` (width, height) as the service resizes it for a job asking another
+    scale (``model.images.resample``), or as it is when it has that size."""
+    if (sr.shape[1], sr.shape[0]) == size:
+        return sr
+    return np.asarray(resample(Image.fromarray(sr), *size))
 
 
 def degraded_input(hr: np.ndarray, condition: str, scale: int, seed: int) -> np.ndarray:

@@ -56,7 +56,8 @@ _MEANS = ("mean_psnr_y", "mean_ssim_y", "bicubic_mean_psnr_y", "bicubic_mean_ssi
 def _bench_metrics(
     model: Path, folders: list[Path], compare: list[Path] | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Means (``set5_psnr_y``, ``set14_niqe``...) and per-image results; ``compare`` models measured beside."""
+    """Means (``set5_psnr_y``, ``set14_niqe``...) and per-image results; ``compare`` models measured beside, at
+    this model's scale (one of another scale as a job asking this scale gets it: its output resized)."""
     metrics: dict[str, float] = {}
     details: dict[str, Any] = {}
     for folder in folders:
@@ -72,9 +73,10 @@ def _bench_metrics(
             "per_image": images,
         }
         for other in compare or []:
-            theirs = evaluate_model(other, folder)
+            theirs = evaluate_model(other, folder, scale=report["scale"])  # another scale: resized as a job's
             details[folder.name].setdefault("compare", {})[other.stem] = {
                 **{k: round(float(theirs[k]), 4) for k in _MEANS if k in theirs},
+                **({"resample": theirs["resample"]} if "resample" in theirs else {}),
                 "per_image": [{k: i[k] for k in ("name", "psnr_y", "ssim_y", "niqe", "color_shift") if k in i}
                               for i in theirs["images"]],
             }

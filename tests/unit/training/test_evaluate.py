@@ -98,7 +98,7 @@ def test_eval_agrees_with_psnr_by_hand_and_never_imports_tensorflow(tmp_path):
     assert 0 < report["mean_ssim_y"] < report["bicubic_mean_ssim_y"] < 1
 
 
-def test_eval_table_and_scale_mismatch(tmp_path, capsys):
+def test_eval_table(tmp_path, capsys):
     from cli.main import main
 
     model = tmp_path / "nearest.onnx"
@@ -108,4 +108,25 @@ def test_eval_table_and_scale_mismatch(tmp_path, capsys):
     assert main(["eval", "--model", str(model), "--data", str(tmp_path / "data")]) == 0
     table = capsys.readouterr().out
     assert "flat.png" in table and "mean all (1)" in table and "bicubic" in table
-    assert main(["eval", "--model", str(model), "--data", str(tmp_path / "data"), "--scale", "4"]) == 2
+
+
+def test_eval_at_another_scale_measures_the_models_output_resized_as_a_job_gets_it(tmp_path):
+    """--scale 4 on an x2 model: LR is the x4 protocol's, the model's x2 output is resized with Lanczos (the
+    service's filter) to the HR size, and PSNR-Y is that picture's, computed here by hand."""
+    from training.evaluate import evaluate_model
+
+    model = tmp_path / "nearest.onnx"
+    _nearest_x2_model(model)
+    (tmp_path / "data").mkdir()
+    small = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    hr = np.asarray(Image.fromarray(small).resize((64, 48), Image.Resampling.BICUBIC))
+    Image.fromarray(hr).save(tmp_path / "data" / "one.png")
+    report = evaluate_model(model, tmp_path / "data", scale=4, niqe=False)
+    assert report["scale"] == 4 and report["resample"] == {"model_scale": 2, "filter": "lanczos"}
+    lr = Image.fromarray(hr).resize((16, 12), Image.Resampling.BICUBIC)
+    sr = np.asarray(lr).repeat(2, 0).repeat(2, 1)
+    sr = np.asarray(Image.fromarray(sr).resize((64, 48), Image.Resampling.LANCZOS))
+    from model.quality import psnr_y
+
+    assert report["images"][0]["psnr_y"] == pytest.approx(psnr_y(sr, hr, crop=4), abs=1e-9)
+    assert report["images"][0]["psnr_y"] != pytest.approx(report["images"][0]["bicubic_psnr_y"], abs=1e-3)
