@@ -112,11 +112,22 @@ class DegradeConfig(_Section):
     gray_noise_prob2: float = Field(0.4, ge=0, le=1, description="second noise: probability of gray noise")
     jpeg_range2: tuple[int, int] = Field((30, 95), description="second and final JPEG: quality range")
     final_sinc_prob: float = Field(0.8, ge=0, le=1, description="final sinc filter: probability")
+    light_prob: float = Field(
+        0.0, ge=0, le=1,
+        description="probability that a crop takes the light model instead of the two passes: an optional mild "
+        "blur, one resize to the LR size, optional noise, optional JPEG (most uploads: a resized photo saved as "
+        "JPEG, not blurred twice). Without it the model sharpens every input as if it were blurred")
+    light_blur_prob: float = Field(0.3, ge=0, le=1, description="light model: probability of a Gaussian blur")
+    light_blur_sigma: Range = Field((0.2, 1.2), description="light model: blur sigma range (HR pixels)")
+    light_noise_prob: float = Field(0.5, ge=0, le=1, description="light model: probability of Gaussian noise")
+    light_noise_sigma: Range = Field((1.0, 10.0), description="light model: noise sigma range (levels)")
+    light_jpeg_prob: float = Field(0.9, ge=0, le=1, description="light model: probability of JPEG (jpeg_range2)")
 
     @model_validator(mode="after")
     def _check(self) -> DegradeConfig:
         for name in ("blur_sigma", "betag", "betap", "resize_range", "noise_sigma", "poisson_scale", "jpeg_range",
-                     "blur_sigma2", "resize_range2", "noise_sigma2", "poisson_scale2", "jpeg_range2"):
+                     "blur_sigma2", "resize_range2", "noise_sigma2", "poisson_scale2", "jpeg_range2",
+                     "light_blur_sigma", "light_noise_sigma"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be 0 < low <= high, got {(lo, hi)}")

@@ -318,6 +318,8 @@ def _degrade(hr: np.ndarray, rng: np.random.Generator, scale: int, cfg: DegradeC
     img = hr.astype(np.float32) / 255.0 if hr.dtype == np.uint8 else hr.astype(np.float32)
     h, w = img.shape[:2]
     out_size = (h // scale, w // scale)
+    if cfg.light_prob and rng.uniform() < cfg.light_prob:  # no draw without it: older runs keep their crops
+        return _light(img, rng, out_size, cfg, trace)
     first, second = passes(cfg)
     img = _one_pass(img, rng, first, cfg.shuffle_order, None, trace)
     img = _one_pass(img, rng, second, cfg.shuffle_order, out_size, trace)
@@ -337,6 +339,30 @@ def _degrade(hr: np.ndarray, rng: np.random.Generator, scale: int, cfg: DegradeC
     trace.extend([f"jpeg q{quality}", *sinc_step])  # resize, JPEG, sinc
     img = blur(jpeg(img, quality), kernel) if kernel is not None else jpeg(img, quality)
     return np.clip(img, 0, 1).astype(np.float32), None
+
+
+def _light(img: np.ndarray, rng: np.random.Generator, out_size: tuple[int, int], cfg: DegradeConfig,
+           trace: list[str]) -> tuple[np.ndarray, bytes | None]:
+    """The light model (``DegradeConfig.light_prob``): an optional mild isotropic Gaussian blur, one resize to
+    ``out_size`` by a random filter, optional Gaussian noise (gray or colour), optional JPEG."""
+    trace.append("light")
+    if rng.uniform() < cfg.light_blur_prob:
+        sigma = rng.uniform(*cfg.light_blur_sigma)
+        trace.append(f"blur sigma {sigma:.2f}")
+        img = blur(img, gaussian_kernel(sigma, sigma, 0.0))
+    mode = str(rng.choice(list(RESIZE_FILTERS)))
+    trace.append(f"resize {mode} to {out_size[1]}x{out_size[0]}")
+    img = np.clip(resize(img, out_size, mode), 0, 1)
+    if rng.uniform() < cfg.light_noise_prob:
+        sigma, gray = rng.uniform(*cfg.light_noise_sigma), rng.uniform() < cfg.gray_noise_prob2
+        trace.append(f"{'gray' if gray else 'colour'} gaussian noise {sigma:.1f}")
+        img = np.clip(gaussian_noise(img, rng, sigma, gray), 0, 1)
+    if rng.uniform() < cfg.light_jpeg_prob:
+        quality = int(rng.integers(cfg.jpeg_range2[0], cfg.jpeg_range2[1] + 1))
+        trace.append(f"jpeg q{quality}")
+        data = jpeg_encode(img, quality)
+        return jpeg_decode(data), data
+    return to_uint8(img).astype(np.float32) / 255.0, None
 
 
 def degrade_u8(hr: np.ndarray, seed: tuple[int, ...], scale: int, cfg: DegradeConfig) -> np.ndarray:

@@ -229,3 +229,40 @@ def test_srgan_train_degrade_writes_the_same_examples_for_a_seed(tmp_path):
                              str(tmp_path / "o4")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "nope does not exist" in result.stderr
+
+
+def test_the_light_model_is_taken_at_its_probability_and_is_one_resize_with_optional_noise_and_jpeg():
+    hr = _photo()
+    light = 0
+    for i in range(200):
+        trace: list[str] = []
+        d.degrade(hr, np.random.default_rng(i), 4, DegradeConfig(light_prob=0.4), trace)
+        if trace[0] == "light":
+            light += 1
+            assert sum(t.startswith("resize") for t in trace) == 1 and not any(t.startswith("sinc") for t in trace)
+            assert sum(t.startswith("jpeg") for t in trace) <= 1
+    assert 0.3 < light / 200 < 0.5  # binomial(200, 0.4): 5 standard deviations wide
+    # with every option off it is exactly one resize to the LR size, by the filter it names
+    cfg = DegradeConfig(light_prob=1.0, light_blur_prob=0.0, light_noise_prob=0.0, light_jpeg_prob=0.0)
+    trace = []
+    out = d.degrade(hr, np.random.default_rng(3), 4, cfg, trace)
+    mode = trace[1].split()[1]
+    expected = d.to_uint8(np.clip(d.resize(hr.astype(np.float32) / 255, (24, 32), mode), 0, 1))
+    assert trace[0] == "light" and np.array_equal(d.to_uint8(out), expected)
+    # JPEG on: the LR decodes from a file with the chosen quality's tables
+    trace = []
+    lr, data = d._degrade(hr, np.random.default_rng(4), 4, DegradeConfig(light_prob=1.0, light_jpeg_prob=1.0), trace)
+    quality = int(trace[-1].removeprefix("jpeg q"))
+    assert data is not None and jpeg_quality(Image.open(io.BytesIO(data))) == quality
+
+
+def test_without_the_light_model_the_crops_are_what_they_were():
+    """light_prob 0 draws nothing: a run started before the field existed resumes with the same crops."""
+    hr = _photo()
+    base = DegradeConfig()
+    assert base.light_prob == 0
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    a = d.degrade(hr, rng_a, 4, base)
+    rng_b.uniform()  # what a draw for the light model would have taken
+    assert not np.array_equal(a, d.degrade(hr, rng_b, 4, base))
+    assert np.array_equal(a, d.degrade(hr, np.random.default_rng(9), 4, base))
