@@ -294,7 +294,7 @@ def calibrate(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.nd
 
     clean = [s for s in samples if s["condition"] == "clean"]
     candidates = [AutoThresholds(jc, js, nc, ns) for jc in (85.0, 90.0, 95.0, 98.0) for js in (20.0, 30.0, 40.0, 50.0)
-                  for nc in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0) for ns in (8.0, 12.0, 16.0, 24.0)]
+                  for nc in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0) for ns in (6.0, 8.0, 12.0, 16.0, 24.0)]
     # a clean image gets 0, the clean model's own pixels (the rule), whatever that costs elsewhere
     keeps_clean = [t for t in candidates if all(auto_denoise(s["quality"], s["sigma"], t).value == 0 for s in clean)]
     if not keeps_clean:
