@@ -240,15 +240,16 @@ def run_models(args: argparse.Namespace) -> int:
     references = any(f"{niqe_set(m['metrics'])}_{r}_niqe" in m["metrics"] for m in listing["models"]
                      for r in _REFERENCES)
     niqe_headers = [c[0] for c in NIQE_COLUMNS[: None if references else 1]]
-    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers, "PRECISION",
-             "PUBLISHED")]
+    tiled = any(m.get("tiling") for m in listing["models"])
+    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers,
+             *(["TILING"] if tiled else []), "PRECISION", "PUBLISHED")]
     for m in listing["models"]:
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
             active += " (file, not in the registry)"
         rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
-                     *_quality_cells(m["metrics"], references), m["precision"] or "-",
-                     (m["published_at"] or "-")[:16]))
+                     *_quality_cells(m["metrics"], references), *([_tiling_cell(m.get("tiling"))] if tiled else []),
+                     m["precision"] or "-", (m["published_at"] or "-")[:16]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -258,8 +259,20 @@ def run_models(args: argparse.Namespace) -> int:
     print("NIQE (lower looks more natural): the model's own on Set14 (else the set it was measured on)"
           + ("; NIQE-HR and NIQE-BICUBIC: the ground-truth images' and bicubic's on the same set" if references
              else ""))
+    if tiled:
+        print(f"TILING: what the model needs, in input pixels: overlap>=N, tiles get at least N of context "
+              f"(SRGAN_OVERLAP {settings.overlap} otherwise); pad N, N reflected around the image and cropped off")
     print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
     return OK
+
+
+def _tiling_cell(tiling: dict[str, int] | None) -> str:
+    """``overlap>=32,pad=10`` (the parts a model states), or ``-``."""
+    if not tiling:
+        return "-"
+    parts = [f"overlap>={tiling['min_overlap']}" if tiling.get("min_overlap") else "",
+             f"pad={tiling['pre_pad']}" if tiling.get("pre_pad") else ""]
+    return ",".join(p for p in parts if p) or "-"
 
 
 def _auto_here() -> str:
