@@ -67,7 +67,7 @@ class Upscaler:
         tile: core tile size in input pixels; 0 runs the whole image at once; ``"auto"``
             the largest tile whose working memory fits ``memory_budget`` (per image).
         overlap: context added on each interior side of a tile; at least the contract's
-            ``tiling.min_overlap`` (:meth:`overlap_for`).
+            ``tiling.min_overlap`` (:meth:`overlap_for`; a fixed ``tile`` grows past it, :meth:`tile_for`).
         tile_batch: tiles per backend call.
         memory_budget: bytes of working memory for ``tile="auto"`` (default
             ``model.backends.default_memory_budget()``; on a GPU the network's budget there,
@@ -85,7 +85,6 @@ class Upscaler:
         memory_budget: int | None = None,
     ) -> None:
         _validate_tile(tile, overlap)
-        _validate_tile_for_model(tile, overlap, contract)
         if tile_batch < 1:
             raise InvalidParameter(f"tile_batch must be >= 1, got {tile_batch}")
         if memory_budget is not None and memory_budget <= 0:
@@ -195,11 +194,15 @@ class Upscaler:
                  overlap: int | None = None) -> tuple[int, int]:
         """``(tile_h, tile_w)`` a ``height x width`` image runs with (``auto`` resolved against the memory
         budget, :func:`model.tiling.choose_tiles`, for the image with the model's pre-pad around it and
-        :meth:`overlap_for`); ``(0, 0)`` runs it whole."""
+        :meth:`overlap_for`); ``(0, 0)`` runs it whole. A fixed tile not larger than the overlap a model needs
+        grows to one pixel more (its windows are mostly that overlap anyway): the model's need, not a refusal of
+        every job of it."""
         tile = self.tile if tile is None else tile
-        if tile != "auto":
-            return int(tile), int(tile)
         overlap = self.overlap_for(overlap)
+        if tile != "auto":
+            side = int(tile)
+            side = max(side, overlap + 1) if side > 0 else side  # 0: whole; < 0: refused by the plan
+            return side, side
         pad = self.contract.tiling.pre_pad
         height, width = height + 2 * pad, width + 2 * pad
         per_px = getattr(self.backend, "working_bytes_per_output_pixel", 1024)
@@ -450,14 +453,6 @@ def _validate_tile(tile: int | str, overlap: int) -> None:
         validate_tiling(tile, overlap)
     else:
         raise InvalidParameter(f"tile must be an integer >= 0 or 'auto', got {tile!r}")
-
-
-def _validate_tile_for_model(tile: int | str, overlap: int, contract: ModelContract) -> None:
-    """A fixed tile must be larger than the overlap the model needs (its contract's ``tiling.min_overlap``)."""
-    need = contract.tiling.min_overlap
-    if isinstance(tile, int) and tile and max(overlap, need) >= tile:
-        raise InvalidParameter(f"{contract.name or 'this model'} needs at least {need} pixels of tile overlap "
-                               f"(its contract's tiling): the tile ({tile}) must be larger, or 0 or auto")
 
 
 def reflect_indices(start: int, stop: int, pad: int, length: int) -> np.ndarray:

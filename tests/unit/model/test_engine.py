@@ -208,7 +208,8 @@ def test_pre_pad_keeps_strips_progress_and_16_bits_exact(nearest_path, rng, dtyp
 
 def test_the_models_minimum_overlap_is_used_when_larger(nearest_path, rng):
     """The windows the network sees are those of the model's minimum overlap (12) where the engine's (4) is
-    smaller, and of the engine's where it is larger; a fixed tile that is not larger than the minimum is refused."""
+    smaller, and of the engine's where it is larger; a fixed tile that is not larger than the minimum grows past
+    it (a valid plan, the same picture) instead of failing every image."""
     img = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
     plain = Upscaler.from_file(nearest_path, backend="onnxruntime", tile=0, overlap=0)
 
@@ -224,7 +225,7 @@ def test_the_models_minimum_overlap_is_used_when_larger(nearest_path, rng):
                 seen.add(batch.shape[1:3])
                 return run(batch)
 
-        Upscaler(Recording(), up.contract, tile=up.tile, overlap=up.overlap).upscale(img)  # type: ignore[arg-type]
+        Upscaler(Recording(), up.contract, tile=up.tile, overlap=up.overlap).upscale(img)
         return seen
 
     needs_12 = _with_tiling(plain, Tiling(min_overlap=12), tile=32, overlap=4)
@@ -232,8 +233,11 @@ def test_the_models_minimum_overlap_is_used_when_larger(nearest_path, rng):
     assert window_shapes(needs_12) == window_shapes(_with_tiling(plain, Tiling(), tile=32, overlap=12))
     assert window_shapes(needs_12) != window_shapes(_with_tiling(plain, Tiling(), tile=32, overlap=4))
     np.testing.assert_array_equal(needs_12.upscale(img), nearest(img))
-    with pytest.raises(InvalidParameter, match="at least 12 pixels"):
-        _with_tiling(plain, Tiling(min_overlap=12), tile=12, overlap=4)
+    small_tile = _with_tiling(plain, Tiling(min_overlap=12), tile=12, overlap=4)
+    assert small_tile.tile_for(100, 100) == (13, 13) and small_tile.tile_for(100, 100, tile=0) == (0, 0)
+    np.testing.assert_array_equal(small_tile.upscale(img), nearest(img))
+    with pytest.raises(InvalidParameter):
+        _with_tiling(plain, Tiling(min_overlap=12), tile=12, overlap=12)  # the engine's own settings: refused
     auto = _with_tiling(plain, Tiling(min_overlap=40), tile="auto", overlap=4, memory_budget=1)
     assert min(auto.tile_for(300, 300)) > 40, "auto tiles stay larger than the overlap the model needs"
 
@@ -257,7 +261,7 @@ class OomOnLargeTiles:
     working_bytes_per_output_pixel = 1024
 
     def __init__(self, limit: int):
-        self.limit, self.sides = limit, []
+        self.limit, self.sides = limit, list[int]()
 
     def run(self, batch):
         self.sides.append(batch.shape[1])
