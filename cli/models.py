@@ -62,9 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "and publish it like `srgan deploy`",
                          description="Convert FILE to ONNX (ncnn: its graph; PyTorch: Real-ESRGAN's compact "
                                      "architecture, read without torch), write a card (source files and sha256, "
-                                     "architecture, scale, parameters, FLOPs per input pixel), then check, gate and "
-                                     "publish it as NAME through the one publish path, made active unless "
-                                     "--no-activate.")
+                                     "architecture, scale, parameters, FLOPs per input pixel; for Real-ESRGAN's "
+                                     "architectures the tiling they need: its pre-pad and a measured minimum "
+                                     "overlap, also in the file's contract), then check, gate and publish it as NAME "
+                                     "through the one publish path, made active unless --no-activate.")
     imp.add_argument("file", type=Path, metavar="FILE", help="model.param (its .bin beside it), .pth, .pt or "
                                                              ".safetensors")
     imp.add_argument("--name", help="model name (default: the file's stem, made a valid name)")
@@ -79,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registry's models and versions",
                        description="Names, versions, which is active, scale and measured quality (PSNR-Y on Set5 "
                                    "and Set14; the model's NIQE, with the ground truth's and bicubic's in their own "
-                                   "columns, when measured), and the registry's folder.")
+                                   "columns, when measured), the tiling a model needs (when one states it), and the "
+                                   "registry's folder.")
     p.add_argument("--json", action="store_true", help="print what GET /v1/models answers")
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_models)
@@ -127,6 +129,8 @@ def run_import(args: argparse.Namespace) -> int:
     arch = card["architecture"]
     print(f"{args.file}: {arch['type']}, x{card['scale']}, {arch['parameters']:,} parameters, "
           f"{arch['flops_per_input_pixel'] / 1e6:.2f} MFLOP per input pixel")
+    if card.get("tiling_basis"):
+        print(f"tiling: {card['tiling_basis']}")
     with tempfile.TemporaryDirectory(prefix="srgan-import-") as tmp:
         folder = args.output or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,7 @@ def test_srgan_import_publishes_and_the_model_upscales(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "SRVGGNetCompact, x4, 621,428 parameters, 1.24 MFLOP per input pixel" in done.stdout
     assert "published anim:" in done.stdout
+    assert "tiling: pre_pad 10: as Real-ESRGAN's inference" in done.stdout
     listed = json.loads(run("models", "--json").stdout)
     (anim,) = [m for m in listed["models"] if m["name"] == "anim"]
     assert anim["active"] and anim["scale"] == 4
