@@ -253,6 +253,15 @@ class JobListOut(BaseModel):
     offset: int
 
 
+class TilingOut(BaseModel):
+    """What a model needs from the tiling (its contract's ``tiling``; ``srgan import`` sets it for Real-ESRGAN's)."""
+
+    min_overlap: int = Field(description="the least context (input pixels) each tile gets; the engine uses the "
+                                         "larger of this and SRGAN_OVERLAP")
+    pre_pad: int = Field(description="input pixels reflected around the whole image before the model and cropped "
+                                     "off its output, as Real-ESRGAN's own inference does")
+
+
 class ModelOut(BaseModel):
     """One model version (the same fields as ``srgan models --json``)."""
 
@@ -272,6 +281,8 @@ class ModelOut(BaseModel):
     denoise_base: str | None = Field(
         None, description="the clean model this real-world model blends with for `denoise` (null: no denoise control)"
     )
+    tiling: TilingOut | None = Field(None, description="what the model needs from the tiling (null: nothing; "
+                                     "the configured tile overlap as it is)")
     precision: str | None = Field(
         None, description="the arithmetic precision (f32, bf16, f16) a worker last loaded this version in; "
         "null: no worker has loaded it yet. Each job's record says what it ran in (model.precision)"

@@ -195,3 +195,12 @@ def _imported(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=4, help="Set14 images (default: 4)")
     p.add_argument("--size", type=int, default=128, help="side of the crop of each (default: 128)")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--overlaps", default="", metavar="O1,O2,...",
+                   help="measure instead how much tile overlap each imported architecture needs: these overlaps "
+                        "against the whole-image run, on --images BSD200 training crops of --size (at most 4)")
+    p.add_argument("--tile", type=int, default=64, help="with --overlaps: the tile (default: 64)")
+    p.add_argument("--strip", metavar="HxW", help="with --overlaps: crops of HxW instead of --size squares (a "
+                                                  "strip shorter than the tile is cut by vertical seams only)")
+    p.add_argument("--threads", type=int, default=0, help="with --overlaps: ONNX Runtime threads (default: all)")
+    p.add_argument("--model", default="", help="with --overlaps: only the model whose name contains this "
+                                                "(x4plus, animevideov3)")

@@ -62,9 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "and publish it like `srgan deploy`",
                          description="Convert FILE to ONNX (ncnn: its graph; PyTorch: Real-ESRGAN's compact "
                                      "architecture, read without torch), write a card (source files and sha256, "
-                                     "architecture, scale, parameters, FLOPs per input pixel), then check, gate and "
-                                     "publish it as NAME through the one publish path, made active unless "
-                                     "--no-activate.")
+                                     "architecture, scale, parameters, FLOPs per input pixel; for Real-ESRGAN's "
+                                     "architectures the tiling they need: its pre-pad and a measured minimum "
+                                     "overlap, also in the file's contract), then check, gate and publish it as NAME "
+                                     "through the one publish path, made active unless --no-activate.")
     imp.add_argument("file", type=Path, metavar="FILE", help="model.param (its .bin beside it), .pth, .pt or "
                                                              ".safetensors")
     imp.add_argument("--name", help="model name (default: the file's stem, made a valid name)")
@@ -79,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registry's models and versions",
                        description="Names, versions, which is active, scale and measured quality (PSNR-Y on Set5 "
                                    "and Set14; the model's NIQE, with the ground truth's and bicubic's in their own "
-                                   "columns, when measured), and the registry's folder.")
+                                   "columns, when measured), the tiling a model needs (when one states it), and the "
+                                   "registry's folder.")
     p.add_argument("--json", action="store_true", help="print what GET /v1/models answers")
     p.add_argument("--models-dir", type=Path, help="registry folder (default SRGAN_MODELS_DIR)")
     p.set_defaults(func=run_models)
@@ -127,6 +129,8 @@ def run_import(args: argparse.Namespace) -> int:
     arch = card["architecture"]
     print(f"{args.file}: {arch['type']}, x{card['scale']}, {arch['parameters']:,} parameters, "
           f"{arch['flops_per_input_pixel'] / 1e6:.2f} MFLOP per input pixel")
+    if card.get("tiling_basis"):
+        print(f"tiling: {card['tiling_basis']}")
     with tempfile.TemporaryDirectory(prefix="srgan-import-") as tmp:
         folder = args.output or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -240,15 +244,16 @@ def run_models(args: argparse.Namespace) -> int:
     references = any(f"{niqe_set(m['metrics'])}_{r}_niqe" in m["metrics"] for m in listing["models"]
                      for r in _REFERENCES)
     niqe_headers = [c[0] for c in NIQE_COLUMNS[: None if references else 1]]
-    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers, "PRECISION",
-             "PUBLISHED")]
+    tiled = any(m.get("tiling") for m in listing["models"])
+    rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers,
+             *(["TILING"] if tiled else []), "PRECISION", "PUBLISHED")]
     for m in listing["models"]:
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
             active += " (file, not in the registry)"
         rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
-                     *_quality_cells(m["metrics"], references), m["precision"] or "-",
-                     (m["published_at"] or "-")[:16]))
+                     *_quality_cells(m["metrics"], references), *([_tiling_cell(m.get("tiling"))] if tiled else []),
+                     m["precision"] or "-", (m["published_at"] or "-")[:16]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -258,8 +263,20 @@ def run_models(args: argparse.Namespace) -> int:
     print("NIQE (lower looks more natural): the model's own on Set14 (else the set it was measured on)"
           + ("; NIQE-HR and NIQE-BICUBIC: the ground-truth images' and bicubic's on the same set" if references
              else ""))
+    if tiled:
+        print(f"TILING: what the model needs, in input pixels: overlap>=N, tiles get at least N of context "
+              f"(SRGAN_OVERLAP {settings.overlap} otherwise); pad N, N reflected around the image and cropped off")
     print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
     return OK
+
+
+def _tiling_cell(tiling: dict[str, int] | None) -> str:
+    """``overlap>=32,pad=10`` (the parts a model states), or ``-``."""
+    if not tiling:
+        return "-"
+    parts = [f"overlap>={tiling['min_overlap']}" if tiling.get("min_overlap") else "",
+             f"pad={tiling['pre_pad']}" if tiling.get("pre_pad") else ""]
+    return ",".join(p for p in parts if p) or "-"
 
 
 def _auto_here() -> str:

@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     size.add_argument("--max-side", type=_pixels, metavar="N", help="the result's longer side")
     p.add_argument("--tile", type=_tile, help="tile size in input pixels, 0 = whole image, auto = the largest that "
                                              "fits SRGAN_MEMORY_BUDGET (default auto, SRGAN_TILE)")
-    p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP)")
+    p.add_argument("--overlap", type=int, help="context pixels around each tile (default 8, SRGAN_OVERLAP; "
+                                                   "at least what the model's contract asks)")
     p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp", "avif"],
                    help="output format (default: the extension of -o FILE, else the input's; a HEIC photo: jpeg). "
                         "A 16-bit PNG or TIFF keeps 16 bits as png; the others hold 8 (a warning says so)")

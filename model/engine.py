@@ -8,6 +8,11 @@ sizes, not by the image (only the finished result is image-sized; use
 as uint8 or uint16 (16 bits per channel): the network and the blending run in
 float either way, and the result has the input's type, so 16-bit images keep
 their levels end to end.
+
+A model's contract may ask for more (``ModelContract.tiling``): a minimum overlap (the engine uses the larger
+of it and its own), and a border reflected around the whole image before the network and cropped off after
+(``pre_pad``). The tile plan is then made for the padded image, its windows read through reflected indices
+(no padded copy of the image), and the strips cropped back to the image as they are yielded.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ class Upscaler:
         contract: how to feed it; ``from_file`` reads it from the file.
         tile: core tile size in input pixels; 0 runs the whole image at once; ``"auto"``
             the largest tile whose working memory fits ``memory_budget`` (per image).
-        overlap: context added on each interior side of a tile.
+        overlap: context added on each interior side of a tile; at least the contract's
+            ``tiling.min_overlap`` (:meth:`overlap_for`; a fixed ``tile`` grows past it, :meth:`tile_for`).
         tile_batch: tiles per backend call.
         memory_budget: bytes of working memory for ``tile="auto"`` (default
             ``model.backends.default_memory_budget()``; on a GPU the network's budget there,
@@ -179,14 +185,26 @@ class Upscaler:
     def backend_name(self) -> str:
         return self.backend.name
 
+    def overlap_for(self, overlap: int | None = None) -> int:
+        """The context a tile gets: ``overlap`` (default: the engine's), at least the model's minimum
+        (its contract's ``tiling.min_overlap``)."""
+        return max(self.overlap if overlap is None else overlap, self.contract.tiling.min_overlap)
+
     def tile_for(self, height: int, width: int, tile: int | str | None = None,
                  overlap: int | None = None) -> tuple[int, int]:
         """``(tile_h, tile_w)`` a ``height x width`` image runs with (``auto`` resolved against the memory
-        budget, :func:`model.tiling.choose_tiles`); ``(0, 0)`` runs it whole."""
+        budget, :func:`model.tiling.choose_tiles`, for the image with the model's pre-pad around it and
+        :meth:`overlap_for`); ``(0, 0)`` runs it whole. A fixed tile not larger than the overlap a model needs
+        grows to one pixel more (its windows are mostly that overlap anyway): the model's need, not a refusal of
+        every job of it."""
         tile = self.tile if tile is None else tile
+        overlap = self.overlap_for(overlap)
         if tile != "auto":
-            return int(tile), int(tile)
-        overlap = self.overlap if overlap is None else overlap
+            side = int(tile)
+            side = max(side, overlap + 1) if side > 0 else side  # 0: whole; < 0: refused by the plan
+            return side, side
+        pad = self.contract.tiling.pre_pad
+        height, width = height + 2 * pad, width + 2 * pad
         per_px = getattr(self.backend, "working_bytes_per_output_pixel", 1024)
         host = default_memory_budget()
         device = device_memory_budget(self.backend.name)
@@ -222,11 +240,19 @@ class Upscaler:
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first_output_row, rows)`` top to bottom as rows are finished (the input's type)."""
+        """Yield ``(first_output_row, rows)`` top to bottom as rows are finished (the input's type).
+
+        With the model's ``tiling.pre_pad`` (``p``), the plan, the windows and the strips are those of the image
+        with ``p`` pixels reflected around it (``(h + 2p) x (w + 2p)``; progress counts its tiles), and what is
+        yielded is cropped back to the image's ``h*s x w*s``.
+        """
         h, w, c = _check_image(lr_hwc_u8)
-        overlap = self.overlap if overlap is None else overlap
-        plan = TilePlan.make(h, w, self.tile_for(h, w, tile, overlap), overlap)
+        overlap = self.overlap_for(overlap)
+        pad = self.contract.tiling.pre_pad
         s = self.scale
+        h, w = h + 2 * pad, w + 2 * pad  # from here on, the padded image's
+        plan = TilePlan.make(h, w, self.tile_for(h - 2 * pad, w - 2 * pad, tile, overlap), overlap)
+        keep_top, keep_bottom, keep_cols = pad * s, (h - pad) * s, slice(pad * s, (w - pad) * s)
         col_weights = [axis_weights(sp, w, plan.r_cols, s, sp.window[0] * s, sp.window[1] * s) for sp in plan.cols]
         done = 0
         acc = np.zeros((0, w * s, c), np.float32)
@@ -242,7 +268,7 @@ class Upscaler:
             # rows above acc_top are finished: this row's weight there is 0
             r0 = max(top, acc_top)
             wy = axis_weights(row, h, plan.r_rows, s, r0, bottom)[:, None, None]
-            windows = [lr_hwc_u8[row.window[0] : row.window[1], col.window[0] : col.window[1]] for col in plan.cols]
+            windows = [_window(lr_hwc_u8, row.window, col.window, pad) for col in plan.cols]
             indices = list(range(len(plan.cols)))
             for batch_idx in iter_batches(indices, self.tile_batch):
                 if should_stop is not None and should_stop():
@@ -261,7 +287,10 @@ class Upscaler:
                     progress(done, plan.count)
             finished = plan.finished_before(j) * s - acc_top
             if finished > 0:
-                yield acc_top, _normalise(acc[:finished], wsum[:finished], lr_hwc_u8.dtype)
+                lo, hi = max(acc_top, keep_top), min(acc_top + finished, keep_bottom)  # the image's rows of them
+                if hi > lo:
+                    rows = slice(lo - acc_top, hi - acc_top)
+                    yield lo - keep_top, _normalise(acc[rows, keep_cols], wsum[rows, keep_cols], lr_hwc_u8.dtype)
                 acc, wsum = acc[finished:].copy(), wsum[finished:].copy()
                 acc_top += finished
 
@@ -280,7 +309,9 @@ class Upscaler:
                 raise
             log.warning("%s; re-splitting the %dx%d tile into %d-pixel tiles", exc.message, tw, th, half)
             self.oom_splits += 1
-            sub = Upscaler(self.backend, self.contract, tile=half, overlap=overlap, reload=self.reload)
+            # the tile is a window of the padded image already: its halves get no border of their own
+            unpadded = replace(self.contract, tiling=replace(self.contract.tiling, pre_pad=0))
+            sub = Upscaler(self.backend, unpadded, tile=half, overlap=overlap, reload=self.reload)
             sub._f32 = self._f32
             out = sub.upscale(tiles_hwc_u8[0]).astype(np.float32)[None] * np.float32(255.0 / _peak(tiles_hwc_u8[0]))
             self.oom_splits += sub.oom_splits
@@ -422,6 +453,27 @@ def _validate_tile(tile: int | str, overlap: int) -> None:
         validate_tiling(tile, overlap)
     else:
         raise InvalidParameter(f"tile must be an integer >= 0 or 'auto', got {tile!r}")
+
+
+def reflect_indices(start: int, stop: int, pad: int, length: int) -> np.ndarray:
+    """Indices into an axis of ``length`` of positions ``[start, stop)`` of that axis with ``pad`` pixels reflected
+    on both sides (numpy's ``reflect``: the border pixel is not repeated; again and again when ``pad`` is longer
+    than the axis)."""
+    positions = np.arange(start - pad, stop - pad)
+    if length == 1:
+        return np.zeros_like(positions)
+    period = 2 * (length - 1)
+    folded = np.mod(positions, period)
+    return np.where(folded < length, folded, period - folded)
+
+
+def _window(img: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], pad: int) -> np.ndarray:
+    """The ``rows x cols`` window (coordinates of the image with ``pad`` pixels reflected around it) of ``img``:
+    a view without a pre-pad; otherwise gathered through :func:`reflect_indices` (only a window-sized copy)."""
+    if pad == 0:
+        return img[rows[0] : rows[1], cols[0] : cols[1]]
+    h, w = img.shape[:2]
+    return img[np.ix_(reflect_indices(*rows, pad, h), reflect_indices(*cols, pad, w))]
 
 
 def _peak(img: np.ndarray) -> int:

@@ -44,7 +44,7 @@ from core.catalog.announce import generation
 from core.catalog.registry import ModelVersion, Registry, find_card, read_card
 from core.catalog.shipped import WEIGHTS_DIR, is_path, shipped_file, shipped_models
 from core.settings import Settings
-from model.contract import ModelContract, load_proto
+from model.contract import ModelContract, Tiling, load_proto
 from model.errors import InvalidParameter, ModelError
 from model.images import JPEG_QUALITY_KEY
 from model.strength import Strength, auto_denoise, noise_sigma
@@ -79,6 +79,8 @@ class ModelRef:
     """The PSNR model this GAN model interpolates with for ``detail`` (None: no detail control)."""
     denoise_base: str | None = None
     """The clean model this real-world model interpolates with for ``denoise`` (None: no denoise control)."""
+    tiling: Tiling = Tiling()
+    """What the model needs from the tiling (its contract's; the default: nothing, the configured tiling)."""
 
     @property
     def ref(self) -> str:
@@ -93,7 +95,7 @@ class ModelRef:
     def from_version(cls, v: ModelVersion) -> ModelRef:
         return cls(name=v.name, version=v.version, scale=v.scale, path=v.path, active=v.active, metrics=v.metrics,
                    source="registry", published_at=v.published_at, sha256=v.card.get("sha256"),
-                   detail_base=v.detail_base, denoise_base=v.denoise_base)
+                   detail_base=v.detail_base, denoise_base=v.denoise_base, tiling=v.tiling)
 
     def to_json(self) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` show of one version (metrics to 4 decimals)."""
@@ -101,7 +103,8 @@ class ModelRef:
                 "active": self.active, "default": self.default,
                 "metrics": {k: _round(v) for k, v in self.metrics.items()}, "source": self.source,
                 "published_at": self.published_at, "sha256": self.sha256, "detail_base": self.detail_base,
-                "denoise_base": self.denoise_base}
+                "denoise_base": self.denoise_base,
+                "tiling": self.tiling.to_json() if self.tiling != Tiling() else None}
 
 
 _NEEDS = MappingProxyType({  # read-only: a constant, not module state
@@ -260,6 +263,7 @@ class ModelCatalog:
             metrics=dict(contract.metrics) if contract else {},
             detail_base=str(card["detail_base"]) if card.get("detail_base") else None,
             denoise_base=str(card["denoise_base"]) if card.get("denoise_base") else None,
+            tiling=contract.tiling if contract else Tiling(),
         )
         with self._lock:
             self._files[key] = info

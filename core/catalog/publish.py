@@ -26,7 +26,7 @@ from core.catalog import store_sync
 from core.catalog.announce import announce_change
 from core.catalog.catalog import ModelCatalog
 from core.catalog.registry import DeployRefused, FileCheck, ModelVersion, find_card, read_card
-from model.contract import ModelContract, infer_layout, load_proto
+from model.contract import ModelContract, Tiling, infer_layout, load_proto
 from model.errors import ModelError
 
 QUALITY_TOLERANCE_DB = 0.2
@@ -129,11 +129,16 @@ class Publisher:
             raise DeployRefused(f"the object store failed: {exc}") from exc
         before = self.registry.active_version(name)
         with tempfile.TemporaryDirectory(prefix="srgan-publish-") as tmp:
-            if layout is not None or value_range is not None:
-                file = self._declare(file, Path(tmp), card, scale, layout, value_range)
+            tiling = _card_tiling(file, card)
+            if layout is not None or value_range is not None or tiling is not None:
+                file = self._declare(file, Path(tmp), card, scale, layout, value_range, tiling)
                 card.pop("sha256", None)
-                notes.append(f"declared {layout or 'the inferred layout'}, values {value_range or (0, 255)} "
-                             "in the published copy's contract")
+                if layout is not None or value_range is not None:
+                    notes.append(f"declared {layout or 'the inferred layout'}, values {value_range or (0, 255)} "
+                                 "in the published copy's contract")
+                if tiling is not None:
+                    notes.append(f"declared the card's tiling (min_overlap {tiling.min_overlap}, pre_pad "
+                                 f"{tiling.pre_pad}) in the published copy's contract")
             checked = self.inspector.check(file, card=card, scale=scale)
             exported_as = card.get("name") or (checked.contract.name if checked.contract else None)
             if exported_as and exported_as != name:
@@ -171,7 +176,8 @@ class Publisher:
 
     @staticmethod
     def _declare(file: Path, tmp: Path, card: dict[str, Any], scale: int | None,
-                 layout: Literal["NHWC", "NCHW"] | None, value_range: tuple[float, float] | None) -> Path:
+                 layout: Literal["NHWC", "NCHW"] | None, value_range: tuple[float, float] | None,
+                 tiling: Tiling | None = None) -> Path:
         import onnx  # start-up: `srgan` loads this module; onnx only to declare a contract
 
         proto = load_proto(file)
@@ -184,7 +190,7 @@ class Publisher:
                                     output_name=proto.graph.output[0].name, layout=infer_layout(dims))
         try:
             contract = replace(base, scale=int(declared), layout=layout or base.layout,
-                               value_range=value_range or base.value_range)
+                               value_range=value_range or base.value_range, tiling=tiling or base.tiling)
         except ValueError as exc:
             raise DeployRefused(str(exc)) from None
         contract.store_in(proto)
@@ -272,3 +278,21 @@ class Publisher:
                                 f"{'; '.join(problems)}; pass --force to publish it anyway")
         return (f"GAN gate against the active {active.ref}: {', '.join(lines)}"
                 + (" (fails; --force)" if problems else ""))
+
+
+def _card_tiling(file: Path, card: dict[str, Any]) -> Tiling | None:
+    """The tiling ``card``'s contract states where ``file``'s contract says otherwise (the engine reads the file's:
+    the published copy carries the card's), else None.
+
+    Raises:
+        DeployRefused: the card's tiling is not valid.
+    """
+    stated = (card.get("contract") or {}).get("tiling")
+    if stated is None:
+        return None
+    try:
+        tiling = Tiling.from_json(stated)
+    except (TypeError, ValueError) as exc:
+        raise DeployRefused(f"the card's contract.tiling {stated!r} is not valid: {exc}") from None
+    contract = ModelContract.of_proto(load_proto(file))
+    return None if contract is not None and contract.tiling == tiling else tiling

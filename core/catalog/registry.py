@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core.catalog.shipped import WEIGHTS_DIR
-from model.contract import ModelContract, load_proto
+from model.contract import ModelContract, Tiling, load_proto
 from model.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,12 @@ class ModelVersion:
         """The clean model this one (a real-world restoration fine-tune) interpolates with for ``denoise``."""
         base = self.card.get("denoise_base")
         return str(base) if base else None
+
+    @property
+    def tiling(self) -> Tiling:
+        """What the model needs from the tiling, as its card's contract states it (``srgan import`` writes it; the
+        engine reads the file's contract, which the card mirrors)."""
+        return Tiling.from_json((self.card.get("contract") or {}).get("tiling"))
 
     @property
     def seq(self) -> int:

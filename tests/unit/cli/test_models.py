@@ -15,6 +15,7 @@ from cli.main import main
 from core.catalog.catalog import ModelCatalog
 from core.catalog.registry import Registry
 from core.settings import get_settings
+from model.contract import ModelContract, Tiling
 
 pytestmark = pytest.mark.unit
 
@@ -201,3 +202,31 @@ def test_a_gan_gate_on_eval_data_measures_niqe_flat_regions_and_colour_for_both(
     assert {"set5_psnr_y", "set5_bicubic_psnr_y", "set5_niqe", "set5_max_color_shift",
             "set5_flat_error"} <= set(measured)
     assert measured["set5_psnr_y"] < measured["set5_bicubic_psnr_y"], "a random network is below bicubic"
+
+
+def test_a_cards_tiling_reaches_the_published_contract_and_the_listing(registry, tmp_path, capsys):
+    """A card whose contract states tiling (what `srgan import` writes for Real-ESRGAN's models): the published
+    copy's contract carries it (the engine reads the file), `srgan models` shows it in a TILING column (only when
+    some model states one) and --json under `tiling`; a card without it changes nothing."""
+    model = make_nearest_model(tmp_path / "plain.onnx")
+    assert main(["deploy", str(model), "--name", "plain"]) == 0
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "TILING" not in capsys.readouterr().out
+    (tmp_path / "m.card.json").write_text(json.dumps({"contract": {"tiling": {"min_overlap": 24, "pre_pad": 10}}}))
+    assert main(["deploy", str(make_nearest_model(tmp_path / "m.onnx")), "--name", "tiled"]) == 0
+    assert "declared the card's tiling (min_overlap 24, pre_pad 10)" in capsys.readouterr().out
+    contracts = {name: ModelContract.read(registry.get(name).path) for name in ("tiled", "plain")}
+    assert contracts["tiled"] is not None and contracts["tiled"].tiling == Tiling(min_overlap=24, pre_pad=10)
+    assert contracts["plain"] is not None and contracts["plain"].tiling == Tiling()
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.split("\n\n")[0].splitlines()
+    columns = header.split()
+    (tiled,) = [r.split() for r in rows if r.startswith("tiled ")]
+    (plain,) = [r.split() for r in rows if r.startswith("plain ")]
+    assert "overlap>=24,pad=10" in tiled and "-" in plain and "TILING" in columns
+    assert "TILING: what the model needs" in out
+    assert main(["models", "--json"]) == 0
+    listing = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert listing["tiled"]["tiling"] == {"min_overlap": 24, "pre_pad": 10} and listing["plain"]["tiling"] is None

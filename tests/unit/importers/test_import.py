@@ -21,9 +21,10 @@ import onnx
 import pytest
 
 from bench.data import shared_data
-from importers.convert import import_file
+from importers.convert import MIN_OVERLAP, REALESRGAN_PRE_PAD, import_file, realesrgan_family, tiling_for
 from importers.ncnn import NcnnError, parse_param, read_ncnn
 from importers.torchfile import WeightsError, state_dict
+from model.contract import ModelContract, Tiling
 from model.engine import Upscaler
 
 pytestmark = pytest.mark.unit
@@ -72,6 +73,38 @@ def test_realesrgan_x4plus_imports_from_ncnn(tmp_path):
     assert imported.card["scale"] == 4 and imported.card["architecture"]["parameters"] > 16_000_000
     out = _run(imported.proto, tmp_path, _photo(12, 16))
     assert out.shape == (48, 64, 3) and 20 < out.mean() < 235
+
+
+@pytest.mark.parametrize(("source", "family", "measured_as"), [
+    ("pth", {"type": "SRVGGNetCompact", "num_conv": 16}, ("SRVGGNetCompact", 16)),
+    ("realesr-animevideov3-x4", {"family": "SRVGGNetCompact", "num_conv": 16}, ("SRVGGNetCompact", 16)),
+    ("realesr-animevideov3-x2", {"family": "SRVGGNetCompact", "num_conv": 16}, ("SRVGGNetCompact", 16)),
+    ("realesrgan-x4plus", {"family": "RRDBNet", "num_block": 23}, ("RRDBNet", 23)),
+    ("realesrgan-x4plus-anime", {"family": "RRDBNet", "num_block": 6}, ("RRDBNet", 23))])
+def test_realesrgans_models_state_their_tiling_in_the_contract_and_the_card(source, family, measured_as):
+    """Real-ESRGAN's models, recognised from their state dict or their ncnn graph, get its pre-pad (10) and the
+    minimum overlap measured for their architecture (a shallower RRDBNet: x4plus's), in the file's contract (what
+    the engine reads) and on the card, with where each number comes from."""
+    imported = import_file(PTH if source == "pth" else _ncnn_dir() / f"{source}.param", "m")
+    arch = imported.card["architecture"]
+    assert {k: arch[k] for k in family} == family
+    expected = Tiling(min_overlap=MIN_OVERLAP[measured_as], pre_pad=REALESRGAN_PRE_PAD)
+    contract = ModelContract.of_proto(imported.proto)
+    assert contract is not None and contract.tiling == expected and expected.pre_pad == 10
+    assert imported.card["contract"]["tiling"] == expected.to_json()
+    assert "realesrgan/utils.py pre_pad=10" in imported.card["tiling_basis"]
+    assert f"min_overlap {expected.min_overlap}: the least overlap" in imported.card["tiling_basis"]
+
+
+def test_other_networks_state_no_tiling():
+    """A graph that is none of Real-ESRGAN's architectures keeps the engine's settings; a deeper compact model than
+    any measured gets the pre-pad but no minimum overlap (not measured: not guessed)."""
+    plain = parse_param("7767517\n3 3\nInput in 0 1 data\nConvolution c 1 1 data x 0=48 1=3 4=1 6=1296\n"
+                        "PixelShuffle p 1 1 x out 0=4\n")
+    assert realesrgan_family(plain) is None
+    assert tiling_for({"type": "ncnn graph", "layers": 3}) == (Tiling(), None)
+    deeper, why = tiling_for({"type": "SRVGGNetCompact", "num_conv": 32})
+    assert deeper == Tiling(pre_pad=10) and why is not None and "not measured" in why
 
 
 def test_safetensors_reads_like_the_pth(tmp_path):
@@ -132,9 +165,11 @@ def test_srgan_import_publishes_and_the_model_upscales(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "SRVGGNetCompact, x4, 621,428 parameters, 1.24 MFLOP per input pixel" in done.stdout
     assert "published anim:" in done.stdout
+    assert "tiling: pre_pad 10: as Real-ESRGAN's inference" in done.stdout
     listed = json.loads(run("models", "--json").stdout)
     (anim,) = [m for m in listed["models"] if m["name"] == "anim"]
     assert anim["active"] and anim["scale"] == 4
+    assert anim["tiling"] == {"min_overlap": MIN_OVERLAP[("SRVGGNetCompact", 16)], "pre_pad": 10}
     from PIL import Image
 
     Image.fromarray(_photo()).save(tmp_path / "in.png")
