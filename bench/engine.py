@@ -157,12 +157,6 @@ def set_psnr(up: Upscaler, data: Path) -> dict[str, float] | None:
     return values
 
 
-def set5_psnr(up: Upscaler, data: Path) -> float | None:
-    """Mean Y-PSNR (border of ``scale`` cropped) of ``up`` on the images under ``data``; None without them."""
-    values = set_psnr(up, data)
-    return None if values is None else float(np.mean(list(values.values())))
-
-
 def load_average() -> float:
     """The 1-minute load average (printed beside every timing: a training run on the same cores shows here)."""
     return round(os.getloadavg()[0], 2)

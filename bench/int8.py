@@ -48,7 +48,7 @@ from model.backends import native_precision
 from model.contract import ModelContract
 from model.engine import INT8_MAX_COST_DB, INT8_MAX_WORST_DB, Upscaler, int8_cost
 from model.graph import subpixel_tail
-from model.int8 import calibration_batches, protected_convs, quantize
+from model.int8 import SCHEME, calibration_batches, protected_convs, quantize
 from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
 
 SCHEMES = ("ours", "ours-real", "ours-minmax", "ours-asym", "ort-plain", "nncf-plain", "nncf-mixed")
@@ -185,13 +185,14 @@ def run(args: argparse.Namespace) -> int:
     crops = real_crops(args.crops) if {"ours-real", "ort-plain", "nncf-plain", "nncf-mixed"} & set(schemes) else []
     with tempfile.TemporaryDirectory():
         models = [bench_model(m, schemes, args, crops) for m in args.models.split(",") if m]
-    report = {**info, "load_average_now": list(os.getloadavg()), "input": f"{args.size}x{args.size}",
+    report = {**info, "scheme": SCHEME, "load_average_now": list(os.getloadavg()), "input": f"{args.size}x{args.size}",
               "calibration_crops": args.crops, "models": models}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"CPU: {info['cpu']}; " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["flags"].items()))
     print(f"OpenVINO capabilities: {', '.join(info['openvino_capabilities']) or '-'}")
+    print(f"ours: {SCHEME}")
     for m in models:
         print(f"\n{m['model']} (layers not in int8 run {m['rest_in']}); cost = f32's Y-PSNR minus the scheme's, dB")
         print(f"  {'scheme':11s} {'Set5 mean':>9s} {'worst':>7s} {'Set14 mean':>10s} {'worst':>7s} "

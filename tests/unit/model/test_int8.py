@@ -72,7 +72,8 @@ def test_calibration_images_are_deterministic_and_photo_like():
     assert (stack.max(-1) - stack.min(-1)).mean() < 80, "moderate saturation, as in photos"
 
 
-def test_an_int8_network_runs_int8_and_stays_close_to_float32(models, tmp_path, int8_cpu):
+@pytest.mark.usefixtures("int8_cpu")
+def test_an_int8_network_runs_int8_and_stays_close_to_float32(models, tmp_path):
     cache = CompileCache(tmp_path)
     f32 = open_backend(models["srresnet"], backend="openvino", precision="f32")
     q = open_backend(models["srresnet"], backend="openvino", precision="int8", cache=cache)
@@ -87,7 +88,8 @@ def test_an_int8_network_runs_int8_and_stays_close_to_float32(models, tmp_path, 
     assert ort.precision == "int8" and int8_cost(f32, ort)[1] < 0.15, "ONNX Runtime runs the same int8 graph"
 
 
-def test_the_int8_graph_is_kept_by_network_and_scheme(models, tmp_path, monkeypatch, int8_cpu):
+@pytest.mark.usefixtures("int8_cpu")
+def test_the_int8_graph_is_kept_by_network_and_scheme(models, tmp_path, monkeypatch):
     cache = CompileCache(tmp_path)
     open_backend(models["srresnet"], backend="openvino", precision="int8", cache=cache)
     (saved,) = (tmp_path / "int8").iterdir()
@@ -108,7 +110,8 @@ def test_the_int8_graph_is_kept_by_network_and_scheme(models, tmp_path, monkeypa
     assert cache.int8_file(content_hash(rewritten), "onnxruntime-2") != key, "and so is a new quantizer"
 
 
-def test_auto_picks_int8_where_it_passes_and_remembers_it(models, tmp_path, int8_cpu):
+@pytest.mark.usefixtures("int8_cpu")
+def test_auto_picks_int8_where_it_passes_and_remembers_it(models, tmp_path):
     up = Upscaler.from_file(models["srresnet"], backend="openvino", precision="auto", cache_dir=tmp_path)
     assert up.precision == "int8", up.precision_note
     assert up.precision_note is not None and "auto: int8 on amx_int8" in up.precision_note
@@ -118,7 +121,8 @@ def test_auto_picks_int8_where_it_passes_and_remembers_it(models, tmp_path, int8
     assert again.precision == "int8" and again.precision_note == up.precision_note
 
 
-def test_auto_never_runs_int8_where_its_probe_fails(models, tmp_path, int8_cpu):
+@pytest.mark.usefixtures("int8_cpu")
+def test_auto_never_runs_int8_where_its_probe_fails(models, tmp_path):
     f32 = open_backend(models["fragile"], backend="openvino", precision="f32")
     q = open_backend(models["fragile"], backend="openvino", precision="int8", cache=CompileCache(tmp_path / "a"))
     mean, worst = int8_cost(f32, q)
