@@ -75,7 +75,7 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --python-version 3.11 --generate-hashes --extra s3 -o requirements/api.lock
 	$(UV_COMPILE) --python-version 3.11 --generate-hashes --extra cpu --extra openvino --extra s3 -o requirements/worker-cpu.lock
 	$(UV_COMPILE) --python-version 3.10 --generate-hashes --extra gpu --extra s3 -o requirements/worker-gpu.lock
-	$(UV_COMPILE) --python-version 3.11 --extra cpu --extra openvino --extra train --extra dev --extra s3 --extra reference -o requirements/ci.lock
+	$(UV_COMPILE) --python-version 3.11 --extra cpu --extra openvino --extra train --extra dev --extra s3 --extra reference --extra nncf -o requirements/ci.lock
 
 # Known advisories in the locked versions (needs the PyPI JSON API or OSV to be reachable).
 audit: | $(BIN)/python

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -146,7 +146,7 @@ class ModelRefOut(BaseModel):
     version: str | None = None
     scale: int | None = None
     backend: str | None = None
-    precision: str | None = Field(None, description="the arithmetic precision the job ran in: f32, bf16 or f16 "
+    precision: str | None = Field(None, description="the arithmetic precision the job ran in: f32, bf16, f16 or int8 "
                                   "(SRGAN_PRECISION; tiles that came out NaN or blank were re-run in f32)")
     detail: float | None = Field(None, description="the detail the job ran at (GAN models with a detail base)")
     detail_base: str | None = Field(None, description="name:version of the PSNR model blended in for detail")
@@ -284,15 +284,19 @@ class ModelOut(BaseModel):
     tiling: TilingOut | None = Field(None, description="what the model needs from the tiling (null: nothing; "
                                      "the configured tile overlap as it is)")
     precision: str | None = Field(
-        None, description="the arithmetic precision (f32, bf16, f16) a worker last loaded this version in; "
+        None, description="the arithmetic precision (f32, bf16, f16, int8) a worker last loaded this version in; "
         "null: no worker has loaded it yet. Each job's record says what it ran in (model.precision)"
     )
     precision_note: str | None = Field(None, description="how that precision was chosen (`auto`'s check)")
+    int8: dict[str, Any] | None = Field(
+        None, description="what the model card records of int8 for this version: the quantization scheme, its "
+        "calibration, the Y-PSNR cost against f32 on Set5/Set14 (mean and worst image) and where it was measured"
+    )
 
 
 class ModelsOut(BaseModel):
     models: list[ModelOut]
-    precision: str = Field("auto", description="the configured precision (SRGAN_PRECISION): auto, f32, bf16, f16")
+    precision: str = Field("auto", description="the configured precision (SRGAN_PRECISION): auto, f32, bf16, f16, int8")
 
 
 class CheckOut(BaseModel):

@@ -7,11 +7,13 @@ comparable even when absolute numbers drift; each timing is the median of
 load that comes and goes (a training run on the same cores) hits both alike.
 
 Prints at the defaults (the settings' backend, tile, overlap, precision):
-- the CPU model and its flags that matter (AVX512, AVX512-BF16, AMX), OpenVINO's
-  capabilities, and which precision ``auto`` chose (and why);
-- per precision (f32, bf16, f16): throughput ratio to float32 (whole
-  ``--precision-size`` image), RGB PSNR against float32, Set5 Y-PSNR and its
-  cost against float32 (``--set5``, measurement only);
+- the CPU model and its flags that matter (AVX512, AVX512-BF16, AMX-BF16/INT8, VNNI), OpenVINO's
+  capabilities, the load average beside every timing, and which precision ``auto`` chose (and why);
+- per precision (``--precisions``, default f32, bf16, int8, auto; each engine built in a fresh compile
+  cache, so int8's build time includes its quantization and auto's its checks): build seconds,
+  throughput ratio to float32 and to bf16 (whole ``--precision-size`` image, runs alternating), RGB PSNR
+  against float32, and on Set5 and Set14 (``--set5``/``--set14``, measurement only) the mean Y-PSNR, its
+  cost against float32 and the cost on the worst image;
 - tiled (defaults) vs whole-image throughput and seam PSNR on a ``--size`` input;
 - peak RSS of a fresh process upscaling a 2048x2048 input at the defaults.
 
@@ -118,7 +120,8 @@ def peak_rss_child(model: Path, backend: str, size: int, tile: int | str, overla
 
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bench"
-PRECISION_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "amx_fp16")
+PRECISION_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "amx_fp16", "amx_int8",
+                   "avx512_vnni", "avx_vnni")
 
 
 def cpu_report() -> dict:
@@ -141,49 +144,88 @@ def alternate(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple
     return {k: (statistics.median(v), outs[k]) for k, v in times.items()}
 
 
-def set5_psnr(up: Upscaler, data: Path) -> float | None:
-    """Mean Y-PSNR (border of ``scale`` cropped) of ``up`` on the images under ``data``; None without them."""
+def set_psnr(up: Upscaler, data: Path) -> dict[str, float] | None:
+    """Y-PSNR (border of ``scale`` cropped) of ``up`` on each image under ``data``, by file stem; None without
+    them."""
     paths = sorted(p for p in data.glob("*.png")) if data.is_dir() else []
     if not paths:
         return None
-    values = []
+    values = {}
     for path in paths:
         hr = crop_to_multiple(np.asarray(Image.open(path).convert("RGB")), up.scale)
-        values.append(psnr_y(up.upscale(bicubic_downscale(hr, up.scale), tile=0), hr, crop=up.scale))
-    return float(np.mean(values))
+        values[path.stem] = psnr_y(up.upscale(bicubic_downscale(hr, up.scale), tile=0), hr, crop=up.scale)
+    return values
+
+
+def load_average() -> float:
+    """The 1-minute load average (printed beside every timing: a training run on the same cores shows here)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def bench_defaults(model: Path, args) -> dict:
     """The report at the settings' defaults: precisions, auto's choice, tiling, 2048x2048 memory."""
     d = Settings()
+    with tempfile.TemporaryDirectory(prefix="srgan-bench-cache-") as cache:
+        report = _bench_defaults(model, args, d, Settings(cache_dir=Path(cache), compile_cache=True))
+    return report
+
+
+def _bench_defaults(model: Path, args, d: Settings, fresh: Settings) -> dict:
+    """:func:`bench_defaults` with ``fresh``'s empty compile cache: int8 quantized and auto decided in this run."""
     backend = args.backend or d.backend
-    auto = open_engine(d, model, backend=backend, precision="auto")
+    t, load = time.perf_counter(), load_average()
+    auto = open_engine(fresh, model, backend=backend, precision="auto")
+    auto_s = time.perf_counter() - t
     report: dict = {**cpu_report(), "backend": auto.backend_name, "auto": auto.precision,
-                    "auto_note": auto.precision_note, "defaults": {"tile": d.tile, "overlap": d.overlap,
-                                                                  "tile_batch": d.tile_batch,
-                                                                  "precision": d.precision}}
-    engines = {}
+                    "auto_note": auto.precision_note, "auto_build_s": round(auto_s, 2), "auto_build_load": load,
+                    "defaults": {"tile": d.tile, "overlap": d.overlap, "tile_batch": d.tile_batch,
+                                 "precision": d.precision}}
+    engines: dict[str, Upscaler] = {}
+    built: dict[str, tuple[float, float]] = {}
     for precision in args.precisions.split(","):
+        if precision == "auto":
+            engines["auto"] = Upscaler(auto.backend, auto.contract, tile=0, reload=auto.reload,
+                                       precision_note=auto.precision_note)
+            built["auto"] = (auto_s, load)
+            continue
         try:
-            engines[precision] = open_engine(d, model, backend=backend, precision=precision, tile=0)
+            t, load = time.perf_counter(), load_average()
+            engines[precision] = open_engine(fresh, model, backend=backend, precision=precision, tile=0)
+            built[precision] = (time.perf_counter() - t, load)
         except Exception as exc:  # noqa: BLE001 - reported
             report.setdefault("errors", {})[precision] = str(exc)
     small = test_image(args.precision_size)
+    load_before = load_average()
     runs = alternate({p: partial(e.upscale, small, tile=0) for p, e in engines.items()}, args.repeat)
+    report["precision_load_before_after"] = [load_before, load_average()]
     f32_s, f32_out = runs.get("f32", (None, None))
+    bf16_s = runs["bf16"][0] if "bf16" in runs else None
+    sets = {"Set5": DATA / "Set5" if args.set5 is None else args.set5,
+            "Set14": DATA / "Set14" if args.set14 is None else args.set14}
+    f32_sets = {k: set_psnr(engines["f32"], v) for k, v in sets.items()} if "f32" in engines and not args.quick \
+        else {}
     rows = []
-    set5 = DATA / "Set5" if args.set5 is None else args.set5
-    f32_set5 = set5_psnr(engines["f32"], set5) if "f32" in engines and not args.quick else None
     for p, (secs, out) in runs.items():
         e = engines[p]
-        row = {"asked": p, "runs": e.precision, "seconds": round(secs, 3)}
+        row: dict[str, Any] = {"asked": p, "runs": e.precision, "build_s": round(built[p][0], 2),
+                               "build_load": built[p][1], "seconds": round(secs, 3)}
         if f32_s and f32_out is not None:
             row["throughput_vs_f32"] = round(f32_s / secs, 3)
             row["psnr_vs_f32_db"] = round(psnr(out, f32_out), 2)
-        v = f32_set5 if p == "f32" else set5_psnr(e, set5)
-        if f32_set5 is not None and v is not None:
-            row["set5_psnr_y"] = round(v, 4)
-            row["set5_cost_db"] = round(f32_set5 - v, 4)
+        if bf16_s:
+            row["throughput_vs_bf16"] = round(bf16_s / secs, 3)
+        for name, ref in f32_sets.items():
+            got = ref if p == "f32" else set_psnr(e, sets[name])
+            if ref is None or got is None:
+                continue
+            cost = {k: ref[k] - got[k] for k in ref}
+            worst = max(cost, key=lambda k: cost[k])
+            key = name.lower()
+            row[f"{key}_psnr_y"] = round(float(np.mean(list(got.values()))), 4)
+            row[f"{key}_cost_db"] = round(float(np.mean(list(cost.values()))), 4)
+            row[f"{key}_worst_cost_db"] = round(cost[worst], 4)
+            row[f"{key}_worst_image"] = worst
+        row["load"] = load_average()
         rows.append(row)
     report["precisions"] = rows
     report["precision_input"] = f"{args.precision_size}x{args.precision_size}, whole image"
@@ -307,13 +349,19 @@ def run(args: argparse.Namespace) -> int:
           "measured within this run, runs alternating")
     print(f"load average (1 min) before/after: {report['load_average_before_after']} on {os.cpu_count()} CPUs")
     print(f"backend {defaults['backend']}; defaults {defaults['defaults']}")
-    print(f"auto chose: {defaults['auto']} ({defaults['auto_note']})")
-    print(f"\nprecisions ({defaults['precision_input']}):")
-    print(f"  {'asked':6s} {'runs':5s} {'seconds':>8s} {'vs f32':>7s} {'PSNR vs f32':>12s} {'Set5 Y-PSNR':>12s} "
-          f"{'Set5 cost':>10s}")
+    print(f"auto chose: {defaults['auto']} ({defaults['auto_note']}; built in {defaults['auto_build_s']} s, "
+          f"load {defaults['auto_build_load']})")
+    print(f"\nprecisions ({defaults['precision_input']}; load before/after the timings "
+          f"{defaults['precision_load_before_after']}; cost: f32's Y-PSNR minus this one's, mean and worst image):")
+    print(f"  {'asked':6s} {'runs':5s} {'build s':>8s} {'seconds':>8s} {'vs f32':>7s} {'vs bf16':>7s} "
+          f"{'PSNR vs f32':>12s} {'Set5 Y-PSNR':>12s} {'cost':>7s} {'worst':>7s} {'Set14 Y-PSNR':>13s} {'cost':>7s} "
+          f"{'worst':>7s} {'load':>5s}")
     for r in defaults["precisions"]:
-        print(f"  {r['asked']:6s} {r['runs']:5s} {r['seconds']:8.2f} {r.get('throughput_vs_f32', '-'):>7} "
-              f"{r.get('psnr_vs_f32_db', '-'):>12} {r.get('set5_psnr_y', '-'):>12} {r.get('set5_cost_db', '-'):>10}")
+        print(f"  {r['asked']:6s} {r['runs']:5s} {r['build_s']:8.2f} {r['seconds']:8.2f} "
+              f"{r.get('throughput_vs_f32', '-'):>7} {r.get('throughput_vs_bf16', '-'):>7} "
+              f"{r.get('psnr_vs_f32_db', '-'):>12} {r.get('set5_psnr_y', '-'):>12} {r.get('set5_cost_db', '-'):>7} "
+              f"{r.get('set5_worst_cost_db', '-'):>7} {r.get('set14_psnr_y', '-'):>13} "
+              f"{r.get('set14_cost_db', '-'):>7} {r.get('set14_worst_cost_db', '-'):>7} {r['load']:>5}")
     for p, err in defaults.get("errors", {}).items():
         print(f"  {p}: not run: {err}")
     for r in defaults.get("rewrite", []):

@@ -189,6 +189,38 @@ def make_low_precision_fragile_model(path: Path, failure: str, *, name: str = "f
     return _save(graph, path, ModelContract(scale=1, layout="NHWC", name=name, version="1"))
 
 
+def make_int8_fragile_model(path: Path, *, offset: float = 30000.0, name: str = "int8-fragile") -> Path:
+    """An x1 identity "generator" that float32 and bfloat16 compute closely and int8 ruins.
+
+    Three 1x1 convolutions: the head copies the image and adds a fourth channel that is a constant
+    ``offset``; the middle one (the only one ``model.int8`` quantizes: the head and the tail stay in float)
+    passes all four on; the tail drops the constant. The middle convolution's input then spans 0..``offset``,
+    so its one per-tensor int8 scale has steps of ``offset / 255`` levels: the image comes out posterized
+    (float32 gives it back exactly; bfloat16 within about half a level).
+    """
+    head_w = np.zeros((4, 3, 1, 1), np.float32)
+    head_w[:3, :, 0, 0] = np.eye(3)
+    mid_w = np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1)
+    tail_w = np.zeros((3, 4, 1, 1), np.float32)
+    tail_w[:, :3, 0, 0] = np.eye(3)
+    inits = [numpy_helper.from_array(head_w, "head.w"),
+             numpy_helper.from_array(np.array([0, 0, 0, offset], np.float32), "head.b"),
+             numpy_helper.from_array(mid_w, "mid.w"), numpy_helper.from_array(np.zeros(4, np.float32), "mid.b"),
+             numpy_helper.from_array(tail_w, "tail.w")]
+    nodes = [helper.make_node("Transpose", ["lr"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "head.w", "head.b"], ["head"], name="head"),
+             helper.make_node("Conv", ["head", "mid.w", "mid.b"], ["mid"], name="mid"),
+             helper.make_node("Conv", ["mid", "tail.w"], ["tail"], name="tail"),
+             helper.make_node("Transpose", ["tail"], ["hr"], perm=[0, 2, 3, 1])]
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["n", "h", "w", 3])],
+        [helper.make_tensor_value_info("hr", TensorProto.FLOAT, ["n", "h", "w", 3])],
+        initializer=inits,
+    )
+    return _save(graph, path, ModelContract(scale=1, layout="NHWC", name=name, version="1"))
+
+
 def make_foreign_style_model(
     path: Path, scale: int = 4, *, unit_range: bool = True, layout: str = "NCHW", bgr: bool = False,
     with_contract: bool = False, name: str = "foreign",

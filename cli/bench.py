@@ -17,7 +17,7 @@ BENCHMARKS = {
     "service": "service overhead: latency and throughput through the API and a worker, against the engine alone",
     "events": "live progress: how late job events reach event-stream watchers",
     "chaos": "fault injection against a real `srgan serve`: lost, duplicated and failed jobs, recovery time",
-    "int8": "int8 measurement (not offered): NNCF quantization cost on Set5/Set14 (needs nncf)",
+    "int8": "int8 schemes side by side: Set5/Set14 cost per image, auto's int8 probe, speed against f32/bf16",
     "gpu-check": "GPU providers: which load, their speed, agreement with the CPU",
     "train-speed": "training step speed: plain, XLA and default compile variants (TensorFlow)",
     "cross-job-batch": "several small jobs' images as one batch against one call each (throughput, extra wait)",
@@ -65,14 +65,17 @@ def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path,
                    help="ONNX generator (default: the shipped srresnet_x4, else a random-weight SRResNet x4)")
     p.add_argument("--backend", help="backend of the default report (default: SRGAN_BACKEND)")
-    p.add_argument("--precisions", default="f32,bf16,f16", help="precisions to compare (f32 first)")
+    p.add_argument("--precisions", default="f32,bf16,int8,auto",
+                   help="precisions to compare (f32 first; auto: the engine auto built; int8 needs AMX-INT8 or VNNI)")
     p.add_argument("--precision-size", type=int, default=256, help="input side for the precision comparison")
     p.add_argument("--set5", type=Path, help="Set5 folder (default: ../shared/data/bench/Set5; skipped without it)")
+    p.add_argument("--set14", type=Path,
+                   help="Set14 folder (default: ../shared/data/bench/Set14; skipped without it)")
     p.add_argument("--backends", default="", help="also compare these backends (e.g. onnxruntime,openvino) "
                                                    "against the matmul ceiling, with --variants")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run and Set5")
+    p.add_argument("--quick", action="store_true", help="skip the 2048x2048 memory run, Set5 and Set14")
     p.add_argument("--rewrite", default="f32,bf16",
                    help="precisions at which to time the file against its exact graph rewrite (model.graph); "
                         "empty: skip")
@@ -118,8 +121,13 @@ def _chaos(p: argparse.ArgumentParser) -> None:
 
 
 def _int8(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--crops", type=int, default=100)
-    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--models", default="srresnet_x4,srgan_x4", help="shipped models (default: srresnet_x4,srgan_x4)")
+    p.add_argument("--schemes", default="ours,ours-real,ours-minmax,ours-asym,ort-plain,nncf-plain,nncf-mixed",
+                   help="schemes to compare (bench/int8.py; nncf-*: pip install '.[nncf]')")
+    p.add_argument("--crops", type=int, default=32, help="training-photo crops for the real-calibrated schemes")
+    p.add_argument("--size", type=int, default=256, help="input side for the speed comparison")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", action="store_true")
 
 
 def _gpu_check(p: argparse.ArgumentParser) -> None:

@@ -246,14 +246,14 @@ def run_models(args: argparse.Namespace) -> int:
     niqe_headers = [c[0] for c in NIQE_COLUMNS[: None if references else 1]]
     tiled = any(m.get("tiling") for m in listing["models"])
     rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers,
-             *(["TILING"] if tiled else []), "PRECISION", "PUBLISHED")]
+             *(["TILING"] if tiled else []), "PRECISION", "INT8 COST", "PUBLISHED")]
     for m in listing["models"]:
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
             active += " (file, not in the registry)"
         rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
                      *_quality_cells(m["metrics"], references), *([_tiling_cell(m.get("tiling"))] if tiled else []),
-                     m["precision"] or "-", (m["published_at"] or "-")[:16]))
+                     m["precision"] or "-", _int8_cell(m.get("int8")), (m["published_at"] or "-")[:16]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -267,6 +267,8 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"TILING: what the model needs, in input pixels: overlap>=N, tiles get at least N of context "
               f"(SRGAN_OVERLAP {settings.overlap} otherwise); pad N, N reflected around the image and cropped off")
     print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
+    print("INT8 COST: Y-PSNR lost to int8 against f32 on Set5/Set14 (mean), as the card records it "
+          "(`srgan models --json`: the scheme, the worst image, where measured)")
     return OK
 
 
@@ -279,13 +281,23 @@ def _tiling_cell(tiling: dict[str, int] | None) -> str:
     return ",".join(p for p in parts if p) or "-"
 
 
+def _int8_cell(int8: dict | None) -> str:
+    """The card's int8 cost on Set5/Set14 (mean, dB), or ``-``."""
+    if not int8 or "set5_cost_db" not in int8 or "set14_cost_db" not in int8:
+        return "-"
+    return f"{float(int8['set5_cost_db']):.3f}/{float(int8['set14_cost_db']):.3f} dB"
+
+
 def _auto_here() -> str:
     """What ``auto`` picks on this machine's CPU (a GPU worker picks f16)."""
     # start-up: the engine's backends
     from model.backends import BF16_CPU_FLAGS, cpu_flags, cpu_model, native_precision, openvino_available
+    from model.int8 import int8_units
 
     flags = cpu_flags()
     has = [f for f in BF16_CPU_FLAGS if f in flags]
+    int8 = int8_units(flags)
     backend = "openvino:CPU" if openvino_available() else "onnxruntime:CPUExecutionProvider"
     return (f"auto on this machine's CPU, {cpu_model()}: {native_precision(backend)} with {backend.split(':')[0]}; "
-            f"bfloat16 units: {', '.join(has) or 'none'}")
+            f"bfloat16 units: {', '.join(has) or 'none'}; int8 units: {int8 or 'none'}"
+            + (" (auto tries int8 first with OpenVINO and the compile cache)" if int8 else ""))

@@ -80,9 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "A 16-bit PNG or TIFF keeps 16 bits as png; the others hold 8 (a warning says so)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP/AVIF quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
-    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
-                   help="arithmetic precision (default auto, SRGAN_PRECISION): auto = bf16 on a CPU with AMX or "
-                        "AVX512-BF16, f16 on a GPU, else f32, each kept only when it matches f32 on a probe image")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16", "int8"],
+                   help="arithmetic precision (default auto, SRGAN_PRECISION): auto = int8 on a CPU with AMX-INT8 or "
+                        "VNNI when it passes its probe (<= 0.05 dB), else bf16 on a CPU with AMX or AVX512-BF16, f16 "
+                        "on a GPU, else f32, each kept only when it matches f32 on a probe image; int8 is refused on "
+                        "a CPU without AMX-INT8/VNNI")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--server", metavar="URL", help="upscale on this service (http://host:8000) instead of locally: "
                                                   "upload, follow progress, download, retrying safely")
@@ -228,6 +230,14 @@ def run(args: argparse.Namespace) -> int:
     from model.images import default_output_format, extension_for, read_header  # start-up: Pillow
 
     settings = get_settings()
+    if (args.precision or settings.precision) == "int8":  # refused before any image is read or model loaded
+        from model.backends import check_int8_cpu
+        from model.errors import ModelError
+
+        try:
+            check_int8_cpu()
+        except ModelError as exc:
+            return _fail(exc.message)
     try:
         sources, to_file, fmt, size = _plan(args, settings.max_input_pixels)
     except UsageError as exc:

@@ -26,11 +26,14 @@ log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 PROVIDER_PREFERENCE = (*GPU_PROVIDERS, "CPUExecutionProvider")
 
-PRECISIONS = ("f32", "bf16", "f16")
-"""Arithmetic precisions a backend can be asked for (``auto`` is resolved in ``model.engine``)."""
+PRECISIONS = ("f32", "bf16", "f16", "int8")
+"""Arithmetic precisions a backend can be asked for (``auto`` is resolved in ``model.engine``). ``int8``: the
+convolutions between the head and the tail in int8 (``model.int8``), the rest in bf16 where the CPU runs it
+natively, else f32; on a CPU with AMX-INT8 or VNNI only."""
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """/proc/cpuinfo flags of CPUs that run bfloat16 natively (AMX tiles or AVX512-BF16 dot products)."""
-_OV_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16", "float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+_OV_PRECISIONS: dict[str, str] = {"f32": "f32", "bf16": "bf16", "f16": "f16", "float32": "f32", "bfloat16": "bf16",
+                                  "float16": "f16"}
 
 
 class Backend(Protocol):
@@ -211,6 +214,19 @@ def native_precision(backend_name: str, *, flags: set[str] | None = None,
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        check_int8_cpu()
+
+
+def check_int8_cpu(flags: set[str] | None = None) -> None:
+    """ModelError unless the CPU (``flags``, default /proc/cpuinfo's) has int8 dot-product units: int8 elsewhere
+    would be emulated, slower than float32."""
+    from model.int8 import INT8_CPU_FLAGS, int8_native
+
+    flags = cpu_flags() if flags is None else flags
+    if not int8_native(flags):
+        raise ModelError(f"int8 needs a CPU with int8 dot-product units ({', '.join(INT8_CPU_FLAGS)}); this CPU "
+                         f"({cpu_model()}) has none: use --precision auto, bf16 or f32")
 
 
 def rewritten_model(path: Path, cache: CompileCache | None = None) -> bytes | None:
@@ -281,9 +297,15 @@ class OrtBackend:
         # whole 512x512 image peaks at 3.3 GB instead of 7.6 GB (bench/engine.py).
         opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
+        if precision == "int8" and chosen and chosen[0] in GPU_PROVIDERS:
+            raise ModelError("int8 is offered on the CPU only: use f16 or f32 on a GPU")
         rewritten = rewritten_model(path, cache) if rewrite else None
         model: str | bytes = str(path) if rewritten is None else rewritten
         provider_args: list = list(chosen)
+        if precision == "int8":
+            from model.int8 import int8_model
+
+            model = int8_model(path, rewritten, cache)
         if precision == "f16":
             if chosen and chosen[0] == "TensorrtExecutionProvider":
                 provider_args[0] = ("TensorrtExecutionProvider", {"trt_fp16_enable": True})
@@ -343,11 +365,20 @@ class OpenVinoBackend:
             core.set_property({"CACHE_DIR": str(cache.openvino_dir())})
         try:
             rewritten = rewritten_model(path, cache) if rewrite else None
-            model = core.read_model(str(path) if rewritten is None else rewritten)
-            config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+            source: str | bytes = str(path) if rewritten is None else rewritten
+            hint = precision
+            if precision == "int8":
+                from model.int8 import int8_model
+
+                source = int8_model(path, rewritten, cache)
+                hint = "bf16" if device == "CPU" and native_precision("openvino:CPU") == "bf16" else "f32"
+            model = core.read_model(source)
+            config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             self._compiled = core.compile_model(model, device, config)
+        except ModelError:
+            raise
         except Exception as exc:
             raise ModelError(f"OpenVINO cannot load {path}: {exc}") from exc
         inputs = self._compiled.inputs
@@ -358,14 +389,17 @@ class OpenVinoBackend:
         proto = onnx.load(str(path), load_external_data=False)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.name = f"openvino:{device}"
-        hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
-        got = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
-        self.precision = _OV_PRECISIONS.get(got, got)
+        ov_hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
+        got = ov_hint.get_type_name() if hasattr(ov_hint, "get_type_name") else str(ov_hint).lower()
+        self.float_precision = _OV_PRECISIONS.get(got, got)
+        """What the layers that are not int8 compute in (all of them unless ``precision`` is ``int8``)."""
+        self.precision = "int8" if precision == "int8" else self.float_precision
         self.rewritten = rewritten is not None
-        self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL_BY[(self.precision != "f32",
+        # int8: not measured separately; its activations are at most as wide as bf16's
+        self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL_BY[(self.float_precision != "f32",
                                                                                   self.rewritten)]
-        if self.precision != precision:
-            log.warning("asked OpenVINO on %s for %s; it runs %s", device, precision, self.precision)
+        if self.float_precision != hint:
+            log.warning("asked OpenVINO on %s for %s; it runs %s", device, hint, self.float_precision)
         log.info("loaded %s with OpenVINO on %s (%s)", path, device, self.precision)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -416,7 +450,8 @@ def open_backend(
     path: Path, *, backend: str = "auto", providers: list[str] | None = None, threads: int = 0,
     precision: str = "f32", rewrite: bool = True, cache: CompileCache | None = None,
 ) -> Backend:
-    """Load ``path`` with the chosen backend at ``precision`` (``f32``, ``bf16``, ``f16``).
+    """Load ``path`` with the chosen backend at ``precision`` (``f32``, ``bf16``, ``f16``, ``int8``: see
+    :data:`PRECISIONS`; ``int8`` quantizes the network once, kept in ``cache``).
 
     ``rewrite``: apply the exact graph rewrites of ``model.graph`` (faster, same function; see
     :func:`rewritten_model`).

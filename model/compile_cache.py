@@ -10,6 +10,8 @@ by default, ``SRGAN_CACHE_DIR``):
 - ``onnxruntime/<key>.onnx``: ONNX Runtime's optimized model (its offline
   mode: saved once, then loaded with the graph optimizations off);
 - ``rewritten/``: the network with ``model.graph``'s exact rewrites applied;
+- ``int8/``: the network quantized to int8 (``model.int8``), keyed by its content, the scheme's version and
+  the quantizer (not by the CPU: the graph is the same everywhere, only ``auto``'s decision to use it is not);
 - ``precision.json``: ``auto``'s decision (the precision kept and why).
 
 Every key holds the network's content hash, the runtime and its version, and
@@ -66,6 +68,14 @@ class CompileCache:
     def rewritten_file(self, model_hash: str) -> Path:
         """Where the rewritten graph (``model.graph``) of a network is kept; empty: no rewrite applies."""
         return self.root / "rewritten" / f"{model_hash[:32]}-{REWRITE_VERSION}.onnx"
+
+    def int8_file(self, model_hash: str, quantizer: str) -> Path:
+        """Where the int8 graph (``model.int8``) of a network is kept: by its content hash, ``model.int8``'s
+        ``SCHEME_VERSION`` and the quantizer (e.g. ``onnxruntime-1.32.0``)."""
+        from model.int8 import SCHEME_VERSION  # here: model.int8 imports this module
+
+        key = hashlib.sha256(f"{model_hash}|{SCHEME_VERSION}|{quantizer}".encode()).hexdigest()[:32]
+        return self.root / "int8" / f"{key}.onnx"
 
     def store(self, path: Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (another process may read it at the same time)."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from model.backends import (
     Backend,
+    cpu_flags,
     default_memory_budget,
     device_memory_budget,
     native_precision,
@@ -36,7 +37,9 @@ from model.backends import (
 from model.compile_cache import CompileCache, content_hash
 from model.contract import Layout, ModelContract, infer_layout
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
+from model.int8 import SCHEME_SHORT, SCHEME_VERSION, calibration_images, int8_native, int8_units
 from model.probe import judge_probe, probe_image
+from model.quality import bicubic_downscale, rgb_to_y
 from model.tiling import MIN_AUTO_TILE, TilePlan, axis_weights, choose_tiles, iter_batches, validate_tiling
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,15 @@ CHECK_SIZE = 48
 """Side of the probe image a reduced precision is checked on against float32 at load."""
 CHECK_MIN_PSNR_DB = 50.0
 """RGB PSNR against float32 a reduced precision must reach on the probe image (``auto``)."""
+INT8_MAX_COST_DB = 0.05
+INT8_MAX_WORST_DB = 0.15
+"""``auto`` keeps int8 only when its Y-PSNR cost against float32 on the int8 probe images is at most this on
+average and on the worst image (issue 23's bounds for Set5/Set14; :func:`int8_cost`)."""
+INT8_PROBE_COUNT = 6
+INT8_PROBE_SIZE = 48
+INT8_PROBE_SEED = 1
+"""The int8 probe: this many synthetic photos (``model.int8.calibration_images`` with another seed than the
+calibration's) of this side in input pixels, whose ground truth is the image before downscaling."""
 BLANK_RANGE = 1.0
 """A tile output whose values span less than this (0..255 scale) is blank..."""
 BLANK_INPUT_RANGE = 8.0
@@ -127,9 +139,10 @@ class Upscaler:
         ``scale``, ``layout`` and ``value_range`` override what the file says or what a probe finds.
         A foreign file (no srgan contract) must pass :func:`model.probe.judge_probe`
         as read; else ModelError names what looks wrong (e.g. a 0..1 model).
-        ``precision``: ``f32``, ``bf16``, ``f16``, or ``auto`` (the fastest the device
-        runs natively, kept only when it passes :func:`check_precision` on a probe
-        image, else float32). ``reload`` loads the network again at a precision
+        ``precision``: ``f32``, ``bf16``, ``f16``, ``int8``, or ``auto`` (with a ``cache_dir`` on a CPU with
+        AMX-INT8 or VNNI, int8 when it passes :func:`int8_cost`'s bounds; else the fastest float precision the
+        device runs natively, kept only when it passes :func:`check_precision` on a probe image, else float32).
+        ``reload`` loads the network again at a precision
         (default: from ``path``; pass one when ``path`` will not outlive the engine).
         ``cache_dir``: a :class:`model.compile_cache.CompileCache` folder for compiled networks and ``auto``'s
         decision (start-up of the next process on this machine skips both).
@@ -144,7 +157,7 @@ class Upscaler:
                                 cache=cache)
 
         reload = reload or reload_from_path
-        note = None
+        note = f"int8 as asked ({SCHEME_SHORT})" if precision == "int8" else None
         if precision == "auto":
             engine, note = _auto_precision(path, reload, cache, resolve_backend(backend, providers))
             log.info("%s: %s", path.name, note)
@@ -178,7 +191,7 @@ class Upscaler:
 
     @property
     def precision(self) -> str:
-        """What the backend computes in: ``f32``, ``bf16`` or ``f16``."""
+        """What the backend computes in: ``f32``, ``bf16``, ``f16`` or ``int8``."""
         return getattr(self.backend, "precision", "f32")
 
     @property
@@ -412,26 +425,88 @@ def check_precision(reference: Backend, candidate: Backend, contract: ModelContr
     return rgb_psnr(np.clip(ref, 0, 255), np.clip(got, 0, 255))
 
 
+def _mse_y(a: np.ndarray, b: np.ndarray, crop: int) -> float:
+    ya, yb = rgb_to_y(a), rgb_to_y(b)
+    if crop and min(ya.shape) > 2 * crop:
+        ya, yb = ya[crop:-crop, crop:-crop], yb[crop:-crop, crop:-crop]
+    return float(np.mean((ya - yb) ** 2))
+
+
+def int8_cost(reference: Backend, candidate: Backend, contract: ModelContract | None = None) -> tuple[float, float]:
+    """Mean and worst Y-PSNR cost in dB of ``candidate`` (int8) against ``reference`` (float32) on the int8 probe
+    images: synthetic photos (:data:`INT8_PROBE_COUNT`, never Set5/Set14), downscaled by the model's scale, the
+    image before downscaling as the ground truth (border of ``scale`` cropped, the evaluation protocol); inf
+    when the candidate gives NaN."""
+    contract = contract or ModelContract.from_metadata(reference.metadata)
+    if contract is None:
+        contract = ModelContract(scale=1, input_name=reference.input_name, layout=infer_layout(reference.input_shape))
+        contract = _with_probed_scale(reference, contract)
+    s = contract.scale
+    costs = []
+    for hr in calibration_images(INT8_PROBE_COUNT, INT8_PROBE_SIZE * s, seed=INT8_PROBE_SEED):
+        lr = bicubic_downscale(hr, s) if s > 1 else hr
+        ref = Upscaler(reference, contract, tile=0)._run_on(reference, [lr], check_finite=True)[0]
+        got = Upscaler(candidate, contract, tile=0)._run_on(candidate, [lr], check_finite=False)[0]
+        if not np.isfinite(got).all():
+            return float("inf"), float("inf")
+        ref_mse = _mse_y(np.clip(np.rint(ref), 0, 255), hr, s)
+        got_mse = _mse_y(np.clip(np.rint(got), 0, 255), hr, s)
+        costs.append(10 * np.log10(max(got_mse, 1e-6) / max(ref_mse, 1e-6)))
+    return float(np.mean(costs)), float(np.max(costs))
+
+
 def _auto_precision(path: Path, reload: BackendFactory, cache: CompileCache | None,
                     backend: str) -> tuple[Backend, str]:
-    """``auto``: the fastest precision the device runs natively, kept when it passes the check against float32;
-    with a ``cache``, the decision of an earlier process for the same network, runtime and CPU (one compile,
-    no check)."""
-    key = cache.precision_key(content_hash(path), backend, runtime_version(backend)) if cache else None
+    """``auto``: int8 where it is native and passes its probe (:func:`_int8_checked`), else the fastest precision
+    the device runs natively, kept when it passes the check against float32; with a ``cache``, the decision of
+    an earlier process for the same network, runtime, int8 scheme and CPU (one compile, no check)."""
+    key = cache.precision_key(content_hash(path), backend, f"{runtime_version(backend)}|int8-{SCHEME_VERSION}") \
+        if cache else None
     known = cache.precision(key) if cache is not None and key is not None else None
     if known is not None:
         precision, note = known
         log.info("%s: auto's decision of an earlier process on this machine: %s", path.name, precision)
         return reload(precision), note
     engine = reload("f32")
-    candidate = native_precision(engine.name)
-    if candidate != "f32":
-        engine, note = _checked(engine, reload(candidate), candidate)
+    chosen, int8_note = _int8_checked(engine, reload, cache) if cache is not None else (None, None)
+    if chosen is not None and int8_note is not None:
+        engine, note = chosen, int8_note
     else:
-        note = f"auto: {engine.name} runs f32 natively"
+        candidate = native_precision(engine.name)
+        if candidate != "f32":
+            engine, note = _checked(engine, reload(candidate), candidate)
+        else:
+            note = f"auto: {engine.name} runs f32 natively"
+        if int8_note:
+            note += f"; {int8_note}"
     if cache is not None and key is not None:
         cache.remember_precision(key, engine.precision, note)
     return engine, note
+
+
+def _int8_checked(reference: Backend, reload: BackendFactory,
+                  cache: CompileCache | None) -> tuple[Backend | None, str | None]:
+    """int8 for ``auto``: (the int8 backend, why) when OpenVINO runs on a CPU with AMX-INT8 or VNNI and int8
+    passes :func:`int8_cost`'s bounds; else (None, why not, or None where int8 is not a candidate at all).
+
+    Only with a compile cache: quantizing takes tens of seconds, once per network and machine with one."""
+    flags = cpu_flags()
+    # OpenVINO on a CPU only: where the scheme's speed and cost were measured (ONNX Runtime runs int8 when asked)
+    if reference.name != "openvino:CPU" or not int8_native(flags) or cache is None:
+        return None, None
+    try:
+        candidate = reload("int8")
+    except ModelError as exc:
+        log.info("int8 not available for auto: %s", exc.message)
+        return None, f"int8 not built ({exc.message})"
+    mean, worst = int8_cost(reference, candidate)
+    probe = f"{mean:.3f} dB mean, {worst:.3f} worst against f32 on {INT8_PROBE_COUNT} synthetic probe images"
+    if mean <= INT8_MAX_COST_DB and worst <= INT8_MAX_WORST_DB:
+        rest = getattr(candidate, "float_precision", "f32")
+        return candidate, f"auto: int8 on {int8_units(flags)} ({probe}; the rest in {rest}; {SCHEME_SHORT})"
+    log.warning("int8 failed its probe (%s; needs <= %.2f and <= %.2f): not used", probe, INT8_MAX_COST_DB,
+                INT8_MAX_WORST_DB)
+    return None, f"int8 failed its probe ({probe})"
 
 
 def _checked(reference: Backend, candidate: Backend, precision: str) -> tuple[Backend, str]:

@@ -81,6 +81,8 @@ class ModelRef:
     """The clean model this real-world model interpolates with for ``denoise`` (None: no denoise control)."""
     tiling: Tiling = Tiling()
     """What the model needs from the tiling (its contract's; the default: nothing, the configured tiling)."""
+    int8: dict[str, Any] | None = None
+    """How the card says int8 was measured for this version (``model.int8``'s scheme, Set5/Set14 cost)."""
 
     @property
     def ref(self) -> str:
@@ -95,7 +97,8 @@ class ModelRef:
     def from_version(cls, v: ModelVersion) -> ModelRef:
         return cls(name=v.name, version=v.version, scale=v.scale, path=v.path, active=v.active, metrics=v.metrics,
                    source="registry", published_at=v.published_at, sha256=v.card.get("sha256"),
-                   detail_base=v.detail_base, denoise_base=v.denoise_base, tiling=v.tiling)
+                   detail_base=v.detail_base, denoise_base=v.denoise_base, tiling=v.tiling,
+                   int8=v.card.get("int8") if isinstance(v.card.get("int8"), dict) else None)
 
     def to_json(self) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` show of one version (metrics to 4 decimals)."""
@@ -104,7 +107,7 @@ class ModelRef:
                 "metrics": {k: _round(v) for k, v in self.metrics.items()}, "source": self.source,
                 "published_at": self.published_at, "sha256": self.sha256, "detail_base": self.detail_base,
                 "denoise_base": self.denoise_base,
-                "tiling": self.tiling.to_json() if self.tiling != Tiling() else None}
+                "tiling": self.tiling.to_json() if self.tiling != Tiling() else None, "int8": self.int8}
 
 
 _NEEDS = MappingProxyType({  # read-only: a constant, not module state
@@ -264,6 +267,7 @@ class ModelCatalog:
             detail_base=str(card["detail_base"]) if card.get("detail_base") else None,
             denoise_base=str(card["denoise_base"]) if card.get("denoise_base") else None,
             tiling=contract.tiling if contract else Tiling(),
+            int8=card.get("int8") if isinstance(card.get("int8"), dict) else None,
         )
         with self._lock:
             self._files[key] = info

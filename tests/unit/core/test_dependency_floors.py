@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 LOCKS = {"api": ["s3"], "worker-cpu": ["cpu", "openvino", "s3"], "worker-gpu": ["gpu", "s3"],
-         "ci": ["cpu", "openvino", "train", "dev", "s3", "reference"]}
+         "ci": ["cpu", "openvino", "train", "dev", "s3", "reference", "nncf"]}
 
 # package -> first version without the advisory (what a floor must reach)
 ADVISORY_FLOORS = {
@@ -63,3 +63,10 @@ def test_lock_files_satisfy_pyproject(lock, extras):
         assert name in pins, f"{lock}.lock lacks {req.name}: run `make lock`"
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"{lock}.lock pins {name}=={pins[name]}, outside {req}: run `make lock`")
+
+
+@pytest.mark.parametrize("lock", ["api", "worker-cpu", "worker-gpu"])
+def test_service_images_carry_neither_nncf_nor_torch(lock):
+    """int8 runs on ONNX Runtime's quantizer (the cpu extra); NNCF is for `srgan bench int8` only."""
+    pins = locked(lock)
+    assert not {"nncf", "torch", "scikit-learn"} & set(pins), f"{lock}.lock pulls a measurement-only package"

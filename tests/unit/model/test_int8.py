@@ -1,0 +1,153 @@
+"""int8: which convolutions stay in float, the calibration images, the compile cache's int8 graphs, ``auto``'s
+int8 probe (a network int8 ruins is never run in int8), and the refusal on a CPU without int8 units.
+
+Real quantization and real int8 arithmetic (ONNX Runtime's quantizer, OpenVINO); only the CPU's feature
+flags are simulated where a test says so. The shipped model on a real photo: tests/integration/model/
+test_int8_shipped.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import model.int8 as int8
+from bench.tiny_models import make_int8_fragile_model, make_srresnet_model
+from model import backends, engine
+from model.backends import check_int8_cpu, open_backend
+from model.compile_cache import CompileCache, content_hash
+from model.engine import INT8_MAX_COST_DB, Upscaler, int8_cost
+from model.errors import ModelError
+from model.int8 import calibration_images, int8_native, protected_convs
+
+pytestmark = pytest.mark.unit
+
+AMX = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512_vnni"}
+NO_INT8 = {"avx2", "fma", "avx512f"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("int8")
+    return {"fragile": make_int8_fragile_model(d / "fragile.onnx"),
+            "srresnet": make_srresnet_model(d / "srresnet.onnx", scale=2, blocks=2, filters=16),
+            "other": make_srresnet_model(d / "other.onnx", scale=2, blocks=2, filters=16, seed=1)}
+
+
+@pytest.fixture
+def int8_cpu(monkeypatch):
+    """The CPU's feature flags as an AMX-INT8 CPU's (only the detection: the arithmetic is this machine's)."""
+    def flags():
+        return set(AMX)
+
+    monkeypatch.setattr(backends, "cpu_flags", flags)
+    monkeypatch.setattr(engine, "cpu_flags", flags)
+
+
+def test_head_tail_and_skip_convolutions_are_the_ones_kept_in_float(models):
+    proto = onnx.load(str(models["srresnet"]))
+    convs = [n.name or n.output[0] for n in proto.graph.node if n.op_type == "Conv"]
+    kept = protected_convs(proto)
+    assert len(kept) == 2 and len(convs) == 8, (kept, convs)
+    assert kept == [convs[0], convs[-1]], "the 9x9 head and the 9x9 tail"
+    assert protected_convs(onnx.load(str(models["fragile"]))) == ["head", "tail"]
+
+
+def test_int8_units_follow_the_cpu_flags():
+    assert int8_native({"amx_int8"}) and int8_native({"avx512_vnni"}) and int8_native({"avx_vnni"})
+    assert not int8_native(NO_INT8)
+    check_int8_cpu(AMX)
+    with pytest.raises(ModelError, match="int8 needs a CPU with int8 dot-product units.*use --precision auto"):
+        check_int8_cpu(NO_INT8)
+
+
+def test_calibration_images_are_deterministic_and_photo_like():
+    a, b = calibration_images(4, 48), calibration_images(4, 48)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], calibration_images(1, 48, seed=1)[0]), "another seed, other images"
+    stack = np.stack(a).astype(np.float32)
+    assert stack.shape == (4, 48, 48, 3) and stack.dtype == np.float32
+    assert 60 < stack.mean() < 190 and stack.std() > 30, "neither flat nor clipped"
+    assert (stack.max(-1) - stack.min(-1)).mean() < 80, "moderate saturation, as in photos"
+
+
+@pytest.mark.usefixtures("int8_cpu")
+def test_an_int8_network_runs_int8_and_stays_close_to_float32(models, tmp_path):
+    cache = CompileCache(tmp_path)
+    f32 = open_backend(models["srresnet"], backend="openvino", precision="f32")
+    q = open_backend(models["srresnet"], backend="openvino", precision="int8", cache=cache)
+    assert q.precision == "int8"
+    graph = onnx.load_from_string(int8.int8_model(models["srresnet"], backends.rewritten_model(models["srresnet"]),
+                                                  cache))
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("QuantizeLinear") >= 7 and "DequantizeLinear" in ops, "the middle convolutions quantized"
+    mean, worst = int8_cost(f32, q)
+    assert worst < 0.15 and abs(mean) < INT8_MAX_COST_DB
+    ort = open_backend(models["srresnet"], backend="onnxruntime", precision="int8", cache=cache)
+    assert ort.precision == "int8" and int8_cost(f32, ort)[1] < 0.15, "ONNX Runtime runs the same int8 graph"
+
+
+@pytest.mark.usefixtures("int8_cpu")
+def test_the_int8_graph_is_kept_by_network_and_scheme(models, tmp_path, monkeypatch):
+    cache = CompileCache(tmp_path)
+    open_backend(models["srresnet"], backend="openvino", precision="int8", cache=cache)
+    (saved,) = (tmp_path / "int8").iterdir()
+
+    def no_quantize(*args, **kwargs):
+        raise AssertionError("quantized again instead of reading the cache")
+
+    monkeypatch.setattr(int8, "quantize", no_quantize)
+    again = open_backend(models["srresnet"], backend="openvino", precision="int8", cache=cache)
+    assert again.precision == "int8" and list((tmp_path / "int8").iterdir()) == [saved]
+    with pytest.raises(ModelError, match="quantized again"):  # another network: its own entry
+        open_backend(models["other"], backend="openvino", precision="int8", cache=cache)
+    rewritten = backends.rewritten_model(models["srresnet"])
+    assert rewritten is not None
+    key = cache.int8_file(content_hash(rewritten), "onnxruntime-1")
+    monkeypatch.setattr(int8, "SCHEME_VERSION", int8.SCHEME_VERSION + 1)
+    assert cache.int8_file(content_hash(rewritten), "onnxruntime-1") != key, "a new scheme is quantized anew"
+    assert cache.int8_file(content_hash(rewritten), "onnxruntime-2") != key, "and so is a new quantizer"
+
+
+@pytest.mark.usefixtures("int8_cpu")
+def test_auto_picks_int8_where_it_passes_and_remembers_it(models, tmp_path):
+    up = Upscaler.from_file(models["srresnet"], backend="openvino", precision="auto", cache_dir=tmp_path)
+    assert up.precision == "int8", up.precision_note
+    assert up.precision_note is not None and "auto: int8 on amx_int8" in up.precision_note
+    decisions = (tmp_path / "precision.json").read_text()
+    assert '"int8"' in decisions and "int8-1" in decisions, "keyed with the int8 scheme's version"
+    again = Upscaler.from_file(models["srresnet"], backend="openvino", precision="auto", cache_dir=tmp_path)
+    assert again.precision == "int8" and again.precision_note == up.precision_note
+
+
+@pytest.mark.usefixtures("int8_cpu")
+def test_auto_never_runs_int8_where_its_probe_fails(models, tmp_path):
+    f32 = open_backend(models["fragile"], backend="openvino", precision="f32")
+    q = open_backend(models["fragile"], backend="openvino", precision="int8", cache=CompileCache(tmp_path / "a"))
+    mean, worst = int8_cost(f32, q)
+    assert mean > 10 * INT8_MAX_COST_DB, "int8 really ruins this network"
+    up = Upscaler.from_file(models["fragile"], backend="openvino", precision="auto", cache_dir=tmp_path / "b")
+    assert up.precision in ("bf16", "f32")
+    assert up.precision_note is not None and "int8 failed its probe" in up.precision_note
+    img = calibration_images(1, 32, seed=5)[0]
+    assert np.abs(up.upscale(img, tile=0).astype(int) - img).max() <= 1, "the image itself, not posterized"
+    again = Upscaler.from_file(models["fragile"], backend="openvino", precision="auto", cache_dir=tmp_path / "b")
+    assert again.precision == up.precision, "the failed probe is remembered, not retried into int8"
+
+
+def test_auto_does_not_consider_int8_without_int8_units_or_without_a_cache(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "cpu_flags", lambda: set(NO_INT8))
+    up = Upscaler.from_file(models["srresnet"], backend="openvino", precision="auto", cache_dir=tmp_path)
+    assert up.precision != "int8" and "int8" not in (up.precision_note or "")
+    assert not (tmp_path / "int8").exists(), "nothing quantized"
+    monkeypatch.setattr(engine, "cpu_flags", lambda: set(AMX))
+    up = Upscaler.from_file(models["srresnet"], backend="openvino", precision="auto")
+    assert up.precision != "int8", "no compile cache: quantizing at every start would cost more than it saves"
+
+
+def test_int8_asked_on_a_cpu_without_int8_units_is_refused(models, monkeypatch):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: set(NO_INT8))
+    for backend in ("openvino", "onnxruntime"):
+        with pytest.raises(ModelError, match="int8 needs a CPU with int8 dot-product units"):
+            open_backend(models["srresnet"], backend=backend, precision="int8")
