@@ -246,7 +246,7 @@ def run_models(args: argparse.Namespace) -> int:
     niqe_headers = [c[0] for c in NIQE_COLUMNS[: None if references else 1]]
     tiled = any(m.get("tiling") for m in listing["models"])
     rows = [("NAME", "VERSION", "ACTIVE", "SCALE", *(c[0] for c in QUALITY_COLUMNS), *niqe_headers,
-             *(["TILING"] if tiled else []), "PRECISION", "INT8 COST", "PUBLISHED")]
+             *(["TILING"] if tiled else []), "PRECISION", "INT8-COST", "PUBLISHED")]
     for m in listing["models"]:
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
@@ -267,7 +267,7 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"TILING: what the model needs, in input pixels: overlap>=N, tiles get at least N of context "
               f"(SRGAN_OVERLAP {settings.overlap} otherwise); pad N, N reflected around the image and cropped off")
     print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
-    print("INT8 COST: Y-PSNR lost to int8 against f32 on Set5/Set14 (mean), as the card records it "
+    print("INT8-COST: Y-PSNR (dB) lost to int8 against f32 on Set5/Set14 (mean), as the card records it "
           "(`srgan models --json`: the scheme, the worst image, where measured)")
     return OK
 
@@ -285,7 +285,7 @@ def _int8_cell(int8: dict | None) -> str:
     """The card's int8 cost on Set5/Set14 (mean, dB), or ``-``."""
     if not int8 or "set5_cost_db" not in int8 or "set14_cost_db" not in int8:
         return "-"
-    return f"{float(int8['set5_cost_db']):.3f}/{float(int8['set14_cost_db']):.3f} dB"
+    return f"{float(int8['set5_cost_db']):.3f}/{float(int8['set14_cost_db']):.3f}"
 
 
 def _auto_here() -> str:
