@@ -23,14 +23,23 @@ class _Section(BaseModel):
 
 
 class GeneratorConfig(_Section):
-    """SRResNet shape (see ``training.arch.build_generator``)."""
+    """The generator's shape (see ``training.arch.build_generator``).
 
+    ``arch`` is ``srresnet`` (the default, and what a ``config.json`` saved before the field existed means) or
+    ``compact`` (Real-ESRGAN's SRVGGNetCompact, the fast tier: ``blocks`` counts its body convolutions;
+    ``bn_momentum`` and ``zero_init_residual`` do not apply).
+    """
+
+    arch: Literal["srresnet", "compact"] = Field(
+        "srresnet", description="srresnet (residual blocks with batch norm) or compact (Real-ESRGAN's "
+        "SRVGGNetCompact: conv + PReLU layers at input resolution, a quarter of the FLOPs at 64 filters, 16 convs)")
     scale: Literal[2, 4, 8] = Field(4, description="upscaling factor")
     filters: int = Field(64, ge=1, description="trunk channels")
-    blocks: int = Field(16, ge=0, description="residual blocks")
-    bn_momentum: float = Field(0.8, gt=0, lt=1, description="batch-norm momentum")
+    blocks: int = Field(16, ge=0, description="residual blocks (srresnet); body convolutions (compact)")
+    bn_momentum: float = Field(0.8, gt=0, lt=1, description="batch-norm momentum (srresnet)")
     zero_init_residual: bool = Field(
-        True, description="start each residual block's last batch-norm gamma at 0 (blocks begin as identity)"
+        True, description="start each residual block's last batch-norm gamma at 0 (blocks begin as identity; "
+        "srresnet)"
     )
     global_skip: Literal["none", "bicubic"] = Field(
         "bicubic", description="add a bicubic upscale of the input to the output (training starts at bicubic quality)"
