@@ -168,6 +168,14 @@ class OptimConfig(_Section):
                     "of heavily degraded inputs is darker than their mean (measured: up to -10 levels of blue); "
                     "the pooled term keeps local colour means",
     )
+    distill_from: Path | None = Field(
+        None,
+        description="pretraining: a teacher generator (run directory, checkpoint or .weights.h5; a shipped "
+        "model's .resume.weights.h5 takes its architecture from the card beside it) whose output on each LR crop "
+        "is a second target: loss = pixel(sr, hr) + distill_weight * pixel(sr, teacher(lr)). For a small network "
+        "on a small data set (the compact tier on 333 images): the teacher's output is a smoother target than HR",
+    )
+    distill_weight: float = Field(1.0, ge=0, description="weight of the distillation term (with --distill-from)")
 
 
 RANDOM_VGG19_LAYERS = ["block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"]
@@ -267,6 +275,12 @@ class TrainConfig(_Section):
     degrade: DegradeConfig = DegradeConfig()
     optim: OptimConfig = OptimConfig()
     gan: GanConfig = GanConfig()
+
+    @model_validator(mode="after")
+    def _check_distill(self) -> TrainConfig:
+        if self.optim.distill_from is not None and self.stage != "pretrain":
+            raise ValueError("--distill-from is a pretraining option (the gan stage has its own losses)")
+        return self
 
     @model_validator(mode="after")
     def _check_warmup(self) -> TrainConfig:
