@@ -41,8 +41,10 @@ class GeneratorConfig(_Section):
         True, description="start each residual block's last batch-norm gamma at 0 (blocks begin as identity; "
         "srresnet)"
     )
-    global_skip: Literal["none", "bicubic"] = Field(
-        "bicubic", description="add a bicubic upscale of the input to the output (training starts at bicubic quality)"
+    global_skip: Literal["none", "bicubic", "bicubic_edge"] = Field(
+        "bicubic", description="add a bicubic upscale of the input to the output (training starts at bicubic "
+        "quality); bicubic_edge: edge pixels replicated instead of weights renormalised at the border (the same "
+        "inside, cheaper to run: the fast tier's)"
     )
 
 
