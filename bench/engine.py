@@ -17,6 +17,15 @@ Prints at the defaults (the settings' backend, tile, overlap, precision):
 - tiled (defaults) vs whole-image throughput and seam PSNR on a ``--size`` input;
 - peak RSS of a fresh process upscaling a 2048x2048 input at the defaults.
 
+With ``--candidates compact:64:16,compact:48:12:bicubic_edge,...`` (``arch:filters:blocks[:global_skip]``),
+instead: the fast-tier table. Each candidate generator is built untrained (``training.arch.build_generator``,
+x4, the ``bicubic`` skip unless another is named, weights made non-zero) and exported
+(``training.export.keras_to_onnx``); every network, the reference (``--model``, default the shipped
+srresnet_x4) first, is timed on a whole ``--precision-size`` image at f32 and auto, all alternating in one run:
+FLOPs per input pixel read off its graph (``model.graph.flops_per_input_pixel``), seconds per output megapixel,
+and throughput and FLOPs against the reference at the same precision. Speed only: the quality of a shape needs
+it trained (docs/training.md, "The fast tier: compact").
+
 With ``--backends onnxruntime,openvino``, also per backend:
 - output megapixels/s and achieved GFLOP/s of the engine (SRResNet x4 does
   about 4.44 MFLOP per input pixel) on a 512x512 input, whole and tiled;
@@ -43,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 from PIL import Image
 
 from bench.data import training_photo
@@ -54,6 +64,7 @@ from model.backends import cpu_flags, cpu_model, open_backend, openvino_availabl
 from model.contract import ModelContract
 from model.engine import Upscaler
 from model.engine import rgb_psnr as psnr
+from model.graph import flops_per_input_pixel
 from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
 
 
@@ -301,6 +312,66 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
     return row
 
 
+def candidate_model(spec: str, path: Path, scale: int = 4) -> Path:
+    """``arch:filters:blocks[:global_skip]`` (``compact:48:12``, ``compact:64:16:bicubic_edge``; the skip
+    ``bicubic`` unless another is given) as an untrained x``scale`` ONNX generator at ``path``, its weights pushed
+    off the zero-initialised tail so that no layer computes zeros."""
+    import keras
+
+    from training.arch import build_generator
+    from training.export import keras_to_onnx
+
+    arch, filters, blocks, *skip = spec.split(":")
+    keras.utils.set_random_seed(0)
+    generator = build_generator(scale=scale, filters=int(filters), blocks=int(blocks),
+                                global_skip=skip[0] if skip else "bicubic", arch=arch,  # type: ignore[arg-type]
+                                zero_init_residual=False)
+    for v in generator.trainable_variables:
+        v.assign(v + np.random.default_rng(1).normal(0, 0.01, v.shape).astype(np.float32))
+    proto = keras_to_onnx(generator)
+    ModelContract(scale=scale, name=spec.replace(":", "_"), version="untrained").store_in(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def bench_candidates(reference: Path, specs: list[str], args: argparse.Namespace, tmp: Path) -> dict:
+    """The fast-tier table (see the module): one row per network and precision."""
+    d = Settings()
+    backend = args.backend or d.backend
+    models = {"reference": reference, **{s: candidate_model(s, tmp / f"{s.replace(':', '_')}.onnx") for s in specs}}
+    img = test_image(args.precision_size)
+    out_mpx = img.shape[0] * img.shape[1] * 16 / 1e6
+    engines = {f"{name}/{p}": open_engine(d, path, backend=backend, precision=p, tile=0)
+               for name, path in models.items() for p in ("f32", "auto")}
+    load_before = os.getloadavg()
+    runs = alternate({key: partial(e.upscale, img, tile=0) for key, e in engines.items()}, args.repeat)
+    load_after = os.getloadavg()
+    flops = {name: flops_per_input_pixel(onnx.load(str(path))) for name, path in models.items()}
+    rows = []
+    for key, (secs, _) in runs.items():
+        name, _, p = key.rpartition("/")
+        ref = runs[f"reference/{p}"][0]
+        rows.append({"model": reference.stem if name == "reference" else name, "asked": p,
+                     "runs": engines[key].precision, "mflop_per_input_px": round(flops[name] / 1e6, 3),
+                     "flops_vs_reference": round(flops[name] / flops["reference"], 3),
+                     "s_per_output_mpx": round(secs / out_mpx, 3), "throughput_vs_reference": round(ref / secs, 2)})
+    return {"cpu": cpu_model(), "backend": engines["reference/f32"].backend_name,
+            "input": f"{args.precision_size}x{args.precision_size}, whole",
+            "repeat": args.repeat, "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+            "cpus": os.cpu_count(), "rows": rows}
+
+
+def _print_candidates(report: dict) -> None:
+    print(f"CPU: {report['cpu']} ({report['cpus']} CPUs); backend {report['backend']}; input {report['input']}; "
+          f"median of {report['repeat']}, all networks alternating")
+    print(f"load average (1 min) before/after: {report['load_average_before_after']}")
+    print(f"  {'model':26s} {'asked':5s} {'runs':5s} {'MFLOP/px':>9s} {'FLOPs vs ref':>13s} {'s/output MP':>12s} "
+          f"{'speed vs ref':>13s}")
+    for r in report["rows"]:
+        print(f"  {r['model']:26s} {r['asked']:5s} {r['runs']:5s} {r['mflop_per_input_px']:9.3f} "
+              f"{r['flops_vs_reference']:13.3f} {r['s_per_output_mpx']:12.3f} {r['throughput_vs_reference']:13.2f}")
+
+
 def _variant(text: str) -> tuple[int, int, int]:
     parts = [int(x) for x in text.split(":")]
     return (parts[0], parts[1], parts[2] if len(parts) > 2 else 1)
@@ -315,6 +386,13 @@ def run(args: argparse.Namespace) -> int:
         model = args.model or (shipped if shipped.is_file() else None)
         if model is None:
             model = make_srresnet_model(Path(tmp) / "srresnet_x4.onnx", scale=4)
+        if args.candidates:
+            table = bench_candidates(model, [c for c in args.candidates.split(",") if c], args, Path(tmp))
+            if args.json:
+                print(json.dumps(table, indent=2))
+            else:
+                _print_candidates(table)
+            return 0
         flops_px = srresnet_flops_per_input_pixel()
         load_before = os.getloadavg()
         ceiling = matmul_gflops()

@@ -83,6 +83,12 @@ def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
                    help="other tile:overlap[:batch] settings to time against the whole image")
     p.add_argument("--rss-variants", default="", help="other tile:overlap settings whose 2048x2048 peak RSS to measure")
+    p.add_argument("--candidates", default="",
+                   help="instead of the report: the fast-tier table, these untrained x4 generators "
+                        "(arch:filters:blocks[:global_skip], e.g. compact:64:16,compact:64:16:bicubic_edge,"
+                        "compact:32:8:none; default skip: bicubic) against --model at f32 and auto on a whole "
+                        "--precision-size image: FLOPs per input pixel, s per output MP, ratios (needs the train "
+                        "extra)")
 
 
 def _service(p: argparse.ArgumentParser) -> None:

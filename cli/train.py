@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--scale", type=int, choices=(2, 4, 8), help="architecture, when no config.json is beside the weights"
     )
+    export.add_argument("--arch", choices=("srresnet", "compact"),
+                        help="architecture, when no config.json (nor a card) is beside the weights")
     export.add_argument("--filters", type=int, help="architecture, when no config.json is beside the weights")
     export.add_argument("--blocks", type=int, help="architecture, when no config.json is beside the weights")
     export.add_argument("--opset", type=int, default=17)
@@ -348,7 +350,8 @@ def _handle_export(args: argparse.Namespace) -> int:
             args.output,
             name=args.name,
             version=args.version,
-            arch={k: v for k, v in {"scale": args.scale, "filters": args.filters, "blocks": args.blocks}.items() if v},
+            arch={k: v for k, v in {"arch": args.arch, "scale": args.scale, "filters": args.filters,
+                                    "blocks": args.blocks}.items() if v},
             opset=args.opset,
             tolerance=args.tolerance,
             eval_data=args.eval_data,

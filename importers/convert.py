@@ -37,6 +37,7 @@ from core.catalog.registry import sha256_of
 from importers.ncnn import OUTPUT, Layer, read_ncnn, to_onnx
 from importers.torchfile import WeightsError, state_dict
 from model.contract import ModelContract, Tiling
+from model.graph import flops_per_input_pixel
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
@@ -62,20 +63,6 @@ least as deep (realesrgan-x4plus-anime, 6 blocks: x4plus's); a deeper one was no
 class Imported:
     proto: onnx.ModelProto
     card: dict[str, Any]
-
-
-def flops_per_input_pixel(proto: onnx.ModelProto, scale: int) -> float:
-    """Multiply-adds x 2 per LR pixel of the convolutions (a convolution after the upsampling counts scale^2)."""
-    inits = {t.name: numpy_helper.to_array(t).shape for t in proto.graph.initializer}
-    after_shuffle = False
-    total = 0.0
-    for node in proto.graph.node:
-        if node.op_type == "DepthToSpace":
-            after_shuffle = True
-        if node.op_type == "Conv":
-            out_c, in_c, kh, kw = inits[node.input[1]]
-            total += 2 * out_c * in_c * kh * kw * (scale**2 if after_shuffle else 1)
-    return total
 
 
 def import_file(path: Path, name: str) -> Imported:
@@ -107,7 +94,7 @@ def import_file(path: Path, name: str) -> Imported:
         "version": "imported",
         "scale": scale,
         "architecture": {**arch, "parameters": params,
-                         "flops_per_input_pixel": flops_per_input_pixel(proto, scale)},
+                         "flops_per_input_pixel": flops_per_input_pixel(proto)},
         "source": {"files": [{"name": p.name, "sha256": sha256_of(p)} for p in sources],
                    "imported_by": "srgan import"},
         "contract": {"layout": "NCHW", "value_range": [0.0, 1.0], "tiling": tiling.to_json()},

@@ -236,3 +236,41 @@ def _apply(g: onnx.GraphProto, conv: onnx.NodeProto, d2s: onnx.NodeProto, chain:
     g.node.extend(nodes)
     log.info("%s: %dx%d convolution after a pixel shuffle of %d computed before it (%dx%d)", conv.name,
              weight.shape[2], weight.shape[3], block, new_w.shape[2], new_w.shape[3])
+
+
+def flops_per_input_pixel(proto: onnx.ModelProto) -> float:
+    """Multiply-adds x 2 of the graph's convolutions per input pixel: what a network costs, read off its graph
+    (model cards: ``srgan import``, ``srgan export``; the candidates of ``srgan bench engine``).
+
+    Each tensor's resolution relative to the input is followed through the graph: a pixel shuffle
+    (``DepthToSpace``) or a ``Resize`` by constant scales multiplies it, a strided convolution divides it, so a
+    convolution after an upsampling counts its factor squared, wherever the upsampled branch sits in the node
+    order (a bicubic skip's shuffle, say).
+    """
+    g = proto.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for node in g.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    factor = {i.name: 1.0 for i in g.input if i.name not in consts}
+    total = 0.0
+    for node in g.node:
+        known = [factor[i] for i in node.input if i in factor]
+        if not known:
+            continue  # a constant subgraph
+        f = max(known)
+        if node.op_type == "DepthToSpace":
+            f *= _attr(node, "blocksize")
+        elif node.op_type in ("Resize", "Upsample"):
+            scales = next((consts[i] for i in node.input[1:] if i in consts and consts[i].size == 4), None)
+            if scales is not None and scales.dtype.kind == "f":
+                f *= float(scales[2])  # NCHW's H (NHWC graphs transpose to NCHW before a Resize)
+        elif node.op_type == "Conv":
+            weight = consts.get(node.input[1])
+            if weight is None:
+                raise ValueError(f"convolution {node.name or node.output[0]}: its weight is not a constant")
+            f /= _attr(node, "strides", [1, 1])[0]
+            total += 2.0 * weight.size * f * f
+        for out in node.output:
+            factor[out] = f
+    return total

@@ -1,20 +1,23 @@
-"""SRResNet generator and SRGAN discriminator (Ledig et al. 2017) as Keras builders.
+"""The generators (SRResNet, Ledig et al. 2017; Real-ESRGAN's compact SRVGGNet) and the discriminators as Keras
+builders.
 
-The generator takes and gives float32 NHWC images in 0..255 (the ONNX
-contract of ``model/contract.py``): normalisation to [0, 1] and
-denormalisation from [-1, 1] are layers inside the graph.
+A generator takes and gives float32 NHWC images in 0..255 (the ONNX contract
+of ``model/contract.py``): normalisation to [0, 1] and denormalisation from
+[-1, 1] are layers inside the graph. ``build_generator(arch=...)`` builds
+either generator from a ``GeneratorConfig``'s fields.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
 from keras import layers
 
 SCALES = (2, 4, 8)
+Arch = Literal["srresnet", "compact"]
 
 
 class DepthToSpace(layers.Layer):
@@ -62,25 +65,37 @@ def bicubic_kernel(factor: int) -> np.ndarray:
 class BicubicUpscale(layers.Layer):
     """Bicubic upscaling by an integer factor as a fixed convolution (exports to ONNX, compiles with XLA).
 
-    Matches ``tf.image.resize(x, size, "bicubic")`` (and Pillow's filter
-    before its uint8 rounding): taps outside the image are dropped and the
-    remaining weights renormalised.
+    ``edges="renormalise"`` matches ``tf.image.resize(x, size, "bicubic")`` (and Pillow's filter before its
+    uint8 rounding): taps outside the image are dropped and the remaining weights renormalised, which takes a
+    second convolution (of ones: the in-image weights) and a division. ``edges="replicate"`` repeats the edge
+    pixels outward instead (numpy's ``edge`` padding) and needs neither: the same values from two input pixels
+    in, and in the engine 0.1-0.2 s per output megapixel less (bench/README.md, "The fast tier").
     """
 
-    def __init__(self, factor: int, **kwargs: Any) -> None:
+    def __init__(self, factor: int, edges: str = "renormalise", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if edges not in ("renormalise", "replicate"):
+            raise ValueError(f"edges must be 'renormalise' or 'replicate', got {edges!r}")
         self.factor = factor
+        self.edges = edges
         self._kernel = bicubic_kernel(factor)
 
     def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
         ops = keras.ops
         kernel = ops.convert_to_tensor(self._kernel, dtype=x.dtype)
+        if self.edges == "replicate":
+            half = self._kernel.shape[0] // 2
+            for axis in (1, 2):  # slices and concatenations: any size, down to one pixel
+                first = ops.take(x, [0] * half, axis=axis)
+                last = ops.take(x, [-1] * half, axis=axis)
+                x = ops.concatenate([first, x, last], axis=axis)
+            return ops.depth_to_space(ops.conv(x, kernel, padding="valid"), self.factor, data_format="channels_last")
         weighted = ops.conv(x, kernel, padding="same")
         coverage = ops.conv(ops.ones_like(x), kernel, padding="same")  # sum of the in-image weights
         return ops.depth_to_space(weighted / coverage, self.factor, data_format="channels_last")
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "factor": self.factor}
+        return {**super().get_config(), "factor": self.factor, "edges": self.edges}
 
 
 class Clip(layers.Layer):
@@ -121,22 +136,34 @@ def build_generator(
     bn_momentum: float = 0.8,
     zero_init_residual: bool = False,
     global_skip: str = "none",
+    arch: Arch = "srresnet",
 ) -> keras.Model:
-    """SRResNet.
+    """SRResNet, or with ``arch="compact"`` the compact network of :func:`build_compact`.
+
+    Takes a ``GeneratorConfig``'s fields (``build_generator(**config.generator.model_dump())``: every stage,
+    export and release build their generator so).
 
     Args:
         scale: upscaling factor, 2, 4 or 8 (one sub-pixel block per factor of two).
         filters: channels of the trunk (64 in the paper).
-        blocks: residual blocks (16 in the paper).
-        bn_momentum: batch-norm momentum (0.8 in the paper's TensorFlow tutorial).
+        blocks: residual blocks (16 in the paper); for ``compact``, its body convolutions.
+        bn_momentum: batch-norm momentum (0.8 in the paper's TensorFlow tutorial); not used by ``compact``.
         zero_init_residual: start each residual block's last batch-norm gamma at
             zero, so every block begins as the identity (trains faster; the
-            paper's network is ``False``).
+            paper's network is ``False``); not used by ``compact`` (no batch norm).
+        global_skip: ``none``, ``bicubic`` (the output is a bicubic upscale of the input plus what the network
+            adds; its last convolution starts at zero, so training starts at bicubic quality) or ``bicubic_edge``
+            (the same with the edge pixels replicated instead of the weights renormalised: cheaper to run).
+        arch: ``srresnet`` or ``compact``.
 
     Returns:
         A model mapping (N, H, W, 3) float32 0..255 to (N, H*scale, W*scale, 3)
         float32 0..255, with ``H`` and ``W`` free.
     """
+    if arch == "compact":
+        return build_compact(scale, filters, blocks, global_skip)
+    if arch != "srresnet":
+        raise ValueError(f"arch must be 'srresnet' or 'compact', got {arch!r}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale}")
     lr = keras.Input(shape=(None, None, 3), name="lr")
@@ -152,18 +179,65 @@ def build_generator(
         x = layers.Conv2D(filters * 4, 3, padding="same", name=f"up{i}_conv")(x)
         x = DepthToSpace(2, name=f"up{i}_shuffle")(x)
         x = _prelu(f"up{i}_prelu")(x)
+    _check_skip(global_skip)
+    init = "glorot_uniform" if global_skip == "none" else "zeros"
+    x = layers.Conv2D(3, 9, padding="same", activation="tanh", kernel_initializer=init, name="tail_conv")(x)
+    return keras.Model(lr, _output(lr, x, scale, global_skip), name=f"srresnet_x{scale}")
+
+
+GLOBAL_SKIPS = ("none", "bicubic", "bicubic_edge")
+
+
+def _check_skip(global_skip: str) -> None:
+    if global_skip not in GLOBAL_SKIPS:
+        raise ValueError(f"global_skip must be one of {GLOBAL_SKIPS}, got {global_skip!r}")
+
+
+def _output(lr: keras.KerasTensor, x: keras.KerasTensor, scale: int, global_skip: str) -> keras.KerasTensor:
+    """The image from the network's last (tanh, [-1, 1]) tensor at output resolution: rescaled to 0..255
+    (``none``), or rescaled to +-127.5, added to a bicubic upscale of ``lr`` and clipped (``bicubic``: edges
+    renormalised; ``bicubic_edge``: edge pixels replicated, see :class:`BicubicUpscale`)."""
     if global_skip == "none":
-        x = layers.Conv2D(3, 9, padding="same", activation="tanh", name="tail_conv")(x)
-        hr = layers.Rescaling(127.5, offset=127.5, dtype="float32", name="denormalize")(x)
-    elif global_skip == "bicubic":
-        x = layers.Conv2D(3, 9, padding="same", activation="tanh", kernel_initializer="zeros", name="tail_conv")(x)
-        residual = layers.Rescaling(127.5, dtype="float32", name="denormalize")(x)
-        base = BicubicUpscale(scale, dtype="float32", name="bicubic")(lr)
-        hr = layers.Add(dtype="float32", name="skip_add")([base, residual])
-        hr = Clip(0.0, 255.0, dtype="float32", name="clip")(hr)
-    else:
-        raise ValueError(f"global_skip must be 'none' or 'bicubic', got {global_skip!r}")
-    return keras.Model(lr, hr, name=f"srresnet_x{scale}")
+        return layers.Rescaling(127.5, offset=127.5, dtype="float32", name="denormalize")(x)
+    residual = layers.Rescaling(127.5, dtype="float32", name="denormalize")(x)
+    edges = "replicate" if global_skip == "bicubic_edge" else "renormalise"
+    base = BicubicUpscale(scale, edges=edges, dtype="float32", name="bicubic")(lr)
+    hr = layers.Add(dtype="float32", name="skip_add")([base, residual])
+    return Clip(0.0, 255.0, dtype="float32", name="clip")(hr)
+
+
+def build_compact(scale: int = 4, filters: int = 64, convs: int = 16, global_skip: str = "bicubic") -> keras.Model:
+    """Real-ESRGAN's ``SRVGGNetCompact`` (Wang et al. 2021, the ``realesr-general``/``animevideov3`` network): the
+    fast tier.
+
+    A 3x3 convolution from RGB to ``filters`` channels, ``convs`` times a 3x3 convolution ``filters`` to
+    ``filters``, each followed by a PReLU (one slope per channel, as SRResNet's), then one 3x3 convolution to
+    ``3 * scale**2`` channels and a pixel shuffle: everything runs at input resolution, no batch norm, no
+    residual blocks. About ``2 * 9 * filters * (3 + convs * filters + 3 * scale**2)`` FLOPs per input pixel
+    (1.24 M at 64 filters, 16 convolutions, x4; SRResNet's 4.45 M). Real-ESRGAN adds a nearest-neighbour
+    upscale of the input; here the global skip is SRResNet's: ``bicubic`` adds a bicubic upscale and starts the
+    last convolution at zero (the untrained network is bicubic), ``bicubic_edge`` the same with the edge pixels
+    replicated (no renormalisation: the fast tier's choice, its skip costs about as much as the rest of the
+    network otherwise at bfloat16), ``none`` has no skip.
+
+    Returns:
+        A model mapping (N, H, W, 3) float32 0..255 to (N, H*scale, W*scale, 3) float32 0..255.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale}")
+    _check_skip(global_skip)
+    lr = keras.Input(shape=(None, None, 3), name="lr")
+    x = layers.Rescaling(1.0 / 255.0, name="normalize")(lr)
+    x = layers.Conv2D(filters, 3, padding="same", name="head_conv")(x)
+    x = _prelu("head_prelu")(x)
+    for i in range(convs):
+        x = layers.Conv2D(filters, 3, padding="same", name=f"body{i}_conv")(x)
+        x = _prelu(f"body{i}_prelu")(x)
+    init = "glorot_uniform" if global_skip == "none" else "zeros"
+    x = layers.Conv2D(3 * scale * scale, 3, padding="same", activation="tanh", kernel_initializer=init,
+                      name="tail_conv")(x)
+    x = DepthToSpace(scale, name="tail_shuffle")(x)
+    return keras.Model(lr, _output(lr, x, scale, global_skip), name=f"compact_x{scale}")
 
 
 def copy_matching_layers(source: keras.Model, target: keras.Model) -> list[str]:

@@ -129,14 +129,30 @@ def load_generator_weights(generator: keras.Model, source: GeneratorSource) -> N
 
 
 def generator_config_of(source: GeneratorSource, fallback: GeneratorConfig | None = None) -> GeneratorConfig:
-    """The architecture the source was trained with (its run's config), else ``fallback``."""
+    """The architecture the source was trained with (its run's config; for a released ``NAME.resume.weights.h5``
+    or ``NAME.weights.h5``, the ``architecture`` of ``NAME.card.json`` beside it), else ``fallback``."""
     if source.config is not None:
         return source.config.generator
+    carded = card_architecture(source.weights)
+    if carded is not None:
+        return carded
     if fallback is None:
         raise FileNotFoundError(
-            f"no config.json beside {source.weights}: pass the architecture (--scale, --filters, --blocks)"
+            f"no config.json beside {source.weights}: pass the architecture (--arch, --scale, --filters, --blocks)"
         )
     return fallback
+
+
+def card_architecture(weights: Path) -> GeneratorConfig | None:
+    """The generator of the model card beside a released weights file (``srresnet_x4.resume.weights.h5``:
+    ``srresnet_x4.card.json``); None without one. A card written before ``arch`` existed is an SRResNet's."""
+    name = weights.name.removesuffix(".weights.h5").removesuffix(".resume")
+    card = weights.with_name(f"{name}.card.json")
+    if not card.is_file():
+        return None
+    arch = json.loads(card.read_text()).get("architecture") or {}
+    fields = {k: v for k, v in arch.items() if k in GeneratorConfig.model_fields}
+    return GeneratorConfig(**fields) if "scale" in fields else None
 
 
 def write_json(path: Path, body: dict) -> None:

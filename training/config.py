@@ -23,17 +23,28 @@ class _Section(BaseModel):
 
 
 class GeneratorConfig(_Section):
-    """SRResNet shape (see ``training.arch.build_generator``)."""
+    """The generator's shape (see ``training.arch.build_generator``).
 
+    ``arch`` is ``srresnet`` (the default, and what a ``config.json`` saved before the field existed means) or
+    ``compact`` (Real-ESRGAN's SRVGGNetCompact, the fast tier: ``blocks`` counts its body convolutions;
+    ``bn_momentum`` and ``zero_init_residual`` do not apply).
+    """
+
+    arch: Literal["srresnet", "compact"] = Field(
+        "srresnet", description="srresnet (residual blocks with batch norm) or compact (Real-ESRGAN's "
+        "SRVGGNetCompact: conv + PReLU layers at input resolution, a quarter of the FLOPs at 64 filters, 16 convs)")
     scale: Literal[2, 4, 8] = Field(4, description="upscaling factor")
     filters: int = Field(64, ge=1, description="trunk channels")
-    blocks: int = Field(16, ge=0, description="residual blocks")
-    bn_momentum: float = Field(0.8, gt=0, lt=1, description="batch-norm momentum")
+    blocks: int = Field(16, ge=0, description="residual blocks (srresnet); body convolutions (compact)")
+    bn_momentum: float = Field(0.8, gt=0, lt=1, description="batch-norm momentum (srresnet)")
     zero_init_residual: bool = Field(
-        True, description="start each residual block's last batch-norm gamma at 0 (blocks begin as identity)"
+        True, description="start each residual block's last batch-norm gamma at 0 (blocks begin as identity; "
+        "srresnet)"
     )
-    global_skip: Literal["none", "bicubic"] = Field(
-        "bicubic", description="add a bicubic upscale of the input to the output (training starts at bicubic quality)"
+    global_skip: Literal["none", "bicubic", "bicubic_edge"] = Field(
+        "bicubic", description="add a bicubic upscale of the input to the output (training starts at bicubic "
+        "quality); bicubic_edge: edge pixels replicated instead of weights renormalised at the border (the same "
+        "inside, cheaper to run: the fast tier's)"
     )
 
 
@@ -159,6 +170,14 @@ class OptimConfig(_Section):
                     "of heavily degraded inputs is darker than their mean (measured: up to -10 levels of blue); "
                     "the pooled term keeps local colour means",
     )
+    distill_from: Path | None = Field(
+        None,
+        description="pretraining: a teacher generator (run directory, checkpoint or .weights.h5; a shipped "
+        "model's .resume.weights.h5 takes its architecture from the card beside it) whose output on each LR crop "
+        "is a second target: loss = pixel(sr, hr) + distill_weight * pixel(sr, teacher(lr)). For a small network "
+        "on a small data set (the compact tier on 333 images): the teacher's output is a smoother target than HR",
+    )
+    distill_weight: float = Field(1.0, ge=0, description="weight of the distillation term (with --distill-from)")
 
 
 RANDOM_VGG19_LAYERS = ["block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"]
@@ -258,6 +277,12 @@ class TrainConfig(_Section):
     degrade: DegradeConfig = DegradeConfig()
     optim: OptimConfig = OptimConfig()
     gan: GanConfig = GanConfig()
+
+    @model_validator(mode="after")
+    def _check_distill(self) -> TrainConfig:
+        if self.optim.distill_from is not None and self.stage != "pretrain":
+            raise ValueError("--distill-from is a pretraining option (the gan stage has its own losses)")
+        return self
 
     @model_validator(mode="after")
     def _check_warmup(self) -> TrainConfig:

@@ -27,6 +27,7 @@ import tf2onnx
 from core.catalog.registry import card_path_for, sha256_of
 from model.contract import ModelContract
 from model.engine import Upscaler
+from model.graph import flops_per_input_pixel
 from model.quality import metric_tag
 from training.arch import build_generator
 from training.checkpoint import GeneratorSource, find_generator, generator_config_of, load_generator_weights
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 
 PARITY_SHAPE = (2, 37, 45, 3)
 """Random input of the parity check: a batch of two, odd sizes."""
+
+
+ARCH_TYPES = {"srresnet": "SRResNet", "compact": "SRVGGNetCompact"}
+"""The card's ``architecture.type`` of each ``GeneratorConfig.arch`` (``srgan import`` names Real-ESRGAN's compact
+network so too)."""
 
 
 class ExportError(RuntimeError):
@@ -106,7 +112,7 @@ def export_generator(
     *,
     name: str | None = None,
     version: str | None = None,
-    arch: dict[str, int] | None = None,
+    arch: dict[str, Any] | None = None,
     opset: int = 17,
     tolerance: float = 0.5,
     eval_data: Path | None = None,
@@ -156,6 +162,7 @@ def export_generator(
         output.unlink(missing_ok=True)
         raise
     card = _card(contract, gen_cfg, src, steps, opset, output, diff, tolerance)
+    card["architecture"]["flops_per_input_pixel"] = flops_per_input_pixel(proto)
     if evaluation:
         card["evaluation"] = evaluation
     card_path_for(output).write_text(json.dumps(card, indent=2) + "\n")
@@ -230,7 +237,7 @@ def _card(
         "name": contract.name,
         "version": contract.version,
         "scale": contract.scale,
-        "architecture": {"type": "SRResNet", **gen_cfg.model_dump()},
+        "architecture": {"type": ARCH_TYPES[gen_cfg.arch], **gen_cfg.model_dump()},
         "training": training,
         "metrics": contract.metrics,
         "onnx": {

@@ -182,6 +182,10 @@ def release(
             "pixel": {"kind": config.optim.loss, "weight": 1.0},
             "pooled": {"kind": "l1 of images average-pooled by the scale", "weight": config.optim.pooled_weight},
         }
+        if config.optim.distill_from is not None:
+            card["training"]["losses"]["distill"] = {
+                "kind": f"{config.optim.loss} against the teacher's output on the LR crop",
+                "teacher": str(config.optim.distill_from), "weight": config.optim.distill_weight}
     if config.stage == "gan":
         gan = config.gan
         perceptual: dict[str, Any] = {"name": gan.perceptual, "weight": gan.perceptual_weight}

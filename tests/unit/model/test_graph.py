@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bench.tiny_models import make_srresnet_model
 from core.catalog.shipped import WEIGHTS_DIR
 from model.backends import open_backend, openvino_available
-from model.graph import subpixel_kernel, subpixel_tail
+from model.graph import flops_per_input_pixel, subpixel_kernel, subpixel_tail
 
 pytestmark = pytest.mark.unit
 
@@ -142,3 +142,34 @@ def test_rewrite_skips_convolutions_it_would_make_slower() -> None:
         pytest.skip("shipped model not in this checkout")
     subpixel_tail(proto)
     assert (256, 64, 3, 3) in _convs(proto)
+
+
+def test_flops_follow_each_tensors_resolution_through_the_graph():
+    """A convolution after an upsampling counts its factor squared wherever the upsampled branch sits in the node
+    order (a resize first, a shuffle later), a strided one at its output resolution; the shipped SRResNet's graph
+    gives the formula of bench/engine.py plus its bicubic skip (two fixed 5x5 convolutions 3 -> 48)."""
+    rng = np.random.default_rng(0)
+
+    def init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Conv", ["up", "w1"], ["a"], pads=[1, 1, 1, 1]),  # 3 -> 3 at 2x: 2 * 81 * 4
+        helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]),  # 3 -> 12 at 1x: 2 * 324
+        helper.make_node("DepthToSpace", ["b"], ["c"], blocksize=2),
+        helper.make_node("Add", ["a", "c"], ["d"]),
+        helper.make_node("Conv", ["d", "w3"], ["y"], strides=[2, 2]),  # 3 -> 3, 1x1, back at 1x: 2 * 9
+    ]
+    graph = helper.make_graph(
+        nodes, "branches", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+                     init("w1", (3, 3, 3, 3)), init("w2", (12, 3, 3, 3)), init("w3", (3, 3, 1, 1))])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    assert flops_per_input_pixel(proto) == 2 * 81 * 4 + 2 * 324 + 2 * 9
+
+    srresnet = 2 * (81 * 3 * 64 + 16 * 2 * 9 * 64 * 64 + 9 * 64 * 64 + 9 * 64 * 256 + 4 * 9 * 64 * 256
+                    + 16 * 81 * 64 * 3)
+    assert flops_per_input_pixel(onnx.load(str(SHIPPED[0]))) == srresnet + 2 * 2 * 25 * 3 * 48

@@ -145,3 +145,34 @@ def test_export_detail_base_goes_into_the_card_and_through_publish(tmp_path, cap
         assert Registry(tmp_path / "data" / "models").get("gan").detail_base == "psnr"
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("global_skip", "skip_convs"), [("bicubic", 2), ("bicubic_edge", 1)])
+def test_a_compact_generator_exports_runs_in_the_engine_and_states_its_flops(tmp_path, make_config, global_skip,
+                                                                              skip_convs):
+    from model.backends import open_backend, openvino_available
+    from model.engine import Upscaler
+    from training.export import export_generator
+
+    run, gen = _fake_run(make_config, tmp_path, tmp_path, arch="compact", scale=4, filters=8, blocks=2,
+                         global_skip=global_skip)
+    out = tmp_path / "compact_x4.onnx"
+    card = export_generator(run.root, out, name="compact_x4", version="1")  # parity and the engine check inside
+    assert card["parity"]["max_abs_diff"] < 0.5
+    arch = json.loads((tmp_path / "compact_x4.card.json").read_text())["architecture"]
+    assert arch["type"] == "SRVGGNetCompact" and arch["arch"] == "compact" and arch["blocks"] == 2
+    # by hand: 3x3 convs 3 -> 8, 2 x 8 -> 8, 8 -> 48 at LR resolution, and the bicubic skip's 5x5 3 -> 48 (two
+    # when the edge weights are renormalised: the image and the in-image weights)
+    assert arch["flops_per_input_pixel"] == 2 * (9 * 3 * 8 + 2 * 9 * 8 * 8 + 9 * 8 * 48 + skip_convs * 25 * 3 * 48)
+
+    lr = np.random.default_rng(2).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    expected = np.clip(np.rint(np.asarray(gen(lr[None].astype(np.float32), training=False))[0]), 0, 255)
+    up = Upscaler.from_file(out, backend="onnxruntime", precision="f32", tile=0)
+    assert np.abs(up.upscale(lr).astype(int) - expected).max() <= 1
+    plain = open_backend(out, backend="onnxruntime", rewrite=False)
+    rewritten = open_backend(out, backend="onnxruntime", rewrite=True)  # no conv after its shuffle: nothing to do
+    x = lr[None].astype(np.float32)
+    np.testing.assert_array_equal(plain.run(x), rewritten.run(x))
+    if openvino_available():  # what `auto` picks on a CPU: bf16 where the CPU has it, checked against f32
+        auto = Upscaler.from_file(out, backend="openvino", precision="auto", tile=0)
+        assert auto.precision in ("f32", "bf16") and np.abs(auto.upscale(lr).astype(int) - expected).max() <= 3

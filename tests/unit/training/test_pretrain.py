@@ -311,3 +311,58 @@ def test_an_x4_models_weights_seed_an_x2_generator_layer_by_layer(tmp_path, make
         for got, want in zip(x2.get_layer(name).get_weights(), x4.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
     assert x2(np.zeros((1, 8, 8, 3), "float32")).shape == (1, 16, 16, 3)
+
+
+def test_distillation_adds_the_teachers_output_as_a_second_target(tmp_path, make_config):
+    """optim.distill_from: loss = L1(sr, hr) + w * L1(sr, teacher(lr)) on one batch; the teacher (a released file,
+    its architecture read from the card beside it) stays frozen while the compact student learns."""
+    import keras
+    import tensorflow as tf
+
+    from training.arch import build_generator
+    from training.pretrain import PretrainStage
+
+    keras.utils.set_random_seed(3)
+    teacher = build_generator(scale=4, filters=8, blocks=1, global_skip="bicubic", zero_init_residual=True)
+    rng = np.random.default_rng(5)
+    for v in teacher.trainable_variables:  # off bicubic, so the two targets differ
+        v.assign(v + rng.normal(0, 0.05, v.shape).astype(np.float32))
+    teacher.save_weights(tmp_path / "tiny_x4.resume.weights.h5")
+    (tmp_path / "tiny_x4.card.json").write_text(json.dumps({"architecture": {
+        "type": "SRResNet", "scale": 4, "filters": 8, "blocks": 1, "global_skip": "bicubic"}}))
+    config = make_config(tmp_path, tmp_path, **{
+        "generator.arch": "compact", "generator.filters": 8, "generator.blocks": 2, "optim.lr": 1e-3,
+        "optim.schedule": "constant", "optim.distill_from": str(tmp_path / "tiny_x4.resume.weights.h5"),
+        "optim.distill_weight": 0.5})
+    stage = PretrainStage(config)
+    stage.build()
+    lr, hr = _fixed_batch()
+    student = stage.generator
+    for v in student.trainable_variables:
+        v.assign(v + rng.normal(0, 0.05, v.shape).astype(np.float32))
+    sr = np.asarray(student(lr, training=True))
+    target = np.asarray(teacher(lr, training=False))
+    assert np.abs(target - hr).mean() > 1 and np.abs(target - sr).mean() > 1
+    frozen = stage._teacher
+    assert frozen is not None
+    teacher_before = [w.copy() for w in frozen.get_weights()]
+
+    metrics = tf.function(stage.train_step)(lr, hr)
+    distill = np.mean(np.abs(sr - target)) / 255
+    np.testing.assert_allclose(float(metrics["distill"]), distill, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["loss"]), np.mean(np.abs(sr - hr)) / 255 + 0.5 * distill, rtol=1e-5)
+    for got, want in zip(frozen.get_weights(), teacher_before):
+        np.testing.assert_array_equal(got, want)
+    assert np.abs(np.asarray(student(lr)) - sr).max() > 0, "the student learns"
+    assert not frozen.trainable_variables
+
+
+def test_a_teacher_of_another_scale_is_refused(tmp_path, make_config):
+    from training.arch import build_generator
+    from training.pretrain import PretrainStage
+
+    build_generator(scale=2, filters=8, blocks=1).save_weights(tmp_path / "x2.weights.h5")
+    (tmp_path / "x2.card.json").write_text(json.dumps({"architecture": {"scale": 2, "filters": 8, "blocks": 1}}))
+    config = make_config(tmp_path, tmp_path, **{"optim.distill_from": str(tmp_path / "x2.weights.h5")})
+    with pytest.raises(ValueError, match="upscales x2"):
+        PretrainStage(config)

@@ -212,3 +212,47 @@ def test_the_best_score_reads_as_a_score():
     assert best_text(28.8123, gan=False) == "PSNR-Y 28.812"
     assert best_text(-6.708, gan=True) == "NIQE 6.708"
     assert best_text(float("-inf"), gan=True) == "NIQE: none within the PSNR floor yet"
+
+
+def test_the_compact_tier_round_trips_and_old_configs_are_srresnet(tmp_path):
+    from cli.train import resolve_config
+    from training.config import TrainConfig
+
+    args = _parser().parse_args(["train", "pretrain", "--arch", "compact", "--filters", "48", "--blocks", "12",
+                                 "--distill-from", "model/weights/srresnet_x4.resume.weights.h5",
+                                 "--distill-weight", "0.5", "--run-dir", str(tmp_path)])
+    config = resolve_config(args)
+    config.save(tmp_path / "config.json")
+    again = TrainConfig.load(tmp_path / "config.json")
+    assert again == config and again.generator.arch == "compact" and again.generator.blocks == 12
+    assert again.optim.distill_from == Path("model/weights/srresnet_x4.resume.weights.h5")
+    assert again.optim.distill_weight == 0.5
+
+    old = json.loads((tmp_path / "config.json").read_text())  # a run saved before arch and distillation existed
+    del old["generator"]["arch"], old["optim"]["distill_from"], old["optim"]["distill_weight"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    loaded = TrainConfig.load(tmp_path / "old.json")
+    assert loaded.generator.arch == "srresnet" and loaded.optim.distill_from is None
+    assert loaded.generator.model_dump(exclude={"arch"}) == config.generator.model_dump(exclude={"arch"})
+
+
+def test_distillation_is_a_pretraining_option(capsys):
+    args = _parser().parse_args(["train", "gan", "--print-config", "--distill-from", "x.weights.h5"])
+    assert args.func(args) != 0
+    assert "--distill-from is a pretraining option" in capsys.readouterr().err
+
+
+def test_a_shipped_cards_architecture_is_found_beside_its_weights(tmp_path):
+    from training.checkpoint import find_generator, generator_config_of
+
+    shipped = ROOT / "model" / "weights"
+    source = find_generator(shipped / "srresnet_x4.resume.weights.h5")
+    assert source.config is None
+    arch = generator_config_of(source)  # srresnet_x4.card.json, written before arch existed
+    assert (arch.arch, arch.scale, arch.filters, arch.blocks, arch.global_skip) == ("srresnet", 4, 64, 16, "bicubic")
+    (tmp_path / "fast_x4.card.json").write_text(json.dumps(
+        {"architecture": {"type": "SRVGGNetCompact", "arch": "compact", "scale": 4, "filters": 48, "blocks": 12,
+                          "flops_per_input_pixel": 556128.0}}))
+    (tmp_path / "fast_x4.resume.weights.h5").write_bytes(b"")
+    carded = generator_config_of(find_generator(tmp_path / "fast_x4.resume.weights.h5"))
+    assert (carded.arch, carded.filters, carded.blocks) == ("compact", 48, 12)
