@@ -19,6 +19,7 @@ so no backend holds more than one image in memory.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import shutil
@@ -141,6 +142,11 @@ class Storage(Protocol):
     def check_writable(self) -> None:
         """Raise OSError unless an object can be created, written and removed (spool and store)."""
         ...
+
+
+def _boto_errors() -> Any:  # noqa: ANN401 - botocore is untyped
+    """``botocore.exceptions``, imported on first use: the s3 extra (the folder backend never needs it)."""
+    return importlib.import_module("botocore.exceptions")
 
 
 def _is_missing(exc: Any) -> bool:  # noqa: ANN401 - botocore's ClientError is untyped
@@ -368,14 +374,14 @@ class S3Storage(_Spool):
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """botocore's errors as :class:`StorageError` (an OSError, what a failing folder raises)."""
-        from botocore.exceptions import BotoCoreError, ClientError  # optional: the s3 extra
+        errors = _boto_errors()
 
         try:
             yield
-        except ClientError as exc:
+        except errors.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "error"))
             raise StorageError(5, code, what) from exc
-        except BotoCoreError as exc:
+        except errors.BotoCoreError as exc:
             raise StorageError(5, type(exc).__name__, what) from exc
 
     # --- inputs --------------------------------------------------------------
@@ -389,7 +395,7 @@ class S3Storage(_Spool):
     @contextlib.contextmanager
     def input_file(self, job_id: str) -> Iterator[Path]:
         """Download the input into ``inputs_dir`` (streamed to disk), yield it, remove it."""
-        from botocore.exceptions import ClientError  # optional: the s3 extra
+        errors = _boto_errors()
 
         self.ensure()
         fd, name = tempfile.mkstemp(dir=self.inputs_dir, prefix=f"{job_id}.input.", suffix=_TMP_SUFFIX)
@@ -399,7 +405,7 @@ class S3Storage(_Spool):
                 try:
                     self.client.download_fileobj(self.bucket, self.key(job_id, INPUT_NAME), fh,
                                                  Config=self._transfer())
-                except ClientError as exc:
+                except errors.ClientError as exc:
                     if _is_missing(exc):
                         raise InputMissing(2, "the uploaded image is gone",
                                            f"s3://{self.bucket}/{self.key(job_id, INPUT_NAME)}") from None
@@ -421,12 +427,12 @@ class S3Storage(_Spool):
             self._delete(stale)
 
     def open_result(self, job_id: str, ext: str) -> StoredResult | None:
-        from botocore.exceptions import ClientError  # optional: the s3 extra
+        errors = _boto_errors()
 
         key = self.key(job_id, f"{RESULT_STEM}.{_check_ext(ext)}")
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
+        except errors.ClientError as exc:
             if _is_missing(exc):
                 return None
             raise StorageError(5, str(exc.response.get("Error", {}).get("Code", "error")), "read the result") from exc
@@ -499,11 +505,11 @@ class S3Storage(_Spool):
 
     def read_object(self, name: str) -> bytes | None:
         """The bytes of a small object ``<prefix><name>``; None when there is none."""
-        from botocore.exceptions import ClientError  # optional: the s3 extra
+        errors = _boto_errors()
 
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"]
-        except ClientError as exc:
+        except errors.ClientError as exc:
             if _is_missing(exc):
                 return None
             raise StorageError(5, str(exc.response.get("Error", {}).get("Code", "error")), "read an object") from exc

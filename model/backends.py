@@ -7,12 +7,13 @@ safe to call from several threads at once.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -182,12 +183,18 @@ def device_memory_budget(backend_name: str, *, free: int | None = None) -> int |
     return None if not free else max(64 * 2**20, int(free * GPU_MEMORY_BUDGET_FRACTION))
 
 
+def runtime(name: str) -> Any:  # noqa: ANN401 - the runtimes' modules are untyped here
+    """The inference runtime ``name`` (``onnxruntime`` or ``openvino``), imported on first use: each is an optional
+    extra (cpu/gpu, openvino), and ``srgan`` starts without either. Raises ImportError when it is not installed."""
+    if name not in ("onnxruntime", "openvino"):
+        raise ValueError(f"unknown runtime {name!r}")
+    return importlib.import_module(name)
+
+
 def openvino_capabilities(device: str = "CPU") -> list[str]:
     """OpenVINO's OPTIMIZATION_CAPABILITIES for ``device`` (e.g. ``FP32``, ``BF16``, ``INT8``); empty without it."""
     try:
-        import openvino as ov  # optional: the openvino extra
-
-        return list(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
+        return list(runtime("openvino").Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # not installed, or no such device
         return []
 
@@ -274,8 +281,7 @@ class OrtBackend:
 
     def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0,
                  precision: str = "f32", rewrite: bool = True, cache: CompileCache | None = None) -> None:
-        import onnxruntime as ort  # optional: the cpu or gpu extra
-
+        ort = runtime("onnxruntime")
         _check_precision(precision)
         if precision == "bf16":
             raise ModelError("bf16 is not offered with ONNX Runtime: use the openvino backend, or f16/f32")
@@ -357,8 +363,7 @@ class OpenVinoBackend:
 
     def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32",
                  rewrite: bool = True, cache: CompileCache | None = None) -> None:
-        import openvino as ov  # optional: the openvino extra
-
+        ov = runtime("openvino")
         _check_precision(precision)
         core = ov.Core()
         if cache is not None:  # OpenVINO's own cache of compiled networks, keyed by network, device and options
@@ -413,7 +418,7 @@ class OpenVinoBackend:
 
 def openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401 - optional: the openvino extra
+        runtime("openvino")
     except ImportError:
         return False
     return True
@@ -421,7 +426,7 @@ def openvino_available() -> bool:
 
 def gpu_available() -> bool:
     try:
-        import onnxruntime as ort  # optional: the cpu or gpu extra
+        ort = runtime("onnxruntime")
     except ImportError:
         return False
     return any(p in ort.get_available_providers() for p in GPU_PROVIDERS)
@@ -438,12 +443,8 @@ def resolve_backend(backend: str, providers: list[str] | None) -> str:
 def runtime_version(backend: str) -> str:
     """The runtime and its version a backend name means (part of every compile cache key)."""
     if backend == "openvino":
-        import openvino as ov  # optional: the openvino extra
-
-        return f"openvino-{ov.get_version()}"
-    import onnxruntime as ort  # optional: the cpu or gpu extra
-
-    return f"onnxruntime-{ort.__version__}"
+        return f"openvino-{runtime('openvino').get_version()}"
+    return f"onnxruntime-{runtime('onnxruntime').__version__}"
 
 
 def open_backend(

@@ -133,6 +133,7 @@ class Upscaler:
         reload: BackendFactory | None = None,
         memory_budget: int | None = None,
         cache_dir: Path | None = None,
+        auto_int8: bool = True,
     ) -> Upscaler:
         """Load an ONNX generator; its contract comes from its metadata, else is inferred.
 
@@ -145,7 +146,9 @@ class Upscaler:
         ``reload`` loads the network again at a precision
         (default: from ``path``; pass one when ``path`` will not outlive the engine).
         ``cache_dir``: a :class:`model.compile_cache.CompileCache` folder for compiled networks and ``auto``'s
-        decision (start-up of the next process on this machine skips both).
+        decision (start-up of the next process on this machine skips both). ``auto_int8=False``: ``auto`` does
+        not try int8 (quantizing costs tens of seconds to minutes the first time; the catalog asks it only for
+        models whose card records an int8 measurement).
         """
         path = Path(path)
         if not path.is_file():
@@ -159,7 +162,7 @@ class Upscaler:
         reload = reload or reload_from_path
         note = f"int8 as asked ({SCHEME_SHORT})" if precision == "int8" else None
         if precision == "auto":
-            engine, note = _auto_precision(path, reload, cache, resolve_backend(backend, providers))
+            engine, note = _auto_precision(path, reload, cache, resolve_backend(backend, providers), auto_int8)
             log.info("%s: %s", path.name, note)
         else:
             engine = reload(precision)
@@ -456,19 +459,19 @@ def int8_cost(reference: Backend, candidate: Backend, contract: ModelContract | 
 
 
 def _auto_precision(path: Path, reload: BackendFactory, cache: CompileCache | None,
-                    backend: str) -> tuple[Backend, str]:
+                    backend: str, int8: bool = True) -> tuple[Backend, str]:
     """``auto``: int8 where it is native and passes its probe (:func:`_int8_checked`), else the fastest precision
     the device runs natively, kept when it passes the check against float32; with a ``cache``, the decision of
     an earlier process for the same network, runtime, int8 scheme and CPU (one compile, no check)."""
-    key = cache.precision_key(content_hash(path), backend, f"{runtime_version(backend)}|int8-{SCHEME_VERSION}") \
-        if cache else None
+    tried = f"int8-{SCHEME_VERSION}" if int8 else "no-int8"
+    key = cache.precision_key(content_hash(path), backend, f"{runtime_version(backend)}|{tried}") if cache else None
     known = cache.precision(key) if cache is not None and key is not None else None
     if known is not None:
         precision, note = known
         log.info("%s: auto's decision of an earlier process on this machine: %s", path.name, precision)
         return reload(precision), note
     engine = reload("f32")
-    chosen, int8_note = _int8_checked(engine, reload, cache) if cache is not None else (None, None)
+    chosen, int8_note = _int8_checked(engine, reload, cache) if cache is not None and int8 else (None, None)
     if chosen is not None and int8_note is not None:
         engine, note = chosen, int8_note
     else:

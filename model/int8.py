@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from model.backends import runtime_version
 from model.compile_cache import CompileCache, content_hash
 from model.contract import ModelContract, infer_layout
 from model.errors import ModelError
@@ -264,10 +265,8 @@ def model_contract(proto: onnx.ModelProto) -> ModelContract:
 def int8_model(path: Path, rewritten: bytes | None = None, cache: CompileCache | None = None) -> bytes:
     """The int8 graph of ``path`` (or of its ``rewritten`` graph): read back from ``cache``, else quantized on
     :func:`calibration_images` (tens of seconds on two cores) and stored there."""
-    import onnxruntime as ort  # optional: the cpu or gpu extra
-
     source = path.read_bytes() if rewritten is None else rewritten
-    saved = cache.int8_file(content_hash(source), f"onnxruntime-{ort.__version__}") if cache is not None else None
+    saved = cache.int8_file(content_hash(source), runtime_version("onnxruntime")) if cache is not None else None
     if saved is not None and saved.is_file():
         return saved.read_bytes()
     try:

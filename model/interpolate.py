@@ -28,40 +28,15 @@ import onnx
 from onnx import numpy_helper
 
 from model.contract import METADATA_KEY, ModelContract, load_proto
-from model.errors import InvalidParameter, ModelError
+from model.errors import ModelError
 
-__all__ = ["DETAIL_STEP", "PairMismatch", "blend_models", "check_pair", "interpolate_models", "round_denoise",
-           "round_detail"]
-
-DETAIL_STEP = 0.05
-"""Detail and denoise values are rounded to this step, so a handful of networks serve every request."""
+__all__ = ["PairMismatch", "blend_models", "check_pair", "interpolate_models"]
 
 
 class PairMismatch(ModelError):
     """Two models cannot be interpolated: their graphs or contracts differ."""
 
     code = "model_mismatch"
-
-
-def round_detail(value: float) -> float:
-    """``value`` (0..1) rounded to :data:`DETAIL_STEP`; anything else is an :class:`InvalidParameter`."""
-    return _round_knob("detail", value)
-
-
-def round_denoise(value: float) -> float:
-    """A denoise strength (0..1) rounded to :data:`DETAIL_STEP`; anything else is an :class:`InvalidParameter`."""
-    return _round_knob("denoise", value)
-
-
-def _round_knob(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InvalidParameter(f"{name} must be a number between 0 and 1, got {value!r}") from None
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidParameter(f"{name} must be between 0 and 1, got {value}")
-    steps = round(value / DETAIL_STEP)
-    return round(steps * DETAIL_STEP, 2)
 
 
 def _structure(proto: onnx.ModelProto) -> dict[tuple[str, int], onnx.TensorProto]:

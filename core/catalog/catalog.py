@@ -47,6 +47,7 @@ from core.settings import Settings
 from model.contract import ModelContract, Tiling, load_proto
 from model.errors import InvalidParameter, ModelError
 from model.images import JPEG_QUALITY_KEY
+from model.knobs import round_denoise, round_detail
 from model.strength import Strength, auto_denoise, noise_sigma
 
 if TYPE_CHECKING:
@@ -175,8 +176,6 @@ def choose_denoise(target: ModelRef, requested: float | str | None, img: Image.I
     noise (``model.strength``; a clean image gets 0, which is the clean model itself). A model without denoise
     control runs as it is under ``auto`` (None) and refuses a number (``InvalidParameter``).
     """
-    from model.interpolate import round_denoise  # start-up: onnx, for denoise requests only
-
     if requested is None or requested == "auto":
         if not target.denoise_base:
             return None
@@ -330,8 +329,6 @@ class ModelCatalog:
             target = self.resolve(spec)
             base = clean = clean_base = None
             if detail is not None:
-                from model.interpolate import round_detail  # start-up: onnx, for detail requests only
-
                 detail = round_detail(detail)
                 base = self.resolve(require_detail_base(target))
             if denoise is not None:

@@ -59,8 +59,8 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
     kwargs = engine_options(settings, backend=backend, tile=tile, overlap=overlap, precision=precision)
     info = blend.target
     parts = blend.parts()
-    if len(parts) == 1:
-        engine = Upscaler.from_file(parts[0][0].path, **kwargs)
+    if len(parts) == 1:  # auto tries int8 only where the card says it was measured (quantizing takes a while)
+        engine = Upscaler.from_file(parts[0][0].path, **kwargs, auto_int8=parts[0][0].int8 is not None)
     else:
         proto = blend_models([(m.path, w) for m, w in parts])
         name = f"{info.name}-blend-{'-'.join(f'{w:.3f}' for _, w in parts)}.onnx"

@@ -28,6 +28,7 @@ from core.catalog.catalog import ModelCatalog
 from core.catalog.registry import DeployRefused, FileCheck, ModelVersion, find_card, read_card
 from model.contract import ModelContract, Tiling, infer_layout, load_proto
 from model.errors import ModelError
+from model.quality import metric_tag
 
 QUALITY_TOLERANCE_DB = 0.2
 """How much lower a candidate's PSNR-Y may be than the active version's before ``publish`` refuses it."""
@@ -213,8 +214,6 @@ class Publisher:
         if card.get("detail_base"):
             return self._gan_gate(active, candidate, eval_data, force)
         if eval_data is not None:
-            from model.quality import metric_tag  # start-up: numpy and Pillow, for --eval-data only
-
             keys = [f"{metric_tag(eval_data)}_psnr_y"]
             theirs = active.metrics if keys[0] in active.metrics else self._measure(active.path, eval_data)
         else:
@@ -236,8 +235,6 @@ class Publisher:
         bicubic's, colour shift within GAN_MAX_COLOR_SHIFT, flat-region error within GAN_FLAT_MARGIN of
         ``active``'s; on ``eval_data`` (measured now) or on the bench sets both cards measured NIQE on."""
         if eval_data is not None:
-            from model.quality import metric_tag  # start-up: numpy and Pillow, for --eval-data only
-
             tags = [metric_tag(eval_data)]
             theirs = active.metrics
             if f"{tags[0]}_niqe" not in theirs:

@@ -151,3 +151,27 @@ def test_int8_asked_on_a_cpu_without_int8_units_is_refused(models, monkeypatch):
     for backend in ("openvino", "onnxruntime"):
         with pytest.raises(ModelError, match="int8 needs a CPU with int8 dot-product units"):
             open_backend(models["srresnet"], backend=backend, precision="int8")
+
+
+@pytest.mark.usefixtures("int8_cpu")
+def test_auto_tries_int8_only_for_a_model_whose_card_records_an_int8_measurement(models, tmp_path):
+    """Through the catalog (what jobs and srgan upscale load): a model published without an int8 block on its card
+    (an import, a new run) is not quantized under auto, so its first start costs no quantization; with one it
+    is, and passes here."""
+    from core.catalog.catalog import ModelCatalog
+    from core.catalog.load import build_upscaler
+    from core.settings import Settings
+    from tests.utils.models import publish_checked
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", backend="openvino", precision="auto",
+                        cache_dir=tmp_path / "cache")
+    registry = ModelCatalog(settings).registry
+    publish_checked(registry, models["srresnet"], name="plain")
+    publish_checked(registry, models["other"], name="measured",
+                    card={"int8": {"scheme": int8.SCHEME_SHORT, "set5_cost_db": 0.03, "set14_cost_db": 0.02}})
+    catalog = ModelCatalog(settings)
+    plain = build_upscaler(settings, catalog.blend("plain", None))
+    assert plain.precision != "int8" and "int8" not in (plain.precision_note or "")
+    assert not (tmp_path / "cache" / "int8").exists(), "nothing quantized"
+    measured = build_upscaler(settings, catalog.blend("measured", None))
+    assert measured.precision == "int8", measured.precision_note
