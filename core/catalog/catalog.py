@@ -386,6 +386,11 @@ class ModelCatalog:
             return offered
         if default.source == "file":
             offered.insert(0, default)
+        # a registry not seeded (a local srgan upscale writes none): the shipped files themselves, so that a job
+        # asking x2 finds srresnet_x2 there as it does in the service
+        named = {m.name for m in offered}
+        offered += [self.describe_file(path) for name in shipped_models(self.weights_dir)
+                    if name not in named and (path := shipped_file(name, self.weights_dir)) is not None]
         return [replace(m, default=m.name == default.name and m.active) for m in offered]
 
     def select(self, *, model: str | None, scale: float | None, detail: bool = False,
