@@ -113,7 +113,7 @@ def resume_command(config: TrainConfig, name: str, resume_file: str, step: int) 
                      f"--init-weights model/weights/{resume_file}", f"--init-step {step}", "--resume"])
 
 
-_NOT_CARRIED = {"run_dir", "init_weights", "init_step", "stage", "pretrained", "vgg_weights"}
+_NOT_CARRIED = {"run_dir", "init_weights", "init_step", "init_scale", "stage", "pretrained", "vgg_weights"}
 
 
 def _changed_flags(body: dict[str, Any], defaults: dict[str, Any]) -> list[str]:

@@ -92,3 +92,15 @@ def test_the_resume_command_carries_every_setting_the_run_changed(tmp_path):
                  "--init-step 1234", "--resume"):
         assert flag in command, flag
     assert "--pretrained" not in command, "a resumed GAN starts from its own weights"
+
+
+def test_the_resume_command_of_a_run_seeded_from_another_scale_starts_from_its_own_weights():
+    """An x2 run seeded from x4 weights (--init-scale 4) resumes from its own x2 weights: no --init-scale."""
+    from training.config import default_config, merge
+    from training.release import resume_command
+
+    config = merge(default_config("pretrain"), {"generator.scale": 2, "init_scale": 4, "steps": 5000,
+                                                "init_weights": "model/weights/srresnet_x4.resume.weights.h5"})
+    command = resume_command(config, "srresnet_x2", "srresnet_x2.resume.weights.h5", 5000)
+    assert "--scale 2" in command and "--init-weights model/weights/srresnet_x2.resume.weights.h5" in command
+    assert "--init-scale" not in command
