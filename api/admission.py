@@ -42,7 +42,7 @@ from core.limits import JobLimits, Refused
 from core.sizing import OutputSize
 from model.errors import InvalidParameter, ModelError, SRGANError
 from model.images import ImageInfo
-from model.interpolate import round_denoise, round_detail
+from model.knobs import round_denoise, round_detail
 
 log = logging.getLogger(__name__)
 

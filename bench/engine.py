@@ -313,25 +313,11 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
 
 
 def candidate_model(spec: str, path: Path, scale: int = 4) -> Path:
-    """``arch:filters:blocks[:global_skip]`` (``compact:48:12``, ``compact:64:16:bicubic_edge``; the skip
-    ``bicubic`` unless another is given) as an untrained x``scale`` ONNX generator at ``path``, its weights pushed
-    off the zero-initialised tail so that no layer computes zeros."""
-    import keras
+    """``arch:filters:blocks[:global_skip]`` as an untrained ONNX generator at ``path``
+    (``training.export.export_untrained``)."""
+    from training.export import export_untrained  # optional: the train extra (TensorFlow)
 
-    from training.arch import build_generator
-    from training.export import keras_to_onnx
-
-    arch, filters, blocks, *skip = spec.split(":")
-    keras.utils.set_random_seed(0)
-    generator = build_generator(scale=scale, filters=int(filters), blocks=int(blocks),
-                                global_skip=skip[0] if skip else "bicubic", arch=arch,  # type: ignore[arg-type]
-                                zero_init_residual=False)
-    for v in generator.trainable_variables:
-        v.assign(v + np.random.default_rng(1).normal(0, 0.01, v.shape).astype(np.float32))
-    proto = keras_to_onnx(generator)
-    ModelContract(scale=scale, name=spec.replace(":", "_"), version="untrained").store_in(proto)
-    onnx.save(proto, str(path))
-    return path
+    return export_untrained(spec, path, scale)
 
 
 def bench_candidates(reference: Path, specs: list[str], args: argparse.Namespace, tmp: Path) -> dict:

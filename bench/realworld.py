@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +36,12 @@ from bench.engine import cpu_report
 from core.catalog.catalog import Blend, ModelCatalog, choose_denoise
 from core.catalog.load import build_upscaler
 from core.settings import get_settings
+from model.errors import ModelError
 from model.images import JPEG_QUALITY_KEY, read_image
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe
 from model.quality import bicubic_upscale, crop_to_multiple, flat_region_error, psnr_y, rgb_to_y, ssim_y
-from model.strength import AutoThresholds, auto_denoise
+from model.strength import AutoThresholds, auto_denoise, noise_sigma
 from training.degradations import CONDITIONS, degrade_condition
 from training.evaluate import color_shift
 from training.sources import combined_folder_pairs, read_rgb, split_holdout
@@ -272,8 +275,6 @@ def _panel(tiles: list[tuple[str, np.ndarray]], box: tuple[int, int, int, int], 
 def calibrate(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, Any]:
     """auto's thresholds fitted on the training split: each image's best denoise, then the least PSNR lost among
     the thresholds that give every clean image 0."""
-    from model.strength import noise_sigma
-
     grid = [round(0.1 * k, 1) for k in range(11)]
     samples: list[dict[str, Any]] = []
     for condition in CONDITIONS:
@@ -327,9 +328,6 @@ print(len(mixes), len(cache._engines), [l.split()[1] for l in open("/proc/self/s
 def mixed_engines_peak_rss(model: str, gan: bool, size: int) -> tuple[int, int, float]:
     """(mixes run, engines kept, peak RSS GB) of a fresh worker-like process that upscales a size x size image
     at each of several detail/denoise mixes through one engine cache (as a worker's jobs would)."""
-    import subprocess
-    import sys
-
     res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, model, str(size), "gan" if gan else "psnr"],
                          capture_output=True, text=True, check=True)
     mixes, kept, kb = res.stdout.strip().splitlines()[-1].split()
@@ -337,8 +335,6 @@ def mixed_engines_peak_rss(model: str, gan: bool, size: int) -> tuple[int, int, 
 
 
 def _offered(runner: Runner, name: str) -> str | None:
-    from model.errors import ModelError
-
     try:
         return name if runner.catalog.resolve(name).denoise_base else None
     except ModelError:

@@ -12,6 +12,9 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from cli.exits import USAGE, fail, missing_path
+from core.catalog.shipped import is_path
+
 BENCHMARKS = {
     "engine": "engine benchmark: precisions, tiling, memory, backends against the matmul ceiling",
     "service": "service overhead: latency and throughput through the API and a worker, against the engine alone",
@@ -48,9 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _runner(module: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        from cli.exits import USAGE, fail, missing_path
-        from core.catalog.shipped import is_path
-
         model = getattr(args, "model", None)
         models = model if isinstance(model, list) else [model]
         missing = missing_path(*(Path(m) for m in models if m is not None and is_path(str(m))))

@@ -5,10 +5,9 @@ a timeout or a dropped connection gets the job the first attempt made instead of
 waits with ``Prefer: wait`` or follows the job's Server-Sent Events for progress; it downloads the
 result; connection errors, 429 and 5xx answers are retried with backoff. Only ``httpx`` is needed::
 
-    from cli.client import Client
-
-    with Client("http://127.0.0.1:8000", api_key="...") as sr:
-        png = sr.upscale("photo.jpg", format="png", progress=lambda p: print(f"{p:.0%}"))
+    >>> from cli.client import Client
+    >>> with Client("http://127.0.0.1:8000", api_key="...") as sr:
+    ...     png = sr.upscale("photo.jpg", format="png", progress=lambda p: print(f"{p:.0%}"))
 
 ``srgan upscale --server URL`` is this client on the command line.
 """

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +112,6 @@ def _publisher(catalog: ModelCatalog | None = None) -> Publisher:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    import json
-    import re
-    import tempfile
-
     import onnx  # start-up: onnx, for imports only
 
     from importers.convert import import_file  # start-up: numpy and onnx

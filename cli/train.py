@@ -30,8 +30,9 @@ from cli.exits import INTERRUPTED, OK, USAGE, error_text, fail, missing_path
 from cli.models import publish_and_report
 from core.catalog.registry import DeployRefused, card_path_for
 from model.errors import SRGANError
-from training.config import Stage, TrainConfig, default_config, load_overrides_file, merge
-from training.degradations import CONDITIONS
+from training.config import DegradeConfig, Stage, TrainConfig, default_config, load_overrides_file, merge
+from training.degradations import CONDITIONS, write_examples
+from training.sources import list_images
 
 _SECTIONS = ("generator", "data", "degrade", "optim", "gan")
 _TOP_SKIP = {"stage", *_SECTIONS}
@@ -315,10 +316,6 @@ def _handle_train(args: argparse.Namespace) -> int:
 
 
 def _handle_degrade(args: argparse.Namespace) -> int:
-    from training.config import DegradeConfig
-    from training.degradations import write_examples
-    from training.sources import list_images
-
     try:
         paths = list_images(args.input) if args.input.is_dir() else [args.input]
         if not args.input.exists():

@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.exits import USAGE, fail
+from cli.exits import USAGE, describe_os_error, fail
 from core.catalog.catalog import ModelCatalog, choose_denoise, require_denoise_base
 from core.settings import get_settings
 from core.sizing import MAX_SCALE, MIN_SCALE, OutputSize
-from model.errors import InvalidParameter, SRGANError
+from model.errors import InvalidParameter, ModelError, SRGANError
 
 if TYPE_CHECKING:  # start-up: the engine
     from PIL import Image
@@ -231,8 +231,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if (args.precision or settings.precision) == "int8":  # refused before any image is read or model loaded
-        from model.backends import check_int8_cpu
-        from model.errors import ModelError
+        from model.backends import check_int8_cpu  # start-up: the engine's runtimes
 
         try:
             check_int8_cpu()
@@ -346,8 +345,6 @@ def _plan(args: argparse.Namespace, max_input_pixels: int) -> tuple[list[Source]
 
 def _error(src: Source | Path, exc: Exception) -> None:
     if isinstance(exc, OSError):
-        from cli.exits import describe_os_error
-
         text = describe_os_error(exc)
         print(f"srgan: error: {text if exc.filename is not None else f'{src}: {text}'}", file=sys.stderr)
         return

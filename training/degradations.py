@@ -28,6 +28,7 @@ from PIL import Image
 
 from model.quality import bicubic_downscale, crop_to_multiple
 from training.config import DegradeConfig
+from training.sources import read_rgb
 
 KERNEL_SIZE = 21
 """Blur and sinc kernels are drawn on a 21x21 grid (Real-ESRGAN's largest size); smaller sizes are zero outside."""
@@ -427,8 +428,6 @@ def write_examples(hr_paths: list[Path], out: Path, seed: int, count: int, scale
     """For each image: ``count`` degraded LR images (``<stem>_s<seed>_<k>.png``), drawn with seeds (seed, k), and a
     panel ``<stem>_panel.png`` (the clean bicubic LR, then each degraded one, all enlarged ``scale`` times with
     nearest neighbour so the artifacts show). Returns what each file holds (also in ``degradations.json``)."""
-    from training.sources import read_rgb
-
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     for path in hr_paths:

@@ -25,6 +25,7 @@ import tensorflow as tf
 import tf2onnx
 
 from core.catalog.registry import card_path_for, sha256_of
+from model.backends import runtime
 from model.contract import ModelContract
 from model.engine import Upscaler
 from model.graph import flops_per_input_pixel
@@ -81,11 +82,9 @@ def _name_dims(value_info: onnx.ValueInfoProto, dims: list[str | int]) -> None:
 
 def parity_check(generator: keras.Model, path: Path, tolerance: float, seed: int = 0) -> float:
     """Max |ONNX Runtime - Keras| on a random image; raises :class:`ExportError` above ``tolerance``."""
-    import onnxruntime as ort  # optional: the cpu or gpu extra
-
     lr = np.random.default_rng(seed).uniform(0, 255, PARITY_SHAPE).astype(np.float32)
     expected = np.asarray(generator(lr, training=False))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = runtime("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(["hr"], {"lr": lr})[0]
     if got.shape != expected.shape:
         raise ExportError(f"ONNX output shape {got.shape} differs from Keras {expected.shape}")
@@ -268,3 +267,20 @@ def _degradation(cfg: TrainConfig, fmt: str) -> str:
         return ("realworld: Real-ESRGAN's second-order blur/resize/noise/JPEG model, BSRGAN's shuffled order, "
                 "sinc + JPEG last (training.degradations; ranges in degradation_ranges)")
     return f"div2k {cfg.data.div2k_track}" if fmt == "div2k" else "bicubic (model.quality)"
+
+
+def export_untrained(spec: str, path: Path, scale: int = 4) -> Path:
+    """``arch:filters:blocks[:global_skip]`` (``compact:48:12``, ``compact:64:16:bicubic_edge``; the skip
+    ``bicubic`` unless another is given) as an untrained x``scale`` ONNX generator at ``path``, its weights pushed
+    off the zero-initialised tail so that no layer computes zeros."""
+    arch, filters, blocks, *skip = spec.split(":")
+    keras.utils.set_random_seed(0)
+    generator = build_generator(scale=scale, filters=int(filters), blocks=int(blocks),
+                                global_skip=skip[0] if skip else "bicubic", arch=arch,  # type: ignore[arg-type]
+                                zero_init_residual=False)
+    for v in generator.trainable_variables:
+        v.assign(v + np.random.default_rng(1).normal(0, 0.01, v.shape).astype(np.float32))
+    proto = keras_to_onnx(generator)
+    ModelContract(scale=scale, name=spec.replace(":", "_"), version="untrained").store_in(proto)
+    onnx.save(proto, str(path))
+    return path

@@ -12,7 +12,8 @@ from core.catalog.registry import DeployRefused, Registry
 from core.settings import Settings
 from model.engine import Upscaler
 from model.errors import InvalidParameter
-from model.interpolate import PairMismatch, check_pair, interpolate_models, round_detail
+from model.interpolate import PairMismatch, check_pair, interpolate_models
+from model.knobs import round_detail
 from tests.utils.models import publish_checked
 from worker.engines import EngineCache
 
@@ -162,7 +163,7 @@ def test_a_four_way_blend_is_bilinear_in_the_weights(tmp_path, image):
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("inf"), "strong"])
 def test_denoise_outside_0_1_is_refused_naming_it(value):
-    from model.interpolate import round_denoise
+    from model.knobs import round_denoise
 
     with pytest.raises(InvalidParameter, match="^denoise must"):
         round_denoise(value)
