@@ -289,7 +289,7 @@ def _int8_cell(int8: dict | None) -> str:
 def _auto_here() -> str:
     """What ``auto`` picks on this machine's CPU (a GPU worker picks f16)."""
     # start-up: the engine's backends
-    from model.backends import BF16_CPU_FLAGS, cpu_flags, cpu_model, native_precision, openvino_available
+    from model.backends import BF16_CPU_FLAGS, cpu_flags, cpu_model, native_precision, openvino_available  # start-up
     from model.int8 import int8_units
 
     flags = cpu_flags()

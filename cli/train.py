@@ -411,7 +411,7 @@ def _handle_figures(args: argparse.Namespace) -> int:
     if missing:
         return fail(missing, USAGE, command="figures")
     # start-up: numpy, Pillow, matplotlib and the engine
-    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side
+    from training.figures import detail_sweep, perception_distortion, plot_curve, side_by_side  # matplotlib
 
     try:
         if args.what == "curve":

@@ -106,7 +106,7 @@ class ImageInfo:
 def heif_available() -> bool:
     """Whether HEIC/HEIF images can be read (the ``pillow-heif`` package registers Pillow's opener for them)."""
     try:
-        from pillow_heif import register_heif_opener
+        from pillow_heif import register_heif_opener  # start-up: loaded on the first HEIF question
     except ImportError:
         return False
     register_heif_opener()
@@ -295,7 +295,7 @@ def _with_deep(img: Image.Image, data: bytes | Path, info: ImageInfo, source_mod
         return img, f"{reduced}; it was read with 8 bits per channel (16 bits are kept for PNG and TIFF)"
     if info.transparency:
         return img, f"{reduced} and a transparent colour key; it was read with 8 bits per channel"
-    import imagecodecs
+    import imagecodecs  # start-up: loaded only for 16-bit images
 
     raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else Path(data).read_bytes()
     try:
@@ -634,7 +634,7 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 def _encode_png16(deep: np.ndarray, info: Mapping[Any, Any], provenance: dict[str, object] | None) -> bytes:
     """A 16-bit PNG of ``deep`` (libpng through imagecodecs) with the ICC profile (``iCCP``), the EXIF
     (``eXIf``) and the provenance (``tEXt``) Pillow would write, inserted after ``IHDR``."""
-    import imagecodecs
+    import imagecodecs  # start-up: loaded only for 16-bit images
 
     pixels = deep[:, :, 0] if deep.shape[2] == 1 else deep
     png = bytes(imagecodecs.png_encode(np.ascontiguousarray(pixels), level=6))
