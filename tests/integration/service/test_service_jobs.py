@@ -226,7 +226,7 @@ def test_models_health_readiness_and_metrics(client):
     assert listing["precision"] == "auto"
     assert models[0] == {"name": "nearest", "version": "1", "ref": "nearest:1", "scale": 4, "active": True,
                          "default": True, "metrics": {}, "source": "file", "published_at": None, "sha256": None,
-                         "detail_base": None, "denoise_base": None, "int8": None, "precision": "f32",
+                         "detail_base": None, "denoise_base": None, "tiling": None, "int8": None, "precision": "f32",
                          "precision_note": "auto: onnxruntime:CPUExecutionProvider runs f32 natively"}
     assert {m["name"] for m in models[1:]} == set(shipped_models()), "the registry holds the shipped models"
     assert all(m["source"] == "registry" and not m["default"] for m in models[1:])

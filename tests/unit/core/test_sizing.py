@@ -9,6 +9,8 @@ import pytest
 from core.sizing import OutputSize
 from model.errors import InvalidParameter
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(("asked", "image", "expected"), [
     ({}, (320, 240), (1280, 960)),  # nothing asked: the model's scale (4)

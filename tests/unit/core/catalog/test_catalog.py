@@ -41,7 +41,8 @@ def test_file_without_contract_is_named_by_its_stem(tmp_path):
 def test_selection_by_name_version_and_scale(settings):
     assert ModelCatalog(settings).select(model=None, scale=None).name == "nearest"
     assert ModelCatalog(settings).select(model="nearest:1", scale=4).name == "nearest"
-    assert ModelCatalog(settings).select(model=None, scale=2).scale == 4, "other scales are resampled"
+    assert ModelCatalog(settings).select(model=None, scale=3).name == "nearest", "other scales are resampled"
+    assert ModelCatalog(settings).select(model=None, scale=2).name == "srresnet_x2", "a native x2 runs x2 jobs"
     for bad in ("other", "nearest:2"):
         with pytest.raises(InvalidParameter, match="offered: nearest:1"):
             ModelCatalog(settings).select(model=bad, scale=None)
