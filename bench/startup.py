@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -41,7 +42,8 @@ def _image(path: Path, width: int, height: int) -> None:
     Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC).save(path)
 
 
-def _once(work: Path, image: Path, precision: str, cache: str, model: str) -> float:
+def _once(work: Path, image: Path, precision: str, cache: str, model: str) -> tuple[float, float]:
+    """The process's wall seconds, and its first tile's moment from the process start (``--timings``)."""
     cache_dir = work / f"cache-{precision}"
     if cache == "cold":
         shutil.rmtree(cache_dir, ignore_errors=True)
@@ -49,9 +51,19 @@ def _once(work: Path, image: Path, precision: str, cache: str, model: str) -> fl
            "SRGAN_CACHE_DIR": str(cache_dir), "SRGAN_COMPILE_CACHE": "false" if cache == "off" else "true"}
     out = work / "out.png"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli.main", "upscale", str(image), "-o", str(out), "--overwrite",
-                    "--no-progress", "--model", model], env=env, check=True, capture_output=True)
-    return time.perf_counter() - started
+    done = subprocess.run([sys.executable, "-m", "cli.main", "upscale", str(image), "-o", str(out), "--overwrite",
+                           "--no-progress", "--timings", "--model", model], env=env, check=True, capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - started
+    return wall, first_tile(done.stderr)
+
+
+def first_tile(stderr: str) -> float:
+    """The ``first tile`` moment of ``srgan upscale --timings``'s line."""
+    found = re.search(r"srgan: timings: .*first tile ([0-9.]+) s", stderr)
+    if found is None:
+        raise RuntimeError(f"no timings line in srgan upscale's output: {stderr[-500:]}")
+    return float(found.group(1))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,15 +76,20 @@ def run(args: argparse.Namespace) -> int:
         image = work / "in.png"
         _image(image, args.width, args.height)
         times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        firsts: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for _ in range(args.repeat):
             for name, (precision, cache) in VARIANTS.items():
                 if cache == "warm":  # the cache a previous process left
                     _once(work, image, precision, "cold", args.model)
-                times[name].append(_once(work, image, precision, cache, args.model))
+                wall, first = _once(work, image, precision, cache, args.model)
+                times[name].append(wall)
+                firsts[name].append(first)
     base = statistics.median(times["f32, cold cache"])
-    print(f"\nsrgan upscale {args.width}x{args.height} -> x4, whole process, median of {args.repeat}")
+    print(f"\nsrgan upscale {args.width}x{args.height} -> x4, whole process, median of {args.repeat}; first tile: "
+          "seconds from the process start to the first tile done (--timings)")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<18} {median:6.2f} s   {base / median:5.2f}x f32 cold")
+        print(f"{name:<18} {median:6.2f} s   {base / median:5.2f}x f32 cold   first tile "
+              f"{statistics.median(firsts[name]):5.2f} s")
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     return 0

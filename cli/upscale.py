@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "on a GPU, else f32, each kept only when it matches f32 on a probe image; int8 is refused on "
                         "a CPU without AMX-INT8/VNNI")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--timings", action="store_true",
+                   help="print, for each file, the seconds from the process's start to: the command running, each "
+                        "engine ready (model loaded, compiled, precision probed), the first tile done, all tiles "
+                        "done and the file written (stderr; local upscales)")
     p.add_argument("--server", metavar="URL", help="upscale on this service (http://host:8000) instead of locally: "
                                                   "upload, follow progress, download, retrying safely")
     p.add_argument("--api-key", metavar="KEY", help="the service's API key (with --server)")
@@ -242,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _fail(str(exc))
     engines: dict[tuple[tuple[str, float], ...], Upscaler] = {}
+    clock = Timings(args.timings)
+    clock.mark("command running")
 
     def engine_for(blend: Blend) -> Upscaler:
         """Each blend's engine built once (denoise auto may pick another one for each image)."""
@@ -249,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
         if key not in engines:
             engines[key] = build_upscaler(settings, blend, backend=args.backend, tile=args.tile,
                                           overlap=args.overlap, precision=args.precision)  # None: the settings'
+            clock.mark("engine ready")
         return engines[key]
 
     catalog = ModelCatalog(settings)  # reads only: a local upscale writes no registry
@@ -297,8 +306,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             with ProgressBar(src.path.name, show) as progress:
-                result = render(pick, src.path, replace(options, format=src_fmt), limits, progress=progress)
+                result = render(pick, src.path, replace(options, format=src_fmt), limits,
+                                progress=clock.watch(progress))
             write_file(dst, result.data)
+            clock.mark("written")
+            clock.report(src)
         except (SRGANError, OSError) as exc:
             tally.failed += 1
             _error(src, exc)
@@ -410,6 +422,59 @@ def run_remote(args: argparse.Namespace) -> int:
 
 def _fail(message: str) -> int:
     return fail(message, USAGE)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included), from Linux's /proc; None
+    where that is not known."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime (after the name)
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Timings:
+    """``--timings``: the moments of a local upscale in seconds from the process's start (from the command's
+    start where the process's is not known), printed per file on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        age = process_age() if enabled else None
+        self.origin = time.perf_counter() - (age or 0.0)
+        self.since = "process start" if age is not None else "command start"
+        self.marks: list[tuple[str, float]] = []
+
+    def mark(self, what: str) -> None:
+        if self.enabled:
+            self.marks.append((what, time.perf_counter() - self.origin))
+
+    def watch(self, progress: Progress | None) -> Progress | None:
+        """``progress`` that also marks the first and the last tile."""
+        if not self.enabled:
+            return progress
+
+        first = [True]
+
+        def update(done: int, total: int) -> None:
+            if first[0]:  # after the first batch of tiles (one tile unless the engine batches them)
+                first[0] = False
+                self.mark("first tile")
+            if done == total:
+                self.mark("all tiles")
+            if progress is not None:
+                progress(done, total)
+
+        return update
+
+    def report(self, src: Source) -> None:
+        if self.enabled:
+            moments = ", ".join(f"{what} {at:.2f} s" for what, at in self.marks)
+            print(f"srgan: timings: {src}: from {self.since}: {moments}", file=sys.stderr)
+            self.marks = []
 
 
 class ProgressBar:

@@ -249,3 +249,19 @@ def test_a_16_bit_png_comes_back_16_bit_and_jpeg_says_it_holds_8(model, tmp_path
     res = srgan("upscale", tmp_path / "scan.png", "-o", tmp_path / "big.jpg", "--model", model)
     assert res.returncode == 0, res.stderr
     assert "srgan: warning:" in res.stderr and "8 bits per channel" in res.stderr
+
+
+def test_timings_give_the_moments_of_each_file_from_the_process_start_in_order(model, images, tmp_path):
+    out = tmp_path / "out"
+    res = srgan("upscale", images / "a.png", images / "b.jpg", "-o", out, "--model", model, "--tile", "16",
+                "--overlap", "4", "--timings")
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("srgan: timings:")]
+    assert [line.split(": ")[2] for line in lines] == [str(images / "a.png"), str(images / "b.jpg")]
+    first = dict(part.rsplit(" ", 2)[:2] for part in lines[0].split("from process start: ")[1].split(", "))
+    names = list(first)
+    assert names == ["command running", "engine ready", "first tile", "all tiles", "written"]
+    moments = [float(first[name]) for name in names]
+    assert moments == sorted(moments) and moments[0] > 0.05  # the interpreter and the imports come first
+    # the second file reuses the engine: only its tiles and its file
+    assert "engine ready" not in lines[1] and "first tile" in lines[1] and "written" in lines[1]
