@@ -28,8 +28,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -199,6 +197,8 @@ class RedisServer:
 
     def _wait_ready(self, timeout_s: float) -> bool:
         assert self.port is not None, "start() picks the port before it waits"
+        import redis  # start-up: every srgan command imports this module (cli.serve), few start a server
+
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:

@@ -37,10 +37,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import redis
 
 from core.catalog import store_sync
-from core.catalog.announce import generation
+from core.catalog.announce import generation_or
 from core.catalog.registry import ModelVersion, Registry, find_card, read_card
 from core.catalog.shipped import WEIGHTS_DIR, is_path, shipped_file, shipped_models
 from core.settings import Settings
@@ -51,6 +50,7 @@ from model.knobs import round_denoise, round_detail
 from model.strength import Strength, auto_denoise, noise_sigma
 
 if TYPE_CHECKING:
+    import redis
     from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -299,12 +299,7 @@ class ModelCatalog:
             return info
 
     def _forget_stale_resolutions(self) -> None:
-        current = self._generation
-        if self.client is not None:
-            try:
-                current = generation(self.client)
-            except redis.RedisError as exc:
-                log.warning("cannot read the model generation from Redis: %s", exc)
+        current = self._generation if self.client is None else generation_or(self.client, self._generation)
         now = time.monotonic()
         if current != self._generation or now - self._checked_at >= self.settings.model_refresh_s:
             if self._resolved and current != self._generation:
