@@ -7,6 +7,16 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 LOCK ?= requirements/ci.lock
+
+# Where the import extra's torch comes from: its CPU-only build. PyPI's torch for Linux is the CUDA build and pulls
+# ~5.8 GB of nvidia-* libraries that `srgan import` never uses; the lock pins torch==2.13.0+cpu. This project's
+# machines and CI keep that wheel in /opt/wheels (--find-links); elsewhere PyTorch's CPU index serves it
+# (--extra-index-url). TORCH_FIND_LINKS=DIR names another folder; TORCH_FIND_LINKS= (empty) uses the index.
+TORCH_FIND_LINKS ?= $(wildcard /opt/wheels)
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+TORCH_SOURCE = $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS),--extra-index-url $(TORCH_INDEX_URL))
+PIP_TORCH = $(if $(filter import,$(subst $(comma), ,$(EXTRAS))),$(TORCH_SOURCE))
+UV_TORCH = $(if $(TORCH_FIND_LINKS),$(TORCH_SOURCE),$(TORCH_SOURCE) --index-strategy unsafe-best-match)
 UV_COMPILE = $(BIN)/uv pip compile pyproject.toml -q --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
 
 .PHONY: help venv serve upscale test test-fast lint bench lock audit clean
@@ -14,6 +24,7 @@ UV_COMPILE = $(BIN)/uv pip compile pyproject.toml -q --python-platform x86_64-ma
 help:
 	@echo "make serve [PORT=8000] - run the service (API + embedded Redis + a worker) with the default model"
 	@echo "make test     - install everything, run the linters (make lint), then the whole test suite"
+	@echo "make venv EXTRAS=cpu,openvino,import - an environment with these extras (import: srgan import's torch and spandrel)"
 	@echo "make lint     - import contracts (lint-imports), ruff check and mypy"
 	@echo "make upscale IN=photo.png [OUT=out.png] - upscale one file locally"
 	@echo "make bench    - engine benchmark (srgan bench engine)"
@@ -36,8 +47,8 @@ $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	  done; \
 	  if [ -z "$$missing" ]; then echo "$(VENV) has the extras $(EXTRAS) already ($$stamp)"; touch $@; exit 0; fi; \
 	done; \
-	echo "$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'"; \
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]' && touch $@
+	echo "$(BIN)/python -m pip install --quiet -c $(LOCK) $(PIP_TORCH) -e '.[$(EXTRAS)]'"; \
+	$(BIN)/python -m pip install --quiet -c $(LOCK) $(PIP_TORCH) -e '.[$(EXTRAS)]' && touch $@
 
 venv: $(STAMP)
 
@@ -48,7 +59,7 @@ upscale: $(STAMP)
 	$(BIN)/srgan upscale $(IN) $(if $(OUT),-o $(OUT),)
 
 test:
-	$(MAKE) EXTRAS=cpu,openvino,train,dev,reference venv
+	$(MAKE) EXTRAS=cpu,openvino,train,dev,reference,import venv
 	$(MAKE) lint
 	$(BIN)/python -m pytest -q -ra
 
@@ -69,13 +80,14 @@ bench:
 	$(BIN)/srgan bench engine
 
 # The lock files: the API image (hashes), the CPU worker image (hashes), the GPU worker image (Python 3.10,
-# hashes), CI and `make venv`. The images keep jobs' files in S3 too (docker-compose.yml), hence the s3 extra.
+# hashes), CI and `make venv`. The images keep jobs' files in S3 too (docker-compose.yml), hence the s3 extra. CI's
+# lock has the import extra with torch's CPU build (TORCH_SOURCE), never PyPI's CUDA one and its nvidia-* packages.
 lock: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "uv>=0.5,<1"
 	$(UV_COMPILE) --python-version 3.11 --generate-hashes --extra s3 -o requirements/api.lock
 	$(UV_COMPILE) --python-version 3.11 --generate-hashes --extra cpu --extra openvino --extra s3 -o requirements/worker-cpu.lock
 	$(UV_COMPILE) --python-version 3.10 --generate-hashes --extra gpu --extra s3 -o requirements/worker-gpu.lock
-	$(UV_COMPILE) --python-version 3.11 --extra cpu --extra openvino --extra train --extra dev --extra s3 --extra reference --extra nncf -o requirements/ci.lock
+	$(UV_COMPILE) --python-version 3.11 --extra cpu --extra openvino --extra train --extra dev --extra s3 --extra reference --extra nncf --extra import $(UV_TORCH) -o requirements/ci.lock
 
 # Known advisories in the locked versions (needs the PyPI JSON API or OSV to be reachable).
 audit: | $(BIN)/python

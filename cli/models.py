@@ -16,7 +16,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.exits import FAILED, OK, USAGE, fail
 from core.catalog import store_sync
@@ -26,6 +26,9 @@ from core.catalog.publish import QUALITY_TOLERANCE_DB, Publisher
 from core.catalog.registry import read_card
 from core.settings import get_settings
 from model.errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,13 +66,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import", help="import a third-party model (ncnn .param/.bin, PyTorch .pth/.safetensors) "
                                         "and publish it like `srgan deploy`",
                          description="Convert FILE to ONNX (ncnn: its graph; PyTorch: Real-ESRGAN's compact "
-                                     "architecture, read without torch), write a card (source files and sha256, "
-                                     "architecture, scale, parameters, FLOPs per input pixel; for Real-ESRGAN's "
-                                     "architectures the tiling they need: its pre-pad and a measured minimum "
-                                     "overlap, also in the file's contract), then check, gate and publish it as NAME "
-                                     "through the one publish path, made active unless --no-activate.")
+                                     "architecture without torch, every other architecture spandrel detects "
+                                     "through spandrel and torch.onnx with a parity check against PyTorch: the "
+                                     "import extra), write a card (source files and sha256, architecture, scale, "
+                                     "parameters, FLOPs per input pixel, parity; for Real-ESRGAN's architectures the "
+                                     "tiling they need: its pre-pad and a measured minimum overlap, also in the "
+                                     "file's contract), then check, gate and publish it as NAME through the one "
+                                     "publish path, made active unless --no-activate.")
     imp.add_argument("file", type=Path, metavar="FILE", help="model.param (its .bin beside it), .pth, .pt or "
                                                              ".safetensors")
+    imp.add_argument("--parity-image", type=Path, metavar="IMAGE",
+                     help="for a file imported through spandrel: check ONNX Runtime against PyTorch on the middle "
+                          "60x48 of this picture (default: a built-in textured image)")
     imp.add_argument("--name", help="model name (default: the file's stem, made a valid name)")
     imp.add_argument("--licence", help="the model's licence, for its card (e.g. BSD-3-Clause)")
     imp.add_argument("--output", type=Path, metavar="DIR",
@@ -118,7 +126,8 @@ def run_import(args: argparse.Namespace) -> int:
 
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", args.file.stem).strip("._-") or "imported"
     try:
-        imported = import_file(args.file, name)
+        parity = _parity_crop(args.parity_image) if args.parity_image else None
+        imported = import_file(args.file, name, parity_hwc_u8=parity)
     except FileNotFoundError as exc:
         return fail(str(exc), USAGE, command="import")
     except ValueError as exc:  # refused: unknown architecture or op, damaged or truncated file (nothing published)
@@ -127,6 +136,11 @@ def run_import(args: argparse.Namespace) -> int:
     arch = card["architecture"]
     print(f"{args.file}: {arch['type']}, x{card['scale']}, {arch['parameters']:,} parameters, "
           f"{arch['flops_per_input_pixel'] / 1e6:.2f} MFLOP per input pixel")
+    if card.get("parity"):
+        parity = card["parity"]
+        psnr = "identical" if parity["psnr_db"] is None else f"{parity['psnr_db']} dB"
+        print(f"parity: ONNX Runtime against PyTorch on a {parity['image']} image: max difference "
+              f"{parity['max_abs_diff']:.2g}, {psnr} (floor {parity['floor_db']:.0f} dB)")
     if card.get("tiling_basis"):
         print(f"tiling: {card['tiling_basis']}")
     with tempfile.TemporaryDirectory(prefix="srgan-import-") as tmp:
@@ -137,6 +151,23 @@ def run_import(args: argparse.Namespace) -> int:
         (folder / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
         return publish_and_report(_catalog(args), onnx_path, name, card=card, activate=args.activate,
                                   force=args.force, source=f"srgan import: {args.file}")
+
+
+def _parity_crop(path: Path) -> np.ndarray:
+    """The middle 60x48 (or less) of a picture, RGB: what ``srgan import --parity-image`` checks on."""
+    import numpy as np  # start-up: numpy and Pillow, for this option only
+    from PIL import Image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; check the --parity-image path")
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except OSError as exc:  # Pillow's UnidentifiedImageError and truncated files
+        raise ValueError(f"--parity-image {path}: not a picture Pillow reads ({exc})") from None
+    h, w = min(rgb.shape[0], 48), min(rgb.shape[1], 60)
+    top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
+    return np.ascontiguousarray(rgb[top : top + h, left : left + w, :3])
 
 
 def run_deploy(args: argparse.Namespace) -> int:

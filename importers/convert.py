@@ -1,12 +1,13 @@
 """``srgan import FILE``: a third-party model file as an ONNX file of the service's contract, and its card.
 
 - ncnn ``.param`` (+ ``.bin``): ``importers.ncnn``, any network of its op set.
-- PyTorch ``.pth``/``.pt``/``.safetensors``: read without torch (``importers.torchfile``); the architecture is
-  detected from the state dict's keys and shapes. Built here: Real-ESRGAN's SRVGGNetCompact (the
-  ``realesr-animevideov3`` and ``realesr-general`` family, PReLU). Other architectures are refused by name; the
-  general path is spandrel's detectors, which need torch and torchvision (the ``import`` extra: on this project's
-  machines PyPI's torchvision is a CUDA build that does not load with the CPU torch wheel, so it is not offered
-  yet).
+- PyTorch ``.pth``/``.pt``/``.safetensors``: read without torch (``importers.torchfile``: tensors only, never
+  code), then one rule. Real-ESRGAN's SRVGGNetCompact (the ``realesr-animevideov3`` and ``realesr-general``
+  family, PReLU) is built here from the state dict, without torch, wherever it is imported: the same ONNX file on
+  a service image as on a machine with the ``import`` extra, in a second. Every other architecture goes through
+  spandrel (``importers.spandrel_onnx``: detection, refusals by name, torch.onnx export, a parity check against
+  PyTorch), which needs the ``import`` extra (torch, torchvision, spandrel); without it the file is refused with
+  the extra to install.
 
 The card says where the file came from (name, sha256), the architecture, scale, parameter count, FLOPs per input
 pixel, the input range and the tiling the network needs; ``core.catalog.publish.Publisher`` then checks, gates and
@@ -24,6 +25,7 @@ recognised (an ncnn graph is recognised by its layers, :func:`realesrgan_family`
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,11 +67,19 @@ class Imported:
     card: dict[str, Any]
 
 
-def import_file(path: Path, name: str) -> Imported:
-    """The ONNX network and card of a third-party file (raises ``ValueError`` subclasses naming what is refused)."""
+IMPORT_EXTRA = "pip install '.[import]', or make venv EXTRAS=cpu,openvino,import"
+"""How to get the ``import`` extra (torch's CPU build, torchvision, spandrel), for the messages that need it."""
+
+
+def import_file(path: Path, name: str, *, parity_hwc_u8: np.ndarray | None = None) -> Imported:
+    """The ONNX network and card of a third-party file (raises ``ValueError`` subclasses naming what is refused).
+
+    ``parity_hwc_u8``: the image the parity check of a file imported through spandrel runs on (default:
+    ``importers.spandrel_onnx.parity_image``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; check the path")
+    checked: dict[str, Any] = {}
     if path.suffix == ".param":
         layers = read_ncnn(path)
         scale = _ncnn_scale(layers)
@@ -77,17 +87,16 @@ def import_file(path: Path, name: str) -> Imported:
         arch: dict[str, Any] = {"type": "ncnn graph", "layers": len(layers), **(realesrgan_family(layers) or {})}
         sources = [path, path.with_suffix(".bin")]
     elif path.suffix in WEIGHT_SUFFIXES:
-        weights = state_dict(path)
-        proto, arch = srvgg_compact(weights, name)
+        proto, arch, checked = _pytorch(state_dict(path), name, parity_hwc_u8)
         scale = int(arch["scale"])
         sources = [path]
     else:
         raise WeightsError(f"{path}: not a model file this imports (.param + .bin for ncnn; .pth, .pt or "
                            ".safetensors for PyTorch)")
-    params = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
+    params = arch.pop("parameters", None) or int(sum(np.prod(t.dims) for t in proto.graph.initializer))
     tiling, basis = tiling_for(arch)
     contract = ModelContract.of_proto(proto)
-    assert contract is not None  # both builders store one
+    assert contract is not None  # every builder stores one
     replace(contract, tiling=tiling).store_in(proto)
     card = {
         "name": name,
@@ -96,12 +105,38 @@ def import_file(path: Path, name: str) -> Imported:
         "architecture": {**arch, "parameters": params,
                          "flops_per_input_pixel": flops_per_input_pixel(proto)},
         "source": {"files": [{"name": p.name, "sha256": sha256_of(p)} for p in sources],
-                   "imported_by": "srgan import"},
+                   "imported_by": "srgan import" + (" (spandrel)" if checked else "")},
         "contract": {"layout": "NCHW", "value_range": [0.0, 1.0], "tiling": tiling.to_json()},
         **({"tiling_basis": basis} if basis else {}),
         "licence": "unknown: say it with --licence (Real-ESRGAN's own models are BSD-3-Clause)",
+        **checked,
     }
     return Imported(proto, card)
+
+
+def spandrel_installed() -> bool:
+    """Whether the ``import`` extra is there (without importing it: torch takes seconds)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision", "spandrel"))
+
+
+def _pytorch(weights: dict[str, np.ndarray], name: str,
+             parity_hwc_u8: np.ndarray | None) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
+    """A state dict's ONNX network, architecture and, through spandrel, its parity check (the module's rule)."""
+    try:
+        proto, arch = srvgg_compact(weights, name)
+        return proto, arch, {}
+    except WeightsError as exc:
+        not_compact = str(exc)
+    if not spandrel_installed():
+        raise WeightsError(f"{not_compact}; other architectures are imported through spandrel, which needs the "
+                           f"import extra ({IMPORT_EXTRA})")
+    from importers.spandrel_onnx import import_state_dict  # start-up: torch and spandrel, seconds
+
+    exported = import_state_dict(weights, name, parity_hwc_u8=parity_hwc_u8)
+    return exported.proto, exported.arch, {
+        "parity": exported.parity,
+        "licence": "unknown: say it with --licence (spandrel records none for the weights; architecture.code_licence "
+                   "is the network code's)"}
 
 
 def realesrgan_family(layers: list[Layer]) -> dict[str, Any] | None:
@@ -130,12 +165,15 @@ def tiling_for(arch: dict[str, Any]) -> tuple[Tiling, str | None]:
     depth = arch.get("num_block") if family == "RRDBNet" else arch.get("num_conv")
     if family not in ("RRDBNet", "SRVGGNetCompact") or depth is None:
         return Tiling(), None
-    measured = sorted(d for f, d in MIN_OVERLAP if f == family and d >= depth)
+    # a pixel-unshuffled RRDBNet (Real-ESRGAN's x2 and x1) runs at a fraction of the input's resolution and sees
+    # that many times farther in input pixels: not what was measured
+    measured = [] if arch.get("pixel_unshuffle") else sorted(d for f, d in MIN_OVERLAP if f == family and d >= depth)
     pre_pad = (f"pre_pad {REALESRGAN_PRE_PAD}: as Real-ESRGAN's inference (realesrgan/utils.py pre_pad=10; "
                "realesrgan-ncnn-vulkan's prepadding 10 around the image)")
     if not measured:
-        return Tiling(pre_pad=REALESRGAN_PRE_PAD), (f"{pre_pad}; min_overlap not measured for a {family} this deep "
-                                                    f"({depth}): the configured overlap")
+        unshuffled = f" with a pixel unshuffle of {arch['pixel_unshuffle']}" if arch.get("pixel_unshuffle") else ""
+        return Tiling(pre_pad=REALESRGAN_PRE_PAD), (f"{pre_pad}; min_overlap not measured for a {family} of depth "
+                                                    f"{depth}{unshuffled}: the configured overlap")
     overlap = MIN_OVERLAP[(family, measured[0])]
     how = "" if measured[0] == depth else f", as measured for {measured[0]}, the shallowest measured at least as deep"
     return Tiling(min_overlap=overlap, pre_pad=REALESRGAN_PRE_PAD), (

@@ -114,11 +114,12 @@ def load_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def state_dict(path: Path) -> dict[str, np.ndarray]:
-    """The tensors of a ``.pth``/``.pt``/``.safetensors`` file by name; a ``params``/``params_ema``/``state_dict``
-    wrapper (BasicSR's, Lightning's) is unwrapped (``params_ema`` first: the weights a release ships)."""
+    """The tensors of a ``.pth``/``.pt``/``.safetensors`` file by name; a wrapper (BasicSR's ``params_ema`` or
+    ``params``, Lightning's ``state_dict``, and the others spandrel unwraps) is unwrapped (``params_ema`` first: the
+    weights a release ships)."""
     path = Path(path)
     obj: dict[str, Any] = load_safetensors(path) if path.suffix == ".safetensors" else load_pth(path)
-    for key in ("params_ema", "params", "state_dict", "model"):
+    for key in ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break

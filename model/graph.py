@@ -252,6 +252,8 @@ def flops_per_input_pixel(proto: onnx.ModelProto) -> float:
     for node in g.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in consts:  # torch.onnx shares equal weights this way
+            consts[node.output[0]] = consts[node.input[0]]
     factor = {i.name: 1.0 for i in g.input if i.name not in consts}
     total = 0.0
     for node in g.node:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 LOCKS = {"api": ["s3"], "worker-cpu": ["cpu", "openvino", "s3"], "worker-gpu": ["gpu", "s3"],
-         "ci": ["cpu", "openvino", "train", "dev", "s3", "reference", "nncf"]}
+         "ci": ["cpu", "openvino", "train", "dev", "s3", "reference", "nncf", "import"]}
 
 # package -> first version without the advisory (what a floor must reach)
 ADVISORY_FLOORS = {
@@ -67,6 +67,20 @@ def test_lock_files_satisfy_pyproject(lock, extras):
 
 @pytest.mark.parametrize("lock", ["api", "worker-cpu", "worker-gpu"])
 def test_service_images_carry_neither_nncf_nor_torch(lock):
-    """int8 runs on ONNX Runtime's quantizer (the cpu extra); NNCF is for `srgan bench int8` only."""
+    """int8 runs on ONNX Runtime's quantizer (the cpu extra); NNCF is for `srgan bench int8` only; torch,
+    torchvision and spandrel (the import extra) for `srgan import` only."""
     pins = locked(lock)
-    assert not {"nncf", "torch", "scikit-learn"} & set(pins), f"{lock}.lock pulls a measurement-only package"
+    assert not {"nncf", "torch", "torchvision", "spandrel", "scikit-learn"} & set(pins), (
+        f"{lock}.lock pulls a measurement-only package")
+
+
+def test_ci_installs_torchs_cpu_build():
+    """make test installs the import extra with torch's CPU-only build (from TORCH_FIND_LINKS, /opt/wheels here),
+    never PyPI's CUDA one with its ~5.8 GB of nvidia-* libraries: the lock pins the +cpu release, and neither
+    nvidia-* nor triton is in it."""
+    pins = locked("ci")
+    assert pins["torch"].local == "cpu", f"ci.lock pins torch=={pins['torch']}: run `make lock` (TORCH_FIND_LINKS)"
+    assert not [name for name in pins if name.startswith("nvidia-") or name == "triton"]
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^test:\n\t\$\(MAKE\) EXTRAS=[a-z,]*\bimport\b", makefile, re.M), "make test lacks import"
+    assert "TORCH_FIND_LINKS ?= $(wildcard /opt/wheels)" in makefile
