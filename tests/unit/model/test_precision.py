@@ -1,19 +1,22 @@
 """Precision: what a backend computes in, ``auto``'s choice and check, and float32 re-runs of ruined tiles.
 
 OpenVINO runs bfloat16 on any AVX512 CPU (emulated where the CPU lacks
-AVX512-BF16/AMX), so these run real reduced-precision arithmetic on the test
-machine (OpenVINO needs AVX512 or AMX for bfloat16 at all); the fragile
-models are ones bfloat16 ruins and float32 does not.
+AVX512-BF16/AMX), so there these run real reduced-precision arithmetic; the fragile
+models are ones bfloat16 ruins and float32 does not. On a CPU without AVX512
+OpenVINO has no bfloat16: the tests check that it says it runs float32, and the
+engine's checks and re-runs meet :class:`Ruining` instead (:data:`OPENVINO_BF16`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench.tiny_models import make_low_precision_fragile_model, make_srresnet_model
 from core.settings import Settings
-from model.backends import cpu_flags, native_precision, open_backend, openvino_capabilities
+from model.backends import Backend, cpu_flags, native_precision, open_backend, openvino_capabilities
 from model.engine import CHECK_MIN_PSNR_DB, Upscaler, _checked, check_precision, precision_test_card
 from model.errors import ModelError
 
@@ -53,13 +56,48 @@ def test_native_precision_on_this_machine_matches_its_flags():
     assert native_precision("openvino:CPU") == expected
 
 
+OPENVINO_BF16 = "BF16" in openvino_capabilities()
+"""OpenVINO computes in bfloat16 on this CPU (natively with AMX or AVX512-BF16, emulated on other AVX512 CPUs).
+Without AVX512 (an AVX2-only CPU) it has no bfloat16 at all: asked for it, it runs float32 and says so, and the
+tests of what reduced precision ruins use :class:`Ruining`, which ruins the way bfloat16 ruins the fragile
+models."""
+
+
+class Ruining:
+    """A backend that reports a reduced precision and gives what bfloat16 gives the fragile models (``blank``:
+    black; ``nan``: NaN) from the real float32 backend's shapes: the engine's checks and float32 re-runs on a CPU
+    where OpenVINO has no bfloat16 to ruin them with."""
+
+    def __init__(self, real: Backend, failure: str) -> None:
+        self.real, self.failure = real, failure
+        self.name, self.precision = "openvino:CPU", "bf16"
+        self.input_name, self.input_shape = real.input_name, real.input_shape
+        self.metadata = real.metadata
+        self.working_bytes_per_output_pixel = real.working_bytes_per_output_pixel
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        out = self.real.run(batch)
+        return np.full_like(out, np.nan) if self.failure == "nan" else np.zeros_like(out)
+
+
+def reduced(model: Path, failure: str) -> Backend:
+    """The fragile model at the reduced precision this CPU has: OpenVINO's bfloat16, else :class:`Ruining`."""
+    if OPENVINO_BF16:
+        return open_backend(model, backend="openvino", precision="bf16")
+    return Ruining(open_backend(model, backend="openvino", precision="f32"), failure)
+
+
 def test_openvino_reports_the_precision_it_runs(models):
     f32 = open_backend(models["srresnet"], backend="openvino", precision="f32")
     bf16 = open_backend(models["srresnet"], backend="openvino", precision="bf16")
-    assert (f32.precision, bf16.precision) == ("f32", "bf16")
-    # bfloat16 really computes differently, and close to float32 on a real network
-    db = check_precision(f32, bf16)
-    assert 30 < db < float("inf")
+    if OPENVINO_BF16:
+        assert (f32.precision, bf16.precision) == ("f32", "bf16")
+        # bfloat16 really computes differently, and close to float32 on a real network
+        db = check_precision(f32, bf16)
+        assert 30 < db < float("inf")
+    else:  # no bfloat16 here: the backend says it runs float32, and it does (the same arithmetic)
+        assert (f32.precision, bf16.precision) == ("f32", "f32")
+        assert check_precision(f32, bf16) == float("inf")
 
 
 def test_onnxruntime_refuses_bf16_with_a_clear_error(models):
@@ -81,9 +119,15 @@ def test_ruined_tiles_are_rerun_in_float32(models, failure):
     img = photo(40)
     ref = Upscaler.from_file(models[failure], backend="openvino", precision="f32", tile=0).upscale(img)
     assert np.abs(ref.astype(int) - img).max() <= 1  # the model is an identity in float32
-    raw = open_backend(models[failure], backend="openvino", precision="bf16").run(img[None].astype(np.float32))
+    low = reduced(models[failure], failure)
+    raw = low.run(img[None].astype(np.float32))
     assert np.isnan(raw).any() if failure == "nan" else np.ptp(raw) == 0  # bfloat16 alone ruins it
-    engine = Upscaler.from_file(models[failure], backend="openvino", precision="bf16", tile=16, overlap=4)
+    if OPENVINO_BF16:
+        engine = Upscaler.from_file(models[failure], backend="openvino", precision="bf16", tile=16, overlap=4)
+    else:
+        f32 = Upscaler.from_file(models[failure], backend="openvino", precision="f32", tile=16, overlap=4)
+        engine = Upscaler(low, f32.contract, tile=16, overlap=4,
+                          reload=lambda p: open_backend(models[failure], backend="openvino", precision=p))
     assert engine.precision == "bf16"
     out = engine.upscale(img)
     np.testing.assert_array_equal(out, ref)
@@ -100,12 +144,12 @@ def test_blank_input_is_not_rerun(models):
 
 def test_auto_check_falls_back_to_float32_when_the_precision_fails(models):
     ref = open_backend(models["blank"], backend="openvino", precision="f32")
-    cand = open_backend(models["blank"], backend="openvino", precision="bf16")
+    cand = reduced(models["blank"], "blank")
     assert check_precision(ref, cand) < CHECK_MIN_PSNR_DB
     chosen, note = _checked(ref, cand, "bf16")
     assert chosen is ref and "bf16 failed the check" in note
     ref = open_backend(models["nan"], backend="openvino", precision="f32")
-    cand = open_backend(models["nan"], backend="openvino", precision="bf16")
+    cand = reduced(models["nan"], "nan")
     assert np.isnan(check_precision(ref, cand))
     assert _checked(ref, cand, "bf16")[0] is ref
 
