@@ -1,7 +1,8 @@
 """int8 on the shipped srresnet_x4 and a real photo: close to float32, and ``auto`` takes it on an int8 CPU.
 
-Real quantization (synthetic calibration, as at run time) and real int8 arithmetic on this machine's CPU;
-skipped where the CPU has no int8 units (int8 is refused there: tests/unit/model/test_int8.py).
+Real quantization (synthetic calibration, as at run time) and real int8 arithmetic on this machine's CPU. Where
+the CPU has no int8 units (an AVX2-only CPU: int8 would be emulated, slower than float32) the same tests check the
+other side: int8 is refused by name, and ``auto`` runs the shipped model in its float precision.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import pytest
 
 from bench.data import training_photo
 from core.catalog.shipped import WEIGHTS_DIR
-from model.backends import cpu_flags
+from model.backends import cpu_flags, native_precision
 from model.engine import INT8_MAX_WORST_DB, Upscaler, rgb_psnr
+from model.errors import ModelError
 from model.int8 import int8_native
 from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not int8_native(cpu_flags()), reason="this CPU has no int8 units (AMX-INT8, VNNI)")]
+pytestmark = pytest.mark.integration
+INT8_CPU = int8_native(cpu_flags())
 
 MODEL = WEIGHTS_DIR / "srresnet_x4.onnx"
 MAX_COST_DB = INT8_MAX_WORST_DB
@@ -37,6 +39,11 @@ def test_int8_on_a_real_photo_is_within_the_bound_of_float32(cache):
     hr = crop_to_multiple(photo[:256, :256], 4)
     lr = bicubic_downscale(hr, 4)
     f32 = Upscaler.from_file(MODEL, backend="openvino", precision="f32", tile=0)
+    if not INT8_CPU:
+        with pytest.raises(ModelError, match=r"int8 needs a CPU with int8 dot-product units .* has none"):
+            Upscaler.from_file(MODEL, backend="openvino", precision="int8", tile=0, cache_dir=cache)
+        assert not (cache / "int8").exists(), "nothing quantized for a CPU that refuses int8"
+        return
     int8 = Upscaler.from_file(MODEL, backend="openvino", precision="int8", tile=0, cache_dir=cache)
     assert int8.precision == "int8" and int8.precision_note is not None and "int8 scheme" in int8.precision_note
     ref, got = f32.upscale(lr), int8.upscale(lr)
@@ -48,6 +55,11 @@ def test_int8_on_a_real_photo_is_within_the_bound_of_float32(cache):
 
 def test_auto_takes_int8_for_the_shipped_model_and_the_next_start_reads_it_back(cache):
     up = Upscaler.from_file(MODEL, backend="openvino", precision="auto", cache_dir=cache)
+    if not INT8_CPU:  # auto never takes int8 here: the float precision the CPU runs natively
+        assert up.precision == native_precision(up.backend_name) and up.precision_note is not None
+        assert up.precision_note.startswith("auto:") and "int8" not in up.precision_note, up.precision_note
+        assert not (cache / "int8").exists()
+        return
     assert up.precision == "int8", up.precision_note
     assert up.precision_note is not None and up.precision_note.startswith("auto: int8 on ")
     (saved,) = (cache / "int8").iterdir()  # the graph the explicit int8 engine quantized, reused by auto
