@@ -42,8 +42,9 @@ def _image(path: Path, width: int, height: int) -> None:
     Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC).save(path)
 
 
-def _once(work: Path, image: Path, precision: str, cache: str, model: str) -> tuple[float, float]:
-    """The process's wall seconds, and its first tile's moment from the process start (``--timings``)."""
+def _once(work: Path, image: Path, precision: str, cache: str, model: str) -> tuple[float, float, float]:
+    """The process's wall seconds, and the moments its engine was ready and its first tile done, from the process
+    start (``--timings``)."""
     cache_dir = work / f"cache-{precision}"
     if cache == "cold":
         shutil.rmtree(cache_dir, ignore_errors=True)
@@ -55,14 +56,14 @@ def _once(work: Path, image: Path, precision: str, cache: str, model: str) -> tu
                            "--no-progress", "--timings", "--model", model], env=env, check=True, capture_output=True,
                           text=True)
     wall = time.perf_counter() - started
-    return wall, first_tile(done.stderr)
+    return wall, moment(done.stderr, "engine ready"), moment(done.stderr, "first tile")
 
 
-def first_tile(stderr: str) -> float:
-    """The ``first tile`` moment of ``srgan upscale --timings``'s line."""
-    found = re.search(r"srgan: timings: .*first tile ([0-9.]+) s", stderr)
+def moment(stderr: str, what: str) -> float:
+    """The moment ``what`` (``engine ready``, ``first tile``...) of ``srgan upscale --timings``'s line."""
+    found = re.search(rf"srgan: timings: .*{what} ([0-9.]+) s", stderr)
     if found is None:
-        raise RuntimeError(f"no timings line in srgan upscale's output: {stderr[-500:]}")
+        raise RuntimeError(f"no {what!r} in srgan upscale's timings: {stderr[-500:]}")
     return float(found.group(1))
 
 
@@ -76,20 +77,23 @@ def run(args: argparse.Namespace) -> int:
         image = work / "in.png"
         _image(image, args.width, args.height)
         times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        readies: dict[str, list[float]] = {name: [] for name in VARIANTS}
         firsts: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for _ in range(args.repeat):
             for name, (precision, cache) in VARIANTS.items():
                 if cache == "warm":  # the cache a previous process left
                     _once(work, image, precision, "cold", args.model)
-                wall, first = _once(work, image, precision, cache, args.model)
+                wall, ready, first = _once(work, image, precision, cache, args.model)
                 times[name].append(wall)
+                readies[name].append(ready)
                 firsts[name].append(first)
     base = statistics.median(times["f32, cold cache"])
-    print(f"\nsrgan upscale {args.width}x{args.height} -> x4, whole process, median of {args.repeat}; first tile: "
-          "seconds from the process start to the first tile done (--timings)")
+    print(f"\nsrgan upscale {args.width}x{args.height} -> x4, whole process, median of {args.repeat}; seconds from "
+          "the process start to the engine ready (imports, model load, compile, precision) and to the first tile "
+          "done (--timings)")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<18} {median:6.2f} s   {base / median:5.2f}x f32 cold   first tile "
-              f"{statistics.median(firsts[name]):5.2f} s")
+        print(f"{name:<18} {median:6.2f} s   {base / median:5.2f}x f32 cold   engine ready "
+              f"{statistics.median(readies[name]):5.2f} s   first tile {statistics.median(firsts[name]):5.2f} s")
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     return 0
