@@ -66,7 +66,8 @@ def _engine(p: argparse.ArgumentParser) -> None:
                    help="ONNX generator (default: the shipped srresnet_x4, else a random-weight SRResNet x4)")
     p.add_argument("--backend", help="backend of the default report (default: SRGAN_BACKEND)")
     p.add_argument("--precisions", default="f32,bf16,int8,auto",
-                   help="precisions to compare (f32 first; auto: the engine auto built; int8 needs AMX-INT8 or VNNI)")
+                   help="precisions to compare (f32 first; auto: the engine auto built; int8 needs AMX-INT8 or "
+                        "VNNI; AVX2 under OpenVINO)")
     p.add_argument("--precision-size", type=int, default=256, help="input side for the precision comparison")
     p.add_argument("--set5", type=Path, help="Set5 folder (default: ../shared/data/bench/Set5; skipped without it)")
     p.add_argument("--set14", type=Path,

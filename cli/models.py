@@ -325,8 +325,8 @@ def _auto_here() -> str:
 
     flags = cpu_flags()
     has = [f for f in BF16_CPU_FLAGS if f in flags]
-    int8 = int8_units(flags)
     backend = "openvino:CPU" if openvino_available() else "onnxruntime:CPUExecutionProvider"
+    int8 = int8_units(flags, backend.split(":")[0])
     return (f"auto on this machine's CPU, {cpu_model()}: {native_precision(backend)} with {backend.split(':')[0]}; "
             f"bfloat16 units: {', '.join(has) or 'none'}; int8 units: {int8 or 'none'}"
             + (" (auto tries int8 first with OpenVINO and the compile cache)" if int8 else ""))

@@ -83,10 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP/AVIF quality 1-100 (default 95)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "openvino"], help="inference backend")
     p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16", "int8"],
-                   help="arithmetic precision (default auto, SRGAN_PRECISION): auto = int8 on a CPU with AMX-INT8 or "
-                        "VNNI when it passes its probe (<= 0.05 dB), else bf16 on a CPU with AMX or AVX512-BF16, f16 "
-                        "on a GPU, else f32, each kept only when it matches f32 on a probe image; int8 is refused on "
-                        "a CPU without AMX-INT8/VNNI")
+                   help="arithmetic precision (default auto, SRGAN_PRECISION): auto = int8 with OpenVINO on a CPU "
+                        "with AMX-INT8, VNNI or AVX2 when it passes its probe (<= 0.05 dB), else bf16 on a CPU with "
+                        "AMX or AVX512-BF16, f16 on a GPU, else f32, each kept only when it matches f32 on a probe "
+                        "image; int8 is refused where it would be slower than f32 (ONNX Runtime without VNNI/AMX, "
+                        "OpenVINO without AVX2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--timings", action="store_true",
                    help="print, for each file, the seconds from the process's start to: the command running, each "
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         from model.backends import check_int8_cpu  # start-up: the engine's runtimes
 
         try:
-            check_int8_cpu()
+            check_int8_cpu(backend="onnxruntime" if args.backend == "onnxruntime" else "openvino")
         except ModelError as exc:
             return _fail(exc.message)
     try:

@@ -82,11 +82,11 @@ class Settings(BaseSettings):
     )
     threads: int = Field(0, ge=0, description="inference threads; 0 = one per physical core")
     precision: Literal["auto", "f32", "bf16", "f16", "int8"] = Field(
-        "auto", description="arithmetic precision: auto = int8 on a CPU with AMX-INT8 or VNNI when it costs at most "
-        "0.05 dB (0.15 on the worst image) on its probe images (with the compile cache only), else the fastest the "
-        "device runs natively (bf16 on a CPU with AMX or AVX512-BF16 under OpenVINO, f16 on a GPU), kept only when "
-        "it matches float32 on a probe image (>= 50 dB), else f32; f32, bf16 (OpenVINO), f16, int8 (a CPU with "
-        "AMX-INT8 or VNNI) force one"
+        "auto", description="arithmetic precision: auto = int8 under OpenVINO on a CPU with AMX-INT8, VNNI or "
+        "AVX2 when it costs at most 0.05 dB (0.15 on the worst image) on its probe images (with the compile cache "
+        "only), else the fastest the device runs natively (bf16 on a CPU with AMX or AVX512-BF16 under OpenVINO, "
+        "f16 on a GPU), kept only when it matches float32 on a probe image (>= 50 dB), else f32; f32, bf16 "
+        "(OpenVINO), f16, int8 (a CPU with AMX-INT8 or VNNI; AVX2 under OpenVINO) force one"
     )
     # auto/8 with the default budget: tiles of ~260 px for a 2048x2048 input, peak RSS under 1.5 GB,
     # seams > 50 dB (bench/engine.py, bench/README.md).

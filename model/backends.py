@@ -30,7 +30,8 @@ PROVIDER_PREFERENCE = (*GPU_PROVIDERS, "CPUExecutionProvider")
 PRECISIONS = ("f32", "bf16", "f16", "int8")
 """Arithmetic precisions a backend can be asked for (``auto`` is resolved in ``model.engine``). ``int8``: the
 convolutions between the head and the tail in int8 (``model.int8``), the rest in bf16 where the CPU runs it
-natively, else f32; on a CPU with AMX-INT8 or VNNI only."""
+natively, else f32; where the backend runs it faster than f32 only (``model.int8.int8_units``: AMX-INT8 or
+VNNI, or AVX2 with OpenVINO)."""
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """/proc/cpuinfo flags of CPUs that run bfloat16 natively (AMX tiles or AVX512-BF16 dot products)."""
 _OV_PRECISIONS: dict[str, str] = {"f32": "f32", "bf16": "bf16", "f16": "f16", "float32": "f32", "bfloat16": "bf16",
@@ -218,22 +219,25 @@ def native_precision(backend_name: str, *, flags: set[str] | None = None,
     return "f16" if device in GPU_PROVIDERS else "f32"
 
 
-def _check_precision(precision: str) -> None:
+def _check_precision(precision: str, backend: str) -> None:
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
     if precision == "int8":
-        check_int8_cpu()
+        check_int8_cpu(backend=backend)
 
 
-def check_int8_cpu(flags: set[str] | None = None) -> None:
-    """ModelError unless the CPU (``flags``, default /proc/cpuinfo's) has int8 dot-product units: int8 elsewhere
-    would be emulated, slower than float32."""
+def check_int8_cpu(flags: set[str] | None = None, backend: str = "openvino") -> None:
+    """ModelError unless ``backend`` (``openvino``, ``onnxruntime``) runs int8 faster than float32 on the CPU
+    (``flags``, default /proc/cpuinfo's; :func:`model.int8.int8_units`): elsewhere int8 would be slower."""
     from model.int8 import INT8_CPU_FLAGS, int8_native
 
     flags = cpu_flags() if flags is None else flags
-    if not int8_native(flags):
-        raise ModelError(f"int8 needs a CPU with int8 dot-product units ({', '.join(INT8_CPU_FLAGS)}); this CPU "
-                         f"({cpu_model()}) has none: use --precision auto, bf16 or f32")
+    if not int8_native(flags, backend):
+        units = ", ".join(INT8_CPU_FLAGS) + ("; or avx2 with OpenVINO" if backend == "openvino" else "")
+        raise ModelError(f"int8 needs a CPU with int8 units ({units}): on this CPU ({cpu_model()}) {backend} runs "
+                         "int8 slower than float32; use --precision auto, bf16 or f32"
+                         + ("" if backend == "openvino" or not int8_native(flags) else
+                            ", or the openvino backend, which runs int8 faster here"))
 
 
 def rewritten_model(path: Path, cache: CompileCache | None = None) -> bytes | None:
@@ -282,7 +286,7 @@ class OrtBackend:
     def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0,
                  precision: str = "f32", rewrite: bool = True, cache: CompileCache | None = None) -> None:
         ort = runtime("onnxruntime")
-        _check_precision(precision)
+        _check_precision(precision, "onnxruntime")
         if precision == "bf16":
             raise ModelError("bf16 is not offered with ONNX Runtime: use the openvino backend, or f16/f32")
 
@@ -364,7 +368,7 @@ class OpenVinoBackend:
     def __init__(self, path: Path, *, threads: int = 0, device: str = "CPU", precision: str = "f32",
                  rewrite: bool = True, cache: CompileCache | None = None) -> None:
         ov = runtime("openvino")
-        _check_precision(precision)
+        _check_precision(precision, "openvino")
         core = ov.Core()
         if cache is not None:  # OpenVINO's own cache of compiled networks, keyed by network, device and options
             core.set_property({"CACHE_DIR": str(cache.openvino_dir())})

@@ -141,8 +141,9 @@ class Upscaler:
         A foreign file (no srgan contract) must pass :func:`model.probe.judge_probe`
         as read; else ModelError names what looks wrong (e.g. a 0..1 model).
         ``precision``: ``f32``, ``bf16``, ``f16``, ``int8``, or ``auto`` (with a ``cache_dir`` on a CPU with
-        AMX-INT8 or VNNI, int8 when it passes :func:`int8_cost`'s bounds; else the fastest float precision the
-        device runs natively, kept only when it passes :func:`check_precision` on a probe image, else float32).
+        AMX-INT8, VNNI or AVX2 under OpenVINO, int8 when it passes :func:`int8_cost`'s bounds; else the fastest
+        float precision the device runs natively, kept only when it passes :func:`check_precision` on a probe
+        image, else float32).
         ``reload`` loads the network again at a precision
         (default: from ``path``; pass one when ``path`` will not outlive the engine).
         ``cache_dir``: a :class:`model.compile_cache.CompileCache` folder for compiled networks and ``auto``'s
@@ -489,7 +490,7 @@ def _auto_precision(path: Path, reload: BackendFactory, cache: CompileCache | No
 
 def _int8_checked(reference: Backend, reload: BackendFactory,
                   cache: CompileCache | None) -> tuple[Backend | None, str | None]:
-    """int8 for ``auto``: (the int8 backend, why) when OpenVINO runs on a CPU with AMX-INT8 or VNNI and int8
+    """int8 for ``auto``: (the int8 backend, why) when OpenVINO runs on a CPU with AMX-INT8, VNNI or AVX2 and int8
     passes :func:`int8_cost`'s bounds; else (None, why not, or None where int8 is not a candidate at all).
 
     Only with a compile cache: quantizing takes tens of seconds, once per network and machine with one."""
