@@ -554,6 +554,12 @@ PROVENANCE_KEY = "srgan"
 _EXIF_SOFTWARE = 0x0131
 
 
+# zlib level of the PNGs written: 1 is OpenCV's default (what Real-ESRGAN's scripts write). On a 2048x1536
+# result (AMD EPYC, 2 vCPU) level 6, zlib's default, took 1.06 s and 4.93 MB, level 1 0.24 s and 5.53 MB: 12 %
+# more bytes for a quarter of the time, which a small image's whole `srgan upscale` felt as 15 %.
+PNG_LEVEL = 1
+
+
 def encode_image(
     img: Image.Image, fmt: str | None = None, quality: int = 95, provenance: dict[str, object] | None = None
 ) -> tuple[bytes, str]:
@@ -609,7 +615,7 @@ def encode_image(
     elif key == "avif":
         options.update(quality=quality, subsampling="4:4:4" if quality >= 90 else "4:2:0", speed=6)
     else:
-        options.update(compress_level=6)
+        options.update(compress_level=PNG_LEVEL)
     buf = io.BytesIO()
     try:
         img.save(buf, format=pil_format, **options)
@@ -637,7 +643,7 @@ def _encode_png16(deep: np.ndarray, info: Mapping[Any, Any], provenance: dict[st
     import imagecodecs  # start-up: loaded only for 16-bit images
 
     pixels = deep[:, :, 0] if deep.shape[2] == 1 else deep
-    png = bytes(imagecodecs.png_encode(np.ascontiguousarray(pixels), level=6))
+    png = bytes(imagecodecs.png_encode(np.ascontiguousarray(pixels), level=PNG_LEVEL))
     chunks = b""
     icc = info.get("icc_profile")
     if icc:
