@@ -15,16 +15,22 @@ Real-ESRGAN's SRVGGNetCompact). Four steps, each refusing by name what it cannot
    and writes opset 17 directly), NCHW float32 0..1 in and out, batch, height and width dynamic. The graph is what
    spandrel's ``ImageModelDescriptor.__call__`` computes (:class:`_SpandrelCall`): padding to the sizes the
    architecture needs (reflect, then replicate), its own pre- and post-processing, the clamp to 0..1, the crop.
-4. Parity: ONNX Runtime runs the file and spandrel runs the network in PyTorch, both float32, on one image of
-   another size than the one traced (a size baked into the graph shows), and the file is refused below
-   :data:`PARITY_FLOOR_DB` (80 dB; correct exports measure 128-162). Max difference and PSNR go on the card.
+   ``torch.sort`` is written as ONNX's TopK, a stable sort (:func:`_sort`; ATD). Tested on small networks of
+   random weights (tests/unit/importers/test_spandrel.py): SwinIR, HAT, DAT, ATD, SPAN, OmniSR and RealCUGAN
+   import at 129-149 dB; SAFMN is refused (``adaptive_max_pool2d`` to a fraction of a dynamic size).
+4. Parity: ONNX Runtime runs the file and spandrel runs the network in PyTorch (its sorts stable, as the
+   file's: :func:`_stable_sort`), both float32, on one image of another size than the one traced (a size baked
+   into the graph shows), and the file is refused below :data:`PARITY_FLOOR_DB` (80 dB; correct exports
+   measure 128-162). Max difference and PSNR go on the card.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import math
+import os
 import sys
 import tempfile
 import warnings
@@ -229,6 +235,55 @@ class _SpandrelCall(torch.nn.Module):
         return y[:, :, : h * self.scale, : w * self.scale]
 
 
+def _sort(g: Any, x: Any, *args: Any) -> Any:
+    """``aten::sort`` for the TorchScript exporter, both overloads: ``sort(self, dim, descending)`` and
+    ``sort.stable(self, stable, dim, descending)``. torch's own symbolic takes the latter's 4 arguments for the
+    former's and refuses "Out parameter is not supported" (pytorch/pytorch#95613, open); ATD sorts its tokens
+    with ``torch.sort(..., stable=False)``. Written as ONNX's TopK, whose ties keep their order (the lower index
+    first, ONNX's TopK spec): a stable sort, as :func:`_stable_sort` makes the parity check's PyTorch run."""
+    helper = torch.onnx.symbolic_helper
+    dim, descending = args[-2:]
+    return helper._sort_helper(g, x, helper._get_const(dim, "i", "dim"),
+                               descending=bool(helper._get_const(descending, "i", "descending")))
+
+
+@contextlib.contextmanager
+def _stable_sort() -> Any:
+    """``torch.sort`` stable while PyTorch computes the parity check's reference. An unstable sort orders ties
+    as its implementation happens to (CPU and CUDA differently); the exported TopK orders them by index. ATD
+    sorts integer token categories, nearly all ties, and where a category straddles two of its attention groups
+    the order decides which tokens attend together: PyTorch's unstable sort against its own stable sort, 80.5 dB
+    on a small ATD of random weights; the exported file against the stable sort, 148 dB. The file is compared
+    with the stable one, the defined order of ATD's own output."""
+    unstable = torch.sort
+
+    def stable(*args: Any, **kwargs: Any) -> Any:
+        return unstable(*args, **{**kwargs, "stable": True})
+
+    torch.sort = stable
+    try:
+        yield
+    finally:
+        torch.sort = unstable
+
+
+@contextlib.contextmanager
+def _stdout_to(path: Path) -> Any:
+    """File descriptor 1 into ``path`` while the exporter runs. torch 2.13's TorchScript exporter turns its C++
+    log on for every export (``setup_onnx_logging`` tests ``_C._jit_is_onnx_log_enabled`` without calling it:
+    always true) and, when a pass fails, writes the whole TorchScript graph to stdout ("Torch IR graph at
+    exception", 40 kB for a small SAFMN) before the one-line refusal."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with path.open("wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _export(module: torch.nn.Module, name: str, arch_name: str) -> onnx.ModelProto:
     example = torch.rand(1, 3, *TRACE_HW, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -236,13 +291,18 @@ def _export(module: torch.nn.Module, name: str, arch_name: str) -> onnx.ModelPro
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # sizes read while tracing: parity checks them
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is, in parts: chosen
         path = Path(tmp) / "model.onnx"
+        torch.onnx.register_custom_op_symbolic("aten::sort", _sort, OPSET)
         try:
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["input"], output_names=[OUTPUT],
-                              dynamic_axes={"input": axes, OUTPUT: axes})
+            with _stdout_to(Path(tmp) / "exporter.log"):
+                torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
+                                  input_names=["input"], output_names=[OUTPUT],
+                                  dynamic_axes={"input": axes, OUTPUT: axes})
         except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways, each an unsupported construct
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            # the first line, without the TorchScript value it names ("[Caused by the value ...": a graph line)
+            first = str(exc).strip().splitlines()[0].split("  [Caused by")[0][:300] if str(exc).strip() else ""
             raise WeightsError(f"{arch_name}: torch.onnx could not export it ({type(exc).__name__}: {first})") from None
+        finally:
+            torch.onnx.unregister_custom_op_symbolic("aten::sort", OPSET)
         proto = onnx.load(str(path))
     proto.graph.name = f"{name}_{arch_name.replace(' ', '_')}"
     proto.producer_name = f"srgan import (spandrel, torch {torch.__version__})"
@@ -280,7 +340,8 @@ def check_parity(proto: onnx.ModelProto, descriptor: Any, hwc_u8: np.ndarray) ->
         raise WeightsError(f"ONNX Runtime cannot run the exported file on a {w}x{h} image (traced at "
                            f"{TRACE_HW[1]}x{TRACE_HW[0]}: a size baked into the graph?): {first}; "
                            "not imported") from None
-    want = descriptor(torch.from_numpy(nchw)).numpy()
+    with _stable_sort():  # the order of ties the exported TopK keeps
+        want = descriptor(torch.from_numpy(nchw)).numpy()
     if got.shape != want.shape:
         raise WeightsError(f"the ONNX file gives {got.shape} for a {w}x{h} image where PyTorch gives {want.shape}: "
                            "a size is baked into the graph; not imported")
