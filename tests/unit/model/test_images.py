@@ -201,3 +201,33 @@ def test_cmyk_with_profile_is_colour_managed_to_srgb(rng):
     img = read_image(to_bytes(cmyk, "JPEG", icc_profile=foreign), max_pixels=LIMIT)
     assert img.mode == "RGB"
     assert img.info["icc_profile"] == srgb_icc()
+
+
+def _idat_zlib_header(png: bytes) -> bytes:
+    at = 8
+    while at < len(png):
+        length, kind = struct.unpack(">I4s", png[at : at + 8])
+        if kind == b"IDAT":
+            return png[at + 8 : at + 10]
+        at += 12 + length
+    raise AssertionError("no IDAT chunk")
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_pngs_are_written_at_zlib_level_1_and_decode_to_the_same_pixels(rng, deep):
+    """Level 1 (OpenCV's default; a quarter of level 6's time on a 2048x1536 result): the zlib stream's header
+    says "fastest" (FLEVEL, the top two bits of its second byte, 0; level 6 writes 2), for 8-bit (Pillow) and
+    16-bit (imagecodecs) PNGs alike."""
+    if deep:
+        import imagecodecs
+
+        src = (rng.random((40, 56, 3)) * 65535).astype(np.uint16)
+        img = read_image(bytes(imagecodecs.png_encode(src)), max_pixels=LIMIT)
+        want = src
+    else:
+        want = (rng.random((40, 56, 3)) * 255).astype(np.uint8)
+        img = Image.fromarray(want)
+    data, media = encode_image(img, "png")
+    assert media == "image/png" and _idat_zlib_header(data)[1] >> 6 == 0
+    back = imagecodecs.png_decode(data) if deep else np.asarray(Image.open(io.BytesIO(data)))
+    assert np.array_equal(back, want)
