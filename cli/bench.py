@@ -204,6 +204,9 @@ def _startup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--height", type=int, default=384)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--tiles", type=lambda t: [int(x) for x in t.split(",") if x], default=[], metavar="T1,T2,...",
+                   help="also auto with a warm cache at these --tile sizes (when the first tile is done, and at what "
+                        "cost to the whole)")
 
 
 def _imported(p: argparse.ArgumentParser) -> None:
