@@ -269,6 +269,11 @@ def _panel(tiles: list[tuple[str, np.ndarray]], box: tuple[int, int, int, int], 
     return path
 
 
+CLEAN_NOISE_MARGIN = 0.5
+"""Noise levels of clean images are kept at 0 this far above what the calibration images read: a 64x64 crop of a
+held-out image, bicubic-downscaled and saved as PNG, read 2.8 where the whole images read at most 2.52."""
+
+
 def calibrate(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, Any]:
     """auto's thresholds fitted on the training split: each image's best denoise, then the least PSNR lost among
     the thresholds that give every clean image 0."""
@@ -293,8 +298,10 @@ def calibrate(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.nd
     clean = [s for s in samples if s["condition"] == "clean"]
     candidates = [AutoThresholds(jc, js, nc, ns) for jc in (85.0, 90.0, 95.0, 98.0) for js in (20.0, 30.0, 40.0, 50.0)
                   for nc in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0) for ns in (6.0, 8.0, 12.0, 16.0, 24.0)]
-    # a clean image gets 0, the clean model's own pixels (the issue's rule), whatever that costs elsewhere
-    keeps_clean = [t for t in candidates if all(auto_denoise(s["quality"], s["sigma"], t).value == 0 for s in clean)]
+    # a clean image gets 0, the clean model's own pixels (the issue's rule), whatever that costs elsewhere; with a
+    # margin, as a small upload of the same image reads more noise (fewer flat blocks to take the percentile of)
+    keeps_clean = [t for t in candidates
+                   if all(auto_denoise(s["quality"], s["sigma"] + CLEAN_NOISE_MARGIN, t).value == 0 for s in clean)]
     if not keeps_clean:
         raise SystemExit(f"no thresholds give every clean image 0: their noise estimates reach "
                          f"{max(s['sigma'] for s in clean):.2f}, above every noise_clean tried")

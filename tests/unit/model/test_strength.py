@@ -62,7 +62,7 @@ def test_noise_sigma_of_a_clean_image_is_small_and_grows_with_noise():
 def test_auto_is_zero_for_clean_and_grows_with_damage():
     clean = auto_denoise(None, 0.5)
     assert clean.value == 0.0 and clean.reason == "no jpeg tables, noise 0.5"
-    assert auto_denoise(95, 0.5).value == 0.0
+    assert auto_denoise(int(AUTO.jpeg_clean), 0.5).value == 0.0
     values = [auto_denoise(q, 1.0).value for q in (90, 75, 60, 45, 30)]
     assert values == sorted(values) and values[-1] == 1.0 and values[0] > 0
     assert auto_denoise(None, AUTO.noise_strong + 5).value == 1.0

@@ -1,0 +1,116 @@
+"""The shipped real-world model realworld_x4 with its clean model srresnet_x4: the card, the denoise endpoints, auto's
+choice on clean and JPEG uploads, and what it is for (a JPEG comes out closer to the original, without its blocks)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.data import shared_data
+from core.catalog.catalog import ModelCatalog, choose_denoise
+from core.catalog.load import build_upscaler
+from core.catalog.shipped import WEIGHTS_DIR
+from core.settings import Settings
+from model.engine import Upscaler
+from model.images import read_image
+from model.interpolate import check_pair
+from model.quality import bicubic_downscale, crop_to_multiple, flat_region_error, psnr_y
+from model.strength import Strength
+from training.degradations import degrade_condition
+from training.sources import combined_folder_pairs, read_rgb, split_holdout
+
+pytestmark = pytest.mark.integration
+
+REAL, CLEAN = WEIGHTS_DIR / "realworld_x4.onnx", WEIGHTS_DIR / "srresnet_x4.onnx"
+SIDE = 256
+"""HR crops of the held-out images (LR 64x64): big enough for JPEG's blocks and flat regions, quick on 2 cores."""
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("data"), backend="onnxruntime", threads=2,
+                    tile=0, overlap=0, precision="f32")
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Centre crops of the first four images training held out: never trained on, but the release picked its
+    checkpoint by validation on degraded copies of them, so this is the validation's measure (bench/realworld.py
+    has Set5 and Set14 beside it)."""
+    data = shared_data()
+    _, held = split_holdout(combined_folder_pairs(data / "train", [data / "train-extra"]), 0.05)
+    crops = []
+    for pair in held[:4]:
+        hr = read_rgb(pair.hr_path)
+        y, x = max(0, (hr.shape[0] - SIDE) // 2), max(0, (hr.shape[1] - SIDE) // 2)
+        crops.append(crop_to_multiple(hr[y:y + SIDE, x:x + SIDE], 4))
+    return crops
+
+
+def _raw(upscaler: Upscaler, img: np.ndarray) -> np.ndarray:
+    return upscaler._run([img])[0]
+
+
+def test_the_card_names_srresnet_x4_as_denoise_base_and_the_planned_steps_were_trained():
+    card = json.loads((WEIGHTS_DIR / "realworld_x4.card.json").read_text())
+    assert card["denoise_base"] == "srresnet_x4"
+    training = card["training"]
+    assert training["steps_trained"] >= training["planned_steps"] == 15000
+    assert "realworld" in training["degradation"]
+    check_pair(CLEAN, REAL)
+
+
+def test_denoise_0_is_srresnet_x4_and_denoise_1_is_realworld_x4(settings, held_out):
+    image = bicubic_downscale(held_out[0], 4)[:24, :32]
+    clean = _raw(Upscaler.from_file(CLEAN, backend="onnxruntime", precision="f32", tile=0, overlap=0), image)
+    real = _raw(Upscaler.from_file(REAL, backend="onnxruntime", precision="f32", tile=0, overlap=0), image)
+    catalog = ModelCatalog(settings)
+    outs = {n: _raw(build_upscaler(settings, catalog.blend(str(REAL), None, Strength(n, "asked"))), image)
+            for n in (0.0, 0.5, 1.0)}
+    assert np.abs(outs[0.0] - clean).max() <= 1e-3
+    assert np.abs(outs[1.0] - real).max() <= 1e-3
+    assert np.abs(clean - real).max() > 1.0, "the real-world model must differ from its clean model"
+    assert np.abs(outs[0.5] - clean).max() > 0.1 and np.abs(outs[0.5] - real).max() > 0.1
+
+
+def _upload(img_u8: np.ndarray, fmt: str, **kw) -> Image.Image:
+    buf = io.BytesIO()
+    Image.fromarray(img_u8).save(buf, format=fmt, **kw)
+    return read_image(buf.getvalue(), max_pixels=img_u8.shape[0] * img_u8.shape[1])
+
+
+def test_auto_gives_a_clean_png_0_and_a_q60_jpeg_a_strength_from_its_tables(settings, held_out):
+    target = ModelCatalog(settings).describe_file(REAL)
+    for hr in held_out:
+        lr = bicubic_downscale(hr, 4)
+        clean = choose_denoise(target, "auto", _upload(lr, "PNG"))
+        assert clean is not None and clean.value == 0.0, clean
+        assert "no jpeg tables" in clean.reason
+        jpeg = choose_denoise(target, "auto", _upload(lr, "JPEG", quality=60))
+        assert jpeg is not None and jpeg.value > 0.3 and "jpeg q60" in jpeg.reason, jpeg
+
+
+@pytest.mark.parametrize("condition", ["jpeg", "noise-jpeg"])
+def test_auto_restores_jpeg_uploads_better_than_the_clean_model(settings, held_out, condition):
+    """Issue 19's bound against srresnet_x4 (>= 0.5 dB Y-PSNR at denoise auto), on the held-out images, and the
+    artifacts gone: less error where the original is flat (what amplified blocks and noise show up in)."""
+    catalog = ModelCatalog(settings)
+    target = catalog.describe_file(REAL)
+    clean_engine = Upscaler.from_file(CLEAN, backend="onnxruntime", precision="f32", tile=0, overlap=0, threads=2)
+    gains, flat_real, flat_clean = [], [], []
+    for i, hr in enumerate(held_out):
+        upload = read_image(degrade_condition(hr, condition, 4, seed=i).data, max_pixels=SIDE * SIDE)
+        lr = np.asarray(upload.convert("RGB"))
+        strength = choose_denoise(target, "auto", upload)
+        assert strength is not None and strength.value > 0.0, strength
+        real = build_upscaler(settings, catalog.blend(str(REAL), None, strength)).upscale(lr)
+        clean = clean_engine.upscale(lr)
+        gains.append(psnr_y(real, hr, crop=4) - psnr_y(clean, hr, crop=4))
+        flat_real.append(flat_region_error(real, hr, crop=4))
+        flat_clean.append(flat_region_error(clean, hr, crop=4))
+    assert np.mean(gains) >= 0.5, gains
+    assert np.mean(flat_real) < 0.8 * np.mean(flat_clean), (flat_real, flat_clean)
