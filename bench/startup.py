@@ -74,8 +74,10 @@ def _once(work: Path, image: Path, v: Variant, model: str) -> tuple[float, float
     tile = [] if v.tile is None else ["--tile", str(v.tile)]
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "cli.main", "upscale", str(image), "-o", str(out), "--overwrite",
-                           "--no-progress", "--timings", "--model", model, *tile], env=env, check=True,
-                          capture_output=True, text=True)
+                           "--no-progress", "--timings", "--model", model, *tile], env=env, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"srgan upscale ({v}) exited {done.returncode}: {done.stderr[-800:]}")
     wall = time.perf_counter() - started
     return wall, moment(done.stderr, "engine ready"), moment(done.stderr, "first tile")
 
