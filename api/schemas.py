@@ -31,7 +31,9 @@ class JobRequest(BaseModel):
     max_side: int | None = Field(None, ge=1, description="the result's longer side in pixels, aspect kept; "
                                  "not with width or height. A size must need a scale from 1 to 8 of the image")
     model: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)?$",
-                              description="model name or name:version; default: the active model")
+                              description="model name or name:version, or a family's name (realworld: "
+                                          "realworld_x2 or realworld_x4, whichever the asked size needs); default: "
+                                          "the configured default, or the smallest model reaching the asked scale")
     format: Annotated[OutputFormat | None, WithJsonSchema(
         {"anyOf": [{"type": "string", "enum": ["png", "jpeg", "jpg", "webp", "avif"]}, {"type": "null"}]}
     )] = Field(None, description="output format (`jpg` is `jpeg`); default: the input's family")

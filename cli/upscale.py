@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also the images in subfolders of a folder input (the tree is mirrored under -o)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs that exist (default: skip them, so a batch can be re-run)")
-    p.add_argument("--model", help="registry model (name or name:version), shipped model name or .onnx path "
+    p.add_argument("--model", help="registry model (name or name:version), shipped model name, a family's name "
+                                  "(realworld: realworld_x2 or realworld_x4, the one the size needs) or .onnx path "
                                   "(default: SRGAN_MODEL, else srresnet_x4)")
     p.add_argument("--detail", type=float, metavar="A",
                    help="0..1, for a GAN model with a detail base (srgan_x4): 0 = its PSNR model (smooth, "
@@ -65,8 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "to remove; 0 = its clean model (keeps everything), 1 = the strongest restoration; auto (the "
                         "default) estimates it from each image's JPEG quality and noise (a clean image gets 0)")
     size = p.add_argument_group("size", "the result's size: a scale, or a width, height or longer side (aspect kept); "
-                                        "the scale it needs must be from 1 to 8. With no --model, the smallest "
-                                        "model whose scale reaches it runs and its output is resampled (Lanczos)")
+                                        "the scale it needs must be from 1 to 8. With no --model (or a family's name), "
+                                        "the smallest model whose scale reaches it runs and its output is resampled "
+                                        "(Lanczos)")
     size.add_argument("--scale", type=_scale, metavar="S",
                       help="1 to 8, fractional too (2.5): round(w*S) x round(h*S) (default: the model's scale)")
     size.add_argument("--width", type=_pixels, metavar="W", help="the result's width; the height keeps the aspect")
@@ -264,18 +266,15 @@ def run(args: argparse.Namespace) -> int:
     catalog = ModelCatalog(settings)  # reads only: a local upscale writes no registry
 
     def pick(img: Image.Image) -> tuple[Upscaler, dict[str, Any]]:
-        """The engine for this image: the named model, else the one the catalog picks for its needed scale."""
-        spec = args.model
-        needed = size.needed_scale(img.width, img.height)
-        if spec is None and needed is not None:
-            chosen = catalog.select(model=None, scale=needed)
-            spec = None if chosen.default else chosen.spec
+        """The engine for this image: the named model, else the one the catalog picks for its needed scale (no model
+        or a family named)."""
+        spec = catalog.spec_for(args.model, size.needed_scale(img.width, img.height))
         blend = catalog.blend(spec, args.detail, choose_denoise(catalog.resolve(spec), args.denoise, img))
         upscaler = engine_for(blend)
         return upscaler, provenance(upscaler, blend)
 
     try:
-        first = catalog.blend(args.model, args.detail)
+        first = catalog.blend(catalog.spec_for(args.model, None), args.detail)
         if isinstance(args.denoise, float):  # an asked strength needs a model with denoise control: say so now
             require_denoise_base(first.target)
         label = size.label(first.target.scale or engine_for(first).scale)

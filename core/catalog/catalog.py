@@ -43,7 +43,7 @@ from core.catalog.announce import generation_or
 from core.catalog.registry import ModelVersion, Registry, find_card, read_card
 from core.catalog.shipped import WEIGHTS_DIR, is_path, shipped_file, shipped_models
 from core.settings import Settings
-from model.contract import ModelContract, Tiling, load_proto
+from model.contract import ModelContract, Tiling
 from model.errors import InvalidParameter, ModelError
 from model.images import JPEG_QUALITY_KEY
 from model.knobs import round_denoise, round_detail
@@ -191,6 +191,14 @@ def choose_denoise(target: ModelRef, requested: float | str | None, img: Image.I
     return Strength(round_denoise(requested), "asked")
 
 
+def family_of(name: str) -> str | None:
+    """The family a model name says it belongs to: ``realworld`` for ``realworld_x2`` and ``realworld_x4`` (a name
+    ending in ``_x`` and its native scale), else None. A job may name the family: :meth:`ModelCatalog.select` then
+    runs its member for the job's scale (:func:`by_scale` among the family; no scale asked: its largest)."""
+    stem, sep, scale = name.rpartition("_x")
+    return stem if sep and stem and scale.isdigit() else None
+
+
 def by_scale(default: ModelRef, offered: list[ModelRef], scale: float | None) -> ModelRef:
     """The model a job naming none runs to reach ``scale`` (None: ``default``, the configured default).
 
@@ -251,7 +259,7 @@ class ModelCatalog:
         with self._lock:
             if key in self._files:
                 return self._files[key]
-        contract = ModelContract.of_proto(load_proto(path))
+        contract = ModelContract.read(path)
         card_path = find_card(path)
         try:
             card = read_card(card_path) if card_path else {}
@@ -393,7 +401,8 @@ class ModelCatalog:
         """The model for a job asking for ``model`` (``name`` or ``name:version``) and/or needing ``scale``.
 
         A named model is the one (the worker resamples its output to the asked size). With no model named,
-        :meth:`by_scale` picks among the active ones. With ``detail``, the model's detail base must be offered
+        :meth:`by_scale` picks among the active ones; a family named (``realworld``, :func:`family_of`), among its
+        members. With ``detail``, the model's detail base must be offered
         too; with ``denoise`` (a strength asked for, not ``auto``), its denoise base.
 
         Raises:
@@ -410,10 +419,28 @@ class ModelCatalog:
                 self._pick(offered, require_detail_base(clean), None)
         return chosen
 
+    def spec_for(self, model: str | None, scale: float | None) -> str | None:
+        """What :meth:`resolve` and :meth:`blend` take for a local run asking for ``model`` (a name, ``name:version``,
+        a family's name or a path; None: the default) at ``scale`` (None: the model's own): the model
+        :meth:`select` picks where the choice is the catalog's (no model or a family named), else ``model``."""
+        if model is None:
+            if scale is None:
+                return None
+            chosen = self.select(model=None, scale=scale)
+            return None if chosen.default else chosen.spec
+        offered = self.offered()
+        if ":" not in model and all(m.name != model for m in offered) and \
+                any(family_of(m.name) == model for m in offered):
+            return self._pick(offered, model, scale).spec
+        return model
+
     def _pick(self, offered: list[ModelRef], model: str | None, scale: float | None) -> ModelRef:
         if model:
             name, _, version = model.partition(":")
             matches = [m for m in offered if m.name == name and (m.version == version if version else m.active)]
+            members = [m for m in offered if m.active and family_of(m.name) == name] if not version else []
+            if not matches and members:  # a family's name: its member for the scale
+                return by_scale(max(members, key=lambda m: m.scale or 0), members, scale)
             if not matches:
                 listed = ", ".join(m.ref + (" (active)" if m.active and m.source == "registry" else "")
                                    for m in offered)

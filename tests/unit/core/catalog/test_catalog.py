@@ -111,6 +111,46 @@ def test_the_smallest_native_scale_that_reaches_the_need_runs(registry_settings,
     assert ModelCatalog(registry_settings).select(model=None, scale=scale).ref == ref
 
 
+@pytest.fixture
+def family_settings(tmp_path):
+    """A registry with the family ``photo`` (photo_x2, photo_x4; photo_x4 also has an older version) and a
+    model named ``photo``'s neighbour ``photos_x2`` that is not of it."""
+    from core.catalog.registry import Registry
+    from tests.utils.models import publish_checked
+
+    registry = Registry(tmp_path / "models")
+    for name, version, scale in [("photo_x4", "1", 4), ("photo_x4", "2", 4), ("photo_x2", "1", 2),
+                                 ("photos_x2", "1", 2)]:
+        publish_checked(registry, make_nearest_model(tmp_path / f"{name}-{version}.onnx", scale=scale), name=name,
+                        version=version)
+    return Settings(_env_file=None, models_dir=tmp_path / "models", model="photo_x4")
+
+
+@pytest.mark.parametrize(("scale", "ref"), [(None, "photo_x4:2"), (1.5, "photo_x2:1"), (2, "photo_x2:1"),
+                                            (2.5, "photo_x4:2"), (4, "photo_x4:2"), (8, "photo_x4:2")])
+def test_a_family_name_runs_its_member_for_the_scale(family_settings, scale, ref):
+    """``model=photo`` picks within photo_x2/photo_x4 by scale (their largest with none asked), active versions
+    only, never another family's model (photos_x2) nor a model outside any family."""
+    catalog = ModelCatalog(family_settings)
+    assert catalog.select(model="photo", scale=scale).ref == ref
+    assert catalog.spec_for("photo", scale) == ref, "a local run resolves the same member"
+
+
+def test_family_names_do_not_shadow_models_and_unknown_families_are_refused(family_settings, tmp_path):
+    from core.catalog.catalog import family_of
+
+    assert [family_of(n) for n in ("realworld_x2", "realworld_x4", "srgan_x4", "sr", "x4", "a_xb", "a_x")] == \
+        ["realworld", "realworld", "srgan", None, None, None, None]
+    catalog = ModelCatalog(family_settings)
+    assert catalog.select(model="photo_x4", scale=2).ref == "photo_x4:2", "a named model is still resampled"
+    assert catalog.spec_for("photo_x4", 2) == "photo_x4", "a named model is run as named"
+    assert catalog.spec_for(None, None) is None and catalog.spec_for(None, 2) == "photo_x2:1"
+    with pytest.raises(InvalidParameter, match="unknown model 'phot'"):
+        catalog.select(model="phot", scale=2)
+    with pytest.raises(InvalidParameter, match="unknown model 'photo:1'"):
+        catalog.select(model="photo:1", scale=2)  # a version pins a model, not a family
+
+
 def test_ties_go_to_the_default_and_unknown_scales_are_skipped(registry_settings, tmp_path):
     from core.catalog.catalog import by_scale
 
