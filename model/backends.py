@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import onnx
 
 from model.compile_cache import CompileCache, content_hash
 from model.errors import InferenceError, ModelError, OutOfMemory
@@ -249,6 +248,8 @@ def rewritten_model(path: Path, cache: CompileCache | None = None) -> bytes | No
     if saved is not None and saved.is_file():
         data = saved.read_bytes()
         return data or None  # empty: no rewrite applies to this network
+    import onnx  # start-up: only where the cache has no rewritten graph yet
+
     try:
         proto = onnx.load(str(path))
     except Exception as exc:
@@ -269,6 +270,8 @@ def float16_model(path: Path, rewritten: bytes | None) -> bytes:
     from onnxruntime.transformers.float16 import convert_float_to_float16  # optional: the cpu or gpu extra
 
     try:
+        import onnx
+
         proto = onnx.load(str(path)) if rewritten is None else onnx.load_from_string(rewritten)
         return convert_float_to_float16(proto, keep_io_types=True).SerializeToString()
     except Exception as exc:
@@ -395,8 +398,7 @@ class OpenVinoBackend:
             raise ModelError(f"{path}: expected one image input, found {len(inputs)}")
         self.input_name = inputs[0].get_any_name()
         self.input_shape = [d.get_length() if d.is_static else None for d in inputs[0].get_partial_shape()]
-        proto = onnx.load(str(path), load_external_data=False)
-        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        self.metadata = _openvino_metadata(model)
         self.name = f"openvino:{device}"
         ov_hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
         got = ov_hint.get_type_name() if hasattr(ov_hint, "get_type_name") else str(ov_hint).lower()
@@ -418,6 +420,14 @@ class OpenVinoBackend:
             return request.get_output_tensor(0).data.copy()
         except Exception as exc:
             raise inference_error("OpenVINO", batch, exc) from exc
+
+
+def _openvino_metadata(model: Any) -> dict[str, str]:  # noqa: ANN401 - an ov.Model
+    """The ONNX file's ``metadata_props`` as OpenVINO's ONNX reader keeps them (``rt_info["framework"]``; the
+    rewritten and int8 graphs carry the file's): no second parse of the file, no onnx import."""
+    info = model.get_rt_info()
+    framework = info["framework"] if "framework" in info else {}
+    return {str(k): v.astype(str) for k, v in framework.items()}
 
 
 def openvino_available() -> bool:

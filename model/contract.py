@@ -9,6 +9,7 @@ scale from a probe run in the engine) or by explicit options.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -128,12 +129,13 @@ class ModelContract:
 
     @classmethod
     def read(cls, path: str | Path) -> ModelContract | None:
-        """The contract stored in the ONNX file ``path`` (None: a foreign file without one).
+        """The contract stored in the ONNX file ``path`` (None: a foreign file without one), read with
+        :func:`read_metadata` (no onnx import, no parse of the weights).
 
         Raises:
             ModelError: the file cannot be read as ONNX.
         """
-        return cls.of_proto(load_proto(path))
+        return cls.from_metadata(read_metadata(path))
 
     def store_in(self, proto: onnx.ModelProto) -> None:
         """Store this contract in ``proto``'s ``metadata_props``, replacing any earlier one."""
@@ -157,6 +159,73 @@ def load_proto(path: str | Path) -> onnx.ModelProto:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
         raise ModelError(f"cannot read model file {path}: {exc}") from exc
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path``, read off its protobuf encoding: a model's fields are
+    walked and skipped by their lengths, so neither onnx nor the weights are parsed (start-up: ``srgan upscale``
+    describes the model it loads from a warm compile cache without onnx). A file that does not walk as a model
+    with a graph is left to onnx, whose ModelError says why it is not ONNX.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return _metadata_props(data)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return {p.key: p.value for p in load_proto(path).metadata_props}
+
+
+_MODEL_GRAPH, _MODEL_METADATA = 7, 14
+"""``ModelProto``'s field numbers of ``graph`` and ``metadata_props`` (onnx.proto)."""
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int | bytes]]:
+    """``(field number, wire type, value)`` of a protobuf message: an int, or a length-delimited field's bytes."""
+    at, end = start, len(data) if end is None else end
+    while at < end:
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _varint(data, at)
+            yield number, wire, value
+        elif wire == 2:
+            size, at = _varint(data, at)
+            if at + size > end:
+                raise ValueError("field past the end")
+            yield number, wire, data[at:at + size]
+            at += size
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+            yield number, wire, 0
+        else:
+            raise ValueError(f"wire type {wire}")
+    if at != end:
+        raise ValueError("truncated message")
+
+
+def _metadata_props(data: bytes) -> dict[str, str]:
+    props: dict[str, str] = {}
+    graph = False
+    for number, wire, value in _fields(data):
+        graph = graph or (number == _MODEL_GRAPH and wire == 2)
+        if number == _MODEL_METADATA and isinstance(value, bytes):
+            entry = {n: v for n, w, v in _fields(value) if w == 2 and isinstance(v, bytes)}
+            props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+    if not graph:
+        raise ValueError("no graph")
+    return props
 
 
 def infer_layout(input_shape: list[object]) -> Layout:

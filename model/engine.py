@@ -228,7 +228,8 @@ class Upscaler:
         if device is not None:  # the network on a GPU: its budget there, the output strip's in host memory
             return choose_tiles(height, width, self.scale, overlap, self.memory_budget or device, per_px,
                                 self.tile_batch, strip_budget=host)
-        return choose_tiles(height, width, self.scale, overlap, self.memory_budget or host, per_px, self.tile_batch)
+        return choose_tiles(height, width, self.scale, overlap, self.memory_budget or host, per_px, self.tile_batch,
+                            max_window=getattr(self.backend, "cache_window_pixels", None))
 
     def upscale(
         self,

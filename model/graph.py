@@ -22,11 +22,12 @@ padding because the element-wise operations in between keep 0 at 0 (checked).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
+
+if TYPE_CHECKING:  # start-up: onnx is imported only where a graph is rewritten or read (not from a warm cache)
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,18 @@ REWRITE_VERSION = 1
 read back (``model.compile_cache``)."""
 MAX_COST = 1.5
 """Rewrite only when the new convolution does at most this many times the multiply-adds of the old one."""
+
+
+def _to_array(tensor: onnx.TensorProto) -> np.ndarray:
+    from onnx import numpy_helper  # start-up: see the imports
+
+    return numpy_helper.to_array(tensor)
+
+
+def _from_array(arr: np.ndarray, name: str) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(arr, name)
 
 
 def subpixel_kernel(weight: np.ndarray, bias: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -72,6 +85,8 @@ def subpixel_kernel(weight: np.ndarray, bias: np.ndarray, block: int) -> tuple[n
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    from onnx import helper
+
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
@@ -121,7 +136,9 @@ def subpixel_tail(proto: onnx.ModelProto) -> int:
         keep = [i for i in g.initializer if i.name in used]
         del g.initializer[:]
         g.initializer.extend(keep)
-        onnx.checker.check_model(proto)
+        from onnx import checker
+
+        checker.check_model(proto)
     return done
 
 
@@ -131,7 +148,7 @@ def _plan(conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto], producer: di
     """The shuffle feeding ``conv`` and the element-wise nodes between them, or None when it does not apply."""
     if len(conv.input) < 2 or conv.input[1] not in inits:
         return None
-    weight = numpy_helper.to_array(inits[conv.input[1]])
+    weight = _to_array(inits[conv.input[1]])
     if weight.ndim != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0:
         return None
     if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
@@ -160,7 +177,7 @@ def _plan(conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto], producer: di
         chain.append(node)
         for i in node.input:
             if i in inits:
-                if not _per_channel(numpy_helper.to_array(inits[i]), in_ch):
+                if not _per_channel(_to_array(inits[i]), in_ch):
                     return None
             else:
                 stack.append(i)
@@ -190,15 +207,15 @@ def _per_channel(arr: np.ndarray, channels: int) -> bool:
 def _keeps_zero(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
     """The operation maps an all-zero input to zero (so the convolution's zero padding commutes)."""
     if node.op_type == "Add":
-        return all(i not in inits or not numpy_helper.to_array(inits[i]).any() for i in node.input)
+        return all(i not in inits or not _to_array(inits[i]).any() for i in node.input)
     return True
 
 
 def _apply(g: onnx.GraphProto, conv: onnx.NodeProto, d2s: onnx.NodeProto, chain: list[onnx.NodeProto], block: int,
            inits: dict[str, onnx.TensorProto]) -> None:
-    weight = numpy_helper.to_array(inits[conv.input[1]])
+    weight = _to_array(inits[conv.input[1]])
     out_ch = weight.shape[0]
-    bias = (numpy_helper.to_array(inits[conv.input[2]]) if len(conv.input) > 2 and conv.input[2]
+    bias = (_to_array(inits[conv.input[2]]) if len(conv.input) > 2 and conv.input[2]
             else np.zeros(out_ch, np.float32))
     new_w, new_b, low, high = subpixel_kernel(weight, bias, block)
     prefix = f"{conv.name or conv.output[0]}__subpixel"
@@ -208,17 +225,17 @@ def _apply(g: onnx.GraphProto, conv: onnx.NodeProto, d2s: onnx.NodeProto, chain:
             if name == d2s.output[0]:
                 node.input[idx] = d2s.input[0]
             elif name in inits:
-                arr = numpy_helper.to_array(inits[name])
+                arr = _to_array(inits[name])
                 if arr.size > 1:
                     arr = arr.reshape(1, -1, 1, 1)
                     if name not in tiled_names:
                         tiled_names[name] = f"{prefix}__{name}"
-                        g.initializer.append(numpy_helper.from_array(np.tile(arr, (1, block * block, 1, 1)),
-                                                                     tiled_names[name]))
+                        g.initializer.append(_from_array(np.tile(arr, (1, block * block, 1, 1)), tiled_names[name]))
                     node.input[idx] = tiled_names[name]
     data = conv.input[0] if conv.input[0] != d2s.output[0] else d2s.input[0]
-    g.initializer.extend([numpy_helper.from_array(new_w, f"{prefix}__W"),
-                          numpy_helper.from_array(new_b, f"{prefix}__B")])
+    g.initializer.extend([_from_array(new_w, f"{prefix}__W"), _from_array(new_b, f"{prefix}__B")])
+    from onnx import helper
+
     new_conv = helper.make_node("Conv", [data, f"{prefix}__W", f"{prefix}__B"], [f"{prefix}__out"], name=prefix,
                                 kernel_shape=[new_w.shape[2], new_w.shape[3]], pads=[low, low, high, high])
     shuffle = helper.make_node("DepthToSpace", [f"{prefix}__out"], list(conv.output), name=f"{prefix}__shuffle",
@@ -248,10 +265,10 @@ def flops_per_input_pixel(proto: onnx.ModelProto) -> float:
     order (a bicubic skip's shuffle, say).
     """
     g = proto.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = {t.name: _to_array(t) for t in g.initializer}
     for node in g.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            consts[node.output[0]] = _to_array(node.attribute[0].t)
         elif node.op_type == "Identity" and node.input[0] in consts:  # torch.onnx shares equal weights this way
             consts[node.output[0]] = consts[node.input[0]]
     factor = {i.name: 1.0 for i in g.input if i.name not in consts}

@@ -31,14 +31,17 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from model.backends import runtime_version
 from model.compile_cache import CompileCache, content_hash
 from model.contract import ModelContract, infer_layout
 from model.errors import ModelError
+
+if TYPE_CHECKING:  # start-up: onnx only to quantize (an int8 graph in the compile cache is read back without it)
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +200,7 @@ def quantize(model: bytes, batches: Sequence[np.ndarray], input_name: str, *, ke
     calibration methods); ``moving_average``: min/max averaged over the calibration images instead of the
     extremes of them all. Only ``Conv`` nodes are quantized.
     """
+    import onnx
     from onnxruntime.quantization import (  # optional: the cpu or gpu extra
         CalibrationDataReader,
         CalibrationMethod,
@@ -278,6 +282,8 @@ def int8_model(path: Path, rewritten: bytes | None = None, cache: CompileCache |
     if saved is not None and saved.is_file():
         return saved.read_bytes()
     try:
+        import onnx
+
         proto = onnx.load_from_string(source)
         contract = model_contract(proto)
         data = quantize(source, calibration_batches(contract), contract.input_name)

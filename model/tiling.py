@@ -103,7 +103,7 @@ def tile_memory(window_h: int, window_w: int, image_w: int, scale: int, bytes_pe
 
 
 def choose_tiles(height: int, width: int, scale: int, overlap: int, budget: int, bytes_per_output_pixel: int,
-                 batch: int = 1, strip_budget: int | None = None) -> tuple[int, int]:
+                 batch: int = 1, strip_budget: int | None = None, max_window: int | None = None) -> tuple[int, int]:
     """``(tile_h, tile_w)`` of the plan that runs the fewest pixels (the image plus the recomputed overlaps)
     while its working memory (:func:`tile_memory`) fits ``budget``; ``(0, 0)`` runs the whole image; sides
     never below ``MIN_AUTO_TILE``; between plans that run as many pixels, the fewer tiles, then the less
@@ -112,10 +112,16 @@ def choose_tiles(height: int, width: int, scale: int, overlap: int, budget: int,
 
     ``strip_budget``: the network runs elsewhere (a GPU): ``budget`` is then the device's, for the
     network's working memory alone, and the output strip (host memory) must fit ``strip_budget``.
+
+    ``max_window``: the most input pixels (overlap included) a window may have, where a CPU runs windows that
+    large faster per pixel than larger ones (their activations stay in its caches: the backend's
+    ``cache_window_pixels``); a whole image larger than that then runs in tiles even when it fits the budget.
     """
     smallest = max(MIN_AUTO_TILE, overlap + 1)
 
     def fits(window_h: int, window_w: int) -> bool:
+        if max_window is not None and window_h * window_w > max_window:
+            return False
         net = tile_memory(window_h, window_w, 0, scale, bytes_per_output_pixel, batch)
         strip = tile_memory(window_h, 0, width, scale, 0)
         return net + strip <= budget if strip_budget is None else net <= budget and strip <= strip_budget
@@ -129,6 +135,8 @@ def choose_tiles(height: int, width: int, scale: int, overlap: int, budget: int,
                 if best is None or key < best[0]:
                     best = (key, (tile_h, tile_w))
                 break
+    if best is None and max_window is not None:  # no window that small fits: as if there were no preference
+        return choose_tiles(height, width, scale, overlap, budget, bytes_per_output_pixel, batch, strip_budget)
     return (smallest, smallest) if best is None else best[1]
 
 

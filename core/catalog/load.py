@@ -5,7 +5,8 @@ the worker's engine cache and ``srgan upscale`` both build it with :func:`build_
 so a job and a local run of the same model and ``detail`` run the same network
 with the same tiling; the benchmarks open a file with :func:`open_engine`. All
 of them take their engine options from :func:`engine_options`. ONNX Runtime/OpenVINO
-are imported only when it runs (``import core.catalog.load`` stays cheap for ``srgan``'s start-up).
+are imported only when it runs, onnx only for a blend (``import core.catalog.load`` stays cheap for ``srgan``'s
+start-up, and a model whose compiled network is in the compile cache loads without reading its graph in Python).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from core.catalog.catalog import Blend
 from core.settings import Settings
 from model.backends import Backend, open_backend
 from model.engine import Upscaler
-from model.interpolate import blend_models
+
+if TYPE_CHECKING:  # start-up: onnx for a blend only (one model loads from the compile cache without it)
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def build_upscaler(settings: Settings, blend: Blend, *, backend: str | None = No
     if len(parts) == 1:  # auto tries int8 only where the card says it was measured (quantizing takes a while)
         engine = Upscaler.from_file(parts[0][0].path, **kwargs, auto_int8=parts[0][0].int8 is not None)
     else:
+        from model.interpolate import blend_models
+
         proto = blend_models([(m.path, w) for m, w in parts])
         name = f"{info.name}-blend-{'-'.join(f'{w:.3f}' for _, w in parts)}.onnx"
 
@@ -92,6 +95,8 @@ def provenance(upscaler: Upscaler, blend: Blend) -> dict[str, Any]:
 @contextmanager
 def _as_file(proto: onnx.ModelProto, name: str) -> Iterator[Path]:
     """``proto`` saved as ``name`` in a temporary folder, for a backend to load; removed afterwards."""
+    import onnx
+
     with tempfile.TemporaryDirectory(prefix="srgan-blend-") as tmp:
         path = Path(tmp) / name
         onnx.save(proto, str(path))
