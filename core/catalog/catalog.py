@@ -204,7 +204,9 @@ def by_scale(default: ModelRef, offered: list[ModelRef], scale: float | None) ->
 
     The smallest native scale that reaches it, among ``default`` and the active versions: the least work, and
     its output is then only resampled down (antialiased, ``model.images.resample``), never enlarged by the
-    filter; on a tie the default, else the first offered. When none reaches it (x6 with only x4 models), the
+    filter; on a tie the default, else a member of the default's family (:func:`family_of`: srresnet_x4's x2 is
+    srresnet_x2, not realworld_x2), else one without denoise control (a clean model before a real-world one), else
+    the first offered. When none reaches it (x6 with only x4 models), the
     largest, whose output is then resampled up. A model of unknown scale is not a candidate.
     """
     if scale is None:
@@ -212,9 +214,13 @@ def by_scale(default: ModelRef, offered: list[ModelRef], scale: float | None) ->
     candidates = [m for m in [default, *offered] if m.scale and (m is default or m.active)]
     if not candidates:
         return default
+    family = family_of(default.name)
+    kin = [m for m in candidates if m is default or (family is not None and family_of(m.name) == family)]
+    rest = [m for m in candidates if all(m is not k for k in kin)]
+    candidates = kin + sorted(rest, key=lambda m: m.denoise_base is not None)  # ties: default, family, clean ones
     reaching = [m for m in candidates if m.scale is not None and m.scale >= scale]
     if reaching:
-        return min(reaching, key=lambda m: m.scale or 0)  # min and max keep the first of equals: the default
+        return min(reaching, key=lambda m: m.scale or 0)  # min and max keep the first of equals
     return max(candidates, key=lambda m: m.scale or 0)
 
 

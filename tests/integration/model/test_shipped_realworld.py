@@ -1,5 +1,6 @@
-"""The shipped real-world model realworld_x4 with its clean model srresnet_x4: the card, the denoise endpoints, auto's
-choice on clean and JPEG uploads, and what it is for (a JPEG comes out closer to the original, without its blocks)."""
+"""The shipped real-world models realworld_x4 and realworld_x2 with their clean models srresnet_x4 and srresnet_x2: the
+cards, the denoise endpoints, auto's choice on clean and JPEG uploads, what they are for (a JPEG comes out closer to
+the original, without its blocks), and the family's name choosing between them by scale."""
 
 from __future__ import annotations
 
@@ -25,7 +26,13 @@ from training.sources import combined_folder_pairs, read_rgb, split_holdout
 
 pytestmark = pytest.mark.integration
 
-REAL, CLEAN = WEIGHTS_DIR / "realworld_x4.onnx", WEIGHTS_DIR / "srresnet_x4.onnx"
+MEMBERS = {4: ("realworld_x4", "srresnet_x4", 15000), 2: ("realworld_x2", "srresnet_x2", 5000)}
+"""Scale: (the real-world model, its denoise base, its planned steps)."""
+BOUNDS = {4: (0.5, 0.8), 2: (0.3, 0.85)}
+"""Scale: (the least mean Y-PSNR gain over the clean model at denoise auto, the most flat-region error as a share of
+the clean model's). x4: issue 19's 0.5 dB. x2 has no bound in an issue; these guard what the release measured,
+0.38 / 0.57 dB and 0.76 / 0.81 (jpeg / noise-jpeg): at x2 the clean model amplifies a JPEG's blocks less, and
+auto's thresholds are the ones fitted on realworld_x4 (at a fixed 0.5 the jpeg gain is 0.49 dB)."""
 SIDE = 256
 """HR crops of the held-out images (LR 64x64): big enough for JPEG's blocks and flat regions, quick on 2 cores."""
 
@@ -34,6 +41,13 @@ SIDE = 256
 def settings(tmp_path_factory):
     return Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("data"), backend="onnxruntime", threads=2,
                     tile=0, overlap=0, precision="f32")
+
+
+@pytest.fixture(scope="module", params=sorted(MEMBERS, reverse=True), ids=lambda s: f"x{s}")
+def member(request):
+    """(scale, the real-world model's file, its clean model's file, its planned steps)."""
+    real, clean, steps = MEMBERS[request.param]
+    return request.param, WEIGHTS_DIR / f"{real}.onnx", WEIGHTS_DIR / f"{clean}.onnx", steps
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +69,23 @@ def _raw(upscaler: Upscaler, img: np.ndarray) -> np.ndarray:
     return upscaler._run([img])[0]
 
 
-def test_the_card_names_srresnet_x4_as_denoise_base_and_the_planned_steps_were_trained():
-    card = json.loads((WEIGHTS_DIR / "realworld_x4.card.json").read_text())
-    assert card["denoise_base"] == "srresnet_x4"
+def test_the_card_names_its_clean_model_as_denoise_base_and_the_planned_steps_were_trained(member):
+    scale, real, clean, steps = member
+    card = json.loads(real.with_suffix(".card.json").read_text())
+    assert card["denoise_base"] == clean.stem and card["scale"] == scale
     training = card["training"]
-    assert training["steps_trained"] >= training["planned_steps"] == 15000
+    assert training["steps_trained"] >= training["planned_steps"] == steps
     assert "realworld" in training["degradation"]
-    check_pair(CLEAN, REAL)
+    check_pair(clean, real)
 
 
-def test_denoise_0_is_srresnet_x4_and_denoise_1_is_realworld_x4(settings, held_out):
-    image = bicubic_downscale(held_out[0], 4)[:24, :32]
-    clean = _raw(Upscaler.from_file(CLEAN, backend="onnxruntime", precision="f32", tile=0, overlap=0), image)
-    real = _raw(Upscaler.from_file(REAL, backend="onnxruntime", precision="f32", tile=0, overlap=0), image)
+def test_denoise_0_is_the_clean_model_and_denoise_1_the_real_world_model(settings, held_out, member):
+    scale, real_path, clean_path, _ = member
+    image = bicubic_downscale(held_out[0], scale)[:24, :32]
+    clean = _raw(Upscaler.from_file(clean_path, backend="onnxruntime", precision="f32", tile=0, overlap=0), image)
+    real = _raw(Upscaler.from_file(real_path, backend="onnxruntime", precision="f32", tile=0, overlap=0), image)
     catalog = ModelCatalog(settings)
-    outs = {n: _raw(build_upscaler(settings, catalog.blend(str(REAL), None, Strength(n, "asked"))), image)
+    outs = {n: _raw(build_upscaler(settings, catalog.blend(str(real_path), None, Strength(n, "asked"))), image)
             for n in (0.0, 0.5, 1.0)}
     assert np.abs(outs[0.0] - clean).max() <= 1e-3
     assert np.abs(outs[1.0] - real).max() <= 1e-3
@@ -83,10 +99,11 @@ def _upload(img_u8: np.ndarray, fmt: str, **kw) -> Image.Image:
     return read_image(buf.getvalue(), max_pixels=img_u8.shape[0] * img_u8.shape[1])
 
 
-def test_auto_gives_a_clean_png_0_and_a_q60_jpeg_a_strength_from_its_tables(settings, held_out):
-    target = ModelCatalog(settings).describe_file(REAL)
+def test_auto_gives_a_clean_png_0_and_a_q60_jpeg_a_strength_from_its_tables(settings, held_out, member):
+    scale, real, _, _ = member
+    target = ModelCatalog(settings).describe_file(real)
     for hr in held_out:
-        lr = bicubic_downscale(hr, 4)
+        lr = bicubic_downscale(hr, scale)
         clean = choose_denoise(target, "auto", _upload(lr, "PNG"))
         assert clean is not None and clean.value == 0.0, clean
         assert "no jpeg tables" in clean.reason
@@ -95,22 +112,38 @@ def test_auto_gives_a_clean_png_0_and_a_q60_jpeg_a_strength_from_its_tables(sett
 
 
 @pytest.mark.parametrize("condition", ["jpeg", "noise-jpeg"])
-def test_auto_restores_jpeg_uploads_better_than_the_clean_model(settings, held_out, condition):
-    """Issue 19's bound against srresnet_x4 (>= 0.5 dB Y-PSNR at denoise auto), on the held-out images, and the
-    artifacts gone: less error where the original is flat (what amplified blocks and noise show up in)."""
+def test_auto_restores_jpeg_uploads_better_than_the_clean_model(settings, held_out, member, condition):
+    """Issue 19's bound against the clean model (>= 0.5 dB Y-PSNR at denoise auto; x2: :data:`BOUNDS`), on the
+    held-out images, and the artifacts gone: less error where the original is flat (what amplified blocks and
+    noise show up in)."""
+    scale, real_path, clean_path, _ = member
     catalog = ModelCatalog(settings)
-    target = catalog.describe_file(REAL)
-    clean_engine = Upscaler.from_file(CLEAN, backend="onnxruntime", precision="f32", tile=0, overlap=0, threads=2)
+    target = catalog.describe_file(real_path)
+    clean_engine = Upscaler.from_file(clean_path, backend="onnxruntime", precision="f32", tile=0, overlap=0, threads=2)
     gains, flat_real, flat_clean = [], [], []
     for i, hr in enumerate(held_out):
-        upload = read_image(degrade_condition(hr, condition, 4, seed=i).data, max_pixels=SIDE * SIDE)
+        upload = read_image(degrade_condition(hr, condition, scale, seed=i).data, max_pixels=SIDE * SIDE)
         lr = np.asarray(upload.convert("RGB"))
         strength = choose_denoise(target, "auto", upload)
         assert strength is not None and strength.value > 0.0, strength
-        real = build_upscaler(settings, catalog.blend(str(REAL), None, strength)).upscale(lr)
+        real = build_upscaler(settings, catalog.blend(str(real_path), None, strength)).upscale(lr)
         clean = clean_engine.upscale(lr)
-        gains.append(psnr_y(real, hr, crop=4) - psnr_y(clean, hr, crop=4))
-        flat_real.append(flat_region_error(real, hr, crop=4))
-        flat_clean.append(flat_region_error(clean, hr, crop=4))
-    assert np.mean(gains) >= 0.5, gains
-    assert np.mean(flat_real) < 0.8 * np.mean(flat_clean), (flat_real, flat_clean)
+        gains.append(psnr_y(real, hr, crop=scale) - psnr_y(clean, hr, crop=scale))
+        flat_real.append(flat_region_error(real, hr, crop=scale))
+        flat_clean.append(flat_region_error(clean, hr, crop=scale))
+    least_gain, most_flat = BOUNDS[scale]
+    assert np.mean(gains) >= least_gain, gains
+    assert np.mean(flat_real) < most_flat * np.mean(flat_clean), (flat_real, flat_clean)
+
+
+@pytest.mark.parametrize(("scale", "real", "clean"), [(2, "realworld_x2", "srresnet_x2"), (1.5, "realworld_x2",
+                                                      "srresnet_x2"), (3, "realworld_x4", "srresnet_x4"),
+                                                     (None, "realworld_x4", "srresnet_x4")])
+def test_the_family_name_runs_the_native_member_for_the_scale_with_its_own_clean_model(settings, scale, real, clean):
+    """``model=realworld`` (API and CLI): x2 and less run the native realworld_x2, blended for denoise with
+    srresnet_x2 (not the x4 pair resampled down); x3, x4 or no scale realworld_x4."""
+    catalog = ModelCatalog(settings)
+    chosen = catalog.select(model="realworld", scale=scale, denoise=True)
+    assert chosen.name == real
+    blend = catalog.blend(catalog.spec_for("realworld", scale), None, Strength(0.5, "asked"))
+    assert [m.name for m, _ in blend.parts()] == [clean, real]

@@ -166,6 +166,23 @@ def test_ties_go_to_the_default_and_unknown_scales_are_skipped(registry_settings
         ModelCatalog(registry_settings).select(model="sr:v3", scale=None)
 
 
+def test_ties_go_to_the_default_s_family_then_to_clean_models(registry_settings):
+    """x2 with the default srresnet_x4 runs srresnet_x2, with the default realworld_x4 realworld_x2, whatever the order
+    offered; with a default of no family, a clean x2 before a real-world one."""
+    from core.catalog.catalog import by_scale
+
+    base = ModelCatalog(registry_settings).resolve(None)
+    clean4 = dataclasses.replace(base, name="srresnet_x4")
+    clean2 = dataclasses.replace(base, name="srresnet_x2", scale=2)
+    real4 = dataclasses.replace(base, name="realworld_x4", denoise_base="srresnet_x4")
+    real2 = dataclasses.replace(base, name="realworld_x2", scale=2, denoise_base="srresnet_x2")
+    for offered in ([real2, clean2, real4, clean4], [clean2, real2, clean4, real4]):
+        assert by_scale(clean4, offered, 2) is clean2
+        assert by_scale(real4, offered, 2) is real2
+        assert by_scale(base, offered, 2) is clean2
+        assert by_scale(real4, offered, 3) is real4
+
+
 def test_the_configured_file_is_offered_beside_the_registry(registry_settings, tmp_path):
     settings = registry_settings.model_copy(update={"model": str(make_nearest_model(tmp_path / "f.onnx"))})
     offered = ours(ModelCatalog(settings).offered())
