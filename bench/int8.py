@@ -83,6 +83,7 @@ class Compiled:
         self.input_name = "lr"
         self.input_shape: list[object] = [None, None, None, 3]
         self.working_bytes_per_output_pixel = 256
+        self.cache_window_pixels: int | None = None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._compiled(batch)[0]

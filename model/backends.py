@@ -48,6 +48,9 @@ class Backend(Protocol):
 
     working_bytes_per_output_pixel: int
     """Peak working memory of one inference per output pixel (what ``tile="auto"`` sizes tiles by)."""
+    cache_window_pixels: int | None
+    """The largest window ``tile="auto"`` gives this backend (:data:`CACHE_WINDOW_PIXELS`), None: no limit but the
+    memory budget (a GPU; OpenVINO's f32)."""
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -62,6 +65,12 @@ ORT_BYTES_PER_OUTPUT_PIXEL = 1152
 # bf16 324 B, bf16 rewritten 234 B. Rounded up a little.
 OPENVINO_BYTES_PER_OUTPUT_PIXEL_BY = {(False, False): OPENVINO_BYTES_PER_OUTPUT_PIXEL, (False, True): 480,
                                       (True, False): 352, (True, True): 256}
+CACHE_WINDOW_PIXELS = 272 * 272
+"""Where a CPU runs windows of at most this many input pixels faster per pixel than larger ones, ``tile=auto``
+splits a larger image into such windows (a 256-pixel tile and its overlaps: ``cache_window_pixels``). Measured
+with the shipped srresnet_x4 (AMD EPYC, AVX512-BF16/VNNI, 2 threads; bench/README.md), whole image against
+256-pixel tiles: OpenVINO int8 1.09x (512x384) and 1.10x (1024x768) faster tiled, bf16 1.01x and 1.08x, ONNX
+Runtime f32 1.14x; but OpenVINO f32 0.87x (slower tiled): its f32 runs whole."""
 _OOM_MARKERS = ("bad_alloc", "bad allocation", "out of memory", "failed to allocate", "cannot allocate", "alloc_failed",
                 "cudaerrormemoryallocation", "memoryerror")
 
@@ -351,6 +360,7 @@ class OrtBackend:
         self.name = f"onnxruntime:{got[0]}"
         self.precision = precision
         self.working_bytes_per_output_pixel = ORT_BYTES_PER_OUTPUT_PIXEL
+        self.cache_window_pixels = CACHE_WINDOW_PIXELS if got[0] == "CPUExecutionProvider" else None
         log.info("loaded %s on %s (threads=%d, %s)", path, got, opts.intra_op_num_threads, precision)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -409,6 +419,7 @@ class OpenVinoBackend:
         # int8: not measured separately; its activations are at most as wide as bf16's
         self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL_BY[(self.float_precision != "f32",
                                                                                   self.rewritten)]
+        self.cache_window_pixels = CACHE_WINDOW_PIXELS if device == "CPU" and self.precision != "f32" else None
         if self.float_precision != hint:
             log.warning("asked OpenVINO on %s for %s; it runs %s", device, hint, self.float_precision)
         log.info("loaded %s with OpenVINO on %s (%s)", path, device, self.precision)

@@ -95,6 +95,27 @@ def test_choose_tiles_runs_the_fewest_pixels_that_fit():
     assert choose_tiles(2048, 2048, scale, overlap, 10**6, per_px) == (MIN_AUTO_TILE, MIN_AUTO_TILE)
 
 
+def test_a_cpu_s_cache_window_caps_the_windows_even_when_the_whole_image_fits():
+    """``max_window`` (a CPU backend's ``cache_window_pixels``): an image whose whole fits the budget still runs in
+    windows of at most that many input pixels, the plan with the fewest pixels among them; one within it runs whole;
+    when no window that small fits the budget, the budget alone decides."""
+    scale, overlap, per_px, budget, cap = 4, 8, 256, 2**30, 272 * 272
+    assert choose_tiles(384, 512, scale, overlap, budget, per_px) == (0, 0)
+    tiles = choose_tiles(384, 512, scale, overlap, budget, per_px, max_window=cap)
+    plan = TilePlan.make(384, 512, tiles, overlap)
+    windows = [(r.window[1] - r.window[0]) * (c.window[1] - c.window[0]) for r in plan.rows for c in plan.cols]
+    assert max(windows) <= cap and len(windows) > 1, (tiles, windows)
+    best = _plan_pixels(384, 512, tiles, overlap)
+    for th in range(MIN_AUTO_TILE, 385, 3):
+        for tw in range(MIN_AUTO_TILE, 513, 3):
+            (nh, wh), (nw, ww) = axis_windows(384, th, overlap), axis_windows(512, tw, overlap)
+            if wh * ww <= cap:
+                assert nh * wh * nw * ww >= best
+    assert choose_tiles(256, 256, scale, overlap, budget, per_px, max_window=cap) == (0, 0), "within the cap: whole"
+    tight = choose_tiles(2048, 2048, scale, overlap, 10**6, per_px, max_window=cap)
+    assert tight == choose_tiles(2048, 2048, scale, overlap, 10**6, per_px)
+
+
 def test_auto_tile_follows_the_budget(tmp_path):
     from bench.tiny_models import make_nearest_model
     from model.engine import Upscaler

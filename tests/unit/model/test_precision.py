@@ -74,6 +74,7 @@ class Ruining:
         self.input_name, self.input_shape = real.input_name, real.input_shape
         self.metadata = real.metadata
         self.working_bytes_per_output_pixel = real.working_bytes_per_output_pixel
+        self.cache_window_pixels = real.cache_window_pixels
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         out = self.real.run(batch)
