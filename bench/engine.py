@@ -312,6 +312,34 @@ def bench_backend(model: Path, backend: str, args, ceiling: float, flops_px: flo
     return row
 
 
+SWEEP_TILES = (0, 128, 192, 256, 320)
+"""The fixed tiles ``--tile-sweep`` times against the whole image (0)."""
+
+
+def tile_sweep(model: Path, backend: str, precisions: list[str], shapes: list[tuple[int, int]],
+               repeat: int) -> list[dict]:
+    """Per precision and ``height x width`` input: seconds of the whole image, whole/tiled for each of
+    :data:`SWEEP_TILES` (above 1: the tiles are faster), their seam PSNR against the whole image, and the plan
+    ``tile=auto`` makes. What ``model.backends.CACHE_WINDOW_PIXELS`` was chosen by."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="srgan-bench-cache-") as cache:
+        for precision in precisions:
+            up = Upscaler.from_file(model, backend=backend, precision=precision, cache_dir=Path(cache), overlap=8)
+            for h, w in shapes:
+                img = test_image(max(h, w))[:h, :w]
+                fns: dict[str, Callable[[], Any]] = {str(t): partial(up.upscale, img, tile=t) for t in SWEEP_TILES
+                                                     if t == 0 or t < max(h, w)}
+                load = load_average()
+                runs = alternate(fns, repeat)
+                whole, whole_out = runs.pop("0")
+                rows.append({"backend": up.backend_name, "precision": up.precision, "input": f"{w}x{h}",
+                             "whole_s": round(whole, 3), "auto_plan": up.tile_for(h, w),
+                             "whole_vs_tiled": {t: round(whole / s, 3) for t, (s, _) in runs.items()},
+                             "seam_psnr_db": {t: round(psnr(out, whole_out), 1) for t, (_, out) in runs.items()},
+                             "load_before_after": [load, load_average()]})
+    return rows
+
+
 def candidate_model(spec: str, path: Path, scale: int = 4) -> Path:
     """``arch:filters:blocks[:global_skip]`` as an untrained ONNX generator at ``path``
     (``training.export.export_untrained``)."""
@@ -378,6 +406,18 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(table, indent=2))
             else:
                 _print_candidates(table)
+            return 0
+        if args.tile_sweep:
+            sizes = [[int(x) for x in s.split("x")] for s in args.tile_sweep.split(",") if s]
+            cpu = cpu_report()
+            print(f"CPU: {cpu['cpu']}; " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items()))
+            sweep = tile_sweep(model, args.backend or Settings().backend, args.precisions.split(","),
+                               [(h, w) for w, h in sizes], args.repeat)
+            for r in sweep:
+                print(json.dumps(r) if args.json else
+                      f"{r['backend']} {r['precision']} {r['input']}: whole {r['whole_s']:.2f} s; whole/tiled by tile "
+                      f"{r['whole_vs_tiled']}; seam dB {r['seam_psnr_db']}; auto's plan {r['auto_plan']}; load "
+                      f"{r['load_before_after']}")
             return 0
         flops_px = srresnet_flops_per_input_pixel()
         load_before = os.getloadavg()

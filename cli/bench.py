@@ -84,6 +84,9 @@ def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="128:8,192:8,256:4,256:8,128:16:2",
                    help="other tile:overlap[:batch] settings to time against the whole image")
     p.add_argument("--rss-variants", default="", help="other tile:overlap settings whose 2048x2048 peak RSS to measure")
+    p.add_argument("--tile-sweep", default="", metavar="WxH,...",
+                   help="instead of the report: each --precisions (no auto) on these inputs (e.g. 256x256,512x384,"
+                        "1024x768), the whole image against fixed tiles of 128-320 pixels (bench.engine.SWEEP_TILES)")
     p.add_argument("--candidates", default="",
                    help="instead of the report: the fast-tier table, these untrained x4 generators "
                         "(arch:filters:blocks[:global_skip], e.g. compact:64:16,compact:64:16:bicubic_edge,"

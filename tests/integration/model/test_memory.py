@@ -128,3 +128,20 @@ def test_auto_tile_follows_the_budget(tmp_path):
     assert tiles != (0, 0) and all(t == 0 or MIN_AUTO_TILE <= t < 400 for t in tiles)
     img = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
     np.testing.assert_array_equal(up.upscale(img), img.repeat(4, 0).repeat(4, 1))  # exact through any tiling
+
+
+def test_the_tile_sweep_times_each_tile_against_the_whole_image(tmp_path):
+    """``srgan bench engine --tile-sweep``: a row per precision and input, a ratio and a seam PSNR for each tile
+    smaller than the input (the nearest model tiles exactly: infinite seam PSNR), and auto's plan."""
+    from bench.engine import SWEEP_TILES, tile_sweep
+    from bench.tiny_models import make_nearest_model
+
+    model = make_nearest_model(tmp_path / "n.onnx", scale=4)
+    rows = tile_sweep(model, "onnxruntime", ["f32"], [(144, 200)], repeat=1)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["input"] == "200x144" and row["precision"] == "f32" and row["whole_s"] > 0
+    assert set(row["whole_vs_tiled"]) == {str(t) for t in SWEEP_TILES if 0 < t < 200}
+    assert all(v > 0 for v in row["whole_vs_tiled"].values())
+    assert all(v == float("inf") for v in row["seam_psnr_db"].values())
+    assert len(row["auto_plan"]) == 2
