@@ -102,7 +102,7 @@ class BrokenBackend:
     name, precision, input_name, input_shape = "broken", "f32", "lr", ["n", "h", "w", 3]
     metadata: dict[str, str] = {}
     working_bytes_per_output_pixel = 1024
-    cache_window_pixels = None
+    cache_window_pixels: int | None = None
 
     def __init__(self, fail_on_call: int):
         self.calls, self.fail_on_call = 0, fail_on_call
@@ -260,7 +260,7 @@ class OomOnLargeTiles:
     name, precision, input_name, input_shape = "oom", "f32", "lr", ["n", "h", "w", 3]
     metadata: dict[str, str] = {}
     working_bytes_per_output_pixel = 1024
-    cache_window_pixels = None
+    cache_window_pixels: int | None = None
 
     def __init__(self, limit: int):
         self.limit, self.sides = limit, list[int]()
