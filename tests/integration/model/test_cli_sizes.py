@@ -74,6 +74,33 @@ def test_a_named_model_is_used_as_named(stack, tmp_path):
     assert made_by(tmp_path / "a_x1.5.png")["model"] == "near4:1"
 
 
+@pytest.fixture(scope="module")
+def family(tmp_path_factory, stack):
+    """A registry holding the family ``pic`` (pic_x4, pic_x2) and the default near4, and the same 47x33 PNG."""
+    root = tmp_path_factory.mktemp("family")
+    registry = Registry(root / "data" / "models")
+    publish_checked(registry, make_nearest_model(root / "n4.onnx", scale=4, name="near4"), name="near4")
+    publish_checked(registry, make_nearest_model(root / "p4.onnx", scale=4, name="pic_x4"), name="pic_x4")
+    publish_checked(registry, make_nearest_model(root / "p2.onnx", scale=2, name="pic_x2"), name="pic_x2")
+    env = {"SRGAN_DATA_DIR": str(root / "data"), "SRGAN_MODEL": "near4", "SRGAN_BACKEND": "onnxruntime"}
+    return stack[0], env
+
+
+@pytest.mark.parametrize(("args", "name", "model", "resample"), [
+    (["--scale", "2"], "a_x2.png", "pic_x2:1", None),  # the family's native x2, its output as it is
+    (["--scale", "1.5"], "a_x1.5.png", "pic_x2:1", 2),
+    (["--scale", "3"], "a_x3.png", "pic_x4:1", 4),
+    ([], "a_x4.png", "pic_x4:1", None),  # no size: the family's largest
+])
+def test_a_family_name_runs_its_member_for_the_size(family, tmp_path, args, name, model, resample):
+    image, env = family
+    res = srgan("upscale", image, "-o", tmp_path, "--model", "pic", *args, env=env)
+    assert res.returncode == 0, res.stderr
+    meta = made_by(tmp_path / name)
+    assert meta["model"] == model
+    assert (meta.get("resample") or {}).get("model_scale") == resample
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--width", "20"], "a.png: width=20: from this 47x33 image that is a scale of 0.426; the scale must be from "
                         "1 to 8 (nothing was upscaled)"),
