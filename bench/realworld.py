@@ -41,7 +41,7 @@ from model.images import JPEG_QUALITY_KEY, read_image
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe
 from model.quality import bicubic_upscale, crop_to_multiple, flat_region_error, psnr_y, ssim_y
-from model.strength import AutoThresholds, auto_denoise, noise_sigma
+from model.strength import AUTO, AutoThresholds, auto_denoise, noise_sigma
 from training.degradations import CONDITIONS, degrade_condition
 from training.evaluate import color_shift
 from training.sources import combined_folder_pairs, read_rgb, split_holdout
@@ -118,8 +118,8 @@ class Runner:
         return self._reference
 
 
-def upload(hr: np.ndarray, condition: str, seed: int) -> Image.Image:
-    data = degrade_condition(hr, condition, SCALE, seed).data
+def upload(hr: np.ndarray, condition: str, seed: int, scale: int = SCALE) -> Image.Image:
+    data = degrade_condition(hr, condition, scale, seed).data
     return read_image(data, max_pixels=hr.shape[0] * hr.shape[1])
 
 
@@ -275,14 +275,15 @@ held-out image, bicubic-downscaled and saved as PNG, read 2.8 where the whole im
 
 
 def calibrate(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, Any]:
-    """auto's thresholds fitted on the training split: each image's best denoise, then the least PSNR lost among
-    the thresholds that give every clean image 0."""
+    """auto's thresholds fitted on the training split at the family's own scale: each image's best denoise, then
+    the least PSNR lost among the thresholds that give every clean image 0."""
     grid = [round(0.1 * k, 1) for k in range(11)]
+    scale = runner.catalog.resolve(family).scale or SCALE
     samples: list[dict[str, Any]] = []
     for condition in CONDITIONS:
         for i, (_, hr) in enumerate(sets["train-split"]):
-            img = upload(hr, condition, i)
-            psnrs = [psnr_y(runner.run(Setting("", family, None, d), img)[0], hr, crop=SCALE) for d in grid]
+            img = upload(hr, condition, i, scale)
+            psnrs = [psnr_y(runner.run(Setting("", family, None, d), img)[0], hr, crop=scale) for d in grid]
             quality = img.info.get(JPEG_QUALITY_KEY)
             samples.append({"condition": condition, "quality": quality,
                             "sigma": noise_sigma(np.asarray(img.convert("RGB"))), "psnr": psnrs})
@@ -307,8 +308,22 @@ def calibrate(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.nd
                          f"{max(s['sigma'] for s in clean):.2f}, above every noise_clean tried")
     best = min(keeps_clean, key=loss)
     oracle = {c: float(np.mean([max(s["psnr"]) for s in samples if s["condition"] == c])) for c in CONDITIONS}
-    return {"thresholds": best.__dict__, "mean_psnr_lost_db": loss(best), "oracle_psnr": oracle,
+    return {"thresholds": best.__dict__, "mean_psnr_lost_db": round(loss(best), 4),
+            "with_realworld_x4_fit_db": round(loss(AUTO), 4), "oracle_psnr": oracle, "scale": scale,
             "images": len(sets["train-split"]), "clean_noise_max": max(s["sigma"] for s in clean)}
+
+
+def write_card(card: Path, family: str, result: dict[str, Any]) -> None:
+    """Store a calibration in ``card`` as ``denoise_auto`` (what ``ModelCatalog`` gives ``denoise auto`` for the
+    model), the rest of the card as it was."""
+    body = json.loads(card.read_text())
+    body["denoise_auto"] = {"thresholds": result["thresholds"], "fitted": "srgan bench realworld --calibrate",
+                            "family": family, "images": result["images"], "scale": result["scale"],
+                            "mean_psnr_lost_db": result["mean_psnr_lost_db"],
+                            "with_realworld_x4_fit_db": result["with_realworld_x4_fit_db"]}
+    tmp = card.with_name(f".{card.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.replace(card)
 
 
 MEMORY_CHILD = """
@@ -363,6 +378,9 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("--calibrate needs --family (a model with a denoise base)")
         result = calibrate(runner, args.family, sets)
         print(json.dumps(result, indent=2))
+        if args.write_card:
+            write_card(args.write_card, args.family, result)
+            print(f"wrote denoise_auto into {args.write_card}")
         return 0
     settings = default_settings(args.family, args.gan_family)
     if args.no_reference:

@@ -87,7 +87,8 @@ class AutoThresholds:
     int8 on an AVX512-VNNI EPYC): 0.120 dB below each image's best denoise on average. Every clean image gets 0
     with a margin (``bench.realworld.CLEAN_NOISE_MARGIN``): the estimator reads up to 2.52 on them and 2.8 on a
     64x64 crop of one, so ``noise_clean`` is 3.0 (2.5 without the margin: 0.119 dB). The fit at step 5,555 was
-    95 / 40 / 2.5 / 16: the finished model wants more strength for the same JPEG quality and noise."""
+    95 / 40 / 2.5 / 16: the finished model wants more strength for the same JPEG quality and noise. A model's card
+    may carry its own fit (``denoise_auto``, :func:`thresholds_of`; ``realworld_x2``'s does)."""
 
     jpeg_clean: float = 98.0
     jpeg_strong: float = 50.0
@@ -96,6 +97,16 @@ class AutoThresholds:
 
 
 AUTO = AutoThresholds()
+"""The thresholds of a model whose card has none (``denoise_auto``, written by ``srgan bench realworld --calibrate
+--write-card``): those fitted on ``realworld_x4``."""
+
+
+def thresholds_of(card_entry: object) -> AutoThresholds:
+    """A card's ``denoise_auto`` entry (``{"thresholds": {...}, ...}``) as thresholds; :data:`AUTO` without one."""
+    if not isinstance(card_entry, dict) or not isinstance(card_entry.get("thresholds"), dict):
+        return AUTO
+    values = card_entry["thresholds"]
+    return AutoThresholds(**{k: float(values[k]) for k in AutoThresholds.__dataclass_fields__ if k in values})
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from model.contract import ModelContract, Tiling
 from model.errors import InvalidParameter, ModelError
 from model.images import JPEG_QUALITY_KEY
 from model.knobs import round_denoise, round_detail
-from model.strength import Strength, auto_denoise, noise_sigma
+from model.strength import AUTO, AutoThresholds, Strength, auto_denoise, noise_sigma, thresholds_of
 
 if TYPE_CHECKING:
     import redis
@@ -84,6 +84,8 @@ class ModelRef:
     """What the model needs from the tiling (its contract's; the default: nothing, the configured tiling)."""
     int8: dict[str, Any] | None = None
     """How the card says int8 was measured for this version (``model.int8``'s scheme, Set5/Set14 cost)."""
+    denoise_auto: AutoThresholds = AUTO
+    """``denoise auto``'s thresholds for this model (its card's ``denoise_auto``, else those fitted on realworld_x4)."""
 
     @property
     def ref(self) -> str:
@@ -99,7 +101,8 @@ class ModelRef:
         return cls(name=v.name, version=v.version, scale=v.scale, path=v.path, active=v.active, metrics=v.metrics,
                    source="registry", published_at=v.published_at, sha256=v.card.get("sha256"),
                    detail_base=v.detail_base, denoise_base=v.denoise_base, tiling=v.tiling,
-                   int8=v.card.get("int8") if isinstance(v.card.get("int8"), dict) else None)
+                   int8=v.card.get("int8") if isinstance(v.card.get("int8"), dict) else None,
+                   denoise_auto=thresholds_of(v.card.get("denoise_auto")))
 
     def to_json(self) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` show of one version (metrics to 4 decimals)."""
@@ -180,7 +183,7 @@ def choose_denoise(target: ModelRef, requested: float | str | None, img: Image.I
         if not target.denoise_base:
             return None
         pixels = np.asarray(img.convert("RGB"))
-        strength = auto_denoise(img.info.get(JPEG_QUALITY_KEY), noise_sigma(pixels))
+        strength = auto_denoise(img.info.get(JPEG_QUALITY_KEY), noise_sigma(pixels), target.denoise_auto)
         return Strength(round_denoise(strength.value), f"auto: {strength.reason}")
     if isinstance(requested, str):
         try:
@@ -281,6 +284,7 @@ class ModelCatalog:
             denoise_base=str(card["denoise_base"]) if card.get("denoise_base") else None,
             tiling=contract.tiling if contract else Tiling(),
             int8=card.get("int8") if isinstance(card.get("int8"), dict) else None,
+            denoise_auto=thresholds_of(card.get("denoise_auto")),
         )
         with self._lock:
             self._files[key] = info

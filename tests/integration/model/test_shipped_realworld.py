@@ -31,8 +31,8 @@ MEMBERS = {4: ("realworld_x4", "srresnet_x4", 15000), 2: ("realworld_x2", "srres
 BOUNDS = {4: (0.5, 0.8), 2: (0.3, 0.85)}
 """Scale: (the least mean Y-PSNR gain over the clean model at denoise auto, the most flat-region error as a share of
 the clean model's). x4: issue 19's 0.5 dB. x2 has no bound in an issue; these guard what the release measured,
-0.38 / 0.57 dB and 0.76 / 0.81 (jpeg / noise-jpeg): at x2 the clean model amplifies a JPEG's blocks less, and
-auto's thresholds are the ones fitted on realworld_x4 (at a fixed 0.5 the jpeg gain is 0.49 dB)."""
+0.38 / 0.57 dB and 0.76 / 0.81 (jpeg / noise-jpeg): at x2 the clean model amplifies a JPEG's blocks less (at a
+fixed 0.5 the jpeg gain is 0.49 dB; auto's thresholds fitted for x2, in its card, are x4's for JPEG)."""
 SIDE = 256
 """HR crops of the held-out images (LR 64x64): big enough for JPEG's blocks and flat regions, quick on 2 cores."""
 

@@ -76,3 +76,34 @@ def test_estimate_reads_a_decoded_upload():
     strength = estimate(img, np.asarray(img.convert("RGB")))
     assert strength.reason.startswith("jpeg q58, noise ")
     assert 0 < strength.value < 1
+
+
+def test_a_card_s_thresholds_replace_the_realworld_x4_fit():
+    from model.strength import AutoThresholds, thresholds_of
+
+    assert thresholds_of(None) is AUTO and thresholds_of({"thresholds": "bad"}) is AUTO
+    own = thresholds_of({"thresholds": {"jpeg_clean": 90, "jpeg_strong": 30, "noise_clean": 2.5, "noise_strong": 12}})
+    assert own == AutoThresholds(90.0, 30.0, 2.5, 12.0)
+    assert thresholds_of({"thresholds": {"jpeg_clean": 95}}) == AutoThresholds(jpeg_clean=95.0)
+    assert auto_denoise(60, 0.5, own).value == pytest.approx(0.5)  # (90 - 60) / (90 - 30)
+    assert auto_denoise(60, 0.5).value != auto_denoise(60, 0.5, own).value
+
+
+def test_a_calibration_written_into_a_card_is_what_the_catalog_reads_back(tmp_path):
+    """``srgan bench realworld --calibrate --write-card``: the fit lands as ``denoise_auto``, the card's other
+    fields untouched, and :func:`thresholds_of` reads the same thresholds back."""
+    import json
+
+    from bench.realworld import write_card
+    from model.strength import AutoThresholds, thresholds_of
+
+    card = tmp_path / "m.card.json"
+    card.write_text(json.dumps({"name": "m", "denoise_base": "c", "metrics": {"set5_psnr_y": 30.0}}))
+    fit = {"jpeg_clean": 95.0, "jpeg_strong": 40.0, "noise_clean": 2.0, "noise_strong": 6.0}
+    write_card(card, "m", {"thresholds": fit, "images": 16, "scale": 2, "mean_psnr_lost_db": 0.27,
+                           "with_realworld_x4_fit_db": 0.272})
+    body = json.loads(card.read_text())
+    assert {k: body[k] for k in ("name", "denoise_base", "metrics")} == {"name": "m", "denoise_base": "c",
+                                                                          "metrics": {"set5_psnr_y": 30.0}}
+    assert body["denoise_auto"]["scale"] == 2 and body["denoise_auto"]["family"] == "m"
+    assert thresholds_of(body["denoise_auto"]) == AutoThresholds(**fit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -181,6 +182,40 @@ def test_ties_go_to_the_default_s_family_then_to_clean_models(registry_settings)
         assert by_scale(real4, offered, 2) is real2
         assert by_scale(base, offered, 2) is clean2
         assert by_scale(real4, offered, 3) is real4
+
+
+def test_denoise_auto_uses_the_thresholds_of_the_model_s_card(tmp_path):
+    """A card's ``denoise_auto`` (``srgan bench realworld --calibrate --write-card``) is what ``auto`` maps a
+    JPEG's quality with for that model; a model without one gets the realworld_x4 fit."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core.catalog.catalog import choose_denoise
+    from core.catalog.registry import Registry
+    from model.images import read_image
+    from model.strength import AUTO, AutoThresholds
+    from tests.utils.models import publish_checked
+
+    registry = Registry(tmp_path / "models")
+    publish_checked(registry, make_nearest_model(tmp_path / "c.onnx", scale=2), name="clean_x2")
+    fit = {"jpeg_clean": 90.0, "jpeg_strong": 30.0, "noise_clean": 20.0, "noise_strong": 40.0}
+    cards: list[tuple[str, dict[str, Any]]] = [
+        ("real_x2", {"denoise_base": "clean_x2", "denoise_auto": {"thresholds": fit}}),
+        ("plain_x2", {"denoise_base": "clean_x2"})]
+    for name, card in cards:
+        publish_checked(registry, make_nearest_model(tmp_path / f"{name}.onnx", scale=2), name=name, card=card)
+    catalog = ModelCatalog(Settings(_env_file=None, models_dir=tmp_path / "models", model="clean_x2"))
+    assert catalog.resolve("real_x2").denoise_auto == AutoThresholds(**fit)
+    assert catalog.resolve("plain_x2").denoise_auto is AUTO
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(buf, format="JPEG", quality=60)
+    upload = read_image(buf.getvalue(), max_pixels=64 * 64)
+    own = choose_denoise(catalog.resolve("real_x2"), "auto", upload)
+    assert own is not None and own.value == 0.5, own  # (90 - 60) / (90 - 30)
+    default = choose_denoise(catalog.resolve("plain_x2"), "auto", upload)
+    assert default is not None and default.value != own.value
 
 
 def test_the_configured_file_is_offered_beside_the_registry(registry_settings, tmp_path):
