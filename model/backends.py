@@ -8,6 +8,7 @@ safe to call from several threads at once.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -449,7 +450,30 @@ def openvino_available() -> bool:
     return True
 
 
+GPU_PROVIDER_LIBRARIES = ("onnxruntime_providers_cuda", "onnxruntime_providers_tensorrt")
+"""The shared libraries of :data:`GPU_PROVIDERS` that a GPU build of ONNX Runtime ships beside its Python
+module (``capi/lib*.so``, ``capi/*.dll``); the CPU build has neither."""
+
+
+def ort_gpu_build(capi: Path | None = None) -> bool:
+    """Whether the installed ONNX Runtime (``capi``: its ``capi`` folder, found without importing it) is a build
+    with a GPU provider. Start-up: looking at its files costs nothing; importing it costs 25-45 ms, which a
+    ``backend=auto`` start on a CPU build paid only to learn it has no GPU provider."""
+    if capi is None:
+        spec = importlib.util.find_spec("onnxruntime")
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    try:
+        names = [entry.name for entry in capi.iterdir()]
+    except OSError:
+        return False
+    return any(lib in name for name in names for lib in GPU_PROVIDER_LIBRARIES)
+
+
 def gpu_available() -> bool:
+    if not ort_gpu_build():
+        return False
     try:
         ort = runtime("onnxruntime")
     except ImportError:
@@ -469,7 +493,25 @@ def runtime_version(backend: str) -> str:
     """The runtime and its version a backend name means (part of every compile cache key)."""
     if backend == "openvino":
         return f"openvino-{runtime('openvino').get_version()}"
-    return f"onnxruntime-{runtime('onnxruntime').__version__}"
+    return f"onnxruntime-{_ort_version()}"
+
+
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
+"""The PyPI distributions that install the ``onnxruntime`` package (the CPU build and the others)."""
+
+
+def _ort_version() -> str:
+    """The installed ONNX Runtime's version, read from its distribution's metadata where one is installed: the
+    int8 cache key needs it (ONNX Runtime quantizes), and a warm OpenVINO start would otherwise import ONNX
+    Runtime (25-45 ms) only to read its ``__version__``."""
+    from importlib import metadata
+
+    for dist in ORT_DISTRIBUTIONS:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return str(runtime("onnxruntime").__version__)
 
 
 def open_backend(

@@ -228,10 +228,14 @@ def build_compact(scale: int = 4, filters: int = 64, convs: int = 16, global_ski
     _check_skip(global_skip)
     lr = keras.Input(shape=(None, None, 3), name="lr")
     x = layers.Rescaling(1.0 / 255.0, name="normalize")(lr)
-    x = layers.Conv2D(filters, 3, padding="same", name="head_conv")(x)
+    # He initialisation: the PReLUs start at slope 0 (ReLUs), which halve the variance of what passes; with
+    # Keras's default (Glorot, variance 1 / fan_in here) 17 layers leave the tail's input at about 1e-3 of the
+    # head's, so the zero-initialised tail gets almost no gradient and the network stays its bicubic skip
+    # (measured: validation PSNR-Y equal to bicubic's after 1,500 steps)
+    x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name="head_conv")(x)
     x = _prelu("head_prelu")(x)
     for i in range(convs):
-        x = layers.Conv2D(filters, 3, padding="same", name=f"body{i}_conv")(x)
+        x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"body{i}_conv")(x)
         x = _prelu(f"body{i}_prelu")(x)
     init = "glorot_uniform" if global_skip == "none" else "zeros"
     x = layers.Conv2D(3 * scale * scale, 3, padding="same", activation="tanh", kernel_initializer=init,

@@ -119,6 +119,28 @@ def test_upscale_never_imports_tensorflow(model, images, tmp_path):
     assert res.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_warm_start_imports_neither_onnx_nor_onnxruntime(images, tmp_path):
+    """Start-up (issue 23): the second run of the shipped default, its compile cache warm, reads the model's
+    contract off the file and its compiled network from the cache (no onnx), and learns that the installed ONNX
+    Runtime has no GPU provider from its files (no onnxruntime import) before OpenVINO runs it."""
+    from model.backends import openvino_available, ort_gpu_build
+
+    assert openvino_available(), "the test environment installs the openvino extra"
+    env = {"SRGAN_DATA_DIR": str(tmp_path / "data"), "SRGAN_CACHE_DIR": str(tmp_path / "cache")}
+    code = (
+        "import sys\nfrom cli.main import main\n"
+        f"rc = main(['upscale', {str(images / 'a.png')!r}, '-o', {str(tmp_path / 'y.png')!r}, '--overwrite'])\n"
+        "assert rc == 0\n"
+        "print([m for m in ('onnx', 'onnxruntime') if m in sys.modules])\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                           env={**os.environ, **env}) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert (tmp_path / "cache").is_dir() and any((tmp_path / "cache").iterdir())
+    expected = "['onnxruntime']" if ort_gpu_build() else "[]"  # a GPU build is imported: it may run the job
+    assert runs[1].stdout.strip().splitlines()[-1] == expected
+
+
 def test_precision_flag_runs_bf16_and_rescues_a_ruined_tile_in_float32(tmp_path):
     """``--precision bf16`` reaches OpenVINO; a model bfloat16 blanks still gives the float32 result."""
     from bench.tiny_models import make_low_precision_fragile_model

@@ -9,9 +9,11 @@ import pytest
 
 from model.backends import (
     GPU_MEMORY_BUDGET_FRACTION,
+    GPU_PROVIDERS,
     device_memory_budget,
     gpu_free_memory,
     is_gpu_backend,
+    ort_gpu_build,
     parse_free_mib,
     visible_gpu,
 )
@@ -26,6 +28,22 @@ def test_gpu_backends_are_recognised_by_name() -> None:
     assert is_gpu_backend("openvino:GPU.0")
     assert not is_gpu_backend("onnxruntime:CPUExecutionProvider")
     assert not is_gpu_backend("openvino:CPU")
+
+
+def test_a_gpu_build_of_onnxruntime_is_told_by_its_provider_libraries(tmp_path) -> None:
+    """``backend=auto`` asks whether ONNX Runtime has a GPU provider without importing it: the installed build
+    answers as its own provider list does, and a ``capi`` folder with the CUDA or TensorRT provider library (Linux
+    or Windows names) is a GPU build."""
+    import onnxruntime as ort
+    assert ort_gpu_build() == any(p in ort.get_available_providers() for p in GPU_PROVIDERS)
+    for name in ("libonnxruntime_providers_cuda.so", "onnxruntime_providers_tensorrt.dll"):
+        capi = tmp_path / name.split(".")[0]
+        capi.mkdir()
+        (capi / "libonnxruntime_providers_shared.so").touch()
+        assert not ort_gpu_build(capi)
+        (capi / name).touch()
+        assert ort_gpu_build(capi)
+    assert not ort_gpu_build(tmp_path / "missing")
 
 
 def test_visible_gpu_follows_cuda_visible_devices() -> None:
@@ -72,3 +90,13 @@ def test_gpu_tiles_fit_the_device_budget_and_the_host_strip_budget() -> None:
     assert choose_tiles(1024, 1024, scale, overlap, device, per_px, strip_budget=host // 4) != (0, 0)
     # a GPU with little free memory still gets a workable tile
     assert choose_tiles(4096, 4096, scale, overlap, 2**20, per_px, strip_budget=host) == (MIN_AUTO_TILE,) * 2
+
+
+def test_onnxruntime_version_is_read_without_importing_it_and_agrees() -> None:
+    """The int8 cache key's runtime version comes from the installed distribution's metadata (no import on a warm
+    start), and it is the version the module reports."""
+    import onnxruntime as ort
+
+    from model.backends import runtime_version
+
+    assert runtime_version("onnxruntime") == f"onnxruntime-{ort.__version__}"

@@ -116,6 +116,21 @@ def test_full_compact_is_realesrgans_size_and_under_a_third_of_srresnets_flops()
     assert _compact_flops(4, 64, 16) / 4_450_752 < 0.3  # srresnet_x4.onnx, read off its graph the same way
 
 
+def test_untrained_full_compact_keeps_its_signal_through_the_body():
+    """The tail starts at zero, so what it learns from is the body's output: through the full depth (17 convolutions
+    and PReLUs starting as ReLUs) that output keeps the scale of the head's instead of vanishing (Glorot's default
+    left it at about 1e-3 of it, and the network never left its bicubic skip)."""
+    import keras
+
+    from training.arch import build_compact
+
+    gen = build_compact(scale=4, filters=64, convs=16, global_skip="bicubic_edge")
+    probe = keras.Model(gen.input, [gen.get_layer("head_prelu").output, gen.get_layer("body15_prelu").output])
+    lr = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    head, last = (np.asarray(t) for t in probe(lr, training=False))
+    assert 0.1 < last.std() / head.std() < 10
+
+
 @pytest.mark.parametrize(("global_skip", "edges"), [("bicubic", "renormalise"), ("bicubic_edge", "replicate")])
 def test_untrained_compact_is_its_bicubic_skip(global_skip, edges):
     from training.arch import BicubicUpscale, build_generator
