@@ -17,14 +17,17 @@ Prints at the defaults (the settings' backend, tile, overlap, precision):
 - tiled (defaults) vs whole-image throughput and seam PSNR on a ``--size`` input;
 - peak RSS of a fresh process upscaling a 2048x2048 input at the defaults.
 
-With ``--candidates compact:64:16,compact:48:12:bicubic_edge,...`` (``arch:filters:blocks[:global_skip]``),
-instead: the fast-tier table. Each candidate generator is built untrained (``training.arch.build_generator``,
-x4, the ``bicubic`` skip unless another is named, weights made non-zero) and exported
-(``training.export.keras_to_onnx``); every network, the reference (``--model``, default the shipped
-srresnet_x4) first, is timed on a whole ``--precision-size`` image at f32 and auto, all alternating in one run:
-FLOPs per input pixel read off its graph (``model.graph.flops_per_input_pixel``), seconds per output megapixel,
-and throughput and FLOPs against the reference at the same precision. Speed only: the quality of a shape needs
-it trained (docs/training.md, "The fast tier: compact").
+With ``--candidates compact:64:16,compact:48:12:bicubic_edge,...`` (``arch:filters:blocks[:global_skip]``) or
+trained files (``--candidates model/weights/compact_x4.onnx``), instead: the fast-tier table. A spec is built
+untrained (``training.arch.build_generator``, x4, the ``bicubic`` skip unless another is named, weights made
+non-zero) and exported (``training.export.keras_to_onnx``); a file is run as it is. Every network, the
+reference (``--model``, default the shipped srresnet_x4) first, is timed on a whole ``--precision-size`` image
+at each of ``--precisions``, all alternating in one run: FLOPs per input pixel read off its graph
+(``model.graph.flops_per_input_pixel``), seconds per output megapixel, throughput and FLOPs against the
+reference at the same precision, and for the reference and each trained file (unless ``--quick``) the mean
+Y-PSNR on Set5 and Set14 and its difference to the reference's; then issue 23's fast-tier criteria as PASS/FAIL
+per trained file and precision (``FAST_TIER``). An untrained shape is timed only: its quality needs it trained
+(docs/training.md, "The fast tier: compact").
 
 With ``--backends onnxruntime,openvino``, also per backend:
 - output megapixels/s and achieved GFLOP/s of the engine (SRResNet x4 does
@@ -341,49 +344,116 @@ def tile_sweep(model: Path, backend: str, precisions: list[str], shapes: list[tu
 
 
 def candidate_model(spec: str, path: Path, scale: int = 4) -> Path:
-    """``arch:filters:blocks[:global_skip]`` as an untrained ONNX generator at ``path``
+    """A candidate of ``--candidates``: an ONNX file (a trained network, e.g. ``model/weights/compact_x4.onnx``)
+    as it is, or ``arch:filters:blocks[:global_skip]`` as an untrained ONNX generator at ``path``
     (``training.export.export_untrained``)."""
+    if spec.endswith(".onnx"):
+        file = Path(spec)
+        if not file.is_file():
+            raise FileNotFoundError(f"--candidates: no such ONNX file: {spec}")
+        return file
     from training.export import export_untrained  # optional: the train extra (TensorFlow)
 
     return export_untrained(spec, path, scale)
 
 
+FAST_TIER = {"flops_vs_reference": 0.3, "psnr_within_db": 0.3, "throughput_vs_reference": 3.0}
+"""Issue 23's fast tier against ``srresnet_x4``: at most this share of its FLOPs per pixel, Y-PSNR on Set5 and
+Set14 within this much of it, at least this throughput at the same precision."""
+
+
+def fast_tier_verdicts(rows: list[dict]) -> list[str]:
+    """Issue 23's fast-tier criteria, one line each, for every trained candidate (a row with Set5/Set14 figures)
+    at every precision it ran: FLOPs, Y-PSNR within :data:`FAST_TIER` of the reference on both sets, throughput
+    at the same precision."""
+    lines = []
+    for r in rows:
+        if r["model_kind"] != "trained":
+            continue
+        checks = [(f"FLOPs {r['flops_vs_reference']:.3f}x", r["flops_vs_reference"] <= FAST_TIER["flops_vs_reference"]),
+                  (f"{r['throughput_vs_reference']:.2f}x its throughput",
+                   r["throughput_vs_reference"] >= FAST_TIER["throughput_vs_reference"])]
+        for name in ("set5", "set14"):
+            if f"{name}_vs_reference_db" in r:
+                diff = r[f"{name}_vs_reference_db"]
+                checks.append((f"{name.capitalize()} {diff:+.2f} dB", diff >= -FAST_TIER["psnr_within_db"]))
+        verdict = "PASS" if all(ok for _, ok in checks) else "FAIL"
+        lines.append(f"{verdict} {r['model']} at {r['asked']} (runs {r['runs']}): "
+                     + ", ".join(f"{text} {'ok' if ok else 'no'}" for text, ok in checks)
+                     + f" (asked: <= {FAST_TIER['flops_vs_reference']}x FLOPs, >= "
+                       f"{FAST_TIER['throughput_vs_reference']}x throughput, within {FAST_TIER['psnr_within_db']} dB)")
+    return lines
+
+
 def bench_candidates(reference: Path, specs: list[str], args: argparse.Namespace, tmp: Path) -> dict:
-    """The fast-tier table (see the module): one row per network and precision."""
+    """The fast-tier table (see the module): one row per network and precision (``--precisions``; a precision an
+    engine cannot run is reported, not fatal), with Set5/Set14 Y-PSNR for the reference and each trained
+    candidate unless ``--quick``."""
     d = Settings()
     backend = args.backend or d.backend
     models = {"reference": reference, **{s: candidate_model(s, tmp / f"{s.replace(':', '_')}.onnx") for s in specs}}
+    precisions = [p for p in args.precisions.split(",") if p]
+    engines, errors = {}, {}
+    for name, path in models.items():
+        for p in precisions:
+            try:
+                engines[f"{name}/{p}"] = open_engine(d, path, backend=backend, precision=p, tile=0)
+            except Exception as exc:  # noqa: BLE001 - reported beside the table
+                errors[f"{name}/{p}"] = str(exc)
     img = test_image(args.precision_size)
     out_mpx = img.shape[0] * img.shape[1] * 16 / 1e6
-    engines = {f"{name}/{p}": open_engine(d, path, backend=backend, precision=p, tile=0)
-               for name, path in models.items() for p in ("f32", "auto")}
     load_before = os.getloadavg()
     runs = alternate({key: partial(e.upscale, img, tile=0) for key, e in engines.items()}, args.repeat)
     load_after = os.getloadavg()
     flops = {name: flops_per_input_pixel(onnx.load(str(path))) for name, path in models.items()}
+    sets = {"set5": DATA / "Set5" if args.set5 is None else args.set5,
+            "set14": DATA / "Set14" if args.set14 is None else args.set14}
+    measured = {"reference", *(s for s in specs if s.endswith(".onnx"))}  # the trained ones (keys: name/precision)
+    quality = {key: {k: set_psnr(e, v) for k, v in sets.items()} for key, e in engines.items()
+               if not args.quick and key.rpartition("/")[0] in measured}
     rows = []
     for key, (secs, _) in runs.items():
         name, _, p = key.rpartition("/")
+        if f"reference/{p}" not in runs:
+            continue
         ref = runs[f"reference/{p}"][0]
-        rows.append({"model": reference.stem if name == "reference" else name, "asked": p,
-                     "runs": engines[key].precision, "mflop_per_input_px": round(flops[name] / 1e6, 3),
-                     "flops_vs_reference": round(flops[name] / flops["reference"], 3),
-                     "s_per_output_mpx": round(secs / out_mpx, 3), "throughput_vs_reference": round(ref / secs, 2)})
-    return {"cpu": cpu_model(), "backend": engines["reference/f32"].backend_name,
+        row = {"model": reference.stem if name == "reference" else Path(name).stem if name.endswith(".onnx") else name,
+               "model_kind": "reference" if name == "reference" else "trained" if name.endswith(".onnx")
+               else "untrained", "asked": p, "runs": engines[key].precision,
+               "mflop_per_input_px": round(flops[name] / 1e6, 3),
+               "flops_vs_reference": round(flops[name] / flops["reference"], 3),
+               "s_per_output_mpx": round(secs / out_mpx, 3), "throughput_vs_reference": round(ref / secs, 2)}
+        for set_name, got in quality.get(key, {}).items():
+            base = quality.get(f"reference/{p}", {}).get(set_name)
+            if got is None or base is None:
+                continue
+            mean, base_mean = float(np.mean(list(got.values()))), float(np.mean(list(base.values())))
+            row[f"{set_name}_psnr_y"] = round(mean, 3)
+            row[f"{set_name}_vs_reference_db"] = round(mean - base_mean, 3)
+        rows.append(row)
+    return {"cpu": cpu_model(), "flags": cpu_report()["flags"], "backend": next(iter(engines.values())).backend_name,
             "input": f"{args.precision_size}x{args.precision_size}, whole",
             "repeat": args.repeat, "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-            "cpus": os.cpu_count(), "rows": rows}
+            "cpus": os.cpu_count(), "rows": rows, "errors": errors, "verdicts": fast_tier_verdicts(rows)}
 
 
 def _print_candidates(report: dict) -> None:
-    print(f"CPU: {report['cpu']} ({report['cpus']} CPUs); backend {report['backend']}; input {report['input']}; "
-          f"median of {report['repeat']}, all networks alternating")
+    print(f"CPU: {report['cpu']} ({report['cpus']} CPUs); "
+          + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in report["flags"].items()))
+    print(f"backend {report['backend']}; input {report['input']}; median of {report['repeat']}, all networks "
+          "alternating")
     print(f"load average (1 min) before/after: {report['load_average_before_after']}")
     print(f"  {'model':26s} {'asked':5s} {'runs':5s} {'MFLOP/px':>9s} {'FLOPs vs ref':>13s} {'s/output MP':>12s} "
-          f"{'speed vs ref':>13s}")
+          f"{'speed vs ref':>13s} {'Set5 Y-PSNR':>12s} {'vs ref':>7s} {'Set14 Y-PSNR':>13s} {'vs ref':>7s}")
     for r in report["rows"]:
         print(f"  {r['model']:26s} {r['asked']:5s} {r['runs']:5s} {r['mflop_per_input_px']:9.3f} "
-              f"{r['flops_vs_reference']:13.3f} {r['s_per_output_mpx']:12.3f} {r['throughput_vs_reference']:13.2f}")
+              f"{r['flops_vs_reference']:13.3f} {r['s_per_output_mpx']:12.3f} {r['throughput_vs_reference']:13.2f} "
+              f"{r.get('set5_psnr_y', '-'):>12} {r.get('set5_vs_reference_db', '-'):>7} "
+              f"{r.get('set14_psnr_y', '-'):>13} {r.get('set14_vs_reference_db', '-'):>7}")
+    for key, err in report["errors"].items():
+        print(f"  {key}: not run: {err}")
+    for line in report["verdicts"]:
+        print(line)
 
 
 def _variant(text: str) -> tuple[int, int, int]:

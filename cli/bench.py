@@ -88,11 +88,12 @@ def _engine(p: argparse.ArgumentParser) -> None:
                    help="instead of the report: each --precisions (no auto) on these inputs (e.g. 256x256,512x384,"
                         "1024x768), the whole image against fixed tiles of 128-320 pixels (bench.engine.SWEEP_TILES)")
     p.add_argument("--candidates", default="",
-                   help="instead of the report: the fast-tier table, these untrained x4 generators "
-                        "(arch:filters:blocks[:global_skip], e.g. compact:64:16,compact:64:16:bicubic_edge,"
-                        "compact:32:8:none; default skip: bicubic) against --model at f32 and auto on a whole "
-                        "--precision-size image: FLOPs per input pixel, s per output MP, ratios (needs the train "
-                        "extra)")
+                   help="instead of the report: the fast-tier table, these x4 generators against --model at each "
+                        "--precisions on a whole --precision-size image: trained ONNX files (e.g. "
+                        "model/weights/compact_x4.onnx; with Set5/Set14 Y-PSNR and issue 23's fast-tier verdicts) "
+                        "or untrained shapes (arch:filters:blocks[:global_skip], e.g. compact:64:16:bicubic_edge, "
+                        "compact:32:8:none; default skip: bicubic; needs the train extra): FLOPs per input pixel, "
+                        "s per output MP, ratios")
 
 
 def _service(p: argparse.ArgumentParser) -> None:
