@@ -33,6 +33,10 @@ def test_verdicts_follow_the_issues_three_bounds():
                 throughput_vs_reference=FAST_TIER["throughput_vs_reference"])
     assert fast_tier_verdicts([edge])[0].startswith("PASS")  # the bounds are inclusive: "<= 0.3x", ">= 3x"
     assert fast_tier_verdicts([_row(model_kind="untrained"), _row(model_kind="reference")]) == []
+    unmeasured = {k: v for k, v in _row().items() if k != "set14_vs_reference_db"}  # --quick or no Set14 folder
+    assert fast_tier_verdicts([unmeasured])[0].startswith("INCOMPLETE") and "Set14 not measured" in \
+        fast_tier_verdicts([unmeasured])[0]
+    assert fast_tier_verdicts([{**unmeasured, "throughput_vs_reference": 2.0}])[0].startswith("FAIL")
 
 
 def test_trained_file_gets_its_quality_beside_the_reference(tmp_path):
