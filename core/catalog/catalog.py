@@ -62,6 +62,13 @@ def _round(value: float) -> float:
     return round(float(value), 4)
 
 
+def card_fields(card: dict[str, Any]) -> dict[str, Any]:
+    """What a :class:`ModelRef` reads off a model card beside its registry fields, the same for a registry version
+    and a file: how int8 was measured, ``denoise auto``'s thresholds."""
+    return {"int8": card.get("int8") if isinstance(card.get("int8"), dict) else None,
+            "denoise_auto": thresholds_of(card.get("denoise_auto"))}
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """One model version as the catalog knows it: where its file is, its scale, card metrics and detail base."""
@@ -101,8 +108,7 @@ class ModelRef:
         return cls(name=v.name, version=v.version, scale=v.scale, path=v.path, active=v.active, metrics=v.metrics,
                    source="registry", published_at=v.published_at, sha256=v.card.get("sha256"),
                    detail_base=v.detail_base, denoise_base=v.denoise_base, tiling=v.tiling,
-                   int8=v.card.get("int8") if isinstance(v.card.get("int8"), dict) else None,
-                   denoise_auto=thresholds_of(v.card.get("denoise_auto")))
+                   **card_fields(v.card))
 
     def to_json(self) -> dict[str, Any]:
         """What ``GET /v1/models`` and ``srgan models --json`` show of one version (metrics to 4 decimals)."""
@@ -283,8 +289,7 @@ class ModelCatalog:
             detail_base=str(card["detail_base"]) if card.get("detail_base") else None,
             denoise_base=str(card["denoise_base"]) if card.get("denoise_base") else None,
             tiling=contract.tiling if contract else Tiling(),
-            int8=card.get("int8") if isinstance(card.get("int8"), dict) else None,
-            denoise_auto=thresholds_of(card.get("denoise_auto")),
+            **card_fields(card),
         )
         with self._lock:
             self._files[key] = info
