@@ -125,3 +125,30 @@ def test_the_monotonicity_measure_is_the_issues_high_frequency_energy():
     assert energies[0] > energies[1] > energies[2] > 0
     assert not not_falling(energies)
     assert not_falling([3.0, 2.0, 2.0, 1.0]) and not_falling([3.0, 2.0, 2.5])
+
+
+def test_the_monotonicity_check_tells_the_blend_from_its_ends():
+    """``srgan bench realworld``'s check: the criterion fails on a dip between the ends (weight blends are softer
+    than either model), the ends diagnostic only where the model at 1 has more high frequencies than the model at
+    0 (then no blend can pass), and the output-space blend of the ends is measured beside it."""
+    from bench.realworld import DEGRADED, Setting, monotonic
+
+    rng = np.random.default_rng(1)
+    base = np.full((64, 64, 3), 128.0)
+    noise = rng.normal(0, 1, base.shape)
+
+    class Runner:
+        def __init__(self, amplitude):
+            self.amplitude = amplitude  # the high-frequency amplitude of the output at each strength
+
+        def run(self, s: Setting, img):
+            return np.clip(base + self.amplitude[s.denoise] * noise, 0, 255).astype(np.uint8), 0.0, s.label
+
+    sets = {"Set5": [("a.png", np.full((64, 64, 3), 100, np.uint8))]}
+    falling = monotonic(Runner({0.0: 20, 0.25: 15, 0.5: 10, 0.75: 6, 1.0: 3}), "m", sets)
+    assert falling.energy == falling.ends == falling.outputs == []
+    dip = monotonic(Runner({0.0: 20, 0.25: 12, 0.5: 6, 0.75: 4, 1.0: 8}), "m", sets)
+    assert len(dip.energy) == len(DEGRADED) and dip.ends == [] and dip.outputs == []
+    assert dip.energy[0].startswith(f"{DEGRADED[0]}/Set5/a.png: ")
+    rising = monotonic(Runner({0.0: 5, 0.25: 4, 0.5: 3, 0.75: 5, 1.0: 9}), "m", sets)
+    assert len(rising.energy) == len(rising.ends) == len(rising.outputs) == len(DEGRADED)
