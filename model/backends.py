@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -198,7 +199,40 @@ def runtime(name: str) -> Any:  # noqa: ANN401 - the runtimes' modules are untyp
     extra (cpu/gpu, openvino), and ``srgan`` starts without either. Raises ImportError when it is not installed."""
     if name not in ("onnxruntime", "openvino"):
         raise ValueError(f"unknown runtime {name!r}")
+    if name == "openvino" and name not in sys.modules:
+        return _import_openvino()
     return importlib.import_module(name)
+
+
+OPENVINO_CONVERTER = "openvino.tools.ovc"
+"""OpenVINO's model converter, which ``import openvino`` loads (for ``openvino.convert_model``) with its telemetry,
+absl and urllib: about 0.1 s of a 0.2 s import on a quiet AMD EPYC, 2 vCPU (bench/README.md, start-up). The engine
+reads ONNX files through ``Core.read_model`` and never converts."""
+
+
+def _import_openvino() -> Any:  # noqa: ANN401 - the openvino module, untyped here
+    """``import openvino`` without its model converter: the package's ``__init__`` imports it in a ``try`` that
+    skips it on ImportError, which a ``None`` entry in ``sys.modules`` raises for that one import. The entry goes
+    away afterwards, so an explicit ``from openvino.tools.ovc import ...`` still works, and ``openvino.convert_model``
+    is resolved on first use (a module ``__getattr__``, PEP 562) for anyone in the process who asks for it."""
+    blocked = OPENVINO_CONVERTER not in sys.modules
+    if blocked:
+        sys.modules[OPENVINO_CONVERTER] = None  # type: ignore[assignment] # the documented way to make an import fail
+    try:
+        ov = importlib.import_module("openvino")
+    finally:
+        if blocked and sys.modules.get(OPENVINO_CONVERTER, False) is None:
+            del sys.modules[OPENVINO_CONVERTER]
+    if not hasattr(ov, "convert_model") and "__getattr__" not in vars(ov):
+        def lazy(attr: str) -> Any:  # noqa: ANN401 - whatever the converter module holds
+            if attr == "convert_model":
+                value = importlib.import_module(OPENVINO_CONVERTER).convert_model
+                setattr(ov, "convert_model", value)  # noqa: B010 - the module's own attribute from now on
+                return value
+            raise AttributeError(f"module 'openvino' has no attribute {attr!r}")
+
+        setattr(ov, "__getattr__", lazy)  # noqa: B010 - a module __getattr__ (PEP 562)
+    return ov
 
 
 def openvino_capabilities(device: str = "CPU") -> list[str]:

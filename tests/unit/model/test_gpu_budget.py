@@ -100,3 +100,25 @@ def test_onnxruntime_version_is_read_without_importing_it_and_agrees() -> None:
     from model.backends import runtime_version
 
     assert runtime_version("onnxruntime") == f"onnxruntime-{ort.__version__}"
+
+
+def test_openvino_is_imported_without_its_model_converter_which_still_resolves_on_use() -> None:
+    """Start-up (issue 23): ``runtime("openvino")`` skips ``openvino.tools.ovc`` (converter, telemetry, absl,
+    urllib: half of OpenVINO's import), and ``openvino.convert_model`` and an explicit import of the converter
+    still work afterwards for whoever needs them (NNCF, a user's script)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    code = (
+        "import sys\nfrom model.backends import OPENVINO_CONVERTER, runtime\n"
+        "ov = runtime('openvino')\n"
+        "assert OPENVINO_CONVERTER not in sys.modules and 'openvino_telemetry' not in sys.modules\n"
+        "assert 'CPU' in ov.Core().available_devices\n"
+        "import openvino\nassert openvino is ov and callable(openvino.convert_model)\n"
+        "from openvino.tools.ovc import convert_model\nassert convert_model is openvino.convert_model\n"
+        "try:\n    openvino.no_such_thing\nexcept AttributeError as exc:\n    print(exc)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "no attribute 'no_such_thing'" in res.stdout
