@@ -42,6 +42,15 @@ def load_pair(generator: keras.Model, discriminator: keras.Model, path: Path) ->
     GanPair(generator, discriminator).load_weights(str(path))
 
 
+
+def discriminator_for(config: TrainConfig) -> keras.Model:
+    """The discriminator a gan run's config names (``--discriminator``, ``--d-filters``): the trainer builds it,
+    and ``srgan release`` builds the same one to read the run's checkpoint."""
+    gan = config.gan
+    if gan.discriminator == "unet":
+        return build_unet_discriminator(gan.d_filters)
+    return build_discriminator(config.data.hr_size, gan.d_filters, config.generator.bn_momentum)
+
 class GanStage:
     """Generator, discriminator, VGG19 features, both optimisers and one training step (a ``training.stage.Stage``).
 
@@ -55,8 +64,7 @@ class GanStage:
         self.config = config
         gen, gan = config.generator, config.gan
         self.generator = build_generator(**gen.model_dump())
-        self.discriminator = (build_unet_discriminator(gan.d_filters) if gan.discriminator == "unet"
-                              else build_discriminator(config.data.hr_size, gan.d_filters, gen.bn_momentum))
+        self.discriminator = discriminator_for(config)
         self.g_optimizer = build_adam(config.optim, config.steps, name="g_adam")
         self._content = build_content_loss(gan, features, gen.scale, self.g_optimizer.iterations)
         self.d_optimizer = build_adam(config.optim, config.steps, peak=gan.d_lr, name="d_adam")

@@ -30,11 +30,11 @@ import tensorflow as tf
 
 from core.catalog.registry import card_path_for, sha256_of
 from model.contract import ModelContract
-from training.arch import build_discriminator, build_generator
+from training.arch import build_generator
 from training.config import TrainConfig, default_config
 from training.evaluate import evaluate_model
 from training.export import export_generator
-from training.gan import save_pair
+from training.gan import discriminator_for, save_pair
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
@@ -96,7 +96,7 @@ def _save_resume_weights(run_dir: Path, dest: Path) -> int:
     generator = build_generator(**config.generator.model_dump())
     step = tf.Variable(0, dtype=tf.int64)
     if config.stage == "gan":
-        discriminator = build_discriminator(config.data.hr_size, config.gan.d_filters, config.generator.bn_momentum)
+        discriminator = discriminator_for(config)
         tf.train.Checkpoint(generator=generator, discriminator=discriminator, step=step).restore(
             latest).expect_partial()
         save_pair(generator, discriminator, dest)

@@ -104,3 +104,32 @@ def test_the_resume_command_of_a_run_seeded_from_another_scale_starts_from_its_o
     command = resume_command(config, "srresnet_x2", "srresnet_x2.resume.weights.h5", 5000)
     assert "--scale 2" in command and "--init-weights model/weights/srresnet_x2.resume.weights.h5" in command
     assert "--init-scale" not in command
+
+
+def test_the_resume_file_of_a_unet_gan_run_reads_its_own_discriminator(tmp_path, make_config):
+    """``srgan release`` of a gan run with ``--discriminator unet`` (realworld_gan_x4's) writes its resume file from
+    the checkpoint: it builds the discriminator the run's config names, not the SRGAN one (whose fc layer the
+    checkpoint does not have: it failed so before)."""
+    from training.checkpoint import Checkpointer, RunDir
+    from training.gan import GanStage, discriminator_for, load_pair
+    from training.release import _save_resume_weights
+
+    config = make_config(tmp_path, tmp_path, stage="gan", **{
+        "gan.discriminator": "unet", "gan.d_filters": 4, "gan.perceptual": "none", "gan.pixel_weight": 1.0})
+    stage = GanStage(config)
+    stage.build()
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    config.save(run.config)
+    ckpt = Checkpointer(run, 1, **stage.trackables())
+    ckpt.step.assign(7)
+    ckpt.save()
+    assert _save_resume_weights(run.root, tmp_path / "resume.weights.h5") == 7
+    fresh = GanStage(config)
+    fresh.build()
+    disc = discriminator_for(config)
+    assert disc.name == "unet_discriminator"
+    load_pair(fresh.generator, disc, tmp_path / "resume.weights.h5")
+    for a, b in zip(stage.generator.get_weights() + stage.discriminator.get_weights(),
+                    fresh.generator.get_weights() + disc.get_weights()):
+        assert np.array_equal(a, b)
