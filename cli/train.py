@@ -335,7 +335,8 @@ def _handle_degrade(args: argparse.Namespace) -> int:
 
 
 def _handle_export(args: argparse.Namespace) -> int:
-    missing = missing_path(args.source, args.eval_data)
+    prefix = Path(f"{args.source}.index").is_file()  # a checkpoint (runs/x/checkpoints/ckpt-3500) is no file itself
+    missing = missing_path(None if prefix else args.source, args.eval_data)
     if missing:
         return fail(missing, USAGE, command="export")
     _setup_logging()

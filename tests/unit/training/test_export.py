@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -176,3 +177,21 @@ def test_a_compact_generator_exports_runs_in_the_engine_and_states_its_flops(tmp
     if openvino_available():  # what `auto` picks on a CPU: bf16 where the CPU has it, checked against f32
         auto = Upscaler.from_file(out, backend="openvino", precision="auto", tile=0)
         assert auto.precision in ("f32", "bf16") and np.abs(auto.upscale(lr).astype(int) - expected).max() <= 3
+
+
+def test_export_takes_a_checkpoint_prefix_as_its_help_says(tmp_path):
+    """``srgan export runs/x/checkpoints/ckpt-1``: a checkpoint is named by a prefix that is no file itself (its
+    ``.index`` and ``.data`` files are); the command refused it as a missing path. A name that is neither still
+    is a usage error."""
+    import tensorflow as tf
+
+    from cli.main import main
+    from training.arch import build_generator
+
+    generator = build_generator(scale=2, filters=8, blocks=1)
+    prefix = tf.train.Checkpoint(generator=generator).save(str(tmp_path / "checkpoints" / "ckpt"))
+    assert prefix.endswith("ckpt-1") and not Path(prefix).exists()
+    arch = ["--scale", "2", "--filters", "8", "--blocks", "1"]
+    assert main(["export", prefix, "-o", str(tmp_path / "c.onnx"), *arch, "--version", "1"]) == 0
+    assert json.loads((tmp_path / "c.card.json").read_text())["version"] == "1"
+    assert main(["export", str(tmp_path / "checkpoints" / "ckpt-2"), "-o", str(tmp_path / "d.onnx"), *arch]) == 2
