@@ -228,6 +228,13 @@ class GanConfig(_Section):
         description="checkpoint picking: the best weights are those of lowest validation NIQE among validations "
         "whose PSNR-Y is at most this far below bicubic's",
     )
+    max_flat_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="checkpoint picking: also leave out validations whose flat-region error (noise, blocks and "
+        "invented texture where the ground truth is flat) is above this multiple of bicubic's; Real-ESRGAN x4plus "
+        "measured 1.12 on the realworld validation split (bench/README.md)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GanConfig:

@@ -202,8 +202,9 @@ def release(
             "adversarial": {"weight": gan.adv_weight},
         }
         card["training"]["picked_by"] = (
-            f"lowest validation NIQE with PSNR-Y at most {gan.max_psnr_drop} dB under bicubic's (validation split "
-            "of the training folder)"
+            f"lowest validation NIQE with PSNR-Y at most {gan.max_psnr_drop} dB under bicubic's"
+            + (f" and flat-region error at most {gan.max_flat_ratio}x bicubic's" if gan.max_flat_ratio else "")
+            + " (validation split of the training folder)"
         )
     if detail_base:
         card["detail_base"] = detail_base

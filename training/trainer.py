@@ -182,7 +182,8 @@ def _train(config: TrainConfig, resume: bool, features: keras.Model | None, stop
     if not run.samples.joinpath("reference").exists() and config.samples:
         save_references(data.validation[: config.samples], scale, run.samples / "reference")
     baseline = bicubic_baseline(data.validation, scale)
-    log.info("validation bicubic baseline: PSNR-Y %.3f dB, SSIM-Y %.4f", baseline.psnr_y, baseline.ssim_y)
+    log.info("validation bicubic baseline: PSNR-Y %.3f dB, SSIM-Y %.4f%s", baseline.psnr_y, baseline.ssim_y,
+             f", flat-region error {baseline.flat_error:.3f}" if baseline.flat_error is not None else "")
 
     step_fn = tf.function(stage.train_step, jit_compile=config.xla)
     batches = iter(make_dataset(data.store, config.data, scale, config.seed, start, config.degrade))
@@ -267,6 +268,10 @@ def _validate(
             "bicubic_ssim_y": baseline.ssim_y,
             "per_image": result.per_image,
         }
+        if result.flat_error is not None:
+            row["flat_error"] = result.flat_error
+        if baseline.flat_error is not None:
+            row["bicubic_flat_error"] = baseline.flat_error
         if result.niqe is not None:
             row["niqe"] = result.niqe
             row["per_image_niqe"] = result.per_image_niqe
@@ -276,14 +281,17 @@ def _validate(
         tf.summary.scalar("ssim_y", result.ssim_y)
         if result.niqe is not None:
             tf.summary.scalar("niqe", result.niqe)
+        if result.flat_error is not None:
+            tf.summary.scalar("flat_error", result.flat_error)
     if config.samples:
         save_samples(generator, data.validation[: config.samples], run.samples / f"step_{step:08d}")
     log.info(
-        "validation step %d: PSNR-Y %.3f dB  SSIM-Y %.4f%s  (best %s%s)",
+        "validation step %d: PSNR-Y %.3f dB  SSIM-Y %.4f%s%s  (best %s%s)",
         step,
         result.psnr_y,
         result.ssim_y,
         f"  NIQE {result.niqe:.3f}" if result.niqe is not None else "",
+        f"  flat {result.flat_error:.3f}" if result.flat_error is not None else "",
         best_text(float(ckpt.best_psnr.numpy()), gan),
         ", saved best.weights.h5" if improved else "",
     )
@@ -299,10 +307,15 @@ def best_text(score: float, gan: bool) -> str:
 
 
 def selection_score(result: Validation, baseline: Validation, config: TrainConfig) -> float:
-    """What checkpoint picking maximises: PSNR-Y (pretrain); minus NIQE within the PSNR floor (gan)."""
+    """What checkpoint picking maximises: PSNR-Y (pretrain); minus NIQE within the PSNR floor and, when
+    ``--max-flat-ratio`` is set, under the flat-region error ceiling (gan)."""
     if config.stage != "gan":
         return result.psnr_y
     if result.niqe is None or result.psnr_y < baseline.psnr_y - config.gan.max_psnr_drop:
+        return -math.inf
+    ratio = config.gan.max_flat_ratio
+    if ratio is not None and result.flat_error is not None and baseline.flat_error is not None \
+            and result.flat_error > ratio * baseline.flat_error:
         return -math.inf
     return -result.niqe
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from model.niqe import BLOCK as NIQE_BLOCK
 from model.niqe import niqe as niqe_score
-from model.quality import bicubic_upscale, psnr_y, ssim_y
+from model.quality import bicubic_upscale, flat_region_error, psnr_y, ssim_y
 from training.sources import Example
 
 
@@ -22,6 +22,9 @@ class Validation:
     per_image: dict[str, float] = field(default_factory=dict)
     niqe: float | None = None
     per_image_niqe: dict[str, float] = field(default_factory=dict)
+    flat_error: float | None = None
+    """Mean flat-region error (``model.quality.flat_region_error``: the Y error's spread where the ground truth is
+    flat): the noise, blocks and invented texture that NIQE can reward; None where no image has flat pixels."""
 
 
 def super_resolve(generator: keras.Model, lr_hwc_u8: np.ndarray) -> np.ndarray:
@@ -31,31 +34,39 @@ def super_resolve(generator: keras.Model, lr_hwc_u8: np.ndarray) -> np.ndarray:
 
 
 def validate(generator: keras.Model, examples: list[Example], scale: int, *, niqe: bool = False) -> Validation:
-    """Mean PSNR and SSIM on Y with ``scale`` border pixels cropped (the protocol of ``model.quality``).
+    """Mean PSNR and SSIM on Y with ``scale`` border pixels cropped (the protocol of ``model.quality``), and the
+    mean flat-region error.
 
     ``niqe``: also the mean NIQE of the outputs at least one 96x96 block big.
     """
-    psnrs, ssims, per_image, niqes = [], [], {}, {}
+    psnrs, ssims, per_image, niqes, flats = [], [], {}, {}, []
     for ex in examples:
         sr = super_resolve(generator, ex.lr)
         psnrs.append(psnr_y(sr, ex.hr, crop=scale))
         ssims.append(ssim_y(sr, ex.hr, crop=scale))
+        flats.append(flat_region_error(sr, ex.hr, crop=scale))
         per_image[ex.name] = round(psnrs[-1], 4)
         if niqe and min(sr.shape[:2]) >= NIQE_BLOCK:
             niqes[ex.name] = round(niqe_score(sr), 4)
     if not psnrs:
         return Validation(float("nan"), float("nan"))
     mean_niqe = float(np.mean(list(niqes.values()))) if niqes else None
-    return Validation(float(np.mean(psnrs)), float(np.mean(ssims)), per_image, mean_niqe, niqes)
+    return Validation(float(np.mean(psnrs)), float(np.mean(ssims)), per_image, mean_niqe, niqes, _mean_flat(flats))
+
+
+def _mean_flat(values: list[float]) -> float | None:
+    kept = [v for v in values if np.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
 
 
 def bicubic_baseline(examples: list[Example], scale: int) -> Validation:
     """The same measurement for a bicubic upscale: the number a model has to beat."""
-    psnrs = [psnr_y(bicubic_upscale(ex.lr, scale), ex.hr, crop=scale) for ex in examples]
-    ssims = [ssim_y(bicubic_upscale(ex.lr, scale), ex.hr, crop=scale) for ex in examples]
-    if not psnrs:
+    ups = [bicubic_upscale(ex.lr, scale) for ex in examples]
+    if not ups:
         return Validation(float("nan"), float("nan"))
-    return Validation(float(np.mean(psnrs)), float(np.mean(ssims)))
+    return Validation(float(np.mean([psnr_y(u, ex.hr, crop=scale) for u, ex in zip(ups, examples)])),
+                      float(np.mean([ssim_y(u, ex.hr, crop=scale) for u, ex in zip(ups, examples)])),
+                      flat_error=_mean_flat([flat_region_error(u, ex.hr, crop=scale) for u, ex in zip(ups, examples)]))
 
 
 def _file_name(name: str) -> str:

@@ -196,6 +196,25 @@ def test_gan_checkpoints_are_picked_by_niqe_within_the_psnr_floor(tmp_path, make
     assert selection_score(Validation(27.4, 0.8, niqe=3.0), bicubic, gan) == -math.inf, "0.6 dB under bicubic"
 
 
+def test_a_flat_region_ceiling_leaves_out_checkpoints_that_invent_texture_where_the_image_is_flat(tmp_path,
+                                                                                                  make_config):
+    """``--max-flat-ratio``: NIQE rewards invented texture (crackle, a grid), the flat-region error shows it; a
+    validation above the ceiling (a multiple of bicubic's flat-region error) is not picked, whatever its NIQE."""
+    import math
+
+    from training.trainer import selection_score
+    from training.validate import Validation
+
+    capped = make_config(tmp_path, tmp_path, stage="gan", **{"gan.max_flat_ratio": 1.12})
+    free = make_config(tmp_path, tmp_path, stage="gan")
+    bicubic = Validation(28.0, 0.8, flat_error=5.0)
+    crackle = Validation(27.8, 0.8, niqe=4.0, flat_error=6.0)
+    assert selection_score(crackle, bicubic, free) == -4.0
+    assert selection_score(crackle, bicubic, capped) == -math.inf, "6.0 > 1.12 x 5.0"
+    assert selection_score(Validation(27.8, 0.8, niqe=5.0, flat_error=5.5), bicubic, capped) == -5.0
+    assert selection_score(Validation(27.8, 0.8, niqe=5.0), Validation(28.0, 0.8), capped) == -5.0, "not measured"
+
+
 def test_a_redrawn_random_vgg19_matches_the_fixed_network_of_its_step_and_changes_with_the_step(random_vgg19):
     import tensorflow as tf
 
@@ -275,3 +294,20 @@ def test_gan_step_with_the_unet_discriminator(tmp_path, make_config):
     assert all(np.isfinite(v) for v in metrics.values())
     assert metrics["d_loss"] > 0
     assert any(not np.array_equal(a, b.numpy()) for a, b in zip(d_before, stage.discriminator.trainable_variables))
+
+
+def test_validation_measures_the_flat_region_error_of_the_model_and_of_bicubic():
+    """The flat-region error beside PSNR in every validation (history, picking): where the ground truth is flat,
+    bicubic of a noisy LR keeps part of its noise, and a model that adds texture has more."""
+    from training.arch import build_generator
+    from training.sources import Example
+    from training.validate import bicubic_baseline, validate
+
+    rng = np.random.default_rng(0)
+    hr = np.full((32, 32, 3), 120, np.uint8)
+    lr = np.clip(120 + rng.normal(0, 8, (16, 16, 3)), 0, 255).astype(np.uint8)
+    examples = [Example("flat.png", lr, hr)]
+    bicubic = bicubic_baseline(examples, 2)
+    assert bicubic.flat_error is not None and 1.0 < bicubic.flat_error < 8.0
+    result = validate(build_generator(scale=2, filters=8, blocks=1), examples, 2)
+    assert result.flat_error is not None and result.flat_error > 0
