@@ -152,3 +152,26 @@ def test_the_monotonicity_check_tells_the_blend_from_its_ends():
     assert dip.energy[0].startswith(f"{DEGRADED[0]}/Set5/a.png: ")
     rising = monotonic(Runner({0.0: 5, 0.25: 4, 0.5: 3, 0.75: 5, 1.0: 9}), "m", sets)
     assert len(rising.energy) == len(rising.ends) == len(rising.outputs) == len(DEGRADED)
+
+
+def test_the_speed_bound_is_checked_over_every_condition_and_only_at_one_precision():
+    """Issue 19's speed bound (<= 1.1x srresnet_x4's s/MP at the same precision): summed over the run's conditions
+    (a clean upload at auto runs the clean model itself, the degraded ones run blends), and a run whose blend and
+    srresnet_x4 ran at different precisions (auto: int8 for the file whose card measured it, bf16 for a blend)
+    fails with the reason instead of passing or failing on a comparison it did not make."""
+    from bench.realworld import speed_criteria
+
+    def rows(seconds, precision):
+        return {"images": [{"seconds": s, "megapixels": 1.0, "precision": precision} for s in seconds]}
+
+    def report(ours, base):
+        return {"clean": {"Set5": {"m auto": rows([1.0], ours), "srresnet_x4": rows([1.0], base)}},
+                "jpeg": {"Set5": {"m auto": rows([1.4], ours), "srresnet_x4": rows([1.0], base)}}}
+
+    [(what, ok, text)] = speed_criteria(report("bf16", "bf16"), "m")
+    assert what.startswith("Set5, all conditions") and not ok and text.startswith("1.20x (bf16 vs bf16)")
+    [(_, ok, _)] = speed_criteria({"jpeg": report("bf16", "bf16")["jpeg"]} | {"clean": {"Set5": {
+        "m auto": rows([0.7], "bf16"), "srresnet_x4": rows([1.0], "bf16")}}}, "m")
+    assert ok, "(1.4 + 0.7) / 2.0 = 1.05x"
+    [(_, ok, text)] = speed_criteria(report("bf16", "int8"), "m")
+    assert not ok and "not at one precision" in text
