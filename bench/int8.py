@@ -4,7 +4,7 @@ Run from the repository root: ``srgan bench int8 [--models srresnet_x4,srgan_x4]
 scheme quantizes the shipped model's rewritten graph (``model.graph``), and OpenVINO runs it (the layers
 left in float in bf16 where the CPU runs bfloat16 natively, else f32). Per scheme and model:
 
-- Set5 and Set14 Y-PSNR against float32's (border of 4 cropped): the mean cost and the worst image's;
+- Set5 and Set14 Y-PSNR against float32's (border of the scale cropped): the mean cost and the worst image's;
 - the cost ``auto``'s int8 probe measures (``model.engine.int8_cost``: synthetic photos, never Set5/Set14)
   and whether ``auto`` would keep it;
 - seconds on a whole ``--size`` input against float32 and bfloat16, all precisions alternating, medians of
@@ -14,7 +14,7 @@ Schemes (``--schemes``, comma-separated):
 
 - ``ours``: ``model.int8.quantize`` as the engine runs it, calibrated on ``model.int8.calibration_images``;
 - ``ours-real``: the same calibrated on ``--crops`` BSD200 training photos (random 256x256 crops,
-  bicubic-downscaled by 4 as the network's inputs are; ``../shared/data/train``, never the evaluation sets);
+  bicubic-downscaled by the model's scale as its inputs are; ``../shared/data/train``, never the evaluation sets);
 - ``ours-minmax``: activation ranges the extremes over all calibration images instead of their average;
 - ``ours-asym``: activations asymmetric (uint8 with a zero point) instead, on the synthetic images;
 - ``ort-plain``: every convolution quantized (head and tail too; uint8 activations, extremes), on the real
@@ -55,8 +55,9 @@ SCHEMES = ("ours", "ours-real", "ours-minmax", "ours-asym", "ort-plain", "nncf-p
 SCALE = 4
 
 
-def real_crops(count: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
-    """``count`` random ``size x size`` crops of BSD200 training photos, bicubic-downscaled by :data:`SCALE`."""
+def real_crops(count: int, size: int = 256, seed: int = 0, scale: int = SCALE) -> list[np.ndarray]:
+    """``count`` random ``size x size`` crops of BSD200 training photos, bicubic-downscaled by the model's
+    ``scale``."""
     folder = DATA.parent / "train" / "BSD200"
     files = sorted(folder.glob("*.png"))
     if not files:
@@ -66,7 +67,7 @@ def real_crops(count: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
     for _ in range(count):
         img = np.asarray(Image.open(files[int(rng.integers(len(files)))]).convert("RGB"))
         y, x = rng.integers(0, img.shape[0] - size), rng.integers(0, img.shape[1] - size)
-        out.append(bicubic_downscale(img[y : y + size, x : x + size], SCALE))
+        out.append(bicubic_downscale(img[y : y + size, x : x + size], scale))
     return out
 
 
@@ -89,13 +90,13 @@ class Compiled:
         return self._compiled(batch)[0]
 
 
-def per_image(up: Upscaler) -> dict[str, float]:
-    """Y-PSNR of each Set5 and Set14 image (``Set5/baby``...), whole images."""
+def per_image(up: Upscaler, scale: int) -> dict[str, float]:
+    """Y-PSNR of each Set5 and Set14 image (``Set5/baby``...) at the model's ``scale``, whole images."""
     values = {}
     for name in ("Set5", "Set14"):
         for path in sorted((DATA / name).glob("*.png")):
-            hr = crop_to_multiple(np.asarray(Image.open(path).convert("RGB")), SCALE)
-            values[f"{name}/{path.stem}"] = psnr_y(up.upscale(bicubic_downscale(hr, SCALE), tile=0), hr, crop=SCALE)
+            hr = crop_to_multiple(np.asarray(Image.open(path).convert("RGB")), scale)
+            values[f"{name}/{path.stem}"] = psnr_y(up.upscale(bicubic_downscale(hr, scale), tile=0), hr, crop=scale)
     return values
 
 
@@ -137,10 +138,13 @@ def alternate(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_model(name: str, schemes: list[str], args: argparse.Namespace, crops: list[np.ndarray]) -> dict:
+def bench_model(name: str, schemes: list[str], args: argparse.Namespace) -> dict:
     proto = onnx.load(str(WEIGHTS_DIR / f"{name}.onnx"))
     subpixel_tail(proto)
     contract = ModelContract.of_proto(proto) or ModelContract(scale=SCALE)
+    scale = contract.scale or SCALE
+    real = {"ours-real", "ort-plain", "nncf-plain", "nncf-mixed"} & set(schemes)
+    crops = real_crops(args.crops, scale=scale) if real else []
     meta = {p.key: p.value for p in proto.metadata_props}
     hint = "bf16" if native_precision("openvino:CPU") == "bf16" else "f32"
     f32 = Compiled(proto.SerializeToString(), "f32", meta, "f32")
@@ -154,9 +158,9 @@ def bench_model(name: str, schemes: list[str], args: argparse.Namespace, crops: 
             print(f"{scheme}: skipped (pip install '.[nncf]')", file=sys.stderr)
             continue
         rows[scheme] = {"build_s": round(time.perf_counter() - t, 1), "build_load": load}
-    ref = per_image(Upscaler(f32, contract, tile=0))
+    ref = per_image(Upscaler(f32, contract, tile=0), scale)
     for scheme, row in rows.items():
-        got = per_image(Upscaler(engines[scheme], contract, tile=0))
+        got = per_image(Upscaler(engines[scheme], contract, tile=0), scale)
         for s in ("Set5", "Set14"):
             cost = {k: ref[k] - got[k] for k in ref if k.startswith(s + "/")}
             worst = max(cost, key=lambda k: cost[k])
@@ -183,9 +187,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"unknown schemes {sorted(unknown)}: use {', '.join(SCHEMES)}", file=sys.stderr)
         return 2
     info = cpu_report()
-    crops = real_crops(args.crops) if {"ours-real", "ort-plain", "nncf-plain", "nncf-mixed"} & set(schemes) else []
     with tempfile.TemporaryDirectory():
-        models = [bench_model(m, schemes, args, crops) for m in args.models.split(",") if m]
+        models = [bench_model(m, schemes, args) for m in args.models.split(",") if m]
     report = {**info, "scheme": SCHEME, "load_average_now": list(os.getloadavg()), "input": f"{args.size}x{args.size}",
               "calibration_crops": args.crops, "models": models}
     if args.json:

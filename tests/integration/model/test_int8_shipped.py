@@ -67,3 +67,25 @@ def test_auto_takes_int8_for_the_shipped_model_and_the_next_start_reads_it_back(
     again = Upscaler.from_file(MODEL, backend="openvino", precision="auto", cache_dir=cache)
     assert (again.precision, again.precision_note) == (up.precision, up.precision_note)
     assert list((cache / "int8").iterdir()) == [saved]
+
+
+def test_auto_tries_int8_for_the_real_world_model_alone_and_runs_its_blends_in_float(tmp_path):
+    """``realworld_x4``'s card records its int8 measurement (bench/README.md, int8), so at ``denoise 1`` (the file
+    alone) ``auto`` quantizes it and keeps int8 after its own probe on an int8 CPU; a blend with its clean model
+    (any other strength) is a network no card measured, and runs in the CPU's float precision."""
+    from core.catalog.catalog import ModelCatalog
+    from core.catalog.load import build_upscaler
+    from core.settings import Settings
+    from model.strength import Strength
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", backend="openvino", threads=2, tile=0,
+                        precision="auto", cache_dir=tmp_path / "cache")
+    catalog = ModelCatalog(settings)
+    assert catalog.resolve("realworld_x4").int8 is not None
+    alone = build_upscaler(settings, catalog.blend("realworld_x4", None, Strength(1.0, "asked")))
+    blend = build_upscaler(settings, catalog.blend("realworld_x4", None, Strength(0.5, "asked")))
+    assert blend.precision == native_precision(blend.backend_name), blend.precision_note
+    if not INT8_CPU:
+        assert alone.precision == native_precision(alone.backend_name), alone.precision_note
+        return
+    assert alone.precision == "int8", alone.precision_note

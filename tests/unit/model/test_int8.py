@@ -188,3 +188,16 @@ def test_auto_tries_int8_only_for_a_model_whose_card_records_an_int8_measurement
     assert not (tmp_path / "cache" / "int8").exists(), "nothing quantized"
     measured = build_upscaler(settings, catalog.blend("measured", None))
     assert measured.precision == "int8", measured.precision_note
+
+
+def test_the_int8_bench_measures_a_model_at_its_own_scale(tmp_path):
+    """``srgan bench int8 --models realworld_x2``: Set5/Set14 were downscaled by 4 whatever the model, and an x2
+    model's output did not match the ground truth's size (a ValueError instead of a table)."""
+    from bench.int8 import per_image
+    from bench.tiny_models import make_nearest_model
+    from model.engine import Upscaler
+
+    for scale in (2, 4):
+        up = Upscaler.from_file(make_nearest_model(tmp_path / f"n{scale}.onnx", scale), tile=0)
+        values = per_image(up, scale)
+        assert len(values) == 19 and all(np.isfinite(v) and v > 15 for v in values.values())
