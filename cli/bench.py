@@ -194,6 +194,11 @@ def _realworld(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", help="engine precision (default: SRGAN_PRECISION)")
     p.add_argument("--no-niqe", action="store_true")
     p.add_argument("--no-reference", action="store_true", help="leave Real-ESRGAN x4plus out")
+    p.add_argument("--reference-cache", type=Path, metavar="FILE",
+                   help="reuse Real-ESRGAN x4plus's measurements kept in FILE (same upload, ground truth and "
+                        "runner) and add the new ones: it is most of a full run's time")
+    p.add_argument("--reference-only", action="store_true",
+                   help="run Real-ESRGAN x4plus alone (to fill --reference-cache, e.g. beside a training run) and stop")
     p.add_argument("--no-monotonic", action="store_true")
     p.add_argument("--panels", type=Path, help="write labelled side-by-side crops here")
     p.add_argument("--memory", action="store_true",

