@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -77,6 +77,12 @@ def image_sets(split_images: int) -> dict[str, list[tuple[str, np.ndarray]]]:
     for name in ("Set5", "Set14"):
         sets[name] = [(p.name, read_rgb(p)) for p in sorted((data / "bench" / name).glob("*.png"))]
     return {k: [(n, crop_to_multiple(hr, SCALE)) for n, hr in v] for k, v in sets.items()}
+
+
+class RunsSettings(Protocol):
+    """What the checks need of a runner: a setting run on a decoded upload (:meth:`Runner.run`)."""
+
+    def run(self, s: Setting, img: Image.Image) -> tuple[np.ndarray, float, str, str]: ...
 
 
 class Runner:
@@ -341,7 +347,7 @@ class Monotonicity:
     flat: list[str]
 
 
-def monotonic(runner: Runner, family: str, sets: dict[str, list[tuple[str, np.ndarray]]]) -> Monotonicity:
+def monotonic(runner: RunsSettings, family: str, sets: dict[str, list[tuple[str, np.ndarray]]]) -> Monotonicity:
     """Run ``family`` at each of :data:`STRENGTHS` on every Set5/Set14 image under each degraded condition and
     check issue 19's measure and the diagnostics of :class:`Monotonicity`.
 

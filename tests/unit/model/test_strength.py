@@ -141,8 +141,8 @@ def test_the_monotonicity_check_tells_the_blend_from_its_ends():
         def __init__(self, amplitude):
             self.amplitude = amplitude  # the high-frequency amplitude of the output at each strength
 
-        def run(self, s: Setting, img):
-            return np.clip(base + self.amplitude[s.denoise] * noise, 0, 255).astype(np.uint8), 0.0, s.label
+        def run(self, s: Setting, img) -> tuple[np.ndarray, float, str, str]:
+            return np.clip(base + self.amplitude[s.denoise] * noise, 0, 255).astype(np.uint8), 0.0, s.label, "f32"
 
     sets = {"Set5": [("a.png", np.full((64, 64, 3), 100, np.uint8))]}
     falling = monotonic(Runner({0.0: 20, 0.25: 15, 0.5: 10, 0.75: 6, 1.0: 3}), "m", sets)
