@@ -296,8 +296,8 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"TILING: what the model needs, in input pixels: overlap>=N, tiles get at least N of context "
               f"(SRGAN_OVERLAP {settings.overlap} otherwise); pad N, N reflected around the image and cropped off")
     print(f"precision: {settings.precision} ({_auto_here()}); PRECISION: what a worker last loaded it in")
-    print("INT8-COST: Y-PSNR (dB) lost to int8 against f32 on Set5/Set14 (mean), as the card records it "
-          "(`srgan models --json`: the scheme, the worst image, where measured)")
+    print("INT8-COST: Y-PSNR (dB) lost to int8 against f32 on Set5/Set14 (mean; <0: int8 scored higher), as the "
+          "card records it (`srgan models --json`: the scheme, the worst image, where measured)")
     return OK
 
 
@@ -311,10 +311,11 @@ def _tiling_cell(tiling: dict[str, int] | None) -> str:
 
 
 def _int8_cell(int8: dict | None) -> str:
-    """The card's int8 cost on Set5/Set14 (mean, dB), or ``-``."""
+    """The card's int8 cost on Set5/Set14 (mean, dB), ``<0`` where int8 scored higher than f32, or ``-``."""
     if not int8 or "set5_cost_db" not in int8 or "set14_cost_db" not in int8:
         return "-"
-    return f"{float(int8['set5_cost_db']):.3f}/{float(int8['set14_cost_db']):.3f}"
+    costs = (float(int8["set5_cost_db"]), float(int8["set14_cost_db"]))
+    return "/".join("<0" if c < 0 else f"{c:.3f}" for c in costs)
 
 
 def _auto_here() -> str:
