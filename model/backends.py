@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -210,19 +211,23 @@ absl and urllib: about 0.1 s of a 0.2 s import on a quiet AMD EPYC, 2 vCPU (benc
 reads ONNX files through ``Core.read_model`` and never converts."""
 
 
+_OPENVINO_IMPORT = threading.Lock()
+
+
 def _import_openvino() -> Any:  # noqa: ANN401 - the openvino module, untyped here
     """``import openvino`` without its model converter: the package's ``__init__`` imports it in a ``try`` that
     skips it on ImportError, which a ``None`` entry in ``sys.modules`` raises for that one import. The entry goes
     away afterwards, so an explicit ``from openvino.tools.ovc import ...`` still works, and ``openvino.convert_model``
     is resolved on first use (a module ``__getattr__``, PEP 562) for anyone in the process who asks for it."""
-    blocked = OPENVINO_CONVERTER not in sys.modules
-    if blocked:
-        sys.modules[OPENVINO_CONVERTER] = None  # type: ignore[assignment] # the documented way to make an import fail
-    try:
-        ov = importlib.import_module("openvino")
-    finally:
-        if blocked and sys.modules.get(OPENVINO_CONVERTER, False) is None:
-            del sys.modules[OPENVINO_CONVERTER]
+    with _OPENVINO_IMPORT:  # engines load in threads: one import, one block at a time
+        blocked = OPENVINO_CONVERTER not in sys.modules and "openvino" not in sys.modules
+        if blocked:
+            sys.modules[OPENVINO_CONVERTER] = None  # type: ignore[assignment] # the documented way to fail an import
+        try:
+            ov = importlib.import_module("openvino")
+        finally:
+            if blocked and sys.modules.get(OPENVINO_CONVERTER, False) is None:
+                del sys.modules[OPENVINO_CONVERTER]
     if not hasattr(ov, "convert_model") and "__getattr__" not in vars(ov):
         def lazy(attr: str) -> Any:  # noqa: ANN401 - whatever the converter module holds
             if attr == "convert_model":
