@@ -129,7 +129,10 @@ class Runner:
 
 
 def upload(hr: np.ndarray, condition: str, seed: int, scale: int = SCALE) -> Image.Image:
-    data = degrade_condition(hr, condition, scale, seed).data
+    return decode_upload(degrade_condition(hr, condition, scale, seed).data, hr)
+
+
+def decode_upload(data: bytes, hr: np.ndarray) -> Image.Image:
     return read_image(data, max_pixels=hr.shape[0] * hr.shape[1])
 
 
@@ -151,7 +154,11 @@ class ReferenceCache:
 
     @staticmethod
     def key(hr: np.ndarray, condition: str, seed: int) -> str:
-        data = degrade_condition(hr, condition, SCALE, seed).data
+        return ReferenceCache.key_of(degrade_condition(hr, condition, SCALE, seed).data, hr)
+
+    @staticmethod
+    def key_of(data: bytes, hr: np.ndarray) -> str:
+        """The key of the upload file ``data`` made from ``hr``."""
         return f"{hashlib.sha256(data).hexdigest()[:24]}:{hashlib.sha256(hr.tobytes()).hexdigest()[:24]}"
 
     def get(self, key: str, with_niqe: bool) -> dict[str, Any] | None:
@@ -215,10 +222,11 @@ def compare(args: argparse.Namespace, runner: Runner, settings: list[Setting],
             seconds: dict[str, float] = dict.fromkeys(per, 0.0)
             megapixels = 0.0
             for i, (name, hr) in enumerate(images):
-                img = upload(hr, condition, i)
+                data = degrade_condition(hr, condition, SCALE, i).data  # degraded once: the upload and its key
+                img = decode_upload(data, hr)
                 megapixels += hr.shape[0] * hr.shape[1] / 1e6
                 for s in settings:
-                    key = ReferenceCache.key(hr, condition, i) if s.reference else ""
+                    key = ReferenceCache.key_of(data, hr) if s.reference else ""
                     row = cache.get(key, not args.no_niqe) if s.reference else None
                     if row is None:
                         sr, took, what, precision = runner.run(s, img)
