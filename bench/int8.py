@@ -17,6 +17,7 @@ Schemes (``--schemes``, comma-separated):
   bicubic-downscaled by the model's scale as its inputs are; ``../shared/data/train``, never the evaluation sets);
 - ``ours-minmax``: activation ranges the extremes over all calibration images instead of their average;
 - ``ours-asym``: activations asymmetric (uint8 with a zero point) instead, on the synthetic images;
+- ``ours-v1``: scheme 1 (the tail kept in float as well as the head);
 - ``ort-plain``: every convolution quantized (head and tail too; uint8 activations, extremes), on the real
   crops;
 - ``nncf-plain``, ``nncf-mixed``: OpenVINO's NNCF (``pip install '.[nncf]'``) on the real crops, plain and
@@ -47,11 +48,11 @@ from core.catalog.shipped import WEIGHTS_DIR
 from model.backends import native_precision
 from model.contract import ModelContract
 from model.engine import INT8_MAX_COST_DB, INT8_MAX_WORST_DB, Upscaler, int8_cost
-from model.graph import subpixel_tail
+from model.graph import rewrite as rewrite_graph
 from model.int8 import SCHEME, calibration_batches, protected_convs, quantize
 from model.quality import bicubic_downscale, crop_to_multiple, psnr_y
 
-SCHEMES = ("ours", "ours-real", "ours-minmax", "ours-asym", "ort-plain", "nncf-plain", "nncf-mixed")
+SCHEMES = ("ours", "ours-real", "ours-minmax", "ours-asym", "ours-v1", "ort-plain", "nncf-plain", "nncf-mixed")
 SCALE = 4
 
 
@@ -120,7 +121,9 @@ def build(scheme: str, proto: onnx.ModelProto, contract: ModelContract, crops: l
     options: dict[str, Any] = {
         "ours": {}, "ours-real": {}, "ours-minmax": {"moving_average": False},
         "ours-asym": {"symmetric_activations": False},
-        "ort-plain": {"exclude_protected": False, "symmetric_activations": False, "moving_average": False}}[scheme]
+        "ours-v1": {"protect": ("head", "tail")},
+        "ort-plain": {"protect": (), "tail_input": "same", "symmetric_activations": False,
+                      "moving_average": False}}[scheme]
     batches = real if scheme in ("ours-real", "ort-plain") else calibration_batches(contract)
     return Compiled(quantize(source, batches, contract.input_name, **options), hint, meta, "int8")
 
@@ -140,7 +143,7 @@ def alternate(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float
 
 def bench_model(name: str, schemes: list[str], args: argparse.Namespace) -> dict:
     proto = onnx.load(str(WEIGHTS_DIR / f"{name}.onnx"))
-    subpixel_tail(proto)
+    rewrite_graph(proto)
     contract = ModelContract.of_proto(proto) or ModelContract(scale=SCALE)
     scale = contract.scale or SCALE
     real = {"ours-real", "ort-plain", "nncf-plain", "nncf-mixed"} & set(schemes)

@@ -22,7 +22,7 @@ import numpy as np
 
 from model.compile_cache import CompileCache, content_hash
 from model.errors import InferenceError, ModelError, OutOfMemory
-from model.graph import subpixel_tail
+from model.graph import rewrite as rewrite_graph
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def rewritten_model(path: Path, cache: CompileCache | None = None) -> bytes | No
     except Exception as exc:
         raise ModelError(f"cannot read ONNX model {path}: {exc}") from exc
     try:
-        rewritten = proto.SerializeToString() if subpixel_tail(proto) else None
+        rewritten = proto.SerializeToString() if rewrite_graph(proto) else None
     except Exception as exc:  # a graph the rewrite did not foresee: run it as it is
         log.warning("%s: graph rewrite skipped: %s", path, exc)
         return None

@@ -271,6 +271,15 @@ class Upscaler:
         h, w = h + 2 * pad, w + 2 * pad  # from here on, the padded image's
         plan = TilePlan.make(h, w, self.tile_for(h - 2 * pad, w - 2 * pad, tile, overlap), overlap)
         keep_top, keep_bottom, keep_cols = pad * s, (h - pad) * s, slice(pad * s, (w - pad) * s)
+        if plan.count == 1:  # one window, the whole (padded) image: every blending weight would be 1
+            if should_stop is not None and should_stop():
+                raise Canceled("canceled before the next tile")
+            (row,), (col,) = plan.rows, plan.cols
+            hr = self._infer([_window(lr_hwc_u8, row.window, col.window, pad)], overlap)[0]
+            if progress is not None:
+                progress(1, 1)
+            yield 0, _to_type(hr[keep_top:keep_bottom, keep_cols], lr_hwc_u8.dtype)
+            return
         col_weights = [axis_weights(sp, w, plan.r_cols, s, sp.window[0] * s, sp.window[1] * s) for sp in plan.cols]
         done = 0
         acc = np.zeros((0, w * s, c), np.float32)
@@ -575,6 +584,11 @@ def _normalise(acc: np.ndarray, wsum: np.ndarray, dtype: np.dtype) -> np.ndarray
     ``acc`` (no strip-sized temporaries)."""
     np.maximum(wsum, 1e-12, out=wsum)
     np.divide(acc, wsum, out=acc)
+    return _to_type(acc, dtype)
+
+
+def _to_type(acc: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float ``acc`` (0..255) rounded to ``dtype`` (uint8, or uint16 on 0..65535), in place in ``acc``."""
     peak = 65535 if dtype == np.uint16 else 255
     if peak != 255:
         np.multiply(acc, np.float32(peak / 255.0), out=acc)

@@ -30,6 +30,19 @@ def test_tiled_equals_untiled_on_exact_model(nearest_path, rng, backend, tile, o
     np.testing.assert_array_equal(up.upscale(img), whole)
 
 
+def test_one_window_skips_blending_but_not_progress_or_cancel(nearest_path, rng):
+    """A whole image in one window is the network's output rounded (no blending weights): the same pixels as the
+    blended path, one progress call, and a cancel before it stops it."""
+    img = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    up = Upscaler.from_file(nearest_path, backend="onnxruntime", tile=0, overlap=0)
+    calls: list[tuple[int, int]] = []
+    strips = list(up.iter_strips(img, progress=lambda done, total: calls.append((done, total))))
+    assert [y0 for y0, _ in strips] == [0] and calls == [(1, 1)]
+    np.testing.assert_array_equal(strips[0][1], nearest(img))
+    with pytest.raises(Canceled):
+        up.upscale(img, should_stop=lambda: True)
+
+
 def test_strips_are_bounded_and_cover_every_row_once(nearest_path, rng):
     img = rng.integers(0, 256, (300, 90, 3), dtype=np.uint8)
     up = Upscaler.from_file(nearest_path, backend="onnxruntime", tile=64, overlap=8)

@@ -1,4 +1,5 @@
-"""The exact graph rewrite of ``model.graph``: the pixel-shuffled tail convolution computed before the shuffle.
+"""The exact graph rewrites of ``model.graph``: the pixel-shuffled tail convolution computed before the shuffle,
+and transpose pairs around element-wise operations cancelled.
 
 On the shipped generators (real tf2onnx exports) and a hand-built SRResNet, the
 rewritten graph must give the same output as the file (float32, within 1e-3 on
@@ -19,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bench.tiny_models import make_srresnet_model
 from core.catalog.shipped import WEIGHTS_DIR
 from model.backends import open_backend, openvino_available
-from model.graph import flops_per_input_pixel, subpixel_kernel, subpixel_tail
+from model.graph import cancel_transposes, flops_per_input_pixel, rewrite, subpixel_kernel, subpixel_tail
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +60,64 @@ def test_shipped_model_rewritten_is_the_same_function(path: Path) -> None:
     assert got.shape == want.shape == (2, 92, 124, 3)
     assert np.abs(got - want).max() < EXACT
     assert np.ptp(want) > 100  # a real image came out, not a constant
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_model_loses_its_transpose_pairs_and_stays_the_same_function(path: Path) -> None:
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    proto = onnx.load(str(path))
+    transposes = sum(n.op_type == "Transpose" for n in proto.graph.node)
+    # the subpixel tail, and the bicubic skip's division moved back to NCHW (three transposes gone)
+    assert rewrite(proto) == 2
+    assert sum(n.op_type == "Transpose" for n in proto.graph.node) == transposes - 3
+    x = _lr()
+    want = _ort(str(path)).run(None, {"lr": x})[0]
+    got = _ort(proto.SerializeToString()).run(None, {"lr": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < EXACT
+    assert rewrite(proto) == 0  # nothing left to do
+
+
+def _transposed_division(*, const: np.ndarray | None = None, back: tuple[int, ...] = (0, 3, 1, 2),
+                         extra_reader: bool = False) -> onnx.ModelProto:
+    """x, y (NCHW) -> NHWC -> x / y (* const) -> ``back`` -> z."""
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 3, 1]),
+             helper.make_node("Transpose", ["y"], ["yt"], perm=[0, 2, 3, 1]),
+             helper.make_node("Div", ["xt", "yt"], ["d"])]
+    inits = []
+    if const is not None:
+        nodes.append(helper.make_node("Mul", ["d", "c"], ["m"]))
+        inits.append(numpy_helper.from_array(const.astype(np.float32), "c"))
+    nodes.append(helper.make_node("Transpose", [nodes[-1].output[0]], ["z"], perm=list(back)))
+    outputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["a", "b", "c", "d"])]
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info("d", TensorProto.FLOAT, [1, 5, 7, 3]))
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 5, 7]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_cancel_transposes_moves_element_wise_chains_back_and_is_exact() -> None:
+    rng = np.random.default_rng(3)
+    feed = {"x": rng.standard_normal((1, 3, 5, 7)).astype(np.float32),
+            "y": rng.uniform(0.5, 2.0, (1, 3, 5, 7)).astype(np.float32)}
+    proto = _transposed_division(const=np.array(2.5))
+    want = _ort(proto.SerializeToString()).run(None, feed)[0]
+    assert cancel_transposes(proto) == 2  # the Div and the Mul
+    assert [n.op_type for n in proto.graph.node] == ["Div", "Mul"]
+    got = _ort(proto.SerializeToString()).run(None, feed)[0]
+    assert got.shape == want.shape == (1, 3, 5, 7)
+    assert np.array_equal(got, want)
+
+
+def test_cancel_transposes_leaves_what_it_cannot_move() -> None:
+    for proto in (_transposed_division(const=np.arange(3.0).reshape(1, 1, 1, 3)),  # a per-channel constant
+                  _transposed_division(back=(0, 1, 3, 2)),  # does not undo the first transpose
+                  _transposed_division(extra_reader=True)):  # the NHWC quotient is read elsewhere
+        before = proto.SerializeToString()
+        assert cancel_transposes(proto) == 0
+        assert proto.SerializeToString() == before
 
 
 def test_hand_built_srresnet_with_prelu_nodes_is_rewritten_exactly(tmp_path: Path) -> None:

@@ -98,6 +98,42 @@ def test_an_int8_network_runs_int8_and_stays_close_to_float32(models, tmp_path):
     assert ort.precision == "int8" and int8_cost(f32, ort)[1] < 0.15, "ONNX Runtime runs the same int8 graph"
 
 
+def test_the_tail_is_quantized_with_a_uint8_input_over_the_extremes_and_a_float_output(models):
+    path = models["srresnet"]
+    source = backends.rewritten_model(path) or path.read_bytes()
+    proto = onnx.load_from_string(source)
+    head, tail = protected_convs(proto)
+    contract = int8.model_contract(proto)
+    batches = int8.calibration_batches(contract, calibration_images(6, 32))
+    graph = onnx.load_from_string(int8.quantize(source, batches, contract.input_name)).graph
+    nodes = {n.name: n for n in graph.node}
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+
+    def quantizer(conv: str, idx: int) -> onnx.NodeProto | None:
+        dq = producer.get(nodes[conv].input[idx])
+        return producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+
+    assert quantizer(head, 0) is None, "the head reads the float image"
+    q = quantizer(tail, 0)
+    assert q is not None and q.op_type == "QuantizeLinear", "the tail reads a quantized input"
+    zero_point = inits[q.input[2]]
+    assert zero_point.dtype == np.uint8 and zero_point != 0, "uint8 with a zero point (PReLU output: mostly positive)"
+    # its range: the extremes of the tail's input over the calibration batches (0 included)
+    tail_input = next(n.input[0] for n in proto.graph.node if (n.name or n.output[0]) == tail)
+    (lo, hi), = int8._extremes(source, [tail_input], batches, contract.input_name)
+    assert float(inits[q.input[1]]) == pytest.approx((hi - lo) / 255, rel=1e-5)
+    middle = next(n.name for n in graph.node if n.op_type == "Conv" and n.name not in (head, tail))
+    assert inits[quantizer(middle, 0).input[2]].dtype == np.int8, "the other activations: symmetric int8"
+    readers = [n.op_type for n in graph.node if nodes[tail].output[0] in n.input]
+    assert "QuantizeLinear" not in readers, "the tail's output (the picture) stays float"
+    # scheme 1 keeps the tail in float
+    v1 = onnx.load_from_string(int8.quantize(source, batches, contract.input_name, protect=("head", "tail"))).graph
+    assert tail in {n.name for n in v1.node} and not any(
+        n.op_type == "DequantizeLinear" and n.output[0] in next(c for c in v1.node if c.name == tail).input
+        for n in v1.node)
+
+
 @pytest.mark.usefixtures("int8_cpu")
 def test_the_int8_graph_is_kept_by_network_and_scheme(models, tmp_path, monkeypatch):
     cache = CompileCache(tmp_path)
@@ -126,7 +162,7 @@ def test_auto_picks_int8_where_it_passes_and_remembers_it(models, tmp_path):
     assert up.precision == "int8", up.precision_note
     assert up.precision_note is not None and "auto: int8 on amx_int8" in up.precision_note
     decisions = (tmp_path / "precision.json").read_text()
-    assert '"int8"' in decisions and "int8-1" in decisions, "keyed with the int8 scheme's version"
+    assert '"int8"' in decisions and f"int8-{int8.SCHEME_VERSION}" in decisions, "keyed with the scheme's version"
     again = Upscaler.from_file(models["srresnet"], backend="openvino", precision="auto", cache_dir=tmp_path)
     assert again.precision == "int8" and again.precision_note == up.precision_note
 
