@@ -226,6 +226,28 @@ def test_auto_tries_int8_only_for_a_model_whose_card_records_an_int8_measurement
     assert measured.precision == "int8", measured.precision_note
 
 
+@pytest.mark.usefixtures("int8_cpu")
+def test_auto_skips_quantizing_a_model_whose_card_says_its_probe_failed(models, tmp_path):
+    """srgan_x4's card records int8 with ``auto_keeps: false`` (probe 0.138 dB): a cold start under auto would
+    quantize it for 8-14 s only to reject it. ``--precision int8`` still runs it."""
+    from core.catalog.catalog import ModelCatalog
+    from core.catalog.load import auto_tries_int8, build_upscaler
+    from core.settings import Settings
+    from tests.utils.models import publish_checked
+
+    assert auto_tries_int8({"set5_cost_db": 0.03}) and auto_tries_int8({"auto_keeps": True})
+    assert not auto_tries_int8({"auto_keeps": False}) and not auto_tries_int8(None)
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", backend="openvino", precision="auto",
+                        cache_dir=tmp_path / "cache")
+    publish_checked(ModelCatalog(settings).registry, models["srresnet"], name="rejected",
+                    card={"int8": {"scheme": int8.SCHEME_SHORT, "set5_cost_db": 0.03, "auto_keeps": False}})
+    catalog = ModelCatalog(settings)
+    auto = build_upscaler(settings, catalog.blend("rejected", None))
+    assert auto.precision != "int8" and not (tmp_path / "cache" / "int8").exists(), "nothing quantized"
+    forced = build_upscaler(settings, catalog.blend("rejected", None), precision="int8")
+    assert forced.precision == "int8"
+
+
 def test_the_int8_bench_measures_a_model_at_its_own_scale(tmp_path):
     """``srgan bench int8 --models realworld_x2``: Set5/Set14 were downscaled by 4 whatever the model, and an x2
     model's output did not match the ground truth's size (a ValueError instead of a table)."""
