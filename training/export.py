@@ -32,7 +32,7 @@ from model.graph import flops_per_input_pixel
 from model.quality import metric_tag
 from training.arch import build_generator
 from training.checkpoint import GeneratorSource, find_generator, generator_config_of, load_generator_weights
-from training.config import GeneratorConfig, TrainConfig
+from training.config import GanConfig, GeneratorConfig, TrainConfig
 from training.evaluate import evaluate_model
 from training.sources import is_div2k
 
@@ -103,6 +103,16 @@ def engine_check(path: Path, scale: int) -> None:
     out = up.upscale(lr)
     if out.shape != (21 * scale, 35 * scale, 3):
         raise ExportError(f"the engine returned {out.shape} for a 35x21 image at x{scale}")
+
+
+def gan_loss_summary(gan: GanConfig) -> str:
+    """The GAN stage's loss in one line for the card (its terms in ``training.losses`` of the card): each term with
+    a weight, e.g. ``1 x random-vgg19 + 1 x l1 + 2 x pooled l1 + 0.1 x adversarial``."""
+    perceptual = (f"vgg54 ({gan.vgg_layer} / {gan.vgg_rescale})" if gan.perceptual == "vgg54" else gan.perceptual)
+    terms = [(gan.perceptual_weight if gan.perceptual != "none" else 0.0, perceptual),
+             (gan.pixel_weight, gan.pixel_loss), (gan.lowfreq_weight, "pooled l1"),
+             (gan.adv_weight, "adversarial")]
+    return " + ".join(f"{w:g} x {what}" for w, what in terms if w) or "none"
 
 
 def export_generator(
@@ -212,11 +222,7 @@ def _card(
         fmt = cfg.data.format
         if fmt == "auto" and cfg.data.data is not None:
             fmt = "div2k" if is_div2k(cfg.data.data) else "folder"
-        loss = (
-            cfg.optim.loss
-            if cfg.stage == "pretrain"
-            else (f"vgg54 ({cfg.gan.vgg_layer} / {cfg.gan.vgg_rescale}) + {cfg.gan.adv_weight} x adversarial")
-        )
+        loss = cfg.optim.loss if cfg.stage == "pretrain" else gan_loss_summary(cfg.gan)
         training.update(
             stage=cfg.stage,
             data=str(cfg.data.data),

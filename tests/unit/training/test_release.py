@@ -133,3 +133,16 @@ def test_the_resume_file_of_a_unet_gan_run_reads_its_own_discriminator(tmp_path,
     for a, b in zip(stage.generator.get_weights() + stage.discriminator.get_weights(),
                     fresh.generator.get_weights() + disc.get_weights()):
         assert np.array_equal(a, b)
+
+
+def test_the_cards_one_line_gan_loss_names_the_runs_terms():
+    """realworld_gan_x4's card said ``vgg54 (block5_conv4 / 12.75) + 0.1 x adversarial`` for a run with the random
+    VGG19, an L1 pixel term and the pooled L1: the one-line summary was written for the SRGAN stage only."""
+    from training.config import GanConfig
+    from training.export import gan_loss_summary
+
+    assert gan_loss_summary(GanConfig(perceptual="random-vgg19", pixel_weight=1.0, lowfreq_weight=2.0,
+                                      adv_weight=0.1)) == "1 x random-vgg19 + 1 x l1 + 2 x pooled l1 + 0.1 x adversarial"
+    srgan = GanConfig(perceptual="vgg54")
+    assert gan_loss_summary(srgan) == f"1 x vgg54 ({srgan.vgg_layer} / {srgan.vgg_rescale}) + 0.001 x adversarial"
+    assert gan_loss_summary(GanConfig(perceptual="none", pixel_weight=1.0, adv_weight=0.0)) == "1 x l1"
