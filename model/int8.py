@@ -10,8 +10,8 @@ scheme here keeps in float what carries the picture rather than the detail:
   point over the *extremes* of the calibration images (the other activations: int8 over averaged ranges). In
   scheme 1 it ran in bfloat16, about a fifth of the int8 run, and its input convolution could not use AMX's
   brgemm kernel: on an AMX Xeon the network ran at 1.58x bfloat16 in scheme 2 against 1.22x in scheme 1, at
-  the same quality (bench/README.md, with the whole engine's 1.72x). Averaged ranges clipped a screenshot's tail input (Set14 ppt3 0.18 dB), symmetric int8
-  over the extremes was too coarse (the probe's mean 0.056 dB);
+  the same quality (bench/README.md, with the whole engine's 1.72x). Averaged ranges clipped a screenshot's tail
+  input (Set14 ppt3 0.18 dB), symmetric int8 over the extremes was too coarse (the probe's mean 0.056 dB);
 - every residual sum and the global skip: only ``Conv`` nodes are quantized, so ``Add`` (and PReLU, the
   pixel shuffles, tanh) run in float, or bfloat16 where the runtime runs the rest of the graph in it;
 - weights per output channel, symmetric; activations per tensor, symmetric (no zero point: OpenVINO then

@@ -141,8 +141,8 @@ def test_the_cards_one_line_gan_loss_names_the_runs_terms():
     from training.config import GanConfig
     from training.export import gan_loss_summary
 
-    assert gan_loss_summary(GanConfig(perceptual="random-vgg19", pixel_weight=1.0, lowfreq_weight=2.0,
-                                      adv_weight=0.1)) == "1 x random-vgg19 + 1 x l1 + 2 x pooled l1 + 0.1 x adversarial"
+    realworld = GanConfig(perceptual="random-vgg19", pixel_weight=1.0, lowfreq_weight=2.0, adv_weight=0.1)
+    assert gan_loss_summary(realworld) == "1 x random-vgg19 + 1 x l1 + 2 x pooled l1 + 0.1 x adversarial"
     srgan = GanConfig(perceptual="vgg54")
     assert gan_loss_summary(srgan) == f"1 x vgg54 ({srgan.vgg_layer} / {srgan.vgg_rescale}) + 0.001 x adversarial"
     assert gan_loss_summary(GanConfig(perceptual="none", pixel_weight=1.0, adv_weight=0.0)) == "1 x l1"
