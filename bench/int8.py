@@ -118,12 +118,12 @@ def build(scheme: str, proto: onnx.ModelProto, contract: ModelContract, crops: l
             quantized = nncf.quantize(ov_model, nncf.Dataset(real), preset=preset, subset_size=len(real),
                                       ignored_scope=ignored)
         return Compiled(quantized, hint, meta, "int8")
-    options: dict[str, Any] = {
+    schemes: dict[str, dict[str, Any]] = {
         "ours": {}, "ours-real": {}, "ours-minmax": {"moving_average": False},
         "ours-asym": {"symmetric_activations": False},
         "ours-v1": {"protect": ("head", "tail")},
-        "ort-plain": {"protect": (), "tail_input": "same", "symmetric_activations": False,
-                      "moving_average": False}}[scheme]
+        "ort-plain": {"protect": (), "tail_input": "same", "symmetric_activations": False, "moving_average": False}}
+    options = schemes[scheme]
     batches = real if scheme in ("ours-real", "ort-plain") else calibration_batches(contract)
     return Compiled(quantize(source, batches, contract.input_name, **options), hint, meta, "int8")
 

@@ -124,7 +124,8 @@ def test_the_tail_is_quantized_with_a_uint8_input_over_the_extremes_and_a_float_
     (lo, hi), = int8._extremes(source, [tail_input], batches, contract.input_name)
     assert float(inits[q.input[1]]) == pytest.approx((hi - lo) / 255, rel=1e-5)
     middle = next(n.name for n in graph.node if n.op_type == "Conv" and n.name not in (head, tail))
-    assert inits[quantizer(middle, 0).input[2]].dtype == np.int8, "the other activations: symmetric int8"
+    middle_q = quantizer(middle, 0)
+    assert middle_q is not None and inits[middle_q.input[2]].dtype == np.int8, "the other activations: symmetric int8"
     readers = [n.op_type for n in graph.node if nodes[tail].output[0] in n.input]
     assert "QuantizeLinear" not in readers, "the tail's output (the picture) stays float"
     # scheme 1 keeps the tail in float
