@@ -231,7 +231,7 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 QUALITY_COLUMNS = (("SET5", "set5_psnr_y", "{:.2f} dB"), ("SET14", "set14_psnr_y", "{:.2f} dB"))
 """The PSNR columns of ``srgan models``: header, metric key, format."""
-NIQE_COLUMNS = (("NIQE", ""), ("NIQE-HR", "hr_"), ("NIQE-BICUBIC", "bicubic_"))
+NIQE_COLUMNS = (("NIQE", ""), ("NIQE-HR", "hr_"), ("NIQE-BIC", "bicubic_"))
 """The NIQE columns: the model's own, then the references measured on the same images (the ground truth and
 bicubic), each labelled; a metric ``<set>_<prefix>niqe``."""
 _REFERENCES = ("hr", "bicubic")
@@ -279,18 +279,20 @@ def run_models(args: argparse.Namespace) -> int:
     for m in listing["models"]:
         active = "active" + (", default" if m["default"] else "") if m["active"] else ""
         if m["source"] == "file":
-            active += " (file, not in the registry)"
+            active += " (file)"
         rows.append((m["name"], m["version"] or "-", active, f"x{m['scale']}" if m["scale"] else "?",
                      *_quality_cells(m["metrics"], references), *([_tiling_cell(m.get("tiling"))] if tiled else []),
                      m["precision"] or "-", _int8_cell(m.get("int8")), (m["published_at"] or "-")[:16]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if any(m["source"] == "file" for m in listing["models"]):
+        print("\n(file): run from its .onnx file (shipped, or SRGAN_MODEL's path), not published in the registry")
     print(f"\nregistry: {catalog.registry.root.resolve()} (SRGAN_MODELS_DIR, or SRGAN_DATA_DIR/models; "
           f"data folder {Path(settings.data_dir).resolve()})")
     print("quality: PSNR-Y on Set5/Set14 as measured at export or deploy (`srgan models --json` for every metric)")
     print("NIQE (lower looks more natural): the model's own on Set14 (else the set it was measured on)"
-          + ("; NIQE-HR and NIQE-BICUBIC: the ground-truth images' and bicubic's on the same set" if references
+          + ("; NIQE-HR and NIQE-BIC: the ground-truth images' and bicubic's on the same set" if references
              else ""))
     if tiled:
         print(f"TILING: what the model needs, in input pixels: overlap>=N, tiles get at least N of context "

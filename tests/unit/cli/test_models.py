@@ -91,7 +91,7 @@ def test_models_is_a_readable_table_with_the_data_folder(registry, tmp_path, cap
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     header, *rows = out.split("\n\n")[0].splitlines()
-    assert header.split() == ["NAME", "VERSION", "ACTIVE", "SCALE", "SET5", "SET14", "NIQE", "NIQE-HR", "NIQE-BICUBIC",
+    assert header.split() == ["NAME", "VERSION", "ACTIVE", "SCALE", "SET5", "SET14", "NIQE", "NIQE-HR", "NIQE-BIC",
                               "PRECISION", "INT8-COST", "PUBLISHED"]  # the shipped srgan_x4 has reference NIQEs
     (row,) = [r for r in rows if r.startswith("sr ")]
     assert "31.57 dB" in row and "28.21 dB" in row and "5.12" in row and "bicubic" not in row
@@ -116,7 +116,7 @@ def test_models_shows_the_models_own_niqe_and_labels_the_references(registry, tm
     out = capsys.readouterr().out
     header, *rows = out.split("\n\n")[0].splitlines()
     columns = header.split()
-    assert columns[columns.index("NIQE"):][:3] == ["NIQE", "NIQE-HR", "NIQE-BICUBIC"]
+    assert columns[columns.index("NIQE"):][:3] == ["NIQE", "NIQE-HR", "NIQE-BIC"]
     (row,) = [r for r in rows if r.startswith("gan ")]
     cells = row.split()
     at = columns.index("NIQE") + 1  # the ACTIVE cell "active" is one word here, the SET5 cell "-", dB cells two
