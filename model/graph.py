@@ -123,6 +123,7 @@ def rewrite(proto: onnx.ModelProto) -> int:
 
 
 def _index(g: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """Each tensor's producing node, and the nodes reading it."""
     producer = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -219,11 +220,7 @@ def subpixel_tail(proto: onnx.ModelProto) -> int:
     """
     g = proto.graph
     inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = _index(g)
     graph_outputs = {o.name for o in g.output}
     done = 0
     for conv in [n for n in g.node if n.op_type == "Conv"]:
@@ -233,11 +230,7 @@ def subpixel_tail(proto: onnx.ModelProto) -> int:
         d2s, chain, block = plan
         _apply(g, conv, d2s, chain, block, inits)
         done += 1
-        producer = {o: n for n in g.node for o in n.output}
-        consumers = {}
-        for n in g.node:
-            for i in n.input:
-                consumers.setdefault(i, []).append(n)
+        producer, consumers = _index(g)
     if done:
         used = {i for n in g.node for i in n.input}
         keep = [i for i in g.initializer if i.name in used]
