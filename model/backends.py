@@ -74,6 +74,20 @@ splits a larger image into such windows (a 256-pixel tile and its overlaps: ``ca
 with the shipped srresnet_x4 (AMD EPYC, AVX512-BF16/VNNI, 2 threads; bench/README.md), whole image against
 256-pixel tiles: OpenVINO int8 1.09x (512x384) and 1.10x (1024x768) faster tiled, bf16 1.01x and 1.08x, ONNX
 Runtime f32 1.14x; but OpenVINO f32 0.87x (slower tiled): its f32 runs whole."""
+
+
+def cache_window(device: str, precision: str, flags: set[str]) -> int | None:
+    """The largest window ``tile="auto"`` gives OpenVINO on ``device`` at ``precision`` (None: the memory budget
+    alone): :data:`CACHE_WINDOW_PIXELS` for bf16 on a CPU, and for int8 on a CPU with AMX-INT8, whose 256-pixel
+    tiles kept pace with the whole image although they recompute 6% more pixels (tiled/whole 0.98-1.02 at
+    512x512, Intel Xeon). With VNNI and no AMX (AMD EPYC) int8 takes the same time per pixel in windows of 264
+    as of 520 (6.63 and 6.56 s per input MP, scheme 2; bench/README.md), so windows that small only add the
+    recomputed overlaps there; f32 runs slower in them (above)."""
+    if device != "CPU" or precision == "f32" or (precision == "int8" and "amx_int8" not in flags):
+        return None
+    return CACHE_WINDOW_PIXELS
+
+
 _OOM_MARKERS = ("bad_alloc", "bad allocation", "out of memory", "failed to allocate", "cannot allocate", "alloc_failed",
                 "cudaerrormemoryallocation", "memoryerror")
 
@@ -460,7 +474,7 @@ class OpenVinoBackend:
         # int8: not measured separately; its activations are at most as wide as bf16's
         self.working_bytes_per_output_pixel = OPENVINO_BYTES_PER_OUTPUT_PIXEL_BY[(self.float_precision != "f32",
                                                                                   self.rewritten)]
-        self.cache_window_pixels = CACHE_WINDOW_PIXELS if device == "CPU" and self.precision != "f32" else None
+        self.cache_window_pixels = cache_window(device, self.precision, cpu_flags())
         if self.float_precision != hint:
             log.warning("asked OpenVINO on %s for %s; it runs %s", device, hint, self.float_precision)
         log.info("loaded %s with OpenVINO on %s (%s)", path, device, self.precision)

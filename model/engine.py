@@ -280,10 +280,11 @@ class Upscaler:
                 progress(1, 1)
             yield 0, _to_type(hr[keep_top:keep_bottom, keep_cols], lr_hwc_u8.dtype)
             return
+        # The weights of all tiles sum to exactly 1 at every pixel (model.tiling.axis_weights), so the strip
+        # holds the blended picture itself: no weight sum to divide by.
         col_weights = [axis_weights(sp, w, plan.r_cols, s, sp.window[0] * s, sp.window[1] * s) for sp in plan.cols]
         done = 0
         acc = np.zeros((0, w * s, c), np.float32)
-        wsum = np.zeros((0, w * s, 1), np.float32)
         acc_top = 0  # output row of acc[0]
         for j, row in enumerate(plan.rows):
             top, bottom = row.window[0] * s, row.window[1] * s
@@ -291,10 +292,9 @@ class Upscaler:
             grow = bottom - (acc_top + acc.shape[0])
             if grow > 0:
                 acc = np.concatenate([acc, np.zeros((grow, w * s, c), np.float32)])
-                wsum = np.concatenate([wsum, np.zeros((grow, w * s, 1), np.float32)])
             # rows above acc_top are finished: this row's weight there is 0
             r0 = max(top, acc_top)
-            wy = axis_weights(row, h, plan.r_rows, s, r0, bottom)[:, None, None]
+            wy = axis_weights(row, h, plan.r_rows, s, r0, bottom)
             windows = [_window(lr_hwc_u8, row.window, col.window, pad) for col in plan.cols]
             indices = list(range(len(plan.cols)))
             for batch_idx in iter_batches(indices, self.tile_batch):
@@ -302,13 +302,8 @@ class Upscaler:
                     raise Canceled("canceled before the next tile")
                 outs = self._infer([windows[i] for i in batch_idx], overlap)
                 for i, hr in zip(batch_idx, outs):
-                    col = plan.cols[i]
-                    x0, x1 = col.window[0] * s, col.window[1] * s
-                    weight = wy * col_weights[i][None, :, None]
-                    tile_out = hr[r0 - top :]
-                    np.multiply(tile_out, weight, out=tile_out)  # in place: no tile-sized temporary
-                    acc[r0 - acc_top : bottom - acc_top, x0:x1] += tile_out
-                    wsum[r0 - acc_top : bottom - acc_top, x0:x1] += weight
+                    x0, x1 = plan.cols[i].window[0] * s, plan.cols[i].window[1] * s
+                    blend_into(acc[r0 - acc_top : bottom - acc_top, x0:x1], hr[r0 - top :], wy, col_weights[i])
                 done += len(batch_idx)
                 if progress is not None:
                     progress(done, plan.count)
@@ -316,9 +311,8 @@ class Upscaler:
             if finished > 0:
                 lo, hi = max(acc_top, keep_top), min(acc_top + finished, keep_bottom)  # the image's rows of them
                 if hi > lo:
-                    rows = slice(lo - acc_top, hi - acc_top)
-                    yield lo - keep_top, _normalise(acc[rows, keep_cols], wsum[rows, keep_cols], lr_hwc_u8.dtype)
-                acc, wsum = acc[finished:].copy(), wsum[finished:].copy()
+                    yield lo - keep_top, _to_type(acc[lo - acc_top : hi - acc_top, keep_cols], lr_hwc_u8.dtype)
+                acc = acc[finished:].copy()
                 acc_top += finished
 
     def _infer(self, tiles_hwc_u8: list[np.ndarray], overlap: int) -> np.ndarray:
@@ -579,12 +573,36 @@ def _check_image(img: np.ndarray) -> tuple[int, int, int]:
     return h, w, c
 
 
-def _normalise(acc: np.ndarray, wsum: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``acc / wsum`` (0..255) rounded to ``dtype`` (uint8, or uint16 on 0..65535), computed in place in
-    ``acc`` (no strip-sized temporaries)."""
-    np.maximum(wsum, 1e-12, out=wsum)
-    np.divide(acc, wsum, out=acc)
-    return _to_type(acc, dtype)
+def blend_into(dst: np.ndarray, tile: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> None:
+    """Add ``tile`` weighted by ``wy (rows) x wx (columns)`` into ``dst``, in place (no tile-sized temporary).
+
+    Where both weights are exactly 1 every other tile's weight is exactly 0 (the weights sum to 1 and the
+    steps saturate: :func:`model.tiling.axis_weights`), so that block is copied, not multiplied and added;
+    only the ramps around it are.
+    """
+    ya, yb = _plateau(wy)
+    xa, xb = _plateau(wx)
+    for rows in (slice(0, ya), slice(yb, len(wy))):  # the ramps above and below: every column weighted
+        if rows.stop > rows.start:
+            band = tile[rows]
+            np.multiply(band, (wy[rows, None] * wx[None, :])[:, :, None], out=band)
+            dst[rows] += band
+    mid = slice(ya, yb)
+    for cols in (slice(0, xa), slice(xb, len(wx))):  # the ramps left and right of the block
+        if cols.stop > cols.start and yb > ya:
+            band = tile[mid, cols]
+            np.multiply(band, wx[None, cols, None], out=band)
+            dst[mid, cols] += band
+    if yb > ya and xb > xa:
+        dst[mid, xa:xb] = tile[mid, xa:xb]
+
+
+def _plateau(weights: np.ndarray) -> tuple[int, int]:
+    """``[a, b)``: the run of weights exactly 1 (a ramp up, 1s, a ramp down); ``(n, n)`` where there is none."""
+    ones = np.flatnonzero(weights == 1)
+    if ones.size == 0:
+        return len(weights), len(weights)
+    return int(ones[0]), int(ones[-1]) + 1
 
 
 def _to_type(acc: np.ndarray, dtype: np.dtype) -> np.ndarray:

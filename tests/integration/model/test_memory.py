@@ -145,3 +145,16 @@ def test_the_tile_sweep_times_each_tile_against_the_whole_image(tmp_path):
     assert all(v > 0 for v in row["whole_vs_tiled"].values())
     assert all(v == float("inf") for v in row["seam_psnr_db"].values())
     assert len(row["auto_plan"]) == 2
+
+
+def test_openvino_caps_windows_where_they_were_measured_faster():
+    """The cache window OpenVINO's CPU backend gets (``model.backends.cache_window``): bf16 on any CPU, int8 only
+    with AMX-INT8 (with VNNI alone its time per pixel is flat from 264 to 520 pixels, so small windows only add
+    their overlaps), never f32 or another device."""
+    from model.backends import CACHE_WINDOW_PIXELS, cache_window
+
+    vnni, amx = {"avx512f", "avx512_vnni", "avx512_bf16"}, {"avx512f", "avx512_vnni", "amx_bf16", "amx_int8"}
+    assert cache_window("CPU", "bf16", vnni) == cache_window("CPU", "bf16", amx) == CACHE_WINDOW_PIXELS
+    assert cache_window("CPU", "int8", amx) == CACHE_WINDOW_PIXELS
+    assert cache_window("CPU", "int8", vnni) is None
+    assert cache_window("CPU", "f32", amx) is None and cache_window("GPU", "bf16", amx) is None

@@ -6,9 +6,9 @@ import pytest
 
 from bench.tiny_models import make_nearest_model
 from model.contract import ModelContract, Tiling
-from model.engine import Upscaler, reflect_indices
+from model.engine import Upscaler, blend_into, reflect_indices
 from model.errors import Canceled, InferenceError, InvalidParameter, ModelError, OutOfMemory
-from model.tiling import TilePlan, axis_windows, choose_tiles, tile_memory
+from model.tiling import TilePlan, axis_weights, axis_windows, choose_tiles, tile_memory
 
 pytestmark = pytest.mark.unit
 
@@ -294,3 +294,24 @@ def test_a_tile_split_after_out_of_memory_gets_no_border_of_its_own(rng):
     np.testing.assert_array_equal(up.upscale(img), nearest(img))
     assert up.oom_splits == 1 and backend.sides[0] == 72
     assert backend.sides[1:] == [axis_windows(72, 36, 4)[1]] * 4 == [40] * 4
+
+
+@pytest.mark.parametrize("height,width,tile,overlap", [(97, 130, 40, 8), (64, 300, 50, 8), (33, 40, 16, 8),
+                                                       (128, 128, 32, 0), (20, 90, 8, 7)])
+def test_blending_tiles_in_place_is_their_weighted_sum(rng, height, width, tile, overlap):
+    """Tiles that disagree (as a real network's do in the overlaps): ``blend_into`` over a plan, in the engine's
+    order, gives sum(weight * tile) at every pixel, although it copies where a tile's weight is 1 instead of
+    multiplying and adding, and writes no weight sum."""
+    s = 2
+    plan = TilePlan.make(height, width, tile, overlap)
+    canvas = np.zeros((height * s, width * s, 3), np.float32)
+    expected = np.zeros(canvas.shape, np.float64)
+    for row in plan.rows:
+        wy = axis_weights(row, height, plan.r_rows, s, row.window[0] * s, row.window[1] * s)
+        for col in plan.cols:
+            wx = axis_weights(col, width, plan.r_cols, s, col.window[0] * s, col.window[1] * s)
+            out = rng.uniform(0, 255, (len(wy), len(wx), 3)).astype(np.float32)
+            ys, xs = slice(row.window[0] * s, row.window[1] * s), slice(col.window[0] * s, col.window[1] * s)
+            expected[ys, xs] += out * wy[:, None, None] * wx[None, :, None]
+            blend_into(canvas[ys, xs], out, wy, wx)
+    np.testing.assert_allclose(canvas, expected, atol=1e-3)
