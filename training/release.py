@@ -35,6 +35,7 @@ from training.config import TrainConfig, default_config
 from training.evaluate import evaluate_model
 from training.export import export_generator
 from training.gan import discriminator_for, save_pair
+from training.runpack import run_log_lines
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
@@ -217,11 +218,10 @@ def release(
 
 
 def _wall_hours(run_dir: Path) -> float | None:
-    """Training wall time summed from the run's progress log (``train.log`` beside or above the run)."""
-    for log_file in (run_dir / "train.log", run_dir.parent / f"{run_dir.name}.log"):
-        if log_file.is_file():
-            return _hours_from_log(log_file.read_text().splitlines())
-    return None
+    """Training wall time summed from the run's progress log (:func:`training.runpack.run_log_lines`: the
+    ``train.log`` a pack carried and ``<run>.log`` beside the run)."""
+    lines = run_log_lines(run_dir)
+    return _hours_from_log(lines) if lines else None
 
 
 def _hours_from_log(lines: list[str]) -> float:

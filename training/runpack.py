@@ -3,7 +3,8 @@
 A background run stops with its machine. ``pack_run`` puts what ``--resume``
 needs into one tar file: ``config.json``, the latest checkpoint (networks,
 optimisers, step, best score: ``training.checkpoint.Checkpointer``), the best
-weights and the validation history. ``unpack_run`` lays it out as a run
+weights, the validation history and the progress log (``train.log``: every
+segment's lines so far, which the card's wall time is summed from). ``unpack_run`` lays it out as a run
 directory again, so that ``srgan train ... --run-dir DIR --resume`` continues
 at the same step with the same optimiser state and the same crop stream (crop
 ``i`` is a function of the seed and ``i``): what an uninterrupted run would
@@ -19,6 +20,19 @@ import tarfile
 from pathlib import Path
 
 _KEPT = ("config.json", "best.weights.h5", "best.json", "validation.jsonl")
+LOG = "train.log"
+
+
+def run_log_lines(run_dir: Path) -> list[str]:
+    """The run's log lines: ``train.log`` in the run directory (what a pack carried: earlier segments) and
+    ``<run>.log`` beside it (where ``nohup ... >> runs/<run>.log`` writes), merged in time order, each line once
+    (a segment packed twice, or a log kept beside a run unpacked again, is not counted twice)."""
+    run_dir = Path(run_dir)
+    lines: set[str] = set()
+    for path in (run_dir / LOG, run_dir.parent / f"{run_dir.name}.log"):
+        if path.is_file():
+            lines.update(line for line in path.read_text(errors="replace").splitlines() if line.strip())
+    return sorted(lines, key=lambda line: line[:23])  # "2026-12-08 03:25:53,682": the logging timestamp
 
 
 def latest_checkpoint(run_dir: Path) -> str:
@@ -48,6 +62,12 @@ def pack_run(run_dir: Path, out: Path) -> list[str]:
             name = path.relative_to(run_dir).as_posix()
             tar.add(path, arcname=name)
             names.append(name)
+        log = "".join(line + "\n" for line in run_log_lines(run_dir)).encode()
+        if log:
+            info = tarfile.TarInfo(LOG)
+            info.size = len(log)
+            tar.addfile(info, io.BytesIO(log))
+            names.append(LOG)
         state = f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n'.encode()
         info = tarfile.TarInfo("checkpoints/checkpoint")
         info.size = len(state)

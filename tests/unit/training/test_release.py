@@ -146,3 +146,38 @@ def test_the_cards_one_line_gan_loss_names_the_runs_terms():
     srgan = GanConfig(perceptual="vgg54")
     assert gan_loss_summary(srgan) == f"1 x vgg54 ({srgan.vgg_layer} / {srgan.vgg_rescale}) + 0.001 x adversarial"
     assert gan_loss_summary(GanConfig(perceptual="none", pixel_weight=1.0, adv_weight=0.0)) == "1 x l1"
+
+
+def test_a_pack_carries_the_progress_log_so_the_card_counts_every_segment(tmp_path):
+    """The segments before a pack ran on another machine: their progress lines travel in the pack as
+    ``train.log`` and the card's wall time sums them with the lines the resumed run writes beside the run
+    directory (``runs/<run>.log``); a line in both (packed twice) counts once."""
+    from training.release import _wall_hours
+    from training.runpack import pack_run, unpack_run
+
+    def progress(hour, minutes):
+        return [f"2026-12-0{hour // 24 + 1} {hour % 24:02d}:{m:02d}:00,000 INFO training.trainer: step {m}/9 loss 1"
+                for m in minutes]
+
+    run = tmp_path / "runs" / "fast"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "checkpoints" / "ckpt-7.index").write_bytes(b"i")
+    (run / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-7"\n')
+    first = progress(1, range(0, 31, 5))  # 0.5 h on the first machine
+    (tmp_path / "runs" / "fast.log").write_text("\n".join(first + ["a warning that is no progress line"]) + "\n")
+    assert _wall_hours(run) == pytest.approx(0.5)
+    packed = tmp_path / "fast.run.tar"
+    assert "train.log" in pack_run(run, packed)
+
+    moved = tmp_path / "elsewhere" / "runs" / "fast"
+    assert unpack_run(packed, moved) == "ckpt-7"
+    assert _wall_hours(moved) == pytest.approx(0.5), "the first machine's segment came along"
+    second = progress(30, range(0, 16, 5))  # 0.25 h the next day, in the log beside the run
+    (moved.parent / "fast.log").write_text("\n".join(second) + "\n")
+    assert _wall_hours(moved) == pytest.approx(0.75)
+    again = tmp_path / "third" / "runs" / "fast"
+    pack_run(moved, packed)
+    unpack_run(packed, again)
+    (again.parent / "fast.log").write_text("\n".join(second) + "\n")  # the same lines kept beside it too
+    assert _wall_hours(again) == pytest.approx(0.75)
