@@ -17,7 +17,7 @@ Prints at the defaults (the settings' backend, tile, overlap, precision):
 - tiled (defaults) vs whole-image throughput and seam PSNR on a ``--size`` input;
 - peak RSS of a fresh process upscaling a 2048x2048 input at the defaults.
 
-With ``--candidates compact:64:16,compact:48:12:bicubic_edge,...`` (``arch:filters:blocks[:global_skip]``) or
+With ``--candidates compact:64:16,span:48:6:bicubic_edge,...`` (``arch:filters:blocks[:global_skip]``) or
 trained files (``--candidates model/weights/compact_x4.onnx``), instead: the fast-tier table. A spec is built
 untrained (``training.arch.build_generator``, x4, the ``bicubic`` skip unless another is named, weights made
 non-zero) and exported (``training.export.keras_to_onnx``); a file is run as it is. Every network, the

@@ -92,7 +92,7 @@ def _engine(p: argparse.ArgumentParser) -> None:
                         "--precisions on a whole --precision-size image: trained ONNX files (e.g. "
                         "model/weights/compact_x4.onnx; with Set5/Set14 Y-PSNR and issue 23's fast-tier verdicts) "
                         "or untrained shapes (arch:filters:blocks[:global_skip], e.g. compact:64:16:bicubic_edge, "
-                        "compact:32:8:none; default skip: bicubic; needs the train extra): FLOPs per input pixel, "
+                        "span:48:6:bicubic_edge; default skip: bicubic; needs the train extra): FLOPs per input pixel, "
                         "s per output MP, ratios")
 
 

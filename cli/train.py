@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--scale", type=int, choices=(2, 4, 8), help="architecture, when no config.json is beside the weights"
     )
-    export.add_argument("--arch", choices=("srresnet", "compact"),
+    export.add_argument("--arch", choices=("srresnet", "compact", "span"),
                         help="architecture, when no config.json (nor a card) is beside the weights")
     export.add_argument("--filters", type=int, help="architecture, when no config.json is beside the weights")
     export.add_argument("--blocks", type=int, help="architecture, when no config.json is beside the weights")

@@ -1,10 +1,10 @@
-"""The generators (SRResNet, Ledig et al. 2017; Real-ESRGAN's compact SRVGGNet) and the discriminators as Keras
-builders.
+"""The generators (SRResNet, Ledig et al. 2017; Real-ESRGAN's compact SRVGGNet; SPAN, Wan et al. 2024) and the
+discriminators as Keras builders.
 
 A generator takes and gives float32 NHWC images in 0..255 (the ONNX contract
 of ``model/contract.py``): normalisation to [0, 1] and denormalisation from
 [-1, 1] are layers inside the graph. ``build_generator(arch=...)`` builds
-either generator from a ``GeneratorConfig``'s fields.
+any generator from a ``GeneratorConfig``'s fields.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 from keras import layers
 
 SCALES = (2, 4, 8)
-Arch = Literal["srresnet", "compact"]
+Arch = Literal["srresnet", "compact", "span"]
+ARCHS: tuple[str, ...] = ("srresnet", "compact", "span")
 
 
 class DepthToSpace(layers.Layer):
@@ -138,7 +139,8 @@ def build_generator(
     global_skip: str = "none",
     arch: Arch = "srresnet",
 ) -> keras.Model:
-    """SRResNet, or with ``arch="compact"`` the compact network of :func:`build_compact`.
+    """SRResNet, or with ``arch="compact"`` the compact network of :func:`build_compact`, with ``arch="span"`` the
+    network of :func:`build_span`.
 
     Takes a ``GeneratorConfig``'s fields (``build_generator(**config.generator.model_dump())``: every stage,
     export and release build their generator so).
@@ -146,15 +148,17 @@ def build_generator(
     Args:
         scale: upscaling factor, 2, 4 or 8 (one sub-pixel block per factor of two).
         filters: channels of the trunk (64 in the paper).
-        blocks: residual blocks (16 in the paper); for ``compact``, its body convolutions.
-        bn_momentum: batch-norm momentum (0.8 in the paper's TensorFlow tutorial); not used by ``compact``.
+        blocks: residual blocks (16 in the paper); for ``compact``, its body convolutions; for ``span``, its
+            attention blocks.
+        bn_momentum: batch-norm momentum (0.8 in the paper's TensorFlow tutorial); not used by ``compact`` or
+            ``span``.
         zero_init_residual: start each residual block's last batch-norm gamma at
             zero, so every block begins as the identity (trains faster; the
-            paper's network is ``False``); not used by ``compact`` (no batch norm).
+            paper's network is ``False``); not used by ``compact`` or ``span`` (no batch norm).
         global_skip: ``none``, ``bicubic`` (the output is a bicubic upscale of the input plus what the network
             adds; its last convolution starts at zero, so training starts at bicubic quality) or ``bicubic_edge``
             (the same with the edge pixels replicated instead of the weights renormalised: cheaper to run).
-        arch: ``srresnet`` or ``compact``.
+        arch: ``srresnet``, ``compact`` or ``span``.
 
     Returns:
         A model mapping (N, H, W, 3) float32 0..255 to (N, H*scale, W*scale, 3)
@@ -162,8 +166,10 @@ def build_generator(
     """
     if arch == "compact":
         return build_compact(scale, filters, blocks, global_skip)
+    if arch == "span":
+        return build_span(scale, filters, blocks, global_skip)
     if arch != "srresnet":
-        raise ValueError(f"arch must be 'srresnet' or 'compact', got {arch!r}")
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale}")
     lr = keras.Input(shape=(None, None, 3), name="lr")
@@ -237,11 +243,60 @@ def build_compact(scale: int = 4, filters: int = 64, convs: int = 16, global_ski
     for i in range(convs):
         x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"body{i}_conv")(x)
         x = _prelu(f"body{i}_prelu")(x)
+    return keras.Model(lr, _tail(x, lr, scale, global_skip), name=f"compact_x{scale}")
+
+
+def _tail(x: keras.KerasTensor, lr: keras.KerasTensor, scale: int, global_skip: str) -> keras.KerasTensor:
+    """A 3x3 convolution to ``3 * scale**2`` channels, tanh and one pixel shuffle, then :func:`_output` (with a
+    skip, the convolution starts at zero: the untrained network is its skip)."""
     init = "glorot_uniform" if global_skip == "none" else "zeros"
     x = layers.Conv2D(3 * scale * scale, 3, padding="same", activation="tanh", kernel_initializer=init,
                       name="tail_conv")(x)
     x = DepthToSpace(scale, name="tail_shuffle")(x)
-    return keras.Model(lr, _output(lr, x, scale, global_skip), name=f"compact_x{scale}")
+    return _output(lr, x, scale, global_skip)
+
+
+def build_span(scale: int = 4, filters: int = 48, blocks: int = 6, global_skip: str = "bicubic_edge") -> keras.Model:
+    """SPAN (Wan et al. 2024, "Swift Parameter-free Attention Network for Efficient Super-Resolution", the
+    NTIRE 2024 efficient-SR winner; spandrel's ``SPAN``), a fast-tier candidate.
+
+    A 3x3 convolution from RGB to ``filters`` channels, then ``blocks`` attention blocks, each three 3x3
+    convolutions (SiLU after the first two) whose output ``y`` gates itself and the block's input:
+    ``(y + x) * (sigmoid(y) - 0.5)`` (the attention has no parameters: no pooling, no softmax, nothing OpenVINO
+    runs slowly); a 3x3 convolution after the last block; a 1x1 convolution over the head's features, that
+    convolution's output, the first block's output and the last block's first convolution (SPAN's ``conv_cat``);
+    then the tail (a 3x3 convolution to ``3 * scale**2`` channels and a pixel shuffle) and the global skip, as
+    :func:`build_compact`. About ``2 * (9 * filters * (3 * blocks + 1 + 3 * scale**2) + 4 * filters**2)`` FLOPs
+    per input pixel (0.85 M at 48 filters, 6 blocks, x4). SPAN trains each 3x3 convolution as a re-parameterised
+    sum of 1x1 and 3x3 branches merged after training (``Conv3XC``); here they are plain 3x3 convolutions (the
+    same network at inference).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale}")
+    if blocks < 1:
+        raise ValueError(f"span needs at least one block, got {blocks}")
+    _check_skip(global_skip)
+
+    def conv(y: keras.KerasTensor, name: str, size: int = 3) -> keras.KerasTensor:
+        return layers.Conv2D(filters, size, padding="same", kernel_initializer="he_normal", name=name)(y)
+
+    lr = keras.Input(shape=(None, None, 3), name="lr")
+    x = layers.Rescaling(1.0 / 255.0, name="normalize")(lr)
+    head = x = conv(x, "head_conv")
+    first_out = last_c1 = None
+    for i in range(blocks):
+        c1 = conv(x, f"block{i}_conv1")
+        y = conv(layers.Activation("silu", name=f"block{i}_silu1")(c1), f"block{i}_conv2")
+        y = conv(layers.Activation("silu", name=f"block{i}_silu2")(y), f"block{i}_conv3")
+        gate = layers.Activation("sigmoid", name=f"block{i}_sigmoid")(y)
+        gate = layers.Rescaling(1.0, offset=-0.5, name=f"block{i}_gate")(gate)
+        x = layers.Multiply(name=f"block{i}_attend")([layers.Add(name=f"block{i}_add")([y, x]), gate])
+        first_out = x if first_out is None else first_out
+        last_c1 = c1
+    x = conv(x, "body_conv")
+    x = layers.Concatenate(name="cat")([head, x, first_out, last_c1])
+    x = conv(x, "cat_conv", size=1)
+    return keras.Model(lr, _tail(x, lr, scale, global_skip), name=f"span_x{scale}")
 
 
 def copy_matching_layers(source: keras.Model, target: keras.Model) -> list[str]:

@@ -42,7 +42,7 @@ PARITY_SHAPE = (2, 37, 45, 3)
 """Random input of the parity check: a batch of two, odd sizes."""
 
 
-ARCH_TYPES = {"srresnet": "SRResNet", "compact": "SRVGGNetCompact"}
+ARCH_TYPES = {"srresnet": "SRResNet", "compact": "SRVGGNetCompact", "span": "SPAN"}
 """The card's ``architecture.type`` of each ``GeneratorConfig.arch`` (``srgan import`` names Real-ESRGAN's compact
 network so too)."""
 

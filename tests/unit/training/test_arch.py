@@ -131,11 +131,12 @@ def test_untrained_full_compact_keeps_its_signal_through_the_body():
     assert 0.1 < last.std() / head.std() < 10
 
 
+@pytest.mark.parametrize("arch", ["compact", "span"])
 @pytest.mark.parametrize(("global_skip", "edges"), [("bicubic", "renormalise"), ("bicubic_edge", "replicate")])
-def test_untrained_compact_is_its_bicubic_skip(global_skip, edges):
+def test_untrained_fast_tier_networks_are_their_bicubic_skip(arch, global_skip, edges):
     from training.arch import BicubicUpscale, build_generator
 
-    gen = build_generator(arch="compact", scale=4, filters=8, blocks=2, global_skip=global_skip)
+    gen = build_generator(arch=arch, scale=4, filters=8, blocks=2, global_skip=global_skip)
     lr = np.random.default_rng(0).uniform(0, 255, (2, 16, 24, 3)).astype(np.float32)
     bicubic = np.clip(np.asarray(BicubicUpscale(4, edges=edges)(lr)), 0, 255)
     np.testing.assert_array_equal(np.asarray(gen(lr, training=False)), bicubic)
@@ -170,3 +171,41 @@ def test_build_generator_rejects_unknown_architectures():
 
     with pytest.raises(ValueError, match="arch"):
         build_generator(arch="rrdb")  # type: ignore[arg-type]
+
+
+def test_span_blocks_gate_their_sum_with_a_centred_sigmoid_and_the_cat_sees_four_tensors():
+    """SPAN's block: three 3x3 convolutions (SiLU after the first two), then ``(y + x) * (sigmoid(y) - 0.5)``; the
+    1x1 ``cat_conv`` reads the head, the body convolution, the first block's output and the last block's first
+    convolution, as spandrel's SPAN.forward."""
+    import keras
+
+    from training.arch import build_span
+
+    gen = build_span(scale=2, filters=8, blocks=3, global_skip="none")
+    names = ["head_conv", "block0_conv3", "block0_attend", "block1_attend", "block2_conv1", "block2_conv3",
+             "block2_attend", "body_conv", "cat"]
+    probe = keras.Model(gen.input, [gen.get_layer(n).output for n in names])
+    lr = np.random.default_rng(0).uniform(0, 255, (1, 12, 10, 3)).astype(np.float32)
+    t = dict(zip(names, (np.asarray(o) for o in probe(lr, training=False))))
+
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))
+
+    np.testing.assert_allclose(t["block0_attend"], (t["block0_conv3"] + t["head_conv"])
+                               * (sigmoid(t["block0_conv3"]) - 0.5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(t["block2_attend"], (t["block2_conv3"] + t["block1_attend"])
+                               * (sigmoid(t["block2_conv3"]) - 0.5), rtol=1e-4, atol=1e-5)
+    expected_cat = np.concatenate([t["head_conv"], t["body_conv"], t["block0_attend"], t["block2_conv1"]], -1)
+    np.testing.assert_allclose(t["cat"], expected_cat, rtol=1e-6)
+    silu = gen.get_layer("block0_silu1")
+    v = np.linspace(-4, 4, 9, dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(silu(v)), v * sigmoid(v), rtol=1e-5, atol=1e-6)
+    out = np.asarray(gen(lr))
+    assert out.shape == (1, 24, 20, 3) and out.min() >= 0.0 and out.max() <= 255.0
+
+
+def test_span_needs_a_block():
+    from training.arch import build_span
+
+    with pytest.raises(ValueError, match="block"):
+        build_span(blocks=0)

@@ -179,6 +179,26 @@ def test_a_compact_generator_exports_runs_in_the_engine_and_states_its_flops(tmp
         assert auto.precision in ("f32", "bf16") and np.abs(auto.upscale(lr).astype(int) - expected).max() <= 3
 
 
+def test_a_span_generator_exports_runs_in_the_engine_and_states_its_flops(tmp_path, make_config):
+    from model.engine import Upscaler
+    from training.export import export_generator
+
+    run, gen = _fake_run(make_config, tmp_path, tmp_path, arch="span", scale=4, filters=8, blocks=2,
+                         global_skip="bicubic_edge")
+    out = tmp_path / "span_x4.onnx"
+    export_generator(run.root, out, name="span_x4", version="1")
+    arch = json.loads((tmp_path / "span_x4.card.json").read_text())["architecture"]
+    assert arch["type"] == "SPAN" and arch["arch"] == "span" and arch["blocks"] == 2
+    # by hand: 3x3 convs 3 -> 8 (head), 3 per block and the body conv 8 -> 8, the 1x1 cat conv 32 -> 8, the tail
+    # 8 -> 48, the skip's 5x5 3 -> 48; the elementwise attention is not counted (convolutions only)
+    convs = 9 * 3 * 8 + (3 * 2 + 1) * 9 * 8 * 8 + 32 * 8 + 9 * 8 * 48 + 25 * 3 * 48
+    assert arch["flops_per_input_pixel"] == 2 * convs
+    lr = np.random.default_rng(2).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    expected = np.clip(np.rint(np.asarray(gen(lr[None].astype(np.float32), training=False))[0]), 0, 255)
+    up = Upscaler.from_file(out, backend="onnxruntime", precision="f32", tile=0)
+    assert np.abs(up.upscale(lr).astype(int) - expected).max() <= 1
+
+
 def test_export_takes_a_checkpoint_prefix_as_its_help_says(tmp_path):
     """``srgan export runs/x/checkpoints/ckpt-1``: a checkpoint is named by a prefix that is no file itself (its
     ``.index`` and ``.data`` files are); the command refused it as a missing path. A name that is neither still
