@@ -119,7 +119,8 @@ def _register_degrade(stages: argparse._SubParsersAction) -> None:
 
 
 def _register_pack(stages: argparse._SubParsersAction) -> None:
-    text = "a run's resumable state (config, latest checkpoint, best weights, history) as one file, and back"
+    text = ("a run's resumable state (config, latest checkpoint, best weights, history, progress log) as one file, "
+            "and back")
     p = stages.add_parser("pack", help=text, description=text + ": continue it exactly on another machine with "
                           "`srgan train unpack FILE RUN_DIR`, then the run's command with --run-dir RUN_DIR --resume")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
