@@ -202,6 +202,15 @@ class Upscaler:
     def backend_name(self) -> str:
         return self.backend.name
 
+    def release_memory(self) -> None:
+        """Let the runtime give back what it keeps between runs (the intermediate buffers of OpenVINO's
+        networks: this engine's and its float32 re-run's); the next run makes them again. For an engine that
+        sits idle beside others (a worker's cache). A backend mid-run keeps its buffers."""
+        for backend in (self.backend, self._f32):
+            release = getattr(backend, "release_memory", None)
+            if release is not None:
+                release()
+
     def overlap_for(self, overlap: int | None = None) -> int:
         """The context a tile gets: ``overlap`` (default: the engine's), at least the model's minimum
         (its contract's ``tiling.min_overlap``)."""
