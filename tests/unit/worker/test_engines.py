@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -125,13 +125,14 @@ def test_the_engines_a_job_does_not_use_give_back_their_buffers(setup, tmp_path)
     engines = {}
     for version in ("v1", "v2"):
         engine = engines[version] = cache.get(f"sr:{version}")
-        real = engine.backend.release_memory
+        backend: Any = engine.backend  # an OpenVinoBackend
+        real = backend.release_memory
 
         def counting(version=version, real=real):
             released.append(version)
             return real()
 
-        engine.backend.release_memory = counting  # type: ignore[method-assign]
+        backend.release_memory = counting
     released.clear()
     assert cache.get("sr:v1") is engines["v1"] and released == ["v2"]
     assert cache.get("sr:v2") is engines["v2"] and released == ["v2", "v1"]
