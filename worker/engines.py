@@ -74,12 +74,11 @@ class EngineCache:
             parts = blend.parts()
             files = tuple((str(m.path), m.path.stat().st_mtime_ns) for m, _ in parts)
             key = (*files, tuple(w for _, w in parts))
+            self._release_others(key)
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)
-                self._release_others(key)
                 return engine, blend
-            self._release_others(key)
             engine = build_upscaler(self.settings, blend)
             current = dict(files)  # path -> mtime of the files this engine was built from
             for stale in [k for k in self._engines if any(p in current and m != current[p] for p, m in k[:-1])]:
